@@ -1,0 +1,632 @@
+"""The ``jitaccess`` command: the operators' and break-glass path.
+
+It acts on behalf of a Slack user given with ``--as``, under the same rules as
+Slack. Exit codes: 0 done, 1 refused by a rule (message on stderr, nothing
+changed), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from jitaccess.container import Container, build
+from jitaccess.domain.durations import format_duration, parse_duration
+from jitaccess.domain.errors import JitError
+from jitaccess.domain.policy import (
+    DEFAULT_APPROVAL_TIMEOUT,
+    DEFAULT_MAX_DURATION,
+    DEFAULT_ROLES,
+    ApprovalMode,
+    Policy,
+)
+from jitaccess.service import AppSpec
+from jitaccess.views import AppView, RequestView
+
+app = typer.Typer(
+    name="jitaccess",
+    help="Just-in-time privileged access for managed applications, run from Slack.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+apps_app = typer.Typer(help="Managed applications and their JIT policies.", no_args_is_help=True)
+requests_app = typer.Typer(help="Access requests.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(apps_app, name="apps")
+app.add_typer(requests_app, name="requests")
+app.add_typer(audit_app, name="audit")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Mode(StrEnum):
+    automatic = "automatic"
+    manual = "manual"
+
+
+class ExportFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+class DiagramFormat(StrEnum):
+    mermaid = "mermaid"
+    svg = "svg"
+    png = "png"
+
+
+def _duration(value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _instant(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"'{value}' is not an ISO 8601 time: use e.g. 2026-11-27T14:00 (UTC) "
+            "or 2026-11-27T15:00+01:00"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+AsUser = Annotated[str, typer.Option("--as", help="Slack user ID you act as (U…)")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output")]
+Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log)")]
+
+
+@contextmanager
+def _container() -> Iterator[Container]:
+    """Build the service for one command; rule refusals become exit code 1."""
+    container: Container | None = None
+    try:
+        container = build()
+        container.db.upgrade()
+        yield container
+    except JitError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    finally:
+        if container is not None:
+            container.close()
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _fmt_time(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+# -- db ----------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest version."""
+    with _container() as c:
+        out.print(f"Database at the newest schema ({c.db.dialect}).")
+
+
+# -- apps --------------------------------------------------------------------------
+def _policy(
+    mode: Mode | None,
+    max_duration: str | None,
+    approvers: list[str] | None,
+    approval_timeout: str | None,
+) -> Policy:
+    return Policy(
+        mode=ApprovalMode(mode.value) if mode else ApprovalMode.AUTOMATIC,
+        max_duration=_duration(max_duration) or DEFAULT_MAX_DURATION,
+        approvers=tuple(approvers or ()),
+        approval_timeout=_duration(approval_timeout) or DEFAULT_APPROVAL_TIMEOUT,
+    )
+
+
+@apps_app.command("register")
+def apps_register(
+    name: str,
+    scope: Annotated[str, typer.Option(help="The managed resource group's ID")],
+    publisher: Annotated[list[str], typer.Option(help="Publisher's Slack user ID (repeat)")],
+    role: Annotated[list[str] | None, typer.Option(help="Eligible role (repeat)")] = None,
+    admin: Annotated[list[str] | None, typer.Option(help="Consumer admin (repeat)")] = None,
+    jit: Annotated[
+        bool, typer.Option("--jit/--no-jit", help="JIT enabled; fixed forever at registration")
+    ] = True,
+    mode: Annotated[Mode | None, typer.Option(help="Approval mode")] = None,
+    max_duration: Annotated[str | None, typer.Option(help="Longest window, e.g. 8h")] = None,
+    approver: Annotated[list[str] | None, typer.Option(help="Approver (repeat)")] = None,
+    approval_timeout: Annotated[str | None, typer.Option(help="e.g. 24h")] = None,
+    as_json: Json = False,
+) -> None:
+    """Register (deploy) a managed application."""
+    spec = AppSpec(
+        name=name,
+        scope=scope,
+        publishers=tuple(publisher),
+        roles=tuple(role or DEFAULT_ROLES),
+        admins=tuple(admin or ()),
+        jit_enabled=jit,
+        policy=_policy(mode, max_duration, approver, approval_timeout),
+    )
+    with _container() as c:
+        view = c.service.register_app(spec, actor="cli", now=now())
+    if as_json:
+        _emit_json(view.to_json())
+        return
+    out.print(f"Registered {view.name} (JIT {'enabled' if view.jit_enabled else 'disabled'}).")
+    if not view.jit_enabled:
+        out.print("JIT is disabled: the publisher holds permanent access; this cannot change.")
+
+
+@apps_app.command("policy")
+def apps_policy(
+    name: str,
+    as_user: AsUser,
+    mode: Annotated[Mode | None, typer.Option(help="automatic or manual")] = None,
+    max_duration: Annotated[str | None, typer.Option(help="Longest window, e.g. 8h")] = None,
+    approver: Annotated[
+        list[str] | None, typer.Option(help="Approver (repeat); replaces the list")
+    ] = None,
+    approval_timeout: Annotated[str | None, typer.Option(help="e.g. 24h")] = None,
+    as_json: Json = False,
+) -> None:
+    """Change an application's JIT policy (consumer admins). Applies to new requests."""
+    with _container() as c:
+        view = c.service.set_policy(
+            name,
+            actor=as_user,
+            now=now(),
+            mode=ApprovalMode(mode.value) if mode else None,
+            max_duration=_duration(max_duration),
+            approvers=approver,
+            approval_timeout=_duration(approval_timeout),
+        )
+    if as_json:
+        _emit_json(view.to_json())
+    else:
+        _print_app(view)
+
+
+class _PolicyDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: ApprovalMode = ApprovalMode.AUTOMATIC
+    max_duration: str = "8h"
+    approvers: list[str] = Field(default_factory=list)
+    approval_timeout: str = "24h"
+
+
+class _AppDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    scope: str
+    publishers: list[str]
+    roles: list[str] = Field(default_factory=lambda: list(DEFAULT_ROLES))
+    admins: list[str] = Field(default_factory=list)
+    jit_enabled: bool = True
+    policy: _PolicyDoc = Field(default_factory=_PolicyDoc)
+    provider: str = "log"
+
+
+class _AppsDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    apps: list[_AppDoc]
+
+
+def _load_apps(path: Path) -> list[AppSpec]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+        doc = _AppsDoc.model_validate(raw)
+    except (OSError, yaml.YAMLError) as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise typer.BadParameter(f"{path} is not a valid apps file: {problems}") from None
+    specs = []
+    for item in doc.apps:
+        policy = Policy(
+            mode=item.policy.mode,
+            max_duration=_duration(item.policy.max_duration) or DEFAULT_MAX_DURATION,
+            approvers=tuple(item.policy.approvers),
+            approval_timeout=_duration(item.policy.approval_timeout) or DEFAULT_APPROVAL_TIMEOUT,
+        )
+        specs.append(
+            AppSpec(
+                name=item.name,
+                scope=item.scope,
+                publishers=tuple(item.publishers),
+                roles=tuple(item.roles),
+                admins=tuple(item.admins),
+                jit_enabled=item.jit_enabled,
+                policy=policy,
+                provider=item.provider,
+            )
+        )
+    return specs
+
+
+@apps_app.command("apply")
+def apps_apply(
+    file: Annotated[Path, typer.Option("-f", "--file", help="YAML with an `apps:` list")],
+) -> None:
+    """Create or update applications from a YAML file (config as code), all or nothing."""
+    specs = _load_apps(file)
+    with _container() as c:
+        result = c.service.apply_apps(specs, actor="cli:apply", now=now())
+    for label, names in (
+        ("created", result.created),
+        ("updated", result.updated),
+        ("unchanged", result.unchanged),
+    ):
+        if names:
+            out.print(f"{label}: {', '.join(names)}")
+
+
+@apps_app.command("list")
+def apps_list(as_json: Json = False) -> None:
+    """List the registered applications."""
+    with _container() as c:
+        views = c.service.list_apps()
+    if as_json:
+        _emit_json([v.to_json() for v in views])
+        return
+    table = Table("Name", "JIT", "Mode", "Max", "Approvers", "Roles", "Scope")
+    for v in views:
+        table.add_row(
+            v.name,
+            "enabled" if v.jit_enabled else "disabled",
+            v.policy.mode.value if v.jit_enabled else "-",
+            format_duration(v.policy.max_duration) if v.jit_enabled else "-",
+            ", ".join(v.policy.approvers) or "-",
+            ", ".join(v.eligible_roles),
+            v.scope,
+        )
+    out.print(table if views else "No applications yet: `jitaccess apps register --help`.")
+
+
+def _print_app(v: AppView) -> None:
+    table = Table(show_header=False)
+    for key, value in (
+        ("Name", v.name),
+        ("Scope", v.scope),
+        ("JIT", "enabled" if v.jit_enabled else "disabled (publisher has permanent access)"),
+        ("Publishers", ", ".join(v.publishers)),
+        ("Eligible roles", ", ".join(v.eligible_roles)),
+        ("Consumer admins", ", ".join(v.admins) or "-"),
+        ("Approval mode", v.policy.mode.value),
+        ("Maximum duration", format_duration(v.policy.max_duration)),
+        ("Approvers", ", ".join(v.policy.approvers) or "-"),
+        ("Approval timeout", format_duration(v.policy.approval_timeout)),
+        ("Provider", v.provider),
+    ):
+        table.add_row(key, value)
+    out.print(table)
+
+
+@apps_app.command("show")
+def apps_show(name: str, as_json: Json = False) -> None:
+    """Show one application and its policy."""
+    with _container() as c:
+        view = c.service.get_app(name)
+    if as_json:
+        _emit_json(view.to_json())
+    else:
+        _print_app(view)
+
+
+# -- requests ----------------------------------------------------------------------
+@requests_app.command("submit")
+def requests_submit(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    as_user: AsUser,
+    role: Annotated[str, typer.Option(help="An eligible role, e.g. Contributor")],
+    duration: Annotated[str, typer.Option(help="e.g. 2h, 90m, PT8H")],
+    reason: Annotated[str, typer.Option(help="Justification (required)")],
+    start: Annotated[str | None, typer.Option(help="ISO 8601 start; default now")] = None,
+    as_json: Json = False,
+) -> None:
+    """Ask for elevated access; prints the request id."""
+    length = _duration(duration)
+    assert length is not None
+    starts_at = _instant(start)
+    with _container() as c:
+        view = c.service.submit(
+            app_name,
+            requester=as_user,
+            role=role,
+            duration=length,
+            justification=reason,
+            starts_at=starts_at,
+            now=now(),
+        )
+    if as_json:
+        _emit_json(view.to_json())
+        return
+    out.print(
+        f"Request {view.id} is {view.state}: {view.role} on {view.app} from "
+        f"{_fmt_time(view.starts_at)} to {_fmt_time(view.ends_at)}.",
+        highlight=False,
+    )
+    if view.state == "pending":
+        out.print(f"Waiting for one of: {', '.join(view.notified_approvers)}.")
+
+
+def _decision(command: str) -> Any:
+    def run(request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False) -> None:
+        with _container() as c:
+            method = c.service.approve if command == "approve" else c.service.deny
+            view = method(request_id, actor=as_user, reason=reason, now=now())
+        _print_outcome(view, as_json)
+
+    run.__doc__ = f"{command.capitalize()} a pending request (approvers)."
+    return run
+
+
+requests_app.command("approve")(_decision("approve"))
+requests_app.command("deny")(_decision("deny"))
+
+
+@requests_app.command("cancel")
+def requests_cancel(request_id: int, as_user: AsUser, as_json: Json = False) -> None:
+    """Withdraw your own request before it starts."""
+    with _container() as c:
+        view = c.service.cancel(request_id, actor=as_user, now=now())
+    _print_outcome(view, as_json)
+
+
+@requests_app.command("revoke")
+def requests_revoke(
+    request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False
+) -> None:
+    """End someone's access early (approvers and consumer admins)."""
+    with _container() as c:
+        view = c.service.revoke(request_id, actor=as_user, reason=reason, now=now())
+    _print_outcome(view, as_json)
+
+
+@requests_app.command("release")
+def requests_release(request_id: int, as_user: AsUser, as_json: Json = False) -> None:
+    """End your own access early ("I'm done")."""
+    with _container() as c:
+        view = c.service.release(request_id, actor=as_user, now=now())
+    _print_outcome(view, as_json)
+
+
+def _print_outcome(view: RequestView, as_json: bool) -> None:
+    if as_json:
+        _emit_json(view.to_json())
+        return
+    out.print(f"Request {view.id} is {view.status_line(now())}.", highlight=False)
+    if view.last_error:
+        out.print(
+            f"Last backend error ({view.attempts} attempts): {view.last_error}", highlight=False
+        )
+
+
+@requests_app.command("show")
+def requests_show(request_id: int, as_json: Json = False) -> None:
+    """Show one request in full."""
+    with _container() as c:
+        view = c.service.get_request(request_id)
+    if as_json:
+        _emit_json(view.to_json())
+        return
+    table = Table(show_header=False)
+    rows: list[tuple[str, str]] = [
+        ("Request", str(view.id)),
+        ("Application", f"{view.app} ({view.scope})"),
+        ("Requester", view.requester),
+        ("Role", view.role),
+        ("State", view.status_line(now())),
+        (
+            "Window",
+            f"{_fmt_time(view.starts_at)} → {_fmt_time(view.ends_at)} "
+            f"({format_duration(view.duration)})",
+        ),
+        ("Justification", view.justification),
+        ("Mode", view.approval_mode),
+        ("Decided by", view.decided_by or "-"),
+        ("Decision reason", view.decision_reason or "-"),
+        ("Activated", _fmt_time(view.activated_at) or "-"),
+        ("Ended", _fmt_time(view.ended_at) or "-"),
+        ("Ended by", view.ended_by or "-"),
+        ("End reason", view.end_reason or "-"),
+    ]
+    if view.attempts or view.last_error:
+        rows.append(("Backend attempts", str(view.attempts)))
+        rows.append(("Last error", view.last_error or "-"))
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
+
+
+def _request_table(views: list[RequestView]) -> Table:
+    table = Table("ID", "App", "Requester", "Role", "State", "Start", "End", "Decided by", "Reason")
+    moment = now()
+    for v in views:
+        table.add_row(
+            str(v.id),
+            v.app,
+            v.requester,
+            v.role,
+            v.status_line(moment),
+            _fmt_time(v.starts_at),
+            _fmt_time(v.ends_at),
+            v.decided_by or "-",
+            v.decision_reason or v.end_reason or "-",
+        )
+    return table
+
+
+@requests_app.command("list")
+def requests_list(
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this application")] = None,
+    state: Annotated[str | None, typer.Option(help="Only this state, e.g. pending")] = None,
+    mine: Annotated[bool, typer.Option("--mine", help="Only requests made --as you")] = False,
+    as_user: Annotated[str | None, typer.Option("--as", help="Slack user ID (with --mine)")] = None,
+    as_json: Json = False,
+) -> None:
+    """List requests, newest first."""
+    if mine and not as_user:
+        raise typer.BadParameter("--mine needs --as U… to know who you are")
+    with _container() as c:
+        views = c.service.list_requests(
+            app=app_name, state=state, requester=as_user if mine else None
+        )
+    if as_json:
+        _emit_json([v.to_json() for v in views])
+    else:
+        out.print(_request_table(views) if views else "No requests match.")
+
+
+@requests_app.command("history")
+def requests_history(
+    app_name: Annotated[str, typer.Argument(metavar="APP")], as_json: Json = False
+) -> None:
+    """An application's request history: who asked, who decided, when access began and ended."""
+    with _container() as c:
+        views = c.service.history(app_name)
+    if as_json:
+        _emit_json([v.to_json() for v in views])
+    else:
+        out.print(_request_table(views) if views else f"No requests for {app_name} yet.")
+
+
+# -- deadlines, audit, diagram, serve -----------------------------------------------
+@app.command("sweep")
+def sweep() -> None:
+    """Run every transition that is due now, once."""
+    with _container() as c:
+        report = c.service.sweep(now())
+        relayed = c.relay.drain(now())
+    out.print(
+        f"activated {report.activated}, expired {report.expired}, revoked {report.revoked}, "
+        f"timed out {report.timed_out}, failed {report.failed}, lapsed {report.lapsed}, "
+        f"retrying {report.retrying}; notifications delivered {relayed.delivered}"
+    )
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the hash chain; exit 1 and name each broken entry if it was tampered with."""
+    from jitaccess.audit_log import verify
+
+    with _container() as c:
+        result = verify(c.db)
+    if result.problems:
+        err.print(f"[red]Audit log tampered with[/red] ({result.entries} entries read):")
+        for problem in result.problems:
+            err.print(f"  - {problem}", highlight=False)
+        raise typer.Exit(1)
+    out.print(f"Audit log intact: {result.entries} entries, head {result.head_hash[:16]}…")
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", help="jsonl or csv")
+    ] = ExportFormat.jsonl,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File; default stdout")
+    ] = None,
+) -> None:
+    """Write the whole audit log."""
+    from jitaccess.audit_log import export_rows
+
+    with _container() as c:
+        handle = output.open("w", newline="") if output else sys.stdout
+        try:
+            count = 0
+            if fmt is ExportFormat.jsonl:
+                for row in export_rows(c.db):
+                    handle.write(json.dumps(row, default=str) + "\n")
+                    count += 1
+            else:
+                writer: Any = None
+                for row in export_rows(c.db):
+                    flat = {**row, "details": json.dumps(row["details"], default=str)}
+                    if writer is None:
+                        writer = csv.DictWriter(handle, fieldnames=list(flat))
+                        writer.writeheader()
+                    writer.writerow(flat)
+                    count += 1
+        finally:
+            if output:
+                handle.close()
+    if output:
+        out.print(f"Wrote {count} entries to {output}.")
+
+
+@app.command("diagram")
+def diagram(
+    fmt: Annotated[DiagramFormat, typer.Option("--format")] = DiagramFormat.mermaid,
+    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+) -> None:
+    """Draw the request lifecycle from the state machine itself."""
+    from jitaccess.domain.lifecycle import RequestLifecycle, mermaid
+
+    if fmt is DiagramFormat.mermaid:
+        text = mermaid()
+        if output:
+            output.write_text(text)
+        else:
+            sys.stdout.write(text)
+        return
+    from statemachine.contrib.diagram import DotGraphMachine
+    from statemachine.contrib.diagram.graphviz import GraphvizError, run_graphviz
+
+    graph = DotGraphMachine(RequestLifecycle).get_graph()  # type: ignore[no-untyped-call]
+    source = str(graph.to_string())
+    try:
+        image = run_graphviz(source, fmt.value)
+    except GraphvizError as exc:
+        err.print(
+            f"[red]error:[/red] {fmt.value} needs Graphviz's `dot` program "
+            f"(apt-get install graphviz), or use --format mermaid ({exc})"
+        )
+        raise typer.Exit(1) from None
+    if output:
+        output.write_bytes(image)
+    else:
+        sys.stdout.buffer.write(image)
+
+
+@app.command("serve")
+def serve() -> None:
+    """Run the service: migrations, the deadline scheduler and the outbox relay."""
+    from jitaccess.server import run
+
+    run()
+
+
+def main() -> None:
+    app()

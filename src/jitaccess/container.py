@@ -1,0 +1,58 @@
+"""The composition root: the one place that wires adapters to the core."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+from jitaccess.outbox import LoggingNotifier, Notifier, OutboxRelay
+from jitaccess.providers.base import ProviderRegistry
+from jitaccess.providers.log import LogProvider
+from jitaccess.scheduler import DeadlineScheduler
+from jitaccess.service import JitService, RetryPolicy
+from jitaccess.settings import Settings
+from jitaccess.store.db import Database
+
+
+@dataclass
+class Container:
+    settings: Settings
+    db: Database
+    providers: ProviderRegistry
+    service: JitService
+    relay: OutboxRelay
+
+    def scheduler(self) -> DeadlineScheduler:
+        scheduler = DeadlineScheduler(
+            self.service,
+            self.relay,
+            sweep_interval=self.settings.sweep_interval_seconds,
+            relay_interval=self.settings.relay_interval_seconds,
+            batch_size=self.settings.sweep_batch_size,
+        )
+        self.service.on_deadline = scheduler.wake_at
+        return scheduler
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build(settings: Settings | None = None, *, notifier: Notifier | None = None) -> Container:
+    settings = settings or Settings()
+    db = Database(settings.database_url)
+    providers = ProviderRegistry()
+    providers.register(LogProvider(db))
+    retry = RetryPolicy(
+        base=timedelta(seconds=settings.retry_base_seconds),
+        cap=timedelta(seconds=settings.retry_cap_seconds),
+        max_grant_attempts=settings.grant_max_attempts,
+    )
+    service = JitService(db, providers, retry=retry, worker_id=worker_id())
+    relay = OutboxRelay(db, notifier or LoggingNotifier(), worker_id=worker_id())
+    return Container(settings, db, providers, service, relay)

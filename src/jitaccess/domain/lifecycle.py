@@ -1,0 +1,105 @@
+"""The request lifecycle, one python-statemachine ``StateMachine`` per request.
+
+The machine is bound to any object with a ``state`` attribute (in production the
+SQLAlchemy row), so moving the machine moves the persisted column. It only says
+which moves are legal; the service layer decides when to make them and records
+each one (audit event, outbox messages) in the same transaction.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from statemachine import State, StateMachine
+
+
+class RequestState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    AUTO_APPROVED = "auto_approved"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    REVOKED = "revoked"
+    FAILED = "failed"
+
+
+#: States from which nothing can happen any more.
+FINAL_STATES = frozenset(
+    {
+        RequestState.EXPIRED,
+        RequestState.DENIED,
+        RequestState.CANCELLED,
+        RequestState.TIMED_OUT,
+        RequestState.REVOKED,
+        RequestState.FAILED,
+    }
+)
+#: States that are approved (by a person or the policy) but not yet granted.
+APPROVED_STATES = frozenset({RequestState.APPROVED, RequestState.AUTO_APPROVED})
+
+
+class RequestLifecycle(StateMachine):
+    """pending → approved/auto_approved → active → expired, with the side exits.
+
+    ``expire`` also leaves an approved state: when the whole window passed
+    before the grant could be made (e.g. the service was down throughout), the
+    request ends without ever granting rather than granting for zero seconds.
+    ``release`` is the requester's own early end ("I'm done"); it lands in
+    ``revoked`` like an approver's revoke, and the audit says who and why.
+    """
+
+    pending = State("Pending", initial=True, value=RequestState.PENDING.value)
+    approved = State("Approved", value=RequestState.APPROVED.value)
+    auto_approved = State("Auto approved", value=RequestState.AUTO_APPROVED.value)
+    active = State("Active", value=RequestState.ACTIVE.value)
+    expired = State("Expired", final=True, value=RequestState.EXPIRED.value)
+    denied = State("Denied", final=True, value=RequestState.DENIED.value)
+    cancelled = State("Cancelled", final=True, value=RequestState.CANCELLED.value)
+    timed_out = State("Timed out", final=True, value=RequestState.TIMED_OUT.value)
+    revoked = State("Revoked", final=True, value=RequestState.REVOKED.value)
+    failed = State("Failed", final=True, value=RequestState.FAILED.value)
+
+    approve = pending.to(approved)
+    auto_approve = pending.to(auto_approved)
+    deny = pending.to(denied)
+    time_out = pending.to(timed_out)
+    cancel = pending.to(cancelled) | approved.to(cancelled) | auto_approved.to(cancelled)
+    activate = approved.to(active) | auto_approved.to(active)
+    fail = approved.to(failed) | auto_approved.to(failed)
+    expire = active.to(expired) | approved.to(expired) | auto_approved.to(expired)
+    revoke = active.to(revoked)
+    release = active.to(revoked)
+
+
+def allowed_events(state: str) -> list[str]:
+    """The events the machine accepts from ``state`` (for messages and the diagram)."""
+    names: list[str] = []
+    for candidate in RequestLifecycle.states:
+        if candidate.value == state:
+            for transition in candidate.transitions:
+                names.extend(str(e) for e in transition.events)
+    return sorted(set(names))
+
+
+def move(model: Any, event: str) -> tuple[str, str]:
+    """Apply ``event`` to ``model.state``; return (before, after).
+
+    Raises ``statemachine.exceptions.TransitionNotAllowed`` when the machine
+    does not allow it; callers check the state first and turn that into a
+    message, so reaching the exception means a bug, not a user error.
+    """
+    before = str(model.state)
+    machine = RequestLifecycle(model=model)
+    machine.send(event)
+    return before, str(model.state)
+
+
+def mermaid() -> str:
+    """The lifecycle as a Mermaid ``stateDiagram-v2``, drawn from the machine itself."""
+    from statemachine.contrib.diagram import MermaidGraphMachine
+
+    return str(MermaidGraphMachine(RequestLifecycle)())  # type: ignore[no-untyped-call]

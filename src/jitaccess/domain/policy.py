@@ -1,0 +1,207 @@
+"""The product rules, as pure functions over plain values.
+
+Every refusal raises :class:`RuleViolation` with a message that says what to
+change. Times are arguments: nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from jitaccess.domain.durations import format_duration
+from jitaccess.domain.errors import RuleViolation
+
+DEFAULT_MAX_DURATION = timedelta(hours=8)
+DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=24)
+DEFAULT_ROLES = ("Contributor",)
+#: A start this far in the past is accepted as "now" (clocks disagree a little).
+CLOCK_SKEW = timedelta(minutes=1)
+#: Requests may be scheduled at most this far ahead.
+MAX_START_AHEAD = timedelta(days=30)
+#: Upper bound for any policy duration, so a typo cannot grant for a year.
+MAX_POLICY_DURATION = timedelta(days=30)
+MAX_JUSTIFICATION = 2000
+
+_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
+
+
+class ApprovalMode(StrEnum):
+    AUTOMATIC = "automatic"
+    MANUAL = "manual"
+
+
+def check_user_id(value: str, what: str) -> str:
+    """Return ``value`` if it looks like a Slack user ID (``U…``/``W…``)."""
+    cleaned = value.strip()
+    if not _SLACK_USER_ID.match(cleaned):
+        raise RuleViolation(
+            f"{what} '{value}' is not a Slack user ID: use the member ID (like U0123ABCD), "
+            "found in the user's Slack profile under 'Copy member ID'"
+        )
+    return cleaned
+
+
+def check_user_ids(values: Iterable[str], what: str) -> tuple[str, ...]:
+    """Validate and de-duplicate a list of Slack user IDs, keeping their order."""
+    seen: dict[str, None] = {}
+    for value in values:
+        seen[check_user_id(value, what)] = None
+    return tuple(seen)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An application's JIT policy. Changes apply to requests submitted afterwards."""
+
+    mode: ApprovalMode = ApprovalMode.AUTOMATIC
+    max_duration: timedelta = DEFAULT_MAX_DURATION
+    approvers: tuple[str, ...] = ()
+    approval_timeout: timedelta = DEFAULT_APPROVAL_TIMEOUT
+
+    def validated(self) -> Policy:
+        approvers = check_user_ids(self.approvers, "Approver")
+        if self.mode is ApprovalMode.MANUAL and not approvers:
+            raise RuleViolation(
+                "Manual approval needs at least one approver: add one (--approver U…) "
+                "or use automatic mode"
+            )
+        for name, value in (
+            ("Maximum duration", self.max_duration),
+            ("Approval timeout", self.approval_timeout),
+        ):
+            if value <= timedelta(0):
+                raise RuleViolation(f"{name} must be positive, not {format_duration(value)}")
+            if value > MAX_POLICY_DURATION:
+                raise RuleViolation(
+                    f"{name} {format_duration(value)} is too long: "
+                    f"at most {format_duration(MAX_POLICY_DURATION)}"
+                )
+        return Policy(self.mode, self.max_duration, approvers, self.approval_timeout)
+
+
+@dataclass(frozen=True)
+class AppRules:
+    """What the rules need to know about a managed application."""
+
+    name: str
+    jit_enabled: bool
+    publishers: tuple[str, ...]
+    eligible_roles: tuple[str, ...]
+    admins: tuple[str, ...] = ()
+    policy: Policy = field(default_factory=Policy)
+
+
+@dataclass(frozen=True)
+class Window:
+    starts_at: datetime
+    ends_at: datetime
+
+
+def disabled_message(app_name: str) -> str:
+    return (
+        f"JIT is disabled for {app_name}: the publisher already has permanent access; "
+        "JIT cannot be enabled after registration"
+    )
+
+
+def resolve_role(app: AppRules, role: str) -> str:
+    """The application's spelling of ``role`` (matched without regard to case)."""
+    wanted = role.strip().casefold()
+    for eligible in app.eligible_roles:
+        if eligible.casefold() == wanted:
+            return eligible
+    raise RuleViolation(
+        f"'{role}' is not an eligible role for {app.name}: choose one of "
+        + ", ".join(app.eligible_roles)
+    )
+
+
+def check_submission(
+    app: AppRules,
+    requester: str,
+    role: str,
+    duration: timedelta,
+    starts_at: datetime | None,
+    justification: str,
+    now: datetime,
+) -> tuple[str, Window, str]:
+    """Check a new request; return (canonical role, window, cleaned justification)."""
+    if not app.jit_enabled:
+        raise RuleViolation(disabled_message(app.name))
+    if requester not in app.publishers:
+        raise RuleViolation(
+            f"Only {app.name}'s publishers may request access, and you are not one: "
+            "ask a consumer admin to add you as a publisher"
+        )
+    canonical_role = resolve_role(app, role)
+    if duration <= timedelta(0):
+        raise RuleViolation("Duration must be positive: ask for at least a minute")
+    if duration > app.policy.max_duration:
+        raise RuleViolation(
+            f"Duration {format_duration(duration)} is longer than {app.name}'s maximum of "
+            f"{format_duration(app.policy.max_duration)}: ask for "
+            f"{format_duration(app.policy.max_duration)} or less"
+        )
+    start = now if starts_at is None else starts_at
+    if start < now - CLOCK_SKEW:
+        raise RuleViolation(
+            "The start time is in the past: leave it empty to start now, or pick a later time"
+        )
+    if start > now + MAX_START_AHEAD:
+        raise RuleViolation(
+            f"The start time is more than {MAX_START_AHEAD.days} days ahead: pick an earlier time"
+        )
+    start = max(start, now)
+    cleaned = " ".join(justification.split())
+    if not cleaned:
+        raise RuleViolation("A justification is required: say why you need this access")
+    if len(cleaned) > MAX_JUSTIFICATION:
+        raise RuleViolation(
+            f"The justification is {len(cleaned)} characters long: keep it under "
+            f"{MAX_JUSTIFICATION}"
+        )
+    return canonical_role, Window(start, start + duration), cleaned
+
+
+def approval_deadline(created_at: datetime, timeout: timedelta, window: Window) -> datetime:
+    """A request still pending at this moment times out."""
+    return min(created_at + timeout, window.ends_at)
+
+
+def check_decider(approvers: Sequence[str], requester: str, actor: str, verb: str) -> None:
+    """Only a listed approver may decide, and never on their own request."""
+    if actor not in approvers:
+        raise RuleViolation(
+            f"Only this application's approvers may {verb} requests, and you are not one"
+        )
+    if actor == requester:
+        raise RuleViolation(f"You cannot {verb} your own request: another approver must decide")
+
+
+def check_reason(reason: str | None, verb: str) -> str:
+    cleaned = " ".join((reason or "").split())
+    if not cleaned:
+        raise RuleViolation(f"A reason is required to {verb}: say why")
+    if len(cleaned) > MAX_JUSTIFICATION:
+        raise RuleViolation(f"The reason is too long: keep it under {MAX_JUSTIFICATION} characters")
+    return cleaned
+
+
+def check_revoker(app: AppRules, actor: str) -> None:
+    """Approvers and consumer admins may end someone's active grant early."""
+    if actor not in app.policy.approvers and actor not in app.admins:
+        raise RuleViolation(
+            f"Only {app.name}'s approvers and consumer admins may revoke access; "
+            "the requester can end their own access with release"
+        )
+
+
+def check_admin(app: AppRules, actor: str) -> None:
+    if actor not in app.admins:
+        raise RuleViolation(
+            f"Only {app.name}'s consumer admins may change its policy, and you are not one"
+        )

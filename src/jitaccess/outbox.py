@@ -1,0 +1,149 @@
+"""The outbox relay: delivers queued notifications at least once, never inside a
+transition's transaction, so a slow or absent Slack never blocks or loses one."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import func, select
+
+from jitaccess.store.db import Database
+from jitaccess.store.models import OutboxMessage
+
+log = logging.getLogger("jitaccess.outbox")
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One queued message; ``dedup_key`` is unique, so a retry can tell it was sent."""
+
+    id: int
+    dedup_key: str
+    kind: str
+    recipient: str | None
+    request_id: int | None
+    payload: dict[str, object]
+    attempts: int
+
+
+class Notifier(Protocol):
+    def deliver(self, note: Notification, now: datetime) -> None:
+        """Deliver or raise; raising leaves the message queued for a later retry."""
+
+
+class LoggingNotifier:
+    """Delivers by writing a log line: the notifier until Slack is configured."""
+
+    def __init__(self) -> None:
+        self.delivered: list[Notification] = []
+
+    def deliver(self, note: Notification, now: datetime) -> None:
+        self.delivered.append(note)
+        log.info(
+            "notify %s %s about request %s: %s",
+            note.recipient,
+            note.kind,
+            note.request_id,
+            note.payload,
+        )
+
+
+@dataclass
+class RelayReport:
+    delivered: int = 0
+    failed: int = 0
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        db: Database,
+        notifier: Notifier,
+        *,
+        worker_id: str = "relay",
+        lease: timedelta = timedelta(seconds=60),
+        max_backoff: timedelta = timedelta(minutes=5),
+    ) -> None:
+        self.db = db
+        self.notifier = notifier
+        self.worker_id = worker_id
+        self.lease = lease
+        self.max_backoff = max_backoff
+
+    def drain(self, now: datetime, *, batch_size: int = 100, max_batches: int = 50) -> RelayReport:
+        """Deliver what is due, oldest first. Claims rows by pushing ``available_at``
+        ahead by a lease (with SKIP LOCKED on PostgreSQL), so replicas share the work."""
+        report = RelayReport()
+        for _ in range(max_batches):
+            notes = self._claim(now, batch_size)
+            if not notes:
+                break
+            for note in notes:
+                error = None
+                try:
+                    self.notifier.deliver(note, now)
+                except Exception as exc:  # delivery failures are retried, never fatal
+                    error = str(exc) or type(exc).__name__
+                    log.warning("delivery of %s failed: %s", note.dedup_key, error)
+                self._settle(note, error, now)
+                if error is None:
+                    report.delivered += 1
+                else:
+                    report.failed += 1
+            if report.failed:
+                # Slack is failing: stop hammering it; the next drain retries.
+                break
+        return report
+
+    def backlog(self) -> tuple[int, datetime | None]:
+        """(undelivered count, oldest created_at)."""
+        with self.db.transaction(readonly=True) as session:
+            count, oldest = session.execute(
+                select(func.count(), func.min(OutboxMessage.created_at)).where(
+                    OutboxMessage.delivered_at.is_(None)
+                )
+            ).one()
+            return int(count), oldest
+
+    def _claim(self, now: datetime, limit: int) -> list[Notification]:
+        with self.db.transaction() as session:
+            query = (
+                select(OutboxMessage)
+                .where(OutboxMessage.delivered_at.is_(None), OutboxMessage.available_at <= now)
+                .order_by(OutboxMessage.available_at, OutboxMessage.id)
+                .limit(limit)
+            )
+            if self.db.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            rows = list(session.execute(query).scalars())
+            for row in rows:
+                row.available_at = now + self.lease
+            return [
+                Notification(
+                    row.id,
+                    row.dedup_key,
+                    row.kind,
+                    row.recipient,
+                    row.request_id,
+                    dict(row.payload),
+                    row.attempts,
+                )
+                for row in rows
+            ]
+
+    def _settle(self, note: Notification, error: str | None, now: datetime) -> None:
+        with self.db.transaction() as session:
+            row = session.get(OutboxMessage, note.id)
+            if row is None:
+                return
+            row.attempts += 1
+            if error is None:
+                row.delivered_at = now
+                row.last_error = None
+            else:
+                row.last_error = error
+                delay = min(self.max_backoff, timedelta(seconds=2 ** min(row.attempts, 12)))
+                row.available_at = now + delay

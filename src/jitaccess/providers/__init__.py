@@ -1,0 +1,1 @@
+"""Access providers: where access is really granted and taken away."""

@@ -1,0 +1,60 @@
+"""The ``AccessProvider`` port: grant and revoke, both idempotent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class GrantSpec:
+    """Everything a backend needs to grant or revoke one request's access."""
+
+    request_id: int
+    app: str
+    scope: str
+    principal: str
+    role: str
+    starts_at: datetime
+    ends_at: datetime
+    config: Mapping[str, Any]
+
+
+class ProviderError(Exception):
+    """The backend refused or failed. ``str(err)`` is shown to people as the reason."""
+
+
+class AccessProvider(Protocol):
+    name: str
+
+    def grant(self, spec: GrantSpec, now: datetime) -> None:
+        """Give ``spec.principal`` the role at the scope. Granting twice is harmless."""
+
+    def revoke(self, spec: GrantSpec, now: datetime) -> None:
+        """Take it away. Revoking what is not (or no longer) granted succeeds."""
+
+
+ProviderFactory = Callable[[], AccessProvider]
+
+
+class ProviderRegistry:
+    """Providers by name; applications name theirs at registration."""
+
+    def __init__(self) -> None:
+        self._providers: dict[str, AccessProvider] = {}
+
+    def register(self, provider: AccessProvider) -> None:
+        self._providers[provider.name] = provider
+
+    def names(self) -> list[str]:
+        return sorted(self._providers)
+
+    def get(self, name: str) -> AccessProvider:
+        try:
+            return self._providers[name]
+        except KeyError:
+            raise ProviderError(
+                f"no access provider named '{name}' (known: {', '.join(self.names())})"
+            ) from None

@@ -1,0 +1,70 @@
+"""The default provider: records grants in the database and logs them.
+
+It holds no real access anywhere; it lets a team try the whole flow and gives
+tests an observable backend. Real backends (Azure, webhooks) plug in the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+
+from jitaccess.providers.base import GrantSpec
+from jitaccess.store.db import Database
+from jitaccess.store.models import LogGrant
+
+log = logging.getLogger("jitaccess.provider.log")
+
+
+class LogProvider:
+    name = "log"
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def grant(self, spec: GrantSpec, now: datetime) -> None:
+        with self._db.transaction() as session:
+            row = session.get(LogGrant, spec.request_id)
+            if row is None:
+                row = LogGrant(
+                    request_id=spec.request_id,
+                    app=spec.app,
+                    scope=spec.scope,
+                    principal=spec.principal,
+                    role=spec.role,
+                    granted_at=now,
+                )
+                session.add(row)
+            row.grant_calls = (row.grant_calls or 0) + 1
+        log.info(
+            "GRANT %s to %s at %s (request %s, until %s)",
+            spec.role,
+            spec.principal,
+            spec.scope,
+            spec.request_id,
+            spec.ends_at.isoformat(),
+        )
+
+    def revoke(self, spec: GrantSpec, now: datetime) -> None:
+        with self._db.transaction() as session:
+            row = session.get(LogGrant, spec.request_id)
+            if row is not None:
+                row.revoke_calls = (row.revoke_calls or 0) + 1
+                if row.revoked_at is None:
+                    row.revoked_at = now
+        log.info(
+            "REVOKE %s from %s at %s (request %s)",
+            spec.role,
+            spec.principal,
+            spec.scope,
+            spec.request_id,
+        )
+
+    def held(self) -> list[LogGrant]:
+        """Grants currently held (granted and not revoked)."""
+        with self._db.transaction(readonly=True) as session:
+            return list(
+                session.execute(select(LogGrant).where(LogGrant.revoked_at.is_(None))).scalars()
+            )

@@ -1,0 +1,1 @@
+"""Local sandbox helpers (fake Slack Web API and friends)."""

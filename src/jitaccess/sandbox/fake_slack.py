@@ -1,0 +1,833 @@
+"""A local, in-process fake of the Slack Web API.
+
+``FakeSlack`` runs a small HTTP server on ``127.0.0.1`` (standard library only:
+``http.server.ThreadingHTTPServer`` in a daemon thread, on a port the OS picks) that
+answers the handful of Web API methods jitaccess uses, with the same ``{"ok": ...}``
+response shapes as the real API.  The real ``slack_sdk.WebClient`` talks to it over
+real HTTP when pointed at :attr:`FakeSlack.base_url`::
+
+    with FakeSlack(users={"U1": {"name": "alice", "tz": "Europe/Paris"}}) as slack:
+        client = WebClient(token="xoxb-test", base_url=slack.base_url)
+        client.chat_postMessage(channel="U1", text="hello")
+        assert slack.dms_to("U1")[0]["text"] == "hello"
+
+It exists for two reasons:
+
+* the test suite drives the real SDK (and slack_bolt) against it, so that request
+  encoding, retries and error handling are exercised end to end without Slack;
+* the browser "sandbox" feature uses it as a stand-in workspace, so jitaccess can be
+  tried out without installing a Slack app.
+
+Besides answering API calls it keeps the state of the fake workspace (messages per
+channel, ephemeral messages, modal and App Home views, posts to ``response_url``\\ s),
+records every call (:attr:`FakeSlack.calls`) and can inject failures
+(:meth:`FakeSlack.fail_next`, :meth:`FakeSlack.set_down`).
+
+Supported methods: ``auth.test``, ``chat.postMessage``, ``chat.update``,
+``chat.postEphemeral``, ``views.open``, ``views.push``, ``views.update``,
+``views.publish``, ``conversations.open``, ``users.info`` and ``users.lookupByEmail``.
+Anything else answers ``{"ok": false, "error": "unknown_method"}`` (HTTP 200).
+
+Requests may be form-encoded (``application/x-www-form-urlencoded``, what the SDK
+sends for e.g. ``conversations.open`` and ``users.info``), JSON (``application/json``,
+what it sends for ``chat.*`` and ``views.*``) or carry parameters in the query string.
+Nothing happens at import time; the server only exists between :meth:`FakeSlack.start`
+and :meth:`FakeSlack.stop`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qs, unquote, urlsplit
+
+__all__ = ["RESPONSE_URL_METHOD", "FakeSlack", "RecordedCall"]
+
+_API_PREFIX = "/api/"
+_RESPONSE_PREFIX = "/response/"
+#: Pseudo method name under which ``response_url`` posts can be targeted by ``fail_next``.
+RESPONSE_URL_METHOD = "response_url"
+#: Parameters that Slack accepts as JSON-encoded strings; decoded to Python objects.
+_JSON_PARAMS = ("blocks", "view", "attachments", "metadata")
+_BASE_TS = 1_700_000_000
+
+_Reply = tuple[int, dict[str, Any], dict[str, str]]
+_MethodHandler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class RecordedCall:
+    """One request the fake received on ``/api/<method>``."""
+
+    method: str
+    """Web API method name, e.g. ``"chat.postMessage"``."""
+    args: dict[str, Any]
+    """Parsed parameters (query string + form or JSON body), without ``token``.
+
+    JSON-string values of ``blocks``, ``view``, ``attachments`` and ``metadata`` are
+    decoded to Python objects."""
+    token: str | None
+    """From ``Authorization: Bearer ...`` or the ``token`` parameter."""
+    at: float
+    """``time.monotonic()`` when the request was received."""
+    content_type: str = ""
+    """Media type of the request body (``""`` when there was none)."""
+
+
+@dataclass
+class _Failure:
+    method: str | None
+    remaining: int
+    status: int
+    retry_after: int | None
+    error: str | None
+
+
+class _ApiError(Exception):
+    """Raised by method handlers to answer ``{"ok": false, "error": ...}``."""
+
+    def __init__(self, error: str, status: int = 200) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+
+
+@dataclass
+class _Request:
+    path: str
+    query: str
+    body: bytes
+    content_type: str
+    authorization: str | None
+    verb: str = "POST"
+
+
+class FakeSlack:
+    """A fake Slack workspace + Web API server. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        users: dict[str, dict[str, Any]] | None = None,
+        bot_user_id: str = "UBOT",
+        team_id: str = "T0001",
+    ) -> None:
+        self.bot_user_id = bot_user_id
+        self.bot_id = "B0001"
+        self.app_id = "A0001"
+        self.team_id = team_id
+        self.team_name = "jitaccess sandbox"
+        self.team_url = "https://jitaccess-sandbox.slack.com/"
+
+        self._lock = threading.RLock()
+        #: Every ``/api/*`` request received, in arrival order (failed ones included).
+        self.calls: list[RecordedCall] = []
+        #: Workspace users by id, in ``users.info`` shape.
+        self.users: dict[str, dict[str, Any]] = {}
+        #: Messages per channel id, current (post-update) version, in post order.
+        self.messages: dict[str, list[dict[str, Any]]] = {}
+        #: Ephemeral messages: ``channel``, ``user``, ``text``, ``blocks``, ``ts``.
+        self.ephemerals: list[dict[str, Any]] = []
+        #: Views by view id: ``id``, ``view`` (as submitted), ``user``, ``hash``, ...
+        self.views: dict[str, dict[str, Any]] = {}
+        #: JSON bodies POSTed to :meth:`response_url` endpoints, by key.
+        self.responses: dict[str, list[dict[str, Any]]] = {}
+        #: Tracebacks of unexpected exceptions inside the fake (should stay empty).
+        self.server_errors: list[str] = []
+
+        self._homes: dict[str, str] = {}  # user id -> view id of their App Home
+        self._triggers: dict[str, str] = {}  # trigger id -> user id
+        self._failures: list[_Failure] = []
+        self._down = False
+        self._ts_counter = 0
+        self._id_counter = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._methods: dict[str, _MethodHandler] = {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._chat_post_message,
+            "chat.update": self._chat_update,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "views.open": self._views_open,
+            "views.push": self._views_push,
+            "views.update": self._views_update,
+            "views.publish": self._views_publish,
+            "conversations.open": self._conversations_open,
+            "users.info": self._users_info,
+            "users.lookupByEmail": self._users_lookup_by_email,
+        }
+
+        self.add_user(bot_user_id, name="jitaccess", real_name="jitaccess", is_bot=True)
+        for user_id, info in (users or {}).items():
+            self._add_user_from_dict(user_id, info)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Self:
+        """Bind ``127.0.0.1`` on a free port and serve in a daemon thread."""
+        if self._server is not None:
+            raise RuntimeError("FakeSlack is already started")
+        server = _Server(self)
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fake-slack-{server.server_address[1]}",
+            daemon=True,
+        )
+        self._server = server
+        self._thread = thread
+        thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port. Safe to call twice."""
+        server, thread = self._server, self._thread
+        self._server = None
+        self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Root URL of the running server, e.g. ``http://127.0.0.1:54321``."""
+        if self._server is None:
+            raise RuntimeError("FakeSlack is not started")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def base_url(self) -> str:
+        """What ``WebClient(base_url=...)`` takes, e.g. ``http://127.0.0.1:54321/api/``."""
+        return self.url + _API_PREFIX
+
+    def response_url(self, key: str) -> str:
+        """A ``response_url`` whose JSON posts are recorded in ``responses[key]``."""
+        return f"{self.url}{_RESPONSE_PREFIX}{key}"
+
+    # ------------------------------------------------------------ configuration
+
+    def add_user(
+        self,
+        user_id: str,
+        *,
+        name: str,
+        real_name: str | None = None,
+        tz: str = "UTC",
+        tz_offset: int = 0,
+        is_bot: bool = False,
+        email: str | None = None,
+    ) -> None:
+        """Add (or replace) a workspace user, as ``users.info`` will report it."""
+        real = real_name if real_name is not None else name
+        profile: dict[str, Any] = {
+            "real_name": real,
+            "real_name_normalized": real,
+            "display_name": name,
+            "display_name_normalized": name,
+            "team": self.team_id,
+        }
+        if email is not None:
+            profile["email"] = email
+        if is_bot:
+            profile["bot_id"] = self.bot_id
+        user: dict[str, Any] = {
+            "id": user_id,
+            "team_id": self.team_id,
+            "name": name,
+            "deleted": False,
+            "real_name": real,
+            "tz": tz,
+            "tz_label": tz,
+            "tz_offset": tz_offset,
+            "is_bot": is_bot,
+            "is_admin": False,
+            "is_owner": False,
+            "is_app_user": False,
+            "profile": profile,
+        }
+        with self._lock:
+            self.users[user_id] = user
+
+    def _add_user_from_dict(self, user_id: str, info: dict[str, Any]) -> None:
+        profile = info.get("profile") or {}
+        self.add_user(
+            user_id,
+            name=str(info.get("name") or profile.get("display_name") or user_id.lower()),
+            real_name=info.get("real_name") or profile.get("real_name"),
+            tz=str(info.get("tz", "UTC")),
+            tz_offset=int(info.get("tz_offset", 0)),
+            is_bot=bool(info.get("is_bot", False)),
+            email=info.get("email") or profile.get("email"),
+        )
+        with self._lock:
+            user = self.users[user_id]
+            user["profile"].update(profile)
+            user.update({k: v for k, v in info.items() if k not in ("profile", "email")})
+
+    def fail_next(
+        self,
+        method: str | None,
+        *,
+        times: int = 1,
+        status: int = 500,
+        retry_after: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Make the next ``times`` calls to ``method`` (``None``: any API method) fail.
+
+        * ``status=429``: body ``{"ok": false, "error": "ratelimited"}`` and a
+          ``Retry-After`` header (``retry_after``, default 1).
+        * ``status=200`` with ``error="channel_not_found"`` etc.: ``{"ok": false, "error": ...}``.
+        * other statuses: that HTTP status with ``{"ok": false, "error": error or
+          "internal_error"}``.
+
+        Posts to :meth:`response_url` endpoints can be targeted with
+        ``method="response_url"`` (``None`` does not match them).  Rules are consumed in
+        the order they were added.
+        """
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._failures.append(_Failure(method, times, status, retry_after, error))
+
+    def set_down(self, down: bool) -> None:
+        """While down, every API call (and response_url post) answers HTTP 503."""
+        with self._lock:
+            self._down = down
+
+    def new_trigger_id(self, user_id: str) -> str:
+        """A trigger id that ``views.open``/``views.push`` will attribute to ``user_id``.
+
+        Any non-empty trigger id is accepted; views opened with an unknown one have
+        ``user`` ``None``.
+        """
+        with self._lock:
+            trigger = f"{self._next_id_number()}.{_BASE_TS}.{user_id.lower()}trigger"
+            self._triggers[trigger] = user_id
+            return trigger
+
+    # ------------------------------------------------------------------ queries
+
+    def calls_to(self, method: str) -> list[RecordedCall]:
+        """Recorded calls to ``method``, in arrival order."""
+        with self._lock:
+            return [c for c in self.calls if c.method == method]
+
+    def dm_channel_for(self, user_id: str) -> str:
+        """The IM channel id ``conversations.open`` returns for ``user_id``."""
+        return "D" + user_id
+
+    def messages_in(self, channel: str) -> list[dict[str, Any]]:
+        """Current version of each message in ``channel`` (a user id means their DM).
+
+        Each has ``channel``, ``ts``, ``text``, ``blocks``, ``user`` (the bot user), and
+        ``thread_ts``/``attachments``/``metadata`` when they were given.
+        """
+        with self._lock:
+            return copy.deepcopy(self.messages.get(self._channel_id(channel), []))
+
+    def dms_to(self, user_id: str) -> list[dict[str, Any]]:
+        """Messages in the bot's DM with ``user_id``."""
+        return self.messages_in(self.dm_channel_for(user_id))
+
+    def ephemerals_to(self, user_id: str) -> list[dict[str, Any]]:
+        """Ephemeral messages shown to ``user_id``, in post order."""
+        with self._lock:
+            return copy.deepcopy([e for e in self.ephemerals if e["user"] == user_id])
+
+    def opened_views(self, user_id: str) -> list[dict[str, Any]]:
+        """View records (``id``, ``view``, ``user``, ``hash``, ...) of the modals opened
+        or pushed for ``user_id`` (trigger from :meth:`new_trigger_id`), oldest first.
+        ``view`` reflects later ``views.update`` calls."""
+        with self._lock:
+            return copy.deepcopy(
+                [
+                    rec
+                    for rec in self.views.values()
+                    if rec["user"] == user_id and rec["kind"] != "home"
+                ]
+            )
+
+    def current_home(self, user_id: str) -> dict[str, Any] | None:
+        """The view JSON last published (or updated) as ``user_id``'s App Home."""
+        with self._lock:
+            view_id = self._homes.get(user_id)
+            if view_id is None:
+                return None
+            view: dict[str, Any] = copy.deepcopy(self.views[view_id]["view"])
+            return view
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Poll ``predicate`` until it is true (``True``) or ``timeout`` passes (``False``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+    # -------------------------------------------------------- request handling
+
+    def _handle(self, request: _Request) -> _Reply:
+        path = unquote(request.path)
+        if path.startswith(_API_PREFIX):
+            return self._handle_api(path[len(_API_PREFIX) :], request)
+        if path.startswith(_RESPONSE_PREFIX):
+            return self._handle_response(path[len(_RESPONSE_PREFIX) :], request)
+        if path in ("", "/") and request.verb == "GET":
+            return 200, {"ok": True, "service": "fake-slack", "api": self.base_url}, {}
+        return 404, {"ok": False, "error": "not_found"}, {}
+
+    def _handle_api(self, method: str, request: _Request) -> _Reply:
+        parse_error = False
+        try:
+            args = _parse_params(request.query, request.body, request.content_type)
+        except ValueError:
+            args, parse_error = {}, True
+        token: str | None = None
+        auth = request.authorization or ""
+        if auth[:7].lower() == "bearer ":
+            token = auth[7:].strip() or None
+        param_token = args.pop("token", None)
+        if token is None and isinstance(param_token, str) and param_token:
+            token = param_token
+        with self._lock:
+            self.calls.append(
+                RecordedCall(
+                    method=method,
+                    args=args,
+                    token=token,
+                    at=time.monotonic(),
+                    content_type=_media_type(request.content_type) if request.body else "",
+                )
+            )
+            if self._down:
+                return 503, {"ok": False, "error": "service_unavailable"}, {}
+            failure = self._take_failure(method, api=True)
+            if failure is not None:
+                return _failure_reply(failure)
+            if parse_error:
+                return 200, {"ok": False, "error": "invalid_json"}, {}
+            if token is None:
+                return 200, {"ok": False, "error": "not_authed"}, {}
+            handler = self._methods.get(method)
+            if handler is None:
+                return 200, {"ok": False, "error": "unknown_method"}, {}
+            try:
+                data = handler(copy.deepcopy(args))
+            except _ApiError as e:
+                return e.status, {"ok": False, "error": e.error}, {}
+            return 200, {"ok": True, **data}, {}
+
+    def _handle_response(self, key: str, request: _Request) -> _Reply:
+        if request.verb != "POST":
+            return 405, {"ok": False, "error": "method_not_allowed"}, {}
+        with self._lock:
+            if self._down:
+                return 503, {"ok": False, "error": "service_unavailable"}, {}
+            failure = self._take_failure(RESPONSE_URL_METHOD, api=False)
+            if failure is not None:
+                return _failure_reply(failure)
+            try:
+                payload = json.loads(request.body.decode("utf-8"))
+            except ValueError:
+                payload = None
+            if not isinstance(payload, dict):
+                return 400, {"ok": False, "error": "invalid_payload"}, {}
+            self.responses.setdefault(key, []).append(payload)
+            return 200, {"ok": True}, {}
+
+    def _take_failure(self, method: str, *, api: bool) -> _Failure | None:
+        for rule in self._failures:
+            if rule.method == method or (rule.method is None and api):
+                rule.remaining -= 1
+                if rule.remaining <= 0:
+                    self._failures.remove(rule)
+                return rule
+        return None
+
+    def _record_server_error(self) -> None:
+        with self._lock:
+            self.server_errors.append(traceback.format_exc())
+
+    # ------------------------------------------------------------- id helpers
+
+    def _next_id_number(self) -> int:
+        self._id_counter += 1
+        return self._id_counter
+
+    def _next_ts(self) -> str:
+        self._ts_counter += 1
+        micros = self._ts_counter * 100
+        return f"{_BASE_TS + micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+    def _next_hash(self) -> str:
+        return f"{_BASE_TS}.{self._next_id_number():08x}"
+
+    def _channel_id(self, channel: str) -> str:
+        # Slack accepts a user id as channel for chat.* and posts to the bot's DM.
+        if channel[:1] in ("U", "W"):
+            return self.dm_channel_for(channel)
+        return channel
+
+    def _require_channel(self, args: dict[str, Any]) -> str:
+        channel = args.get("channel")
+        if not isinstance(channel, str) or not channel:
+            raise _ApiError("channel_not_found")
+        return self._channel_id(channel)
+
+    # ------------------------------------------------------------ API methods
+
+    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": self.team_url,
+            "team": self.team_name,
+            "user": "jitaccess",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _message_payload(self, msg: dict[str, Any]) -> dict[str, Any]:
+        payload = {
+            "type": "message",
+            "user": msg["user"],
+            "bot_id": self.bot_id,
+            "app_id": self.app_id,
+            "team": self.team_id,
+            **{k: v for k, v in msg.items() if k not in ("channel", "user")},
+        }
+        return copy.deepcopy(payload)
+
+    @staticmethod
+    def _check_content(args: dict[str, Any]) -> None:
+        if not (args.get("text") or args.get("blocks") or args.get("attachments")):
+            raise _ApiError("no_text")
+        if "blocks" in args and not isinstance(args["blocks"], list):
+            raise _ApiError("invalid_blocks")
+        if "attachments" in args and not isinstance(args["attachments"], list):
+            raise _ApiError("invalid_attachments")
+
+    def _chat_post_message(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._require_channel(args)
+        self._check_content(args)
+        ts = self._next_ts()
+        msg: dict[str, Any] = {
+            "channel": channel,
+            "ts": ts,
+            "text": str(args.get("text") or ""),
+            "blocks": args.get("blocks") or [],
+            "user": self.bot_user_id,
+        }
+        if args.get("thread_ts"):
+            msg["thread_ts"] = str(args["thread_ts"])
+        for key in ("attachments", "metadata"):
+            if key in args:
+                msg[key] = args[key]
+        self.messages.setdefault(channel, []).append(msg)
+        return {"channel": channel, "ts": ts, "message": self._message_payload(msg)}
+
+    def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._require_channel(args)
+        ts = str(args.get("ts") or "")
+        msg = next((m for m in self.messages.get(channel, []) if m["ts"] == ts), None)
+        if msg is None:
+            raise _ApiError("message_not_found")
+        self._check_content(args)
+        # Like Slack: omitted blocks/attachments are kept, an empty list removes them.
+        if "text" in args:
+            msg["text"] = str(args["text"] or "")
+        for key in ("blocks", "attachments", "metadata"):
+            if key in args:
+                msg[key] = args[key]
+        return {
+            "channel": channel,
+            "ts": ts,
+            "text": msg["text"],
+            "message": self._message_payload(msg),
+        }
+
+    def _chat_post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._require_channel(args)
+        user = args.get("user")
+        if not isinstance(user, str) or not user:
+            raise _ApiError("user_not_found")
+        self._check_content(args)
+        ts = self._next_ts()
+        eph: dict[str, Any] = {
+            "channel": channel,
+            "user": user,
+            "text": str(args.get("text") or ""),
+            "blocks": args.get("blocks") or [],
+            "ts": ts,
+        }
+        if args.get("thread_ts"):
+            eph["thread_ts"] = str(args["thread_ts"])
+        if "attachments" in args:
+            eph["attachments"] = args["attachments"]
+        self.ephemerals.append(eph)
+        return {"message_ts": ts}
+
+    @staticmethod
+    def _require_view(args: dict[str, Any]) -> dict[str, Any]:
+        view = args.get("view")
+        if not isinstance(view, dict):
+            raise _ApiError("invalid_arguments")
+        return view
+
+    def _find_view(self, *, view_id: str | None, external_id: str | None) -> dict[str, Any]:
+        if view_id:
+            rec = self.views.get(view_id)
+        elif external_id:
+            rec = next((r for r in self.views.values() if r["external_id"] == external_id), None)
+        else:
+            raise _ApiError("invalid_arguments")
+        if rec is None:
+            raise _ApiError("not_found")
+        return rec
+
+    def _new_view(
+        self,
+        view: dict[str, Any],
+        *,
+        user: str | None,
+        kind: str,
+        previous: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        external_id = str(view.get("external_id") or "")
+        if external_id and any(r["external_id"] == external_id for r in self.views.values()):
+            raise _ApiError("duplicate_external_id")
+        view_id = f"V{self._next_id_number():08d}"
+        rec: dict[str, Any] = {
+            "id": view_id,
+            "view": view,
+            "user": user,
+            "hash": self._next_hash(),
+            "kind": kind,
+            "external_id": external_id,
+            "root_view_id": previous["root_view_id"] if previous else view_id,
+            "previous_view_id": previous["id"] if previous else None,
+        }
+        self.views[view_id] = rec
+        return rec
+
+    def _view_payload(self, rec: dict[str, Any]) -> dict[str, Any]:
+        view: dict[str, Any] = copy.deepcopy(rec["view"])
+        view.update(
+            {
+                "id": rec["id"],
+                "team_id": self.team_id,
+                "type": view.get("type", "modal"),
+                "private_metadata": view.get("private_metadata", ""),
+                "callback_id": view.get("callback_id", ""),
+                "state": {"values": {}},
+                "hash": rec["hash"],
+                "external_id": rec["external_id"],
+                "root_view_id": rec["root_view_id"],
+                "previous_view_id": rec["previous_view_id"],
+                "app_id": self.app_id,
+                "app_installed_team_id": self.team_id,
+                "bot_id": self.bot_id,
+            }
+        )
+        return view
+
+    def _trigger_user(self, args: dict[str, Any]) -> str | None:
+        trigger = args.get("trigger_id") or args.get("interactivity_pointer")
+        if not isinstance(trigger, str) or not trigger:
+            raise _ApiError("invalid_trigger_id")
+        return self._triggers.get(trigger)
+
+    def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._trigger_user(args)
+        view = self._require_view(args)
+        rec = self._new_view(view, user=user, kind="modal")
+        return {"view": self._view_payload(rec)}
+
+    def _views_push(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._trigger_user(args)
+        view = self._require_view(args)
+        previous = None
+        if user is not None:
+            modals = [r for r in self.views.values() if r["user"] == user and r["kind"] != "home"]
+            previous = modals[-1] if modals else None
+        rec = self._new_view(view, user=user, kind="modal", previous=previous)
+        return {"view": self._view_payload(rec)}
+
+    def _update_view(self, rec: dict[str, Any], view: dict[str, Any], hash_: Any) -> None:
+        if hash_ and hash_ != rec["hash"]:
+            raise _ApiError("hash_conflict")
+        rec["view"] = view
+        rec["hash"] = self._next_hash()
+        if view.get("external_id"):
+            rec["external_id"] = str(view["external_id"])
+
+    def _views_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        view = self._require_view(args)
+        rec = self._find_view(view_id=args.get("view_id"), external_id=args.get("external_id"))
+        self._update_view(rec, view, args.get("hash"))
+        return {"view": self._view_payload(rec)}
+
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = args.get("user_id")
+        if not isinstance(user, str) or not user:
+            raise _ApiError("invalid_arguments")
+        view = self._require_view(args)
+        home_id = self._homes.get(user)
+        if home_id is None:
+            rec = self._new_view(view, user=user, kind="home")
+            self._homes[user] = rec["id"]
+        else:
+            rec = self.views[home_id]
+            self._update_view(rec, view, args.get("hash"))
+        return {"view": self._view_payload(rec)}
+
+    def _conversations_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = args.get("channel")
+        if isinstance(channel, str) and channel:
+            return {"channel": {"id": channel}, "no_op": True, "already_open": True}
+        raw = args.get("users") or ""
+        users = raw if isinstance(raw, list) else str(raw).split(",")
+        users = [str(u).strip() for u in users if str(u).strip()]
+        if not users:
+            raise _ApiError("users_list_not_supplied")
+        if len(users) == 1:
+            info: dict[str, Any] = {
+                "id": self.dm_channel_for(users[0]),
+                "is_im": True,
+                "user": users[0],
+            }
+        else:
+            digest = hashlib.sha1(",".join(sorted(users)).encode()).hexdigest()[:10]
+            info = {"id": "G" + digest.upper(), "is_mpim": True}
+        return {"channel": info, "no_op": False, "already_open": False}
+
+    def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = self.users.get(str(args.get("user") or ""))
+        if user is None:
+            raise _ApiError("user_not_found")
+        return {"user": copy.deepcopy(user)}
+
+    def _users_lookup_by_email(self, args: dict[str, Any]) -> dict[str, Any]:
+        email = str(args.get("email") or "").lower()
+        for user in self.users.values():
+            if email and str(user["profile"].get("email", "")).lower() == email:
+                return {"user": copy.deepcopy(user)}
+        raise _ApiError("users_not_found")
+
+
+# ---------------------------------------------------------------- HTTP plumbing
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _parse_params(query: str, body: bytes, content_type: str) -> dict[str, Any]:
+    """Merge query-string and body parameters; raise ``ValueError`` on a bad body."""
+    args: dict[str, Any] = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    if body:
+        if _media_type(content_type) == "application/json":
+            parsed = json.loads(body.decode("utf-8"))
+            if not isinstance(parsed, dict):
+                raise ValueError("JSON body must be an object")
+            args.update(parsed)
+        else:  # application/x-www-form-urlencoded (also the SDK's default)
+            form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+            args.update({k: v[-1] for k, v in form.items()})
+    for key in _JSON_PARAMS:
+        value = args.get(key)
+        if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+            # If it does not parse it is left as a string; the method reports it as invalid.
+            with contextlib.suppress(ValueError):
+                args[key] = json.loads(value)
+    return args
+
+
+def _failure_reply(rule: _Failure) -> _Reply:
+    headers: dict[str, str] = {}
+    if rule.status == 429:
+        error = rule.error or "ratelimited"
+        headers["Retry-After"] = str(rule.retry_after if rule.retry_after is not None else 1)
+    else:
+        error = rule.error or "internal_error"
+        if rule.retry_after is not None:
+            headers["Retry-After"] = str(rule.retry_after)
+    return rule.status, {"ok": False, "error": error}, headers
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, fake: FakeSlack) -> None:
+        self.fake = fake
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "FakeSlack/1.0"
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output quiet
+
+    def _serve(self) -> None:
+        fake = self.server.fake
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length > 0 else b""
+            parts = urlsplit(self.path)
+            request = _Request(
+                path=parts.path,
+                query=parts.query,
+                body=body,
+                content_type=self.headers.get("Content-Type") or "",
+                authorization=self.headers.get("Authorization"),
+                verb=self.command,
+            )
+            status, payload, headers = fake._handle(request)
+        except Exception:
+            fake._record_server_error()
+            status, payload, headers = 500, {"ok": False, "error": "fatal_error"}, {}
+        data = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)

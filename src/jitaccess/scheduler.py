@@ -1,0 +1,114 @@
+"""APScheduler drives the sweep and the relay; it holds no deadline of its own.
+
+An interval job calls ``sweep(now)`` every few seconds, and a one-off job is
+re-armed for the earliest known deadline so activations and expiries happen on
+time rather than up to an interval late. If the process dies, nothing is lost:
+the deadlines are database columns and the next sweep finds them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from jitaccess.outbox import OutboxRelay
+from jitaccess.service import JitService
+
+log = logging.getLogger("jitaccess.scheduler")
+WAKE_JOB = "wake-at-next-deadline"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeadlineScheduler:
+    def __init__(
+        self,
+        service: JitService,
+        relay: OutboxRelay,
+        *,
+        sweep_interval: float,
+        relay_interval: float,
+        batch_size: int = 500,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.service = service
+        self.relay = relay
+        self.batch_size = batch_size
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._scheduler = BackgroundScheduler(timezone=UTC)
+        self._sweep_interval = sweep_interval
+        self._relay_interval = relay_interval
+        self.last_sweep_at: datetime | None = None
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def start(self) -> None:
+        self._scheduler.add_job(
+            self.sweep_now,
+            "interval",
+            seconds=self._sweep_interval,
+            id="sweep",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=self.clock(),
+        )
+        self._scheduler.add_job(
+            self.relay_now,
+            "interval",
+            seconds=self._relay_interval,
+            id="relay",
+            max_instances=1,
+            coalesce=True,
+        )
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+
+    def sweep_now(self) -> None:
+        """One sweep; runs in a scheduler thread. Errors are logged, never fatal."""
+        if not self._lock.acquire(blocking=False):
+            return  # a sweep is already running in this process
+        try:
+            report = self.service.sweep(self.clock(), batch_size=self.batch_size)
+            self.last_sweep_at = self.clock()
+            if report.transitions:
+                log.info("sweep: %s", report)
+                self.relay_now()
+            self.wake_at(self.service.next_deadline())
+        except Exception:
+            log.exception("sweep failed; the next run retries")
+        finally:
+            self._lock.release()
+
+    def relay_now(self) -> None:
+        try:
+            self.relay.drain(self.clock())
+        except Exception:
+            log.exception("outbox relay failed; the next run retries")
+
+    def wake_at(self, when: datetime | None) -> None:
+        """Arm a one-off sweep at ``when`` if it is sooner than the next interval."""
+        if when is None or not self._scheduler.running:
+            return
+        now = self.clock()
+        if when - now > timedelta(seconds=self._sweep_interval):
+            return
+        self._scheduler.add_job(
+            self.sweep_now,
+            "date",
+            run_date=max(when, now),
+            id=WAKE_JOB,
+            replace_existing=True,
+            misfire_grace_time=None,
+        )

@@ -1,0 +1,1040 @@
+"""Use cases. Each public method is one use case in one transaction.
+
+Times are arguments (``now``); nothing here reads a clock. Provider calls
+(grant, revoke) never run inside a transaction: the sweep first *claims* due
+rows by pushing their deadline ahead by a lease, commits, calls the backend,
+then records the outcome in a second transaction after checking that nobody
+changed the row meanwhile. A crash between the two leaves the lease to lapse,
+and the next sweep repeats the (idempotent) call: nothing is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from jitaccess.domain import policy as rules
+from jitaccess.domain.errors import Conflict, NotFound, RuleViolation
+from jitaccess.domain.lifecycle import (
+    APPROVED_STATES,
+    FINAL_STATES,
+    RequestLifecycle,
+    RequestState,
+    move,
+)
+from jitaccess.domain.policy import ApprovalMode, Policy
+from jitaccess.providers.base import GrantSpec, ProviderRegistry
+from jitaccess.store import audit
+from jitaccess.store.db import Database
+from jitaccess.store.models import AccessRequest, Application, OutboxMessage
+from jitaccess.views import AppView, RequestView
+
+log = logging.getLogger("jitaccess.service")
+
+SYSTEM = "system"
+POLICY_ACTOR = "policy:automatic"
+_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for provider calls: exponential, capped, with jitter."""
+
+    base: timedelta = timedelta(seconds=5)
+    cap: timedelta = timedelta(minutes=5)
+    max_grant_attempts: int = 5
+    #: How long a sweeper may hold a claimed row before another may take it over.
+    lease: timedelta = timedelta(seconds=60)
+
+    def delay(self, attempts: int, rng: Callable[[], float]) -> timedelta:
+        raw: timedelta = min(self.cap, self.base * float(2 ** max(attempts - 1, 0)))
+        return raw * (0.5 + rng() * 0.5)
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """A managed application as registered (CLI flags or ``apps apply`` YAML)."""
+
+    name: str
+    scope: str
+    publishers: tuple[str, ...]
+    roles: tuple[str, ...] = rules.DEFAULT_ROLES
+    admins: tuple[str, ...] = ()
+    jit_enabled: bool = True
+    policy: Policy = field(default_factory=Policy)
+    provider: str = "log"
+    provider_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepReport:
+    activated: int = 0
+    expired: int = 0
+    revoked: int = 0
+    timed_out: int = 0
+    failed: int = 0
+    lapsed: int = 0
+    retrying: int = 0
+
+    @property
+    def transitions(self) -> int:
+        return (
+            self.activated
+            + self.expired
+            + self.revoked
+            + self.timed_out
+            + self.failed
+            + self.lapsed
+        )
+
+    def add(self, other: SweepReport) -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(frozen=True)
+class _Work:
+    """A claimed row and the provider call it needs."""
+
+    request_id: int
+    version: int
+    action: str  # "grant" | "expire" | "revoke" | "release"
+    provider: str
+    spec: GrantSpec
+
+
+@dataclass
+class ApplyResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+class JitService:
+    def __init__(
+        self,
+        db: Database,
+        providers: ProviderRegistry,
+        *,
+        retry: RetryPolicy | None = None,
+        worker_id: str = "worker",
+        on_deadline: Callable[[datetime], None] | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.db = db
+        self.providers = providers
+        self.retry = retry or RetryPolicy()
+        self.worker_id = worker_id
+        self.on_deadline = on_deadline
+        self._rng = rng
+
+    # -- applications ---------------------------------------------------------------
+    def register_app(self, spec: AppSpec, *, actor: str, now: datetime) -> AppView:
+        spec = self._validated(spec)
+        with self.db.transaction() as session:
+            if self._find_app(session, spec.name) is not None:
+                raise RuleViolation(
+                    f"{spec.name} is already registered: change its policy with "
+                    "`apps policy` or its definition with `apps apply`"
+                )
+            row = self._create_app(session, spec, actor=actor, now=now)
+            return AppView.of(row)
+
+    def apply_apps(self, specs: Sequence[AppSpec], *, actor: str, now: datetime) -> ApplyResult:
+        """Create or update every application, all or nothing."""
+        validated = [self._validated(spec) for spec in specs]
+        names = [spec.name for spec in validated]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise RuleViolation(f"{', '.join(duplicates)} defined more than once: keep one")
+        result = ApplyResult()
+        with self.db.transaction() as session:
+            for spec in validated:
+                row = self._find_app(session, spec.name)
+                if row is None:
+                    self._create_app(session, spec, actor=actor, now=now)
+                    result.created.append(spec.name)
+                    continue
+                if row.jit_enabled != spec.jit_enabled:
+                    state = "enabled" if row.jit_enabled else "disabled"
+                    raise RuleViolation(
+                        f"{spec.name} was registered with JIT {state}; JIT cannot be "
+                        f"{'disabled' if row.jit_enabled else 'enabled'} after registration: "
+                        f"set jit_enabled: {str(row.jit_enabled).lower()} (nothing was applied)"
+                    )
+                if row.scope != spec.scope:
+                    raise RuleViolation(
+                        f"{spec.name}'s scope is fixed at registration ({row.scope}): register "
+                        "a new application for another scope (nothing was applied)"
+                    )
+                before = AppView.of(row).to_json()
+                self._write_app(row, spec, now)
+                after = AppView.of(row).to_json()
+                if before == after:
+                    result.unchanged.append(spec.name)
+                    continue
+                session.flush()
+                audit.append(
+                    session,
+                    at=now,
+                    actor=actor,
+                    action="app_updated",
+                    app=spec.name,
+                    details={"before": before, "after": after},
+                )
+                result.updated.append(spec.name)
+        return result
+
+    def set_policy(
+        self,
+        app_name: str,
+        *,
+        actor: str,
+        now: datetime,
+        mode: ApprovalMode | None = None,
+        max_duration: timedelta | None = None,
+        approvers: Sequence[str] | None = None,
+        approval_timeout: timedelta | None = None,
+    ) -> AppView:
+        """Change an application's policy. Only requests submitted afterwards follow it."""
+        with self.db.transaction() as session:
+            row = self._app(session, app_name)
+            view = AppView.of(row)
+            rules.check_admin(view.rules(), actor)
+            if not row.jit_enabled:
+                raise RuleViolation(rules.disabled_message(row.name))
+            old = view.policy
+            new = Policy(
+                mode=mode or old.mode,
+                max_duration=max_duration or old.max_duration,
+                approvers=tuple(approvers) if approvers is not None else old.approvers,
+                approval_timeout=approval_timeout or old.approval_timeout,
+            ).validated()
+            self._write_policy(row, new, now)
+            after = AppView.of(row)
+            audit.append(
+                session,
+                at=now,
+                actor=actor,
+                action="policy_changed",
+                app=row.name,
+                details={"before": view.to_json()["policy"], "after": after.to_json()["policy"]},
+            )
+            return after
+
+    def get_app(self, name: str) -> AppView:
+        with self.db.transaction(readonly=True) as session:
+            return AppView.of(self._app(session, name))
+
+    def list_apps(self) -> list[AppView]:
+        with self.db.transaction(readonly=True) as session:
+            rows = session.execute(select(Application).order_by(Application.name)).scalars()
+            return [AppView.of(row) for row in rows]
+
+    # -- requests -------------------------------------------------------------------
+    def submit(
+        self,
+        app_name: str,
+        *,
+        requester: str,
+        role: str,
+        duration: timedelta,
+        justification: str,
+        now: datetime,
+        starts_at: datetime | None = None,
+    ) -> RequestView:
+        with self.db.transaction() as session:
+            app = self._app(session, app_name)
+            view = AppView.of(app)
+            role, window, justification = rules.check_submission(
+                view.rules(), requester, role, duration, starts_at, justification, now
+            )
+            row = AccessRequest(
+                app=app,
+                requester=requester,
+                role=role,
+                justification=justification,
+                starts_at=window.starts_at,
+                ends_at=window.ends_at,
+                approval_deadline_at=rules.approval_deadline(
+                    now, view.policy.approval_timeout, window
+                ),
+                approval_mode=view.policy.mode.value,
+                notified_approvers=list(view.policy.approvers),
+                created_at=now,
+                attempts=0,
+                state=None,
+            )
+            # A new row has no state; binding the machine gives it the initial one.
+            RequestLifecycle(model=row)
+            session.add(row)
+            session.flush()
+            self._record(
+                session, row, "submit", None, actor=requester, now=now, reason=justification
+            )
+            if view.policy.mode is ApprovalMode.AUTOMATIC:
+                self._transition(
+                    session,
+                    row,
+                    "auto_approve",
+                    actor=POLICY_ACTOR,
+                    now=now,
+                    reason="approved automatically by policy",
+                )
+                row.decided_by = POLICY_ACTOR
+                row.decided_at = now
+                row.decision_reason = "approved automatically by policy"
+                row.next_deadline_at = row.starts_at
+            else:
+                row.next_deadline_at = row.approval_deadline_at
+            result = RequestView.of(row)
+        self._after_change(result, now)
+        return self.get_request(result.id)
+
+    def approve(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
+        return self._decide(request_id, actor=actor, reason=reason, now=now, approve=True)
+
+    def deny(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
+        return self._decide(request_id, actor=actor, reason=reason, now=now, approve=False)
+
+    def cancel(
+        self, request_id: int, *, actor: str, now: datetime, reason: str | None = None
+    ) -> RequestView:
+        """The requester withdraws a request that has not started (pending or approved)."""
+        with self.db.transaction() as session:
+            row = self._lock(session, request_id)
+            if actor != row.requester:
+                raise RuleViolation(
+                    f"Only the requester ({row.requester}) may cancel request {row.id}; "
+                    "approvers can deny or revoke it instead"
+                )
+            if row.state == RequestState.ACTIVE:
+                raise RuleViolation(
+                    f"Request {row.id} is already active: use release to end your access now"
+                )
+            if row.state in FINAL_STATES:
+                raise Conflict(self._already(row))
+            self._end_without_grant(
+                session,
+                row,
+                "cancel",
+                actor=actor,
+                now=now,
+                reason=reason or "cancelled by the requester",
+            )
+            result = RequestView.of(row)
+        return result
+
+    def revoke(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
+        """An approver or consumer admin ends a grant early (or stops an approved one)."""
+        with self.db.transaction() as session:
+            row = self._lock(session, request_id)
+            rules.check_revoker(AppView.of(row.app).rules(), actor)
+            reason = rules.check_reason(reason, "revoke")
+            if row.state in APPROVED_STATES:
+                self._end_without_grant(session, row, "cancel", actor=actor, now=now, reason=reason)
+                return RequestView.of(row)
+            self._request_end(row, "revoke", actor=actor, reason=reason, now=now)
+        return self._end_now(request_id, now)
+
+    def release(self, request_id: int, *, actor: str, now: datetime) -> RequestView:
+        """The requester is done early ("I'm done")."""
+        with self.db.transaction() as session:
+            row = self._lock(session, request_id)
+            if actor != row.requester:
+                raise RuleViolation(
+                    f"Only the requester ({row.requester}) may release request {row.id}; "
+                    "approvers and admins can revoke it"
+                )
+            self._request_end(
+                row, "release", actor=actor, reason="released early by the requester", now=now
+            )
+        return self._end_now(request_id, now)
+
+    def get_request(self, request_id: int) -> RequestView:
+        with self.db.transaction(readonly=True) as session:
+            return RequestView.of(self._get(session, request_id))
+
+    def list_requests(
+        self,
+        *,
+        app: str | None = None,
+        state: str | None = None,
+        requester: str | None = None,
+        limit: int = 200,
+    ) -> list[RequestView]:
+        if state is not None and state not in {s.value for s in RequestState}:
+            raise RuleViolation(
+                f"'{state}' is not a state: use one of " + ", ".join(s.value for s in RequestState)
+            )
+        with self.db.transaction(readonly=True) as session:
+            query = select(AccessRequest).order_by(AccessRequest.id.desc()).limit(limit)
+            if app is not None:
+                query = query.where(AccessRequest.app_id == self._app(session, app).id)
+            if state is not None:
+                query = query.where(AccessRequest.state == state)
+            if requester is not None:
+                query = query.where(AccessRequest.requester == requester)
+            return [RequestView.of(row) for row in session.execute(query).scalars()]
+
+    def pending_for(self, approver: str, *, app: str | None = None) -> list[RequestView]:
+        """Requests waiting on ``approver``, across every application (or one)."""
+        with self.db.transaction(readonly=True) as session:
+            query = (
+                select(AccessRequest)
+                .where(AccessRequest.state == RequestState.PENDING.value)
+                .order_by(AccessRequest.created_at)
+            )
+            if app is not None:
+                query = query.where(AccessRequest.app_id == self._app(session, app).id)
+            return [
+                RequestView.of(row)
+                for row in session.execute(query).scalars()
+                if approver in row.app.approvers and approver != row.requester
+            ]
+
+    def history(self, app_name: str, *, limit: int = 200, offset: int = 0) -> list[RequestView]:
+        with self.db.transaction(readonly=True) as session:
+            app = self._app(session, app_name)
+            query = (
+                select(AccessRequest)
+                .where(AccessRequest.app_id == app.id)
+                .order_by(AccessRequest.created_at.desc(), AccessRequest.id.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+            return [RequestView.of(row) for row in session.execute(query).scalars()]
+
+    def next_deadline(self) -> datetime | None:
+        with self.db.transaction(readonly=True) as session:
+            value: datetime | None = session.execute(
+                select(func.min(AccessRequest.next_deadline_at))
+            ).scalar()
+            return value
+
+    # -- deadlines ------------------------------------------------------------------
+    def sweep(
+        self, now: datetime, *, batch_size: int = 500, max_batches: int | None = None
+    ) -> SweepReport:
+        """Do every transition that is due at ``now``: overdue expiries first, then
+        time-outs, then activations, each oldest deadline first."""
+        report = SweepReport()
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            batch = self._sweep_batch(now, batch_size, ids=None)
+            if batch is None:
+                break
+            report.add(batch)
+            batches += 1
+        return report
+
+    def run_due(self, now: datetime, ids: Iterable[int]) -> SweepReport:
+        """Sweep just these requests (used right after a person's action)."""
+        return self._sweep_batch(now, 100, ids=list(ids)) or SweepReport()
+
+    def _sweep_batch(self, now: datetime, limit: int, ids: list[int] | None) -> SweepReport | None:
+        report = SweepReport()
+        with self.db.transaction() as session:
+            rows = self._due_rows(session, now, limit, ids)
+            if not rows:
+                return None
+            work: list[_Work] = []
+            for row in rows:
+                action = self._due_action(row, now)
+                if action == "time_out":
+                    self._transition(
+                        session,
+                        row,
+                        "time_out",
+                        actor=SYSTEM,
+                        now=now,
+                        reason="no approver decided in time",
+                    )
+                    row.ended_at = now
+                    row.next_deadline_at = None
+                    report.timed_out += 1
+                elif action == "lapse":
+                    self._transition(
+                        session,
+                        row,
+                        "expire",
+                        actor=SYSTEM,
+                        now=now,
+                        reason="the window ended before access could be granted",
+                    )
+                    row.ended_at = now
+                    row.next_deadline_at = None
+                    report.lapsed += 1
+                elif action is None:
+                    row.next_deadline_at = self._natural_deadline(row)
+                else:
+                    # Claim: push the deadline ahead by a lease; others skip the row
+                    # until we record the outcome or the lease lapses.
+                    row.next_deadline_at = now + self.retry.lease
+                    row.claimed_by = self.worker_id
+                    session.flush()
+                    work.append(
+                        _Work(row.id, row.version, action, row.app.provider, self._spec(row))
+                    )
+        outcomes = [(item, self._call_provider(item, now)) for item in work]
+        if outcomes:
+            with self.db.transaction() as session:
+                for item, error in outcomes:
+                    self._record_outcome(session, item, error, now, report)
+        return report
+
+    def _due_rows(
+        self, session: Session, now: datetime, limit: int, ids: list[int] | None
+    ) -> list[AccessRequest]:
+        rows: list[AccessRequest] = []
+        for state in (
+            RequestState.ACTIVE,
+            RequestState.PENDING,
+            RequestState.APPROVED,
+            RequestState.AUTO_APPROVED,
+        ):
+            if len(rows) >= limit:
+                break
+            query = (
+                select(AccessRequest)
+                .where(AccessRequest.state == state.value, AccessRequest.next_deadline_at <= now)
+                .order_by(AccessRequest.next_deadline_at)
+                .limit(limit - len(rows))
+            )
+            if ids is not None:
+                query = query.where(AccessRequest.id.in_(ids))
+            if self.db.is_postgres:
+                query = query.with_for_update(skip_locked=True, of=AccessRequest)
+            rows.extend(session.execute(query).unique().scalars())
+        return rows
+
+    @staticmethod
+    def _due_action(row: AccessRequest, now: datetime) -> str | None:
+        state = row.state
+        if state == RequestState.ACTIVE:
+            if row.end_requested:
+                return row.end_requested
+            return "expire" if row.ends_at <= now else None
+        if state == RequestState.PENDING:
+            return "time_out" if row.approval_deadline_at <= now else None
+        if state in APPROVED_STATES:
+            if row.ends_at <= now:
+                return "lapse"
+            return "grant" if row.starts_at <= now else None
+        return None
+
+    @staticmethod
+    def _natural_deadline(row: AccessRequest) -> datetime | None:
+        if row.state == RequestState.ACTIVE:
+            return row.ends_at
+        if row.state == RequestState.PENDING:
+            return row.approval_deadline_at
+        if row.state in APPROVED_STATES:
+            return row.starts_at
+        return None
+
+    def _call_provider(self, item: _Work, now: datetime) -> str | None:
+        """Run the backend call; return None on success or the error people will see."""
+        try:
+            provider = self.providers.get(item.provider)
+            if item.action == "grant":
+                provider.grant(item.spec, now)
+            else:
+                provider.revoke(item.spec, now)
+        except Exception as exc:  # a backend failure must never stop the sweep
+            log.warning(
+                "provider %s %s failed for request %s: %s",
+                item.provider,
+                item.action,
+                item.request_id,
+                exc,
+            )
+            return str(exc) or type(exc).__name__
+        return None
+
+    def _record_outcome(
+        self, session: Session, item: _Work, error: str | None, now: datetime, report: SweepReport
+    ) -> None:
+        row = self._lock(session, item.request_id)
+        if row.version != item.version:
+            # Someone acted while we called the backend (e.g. the requester
+            # cancelled an approved request while we granted it).
+            if item.action == "grant" and error is None and row.state in FINAL_STATES:
+                log.warning("request %s ended during its grant; revoking again", row.id)
+                self._compensate(item, now)
+            return
+        row.claimed_by = None
+        row.last_attempt_at = now
+        if item.action == "grant":
+            self._record_grant(session, row, error, now, report)
+        else:
+            self._record_revoke(session, row, item.action, error, now, report)
+
+    def _record_grant(
+        self,
+        session: Session,
+        row: AccessRequest,
+        error: str | None,
+        now: datetime,
+        report: SweepReport,
+    ) -> None:
+        if error is None:
+            self._transition(
+                session,
+                row,
+                "activate",
+                actor=SYSTEM,
+                now=now,
+                reason="the window opened and access was granted",
+                details={"attempts": row.attempts + 1},
+            )
+            row.activated_at = now
+            row.attempts = 0
+            row.last_error = None
+            row.next_deadline_at = row.ends_at
+            report.activated += 1
+            return
+        row.attempts += 1
+        row.last_error = error
+        if row.attempts >= self.retry.max_grant_attempts:
+            self._transition(
+                session,
+                row,
+                "fail",
+                actor=SYSTEM,
+                now=now,
+                reason=f"grant failed after {row.attempts} attempts: {error}",
+            )
+            row.ended_at = now
+            row.end_reason = error
+            row.next_deadline_at = None
+            report.failed += 1
+            return
+        row.next_deadline_at = now + self.retry.delay(row.attempts, self._rng)
+        audit.append(
+            session,
+            at=now,
+            actor=SYSTEM,
+            action="grant_failed",
+            app=row.app.name,
+            request_id=row.id,
+            from_state=row.state,
+            to_state=row.state,
+            reason=error,
+            details={"attempt": row.attempts, "retry_at": row.next_deadline_at.isoformat()},
+        )
+        report.retrying += 1
+
+    def _record_revoke(
+        self,
+        session: Session,
+        row: AccessRequest,
+        action: str,
+        error: str | None,
+        now: datetime,
+        report: SweepReport,
+    ) -> None:
+        if error is None:
+            if action == "expire":
+                actor, reason = SYSTEM, "the window ended and access was revoked"
+                report.expired += 1
+            else:
+                actor = row.end_requested_by or SYSTEM
+                reason = row.end_requested_reason or action
+                report.revoked += 1
+            self._transition(session, row, action, actor=actor, now=now, reason=reason)
+            row.ended_at = now
+            row.ended_by = actor
+            row.end_reason = reason
+            row.next_deadline_at = None
+            row.revoke_failing_since = None
+            row.attempts = 0
+            return
+        row.attempts += 1
+        row.last_error = error
+        first_failure = row.revoke_failing_since is None
+        if first_failure:
+            row.revoke_failing_since = now
+        row.next_deadline_at = now + self.retry.delay(row.attempts, self._rng)
+        audit.append(
+            session,
+            at=now,
+            actor=SYSTEM,
+            action="revoke_failed",
+            app=row.app.name,
+            request_id=row.id,
+            from_state=row.state,
+            to_state=row.state,
+            reason=error,
+            details={"attempt": row.attempts, "retry_at": row.next_deadline_at.isoformat()},
+        )
+        if first_failure:
+            recipients = dict.fromkeys([*row.app.approvers, *row.app.admins])
+            for recipient in recipients:
+                self._enqueue(
+                    session,
+                    row,
+                    f"revoke_failing:{row.revoke_failing_since}",
+                    "revoke_failing",
+                    recipient,
+                    now,
+                    actor=SYSTEM,
+                    reason=error,
+                )
+        report.retrying += 1
+
+    def _compensate(self, item: _Work, now: datetime) -> None:
+        error = self._call_provider(replace(item, action="revoke"), now)
+        if error is not None:
+            log.error(
+                "could not take back the grant of ended request %s: %s", item.request_id, error
+            )
+
+    # -- helpers --------------------------------------------------------------------
+    def _decide(
+        self, request_id: int, *, actor: str, reason: str, now: datetime, approve: bool
+    ) -> RequestView:
+        verb = "approve" if approve else "deny"
+        timed_out = False
+        with self.db.transaction() as session:
+            row = self._lock(session, request_id)
+            if row.state != RequestState.PENDING:
+                raise Conflict(self._already(row))
+            rules.check_decider(row.app.approvers, row.requester, actor, verb)
+            reason = rules.check_reason(reason, verb)
+            if row.approval_deadline_at <= now:
+                self._transition(
+                    session,
+                    row,
+                    "time_out",
+                    actor=SYSTEM,
+                    now=now,
+                    reason="no approver decided in time",
+                )
+                row.ended_at = now
+                row.next_deadline_at = None
+                timed_out = True
+            else:
+                self._transition(session, row, verb, actor=actor, now=now, reason=reason)
+                row.decided_by = actor
+                row.decided_at = now
+                row.decision_reason = reason
+                if approve:
+                    row.next_deadline_at = row.starts_at
+                else:
+                    row.ended_at = now
+                    row.next_deadline_at = None
+            result = RequestView.of(row)
+        if timed_out:
+            raise Conflict(
+                f"Request {request_id} timed out at {result.approval_deadline_at:%Y-%m-%d %H:%M} "
+                "UTC before anyone decided: the requester must submit a new request"
+            )
+        self._after_change(result, now)
+        return self.get_request(request_id)
+
+    def _after_change(self, view: RequestView, now: datetime) -> None:
+        """Act at once on what is already due (start now), and wake the scheduler."""
+        if view.state in APPROVED_STATES and view.starts_at <= now:
+            self.run_due(now, [view.id])
+        elif self.on_deadline is not None and view.state not in FINAL_STATES:
+            self.on_deadline(
+                view.starts_at if view.state in APPROVED_STATES else view.approval_deadline_at
+            )
+
+    def _request_end(
+        self, row: AccessRequest, kind: str, *, actor: str, reason: str, now: datetime
+    ) -> None:
+        if row.state in APPROVED_STATES or row.state == RequestState.PENDING:
+            raise RuleViolation(f"Request {row.id} is {row.state}, not active: cancel it instead")
+        if row.state in FINAL_STATES:
+            raise Conflict(self._already(row))
+        if row.end_requested:
+            raise Conflict(
+                f"Request {row.id} is already being ended ({row.end_requested} by "
+                f"{row.end_requested_by} at {row.end_requested_at:%Y-%m-%d %H:%M} UTC)"
+                + (f"; the backend keeps failing: {row.last_error}" if row.last_error else "")
+            )
+        row.end_requested = kind
+        row.end_requested_by = actor
+        row.end_requested_at = now
+        row.end_requested_reason = reason
+        row.next_deadline_at = now
+        row.attempts = 0
+
+    def _end_now(self, request_id: int, now: datetime) -> RequestView:
+        self.run_due(now, [request_id])
+        return self.get_request(request_id)
+
+    def _end_without_grant(
+        self,
+        session: Session,
+        row: AccessRequest,
+        event: str,
+        *,
+        actor: str,
+        now: datetime,
+        reason: str,
+    ) -> None:
+        """Cancel a request that holds no access. A claimed row (grant in flight)
+        is still cancelled: the sweep sees the version change and takes the grant back."""
+        self._transition(session, row, event, actor=actor, now=now, reason=reason)
+        row.ended_at = now
+        row.ended_by = actor
+        row.end_reason = reason
+        row.next_deadline_at = None
+
+    def _transition(
+        self,
+        session: Session,
+        row: AccessRequest,
+        event: str,
+        *,
+        actor: str,
+        now: datetime,
+        reason: str | None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        before, _after = move(row, event)
+        self._record(
+            session, row, event, before, actor=actor, now=now, reason=reason, details=details
+        )
+
+    def _record(
+        self,
+        session: Session,
+        row: AccessRequest,
+        event: str,
+        before: str | None,
+        *,
+        actor: str,
+        now: datetime,
+        reason: str | None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Audit the transition and queue who must hear of it, in the same transaction."""
+        after = row.state
+        audit.append(
+            session,
+            at=now,
+            actor=actor,
+            action=event,
+            app=row.app.name,
+            request_id=row.id,
+            from_state=before,
+            to_state=after,
+            reason=reason,
+            details={
+                "role": row.role,
+                "requester": row.requester,
+                "starts_at": row.starts_at.isoformat(),
+                "ends_at": row.ends_at.isoformat(),
+                **(details or {}),
+            },
+        )
+        log.info(
+            "request %s %s -> %s by %s",
+            row.id,
+            before,
+            after,
+            actor,
+            extra={
+                "request_id": row.id,
+                "from_state": before,
+                "to_state": after,
+                "actor": actor,
+                "event": event,
+            },
+        )
+        self._enqueue(
+            session,
+            row,
+            after,
+            "requester_update",
+            row.requester,
+            now,
+            actor=actor,
+            reason=reason,
+            event=event,
+            before=before,
+        )
+        for approver in row.notified_approvers:
+            self._enqueue(
+                session,
+                row,
+                after,
+                "approver_card",
+                approver,
+                now,
+                actor=actor,
+                reason=reason,
+                event=event,
+                before=before,
+            )
+
+    @staticmethod
+    def _enqueue(
+        session: Session,
+        row: AccessRequest,
+        step: str,
+        kind: str,
+        recipient: str,
+        now: datetime,
+        *,
+        actor: str,
+        reason: str | None,
+        event: str | None = None,
+        before: str | None = None,
+    ) -> None:
+        session.add(
+            OutboxMessage(
+                dedup_key=f"request:{row.id}:{step}:{kind}:{recipient}",
+                kind=kind,
+                recipient=recipient,
+                request_id=row.id,
+                payload={
+                    "event": event,
+                    "from": before,
+                    "to": row.state,
+                    "actor": actor,
+                    "reason": reason,
+                },
+                created_at=now,
+                available_at=now,
+                attempts=0,
+            )
+        )
+
+    @staticmethod
+    def _already(row: AccessRequest) -> str:
+        state = row.state
+        if state in (RequestState.APPROVED, RequestState.DENIED, RequestState.AUTO_APPROVED):
+            who = (
+                "policy (automatic mode)" if state == RequestState.AUTO_APPROVED else row.decided_by
+            )
+            verb = "approved" if state != RequestState.DENIED else "denied"
+            text = f"Request {row.id} was already {verb} by {who}"
+            if row.decided_at is not None:
+                text += f" at {row.decided_at:%Y-%m-%d %H:%M} UTC"
+            if row.decision_reason and state != RequestState.AUTO_APPROVED:
+                text += f": {row.decision_reason}"
+            return text
+        if state == RequestState.ACTIVE:
+            return (
+                f"Request {row.id} was already approved by {row.decided_by} and is active "
+                f"until {row.ends_at:%Y-%m-%d %H:%M} UTC"
+            )
+        who = f" by {row.ended_by}" if row.ended_by else ""
+        return f"Request {row.id} is already {state}{who}"
+
+    def _spec(self, row: AccessRequest) -> GrantSpec:
+        return GrantSpec(
+            request_id=row.id,
+            app=row.app.name,
+            scope=row.app.scope,
+            principal=row.requester,
+            role=row.role,
+            starts_at=row.starts_at,
+            ends_at=row.ends_at,
+            config=dict(row.app.provider_config or {}),
+        )
+
+    def _validated(self, spec: AppSpec) -> AppSpec:
+        name = spec.name.strip()
+        if not _APP_NAME.match(name):
+            raise RuleViolation(
+                f"'{spec.name}' is not a valid application name: use letters, digits, "
+                "'.', '_' or '-' (at most 100 characters)"
+            )
+        scope = spec.scope.strip()
+        if not scope:
+            raise RuleViolation("A scope is required: the managed resource group's ID")
+        publishers = rules.check_user_ids(spec.publishers, "Publisher")
+        if not publishers:
+            raise RuleViolation(f"{name} needs at least one publisher (--publisher U…)")
+        roles = tuple(dict.fromkeys(r.strip() for r in spec.roles if r.strip()))
+        if not roles:
+            raise RuleViolation(f"{name} needs at least one eligible role (--role Contributor)")
+        admins = rules.check_user_ids(spec.admins, "Admin")
+        self.providers.get(spec.provider)  # refuses an unknown provider by name
+        policy = spec.policy.validated() if spec.jit_enabled else spec.policy
+        return replace(
+            spec,
+            name=name,
+            scope=scope,
+            publishers=publishers,
+            roles=roles,
+            admins=admins,
+            policy=policy,
+        )
+
+    def _create_app(
+        self, session: Session, spec: AppSpec, *, actor: str, now: datetime
+    ) -> Application:
+        row = Application(
+            name=spec.name, jit_enabled=spec.jit_enabled, scope=spec.scope, created_at=now
+        )
+        self._write_app(row, spec, now)
+        session.add(row)
+        session.flush()
+        audit.append(
+            session,
+            at=now,
+            actor=actor,
+            action="app_registered",
+            app=spec.name,
+            details=AppView.of(row).to_json(),
+        )
+        return row
+
+    def _write_app(self, row: Application, spec: AppSpec, now: datetime) -> None:
+        row.publishers = list(spec.publishers)
+        row.eligible_roles = list(spec.roles)
+        row.admins = list(spec.admins)
+        row.provider = spec.provider
+        row.provider_config = dict(spec.provider_config)
+        self._write_policy(row, spec.policy, now)
+
+    @staticmethod
+    def _write_policy(row: Application, policy: Policy, now: datetime) -> None:
+        row.approval_mode = policy.mode.value
+        row.max_duration_s = int(policy.max_duration.total_seconds())
+        row.approvers = list(policy.approvers)
+        row.approval_timeout_s = int(policy.approval_timeout.total_seconds())
+        row.updated_at = now
+
+    @staticmethod
+    def _find_app(session: Session, name: str) -> Application | None:
+        return session.execute(
+            select(Application).where(Application.name == name.strip())
+        ).scalar_one_or_none()
+
+    def _app(self, session: Session, name: str) -> Application:
+        row = self._find_app(session, name)
+        if row is None:
+            raise NotFound(f"No application named '{name}': see `jitaccess apps list`")
+        return row
+
+    @staticmethod
+    def _get(session: Session, request_id: int) -> AccessRequest:
+        row = session.get(AccessRequest, request_id)
+        if row is None:
+            raise NotFound(f"No request {request_id}")
+        return row
+
+    def _lock(self, session: Session, request_id: int) -> AccessRequest:
+        query = select(AccessRequest).where(AccessRequest.id == request_id)
+        if self.db.is_postgres:
+            query = query.with_for_update(of=AccessRequest)
+        row = session.execute(query).unique().scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"No request {request_id}")
+        return row

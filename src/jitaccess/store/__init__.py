@@ -1,0 +1,1 @@
+"""The SQLAlchemy adapter: tables, engine set-up, migrations and queries."""

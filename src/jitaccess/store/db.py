@@ -1,0 +1,108 @@
+"""Engine set-up and transactions, the same on SQLite and PostgreSQL.
+
+SQLite: WAL, and every write transaction starts with ``BEGIN IMMEDIATE`` so
+writers queue on the database lock instead of failing half-way with
+"database is locked"; that also makes each use case serialisable there.
+PostgreSQL: psycopg 3; rows are locked with ``FOR UPDATE`` (``SKIP LOCKED`` in
+the sweep) so replicas never act twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` as psycopg 3 URLs."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from pysqlite so we can BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """One engine and its sessions. ``transaction()`` is one use case's unit of work."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = normalise_url(url)
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.dialect == "postgresql":
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
+        self.engine = create_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            _sqlite_setup(self.engine)
+        self._writer = sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = sessionmaker(
+            self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
+        )
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def transaction(self, *, readonly: bool = False) -> Iterator[Session]:
+        """Commit on success, roll back on any exception."""
+        factory = self._reader if readonly else self._writer
+        with factory() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- migrations -------------------------------------------------------------
+    def _alembic_config(self, connection: Connection) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        return config
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration (the only way it is created)."""
+        with self.engine.begin() as connection:
+            command.upgrade(self._alembic_config(connection), "head")
+
+    def schema_is_current(self) -> bool:
+        with self.engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+            head = ScriptDirectory.from_config(self._alembic_config(connection)).get_current_head()
+        return current == head

@@ -1,0 +1,189 @@
+"""Tables. Deadlines are columns here, never process memory (see ``sweep``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike.
+
+    SQLite has no time zones, so values are stored there as naive UTC; the
+    text then sorts in time order, which the deadline index relies on.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column; pass an aware one")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Application(Base):
+    """A managed application: the resource group a publisher operates in for a consumer."""
+
+    __tablename__ = "applications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    scope: Mapped[str] = mapped_column(String(500))
+    jit_enabled: Mapped[bool]
+    publishers: Mapped[list[str]]
+    eligible_roles: Mapped[list[str]]
+    admins: Mapped[list[str]]
+    approval_mode: Mapped[str] = mapped_column(String(20))
+    max_duration_s: Mapped[int]
+    approvers: Mapped[list[str]]
+    approval_timeout_s: Mapped[int]
+    provider: Mapped[str] = mapped_column(String(50), default="log")
+    provider_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    requests: Mapped[list[AccessRequest]] = relationship(back_populates="app")
+
+
+class AccessRequest(Base):
+    """One request for elevated access. ``state`` is driven by ``RequestLifecycle``."""
+
+    __tablename__ = "access_requests"
+    __table_args__ = (
+        # The sweep reads "rows in state S due by now, oldest first": this index
+        # answers it with a range scan, however many rows are not yet due.
+        Index("ix_access_requests_due", "state", "next_deadline_at"),
+        Index("ix_access_requests_app_created", "app_id", "created_at"),
+        Index("ix_access_requests_requester", "requester"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("applications.id"))
+    requester: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(100))
+    justification: Mapped[str] = mapped_column(Text)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    approval_deadline_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(20))
+    #: The policy's mode when the request was made; a later policy change does not alter it.
+    approval_mode: Mapped[str] = mapped_column(String(20))
+    #: The approvers notified at submission (decisions check the current policy).
+    notified_approvers: Mapped[list[str]]
+    created_at: Mapped[datetime]
+    decided_by: Mapped[str | None] = mapped_column(String(32))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None]
+    activated_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    ended_by: Mapped[str | None] = mapped_column(String(32))
+    end_reason: Mapped[str | None] = mapped_column(Text)
+    #: An early end asked for by a person ("revoke" or "release"), carried out by the sweep.
+    end_requested: Mapped[str | None] = mapped_column(String(10))
+    end_requested_by: Mapped[str | None] = mapped_column(String(32))
+    end_requested_at: Mapped[datetime | None]
+    end_requested_reason: Mapped[str | None] = mapped_column(Text)
+    #: When the sweep must next look at this row; NULL once the request is final.
+    next_deadline_at: Mapped[datetime | None]
+    #: The sweeper holding a lease on the row (lease = next_deadline_at pushed ahead).
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_attempt_at: Mapped[datetime | None]
+    revoke_failing_since: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    app: Mapped[Application] = relationship(back_populates="requests", lazy="joined")
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class AuditEvent(Base):
+    """Append-only, hash-chained log of everything that happened."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(50))
+    app: Mapped[str | None] = mapped_column(String(100))
+    request_id: Mapped[int | None] = mapped_column(index=True)
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's tip (one row). Locking it serialises appends across processes,
+    and comparing it with the last row detects a deleted tail."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    seq: Mapped[int]
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class OutboxMessage(Base):
+    """A notification written in the transition's transaction, delivered later by the relay."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_undelivered", "delivered_at", "available_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dedup_key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    recipient: Mapped[str | None] = mapped_column(String(32))
+    request_id: Mapped[int | None]
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    available_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(default=0)
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class LogGrant(Base):
+    """What the ``log`` provider "granted": the stand-in for a real backend."""
+
+    __tablename__ = "log_grants"
+
+    request_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    app: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(500))
+    principal: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(100))
+    granted_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    grant_calls: Mapped[int] = mapped_column(default=0)
+    revoke_calls: Mapped[int] = mapped_column(default=0)

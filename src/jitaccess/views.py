@@ -1,0 +1,163 @@
+"""Read-only snapshots the service hands to adapters (safe after the session closes)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from jitaccess.domain.durations import format_duration
+from jitaccess.domain.lifecycle import RequestState
+from jitaccess.domain.policy import ApprovalMode, AppRules, Policy
+from jitaccess.store.models import AccessRequest, Application
+
+
+@dataclass(frozen=True)
+class AppView:
+    name: str
+    scope: str
+    jit_enabled: bool
+    publishers: tuple[str, ...]
+    eligible_roles: tuple[str, ...]
+    admins: tuple[str, ...]
+    policy: Policy
+    provider: str
+    provider_config: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+    @classmethod
+    def of(cls, row: Application) -> AppView:
+        return cls(
+            name=row.name,
+            scope=row.scope,
+            jit_enabled=row.jit_enabled,
+            publishers=tuple(row.publishers),
+            eligible_roles=tuple(row.eligible_roles),
+            admins=tuple(row.admins),
+            policy=Policy(
+                mode=ApprovalMode(row.approval_mode),
+                max_duration=timedelta(seconds=row.max_duration_s),
+                approvers=tuple(row.approvers),
+                approval_timeout=timedelta(seconds=row.approval_timeout_s),
+            ),
+            provider=row.provider,
+            provider_config=dict(row.provider_config or {}),
+            created_at=row.created_at,
+        )
+
+    def rules(self) -> AppRules:
+        return AppRules(
+            name=self.name,
+            jit_enabled=self.jit_enabled,
+            publishers=self.publishers,
+            eligible_roles=self.eligible_roles,
+            admins=self.admins,
+            policy=self.policy,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "scope": self.scope,
+            "jit_enabled": self.jit_enabled,
+            "publishers": list(self.publishers),
+            "roles": list(self.eligible_roles),
+            "admins": list(self.admins),
+            "policy": {
+                "mode": self.policy.mode.value,
+                "max_duration": format_duration(self.policy.max_duration),
+                "approvers": list(self.policy.approvers),
+                "approval_timeout": format_duration(self.policy.approval_timeout),
+            },
+            "provider": self.provider,
+        }
+
+
+@dataclass(frozen=True)
+class RequestView:
+    id: int
+    app: str
+    scope: str
+    requester: str
+    role: str
+    state: str
+    justification: str
+    starts_at: datetime
+    ends_at: datetime
+    approval_deadline_at: datetime
+    approval_mode: str
+    notified_approvers: tuple[str, ...]
+    created_at: datetime
+    decided_by: str | None
+    decision_reason: str | None
+    decided_at: datetime | None
+    activated_at: datetime | None
+    ended_at: datetime | None
+    ended_by: str | None
+    end_reason: str | None
+    end_requested: str | None
+    attempts: int
+    last_error: str | None
+    revoke_failing_since: datetime | None
+    version: int
+
+    @classmethod
+    def of(cls, row: AccessRequest) -> RequestView:
+        return cls(
+            id=row.id,
+            app=row.app.name,
+            scope=row.app.scope,
+            requester=row.requester,
+            role=row.role,
+            state=row.state,
+            justification=row.justification,
+            starts_at=row.starts_at,
+            ends_at=row.ends_at,
+            approval_deadline_at=row.approval_deadline_at,
+            approval_mode=row.approval_mode,
+            notified_approvers=tuple(row.notified_approvers),
+            created_at=row.created_at,
+            decided_by=row.decided_by,
+            decision_reason=row.decision_reason,
+            decided_at=row.decided_at,
+            activated_at=row.activated_at,
+            ended_at=row.ended_at,
+            ended_by=row.ended_by,
+            end_reason=row.end_reason,
+            end_requested=row.end_requested,
+            attempts=row.attempts,
+            last_error=row.last_error,
+            revoke_failing_since=row.revoke_failing_since,
+            version=row.version,
+        )
+
+    @property
+    def duration(self) -> timedelta:
+        return self.ends_at - self.starts_at
+
+    def holds_access(self, now: datetime) -> bool:
+        """Does the grant hold at ``now``? A window that has ended is over even
+        before the sweep has revoked it."""
+        return self.state == RequestState.ACTIVE and now < self.ends_at
+
+    def status_line(self, now: datetime) -> str:
+        """The state as a person should read it, with what is in flight."""
+        if self.state == RequestState.ACTIVE:
+            if self.revoke_failing_since is not None:
+                return (
+                    f"active (revoke failing since {self.revoke_failing_since:%Y-%m-%d %H:%M} UTC)"
+                )
+            if not self.holds_access(now):
+                return "active (window over, revoking)"
+        if self.state in (RequestState.APPROVED, RequestState.AUTO_APPROVED) and self.attempts:
+            return f"{self.state} (grant failing, {self.attempts} attempts)"
+        return self.state
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["notified_approvers"] = list(self.notified_approvers)
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = value.isoformat()
+        data["duration"] = format_duration(self.duration)
+        return data

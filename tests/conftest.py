@@ -1,0 +1,112 @@
+"""Shared fixtures: a migrated database (SQLite by default, PostgreSQL on demand)
+and a service wired like production, with the log provider."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from jitaccess.domain.policy import ApprovalMode, Policy
+from jitaccess.providers.base import ProviderRegistry
+from jitaccess.providers.log import LogProvider
+from jitaccess.service import AppSpec, JitService, RetryPolicy
+from jitaccess.store.db import Database, normalise_url
+
+PG_ENV = "JITACCESS_TEST_DATABASE_URL"
+START = "2026-11-27 10:00:00"
+PUBLISHER = "UPUB1"
+APPROVER = "UAPP1"
+APPROVER2 = "UAPP2"
+ADMIN = "UADM1"
+OUTSIDER = "UOUT1"
+
+
+def utc(text_: str) -> datetime:
+    return datetime.fromisoformat(text_).replace(tzinfo=UTC)
+
+
+def reset_postgres(url: str) -> None:
+    engine = create_engine(normalise_url(url))
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jitaccess.db'}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"{PG_ENV} is not set: PostgreSQL tests need a database (CI sets it)")
+    reset_postgres(url)
+    yield url
+
+
+@pytest.fixture
+def db(sqlite_url: str) -> Iterator[Database]:
+    database = Database(sqlite_url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+def make_service(db: Database, **kwargs: object) -> tuple[JitService, LogProvider]:
+    providers = ProviderRegistry()
+    log_provider = LogProvider(db)
+    providers.register(log_provider)
+    retry = kwargs.pop("retry", None) or RetryPolicy(
+        base=timedelta(seconds=10), cap=timedelta(minutes=5)
+    )
+    # rng=1.0: backoff takes its full (largest) value, so tests know when to tick.
+    service = JitService(db, providers, retry=retry, rng=lambda: 1.0, **kwargs)  # type: ignore[arg-type]
+    return service, log_provider
+
+
+@pytest.fixture
+def service(db: Database) -> JitService:
+    return make_service(db)[0]
+
+
+@pytest.fixture
+def log_provider(service: JitService) -> LogProvider:
+    provider = service.providers.get("log")
+    assert isinstance(provider, LogProvider)
+    return provider
+
+
+def register(
+    service: JitService,
+    name: str = "crm",
+    *,
+    mode: ApprovalMode = ApprovalMode.MANUAL,
+    approvers: tuple[str, ...] = (APPROVER, APPROVER2),
+    max_duration: timedelta = timedelta(hours=8),
+    jit: bool = True,
+    roles: tuple[str, ...] = ("Contributor", "Owner"),
+    provider: str = "log",
+    now: datetime | None = None,
+) -> None:
+    service.register_app(
+        AppSpec(
+            name=name,
+            scope=f"/subscriptions/s1/resourceGroups/mrg-{name}",
+            publishers=(PUBLISHER,),
+            roles=roles,
+            admins=(ADMIN,),
+            jit_enabled=jit,
+            policy=Policy(mode=mode, max_duration=max_duration, approvers=approvers),
+            provider=provider,
+        ),
+        actor="test",
+        now=now or utc(START),
+    )
