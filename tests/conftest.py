@@ -47,6 +47,8 @@ def sqlite_url(tmp_path: Path) -> str:
 def pg_url() -> Iterator[str]:
     url = os.environ.get(PG_ENV)
     if not url:
+        if os.environ.get("JITACCESS_REQUIRE_POSTGRES"):
+            pytest.fail(f"JITACCESS_REQUIRE_POSTGRES is set but {PG_ENV} is not")
         pytest.skip(f"{PG_ENV} is not set: PostgreSQL tests need a database (CI sets it)")
     reset_postgres(url)
     yield url
@@ -110,3 +112,58 @@ def register(
         actor="test",
         now=now or utc(START),
     )
+
+
+# -- the CLI, in-process (tests/test_cli.py, tests/test_audit_cli.py) ---------------
+def flat(text: str) -> str:
+    """Terminal output as one line: box-drawing borders gone, whitespace collapsed,
+    so a message wrapped inside a Rich panel still matches as a phrase."""
+    for border in "│┃╭╮╰╯─━":
+        text = text.replace(border, " ")
+    return " ".join(text.split())
+
+
+class Cli:
+    """Runs ``jitaccess`` in-process against one SQLite file.
+
+    Every call asserts the exit code (``code``) and that the command never crashed:
+    a traceback is not an acceptable answer, whatever the exit code.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        from typer.testing import CliRunner
+
+        self.db_path = db_path
+        self.runner = CliRunner()
+
+    def __call__(self, *args: object, code: int = 0):  # -> typer.testing.Result
+        import traceback
+
+        from jitaccess.cli import app
+
+        result = self.runner.invoke(app, [str(a) for a in args])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            trace = "".join(traceback.format_exception(*result.exc_info))
+            pytest.fail(f"`jitaccess {' '.join(map(str, args))}` crashed:\n{trace}")
+        assert result.exit_code == code, (
+            f"`jitaccess {' '.join(map(str, args))}` exited {result.exit_code}, not {code}\n"
+            f"stdout: {result.stdout}\nstderr: {result.stderr}"
+        )
+        return result
+
+    def json(self, *args: object):  # -> the parsed --json output
+        import json
+
+        return json.loads(self(*args, "--json").stdout)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("JITACCESS_DATABASE_URL", f"sqlite:///{tmp_path / 'j.db'}")
+    # Wide, plain output so tables and panels do not wrap or colour what we assert on.
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("TERM", "xterm")
+    for var in ("FORCE_COLOR", "TTY_COMPATIBLE", "TERMINAL_WIDTH"):
+        monkeypatch.delenv(var, raising=False)
+    return Cli(tmp_path / "j.db")

@@ -300,10 +300,17 @@ def test_every_transition_queues_its_notifications_exactly_once(service: JitServ
         service.sweep(now())
         service.sweep(now())
     with service.db.transaction(readonly=True) as s:
-        keys = s.execute(select(OutboxMessage.dedup_key)).scalars().all()
+        messages = s.execute(select(OutboxMessage)).scalars().all()
         transitions = s.execute(
             select(func.count()).select_from(AuditEvent).where(AuditEvent.request_id == rid)
         ).scalar_one()
+    keys = [m.dedup_key for m in messages]
     assert len(keys) == len(set(keys))
     # each transition: one message for the requester and one card per approver
-    assert len(keys) == transitions * 3
+    assert len([m for m in messages if m.kind != "ending_soon"]) == transitions * 3
+    # plus one reminder, due 15 minutes before the end of the 2-hour window
+    [reminder] = [m for m in messages if m.kind == "ending_soon"]
+    assert (reminder.recipient, reminder.available_at) == (
+        PUBLISHER,
+        T0 + 2 * H - timedelta(minutes=15),
+    )

@@ -21,6 +21,7 @@ import typer
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from jitaccess.container import Container, build
@@ -33,6 +34,7 @@ from jitaccess.domain.policy import (
     ApprovalMode,
     Policy,
 )
+from jitaccess.providers.base import ProviderError
 from jitaccess.service import AppSpec
 from jitaccess.views import AppView, RequestView
 
@@ -52,7 +54,7 @@ app.add_typer(apps_app, name="apps")
 app.add_typer(requests_app, name="requests")
 app.add_typer(audit_app, name="audit")
 
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, markup=False)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -85,6 +87,11 @@ def _duration(value: str | None) -> timedelta | None:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _duration_or(value: str | None, default: timedelta) -> timedelta:
+    parsed = _duration(value)
+    return default if parsed is None else parsed
+
+
 def _instant(value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -111,8 +118,8 @@ def _container() -> Iterator[Container]:
         container = build()
         container.db.upgrade()
         yield container
-    except JitError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+    except (JitError, ProviderError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     finally:
         if container is not None:
@@ -144,9 +151,9 @@ def _policy(
 ) -> Policy:
     return Policy(
         mode=ApprovalMode(mode.value) if mode else ApprovalMode.AUTOMATIC,
-        max_duration=_duration(max_duration) or DEFAULT_MAX_DURATION,
+        max_duration=_duration_or(max_duration, DEFAULT_MAX_DURATION),
         approvers=tuple(approvers or ()),
-        approval_timeout=_duration(approval_timeout) or DEFAULT_APPROVAL_TIMEOUT,
+        approval_timeout=_duration_or(approval_timeout, DEFAULT_APPROVAL_TIMEOUT),
     )
 
 
@@ -255,9 +262,9 @@ def _load_apps(path: Path) -> list[AppSpec]:
     for item in doc.apps:
         policy = Policy(
             mode=item.policy.mode,
-            max_duration=_duration(item.policy.max_duration) or DEFAULT_MAX_DURATION,
+            max_duration=_duration_or(item.policy.max_duration, DEFAULT_MAX_DURATION),
             approvers=tuple(item.policy.approvers),
-            approval_timeout=_duration(item.policy.approval_timeout) or DEFAULT_APPROVAL_TIMEOUT,
+            approval_timeout=_duration_or(item.policy.approval_timeout, DEFAULT_APPROVAL_TIMEOUT),
         )
         specs.append(
             AppSpec(
@@ -563,7 +570,10 @@ def audit_export(
     from jitaccess.audit_log import export_rows
 
     with _container() as c:
-        handle = output.open("w", newline="") if output else sys.stdout
+        try:
+            handle = output.open("w", newline="") if output else sys.stdout
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot write {output}: {exc.strerror}") from None
         try:
             count = 0
             if fmt is ExportFormat.jsonl:
@@ -611,7 +621,7 @@ def diagram(
     except GraphvizError as exc:
         err.print(
             f"[red]error:[/red] {fmt.value} needs Graphviz's `dot` program "
-            f"(apt-get install graphviz), or use --format mermaid ({exc})"
+            f"(apt-get install graphviz), or use --format mermaid ({escape(str(exc))})"
         )
         raise typer.Exit(1) from None
     if output:

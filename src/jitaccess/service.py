@@ -128,6 +128,7 @@ class JitService:
         worker_id: str = "worker",
         on_deadline: Callable[[datetime], None] | None = None,
         rng: Callable[[], float] = random.random,
+        remind_before: timedelta | None = timedelta(minutes=15),
     ) -> None:
         self.db = db
         self.providers = providers
@@ -135,6 +136,8 @@ class JitService:
         self.worker_id = worker_id
         self.on_deadline = on_deadline
         self._rng = rng
+        #: How long before the end the requester is reminded (None: never).
+        self.remind_before = remind_before
 
     # -- applications ---------------------------------------------------------------
     def register_app(self, spec: AppSpec, *, actor: str, now: datetime) -> AppView:
@@ -401,6 +404,43 @@ class JitService:
                 if approver in row.app.approvers and approver != row.requester
             ]
 
+    def decision_refusal(self, request_id: int, actor: str, verb: str) -> str | None:
+        """Why ``actor`` cannot ``verb`` the request now, or None if they can.
+
+        A read-only pre-check for buttons; the decision itself checks again."""
+        with self.db.transaction(readonly=True) as session:
+            row = self._get(session, request_id)
+            try:
+                if verb == "revoke":
+                    rules.check_revoker(AppView.of(row.app).rules(), actor)
+                    if row.state in FINAL_STATES:
+                        return self._already(row)
+                    return None
+                if row.state != RequestState.PENDING:
+                    return self._already(row)
+                rules.check_decider(row.app.approvers, row.requester, actor, verb)
+            except RuleViolation as exc:
+                return str(exc)
+            return None
+
+    def overseen_active(self, user: str) -> list[RequestView]:
+        """Active grants in applications where ``user`` is an approver or admin."""
+        with self.db.transaction(readonly=True) as session:
+            query = (
+                select(AccessRequest)
+                .where(AccessRequest.state == RequestState.ACTIVE.value)
+                .order_by(AccessRequest.ends_at)
+            )
+            return [
+                RequestView.of(row)
+                for row in session.execute(query).scalars()
+                if user in row.app.approvers or user in row.app.admins
+            ]
+
+    def apps_for_publisher(self, user: str) -> list[AppView]:
+        """JIT-enabled applications ``user`` may request access to."""
+        return [a for a in self.list_apps() if a.jit_enabled and user in a.publishers]
+
     def history(self, app_name: str, *, limit: int = 200, offset: int = 0) -> list[RequestView]:
         with self.db.transaction(readonly=True) as session:
             app = self._app(session, app_name)
@@ -600,6 +640,19 @@ class JitService:
             row.attempts = 0
             row.last_error = None
             row.next_deadline_at = row.ends_at
+            if self.remind_before is not None and row.ends_at - self.remind_before > now:
+                # A reminder is a deadline too: an outbox row that becomes due later.
+                self._enqueue(
+                    session,
+                    row,
+                    "ending_soon",
+                    "ending_soon",
+                    row.requester,
+                    now,
+                    actor=SYSTEM,
+                    reason=None,
+                    available_at=row.ends_at - self.remind_before,
+                )
             report.activated += 1
             return
         row.attempts += 1
@@ -893,6 +946,7 @@ class JitService:
         reason: str | None,
         event: str | None = None,
         before: str | None = None,
+        available_at: datetime | None = None,
     ) -> None:
         session.add(
             OutboxMessage(
@@ -908,7 +962,7 @@ class JitService:
                     "reason": reason,
                 },
                 created_at=now,
-                available_at=now,
+                available_at=available_at or now,
                 attempts=0,
             )
         )

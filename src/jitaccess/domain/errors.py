@@ -6,7 +6,16 @@ class JitError(Exception):
 
 
 class RuleViolation(JitError):
-    """A product rule refused the action. Nothing was changed."""
+    """A product rule refused the action. Nothing was changed.
+
+    ``field`` names the input at fault (``role``, ``duration``, ``start``,
+    ``justification``, ``reason``, ``app``) so a form can show the message
+    beside it; None when the refusal is about the action as a whole.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class NotFound(JitError):

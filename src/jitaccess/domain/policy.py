@@ -116,7 +116,8 @@ def resolve_role(app: AppRules, role: str) -> str:
             return eligible
     raise RuleViolation(
         f"'{role}' is not an eligible role for {app.name}: choose one of "
-        + ", ".join(app.eligible_roles)
+        + ", ".join(app.eligible_roles),
+        field="role",
     )
 
 
@@ -131,38 +132,47 @@ def check_submission(
 ) -> tuple[str, Window, str]:
     """Check a new request; return (canonical role, window, cleaned justification)."""
     if not app.jit_enabled:
-        raise RuleViolation(disabled_message(app.name))
+        raise RuleViolation(disabled_message(app.name), field="app")
     if requester not in app.publishers:
         raise RuleViolation(
             f"Only {app.name}'s publishers may request access, and you are not one: "
-            "ask a consumer admin to add you as a publisher"
+            "ask a consumer admin to add you as a publisher",
+            field="app",
         )
     canonical_role = resolve_role(app, role)
     if duration <= timedelta(0):
-        raise RuleViolation("Duration must be positive: ask for at least a minute")
+        raise RuleViolation(
+            "Duration must be positive: ask for at least a minute", field="duration"
+        )
     if duration > app.policy.max_duration:
         raise RuleViolation(
             f"Duration {format_duration(duration)} is longer than {app.name}'s maximum of "
             f"{format_duration(app.policy.max_duration)}: ask for "
-            f"{format_duration(app.policy.max_duration)} or less"
+            f"{format_duration(app.policy.max_duration)} or less",
+            field="duration",
         )
     start = now if starts_at is None else starts_at
     if start < now - CLOCK_SKEW:
         raise RuleViolation(
-            "The start time is in the past: leave it empty to start now, or pick a later time"
+            "The start time is in the past: leave it empty to start now, or pick a later time",
+            field="start",
         )
     if start > now + MAX_START_AHEAD:
         raise RuleViolation(
-            f"The start time is more than {MAX_START_AHEAD.days} days ahead: pick an earlier time"
+            f"The start time is more than {MAX_START_AHEAD.days} days ahead: pick an earlier time",
+            field="start",
         )
     start = max(start, now)
     cleaned = " ".join(justification.split())
     if not cleaned:
-        raise RuleViolation("A justification is required: say why you need this access")
+        raise RuleViolation(
+            "A justification is required: say why you need this access", field="justification"
+        )
     if len(cleaned) > MAX_JUSTIFICATION:
         raise RuleViolation(
             f"The justification is {len(cleaned)} characters long: keep it under "
-            f"{MAX_JUSTIFICATION}"
+            f"{MAX_JUSTIFICATION}",
+            field="justification",
         )
     return canonical_role, Window(start, start + duration), cleaned
 
@@ -185,9 +195,11 @@ def check_decider(approvers: Sequence[str], requester: str, actor: str, verb: st
 def check_reason(reason: str | None, verb: str) -> str:
     cleaned = " ".join((reason or "").split())
     if not cleaned:
-        raise RuleViolation(f"A reason is required to {verb}: say why")
+        raise RuleViolation(f"A reason is required to {verb}: say why", field="reason")
     if len(cleaned) > MAX_JUSTIFICATION:
-        raise RuleViolation(f"The reason is too long: keep it under {MAX_JUSTIFICATION} characters")
+        raise RuleViolation(
+            f"The reason is too long: keep it under {MAX_JUSTIFICATION} characters", field="reason"
+        )
     return cleaned
 
 

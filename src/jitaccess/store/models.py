@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -187,3 +188,31 @@ class LogGrant(Base):
     revoked_at: Mapped[datetime | None]
     grant_calls: Mapped[int] = mapped_column(default=0)
     revoke_calls: Mapped[int] = mapped_column(default=0)
+
+
+class SlackMessage(Base):
+    """Where a request's card was posted for one person, so later changes edit it
+    in place (``chat.update``) instead of posting again."""
+
+    __tablename__ = "slack_messages"
+    __table_args__ = (UniqueConstraint("request_id", "recipient", "role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(index=True)
+    recipient: Mapped[str] = mapped_column(String(32))
+    #: "approver" (the decision card) or "requester" (the latest status card).
+    role: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[str] = mapped_column(String(32))
+    #: The outbox message this card last showed: a redelivery of it is a no-op.
+    last_dedup_key: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[datetime]
+
+
+class SlackEvent(Base):
+    """Slack Events API deliveries already handled, so a retry is not processed twice."""
+
+    __tablename__ = "slack_events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime]

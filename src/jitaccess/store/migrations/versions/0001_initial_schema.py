@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 10:36:45.938371
+Create Date: 2026-11-27 10:40:48.325420
 """
 
 from collections.abc import Sequence
@@ -101,6 +101,30 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "slack_events",
+        sa.Column("event_id", sa.String(length=64), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("event_id"),
+    )
+    op.create_table(
+        "slack_messages",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("request_id", sa.Integer(), nullable=False),
+        sa.Column("recipient", sa.String(length=32), nullable=False),
+        sa.Column("role", sa.String(length=20), nullable=False),
+        sa.Column("channel", sa.String(length=32), nullable=False),
+        sa.Column("ts", sa.String(length=32), nullable=False),
+        sa.Column("last_dedup_key", sa.String(length=200), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("request_id", "recipient", "role"),
+    )
+    with op.batch_alter_table("slack_messages", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_slack_messages_request_id"), ["request_id"], unique=False
+        )
+
+    op.create_table(
         "access_requests",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("app_id", sa.Integer(), nullable=False),
@@ -154,6 +178,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_access_requests_app_created")
 
     op.drop_table("access_requests")
+    with op.batch_alter_table("slack_messages", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_slack_messages_request_id"))
+
+    op.drop_table("slack_messages")
+    op.drop_table("slack_events")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index("ix_outbox_undelivered")
 
