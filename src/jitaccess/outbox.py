@@ -29,6 +29,11 @@ class Notification:
     attempts: int
 
 
+class Undeliverable(Exception):
+    """Delivery can never succeed (e.g. the user left the workspace): record why and
+    stop retrying, instead of retrying forever and growing the backlog."""
+
+
 class Notifier(Protocol):
     def deliver(self, note: Notification, now: datetime) -> None:
         """Deliver or raise; raising leaves the message queued for a later retry."""
@@ -55,6 +60,7 @@ class LoggingNotifier:
 class RelayReport:
     delivered: int = 0
     failed: int = 0
+    dropped: int = 0
 
 
 class OutboxRelay:
@@ -85,6 +91,11 @@ class OutboxRelay:
                 error = None
                 try:
                     self.notifier.deliver(note, now)
+                except Undeliverable as exc:
+                    log.error("dropping %s: %s", note.dedup_key, exc)
+                    self._settle(note, None, now, dropped=str(exc))
+                    report.dropped += 1
+                    continue
                 except Exception as exc:  # delivery failures are retried, never fatal
                     error = str(exc) or type(exc).__name__
                     log.warning("delivery of %s failed: %s", note.dedup_key, error)
@@ -134,7 +145,9 @@ class OutboxRelay:
                 for row in rows
             ]
 
-    def _settle(self, note: Notification, error: str | None, now: datetime) -> None:
+    def _settle(
+        self, note: Notification, error: str | None, now: datetime, *, dropped: str | None = None
+    ) -> None:
         with self.db.transaction() as session:
             row = session.get(OutboxMessage, note.id)
             if row is None:
@@ -142,7 +155,7 @@ class OutboxRelay:
             row.attempts += 1
             if error is None:
                 row.delivered_at = now
-                row.last_error = None
+                row.last_error = f"undeliverable: {dropped}" if dropped else None
             else:
                 row.last_error = error
                 delay = min(self.max_backoff, timedelta(seconds=2 ** min(row.attempts, 12)))

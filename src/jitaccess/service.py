@@ -31,7 +31,7 @@ from jitaccess.domain.lifecycle import (
     move,
 )
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.providers.base import GrantSpec, ProviderRegistry
+from jitaccess.providers.base import GrantSpec, ProviderError, ProviderRegistry
 from jitaccess.store import audit
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application, OutboxMessage
@@ -129,6 +129,7 @@ class JitService:
         on_deadline: Callable[[datetime], None] | None = None,
         rng: Callable[[], float] = random.random,
         remind_before: timedelta | None = timedelta(minutes=15),
+        inline: bool = True,
     ) -> None:
         self.db = db
         self.providers = providers
@@ -138,6 +139,10 @@ class JitService:
         self._rng = rng
         #: How long before the end the requester is reminded (None: never).
         self.remind_before = remind_before
+        #: True: a person's action that makes work due (approve with start now,
+        #: revoke, release) calls the backend before returning (the CLI). False:
+        #: it only wakes the scheduler, so a Slack click never waits on a backend.
+        self.inline = inline
 
     # -- applications ---------------------------------------------------------------
     def register_app(self, spec: AppSpec, *, actor: str, now: datetime) -> AppView:
@@ -217,9 +222,11 @@ class JitService:
             old = view.policy
             new = Policy(
                 mode=mode or old.mode,
-                max_duration=max_duration or old.max_duration,
+                max_duration=old.max_duration if max_duration is None else max_duration,
                 approvers=tuple(approvers) if approvers is not None else old.approvers,
-                approval_timeout=approval_timeout or old.approval_timeout,
+                approval_timeout=(
+                    old.approval_timeout if approval_timeout is None else approval_timeout
+                ),
             ).validated()
             self._write_policy(row, new, now)
             after = AppView.of(row)
@@ -440,6 +447,16 @@ class JitService:
     def apps_for_publisher(self, user: str) -> list[AppView]:
         """JIT-enabled applications ``user`` may request access to."""
         return [a for a in self.list_apps() if a.jit_enabled and user in a.publishers]
+
+    def check_can_read(self, app_name: str, user: str) -> AppView:
+        """Publishers, approvers and consumer admins may read an application's requests."""
+        app = self.get_app(app_name)
+        if user not in (*app.publishers, *app.policy.approvers, *app.admins):
+            raise RuleViolation(
+                f"Only {app.name}'s publishers, approvers and consumer admins may see its "
+                "requests, and you are none of these"
+            )
+        return app
 
     def history(self, app_name: str, *, limit: int = 200, offset: int = 0) -> list[RequestView]:
         with self.db.transaction(readonly=True) as session:
@@ -796,7 +813,7 @@ class JitService:
 
     def _after_change(self, view: RequestView, now: datetime) -> None:
         """Act at once on what is already due (start now), and wake the scheduler."""
-        if view.state in APPROVED_STATES and view.starts_at <= now:
+        if self.inline and view.state in APPROVED_STATES and view.starts_at <= now:
             self.run_due(now, [view.id])
         elif self.on_deadline is not None and view.state not in FINAL_STATES:
             self.on_deadline(
@@ -806,7 +823,12 @@ class JitService:
     def _request_end(
         self, row: AccessRequest, kind: str, *, actor: str, reason: str, now: datetime
     ) -> None:
-        if row.state in APPROVED_STATES or row.state == RequestState.PENDING:
+        if row.state == RequestState.PENDING:
+            raise RuleViolation(
+                f"Request {row.id} is pending, not active: approvers can deny it, and the "
+                "requester can cancel it"
+            )
+        if row.state in APPROVED_STATES:
             raise RuleViolation(f"Request {row.id} is {row.state}, not active: cancel it instead")
         if row.state in FINAL_STATES:
             raise Conflict(self._already(row))
@@ -824,7 +846,10 @@ class JitService:
         row.attempts = 0
 
     def _end_now(self, request_id: int, now: datetime) -> RequestView:
-        self.run_due(now, [request_id])
+        if self.inline:
+            self.run_due(now, [request_id])
+        elif self.on_deadline is not None:
+            self.on_deadline(now)
         return self.get_request(request_id)
 
     def _end_without_grant(
@@ -1018,7 +1043,10 @@ class JitService:
         if not roles:
             raise RuleViolation(f"{name} needs at least one eligible role (--role Contributor)")
         admins = rules.check_user_ids(spec.admins, "Admin")
-        self.providers.get(spec.provider)  # refuses an unknown provider by name
+        try:
+            self.providers.get(spec.provider)
+        except ProviderError as exc:
+            raise RuleViolation(f"{name}: {exc}", field="provider") from None
         policy = spec.policy.validated() if spec.jit_enabled else spec.policy
         return replace(
             spec,

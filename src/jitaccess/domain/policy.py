@@ -40,7 +40,8 @@ def check_user_id(value: str, what: str) -> str:
     if not _SLACK_USER_ID.match(cleaned):
         raise RuleViolation(
             f"{what} '{value}' is not a Slack user ID: use the member ID (like U0123ABCD), "
-            "found in the user's Slack profile under 'Copy member ID'"
+            "found in the user's Slack profile under 'Copy member ID'",
+            field=what.lower() + "s",
         )
     return cleaned
 
@@ -67,18 +68,22 @@ class Policy:
         if self.mode is ApprovalMode.MANUAL and not approvers:
             raise RuleViolation(
                 "Manual approval needs at least one approver: add one (--approver U…) "
-                "or use automatic mode"
+                "or use automatic mode",
+                field="approvers",
             )
-        for name, value in (
-            ("Maximum duration", self.max_duration),
-            ("Approval timeout", self.approval_timeout),
+        for name, key, value in (
+            ("Maximum duration", "max_duration", self.max_duration),
+            ("Approval timeout", "approval_timeout", self.approval_timeout),
         ):
             if value <= timedelta(0):
-                raise RuleViolation(f"{name} must be positive, not {format_duration(value)}")
+                raise RuleViolation(
+                    f"{name} must be positive, not {format_duration(value)}", field=key
+                )
             if value > MAX_POLICY_DURATION:
                 raise RuleViolation(
                     f"{name} {format_duration(value)} is too long: "
-                    f"at most {format_duration(MAX_POLICY_DURATION)}"
+                    f"at most {format_duration(MAX_POLICY_DURATION)}",
+                    field=key,
                 )
         return Policy(self.mode, self.max_duration, approvers, self.approval_timeout)
 
