@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
+from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.service import AppSpec, JitService, RetryPolicy
 from jitaccess.store.db import Database, normalise_url
 
@@ -167,3 +168,16 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
     for var in ("FORCE_COLOR", "TTY_COMPATIBLE", "TERMINAL_WIDTH"):
         monkeypatch.delenv(var, raising=False)
     return Cli(tmp_path / "j.db")
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlack]:
+    """A fake Slack Web API on 127.0.0.1 with the demo people in it."""
+    fake = FakeSlack()
+    fake.add_user(PUBLISHER, name="pat", real_name="Pat Publisher", tz="Europe/Paris")
+    fake.add_user(APPROVER, name="ava", real_name="Ava Approver", tz="America/New_York")
+    fake.add_user(APPROVER2, name="abe", real_name="Abe Approver", tz="UTC")
+    fake.add_user(ADMIN, name="ada", real_name="Ada Admin", tz="UTC")
+    fake.add_user(OUTSIDER, name="olly", real_name="Olly Outsider", tz="UTC")
+    with fake:
+        yield fake

@@ -633,9 +633,13 @@ def diagram(
 @app.command("serve")
 def serve() -> None:
     """Run the service: migrations, the deadline scheduler and the outbox relay."""
-    from jitaccess.server import run
+    from jitaccess.server import ConfigurationError, run
 
-    run()
+    try:
+        run()
+    except ConfigurationError as exc:
+        err.print(str(exc), highlight=False)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

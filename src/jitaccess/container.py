@@ -53,6 +53,13 @@ def build(settings: Settings | None = None, *, notifier: Notifier | None = None)
         cap=timedelta(seconds=settings.retry_cap_seconds),
         max_grant_attempts=settings.grant_max_attempts,
     )
-    service = JitService(db, providers, retry=retry, worker_id=worker_id())
+    remind = settings.remind_before_minutes
+    service = JitService(
+        db,
+        providers,
+        retry=retry,
+        worker_id=worker_id(),
+        remind_before=timedelta(minutes=remind) if remind > 0 else None,
+    )
     relay = OutboxRelay(db, notifier or LoggingNotifier(), worker_id=worker_id())
     return Container(settings, db, providers, service, relay)

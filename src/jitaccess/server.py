@@ -1,4 +1,5 @@
-"""``jitaccess serve``: migrate, then run the scheduler and relay until stopped."""
+"""``jitaccess serve``: migrations, the Slack app (HTTP or Socket Mode), the
+deadline scheduler and the outbox relay, in one process."""
 
 from __future__ import annotations
 
@@ -6,20 +7,112 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import Any
+
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from waitress.server import create_server
 
 from jitaccess import logs
-from jitaccess.container import build
+from jitaccess.container import Container, build
+from jitaccess.scheduler import DeadlineScheduler, utcnow
 from jitaccess.settings import Settings
+from jitaccess.slack.runtime import SlackRuntime, build_slack, slack_client
+from jitaccess.web import Router
 
 log = logging.getLogger("jitaccess.serve")
+
+
+class ConfigurationError(Exception):
+    """``serve`` cannot start; the message says what to set."""
+
+
+class Server:
+    """Everything ``serve`` runs, startable and stoppable (tests run it in-process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        missing = settings.missing_slack_settings()
+        if missing:
+            raise ConfigurationError(
+                "jitaccess serve cannot start; set these (environment or .env, see "
+                ".env.example):\n" + "\n".join(f"  - {line}" for line in missing)
+            )
+        self.settings = settings
+        self.container: Container = build(settings)
+        self.container.service.inline = False  # clicks never wait on a backend
+        assert settings.slack_bot_token is not None
+        client = slack_client(settings.slack_bot_token, settings.slack_api_url)
+        self.slack: SlackRuntime = build_slack(
+            self.container.service,
+            client,
+            signing_secret=settings.slack_signing_secret,
+            clock=utcnow,
+        )
+        self.container.relay.notifier = self.slack.notifier
+        self.scheduler: DeadlineScheduler = self.container.scheduler()
+        self.router = Router(ready=self.readiness)
+        self.router.mount("/slack/events", SlackRequestHandler(self.slack.app))
+        self._http: Any = None
+        self._socket_mode: Any = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def port(self) -> int:
+        return int(self._http.effective_port) if self._http is not None else self.settings.port
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        checks: dict[str, Any] = {}
+        try:
+            checks["database"] = (
+                "ok" if self.container.db.schema_is_current() else "migrations pending"
+            )
+        except Exception as exc:  # readiness reports, never raises
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        checks["scheduler"] = "running" if self.scheduler.running else "stopped"
+        ok = checks["database"] == "ok" and checks["scheduler"] == "running"
+        return ok, {"checks": checks}
+
+    def start(self) -> None:
+        self.container.db.upgrade()
+        self.scheduler.start()
+        self._http = create_server(
+            self.router,
+            host=self.settings.host,
+            port=self.settings.port,
+            threads=self.settings.http_threads,
+            ident="jitaccess",
+        )
+        thread = threading.Thread(target=self._http.run, name="http", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        mode = "HTTP"
+        if self.settings.slack_app_token:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            self._socket_mode = SocketModeHandler(self.slack.app, self.settings.slack_app_token)
+            self._socket_mode.connect()
+            mode = "Socket Mode"
+        log.info(
+            "jitaccess serving (%s) on %s:%s; database %s; sweeping every %ss",
+            mode,
+            self.settings.host,
+            self.port,
+            self.container.db.engine.url.render_as_string(hide_password=True),
+            self.settings.sweep_interval_seconds,
+        )
+
+    def stop(self) -> None:
+        if self._socket_mode is not None:
+            self._socket_mode.close()
+        if self._http is not None:
+            self._http.close()
+        self.scheduler.shutdown()
+        self.container.close()
 
 
 def run(settings: Settings | None = None, stop: threading.Event | None = None) -> None:
     settings = settings or Settings()
     logs.configure(settings.log_level, settings.log_format)
-    container = build(settings)
-    container.db.upgrade()
-    scheduler = container.scheduler()
+    server = Server(settings)
     stop = stop or threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -29,14 +122,8 @@ def run(settings: Settings | None = None, stop: threading.Event | None = None) -
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-    scheduler.start()
-    log.info(
-        "jitaccess serving: database %s, sweeping every %ss",
-        container.db.engine.url.render_as_string(hide_password=True),
-        settings.sweep_interval_seconds,
-    )
+    server.start()
     try:
         stop.wait()
     finally:
-        scheduler.shutdown()
-        container.close()
+        server.stop()

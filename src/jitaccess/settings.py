@@ -50,6 +50,50 @@ class Settings(BaseSettings):
         validation_alias="JITACCESS_GRANT_MAX_ATTEMPTS",
         description="Failed grant attempts before a request becomes failed",
     )
+    remind_before_minutes: float = Field(
+        default=15.0,
+        ge=0,
+        validation_alias="JITACCESS_REMIND_BEFORE_MINUTES",
+        description="Remind the requester this long before access ends (0: never)",
+    )
+    host: str = Field(
+        default="0.0.0.0",
+        validation_alias="JITACCESS_HOST",
+        description="Address the HTTP server listens on",
+    )
+    port: int = Field(
+        default=3000,
+        ge=0,
+        le=65535,
+        validation_alias="JITACCESS_PORT",
+        description="Port for /slack/events, /healthz, /readyz and /metrics",
+    )
+    http_threads: int = Field(
+        default=8,
+        ge=1,
+        validation_alias="JITACCESS_HTTP_THREADS",
+        description="Worker threads of the HTTP server",
+    )
+    slack_bot_token: str | None = Field(
+        default=None,
+        validation_alias="SLACK_BOT_TOKEN",
+        description="Bot token (xoxb-…) from the Slack app's OAuth & Permissions page",
+    )
+    slack_signing_secret: str | None = Field(
+        default=None,
+        validation_alias="SLACK_SIGNING_SECRET",
+        description="Signing secret from the Slack app's Basic Information page",
+    )
+    slack_app_token: str | None = Field(
+        default=None,
+        validation_alias="SLACK_APP_TOKEN",
+        description="App-level token (xapp-…) with connections:write: enables Socket Mode",
+    )
+    slack_api_url: str | None = Field(
+        default=None,
+        validation_alias="SLACK_API_URL",
+        description="Base URL of the Slack Web API (default Slack's own; tests use a fake)",
+    )
     log_level: str = Field(
         default="INFO", validation_alias="JITACCESS_LOG_LEVEL", description="Python log level"
     )
@@ -59,3 +103,18 @@ class Settings(BaseSettings):
         validation_alias="JITACCESS_LOG_FORMAT",
         description="text for people, json for log pipelines",
     )
+
+    def missing_slack_settings(self) -> list[str]:
+        """One line per Slack setting ``serve`` needs and does not have."""
+        missing = []
+        if not self.slack_bot_token:
+            missing.append(
+                "SLACK_BOT_TOKEN: the bot token (xoxb-…) from the Slack app's "
+                "OAuth & Permissions page; the app posts and reads users with it"
+            )
+        if not self.slack_signing_secret and not self.slack_app_token:
+            missing.append(
+                "SLACK_SIGNING_SECRET: from the Slack app's Basic Information page; it proves "
+                "HTTP requests come from Slack (or set SLACK_APP_TOKEN for Socket Mode)"
+            )
+        return missing

@@ -1,0 +1,1 @@
+"""The Slack adapter: Block Kit rendering, Bolt listeners and outbox delivery."""

@@ -1,0 +1,624 @@
+"""Block Kit for every message, modal and home tab the app shows.
+
+Built with ``slack_sdk.models`` so Block Kit's limits are checked before
+anything is sent; long free text is truncated here with a visible marker.
+Pure: views in, JSON-able dicts out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    DateTimePickerElement,
+    DividerBlock,
+    HeaderBlock,
+    InputBlock,
+    MarkdownTextObject,
+    Option,
+    PlainTextInputElement,
+    SectionBlock,
+    StaticSelectElement,
+    UserMultiSelectElement,
+)
+from slack_sdk.models.views import View
+
+from jitaccess.domain.durations import format_duration
+from jitaccess.domain.lifecycle import RequestState
+from jitaccess.views import AppView, RequestView
+
+# callback ids (modals) and action ids (buttons); listeners route on these.
+REQUEST_MODAL = "jit_request"
+DECISION_MODAL = "jit_decision"
+CONFIG_MODAL = "jit_config"
+APPROVE = "jit_approve"
+DENY = "jit_deny"
+REVOKE = "jit_revoke"
+CANCEL = "jit_cancel"
+RELEASE = "jit_release"
+APP_PICKED = "jit_request_app"
+
+TRUNCATED = "… (truncated)"
+SECTION_TEXT_MAX = 3000
+FIELD_TEXT_MAX = 2000
+HOME_ITEMS_MAX = 15
+DURATION_CHOICES = (
+    timedelta(minutes=15),
+    timedelta(minutes=30),
+    timedelta(hours=1),
+    timedelta(hours=2),
+    timedelta(hours=4),
+    timedelta(hours=8),
+    timedelta(hours=12),
+    timedelta(hours=24),
+)
+STATE_LABEL = {
+    RequestState.PENDING: ":hourglass_flowing_sand: Pending approval",
+    RequestState.APPROVED: ":white_check_mark: Approved",
+    RequestState.AUTO_APPROVED: ":robot_face: Approved automatically",
+    RequestState.ACTIVE: ":large_green_circle: Active",
+    RequestState.EXPIRED: ":checkered_flag: Expired",
+    RequestState.DENIED: ":no_entry: Denied",
+    RequestState.CANCELLED: ":heavy_multiplication_x: Cancelled",
+    RequestState.TIMED_OUT: ":alarm_clock: Timed out",
+    RequestState.REVOKED: ":lock: Revoked",
+    RequestState.FAILED: ":x: Failed",
+}
+_USER_ID = re.compile(r"(?<![<@\w])([UW][A-Z0-9]{2,20})(?![\w>])")
+
+
+def escape(text: str) -> str:
+    """Escape the three characters Slack's mrkdwn treats as markup."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
+
+
+def user(user_id: str | None) -> str:
+    if not user_id:
+        return "-"
+    if user_id.startswith("policy:"):
+        return "the policy (automatic mode)"
+    if user_id == "system":
+        return "jitaccess"
+    return f"<@{user_id}>"
+
+
+def mention_users(message: str) -> str:
+    """Escape a service message and turn the Slack user IDs in it into mentions."""
+    return _USER_ID.sub(r"<@\1>", escape(message))
+
+
+def zone(name: str | None) -> tzinfo:
+    try:
+        return ZoneInfo(name) if name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def when(moment: datetime, tz: tzinfo) -> str:
+    local = moment.astimezone(tz)
+    return f"{local:%a %d %b %H:%M} {local.tzname() or 'UTC'}"
+
+
+def window(view: RequestView, tz: tzinfo) -> str:
+    start, end = view.starts_at.astimezone(tz), view.ends_at.astimezone(tz)
+    end_text = f"{end:%H:%M}" if start.date() == end.date() else f"{end:%a %d %b %H:%M}"
+    return (
+        f"{start:%a %d %b %H:%M} – {end_text} {end.tzname() or 'UTC'} "
+        f"({format_duration(view.duration)})"
+    )
+
+
+def _md(text: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=text)
+
+
+def _button(text: str, action_id: str, request_id: int, style: str | None = None) -> ButtonElement:
+    return ButtonElement(text=text, action_id=action_id, value=str(request_id), style=style)
+
+
+def _dump(blocks: Sequence[Block]) -> list[dict[str, Any]]:
+    return [block.to_dict() for block in blocks]  # to_dict() validates Block Kit limits
+
+
+def request_fields(view: RequestView, tz: tzinfo) -> SectionBlock:
+    return SectionBlock(
+        fields=[
+            _md(f"*Requester*\n{user(view.requester)}"),
+            _md(f"*Application*\n{escape(view.app)}"),
+            _md(f"*Role*\n{escape(view.role)}"),
+            _md(f"*Window*\n{window(view, tz)}"),
+            _md(f"*Resource group*\n`{truncate(escape(view.scope), 300)}`"),
+            _md(f"*Policy*\n{view.approval_mode} approval"),
+        ]
+    )
+
+
+def justification(view: RequestView) -> SectionBlock:
+    return SectionBlock(
+        text=_md(truncate(f"*Justification*\n>{escape(view.justification)}", SECTION_TEXT_MAX))
+    )
+
+
+def outcome_lines(view: RequestView, tz: tzinfo) -> list[str]:
+    """Who decided and why, and how access began and ended."""
+    lines = [f"*{STATE_LABEL.get(RequestState(view.state), view.state)}*"]
+    if view.decided_by and view.state not in (RequestState.PENDING,):
+        verb = "Denied" if view.state == RequestState.DENIED else "Approved"
+        reason = (
+            f": {escape(view.decision_reason)}"
+            if view.decision_reason and not view.decided_by.startswith("policy:")
+            else ""
+        )
+        lines.append(f"{verb} by {user(view.decided_by)}{reason}")
+    if view.activated_at:
+        lines.append(f"Access granted {when(view.activated_at, tz)}")
+    if view.ended_at and view.state != RequestState.DENIED:
+        by = f" by {user(view.ended_by)}" if view.ended_by and view.ended_by != "system" else ""
+        why = f": {escape(view.end_reason)}" if view.end_reason else ""
+        lines.append(f"Ended {when(view.ended_at, tz)}{by}{why}")
+    if view.revoke_failing_since:
+        lines.append(
+            f":warning: Revoke failing since {when(view.revoke_failing_since, tz)} "
+            f"({view.attempts} attempts): {escape(view.last_error or '')}"
+        )
+    elif view.attempts and view.last_error:
+        lines.append(
+            f":warning: Backend failing ({view.attempts} attempts): {escape(view.last_error)}"
+        )
+    return lines
+
+
+def approver_card(view: RequestView, tz: tzinfo) -> tuple[str, list[dict[str, Any]]]:
+    """The approver's DM card: the request, then buttons or the outcome."""
+    blocks: list[Block] = [
+        HeaderBlock(text=f"Access request #{view.id}"),
+        request_fields(view, tz),
+        justification(view),
+    ]
+    text = f"{view.requester} asks for {view.role} on {view.app}"
+    if view.state == RequestState.PENDING:
+        blocks.append(
+            ActionsBlock(
+                block_id=f"decide:{view.id}",
+                elements=[
+                    _button("Approve", APPROVE, view.id, "primary"),
+                    _button("Deny", DENY, view.id, "danger"),
+                ],
+            )
+        )
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    _md(
+                        "One approver decides, giving a reason. Times out "
+                        f"{when(view.approval_deadline_at, tz)}."
+                    )
+                ]
+            )
+        )
+    else:
+        blocks.append(
+            SectionBlock(text=_md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX)))
+        )
+        if view.state in (RequestState.ACTIVE, RequestState.APPROVED, RequestState.AUTO_APPROVED):
+            blocks.append(
+                ActionsBlock(
+                    block_id=f"oversee:{view.id}",
+                    elements=[_button("Revoke", REVOKE, view.id, "danger")],
+                )
+            )
+    return truncate(text, 300), _dump(blocks)
+
+
+def requester_card(
+    view: RequestView, tz: tzinfo, *, with_buttons: bool = True
+) -> tuple[str, list[dict[str, Any]]]:
+    """The requester's status card; buttons only on the latest one."""
+    label = STATE_LABEL.get(RequestState(view.state), view.state)
+    text = f"Your request #{view.id} for {view.role} on {view.app}: {label.split(': ')[-1]}"
+    blocks: list[Block] = [
+        SectionBlock(
+            text=_md(
+                f"*Request #{view.id}* · {escape(view.role)} on "
+                f"*{escape(view.app)}*\n{window(view, tz)}"
+            )
+        ),
+        SectionBlock(text=_md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX))),
+    ]
+    if view.state == RequestState.PENDING:
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    _md(
+                        "Waiting for one of: " + ", ".join(user(a) for a in view.notified_approvers)
+                    )
+                ]
+            )
+        )
+    if with_buttons:
+        if view.state == RequestState.ACTIVE and view.end_requested is None:
+            blocks.append(
+                ActionsBlock(
+                    block_id=f"mine:{view.id}", elements=[_button("I'm done", RELEASE, view.id)]
+                )
+            )
+        elif view.state in (
+            RequestState.PENDING,
+            RequestState.APPROVED,
+            RequestState.AUTO_APPROVED,
+        ):
+            blocks.append(
+                ActionsBlock(
+                    block_id=f"mine:{view.id}",
+                    elements=[_button("Cancel request", CANCEL, view.id)],
+                )
+            )
+    return truncate(text, 300), _dump(blocks)
+
+
+def ending_soon_text(view: RequestView, tz: tzinfo) -> str:
+    return (
+        f":hourglass: Your {escape(view.role)} access to *{escape(view.app)}* ends "
+        f"{when(view.ends_at, tz)} (request #{view.id})."
+    )
+
+
+def revoke_failing(view: RequestView, tz: tzinfo) -> tuple[str, list[dict[str, Any]]]:
+    text = (
+        f"Revoking {view.requester}'s {view.role} on {view.app} is failing: "
+        f"{view.last_error or 'unknown error'}"
+    )
+    blocks: list[Block] = [
+        SectionBlock(
+            text=_md(
+                truncate(
+                    f":rotating_light: *Revoke failing* for request #{view.id} "
+                    f"({user(view.requester)}, {escape(view.role)} on *{escape(view.app)}*).\n"
+                    f"The grant may still be held. jitaccess keeps retrying.\n"
+                    f"Last error: {escape(view.last_error or '-')}",
+                    SECTION_TEXT_MAX,
+                )
+            )
+        ),
+    ]
+    return truncate(text, 300), _dump(blocks)
+
+
+def request_list(
+    title: str, views: Sequence[RequestView], tz: tzinfo, now: datetime, *, empty: str
+) -> list[dict[str, Any]]:
+    blocks: list[Block] = [SectionBlock(text=_md(f"*{escape(title)}*"))]
+    if not views:
+        blocks.append(SectionBlock(text=_md(empty)))
+    for view in views[:HOME_ITEMS_MAX]:
+        blocks.append(
+            SectionBlock(
+                text=_md(
+                    truncate(
+                        f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
+                        f"*{escape(view.app)}* · "
+                        f"{escape(view.status_line(now))}\n{window(view, tz)}"
+                        + (f" · decided by {user(view.decided_by)}" if view.decided_by else "")
+                        + (
+                            f": {escape(view.decision_reason)}"
+                            if view.decision_reason
+                            and view.decided_by
+                            and not view.decided_by.startswith("policy:")
+                            else ""
+                        ),
+                        SECTION_TEXT_MAX,
+                    )
+                )
+            )
+        )
+    if len(views) > HOME_ITEMS_MAX:
+        blocks.append(ContextBlock(elements=[_md(f"…and {len(views) - HOME_ITEMS_MAX} more")]))
+    return _dump(blocks)
+
+
+def home_view(
+    *,
+    pending: Sequence[RequestView],
+    mine: Sequence[RequestView],
+    overseen: Sequence[RequestView] | None,
+    tz: tzinfo,
+    now: datetime,
+) -> dict[str, Any]:
+    """The App Home: the approval inbox across applications, your requests, and
+    (for approvers and admins) the access that is active now."""
+    blocks: list[Block] = [HeaderBlock(text="Waiting for your approval")]
+    if not pending:
+        blocks.append(SectionBlock(text=_md("Nothing waits for you.")))
+    by_app: dict[str, list[RequestView]] = {}
+    for view in pending:
+        by_app.setdefault(view.app, []).append(view)
+    shown = 0
+    for app_name, items in sorted(by_app.items()):
+        blocks.append(ContextBlock(elements=[_md(f"*{escape(app_name)}* · {len(items)} waiting")]))
+        for view in items:
+            if shown >= HOME_ITEMS_MAX:
+                break
+            shown += 1
+            blocks.append(
+                SectionBlock(
+                    text=_md(
+                        truncate(
+                            f"*#{view.id}* {user(view.requester)} asks for *{escape(view.role)}* · "
+                            f"{window(view, tz)}\n>{escape(view.justification)}",
+                            SECTION_TEXT_MAX,
+                        )
+                    )
+                )
+            )
+            blocks.append(
+                ActionsBlock(
+                    block_id=f"home-decide:{view.id}",
+                    elements=[
+                        _button("Approve", APPROVE, view.id, "primary"),
+                        _button("Deny", DENY, view.id, "danger"),
+                    ],
+                )
+            )
+    if len(pending) > shown:
+        blocks.append(
+            ContextBlock(elements=[_md(f"…and {len(pending) - shown} more: `/jit pending`")])
+        )
+    blocks += [DividerBlock(), HeaderBlock(text="Your requests")]
+    if not mine:
+        blocks.append(SectionBlock(text=_md("No requests yet. Ask with `/jit request`.")))
+    for view in mine[:HOME_ITEMS_MAX]:
+        accessory = None
+        if view.state == RequestState.ACTIVE and view.end_requested is None:
+            accessory = _button("I'm done", RELEASE, view.id)
+        elif view.state in (
+            RequestState.PENDING,
+            RequestState.APPROVED,
+            RequestState.AUTO_APPROVED,
+        ):
+            accessory = _button("Cancel", CANCEL, view.id)
+        blocks.append(
+            SectionBlock(
+                text=_md(
+                    f"*#{view.id}* {escape(view.role)} on *{escape(view.app)}* · "
+                    f"{escape(view.status_line(now))}\n{window(view, tz)}"
+                ),
+                accessory=accessory,
+            )
+        )
+    if overseen is not None:
+        blocks += [DividerBlock(), HeaderBlock(text="Active access")]
+        if not overseen:
+            blocks.append(SectionBlock(text=_md("No access is active in your applications.")))
+        for view in overseen[:HOME_ITEMS_MAX]:
+            blocks.append(
+                SectionBlock(
+                    text=_md(
+                        f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
+                        f"*{escape(view.app)}* until {when(view.ends_at, tz)}"
+                    ),
+                    accessory=_button("Revoke", REVOKE, view.id, "danger"),
+                )
+            )
+    return View(type="home", blocks=blocks[:100]).to_dict()
+
+
+# -- modals ------------------------------------------------------------------------
+def _duration_options(maximum: timedelta) -> list[Option]:
+    choices = [d for d in DURATION_CHOICES if d <= maximum]
+    if maximum not in choices:
+        choices.append(maximum)
+    return [Option(text=format_duration(d), value=format_duration(d)) for d in choices]
+
+
+def request_modal(
+    apps: Sequence[AppView], *, selected: str | None, now: datetime
+) -> dict[str, Any]:
+    """The `/jit request` form. Picking another application refreshes roles and durations."""
+    if not apps:
+        return notice_modal(
+            "Request access",
+            "You are not a publisher of any application "
+            "with JIT enabled, so there is nothing to request.",
+        )
+    chosen = next((a for a in apps if a.name == selected), apps[0])
+    app_options = [Option(text=truncate(a.name, 75), value=a.name) for a in apps]
+    role_options = [Option(text=truncate(r, 75), value=r) for r in chosen.eligible_roles]
+    durations = _duration_options(chosen.policy.max_duration)
+    default_duration = next((o for o in durations if o.value == "1h"), durations[-1])
+    blocks: list[Block] = [
+        InputBlock(
+            block_id="app",
+            label="Application",
+            dispatch_action=True,
+            element=StaticSelectElement(
+                action_id=APP_PICKED,
+                options=app_options,
+                initial_option=next(o for o in app_options if o.value == chosen.name),
+            ),
+        ),
+        ContextBlock(
+            elements=[
+                _md(
+                    f"Resource group `{truncate(escape(chosen.scope), 200)}` · "
+                    f"{chosen.policy.mode.value} approval · "
+                    f"up to {format_duration(chosen.policy.max_duration)}"
+                )
+            ]
+        ),
+        InputBlock(
+            block_id="role",
+            label="Role",
+            element=StaticSelectElement(
+                action_id="role", options=role_options, initial_option=role_options[0]
+            ),
+        ),
+        InputBlock(
+            block_id="start",
+            label="Start",
+            optional=True,
+            hint="Leave as is to start now.",
+            element=DateTimePickerElement(
+                action_id="start", initial_date_time=int(now.timestamp())
+            ),
+        ),
+        InputBlock(
+            block_id="duration",
+            label="Duration",
+            element=StaticSelectElement(
+                action_id="duration", options=durations, initial_option=default_duration
+            ),
+        ),
+        InputBlock(
+            block_id="justification",
+            label="Justification",
+            element=PlainTextInputElement(
+                action_id="justification",
+                multiline=True,
+                max_length=2000,
+                placeholder="Why do you need this access?",
+            ),
+        ),
+    ]
+    return View(
+        type="modal",
+        callback_id=REQUEST_MODAL,
+        title="Request access",
+        submit="Request",
+        close="Cancel",
+        blocks=blocks,
+        private_metadata=json.dumps({"app": chosen.name, "start": int(now.timestamp())}),
+    ).to_dict()
+
+
+def loading_modal(title: str) -> dict[str, Any]:
+    return View(
+        type="modal",
+        title=truncate(title, 24),
+        close="Close",
+        blocks=[SectionBlock(text=_md(":hourglass_flowing_sand: Loading…"))],
+    ).to_dict()
+
+
+def notice_modal(title: str, message: str) -> dict[str, Any]:
+    return View(
+        type="modal",
+        title=truncate(title, 24),
+        close="Close",
+        blocks=[SectionBlock(text=_md(truncate(mention_users(message), SECTION_TEXT_MAX)))],
+    ).to_dict()
+
+
+def decision_modal(
+    view: RequestView | None,
+    *,
+    request_id: int,
+    decision: str,
+    origin: dict[str, str],
+    tz: tzinfo = UTC,
+) -> dict[str, Any]:
+    """Ask for the reason an approve, deny or revoke requires."""
+    verb = {"approve": "Approve", "deny": "Deny", "revoke": "Revoke"}[decision]
+    blocks: list[Block] = []
+    if view is not None:
+        blocks.append(
+            SectionBlock(
+                text=_md(
+                    f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
+                    f"*{escape(view.app)}*"
+                    f"\n{window(view, tz)}"
+                )
+            )
+        )
+    blocks.append(
+        InputBlock(
+            block_id="reason",
+            label=f"Reason to {decision}",
+            element=PlainTextInputElement(action_id="reason", multiline=True, max_length=2000),
+        )
+    )
+    metadata = json.dumps({"request_id": request_id, "decision": decision, **origin})
+    return View(
+        type="modal",
+        callback_id=DECISION_MODAL,
+        title=f"{verb} #{request_id}",
+        submit=verb,
+        close="Cancel",
+        blocks=blocks,
+        private_metadata=metadata,
+    ).to_dict()
+
+
+def config_modal(app: AppView) -> dict[str, Any]:
+    """Consumer admins edit the JIT policy."""
+    modes = [Option(text="Automatic", value="automatic"), Option(text="Manual", value="manual")]
+    durations = [
+        Option(text=format_duration(d), value=format_duration(d))
+        for d in (*DURATION_CHOICES, timedelta(days=2), timedelta(days=7))
+    ]
+    current_max = format_duration(app.policy.max_duration)
+    if current_max not in {o.value for o in durations}:
+        durations.append(Option(text=current_max, value=current_max))
+    timeouts = [Option(text=v, value=v) for v in ("1h", "4h", "8h", "24h", "2d", "7d")]
+    current_timeout = format_duration(app.policy.approval_timeout)
+    if current_timeout not in {o.value for o in timeouts}:
+        timeouts.append(Option(text=current_timeout, value=current_timeout))
+    approvers_element = UserMultiSelectElement(
+        action_id="approvers", initial_users=list(app.policy.approvers) or None
+    )
+    blocks: list[Block] = [
+        SectionBlock(
+            text=_md(f"JIT policy for *{escape(app.name)}*. Changes apply to new requests only.")
+        ),
+        InputBlock(
+            block_id="mode",
+            label="Approval mode",
+            element=StaticSelectElement(
+                action_id="mode",
+                options=modes,
+                initial_option=next(o for o in modes if o.value == app.policy.mode.value),
+            ),
+        ),
+        InputBlock(
+            block_id="max_duration",
+            label="Maximum duration",
+            element=StaticSelectElement(
+                action_id="max_duration",
+                options=durations,
+                initial_option=next(o for o in durations if o.value == current_max),
+            ),
+        ),
+        InputBlock(
+            block_id="approvers", label="Approvers", optional=True, element=approvers_element
+        ),
+        InputBlock(
+            block_id="approval_timeout",
+            label="Approval timeout",
+            element=StaticSelectElement(
+                action_id="approval_timeout",
+                options=timeouts,
+                initial_option=next(o for o in timeouts if o.value == current_timeout),
+            ),
+        ),
+    ]
+    return View(
+        type="modal",
+        callback_id=CONFIG_MODAL,
+        title="JIT policy",
+        submit="Save",
+        close="Cancel",
+        blocks=blocks,
+        private_metadata=json.dumps({"app": app.name}),
+    ).to_dict()

@@ -1,0 +1,109 @@
+"""Parsing ``/jit`` command text into a command, or a usage message. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from jitaccess.domain.durations import parse_duration
+
+HELP = """*jitaccess*: just-in-time access to managed applications.
+• `/jit request`: open the request form
+• `/jit request APP ROLE DURATION reason…`: request in one line,
+  e.g. `/jit request crm Contributor 2h deploy hotfix`
+• `/jit list`: your requests
+• `/jit pending [APP]`: requests waiting for your approval (all applications, or one)
+• `/jit approve ID reason…` · `/jit deny ID reason…`: decide (approvers)
+• `/jit cancel ID`: withdraw your request before it starts
+• `/jit release ID`: end your access early ("I'm done")
+• `/jit revoke ID reason…`: end someone's access early (approvers and admins)
+• `/jit apps`: the applications and their policies
+• `/jit history APP [PAGE]`: who asked, who decided, when access began and ended
+• `/jit config APP`: change an application's JIT policy (consumer admins)
+• `/jit help`: this message"""
+
+
+class UsageError(ValueError):
+    """The text is not a command; the message says how to write it."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    app: str | None = None
+    request_id: int | None = None
+    role: str | None = None
+    duration: timedelta | None = None
+    reason: str | None = None
+    page: int = 1
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+USAGE = {
+    "request": "`/jit request` or `/jit request APP ROLE DURATION reason…`",
+    "cancel": "`/jit cancel ID`",
+    "release": "`/jit release ID`",
+    "revoke": "`/jit revoke ID reason…`",
+    "approve": "`/jit approve ID reason…`",
+    "deny": "`/jit deny ID reason…`",
+    "config": "`/jit config APP`",
+    "history": "`/jit history APP [PAGE]`",
+    "pending": "`/jit pending [APP]`",
+}
+
+
+def _request_id(token: str, name: str) -> int:
+    cleaned = token.lstrip("#")
+    if not cleaned.isdigit() or len(cleaned) > 12:
+        raise UsageError(f"'{token}' is not a request number. Usage: {USAGE[name]}")
+    return int(cleaned)
+
+
+def parse(text: str) -> Command:
+    words = text.split()
+    if not words or words[0].lower() == "help":
+        return Command("help")
+    name, args = words[0].lower(), words[1:]
+    if name in ("list", "apps"):
+        return Command(name)
+    if name == "pending":
+        if len(args) > 1:
+            raise UsageError(f"Usage: {USAGE['pending']}")
+        return Command(name, app=args[0] if args else None)
+    if name == "request":
+        if not args:
+            return Command("request_form")
+        if len(args) < 4:
+            raise UsageError(
+                "A one-line request needs an application, a role, a duration and a reason. "
+                f"Usage: {USAGE['request']}"
+            )
+        try:
+            duration = parse_duration(args[2])
+        except ValueError as exc:
+            raise UsageError(f"{exc}. Usage: {USAGE['request']}") from None
+        return Command(
+            "request", app=args[0], role=args[1], duration=duration, reason=" ".join(args[3:])
+        )
+    if name in ("cancel", "release"):
+        if len(args) != 1:
+            raise UsageError(f"Usage: {USAGE[name]}")
+        return Command(name, request_id=_request_id(args[0], name))
+    if name in ("revoke", "approve", "deny"):
+        if len(args) < 2:
+            raise UsageError(f"A request number and a reason are needed. Usage: {USAGE[name]}")
+        return Command(name, request_id=_request_id(args[0], name), reason=" ".join(args[1:]))
+    if name == "config":
+        if len(args) != 1:
+            raise UsageError(f"Usage: {USAGE['config']}")
+        return Command(name, app=args[0])
+    if name == "history":
+        if not 1 <= len(args) <= 2:
+            raise UsageError(f"Usage: {USAGE['history']}")
+        page = 1
+        if len(args) == 2:
+            if not args[1].isdigit() or int(args[1]) < 1 or len(args[1]) > 6:
+                raise UsageError(f"'{args[1]}' is not a page number. Usage: {USAGE['history']}")
+            page = int(args[1])
+        return Command(name, app=args[0], page=page)
+    raise UsageError(f"Unknown command '{words[0][:50]}'. Try `/jit help`.")

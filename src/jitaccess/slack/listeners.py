@@ -1,0 +1,457 @@
+"""Bolt listeners: they only translate between Slack and the service.
+
+Every listener acks first. Modals are opened right after the ack (trigger ids
+expire in three seconds) and filled in after any database work. Buttons carry
+only a request id; the service re-checks from the database who may act.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy.exc import IntegrityError
+
+from jitaccess.domain.durations import format_duration, parse_duration
+from jitaccess.domain.errors import JitError, NotFound, RuleViolation
+from jitaccess.domain.policy import ApprovalMode
+from jitaccess.service import JitService
+from jitaccess.slack import blocks
+from jitaccess.slack.commands import HELP, Command, UsageError, parse
+from jitaccess.slack.notifier import SlackNotifier, home_for
+from jitaccess.store.models import SlackEvent
+
+log = logging.getLogger("jitaccess.slack")
+F = TypeVar("F", bound=Callable[..., None])
+REQUEST_FIELDS = {"app", "role", "start", "duration", "justification"}
+CONFIG_FIELDS = {"mode", "max_duration", "approvers", "approval_timeout"}
+SORRY = "Something went wrong on our side and nothing was changed. Please try again."
+HISTORY_PAGE = 10
+
+
+def guarded(handler: F) -> F:
+    """Never let an exception reach the user as a traceback: log it, say sorry."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            handler(*args, **kwargs)
+        except Exception:
+            log.exception("listener %s failed", handler.__name__)
+            respond = kwargs.get("respond")
+            if respond is not None:
+                try:
+                    respond(text=SORRY)
+                except Exception:
+                    log.exception("could not tell the user about the failure")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _origin(body: dict[str, Any]) -> dict[str, str]:
+    """Where a click came from (a DM card, or the App Home with no channel)."""
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+        "channel_id"
+    )
+    return {"channel": channel} if channel else {}
+
+
+class SlackFrontEnd:
+    def __init__(
+        self, service: JitService, notifier: SlackNotifier, clock: Callable[[], datetime]
+    ) -> None:
+        self.service = service
+        self.notifier = notifier
+        self.clock = clock
+
+    def register(self, app: App) -> None:
+        app.command("/jit")(self.on_command)
+        app.action(blocks.APP_PICKED)(self.on_app_picked)
+        app.view(blocks.REQUEST_MODAL)(self.on_request_submitted)
+        for action, decision in (
+            (blocks.APPROVE, "approve"),
+            (blocks.DENY, "deny"),
+            (blocks.REVOKE, "revoke"),
+        ):
+            app.action(action)(self._decision_button(decision))
+        app.view(blocks.DECISION_MODAL)(self.on_decision_submitted)
+        app.action(blocks.CANCEL)(self._own_request_button("cancel"))
+        app.action(blocks.RELEASE)(self._own_request_button("release"))
+        app.view(blocks.CONFIG_MODAL)(self.on_config_submitted)
+        app.event("app_home_opened")(self.on_home_opened)
+
+    # -- /jit ------------------------------------------------------------------------
+    @guarded
+    def on_command(
+        self, ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient
+    ) -> None:
+        ack()
+        user = command["user_id"]
+        try:
+            cmd = parse(command.get("text") or "")
+        except UsageError as exc:
+            respond(text=str(exc))
+            return
+        if cmd.name == "request_form":
+            self._open_request_form(client, command["trigger_id"], user)
+            return
+        if cmd.name == "config":
+            self._open_config(client, command["trigger_id"], user, cmd.app or "")
+            return
+        try:
+            text, body = self._run(cmd, user)
+        except JitError as exc:
+            respond(text=blocks.mention_users(str(exc)))
+            return
+        respond(text=text, blocks=body)
+
+    def _run(self, cmd: Command, user: str) -> tuple[str, list[dict[str, Any]] | None]:
+        now = self.clock()
+        service = self.service
+        tz = self.notifier.zones.of(user)
+        if cmd.name == "help":
+            return HELP, None
+        if cmd.name == "list":
+            views = service.list_requests(requester=user, limit=blocks.HOME_ITEMS_MAX)
+            return "Your requests", blocks.request_list(
+                "Your requests", views, tz, now, empty="You have no requests yet."
+            )
+        if cmd.name == "pending":
+            if cmd.app:
+                service.check_can_read(cmd.app, user)
+                views = [v for v in service.list_requests(app=cmd.app, state="pending")][::-1]
+                title = f"Waiting for approval on {cmd.app}"
+            else:
+                views = service.pending_for(user)
+                title = "Waiting for your approval (all applications)"
+            return title, blocks.request_list(title, views, tz, now, empty="Nothing is waiting.")
+        if cmd.name == "request":
+            assert cmd.app and cmd.role and cmd.duration and cmd.reason is not None
+            view = service.submit(
+                cmd.app,
+                requester=user,
+                role=cmd.role,
+                duration=cmd.duration,
+                justification=cmd.reason,
+                now=now,
+            )
+            waiting = (
+                " Waiting for one of: "
+                + ", ".join(blocks.user(a) for a in view.notified_approvers)
+                + "."
+                if view.state == "pending"
+                else ""
+            )
+            return (
+                f"Request #{view.id} submitted: {view.role} on {view.app}, "
+                f"{blocks.window(view, tz)}. It is {view.state}.{waiting}"
+            ), None
+        if cmd.name == "apps":
+            return self._apps_text(user), None
+        if cmd.name == "history":
+            assert cmd.app
+            service.check_can_read(cmd.app, user)
+            views = service.history(
+                cmd.app, limit=HISTORY_PAGE + 1, offset=(cmd.page - 1) * HISTORY_PAGE
+            )
+            more = len(views) > HISTORY_PAGE
+            title = f"History of {cmd.app}, page {cmd.page}"
+            body = blocks.request_list(
+                title, views[:HISTORY_PAGE], tz, now, empty="No requests on this page."
+            )
+            if more:
+                body.append(
+                    {
+                        "type": "context",
+                        "elements": [
+                            {
+                                "type": "mrkdwn",
+                                "text": f"More: `/jit history {cmd.app} {cmd.page + 1}`",
+                            }
+                        ],
+                    }
+                )
+            return title, body
+        assert cmd.request_id is not None
+        rid = cmd.request_id
+        if cmd.name == "cancel":
+            view = service.cancel(rid, actor=user, now=now)
+        elif cmd.name == "release":
+            view = service.release(rid, actor=user, now=now)
+        elif cmd.name == "revoke":
+            view = service.revoke(rid, actor=user, reason=cmd.reason or "", now=now)
+        elif cmd.name == "approve":
+            view = service.approve(rid, actor=user, reason=cmd.reason or "", now=now)
+        elif cmd.name == "deny":
+            view = service.deny(rid, actor=user, reason=cmd.reason or "", now=now)
+        else:  # pragma: no cover - parse() only returns the names above
+            raise UsageError(f"Unknown command {cmd.name}")
+        return f"Request #{view.id} is now {view.status_line(now)}.", None
+
+    def _apps_text(self, user: str) -> str:
+        lines = []
+        for app in self.service.list_apps():
+            roles = [
+                label
+                for label, members in (
+                    ("publisher", app.publishers),
+                    ("approver", app.policy.approvers),
+                    ("admin", app.admins),
+                )
+                if user in members
+            ]
+            if not app.jit_enabled:
+                policy = "JIT disabled (publisher has permanent access)"
+            else:
+                policy = (
+                    f"{app.policy.mode.value} approval, up to "
+                    f"{format_duration(app.policy.max_duration)}, roles "
+                    f"{', '.join(app.eligible_roles)}"
+                )
+            you = f" · you: {', '.join(roles)}" if roles else ""
+            lines.append(f"• *{blocks.escape(app.name)}*: {blocks.escape(policy)}{you}")
+        return "\n".join(lines) or "No applications are registered yet."
+
+    # -- request form ----------------------------------------------------------------
+    def _open_request_form(self, client: WebClient, trigger_id: str, user: str) -> None:
+        opened = client.views_open(
+            trigger_id=trigger_id, view=blocks.loading_modal("Request access")
+        )
+        apps = self.service.apps_for_publisher(user)
+        client.views_update(
+            view_id=opened["view"]["id"],
+            hash=opened["view"]["hash"],
+            view=blocks.request_modal(apps, selected=None, now=self.clock()),
+        )
+
+    @guarded
+    def on_app_picked(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        selected = body["actions"][0]["selected_option"]["value"]
+        apps = self.service.apps_for_publisher(body["user"]["id"])
+        client.views_update(
+            view_id=body["view"]["id"],
+            hash=body["view"]["hash"],
+            view=blocks.request_modal(apps, selected=selected, now=self.clock()),
+        )
+
+    @guarded
+    def on_request_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user = body["user"]["id"]
+        try:
+            values = view["state"]["values"]
+            app_name = values["app"][blocks.APP_PICKED]["selected_option"]["value"]
+            role = values["role"]["role"]["selected_option"]["value"]
+            duration = parse_duration(values["duration"]["duration"]["selected_option"]["value"])
+            picked = values.get("start", {}).get("start", {}).get("selected_date_time")
+            justification = values["justification"]["justification"].get("value") or ""
+            initial = json.loads(view.get("private_metadata") or "{}").get("start")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            ack(
+                response_action="errors",
+                errors={
+                    "justification": "This form is out of date: close it and run /jit request again"
+                },
+            )
+            return
+        # The picker starts at "now when the form opened": left unchanged it means now.
+        starts_at = None if picked in (None, initial) else datetime.fromtimestamp(int(picked), UTC)
+        try:
+            self.service.submit(
+                app_name,
+                requester=user,
+                role=role,
+                duration=duration,
+                justification=justification,
+                starts_at=starts_at,
+                now=self.clock(),
+            )
+        except RuleViolation as exc:
+            field = exc.field if exc.field in REQUEST_FIELDS else "justification"
+            ack(response_action="errors", errors={field: blocks.truncate(str(exc), 2000)})
+            return
+        except NotFound as exc:
+            ack(response_action="errors", errors={"app": str(exc)})
+            return
+        ack()
+
+    # -- decisions -------------------------------------------------------------------
+    def _decision_button(self, decision: str) -> Callable[..., None]:
+        @guarded
+        def on_click(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+            ack()
+            user = body["user"]["id"]
+            request_id = int(body["actions"][0]["value"])
+            origin = _origin(body)
+            opened = client.views_open(
+                trigger_id=body["trigger_id"],
+                view=blocks.decision_modal(
+                    None, request_id=request_id, decision=decision, origin=origin
+                ),
+            )
+            try:
+                refusal = self.service.decision_refusal(request_id, user, decision)
+            except NotFound as exc:
+                refusal = str(exc)
+            if refusal is not None:
+                client.views_update(
+                    view_id=opened["view"]["id"], view=blocks.notice_modal("Nothing to do", refusal)
+                )
+                self._tell(client, origin, user, refusal)
+
+        on_click.__name__ = f"on_{decision}_clicked"
+        return on_click
+
+    @guarded
+    def on_decision_submitted(
+        self, ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
+    ) -> None:
+        user = body["user"]["id"]
+        meta = json.loads(view.get("private_metadata") or "{}")
+        reason = view["state"]["values"].get("reason", {}).get("reason", {}).get("value") or ""
+        request_id, decision = int(meta["request_id"]), str(meta["decision"])
+        now = self.clock()
+        try:
+            if decision == "approve":
+                self.service.approve(request_id, actor=user, reason=reason, now=now)
+            elif decision == "deny":
+                self.service.deny(request_id, actor=user, reason=reason, now=now)
+            else:
+                self.service.revoke(request_id, actor=user, reason=reason, now=now)
+        except RuleViolation as exc:
+            if exc.field == "reason":
+                ack(response_action="errors", errors={"reason": str(exc)})
+                return
+            ack(response_action="update", view=blocks.notice_modal("Nothing changed", str(exc)))
+            self._tell(client, meta, user, str(exc))
+            return
+        except NotFound as exc:
+            ack(response_action="update", view=blocks.notice_modal("Nothing changed", str(exc)))
+            return
+        ack()
+
+    def _own_request_button(self, action: str) -> Callable[..., None]:
+        @guarded
+        def on_click(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+            ack()
+            user = body["user"]["id"]
+            request_id = int(body["actions"][0]["value"])
+            now = self.clock()
+            try:
+                if action == "cancel":
+                    self.service.cancel(request_id, actor=user, now=now)
+                else:
+                    self.service.release(request_id, actor=user, now=now)
+            except JitError as exc:
+                origin = _origin(body)
+                if origin:
+                    self._tell(client, origin, user, str(exc))
+                else:
+                    client.views_open(
+                        trigger_id=body["trigger_id"],
+                        view=blocks.notice_modal("Nothing changed", str(exc)),
+                    )
+
+        on_click.__name__ = f"on_{action}_clicked"
+        return on_click
+
+    def _tell(self, client: WebClient, origin: dict[str, Any], user: str, message: str) -> None:
+        channel = origin.get("channel")
+        if not channel:
+            return
+        try:
+            client.chat_postEphemeral(
+                channel=channel, user=user, text=blocks.mention_users(message)
+            )
+        except SlackApiError as exc:
+            log.info("could not post an ephemeral reply: %s", exc.response.get("error"))
+
+    # -- policy ----------------------------------------------------------------------
+    def _open_config(self, client: WebClient, trigger_id: str, user: str, app_name: str) -> None:
+        opened = client.views_open(trigger_id=trigger_id, view=blocks.loading_modal("JIT policy"))
+        try:
+            app = self.service.get_app(app_name)
+            if user not in app.admins:
+                raise RuleViolation(
+                    f"Only {app.name}'s consumer admins may change its policy, and you are not one"
+                )
+            if not app.jit_enabled:
+                raise RuleViolation(
+                    f"JIT is disabled for {app.name}: there is no policy to "
+                    "change; JIT cannot be enabled after registration"
+                )
+            view = blocks.config_modal(app)
+        except JitError as exc:
+            view = blocks.notice_modal("JIT policy", str(exc))
+        client.views_update(view_id=opened["view"]["id"], hash=opened["view"]["hash"], view=view)
+
+    @guarded
+    def on_config_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user = body["user"]["id"]
+        try:
+            values = view["state"]["values"]
+            app_name = json.loads(view["private_metadata"])["app"]
+            mode = ApprovalMode(values["mode"]["mode"]["selected_option"]["value"])
+            max_duration = parse_duration(
+                values["max_duration"]["max_duration"]["selected_option"]["value"]
+            )
+            approvers = list(values["approvers"]["approvers"].get("selected_users") or [])
+            timeout = parse_duration(
+                values["approval_timeout"]["approval_timeout"]["selected_option"]["value"]
+            )
+        except (KeyError, TypeError, ValueError):
+            ack(
+                response_action="errors",
+                errors={"mode": "This form is out of date: close it and run /jit config again"},
+            )
+            return
+        try:
+            self.service.set_policy(
+                app_name,
+                actor=user,
+                now=self.clock(),
+                mode=mode,
+                max_duration=max_duration,
+                approvers=approvers,
+                approval_timeout=timeout,
+            )
+        except JitError as exc:
+            field = getattr(exc, "field", None)
+            ack(
+                response_action="errors",
+                errors={field if field in CONFIG_FIELDS else "mode": str(exc)},
+            )
+            return
+        ack()
+
+    # -- App Home --------------------------------------------------------------------
+    @guarded
+    def on_home_opened(
+        self, event: dict[str, Any], body: dict[str, Any], client: WebClient
+    ) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        if not self._first_delivery(body.get("event_id")):
+            return  # Slack retried an event we already handled
+        user = event["user"]
+        client.views_publish(
+            user_id=user,
+            view=home_for(self.service, user, self.notifier.zones.of(user), self.clock()),
+        )
+
+    def _first_delivery(self, event_id: str | None) -> bool:
+        if not event_id:
+            return True
+        try:
+            with self.service.db.transaction() as session:
+                session.add(SlackEvent(event_id=event_id, received_at=self.clock()))
+        except IntegrityError:
+            return False
+        return True

@@ -1,0 +1,236 @@
+"""Delivers outbox messages to Slack: approver cards (posted once, then edited in
+place), the requester's status cards, reminders and alerts, and the App Home.
+
+Each delivery renders the request as it is *now* in the database, so a late or
+repeated delivery shows current truth. A card remembers the outbox message it
+last showed, so redelivering the same message after a crash is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, tzinfo
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import select
+
+from jitaccess.domain.errors import NotFound
+from jitaccess.outbox import Notification, Undeliverable
+from jitaccess.service import JitService
+from jitaccess.slack import blocks
+from jitaccess.store.models import SlackMessage
+
+log = logging.getLogger("jitaccess.slack.notifier")
+
+#: Slack errors that retrying cannot fix.
+PERMANENT_ERRORS = {
+    "user_not_found",
+    "channel_not_found",
+    "account_inactive",
+    "cannot_dm_bot",
+    "user_disabled",
+    "is_archived",
+    "not_in_channel",
+    "invalid_blocks",
+    "msg_too_long",
+}
+
+
+def transition_text(note: Notification) -> str:
+    """One sentence about the step this message announces, for the requester."""
+    payload = note.payload
+    to = str(payload.get("to"))
+    actor = blocks.user(str(payload.get("actor") or ""))
+    reason = payload.get("reason")
+    why = f": {blocks.escape(str(reason))}" if reason else ""
+    rid = note.request_id
+    return {
+        "pending": f"Request #{rid} was sent to the approvers.",
+        "auto_approved": f"Request #{rid} was approved automatically by the policy.",
+        "approved": f"Request #{rid} was approved by {actor}{why}",
+        "denied": f"Request #{rid} was denied by {actor}{why}",
+        "active": f"Your access for request #{rid} is active.",
+        "expired": f"Your access for request #{rid} has expired and was revoked.",
+        "revoked": f"Your access for request #{rid} was revoked by {actor}{why}",
+        "cancelled": f"Request #{rid} was cancelled by {actor}{why}",
+        "timed_out": f"Request #{rid} timed out: no approver decided in time.",
+        "failed": f"Request #{rid} failed: access could not be granted{why}",
+    }.get(to, f"Request #{rid} is now {to}.")
+
+
+class TimeZones:
+    """Each person's time zone from ``users.info``, cached for an hour."""
+
+    def __init__(self, client: WebClient, ttl: float = 3600.0) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, tzinfo]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, user_id: str) -> tzinfo:
+        with self._lock:
+            hit = self._cache.get(user_id)
+        if hit and time.monotonic() - hit[0] < self._ttl:
+            return hit[1]
+        try:
+            info = self._client.users_info(user=user_id)
+            tz = blocks.zone(str((info.get("user") or {}).get("tz") or ""))
+        except SlackApiError as exc:
+            log.info(
+                "users.info failed for %s (%s); showing UTC", user_id, exc.response.get("error")
+            )
+            return blocks.zone(None)
+        with self._lock:
+            self._cache[user_id] = (time.monotonic(), tz)
+        return tz
+
+
+class SlackNotifier:
+    def __init__(
+        self, client: WebClient, service: JitService, zones: TimeZones | None = None
+    ) -> None:
+        self.client = client
+        self.service = service
+        self.zones = zones or TimeZones(client)
+
+    def deliver(self, note: Notification, now: datetime) -> None:
+        if note.request_id is None or note.recipient is None:
+            return
+        try:
+            view = self.service.get_request(note.request_id)
+        except NotFound:
+            raise Undeliverable(f"request {note.request_id} no longer exists") from None
+        tz = self.zones.of(note.recipient)
+        try:
+            if note.kind == "approver_card":
+                text, body = blocks.approver_card(view, tz)
+                self._show_card(note, "approver", text, body, now)
+            elif note.kind == "requester_update":
+                self._requester_update(note, view, tz, now)
+            elif note.kind == "ending_soon":
+                if view.state == "active" and view.end_requested is None and now < view.ends_at:
+                    self._requester_update(
+                        note, view, tz, now, headline=blocks.ending_soon_text(view, tz)
+                    )
+            elif note.kind == "revoke_failing":
+                text, body = blocks.revoke_failing(view, tz)
+                self._post(note.recipient, text, body)
+            else:
+                log.warning("unknown outbox kind %s", note.kind)
+                return
+            self.publish_home(note.recipient, now)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", ""))
+            if error in PERMANENT_ERRORS:
+                raise Undeliverable(f"Slack said {error}") from None
+            raise
+
+    # -- cards -----------------------------------------------------------------------
+    def _show_card(
+        self, note: Notification, role: str, text: str, body: list[dict[str, Any]], now: datetime
+    ) -> None:
+        assert note.recipient is not None and note.request_id is not None
+        card = self._card(note.request_id, note.recipient, role)
+        if card is not None and card[2] == note.dedup_key:
+            return  # this very message was already shown (redelivery after a crash)
+        if card is not None:
+            try:
+                self.client.chat_update(channel=card[0], ts=card[1], text=text, blocks=body)
+                self._remember(note, role, card[0], card[1], now)
+                return
+            except SlackApiError as exc:
+                if exc.response.get("error") != "message_not_found":
+                    raise
+        channel, ts = self._post(note.recipient, text, body)
+        self._remember(note, role, channel, ts, now)
+
+    def _requester_update(
+        self, note: Notification, view: Any, tz: tzinfo, now: datetime, headline: str | None = None
+    ) -> None:
+        """Post a new status card (so the requester is notified) and take the
+        buttons off the previous one, so only the latest card can act."""
+        assert note.recipient is not None and note.request_id is not None
+        previous = self._card(note.request_id, note.recipient, "requester")
+        if previous is not None and previous[2] == note.dedup_key:
+            return
+        headline = headline or transition_text(note)
+        _, body = blocks.requester_card(view, tz)
+        body = [{"type": "section", "text": {"type": "mrkdwn", "text": headline}}, *body]
+        channel, ts = self._post(note.recipient, headline, body)
+        self._remember(note, "requester", channel, ts, now)
+        if previous is not None:
+            old_text, old_body = blocks.requester_card(view, tz, with_buttons=False)
+            try:
+                self.client.chat_update(
+                    channel=previous[0], ts=previous[1], text=old_text, blocks=old_body
+                )
+            except SlackApiError as exc:
+                log.info("could not refresh an older card: %s", exc.response.get("error"))
+
+    def _post(self, user_id: str, text: str, body: list[dict[str, Any]]) -> tuple[str, str]:
+        channel = self._dm_channel(user_id)
+        response = self.client.chat_postMessage(channel=channel, text=text, blocks=body)
+        return str(response["channel"]), str(response["ts"])
+
+    def _dm_channel(self, user_id: str) -> str:
+        response = self.client.conversations_open(users=user_id)
+        return str(response["channel"]["id"])
+
+    def _card(
+        self, request_id: int, recipient: str, role: str
+    ) -> tuple[str, str, str | None] | None:
+        with self.service.db.transaction(readonly=True) as session:
+            row = session.execute(
+                select(SlackMessage).where(
+                    SlackMessage.request_id == request_id,
+                    SlackMessage.recipient == recipient,
+                    SlackMessage.role == role,
+                )
+            ).scalar_one_or_none()
+            return None if row is None else (row.channel, row.ts, row.last_dedup_key)
+
+    def _remember(
+        self, note: Notification, role: str, channel: str, ts: str, now: datetime
+    ) -> None:
+        assert note.recipient is not None and note.request_id is not None
+        with self.service.db.transaction() as session:
+            row = session.execute(
+                select(SlackMessage).where(
+                    SlackMessage.request_id == note.request_id,
+                    SlackMessage.recipient == note.recipient,
+                    SlackMessage.role == role,
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                row = SlackMessage(
+                    request_id=note.request_id,
+                    recipient=note.recipient,
+                    role=role,
+                    channel=channel,
+                    ts=ts,
+                    updated_at=datetime.now().astimezone(),
+                )
+                session.add(row)
+            row.channel, row.ts, row.last_dedup_key = channel, ts, note.dedup_key
+            row.updated_at = now
+
+    # -- home ------------------------------------------------------------------------
+    def publish_home(self, user_id: str, now: datetime) -> None:
+        view = home_for(self.service, user_id, self.zones.of(user_id), now)
+        self.client.views_publish(user_id=user_id, view=view)
+
+
+def home_for(service: JitService, user_id: str, tz: tzinfo, now: datetime) -> dict[str, Any]:
+    apps = service.list_apps()
+    oversees = any(user_id in a.policy.approvers or user_id in a.admins for a in apps)
+    return blocks.home_view(
+        pending=service.pending_for(user_id),
+        mine=service.list_requests(requester=user_id, limit=blocks.HOME_ITEMS_MAX),
+        overseen=service.overseen_active(user_id) if oversees else None,
+        tz=tz,
+        now=now,
+    )

@@ -1,0 +1,1 @@
+"""Local fake servers for provider tests: a fake Azure Resource Manager and a webhook receiver."""

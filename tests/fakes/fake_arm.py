@@ -1,0 +1,443 @@
+"""A fake Azure Resource Manager (role assignments only), over HTTPS on 127.0.0.1.
+
+azure-core refuses to send bearer tokens over plain HTTP, so the fake serves TLS with
+a certificate made at start-up by a throwaway CA; clients trust it through
+``connection_verify=fake.ca_file``. It holds role assignments in memory, behaves like
+ARM where it matters to us (409 RoleAssignmentExists for a duplicate, 204 for
+deleting what is not there, names unique across the tenant, ``atScope()`` lists) and
+fails on demand (:meth:`FakeArm.fail_next`).
+
+    with FakeArm() as arm:
+        client = AuthorizationManagementClient(FakeCredential(), sub, base_url=arm.base_url,
+                                               connection_verify=arm.ca_file)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import re
+import ssl
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ARM_SCOPE = "https://management.azure.com/.default"
+TOKEN = "fake-arm-token"
+_PATH_RE = re.compile(
+    r"^(?P<scope>/subscriptions/.+?)/providers/Microsoft\.Authorization/roleAssignments"
+    r"(?:/(?P<name>[^/]+))?/?$",
+    re.IGNORECASE,
+)
+
+
+class FakeCredential:
+    """A TokenCredential that hands out a fixed token valid for a year."""
+
+    def __init__(self) -> None:
+        self.scopes_requested: list[tuple[str, ...]] = []
+
+    def _expiry(self) -> int:
+        return int(time.time()) + 365 * 24 * 3600
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.scopes_requested.append(scopes)
+        return AccessToken(TOKEN, self._expiry())
+
+    def get_token_info(
+        self, *scopes: str, options: TokenRequestOptions | None = None
+    ) -> AccessTokenInfo:
+        self.scopes_requested.append(scopes)
+        return AccessTokenInfo(TOKEN, self._expiry())
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> FakeCredential:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+@dataclass
+class Failure:
+    status: int
+    code: str
+    message: str
+    method: str | None = None
+    retry_after: int | None = None
+    times: int = 1
+
+
+@dataclass
+class Assignment:
+    scope: str
+    name: str
+    role_definition_id: str
+    principal_id: str
+    principal_type: str | None
+    description: str | None
+    created_on: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+    def resource(self) -> dict[str, Any]:
+        return {
+            "id": f"{self.scope}/providers/Microsoft.Authorization/roleAssignments/{self.name}",
+            "name": self.name,
+            "type": "Microsoft.Authorization/roleAssignments",
+            "properties": {
+                "scope": self.scope,
+                "roleDefinitionId": self.role_definition_id,
+                "principalId": self.principal_id,
+                "principalType": self.principal_type or "User",
+                "description": self.description,
+                "createdOn": self.created_on,
+                "updatedOn": self.created_on,
+            },
+        }
+
+
+def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost: (ca, cert, key)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jitaccess test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.DNSName("localhost"),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = directory / "ca.pem"
+    cert_file = directory / "server.pem"
+    key_file = directory / "server-key.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return ca_file, cert_file, key_file
+
+
+class FakeArm:
+    """In-memory role assignments behind an HTTPS server; see the module docstring."""
+
+    def __init__(self, *, page_size: int = 100) -> None:
+        self.page_size = page_size
+        self.assignments: dict[str, Assignment] = {}  # by lower-case name (tenant-wide)
+        self.requests: list[tuple[str, str]] = []  # (method, path?query)
+        self.api_versions: set[str] = set()
+        self._failures: list[Failure] = []
+        self._lock = threading.Lock()
+        self._tmp = tempfile.TemporaryDirectory(prefix="fake-arm-")
+        self.ca_file, cert_file, key_file = make_tls_files(Path(self._tmp.name))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        self.base_url = f"https://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> FakeArm:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> FakeArm:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.assignments.clear()
+            self.requests.clear()
+            self._failures.clear()
+
+    # -- test controls -----------------------------------------------------------------
+
+    def fail_next(
+        self,
+        status: int,
+        code: str,
+        message: str = "",
+        *,
+        method: str | None = None,
+        retry_after: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """The next ``times`` requests (of ``method``, if given) get this ARM error."""
+        with self._lock:
+            self._failures.append(
+                Failure(status, code, message or code, method, retry_after, times)
+            )
+
+    def add(
+        self,
+        scope: str,
+        name: str,
+        role_definition_id: str,
+        principal_id: str,
+        *,
+        principal_type: str = "User",
+        description: str | None = None,
+    ) -> Assignment:
+        """Put an assignment in place directly, as if someone else had made it."""
+        assignment = Assignment(
+            scope, name, role_definition_id, principal_id, principal_type, description
+        )
+        with self._lock:
+            self.assignments[name.lower()] = assignment
+        return assignment
+
+    def at(self, scope: str) -> list[Assignment]:
+        with self._lock:
+            return [a for a in self.assignments.values() if _same(a.scope, scope)]
+
+    # -- request handling (server threads) -------------------------------------------------
+
+    def _take_failure(self, method: str) -> Failure | None:
+        with self._lock:
+            for failure in self._failures:
+                if failure.method in (None, method):
+                    failure.times -= 1
+                    if failure.times <= 0:
+                        self._failures.remove(failure)
+                    return failure
+        return None
+
+    def handle(
+        self, method: str, target: str, headers: Any, body: bytes
+    ) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
+        with self._lock:
+            self.requests.append((method, target))
+        if headers.get("Authorization") != f"Bearer {TOKEN}":
+            return _error(401, "InvalidAuthenticationToken", "The access token is invalid.")
+        parts = urlsplit(target)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        api_version = query.get("api-version")
+        if not api_version:
+            return _error(400, "MissingApiVersionParameter", "The api-version is missing.")
+        with self._lock:
+            self.api_versions.add(api_version)
+        path = "/" + parts.path.lstrip("/")
+        match = _PATH_RE.match(path)
+        if match is None:
+            return _error(404, "InvalidResourceType", f"No route for {path}")
+        failure = self._take_failure(method)
+        if failure is not None:
+            extra = {"Retry-After": str(failure.retry_after)} if failure.retry_after else {}
+            status, payload, _ = _error(failure.status, failure.code, failure.message)
+            return status, payload, extra
+        scope, name = match.group("scope"), match.group("name")
+        if name is None:
+            if method != "GET":
+                return _error(405, "MethodNotAllowed", method)
+            return self._list(scope, query)
+        if method == "PUT":
+            return self._put(scope, name, body)
+        if method == "DELETE":
+            return self._delete(scope, name)
+        if method == "GET":
+            with self._lock:
+                found = self.assignments.get(name.lower())
+            if found is None or not _same(found.scope, scope):
+                return _error(404, "RoleAssignmentNotFound", "The role assignment does not exist.")
+            return 200, found.resource(), {}
+        return _error(405, "MethodNotAllowed", method)
+
+    def _put(self, scope: str, name: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
+        try:
+            props = json.loads(body)["properties"]
+            role_definition_id = props["roleDefinitionId"]
+            principal_id = props["principalId"]
+        except (ValueError, KeyError, TypeError):
+            return _error(400, "InvalidRequestContent", "properties.roleDefinitionId/principalId")
+        with self._lock:
+            existing = self.assignments.get(name.lower())
+            if existing is not None:
+                same = (
+                    _same(existing.scope, scope)
+                    and existing.role_definition_id.lower() == role_definition_id.lower()
+                    and existing.principal_id.lower() == principal_id.lower()
+                )
+                if same:
+                    return _error(
+                        409, "RoleAssignmentExists", "The role assignment already exists."
+                    )
+                return _error(
+                    409,
+                    "RoleAssignmentUpdateNotPermitted",
+                    "Tenant ID, application ID, principal ID, and scope are not allowed to be "
+                    "updated.",
+                )
+            for other in self.assignments.values():
+                if (
+                    _same(other.scope, scope)
+                    and other.role_definition_id.lower() == role_definition_id.lower()
+                    and other.principal_id.lower() == principal_id.lower()
+                ):
+                    return _error(
+                        409, "RoleAssignmentExists", "The role assignment already exists."
+                    )
+            assignment = Assignment(
+                scope,
+                name,
+                role_definition_id,
+                principal_id,
+                props.get("principalType"),
+                props.get("description"),
+            )
+            self.assignments[name.lower()] = assignment
+        return 201, assignment.resource(), {}
+
+    def _delete(self, scope: str, name: str) -> tuple[int, Any, dict[str, str]]:
+        with self._lock:
+            found = self.assignments.get(name.lower())
+            if found is None or not _same(found.scope, scope):
+                return 204, None, {}
+            del self.assignments[name.lower()]
+        return 200, found.resource(), {}
+
+    def _list(self, scope: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        flt = (query.get("$filter") or "").strip()
+        with self._lock:
+            items = sorted(self.assignments.values(), key=lambda a: a.name)
+        if flt == "atScope()":
+            items = [a for a in items if _at_or_above(a.scope, scope)]
+        elif flt.startswith("principalId eq"):
+            wanted = flt.split("eq", 1)[1].strip().strip("'\"").lower()
+            items = [a for a in items if a.principal_id.lower() == wanted]
+        elif flt:
+            return _error(400, "UnsupportedFilter", f"fake does not support $filter={flt}")
+        else:
+            items = [
+                a for a in items if _at_or_above(a.scope, scope) or _at_or_above(scope, a.scope)
+            ]
+        skip = int(query.get("$skipToken") or 0)
+        page = items[skip : skip + self.page_size]
+        payload: dict[str, Any] = {"value": [a.resource() for a in page]}
+        if skip + self.page_size < len(items):
+            payload["nextLink"] = (
+                f"{self.base_url}{scope}/providers/Microsoft.Authorization/roleAssignments"
+                f"?$skipToken={skip + self.page_size}&api-version={query['api-version']}"
+                + (f"&$filter={flt}" if flt else "")
+            )
+        return 200, payload, {}
+
+
+def _same(a: str, b: str) -> bool:
+    return a.rstrip("/").lower() == b.rstrip("/").lower()
+
+
+def _at_or_above(assignment_scope: str, scope: str) -> bool:
+    """True if an assignment at ``assignment_scope`` applies at ``scope``."""
+    a, s = assignment_scope.rstrip("/").lower(), scope.rstrip("/").lower()
+    return s == a or s.startswith(a + "/")
+
+
+def _error(status: int, code: str, message: str) -> tuple[int, Any, dict[str, str]]:
+    return status, {"error": {"code": code, "message": message}}, {}
+
+
+def _handler_for(arm: FakeArm) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            status, payload, extra = arm.handle(self.command, self.path, self.headers, body)
+            data = b"" if payload is None else json.dumps(payload).encode()
+            self.send_response(status)
+            if data:
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("x-ms-request-id", "fake")
+            for key, value in extra.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if data:
+                self.wfile.write(data)
+
+        do_GET = do_PUT = do_DELETE = do_POST = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler

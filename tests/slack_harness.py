@@ -1,0 +1,302 @@
+"""Drive the real Bolt app the way Slack does: correctly signed HTTP bodies for
+commands, clicks, modal submissions and events; its WebClient talks to the fake
+Slack Web API over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from slack_bolt.request import BoltRequest
+from slack_bolt.response import BoltResponse
+
+from conftest import make_service
+from jitaccess.outbox import OutboxRelay, RelayReport
+from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.service import SweepReport
+from jitaccess.slack import blocks
+from jitaccess.slack.runtime import build_slack, slack_client
+from jitaccess.store.db import Database
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+TEAM = "T0001"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def signed_headers(
+    body: str,
+    *,
+    secret: str = SECRET,
+    timestamp: int | None = None,
+    content_type: str = "application/x-www-form-urlencoded",
+) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {
+        "content-type": content_type,
+        "x-slack-request-timestamp": ts,
+        "x-slack-signature": f"v0={digest}",
+    }
+
+
+def select(value: str) -> dict[str, Any]:
+    return {"type": "static_select", "selected_option": {"value": value}}
+
+
+def text_value(value: str | None) -> dict[str, Any]:
+    return {"type": "plain_text_input", "value": value}
+
+
+class SlackWorld:
+    """The service, the Bolt app and the relay, wired like ``serve`` against a fake Slack."""
+
+    def __init__(self, fake: FakeSlack, db: Database) -> None:
+        self.fake = fake
+        self.db = db
+        self.service, self.log_provider = make_service(db)
+        self.service.inline = False  # as under serve: clicks never wait on a backend
+        client = slack_client("xoxb-test-token", fake.base_url)
+        self.runtime = build_slack(
+            self.service, client, signing_secret=SECRET, clock=now, process_before_response=True
+        )
+        self.relay = OutboxRelay(db, self.runtime.notifier)
+        self._responses = 0
+
+    # -- time ------------------------------------------------------------------------
+    def tick(self) -> tuple[SweepReport, RelayReport]:
+        """What the scheduler does at the current (frozen) time: sweep, then deliver."""
+        return self.service.sweep(now()), self.relay.drain(now())
+
+    def deliver(self) -> RelayReport:
+        return self.relay.drain(now())
+
+    # -- raw -------------------------------------------------------------------------
+    def post(self, body: str, headers: dict[str, str]) -> BoltResponse:
+        return self.runtime.app.dispatch(BoltRequest(body=body, headers=headers))
+
+    def post_form(self, fields: dict[str, str], **extra_headers: str) -> BoltResponse:
+        body = urlencode(fields)
+        headers = signed_headers(body)
+        headers.update({k.replace("_", "-"): v for k, v in extra_headers.items()})
+        return self.post(body, headers)
+
+    def post_payload(self, payload: dict[str, Any]) -> BoltResponse:
+        return self.post_form({"payload": json.dumps(payload)})
+
+    # -- what people do --------------------------------------------------------------
+    def command(self, user: str, text: str) -> tuple[BoltResponse, str]:
+        """Run ``/jit text`` as ``user``; returns the HTTP response and the response_url key."""
+        self._responses += 1
+        key = f"cmd{self._responses}"
+        response = self.post_form(
+            {
+                "token": "legacy",
+                "team_id": TEAM,
+                "team_domain": "acme",
+                "channel_id": "C0GENERAL",
+                "channel_name": "general",
+                "user_id": user,
+                "user_name": user.lower(),
+                "command": "/jit",
+                "text": text,
+                "api_app_id": "A0001",
+                "response_url": self.fake.response_url(key),
+                "trigger_id": self.fake.new_trigger_id(user),
+            }
+        )
+        return response, key
+
+    def replies(self, key: str) -> list[str]:
+        """Texts posted to a command's response_url (ephemeral replies)."""
+        return [r.get("text", "") for r in self.fake.responses.get(key, [])]
+
+    def say(self, user: str, text: str) -> str:
+        """Run a command and return its single ephemeral reply (with blocks' text)."""
+        response, key = self.command(user, text)
+        assert response.status == 200, response.body
+        posted = self.fake.responses.get(key, [])
+        assert len(posted) == 1, f"expected one reply to /jit {text}, got {posted}"
+        return (
+            posted[0].get("text", "")
+            + "\n"
+            + json.dumps(posted[0].get("blocks", []), ensure_ascii=False)
+        )
+
+    def click(self, user: str, message: dict[str, Any], action_id: str) -> BoltResponse:
+        """Click the button ``action_id`` on a message the bot posted."""
+        button, block_id = find_button(message["blocks"], action_id)
+        return self.post_payload(
+            {
+                "type": "block_actions",
+                "team": {"id": TEAM},
+                "user": {"id": user},
+                "api_app_id": "A0001",
+                "trigger_id": self.fake.new_trigger_id(user),
+                "container": {
+                    "type": "message",
+                    "message_ts": message["ts"],
+                    "channel_id": message["channel"],
+                },
+                "channel": {"id": message["channel"]},
+                "message": {"ts": message["ts"], "blocks": message["blocks"]},
+                "response_url": self.fake.response_url(f"click-{message['ts']}"),
+                "actions": [
+                    {
+                        "type": "button",
+                        "action_id": action_id,
+                        "block_id": block_id,
+                        "value": button["value"],
+                        "action_ts": str(time.time()),
+                    }
+                ],
+            }
+        )
+
+    def click_home(self, user: str, action_id: str, request_id: int) -> BoltResponse:
+        home = self.fake.current_home(user)
+        assert home is not None, "no home tab published"
+        button, block_id = find_button(home["blocks"], action_id, value=str(request_id))
+        return self.post_payload(
+            {
+                "type": "block_actions",
+                "team": {"id": TEAM},
+                "user": {"id": user},
+                "api_app_id": "A0001",
+                "trigger_id": self.fake.new_trigger_id(user),
+                "container": {"type": "view", "view_id": "VHOME"},
+                "view": {"id": "VHOME", "type": "home"},
+                "actions": [
+                    {
+                        "type": "button",
+                        "action_id": action_id,
+                        "block_id": block_id,
+                        "value": button["value"],
+                        "action_ts": str(time.time()),
+                    }
+                ],
+            }
+        )
+
+    def last_modal(self, user: str) -> dict[str, Any]:
+        views = self.fake.opened_views(user)
+        assert views, f"no modal was opened for {user}"
+        return views[-1]
+
+    def submit(self, user: str, modal: dict[str, Any], values: dict[str, Any]) -> BoltResponse:
+        view = modal["view"]
+        return self.post_payload(
+            {
+                "type": "view_submission",
+                "team": {"id": TEAM},
+                "user": {"id": user},
+                "api_app_id": "A0001",
+                "trigger_id": self.fake.new_trigger_id(user),
+                "view": {
+                    "id": modal["id"],
+                    "type": "modal",
+                    "hash": modal["hash"],
+                    "callback_id": view.get("callback_id", ""),
+                    "private_metadata": view.get("private_metadata", ""),
+                    "state": {"values": values},
+                },
+            }
+        )
+
+    def submit_request(
+        self,
+        user: str,
+        *,
+        app: str,
+        role: str,
+        duration: str,
+        justification: str | None,
+        start: int | None = None,
+    ) -> BoltResponse:
+        modal = self.last_modal(user)
+        assert modal["view"].get("callback_id") == blocks.REQUEST_MODAL, modal["view"]
+        initial = next(
+            b["element"]["initial_date_time"]
+            for b in modal["view"]["blocks"]
+            if b.get("block_id") == "start"
+        )
+        values = {
+            "app": {blocks.APP_PICKED: select(app)},
+            "role": {"role": select(role)},
+            "start": {
+                "start": {
+                    "type": "datetimepicker",
+                    "selected_date_time": initial if start is None else start,
+                }
+            },
+            "duration": {"duration": select(duration)},
+            "justification": {"justification": text_value(justification)},
+        }
+        return self.submit(user, modal, values)
+
+    def submit_reason(self, user: str, reason: str | None) -> BoltResponse:
+        modal = self.last_modal(user)
+        assert modal["view"].get("callback_id") == blocks.DECISION_MODAL, modal["view"]
+        return self.submit(user, modal, {"reason": {"reason": text_value(reason)}})
+
+    def home_opened(self, user: str, event_id: str, **headers: str) -> BoltResponse:
+        body = json.dumps(
+            {
+                "token": "legacy",
+                "team_id": TEAM,
+                "api_app_id": "A0001",
+                "type": "event_callback",
+                "event_id": event_id,
+                "event_time": int(time.time()),
+                "event": {
+                    "type": "app_home_opened",
+                    "user": user,
+                    "channel": f"D{user}",
+                    "tab": "home",
+                    "event_ts": str(time.time()),
+                },
+            }
+        )
+        all_headers = signed_headers(body, content_type="application/json")
+        all_headers.update(headers)
+        return self.post(body, all_headers)
+
+    # -- reading Slack -----------------------------------------------------------------
+    def card_for(self, approver: str, request_id: int) -> dict[str, Any]:
+        cards = [
+            m
+            for m in self.fake.dms_to(approver)
+            if json.dumps(m.get("blocks")).find(f"Access request #{request_id}") >= 0
+        ]
+        assert len(cards) == 1, f"expected one card for #{request_id}, got {len(cards)}"
+        return cards[0]
+
+    def requester_cards(self, user: str, request_id: int) -> list[dict[str, Any]]:
+        return [m for m in self.fake.dms_to(user) if f"#{request_id}" in m.get("text", "")]
+
+
+def find_button(
+    block_list: list[dict[str, Any]], action_id: str, value: str | None = None
+) -> tuple[dict[str, Any], str]:
+    for block in block_list:
+        elements = list(block.get("elements", []))
+        if block.get("accessory"):
+            elements.append(block["accessory"])
+        for element in elements:
+            if element.get("action_id") == action_id and (
+                value is None or element.get("value") == value
+            ):
+                return element, block.get("block_id", "")
+    raise AssertionError(f"no {action_id} button in {json.dumps(block_list)[:500]}")
+
+
+def texts(message: dict[str, Any]) -> str:
+    """All the text a person would read in a message or view."""
+    return message.get("text", "") + " " + json.dumps(message.get("blocks", []), ensure_ascii=False)
