@@ -82,7 +82,15 @@ def escape(text: str) -> str:
 
 
 def truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
+    """Cut ``text`` to ``limit`` characters with a visible marker, never inside an
+    ``&amp;``-style entity (which Slack would then show raw)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - len(TRUNCATED)]
+    amp = cut.rfind("&", max(0, len(cut) - 5))
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + TRUNCATED
 
 
 def user(user_id: str | None) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from jitaccess.domain.errors import NotFound
 from jitaccess.outbox import Notification, Undeliverable
@@ -25,6 +26,8 @@ from jitaccess.slack import blocks
 from jitaccess.store.models import SlackMessage
 
 log = logging.getLogger("jitaccess.slack.notifier")
+#: channel, ts, the outbox key it last showed, its first line
+_CardRef = tuple[str, str, str | None, str | None]
 
 #: Slack errors that retrying cannot fix.
 PERMANENT_ERRORS = {
@@ -158,15 +161,17 @@ class SlackNotifier:
         if previous is not None and previous[2] == note.dedup_key:
             return
         headline = headline or transition_text(note)
-        _, body = blocks.requester_card(view, tz)
-        body = [{"type": "section", "text": {"type": "mrkdwn", "text": headline}}, *body]
-        channel, ts = self._post(note.recipient, headline, body)
-        self._remember(note, "requester", channel, ts, now)
+        channel, ts = self._post(note.recipient, headline, _headed(headline, view, tz, True))
+        self._remember(note, "requester", channel, ts, now, headline=headline)
         if previous is not None:
-            old_text, old_body = blocks.requester_card(view, tz, with_buttons=False)
+            # The older card keeps its own first line but loses its buttons.
+            old_headline = previous[3] or headline
             try:
                 self.client.chat_update(
-                    channel=previous[0], ts=previous[1], text=old_text, blocks=old_body
+                    channel=previous[0],
+                    ts=previous[1],
+                    text=old_headline,
+                    blocks=_headed(old_headline, view, tz, False),
                 )
             except SlackApiError as exc:
                 log.info("could not refresh an older card: %s", exc.response.get("error"))
@@ -180,31 +185,36 @@ class SlackNotifier:
         response = self.client.conversations_open(users=user_id)
         return str(response["channel"]["id"])
 
-    def _card(
-        self, request_id: int, recipient: str, role: str
-    ) -> tuple[str, str, str | None] | None:
+    def _card(self, request_id: int, recipient: str, role: str) -> _CardRef | None:
         with self.service.db.transaction(readonly=True) as session:
-            row = session.execute(
-                select(SlackMessage).where(
-                    SlackMessage.request_id == request_id,
-                    SlackMessage.recipient == recipient,
-                    SlackMessage.role == role,
-                )
-            ).scalar_one_or_none()
-            return None if row is None else (row.channel, row.ts, row.last_dedup_key)
+            row = self._card_row(session, request_id, recipient, role)
+            return None if row is None else (row.channel, row.ts, row.last_dedup_key, row.headline)
+
+    @staticmethod
+    def _card_row(
+        session: Session, request_id: int, recipient: str, role: str
+    ) -> SlackMessage | None:
+        return session.execute(
+            select(SlackMessage).where(
+                SlackMessage.request_id == request_id,
+                SlackMessage.recipient == recipient,
+                SlackMessage.role == role,
+            )
+        ).scalar_one_or_none()
 
     def _remember(
-        self, note: Notification, role: str, channel: str, ts: str, now: datetime
+        self,
+        note: Notification,
+        role: str,
+        channel: str,
+        ts: str,
+        now: datetime,
+        *,
+        headline: str | None = None,
     ) -> None:
         assert note.recipient is not None and note.request_id is not None
         with self.service.db.transaction() as session:
-            row = session.execute(
-                select(SlackMessage).where(
-                    SlackMessage.request_id == note.request_id,
-                    SlackMessage.recipient == note.recipient,
-                    SlackMessage.role == role,
-                )
-            ).scalar_one_or_none()
+            row = self._card_row(session, note.request_id, note.recipient, role)
             if row is None:
                 row = SlackMessage(
                     request_id=note.request_id,
@@ -212,16 +222,22 @@ class SlackNotifier:
                     role=role,
                     channel=channel,
                     ts=ts,
-                    updated_at=datetime.now().astimezone(),
+                    updated_at=now,
                 )
                 session.add(row)
             row.channel, row.ts, row.last_dedup_key = channel, ts, note.dedup_key
+            row.headline = headline
             row.updated_at = now
 
     # -- home ------------------------------------------------------------------------
     def publish_home(self, user_id: str, now: datetime) -> None:
         view = home_for(self.service, user_id, self.zones.of(user_id), now)
         self.client.views_publish(user_id=user_id, view=view)
+
+
+def _headed(headline: str, view: Any, tz: tzinfo, with_buttons: bool) -> list[dict[str, Any]]:
+    _, body = blocks.requester_card(view, tz, with_buttons=with_buttons)
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": headline}}, *body]
 
 
 def home_for(service: JitService, user_id: str, tz: tzinfo, now: datetime) -> dict[str, Any]:

@@ -206,6 +206,8 @@ class SlackMessage(Base):
     ts: Mapped[str] = mapped_column(String(32))
     #: The outbox message this card last showed: a redelivery of it is a no-op.
     last_dedup_key: Mapped[str | None] = mapped_column(String(200))
+    #: The first line the card was posted with (kept when the card is refreshed).
+    headline: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime]
 
 

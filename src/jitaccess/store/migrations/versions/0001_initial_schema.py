@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 10:40:48.325420
+Create Date: 2026-11-27 10:47:59.342751
 """
 
 from collections.abc import Sequence
@@ -115,6 +115,7 @@ def upgrade() -> None:
         sa.Column("channel", sa.String(length=32), nullable=False),
         sa.Column("ts", sa.String(length=32), nullable=False),
         sa.Column("last_dedup_key", sa.String(length=200), nullable=True),
+        sa.Column("headline", sa.Text(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("request_id", "recipient", "role"),
