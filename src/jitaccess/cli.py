@@ -644,3 +644,7 @@ def serve() -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""``jitaccess serve`` for real: waitress on a port, signed HTTP from outside, the
+scheduler and relay running on the wall clock against the fake Slack API."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import APPROVER, PUBLISHER
+from jitaccess.cli import app as cli_app
+from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.server import Server
+from jitaccess.settings import Settings
+from slack_harness import SECRET, find_button, signed_headers, texts
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(
+    method: str, url: str, body: str = "", headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    request = urllib.request.Request(
+        url, data=body.encode() if body else None, headers=headers or {}, method=method
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def post_signed(base: str, fields: dict[str, str], *, secret: str = SECRET) -> tuple[int, str]:
+    body = urlencode(fields)
+    return http("POST", f"{base}/slack/events", body, signed_headers(body, secret=secret))
+
+
+def command_fields(fake: FakeSlack, user: str, text: str, key: str) -> dict[str, str]:
+    return {
+        "command": "/jit",
+        "text": text,
+        "user_id": user,
+        "team_id": "T0001",
+        "channel_id": "C1",
+        "response_url": fake.response_url(key),
+        "trigger_id": fake.new_trigger_id(user),
+    }
+
+
+def test_serve_refuses_to_start_without_slack_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JITACCESS_DATABASE_URL", f"sqlite:///{tmp_path}/j.db")
+    result = CliRunner().invoke(cli_app, ["serve"])
+    assert result.exit_code == 1
+    assert "SLACK_BOT_TOKEN: the bot token" in result.stderr
+    assert "SLACK_SIGNING_SECRET: from the Slack app's Basic Information page" in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+
+
+@pytest.fixture
+def server(fake_slack: FakeSlack, tmp_path: Path) -> Iterator[Server]:
+    settings = Settings(
+        JITACCESS_DATABASE_URL=f"sqlite:///{tmp_path}/serve.db",
+        JITACCESS_HOST="127.0.0.1",
+        JITACCESS_PORT=0,
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_SIGNING_SECRET=SECRET,
+        SLACK_API_URL=fake_slack.base_url,
+        JITACCESS_SWEEP_INTERVAL_SECONDS=60,
+    )
+    instance = Server(settings)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def test_http_mode_serves_slack_health_and_readiness(server: Server, fake_slack: FakeSlack) -> None:
+    base = f"http://127.0.0.1:{server.port}"
+    assert http("GET", f"{base}/healthz") == (200, '{"status": "ok"}')
+    status, body = http("GET", f"{base}/readyz")
+    assert status == 200 and json.loads(body)["checks"] == {
+        "database": "ok",
+        "scheduler": "running",
+    }
+    status, _ = post_signed(base, command_fields(fake_slack, PUBLISHER, "help", "h1"))
+    assert status == 200
+    assert fake_slack.wait_for(lambda: bool(fake_slack.responses.get("h1")))
+    assert "/jit request" in fake_slack.responses["h1"][0]["text"]
+    forged, _ = post_signed(
+        base, command_fields(fake_slack, PUBLISHER, "help", "h2"), secret="wrong"
+    )
+    assert forged == 401
+    assert http("GET", f"{base}/nope")[0] == 404
+
+
+def test_serve_process_takes_a_request_from_slash_command_to_expired(
+    fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Another process drives a real `jitaccess serve` with signed HTTP requests."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "JITACCESS_DATABASE_URL": f"sqlite:///{tmp_path}/e2e.db",
+        "SLACK_BOT_TOKEN": "xoxb-e2e",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": fake_slack.base_url,
+        "JITACCESS_PORT": str(port),
+        "JITACCESS_HOST": "127.0.0.1",
+        "JITACCESS_SWEEP_INTERVAL_SECONDS": "0.5",
+        "JITACCESS_RELAY_INTERVAL_SECONDS": "0.2",
+        "JITACCESS_REMIND_BEFORE_MINUTES": "0",
+    }
+    env.pop("SLACK_APP_TOKEN", None)
+    cli = [sys.executable, "-m", "jitaccess.cli"]
+    subprocess.run(
+        [
+            *cli,
+            "apps",
+            "register",
+            "crm",
+            "--scope",
+            "/subscriptions/s/resourceGroups/mrg",
+            "--publisher",
+            PUBLISHER,
+            "--mode",
+            "manual",
+            "--approver",
+            APPROVER,
+        ],
+        env=env,
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+    )
+    log_file = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [*cli, "serve"], env=env, cwd=tmp_path, stdout=log_file, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_until(lambda: _up(base), 20), (tmp_path / "serve.log").read_text()
+        status, _ = post_signed(
+            base, command_fields(fake_slack, PUBLISHER, "request crm Contributor 4s patch db", "r1")
+        )
+        assert status == 200
+        assert fake_slack.wait_for(
+            lambda: any("Access request #1" in texts(m) for m in fake_slack.dms_to(APPROVER)), 10
+        )
+        assert "submitted" in fake_slack.responses["r1"][0]["text"]
+        card = next(m for m in fake_slack.dms_to(APPROVER) if "Access request #1" in texts(m))
+        button, block_id = find_button(card["blocks"], "jit_approve")
+        click = {
+            "type": "block_actions",
+            "user": {"id": APPROVER},
+            "team": {"id": "T0001"},
+            "trigger_id": fake_slack.new_trigger_id(APPROVER),
+            "channel": {"id": card["channel"]},
+            "container": {
+                "type": "message",
+                "channel_id": card["channel"],
+                "message_ts": card["ts"],
+            },
+            "actions": [
+                {
+                    "action_id": "jit_approve",
+                    "block_id": block_id,
+                    "value": button["value"],
+                    "type": "button",
+                }
+            ],
+        }
+        assert post_signed(base, {"payload": json.dumps(click)})[0] == 200
+        assert fake_slack.wait_for(lambda: bool(fake_slack.opened_views(APPROVER)), 10)
+        modal = fake_slack.opened_views(APPROVER)[-1]
+        submission: dict[str, Any] = {
+            "type": "view_submission",
+            "user": {"id": APPROVER},
+            "team": {"id": "T0001"},
+            "view": {
+                "id": modal["id"],
+                "type": "modal",
+                "callback_id": modal["view"]["callback_id"],
+                "private_metadata": modal["view"]["private_metadata"],
+                "hash": modal["hash"],
+                "state": {
+                    "values": {
+                        "reason": {
+                            "reason": {"type": "plain_text_input", "value": "CHG-9 approved"}
+                        }
+                    }
+                },
+            },
+        }
+        assert post_signed(base, {"payload": json.dumps(submission)})[0] == 200
+
+        def requester_saw(fragment: str) -> bool:
+            return any(fragment in m["text"] for m in fake_slack.dms_to(PUBLISHER))
+
+        for step in (
+            "sent to the approvers",
+            f"approved by <@{APPROVER}>: CHG-9 approved",
+            "is active",
+            "has expired and was revoked",
+        ):
+            assert fake_slack.wait_for(lambda s=step: requester_saw(s), 15), (
+                step,
+                [m["text"] for m in fake_slack.dms_to(PUBLISHER)],
+                (tmp_path / "serve.log").read_text()[-3000:],
+            )
+        card = next(m for m in fake_slack.dms_to(APPROVER) if "Access request #1" in texts(m))
+        assert "Expired" in texts(card) and "jit_approve" not in texts(card)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log_file.close()
+    assert proc.returncode == 0, (tmp_path / "serve.log").read_text()[-3000:]
+    shown = subprocess.run(
+        [*cli, "requests", "show", "1", "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data = json.loads(shown.stdout)
+    assert (data["state"], data["decided_by"]) == ("expired", APPROVER)
+
+
+def _up(base: str) -> bool:
+    try:
+        return http("GET", f"{base}/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+def wait_until(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
