@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest sweep diagram clean
+.PHONY: run test lint typecheck pytest diagram clean env-example
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,6 @@ diagram: $(VENV)/.installed-run
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info
+
+env-example: $(VENV)/.installed-run
+	$(BIN)/python -c "from jitaccess.settings import env_example; print(env_example(), end='')" > .env.example

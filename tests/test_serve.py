@@ -227,8 +227,12 @@ def test_serve_process_takes_a_request_from_slash_command_to_expired(
                 [m["text"] for m in fake_slack.dms_to(PUBLISHER)],
                 (tmp_path / "serve.log").read_text()[-3000:],
             )
-        card = next(m for m in fake_slack.dms_to(APPROVER) if "Access request #1" in texts(m))
-        assert "Expired" in texts(card) and "jit_approve" not in texts(card)
+
+        def approver_card_final() -> bool:
+            card = next(m for m in fake_slack.dms_to(APPROVER) if "Access request #1" in texts(m))
+            return "Expired" in texts(card) and "jit_approve" not in texts(card)
+
+        assert fake_slack.wait_for(approver_card_final, 10)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -260,3 +264,31 @@ def wait_until(predicate: Any, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_socket_mode_serves_slack_without_a_public_url(
+    fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    settings = Settings(
+        JITACCESS_DATABASE_URL=f"sqlite:///{tmp_path}/socket.db",
+        JITACCESS_HOST="127.0.0.1",
+        JITACCESS_PORT=0,
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_APP_TOKEN="xapp-1-test",
+        SLACK_API_URL=fake_slack.base_url,
+        JITACCESS_SWEEP_INTERVAL_SECONDS=60,
+    )
+    server = Server(settings)  # no signing secret needed in Socket Mode
+    server.start()
+    try:
+        assert fake_slack.socket_connected(5)
+        ack = fake_slack.send_envelope(
+            "slash_commands",
+            command_fields(fake_slack, PUBLISHER, "help", "sock1") | {"command": "/jit"},
+        )
+        assert ack is not None
+        assert fake_slack.wait_for(lambda: bool(fake_slack.responses.get("sock1")), 5)
+        assert "/jit request" in fake_slack.responses["sock1"][0]["text"]
+        assert http("GET", f"http://127.0.0.1:{server.port}/healthz")[0] == 200
+    finally:
+        server.stop()

@@ -171,6 +171,10 @@ def apps_register(
     max_duration: Annotated[str | None, typer.Option(help="Longest window, e.g. 8h")] = None,
     approver: Annotated[list[str] | None, typer.Option(help="Approver (repeat)")] = None,
     approval_timeout: Annotated[str | None, typer.Option(help="e.g. 24h")] = None,
+    provider: Annotated[str, typer.Option(help="Access provider: log, azure, webhook, …")] = "log",
+    provider_config: Annotated[
+        str | None, typer.Option(help="Provider settings as JSON, or @FILE (JSON or YAML)")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Register (deploy) a managed application."""
@@ -181,6 +185,8 @@ def apps_register(
         roles=tuple(role or DEFAULT_ROLES),
         admins=tuple(admin or ()),
         jit_enabled=jit,
+        provider=provider,
+        provider_config=_provider_config(provider_config),
         policy=_policy(mode, max_duration, approver, approval_timeout),
     )
     with _container() as c:
@@ -222,6 +228,20 @@ def apps_policy(
         _print_app(view)
 
 
+def _provider_config(value: str | None) -> dict[str, Any]:
+    """Parse --provider-config: inline JSON, or @path to a JSON or YAML file."""
+    if not value:
+        return {}
+    try:
+        text = Path(value[1:]).read_text() if value.startswith("@") else value
+        parsed = yaml.safe_load(text)  # YAML is a superset of JSON
+    except (OSError, yaml.YAMLError) as exc:
+        raise typer.BadParameter(f"cannot read the provider config: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise typer.BadParameter("the provider config must be a mapping, e.g. '{\"url\": …}'")
+    return parsed
+
+
 class _PolicyDoc(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: ApprovalMode = ApprovalMode.AUTOMATIC
@@ -240,6 +260,7 @@ class _AppDoc(BaseModel):
     jit_enabled: bool = True
     policy: _PolicyDoc = Field(default_factory=_PolicyDoc)
     provider: str = "log"
+    provider_config: dict[str, Any] = Field(default_factory=dict)
 
 
 class _AppsDoc(BaseModel):
@@ -276,6 +297,7 @@ def _load_apps(path: Path) -> list[AppSpec]:
                 jit_enabled=item.jit_enabled,
                 policy=policy,
                 provider=item.provider,
+                provider_config=item.provider_config,
             )
         )
     return specs
@@ -540,6 +562,30 @@ def sweep() -> None:
         f"timed out {report.timed_out}, failed {report.failed}, lapsed {report.lapsed}, "
         f"retrying {report.retrying}; notifications delivered {relayed.delivered}"
     )
+
+
+@app.command("reconcile")
+def reconcile_command(
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this application")] = None,
+    fix: Annotated[bool, typer.Option("--fix", help="Revoke orphans, re-grant missing")] = False,
+    as_json: Json = False,
+) -> None:
+    """Compare what each backend holds with the database; exit 1 if anything differs."""
+    from jitaccess.reconcile import reconcile
+
+    with _container() as c:
+        findings = reconcile(c.service, now(), app=app_name, fix=fix, actor="cli:reconcile")
+    if as_json:
+        _emit_json([vars(f) for f in findings])
+    else:
+        for finding in findings:
+            out.print(finding.line())
+        differences = [f for f in findings if f.kind != "skipped"]
+        if not differences:
+            out.print("Backends and database agree.")
+    unresolved = [f for f in findings if f.kind != "skipped" and not f.fixed]
+    if unresolved:
+        raise typer.Exit(1)
 
 
 @audit_app.command("verify")

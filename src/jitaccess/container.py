@@ -9,7 +9,8 @@ from datetime import timedelta
 
 from jitaccess.outbox import LoggingNotifier, Notifier, OutboxRelay
 from jitaccess.providers.base import ProviderRegistry
-from jitaccess.providers.log import LogProvider
+from jitaccess.providers.registry import build_registry
+from jitaccess.reconcile import reconcile
 from jitaccess.scheduler import DeadlineScheduler
 from jitaccess.service import JitService, RetryPolicy
 from jitaccess.settings import Settings
@@ -33,6 +34,12 @@ class Container:
             batch_size=self.settings.sweep_batch_size,
         )
         self.service.on_deadline = scheduler.wake_at
+        minutes = self.settings.reconcile_interval_minutes
+        if minutes > 0:
+            service = self.service
+            scheduler.every(
+                minutes * 60, "reconcile", lambda now: reconcile(service, now, periodic=True)
+            )
         return scheduler
 
     def close(self) -> None:
@@ -46,8 +53,7 @@ def worker_id() -> str:
 def build(settings: Settings | None = None, *, notifier: Notifier | None = None) -> Container:
     settings = settings or Settings()
     db = Database(settings.database_url)
-    providers = ProviderRegistry()
-    providers.register(LogProvider(db))
+    providers = build_registry(settings, db)
     retry = RetryPolicy(
         base=timedelta(seconds=settings.retry_base_seconds),
         cap=timedelta(seconds=settings.retry_cap_seconds),

@@ -71,6 +71,19 @@ class DeadlineScheduler:
         )
         self._scheduler.start()
 
+    def every(self, seconds: float, name: str, job: Callable[[datetime], object]) -> None:
+        """Run ``job(now)`` every ``seconds`` (e.g. reconciliation); errors are logged."""
+
+        def run() -> None:
+            try:
+                job(self.clock())
+            except Exception:
+                log.exception("%s failed; the next run retries", name)
+
+        self._scheduler.add_job(
+            run, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True
+        )
+
     def shutdown(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)

@@ -726,13 +726,14 @@ class JitService:
             row.end_reason = reason
             row.next_deadline_at = None
             row.revoke_failing_since = None
+            row.revoke_alerts_sent = 0
             row.attempts = 0
             return
         row.attempts += 1
         row.last_error = error
-        first_failure = row.revoke_failing_since is None
-        if first_failure:
+        if row.revoke_failing_since is None:
             row.revoke_failing_since = now
+            row.revoke_alerts_sent = 0
         row.next_deadline_at = now + self.retry.delay(row.attempts, self._rng)
         audit.append(
             session,
@@ -746,19 +747,21 @@ class JitService:
             reason=error,
             details={"attempt": row.attempts, "retry_at": row.next_deadline_at.isoformat()},
         )
-        if first_failure:
-            recipients = dict.fromkeys([*row.app.approvers, *row.app.admins])
-            for recipient in recipients:
+        if rules.revoke_alert_due(row.revoke_failing_since, now, row.revoke_alerts_sent):
+            # Approvers and admins hear at once, then less and less often.
+            for recipient in dict.fromkeys([*row.app.approvers, *row.app.admins]):
                 self._enqueue(
                     session,
                     row,
-                    f"revoke_failing:{row.revoke_failing_since}",
+                    f"revoke_failing:{row.revoke_failing_since.isoformat()}:"
+                    f"{row.revoke_alerts_sent}",
                     "revoke_failing",
                     recipient,
                     now,
                     actor=SYSTEM,
                     reason=error,
                 )
+            row.revoke_alerts_sent += 1
         report.retrying += 1
 
     def _compensate(self, item: _Work, now: datetime) -> None:
@@ -1013,6 +1016,11 @@ class JitService:
             )
         who = f" by {row.ended_by}" if row.ended_by else ""
         return f"Request {row.id} is already {state}{who}"
+
+    def grant_spec(self, request_id: int) -> GrantSpec:
+        """What the backend is asked to grant or revoke for this request."""
+        with self.db.transaction(readonly=True) as session:
+            return self._spec(self._get(session, request_id))
 
     def _spec(self, row: AccessRequest) -> GrantSpec:
         return GrantSpec(

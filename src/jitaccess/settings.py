@@ -94,6 +94,37 @@ class Settings(BaseSettings):
         validation_alias="SLACK_API_URL",
         description="Base URL of the Slack Web API (default Slack's own; tests use a fake)",
     )
+    azure_tenant_id: str | None = Field(
+        default=None,
+        validation_alias="AZURE_TENANT_ID",
+        description="Entra tenant of the identity jitaccess uses for Azure role assignments",
+    )
+    azure_client_id: str | None = Field(
+        default=None,
+        validation_alias="AZURE_CLIENT_ID",
+        description="Client (application) ID of that identity",
+    )
+    azure_client_secret: str | None = Field(
+        default=None,
+        validation_alias="AZURE_CLIENT_SECRET",
+        description="Client secret; leave empty to use DefaultAzureCredential (managed identity)",
+    )
+    azure_arm_url: str | None = Field(
+        default=None,
+        validation_alias="AZURE_ARM_URL",
+        description="Azure Resource Manager endpoint (default the public cloud's)",
+    )
+    azure_ca_bundle: str | None = Field(
+        default=None,
+        validation_alias="AZURE_CA_BUNDLE",
+        description="CA bundle to trust for Azure Resource Manager (default the system's)",
+    )
+    reconcile_interval_minutes: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias="JITACCESS_RECONCILE_INTERVAL_MINUTES",
+        description="How often serve compares backends with the database (0: never)",
+    )
     log_level: str = Field(
         default="INFO", validation_alias="JITACCESS_LOG_LEVEL", description="Python log level"
     )
@@ -118,3 +149,16 @@ class Settings(BaseSettings):
                 "HTTP requests come from Slack (or set SLACK_APP_TOKEN for Socket Mode)"
             )
         return missing
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every setting, its purpose and its default."""
+    lines = [
+        "# Every setting jitaccess reads, with its default. Copy to .env and edit.",
+        "# `make env-example` rewrites this file from jitaccess/settings.py.",
+        "",
+    ]
+    for field in Settings.model_fields.values():
+        default = "" if field.default is None else str(field.default)
+        lines += [f"# {field.description}", f"{field.validation_alias}={default}", ""]
+    return "\n".join(lines)

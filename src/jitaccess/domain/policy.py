@@ -222,3 +222,24 @@ def check_admin(app: AppRules, actor: str) -> None:
         raise RuleViolation(
             f"Only {app.name}'s consumer admins may change its policy, and you are not one"
         )
+
+
+#: When approvers and admins hear that a revoke keeps failing, measured from the
+#: first failure: at once, then after 15 minutes, 1 hour, 4 hours, 1 day, and daily.
+REVOKE_ALERT_SCHEDULE = (
+    timedelta(0),
+    timedelta(minutes=15),
+    timedelta(hours=1),
+    timedelta(hours=4),
+    timedelta(days=1),
+)
+
+
+def revoke_alert_due(failing_since: datetime, now: datetime, alerts_sent: int) -> bool:
+    """Is the next "revoke failing" alert due?"""
+    schedule = REVOKE_ALERT_SCHEDULE
+    if alerts_sent < len(schedule):
+        threshold = schedule[alerts_sent]
+    else:
+        threshold = schedule[-1] + timedelta(days=alerts_sent - len(schedule) + 1)
+    return now - failing_since >= threshold

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,29 @@ class AccessProvider(Protocol):
 
     def revoke(self, spec: GrantSpec, now: datetime) -> None:
         """Take it away. Revoking what is not (or no longer) granted succeeds."""
+
+
+class HeldGrantLike(Protocol):
+    """A grant a backend reports holding; jitaccess's own carry their request id."""
+
+    @property
+    def request_id(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class HeldGrant:
+    request_id: int | None
+    scope: str
+    principal: str
+    role: str
+
+
+@runtime_checkable
+class GrantLister(Protocol):
+    """Providers that can list what they hold, so reconciliation can compare."""
+
+    def list_grants(self, scope: str, config: Mapping[str, Any]) -> Sequence[HeldGrantLike]:
+        """jitaccess's grants the backend holds at ``scope``."""
 
 
 ProviderFactory = Callable[[], AccessProvider]

@@ -7,11 +7,13 @@ tests an observable backend. Real backends (Azure, webhooks) plug in the same wa
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 
-from jitaccess.providers.base import GrantSpec
+from jitaccess.providers.base import GrantSpec, HeldGrant
 from jitaccess.store.db import Database
 from jitaccess.store.models import LogGrant
 
@@ -68,3 +70,10 @@ class LogProvider:
             return list(
                 session.execute(select(LogGrant).where(LogGrant.revoked_at.is_(None))).scalars()
             )
+
+    def list_grants(self, scope: str, config: Mapping[str, Any]) -> list[HeldGrant]:
+        with self._db.transaction(readonly=True) as session:
+            rows = session.execute(
+                select(LogGrant).where(LogGrant.revoked_at.is_(None), LogGrant.scope == scope)
+            ).scalars()
+            return [HeldGrant(r.request_id, r.scope, r.principal, r.role) for r in rows]

@@ -25,8 +25,23 @@ records every call (:attr:`FakeSlack.calls`) and can inject failures
 
 Supported methods: ``auth.test``, ``chat.postMessage``, ``chat.update``,
 ``chat.postEphemeral``, ``views.open``, ``views.push``, ``views.update``,
-``views.publish``, ``conversations.open``, ``users.info`` and ``users.lookupByEmail``.
-Anything else answers ``{"ok": false, "error": "unknown_method"}`` (HTTP 200).
+``views.publish``, ``conversations.open``, ``users.info``, ``users.lookupByEmail`` and
+``apps.connections.open``.  Anything else answers ``{"ok": false, "error":
+"unknown_method"}`` (HTTP 200).
+
+Socket Mode: ``apps.connections.open`` (app-level ``xapp-`` token only) returns a
+``ws://127.0.0.1:<port>/socket/<ticket>`` URL served by the same HTTP server, which
+upgrades the connection to a WebSocket (RFC 6455, plain TCP, no extensions).  The
+fake greets each client with a ``hello`` message, answers pings, pings the client
+every ``socket_ping_interval`` seconds (as Slack does; it also keeps the SDK's blocking
+``recv`` from stalling ``SocketModeClient.close()``) and closes every session with a
+close frame (1001) on :meth:`FakeSlack.stop`.  Tests push envelopes with
+:meth:`FakeSlack.send_envelope` and get the client's ack back::
+
+    handler = SocketModeHandler(app, "xapp-1-test")  # app.client points at the fake
+    handler.connect()
+    assert slack.socket_connected()
+    ack = slack.send_envelope("slash_commands", {"command": "/jit", "text": "help", ...})
 
 Requests may be form-encoded (``application/x-www-form-urlencoded``, what the SDK
 sends for e.g. ``conversations.open`` and ``users.info``), JSON (``application/json``,
@@ -37,24 +52,31 @@ and :meth:`FakeSlack.stop`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import copy
 import hashlib
+import io
 import json
+import socket
+import struct
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = ["RESPONSE_URL_METHOD", "FakeSlack", "RecordedCall"]
 
 _API_PREFIX = "/api/"
 _RESPONSE_PREFIX = "/response/"
+_SOCKET_PREFIX = "/socket/"
 #: Pseudo method name under which ``response_url`` posts can be targeted by ``fail_next``.
 RESPONSE_URL_METHOD = "response_url"
 #: Parameters that Slack accepts as JSON-encoded strings; decoded to Python objects.
@@ -63,6 +85,23 @@ _BASE_TS = 1_700_000_000
 
 _Reply = tuple[int, dict[str, Any], dict[str, str]]
 _MethodHandler = Callable[[dict[str, Any]], dict[str, Any]]
+_TokenMethodHandler = Callable[[dict[str, Any], str], dict[str, Any]]
+
+# WebSocket (RFC 6455) constants.
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_OP_CONTINUATION = 0x0
+_OP_TEXT = 0x1
+_OP_BINARY = 0x2
+_OP_CLOSE = 0x8
+_OP_PING = 0x9
+_OP_PONG = 0xA
+_CLOSE_GOING_AWAY = 1001
+_CLOSE_PROTOCOL_ERROR = 1002
+_CLOSE_INVALID_DATA = 1007
+_CLOSE_TOO_BIG = 1009
+_MAX_SOCKET_MESSAGE = 16 * 1024 * 1024
+#: How long :meth:`FakeSlack.stop` waits for clients to hang up after the close frame.
+_SOCKET_CLOSE_WAIT = 1.0
 
 
 @dataclass
@@ -121,7 +160,10 @@ class FakeSlack:
         users: dict[str, dict[str, Any]] | None = None,
         bot_user_id: str = "UBOT",
         team_id: str = "T0001",
+        socket_ping_interval: float | None = 0.25,
     ) -> None:
+        """``socket_ping_interval``: seconds between the pings the fake sends to each
+        Socket Mode client (``None``: never ping, only answer the client's pings)."""
         self.bot_user_id = bot_user_id
         self.bot_id = "B0001"
         self.app_id = "A0001"
@@ -153,6 +195,22 @@ class FakeSlack:
         self._id_counter = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._port: int | None = None
+
+        # Socket Mode state, guarded by _socket_cond (never nested with _lock).
+        self._socket_cond = threading.Condition()
+        self._socket_ping_interval = socket_ping_interval
+        self._sockets: list[_SocketConnection] = []  # open sessions, oldest first
+        self._socket_stopping = False
+        self._socket_count = 0
+        self._acks: dict[str, dict[str, Any]] = {}  # envelope id -> ack message
+        #: Every message Socket Mode clients sent (acks included), parsed; text that is
+        #: not a JSON object is recorded as ``{"unparsed": text}``.
+        self.socket_messages: list[dict[str, Any]] = []
+        self._tickets: set[str] = set()  # issued by apps.connections.open (under _lock)
+        self._token_methods: dict[str, _TokenMethodHandler] = {
+            "apps.connections.open": self._apps_connections_open,
+        }
         self._methods: dict[str, _MethodHandler] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
@@ -186,20 +244,43 @@ class FakeSlack:
         )
         self._server = server
         self._thread = thread
+        self._port = server.server_address[1]
+        with self._socket_cond:
+            self._socket_stopping = False
         thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving and release the port. Safe to call twice."""
+        """Stop serving and release the port. Safe to call twice.
+
+        Socket Mode sessions get a close frame (1001, "going away"); the fake then waits
+        briefly for each client to hang up (slack_sdk's builtin client does so at once
+        and, its connection being inactive, stops reading) before cutting the rest off.
+        """
         server, thread = self._server, self._thread
         self._server = None
         self._thread = None
         if server is None:
             return
-        server.shutdown()
+        with self._socket_cond:
+            self._socket_stopping = True
+            sessions = list(self._sockets)
+        server.shutdown()  # no new connections from here on
+        for conn in sessions:
+            conn.close(_CLOSE_GOING_AWAY, "server stopping")
+        deadline = time.monotonic() + _SOCKET_CLOSE_WAIT
+        for conn in sessions:
+            conn.finished.wait(max(0.0, deadline - time.monotonic()))
+        for conn in sessions:
+            if not conn.finished.is_set():
+                conn.abort()
+                conn.finished.wait(1.0)
         server.server_close()
         if thread is not None:
             thread.join(timeout=5)
+        with self._socket_cond:
+            self._sockets.clear()
+            self._socket_cond.notify_all()
 
     def __enter__(self) -> Self:
         if self._server is None:
@@ -393,6 +474,141 @@ class FakeSlack:
                 return False
             time.sleep(0.01)
 
+    # -------------------------------------------------------------- Socket Mode
+
+    def socket_connected(self, timeout: float = 5.0) -> bool:
+        """Wait until a Socket Mode client is connected (and greeted with ``hello``)."""
+        with self._socket_cond:
+            return self._socket_cond.wait_for(lambda: self._open_socket() is not None, timeout)
+
+    def send_envelope(
+        self,
+        type_: str,
+        payload: dict[str, Any],
+        *,
+        timeout: float = 5.0,
+        accepts_response_payload: bool | None = None,
+        envelope_id: str | None = None,
+        wait: bool = True,
+    ) -> dict[str, Any] | None:
+        """Send a Socket Mode envelope to the newest connected client and wait for its ack.
+
+        ``type_`` is ``"slash_commands"``, ``"interactive"`` or ``"events_api"``;
+        ``payload`` what Slack would POST in HTTP mode (the command's form fields as a
+        dict, the interactive ``payload`` JSON, the event callback).  Returns the ack
+        message, e.g. ``{"envelope_id": "...", "payload": {"text": "..."}}`` when the app
+        acked with a response (``None`` with ``wait=False``, which does not wait; the ack
+        then still lands in :attr:`socket_messages`).
+
+        ``accepts_response_payload`` defaults to ``True`` except for ``events_api``
+        (which also gets ``retry_attempt`` 0 / ``retry_reason`` ""), like Slack.
+
+        Raises ``TimeoutError`` if no client is connected or no ack arrives within
+        ``timeout`` seconds, ``ConnectionError`` if the envelope cannot be sent.
+        """
+        eid = envelope_id or str(uuid.uuid4())
+        accepts = accepts_response_payload
+        if accepts is None:
+            accepts = type_ != "events_api"
+        envelope: dict[str, Any] = {
+            "envelope_id": eid,
+            "type": type_,
+            "payload": copy.deepcopy(payload),
+            "accepts_response_payload": accepts,
+        }
+        if type_ == "events_api":
+            envelope.update(retry_attempt=0, retry_reason="")
+        deadline = time.monotonic() + timeout
+        with self._socket_cond:
+            if not self._socket_cond.wait_for(lambda: self._open_socket() is not None, timeout):
+                raise TimeoutError(f"no Socket Mode client connected within {timeout}s")
+            conn = self._open_socket()
+            assert conn is not None
+            self._acks.pop(eid, None)
+        try:
+            conn.send_json(envelope)
+        except (_SocketClosed, OSError) as e:
+            raise ConnectionError(f"could not send envelope {eid}: {e}") from e
+        if not wait:
+            return None
+        with self._socket_cond:
+            remaining = max(0.0, deadline - time.monotonic())
+            if not self._socket_cond.wait_for(lambda: eid in self._acks, remaining):
+                raise TimeoutError(f"no ack for {type_} envelope {eid} within {timeout}s")
+            return copy.deepcopy(self._acks.pop(eid))
+
+    def _open_socket(self) -> _SocketConnection | None:
+        """The newest session that can still be sent to (caller holds _socket_cond)."""
+        return next((c for c in reversed(self._sockets) if c.is_open), None)
+
+    def _hello(self, num_connections: int) -> dict[str, Any]:
+        return {
+            "type": "hello",
+            "num_connections": num_connections,
+            "debug_info": {
+                "host": "fake-slack",
+                "build_number": 1,
+                "approximate_connection_time": 18060,
+            },
+            "connection_info": {"app_id": self.app_id},
+        }
+
+    def _socket_refusal(self, ticket: str) -> _Reply | None:
+        """Why an upgrade to ``/socket/<ticket>`` is refused, or ``None``."""
+        with self._lock:
+            if self._down:
+                return 503, {"ok": False, "error": "service_unavailable"}, {}
+            if ticket not in self._tickets:
+                return 404, {"ok": False, "error": "invalid_ticket"}, {}
+        return None
+
+    def _socket_session(self, conn: _SocketConnection) -> None:
+        """Serve one upgraded connection until it ends (in its HTTP handler thread)."""
+        try:
+            with self._socket_cond:
+                # Under the condition so that stop() either sees this session or makes
+                # it refuse, and no envelope can overtake the hello.
+                if self._socket_stopping:
+                    conn.close(_CLOSE_GOING_AWAY, "server stopping")
+                    conn.abort()
+                    return
+                self._socket_count += 1
+                conn.number = self._socket_count
+                conn.send_json(self._hello(len(self._sockets) + 1))
+                self._sockets.append(conn)
+                self._socket_cond.notify_all()
+            if self._socket_ping_interval is not None:
+                threading.Thread(
+                    target=conn.keepalive,
+                    args=(self._socket_ping_interval,),
+                    name=f"fake-slack-socket-ping-{conn.number}",
+                    daemon=True,
+                ).start()
+            conn.serve(self._on_socket_text)
+        except (_SocketClosed, OSError):
+            pass
+        except Exception:
+            self._record_server_error()
+        finally:
+            with self._socket_cond:
+                if conn in self._sockets:
+                    self._sockets.remove(conn)
+                self._socket_cond.notify_all()
+            conn.finished.set()
+
+    def _on_socket_text(self, text: str) -> None:
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        message: dict[str, Any] = parsed if isinstance(parsed, dict) else {"unparsed": text}
+        with self._socket_cond:
+            self.socket_messages.append(message)
+            envelope_id = message.get("envelope_id")
+            if isinstance(envelope_id, str):
+                self._acks[envelope_id] = message
+            self._socket_cond.notify_all()
+
     # -------------------------------------------------------- request handling
 
     def _handle(self, request: _Request) -> _Reply:
@@ -438,10 +654,15 @@ class FakeSlack:
             if token is None:
                 return 200, {"ok": False, "error": "not_authed"}, {}
             handler = self._methods.get(method)
-            if handler is None:
+            token_handler = self._token_methods.get(method)
+            if handler is None and token_handler is None:
                 return 200, {"ok": False, "error": "unknown_method"}, {}
             try:
-                data = handler(copy.deepcopy(args))
+                if token_handler is not None:
+                    data = token_handler(copy.deepcopy(args), token)
+                else:
+                    assert handler is not None
+                    data = handler(copy.deepcopy(args))
             except _ApiError as e:
                 return e.status, {"ok": False, "error": e.error}, {}
             return 200, {"ok": True, **data}, {}
@@ -504,6 +725,14 @@ class FakeSlack:
         return self._channel_id(channel)
 
     # ------------------------------------------------------------ API methods
+
+    def _apps_connections_open(self, args: dict[str, Any], token: str) -> dict[str, Any]:
+        if not token.startswith("xapp-"):
+            # Slack: a bot/user token is the wrong type, anything else is not a token.
+            raise _ApiError("not_allowed_token_type" if token.startswith("xox") else "invalid_auth")
+        ticket = uuid.uuid4().hex
+        self._tickets.add(ticket)
+        return {"url": f"ws://127.0.0.1:{self._port}{_SOCKET_PREFIX}{ticket}"}
 
     def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -797,7 +1026,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "FakeSlack/1.0"
 
     def do_GET(self) -> None:
-        self._serve()
+        if urlsplit(self.path).path.startswith(_SOCKET_PREFIX):
+            self._serve_socket()
+        else:
+            self._serve()
 
     def do_POST(self) -> None:
         self._serve()
@@ -823,6 +1055,9 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             fake._record_server_error()
             status, payload, headers = 500, {"ok": False, "error": "fatal_error"}, {}
+        self._reply(status, payload, headers)
+
+    def _reply(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
         data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -831,3 +1066,212 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _serve_socket(self) -> None:
+        """Upgrade ``GET /socket/<ticket>`` to a WebSocket and run the session."""
+        fake = self.server.fake
+        self.close_connection = True
+        ticket = unquote(urlsplit(self.path).path)[len(_SOCKET_PREFIX) :]
+        refusal = fake._socket_refusal(ticket)
+        if refusal is None:
+            refusal = _check_upgrade(
+                upgrade=self.headers.get("Upgrade") or "",
+                connection=self.headers.get("Connection") or "",
+                version=self.headers.get("Sec-WebSocket-Version") or "",
+                key=self.headers.get("Sec-WebSocket-Key") or "",
+            )
+        if refusal is not None:
+            self._reply(*refusal)
+            return
+        key = (self.headers.get("Sec-WebSocket-Key") or "").strip()
+        digest = hashlib.sha1((key + _WS_GUID).encode("ascii")).digest()
+        accept = base64.b64encode(digest).decode("ascii")
+        self.wfile.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\n"
+                "Upgrade: websocket\r\n"
+                "Connection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\n"
+                "\r\n"
+            ).encode("ascii")
+        )
+        sock: socket.socket = self.connection
+        fake._socket_session(_SocketConnection(sock, self.rfile, ticket=ticket))
+
+
+def _check_upgrade(*, upgrade: str, connection: str, version: str, key: str) -> _Reply | None:
+    """Validate a WebSocket opening handshake (RFC 6455 section 4.2.1)."""
+    tokens = {t.strip().lower() for t in connection.split(",")}
+    if upgrade.strip().lower() != "websocket" or "upgrade" not in tokens:
+        return 426, {"ok": False, "error": "upgrade_required"}, {"Upgrade": "websocket"}
+    if version.strip() != "13":
+        return 426, {"ok": False, "error": "unsupported_version"}, {"Sec-WebSocket-Version": "13"}
+    try:
+        raw = base64.b64decode(key.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 16:
+        return 400, {"ok": False, "error": "invalid_websocket_key"}, {}
+    return None
+
+
+# ------------------------------------------------------------ WebSocket plumbing
+
+
+class _SocketClosed(Exception):
+    """The WebSocket session is over: EOF, a close frame or a protocol error."""
+
+
+def _encode_frame(opcode: int, data: bytes) -> bytes:
+    """One unmasked, final server frame (the SDK's client cannot reassemble fragments)."""
+    size = len(data)
+    if size < 126:
+        head = struct.pack("!BB", 0x80 | opcode, size)
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, size)
+    return head + data
+
+
+def _unmask(data: bytes, mask: bytes) -> bytes:
+    size = len(data)
+    if size == 0:
+        return data
+    key = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+
+
+class _SocketConnection:
+    """Server side of one Socket Mode WebSocket (RFC 6455, no extensions)."""
+
+    def __init__(self, sock: socket.socket, rfile: io.BufferedIOBase, *, ticket: str) -> None:
+        self.sock = sock
+        self.ticket = ticket
+        self.number = 0
+        self.finished = threading.Event()
+        self.last_pong: float | None = None
+        self._rfile = rfile
+        self._send_lock = threading.Lock()
+        self._close_sent = False
+
+    @property
+    def is_open(self) -> bool:
+        return not self._close_sent and not self.finished.is_set()
+
+    # -- sending (any thread)
+
+    def send(self, opcode: int, data: bytes) -> None:
+        frame = _encode_frame(opcode, data)
+        with self._send_lock:
+            if self._close_sent:
+                raise _SocketClosed("close frame already sent")
+            self.sock.sendall(frame)
+            if opcode == _OP_CLOSE:
+                self._close_sent = True
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self.send(_OP_TEXT, json.dumps(message).encode("utf-8"))
+
+    def close(self, code: int | None = 1000, reason: str = "") -> None:
+        """Send a close frame (once; errors ignored). The peer is expected to hang up."""
+        data = b"" if code is None else struct.pack("!H", code) + reason.encode()[:123]
+        with contextlib.suppress(_SocketClosed, OSError):
+            self.send(_OP_CLOSE, data)
+
+    def abort(self) -> None:
+        """Cut the TCP connection off; the reading thread sees EOF."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def keepalive(self, interval: float) -> None:
+        """Ping the client every ``interval`` seconds until the session ends."""
+        while not self.finished.wait(interval):
+            try:
+                self.send(_OP_PING, b"fake-slack")
+            except (_SocketClosed, OSError):
+                return
+
+    # -- receiving (the session's own thread only)
+
+    def serve(self, on_text: Callable[[str], None]) -> None:
+        """Read messages until the session ends (raises ``_SocketClosed``/``OSError``)."""
+        while True:
+            opcode, data = self._read_message()
+            if opcode != _OP_TEXT:
+                continue  # binary messages are not part of Socket Mode
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                self._fail(_CLOSE_INVALID_DATA, "invalid UTF-8")
+            on_text(text)
+
+    def _fail(self, code: int, reason: str) -> NoReturn:
+        self.close(code, reason)
+        raise _SocketClosed(reason)
+
+    def _read_exact(self, size: int) -> bytes:
+        if size == 0:
+            return b""
+        data = self._rfile.read(size)
+        if len(data) < size:
+            raise _SocketClosed("connection closed by the client")
+        return data
+
+    def _read_frame(self) -> tuple[bool, int, bytes]:
+        b1, b2 = self._read_exact(2)
+        if b1 & 0x70:
+            self._fail(_CLOSE_PROTOCOL_ERROR, "reserved bits set")
+        size = b2 & 0x7F
+        if size == 126:
+            (size,) = struct.unpack("!H", self._read_exact(2))
+        elif size == 127:
+            (size,) = struct.unpack("!Q", self._read_exact(8))
+        if not b2 & 0x80:
+            self._fail(_CLOSE_PROTOCOL_ERROR, "client frames must be masked")
+        if size > _MAX_SOCKET_MESSAGE:
+            self._fail(_CLOSE_TOO_BIG, "frame too big")
+        mask = self._read_exact(4)
+        return bool(b1 & 0x80), b1 & 0x0F, _unmask(self._read_exact(size), mask)
+
+    def _read_message(self) -> tuple[int, bytes]:
+        """The next complete data message, reassembling fragments; control frames
+        (which may arrive between fragments) are handled on the way."""
+        kind: int | None = None
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            fin, opcode, data = self._read_frame()
+            if opcode & 0x8:
+                self._control(fin, opcode, data)
+                continue
+            if opcode == _OP_CONTINUATION:
+                if kind is None:
+                    self._fail(_CLOSE_PROTOCOL_ERROR, "unexpected continuation frame")
+            elif opcode in (_OP_TEXT, _OP_BINARY):
+                if kind is not None:
+                    self._fail(_CLOSE_PROTOCOL_ERROR, "expected a continuation frame")
+                kind = opcode
+            else:
+                self._fail(_CLOSE_PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
+            parts.append(data)
+            total += len(data)
+            if total > _MAX_SOCKET_MESSAGE:
+                self._fail(_CLOSE_TOO_BIG, "message too big")
+            if fin:
+                return kind, b"".join(parts)
+
+    def _control(self, fin: bool, opcode: int, data: bytes) -> None:
+        if not fin or len(data) > 125:
+            self._fail(_CLOSE_PROTOCOL_ERROR, "invalid control frame")
+        if opcode == _OP_PING:
+            with contextlib.suppress(_SocketClosed):
+                self.send(_OP_PONG, data)
+        elif opcode == _OP_PONG:
+            self.last_pong = time.monotonic()
+        elif opcode == _OP_CLOSE:
+            # Echo the status code (if any) and end; the handler then closes the TCP side.
+            self.close(struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None)
+            raise _SocketClosed("closed by the client")
+        else:
+            self._fail(_CLOSE_PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")

@@ -118,6 +118,8 @@ class AccessRequest(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_attempt_at: Mapped[datetime | None]
     revoke_failing_since: Mapped[datetime | None]
+    #: Alerts sent since the revoke started failing (they come less and less often).
+    revoke_alerts_sent: Mapped[int] = mapped_column(Integer, default=0)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     app: Mapped[Application] = relationship(back_populates="requests", lazy="joined")

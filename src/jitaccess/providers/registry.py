@@ -1,0 +1,72 @@
+"""Which providers exist: the built-in ones and third-party plug-ins.
+
+A plug-in is an entry point in the ``jitaccess.providers`` group whose object is
+called with the settings and returns an ``AccessProvider``::
+
+    [project.entry-points."jitaccess.providers"]
+    vault = "my_package.vault:VaultProvider"   # VaultProvider(settings) -> provider
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from importlib.metadata import entry_points
+
+from jitaccess.providers.base import AccessProvider, GrantSpec, ProviderError, ProviderRegistry
+from jitaccess.providers.log import LogProvider
+from jitaccess.providers.webhook import WebhookProvider
+from jitaccess.settings import Settings
+from jitaccess.store.db import Database
+
+log = logging.getLogger("jitaccess.providers")
+ENTRY_POINT_GROUP = "jitaccess.providers"
+
+
+def build_registry(settings: Settings, db: Database) -> ProviderRegistry:
+    registry = ProviderRegistry()
+    registry.register(LogProvider(db))
+    registry.register(WebhookProvider())
+    registry.register(_azure(settings))
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            registry.register(entry.load()(settings))
+        except Exception:  # a broken plug-in must not stop the built-in providers
+            log.exception("could not load access provider plug-in %s", entry.name)
+    return registry
+
+
+def _azure(settings: Settings) -> AccessProvider:
+    from jitaccess.providers.azure import AzureProvider
+
+    verify: str | bool = settings.azure_ca_bundle or True
+    if settings.azure_client_secret or settings.azure_client_id or settings.azure_tenant_id:
+        try:
+            return AzureProvider.from_settings(
+                settings.azure_tenant_id,
+                settings.azure_client_id,
+                settings.azure_client_secret,
+                settings.azure_arm_url or None,
+                connection_verify=verify,
+            )
+        except ProviderError as exc:
+            log.error("the azure provider is not usable: %s", exc)
+            return Unavailable("azure", str(exc))
+    # DefaultAzureCredential (managed identity, workload identity, az login …),
+    # created on first use, not now.
+    return AzureProvider(base_url=settings.azure_arm_url or None, connection_verify=verify)
+
+
+class Unavailable:
+    """Stands in for a misconfigured provider: every call fails with the reason,
+    so requests show what to fix instead of the service failing to start."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def grant(self, spec: GrantSpec, now: datetime) -> None:
+        raise ProviderError(self.reason)
+
+    def revoke(self, spec: GrantSpec, now: datetime) -> None:
+        raise ProviderError(self.reason)

@@ -1,0 +1,182 @@
+"""Reconciliation: compare what each backend holds with what the database says.
+
+An *orphan* is a grant the backend holds with no request that should hold it
+(after a database restore, or a crash between grant and commit). A *missing*
+grant is an active request whose grant the backend does not hold. Both are
+reported and audited; ``fix`` revokes orphans and re-grants missing ones. The
+periodic run under ``serve`` revokes orphans only for applications whose
+provider config says ``revoke_orphans: true``, and never re-grants on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from jitaccess.domain.lifecycle import RequestState
+from jitaccess.providers.base import GrantLister, GrantSpec, ProviderError
+from jitaccess.service import JitService
+from jitaccess.store import audit
+from jitaccess.store.models import AccessRequest
+from jitaccess.views import AppView
+
+log = logging.getLogger("jitaccess.reconcile")
+#: A grant for a request in these states is expected (or in flight): not an orphan.
+EXPECTED = {RequestState.ACTIVE, RequestState.APPROVED, RequestState.AUTO_APPROVED}
+
+
+@dataclass(frozen=True)
+class Finding:
+    app: str
+    kind: str  # "orphan" | "missing" | "skipped"
+    request_id: int | None
+    detail: str
+    fixed: bool = False
+    error: str | None = None
+
+    def line(self) -> str:
+        what = f"request {self.request_id}" if self.request_id is not None else "unknown request"
+        outcome = " (fixed)" if self.fixed else f" (fix failed: {self.error})" if self.error else ""
+        return f"{self.app}: {self.kind} {what}: {self.detail}{outcome}"
+
+
+def reconcile(
+    service: JitService,
+    now: datetime,
+    *,
+    app: str | None = None,
+    fix: bool = False,
+    periodic: bool = False,
+    actor: str = "system:reconcile",
+) -> list[Finding]:
+    apps = [service.get_app(app)] if app else service.list_apps()
+    findings: list[Finding] = []
+    for view in apps:
+        findings.extend(_one_app(service, view, now, fix=fix, periodic=periodic))
+    if findings:
+        with service.db.transaction() as session:
+            for finding in findings:
+                if finding.kind == "skipped":
+                    continue
+                audit.append(
+                    session,
+                    at=now,
+                    actor=actor,
+                    action=f"reconcile_{finding.kind}",
+                    app=finding.app,
+                    request_id=finding.request_id,
+                    reason=finding.detail,
+                    details={"fixed": finding.fixed, "error": finding.error},
+                )
+    for finding in findings:
+        if finding.kind != "skipped":
+            log.warning("reconcile: %s", finding.line())
+    return findings
+
+
+def _one_app(
+    service: JitService, app: AppView, now: datetime, *, fix: bool, periodic: bool
+) -> list[Finding]:
+    try:
+        provider = service.providers.get(app.provider)
+    except ProviderError as exc:
+        return [Finding(app.name, "skipped", None, str(exc))]
+    if not isinstance(provider, GrantLister):
+        return [
+            Finding(
+                app.name, "skipped", None, f"the {app.provider} provider cannot list what it holds"
+            )
+        ]
+    try:
+        held = provider.list_grants(app.scope, app.provider_config)
+    except ProviderError as exc:
+        return [Finding(app.name, "skipped", None, f"could not list grants: {exc}")]
+    requests = _requests(service, app.name, {g.request_id for g in held if g.request_id})
+    active = _active(service, app.name)
+    findings: list[Finding] = []
+    held_ids = {g.request_id for g in held}
+    for grant in held:
+        row = requests.get(grant.request_id) if grant.request_id is not None else None
+        if row is not None and row.state in EXPECTED:
+            continue
+        state = row.state if row is not None else "no such request"
+        detail = f"the backend holds a grant for a request that is {state}"
+        revoke = fix or (periodic and bool(app.provider_config.get("revoke_orphans")))
+        if not revoke or grant.request_id is None:
+            findings.append(Finding(app.name, "orphan", grant.request_id, detail))
+            continue
+        spec = _spec(app, grant.request_id, row, now)
+        findings.append(
+            _attempt(
+                app.name,
+                "orphan",
+                grant.request_id,
+                detail,
+                functools.partial(provider.revoke, spec, now),
+            )
+        )
+    for row in active:
+        if row.id in held_ids or row.end_requested or row.ends_at <= now:
+            continue
+        detail = "the request is active but the backend does not hold its grant"
+        if not fix:
+            findings.append(Finding(app.name, "missing", row.id, detail))
+            continue
+        spec = _spec(app, row.id, row, now)
+        findings.append(
+            _attempt(
+                app.name, "missing", row.id, detail, functools.partial(provider.grant, spec, now)
+            )
+        )
+    return findings
+
+
+def _attempt(
+    app: str, kind: str, request_id: int, detail: str, action: Callable[[], None]
+) -> Finding:
+    try:
+        action()
+    except Exception as exc:  # report every failure, keep reconciling the rest
+        return Finding(app, kind, request_id, detail, error=str(exc) or type(exc).__name__)
+    return Finding(app, kind, request_id, detail, fixed=True)
+
+
+def _spec(app: AppView, request_id: int, row: AccessRequest | None, now: datetime) -> GrantSpec:
+    return GrantSpec(
+        request_id=request_id,
+        app=app.name,
+        scope=app.scope,
+        principal=row.requester if row else "",
+        role=row.role if row else "",
+        starts_at=row.starts_at if row else now,
+        ends_at=row.ends_at if row else now,
+        config=app.provider_config,
+    )
+
+
+def _requests(
+    service: JitService, app: str, ids: set[int | None]
+) -> dict[int | None, AccessRequest]:
+    wanted = [i for i in ids if i is not None]
+    if not wanted:
+        return {}
+    with service.db.transaction(readonly=True) as session:
+        rows = session.execute(select(AccessRequest).where(AccessRequest.id.in_(wanted)))
+        return {r.id: r for r in rows.unique().scalars() if r.app.name == app}
+
+
+def _active(service: JitService, app: str) -> list[AccessRequest]:
+    with service.db.transaction(readonly=True) as session:
+        rows = (
+            session.execute(
+                select(AccessRequest).where(AccessRequest.state == RequestState.ACTIVE.value)
+            )
+            .unique()
+            .scalars()
+        )
+        return [r for r in rows if r.app.name == app]
