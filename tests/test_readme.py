@@ -1,0 +1,51 @@
+"""The README stays true: its diagram, its module map and its commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from jitaccess.cli import app as cli_app
+from jitaccess.domain.lifecycle import mermaid
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_diagram_is_the_machine() -> None:
+    block = re.search(r"```mermaid\n(.*?)```", README, re.S)
+    assert block is not None
+    assert block.group(1).strip() == mermaid().strip(), "paste `jitaccess diagram` output"
+
+
+def test_module_map_names_every_module() -> None:
+    modules = [
+        p
+        for p in (ROOT / "src" / "jitaccess").rglob("*.py")
+        if p.name != "__init__.py" and "migrations" not in p.parts
+    ]
+    missing = [str(p.relative_to(ROOT)) for p in modules if f" {p.name} " not in README]
+    assert missing == []
+
+
+def test_the_two_set_up_commands_are_shown() -> None:
+    assert "make run" in README and "make test" in README
+
+
+def test_every_cli_command_is_in_the_reference() -> None:
+    import typer.main
+
+    group = typer.main.get_command(cli_app)
+    names = []
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        sub = getattr(command, "commands", None)
+        names += [f"jitaccess {name} {s}" for s in sub] if sub else [f"jitaccess {name}"]
+    text = README.replace("|", " ")
+    missing = [
+        n
+        for n in names
+        if not re.search(
+            re.escape(n.rsplit(" ", 1)[0]) + r"\b.*\b" + re.escape(n.rsplit(" ", 1)[1]), text
+        )
+    ]
+    assert missing == []
