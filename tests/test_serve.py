@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -19,10 +20,11 @@ from urllib.parse import urlencode
 import pytest
 from typer.testing import CliRunner
 
-from conftest import APPROVER, PUBLISHER
+from conftest import APPROVER, PUBLISHER, register
 from jitaccess.cli import app as cli_app
+from jitaccess.domain.policy import ApprovalMode
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.server import Server
+from jitaccess.server import ConfigurationError, Server
 from jitaccess.settings import Settings
 from slack_harness import SECRET, find_button, signed_headers, texts
 
@@ -101,6 +103,7 @@ def test_http_mode_serves_slack_health_and_readiness(server: Server, fake_slack:
     assert status == 200 and json.loads(body)["checks"] == {
         "database": "ok",
         "scheduler": "running",
+        "slack": "ok",
     }
     status, _ = post_signed(base, command_fields(fake_slack, PUBLISHER, "help", "h1"))
     assert status == 200
@@ -292,3 +295,61 @@ def test_socket_mode_serves_slack_without_a_public_url(
         assert http("GET", f"http://127.0.0.1:{server.port}/healthz")[0] == 200
     finally:
         server.stop()
+
+
+def test_metrics_describe_transitions_requests_and_the_outbox(
+    server: Server, fake_slack: FakeSlack
+) -> None:
+    base = f"http://127.0.0.1:{server.port}"
+    service = server.container.service
+    register(service, mode=ApprovalMode.AUTOMATIC, approvers=(APPROVER,))
+    submitted = service.submit(
+        "crm",
+        requester=PUBLISHER,
+        role="Owner",
+        duration=timedelta(hours=1),
+        justification="x",
+        now=datetime.now(UTC),
+    )
+    # the submission woke the scheduler, which sweeps in its own thread
+    assert wait_until(lambda: service.get_request(submitted.id).state == "active", 10)
+    status, text = http("GET", f"{base}/metrics")
+    assert status == 200
+    for line in (
+        'jitaccess_transitions_total{from_state="none",to_state="pending"} 1.0',
+        'jitaccess_transitions_total{from_state="pending",to_state="auto_approved"} 1.0',
+        'jitaccess_transitions_total{from_state="auto_approved",to_state="active"} 1.0',
+        'jitaccess_requests{app="crm",state="active"} 1.0',
+        'jitaccess_provider_calls_total{operation="grant",provider="log"} 1.0',
+        "jitaccess_revoke_failing_grants 0.0",
+    ):
+        assert line in text, line
+    assert "jitaccess_sweep_lag_seconds_count" in text
+    assert "jitaccess_sweep_duration_seconds_count" in text
+    assert "jitaccess_outbox_backlog" in text and "jitaccess_outbox_oldest_age_seconds" in text
+
+
+def test_a_second_serve_on_the_same_sqlite_file_is_refused(server: Server) -> None:
+    second = Server(server.settings)
+    with pytest.raises(ConfigurationError, match="SQLite is for one process only"):
+        second.start()
+    second.container.close()
+
+
+def test_readiness_reports_slack_degraded_but_stays_ready(
+    server: Server, fake_slack: FakeSlack
+) -> None:
+    register(server.container.service)
+    server.container.service.submit(
+        "crm",
+        requester=PUBLISHER,
+        role="Owner",
+        duration=timedelta(hours=1),
+        justification="x",
+        now=datetime.now(UTC),
+    )
+    fake_slack.set_down(True)
+    server.scheduler.relay_now()
+    status, body = http("GET", f"http://127.0.0.1:{server.port}/readyz")
+    assert status == 200
+    assert json.loads(body)["checks"]["slack"].startswith("degraded")

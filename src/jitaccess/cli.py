@@ -677,11 +677,28 @@ def diagram(
 
 
 @app.command("serve")
-def serve() -> None:
-    """Run the service: migrations, the deadline scheduler and the outbox relay."""
+def serve(
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox",
+            help="Try it with no Slack workspace: a local Slack stand-in in the browser",
+        ),
+    ] = False,
+    sandbox_reset: Annotated[
+        bool,
+        typer.Option("--sandbox-reset", help="With --sandbox: start over with fresh demo data"),
+    ] = False,
+) -> None:
+    """Run the service: Slack app, deadline scheduler, notification relay, reconciliation."""
     from jitaccess.server import ConfigurationError, run
 
     try:
+        if sandbox or sandbox_reset:
+            from jitaccess.sandbox.run import run_sandbox
+
+            run_sandbox(reset=sandbox_reset)
+            return
         run()
     except ConfigurationError as exc:
         err.print(str(exc), highlight=False)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from jitaccess.outbox import LoggingNotifier, Notifier, OutboxRelay
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.registry import build_registry
 from jitaccess.reconcile import reconcile
-from jitaccess.scheduler import DeadlineScheduler
+from jitaccess.scheduler import DeadlineScheduler, utcnow
 from jitaccess.service import JitService, RetryPolicy
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
@@ -25,13 +26,14 @@ class Container:
     service: JitService
     relay: OutboxRelay
 
-    def scheduler(self) -> DeadlineScheduler:
+    def scheduler(self, clock: Callable[[], datetime] = utcnow) -> DeadlineScheduler:
         scheduler = DeadlineScheduler(
             self.service,
             self.relay,
             sweep_interval=self.settings.sweep_interval_seconds,
             relay_interval=self.settings.relay_interval_seconds,
             batch_size=self.settings.sweep_batch_size,
+            clock=clock,
         )
         self.service.on_deadline = scheduler.wake_at
         minutes = self.settings.reconcile_interval_minutes

@@ -78,6 +78,8 @@ class OutboxRelay:
         self.worker_id = worker_id
         self.lease = lease
         self.max_backoff = max_backoff
+        #: The last delivery error, None once a delivery succeeds again (for /readyz).
+        self.last_error: str | None = None
 
     def drain(self, now: datetime, *, batch_size: int = 100, max_batches: int = 50) -> RelayReport:
         """Deliver what is due, oldest first. Claims rows by pushing ``available_at``
@@ -100,6 +102,7 @@ class OutboxRelay:
                     error = str(exc) or type(exc).__name__
                     log.warning("delivery of %s failed: %s", note.dedup_key, error)
                 self._settle(note, error, now)
+                self.last_error = error
                 if error is None:
                     report.delivered += 1
                 else:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from jitaccess.outbox import OutboxRelay
-from jitaccess.service import JitService
+from jitaccess.service import JitService, SweepReport
 
 log = logging.getLogger("jitaccess.scheduler")
 WAKE_JOB = "wake-at-next-deadline"
@@ -36,6 +37,7 @@ class DeadlineScheduler:
         relay_interval: float,
         batch_size: int = 500,
         clock: Callable[[], datetime] = utcnow,
+        on_sweep: Callable[[float, SweepReport], None] | None = None,
     ) -> None:
         self.service = service
         self.relay = relay
@@ -46,6 +48,7 @@ class DeadlineScheduler:
         self._sweep_interval = sweep_interval
         self._relay_interval = relay_interval
         self.last_sweep_at: datetime | None = None
+        self.on_sweep = on_sweep
 
     @property
     def running(self) -> bool:
@@ -93,8 +96,11 @@ class DeadlineScheduler:
         if not self._lock.acquire(blocking=False):
             return  # a sweep is already running in this process
         try:
+            started = time.perf_counter()
             report = self.service.sweep(self.clock(), batch_size=self.batch_size)
             self.last_sweep_at = self.clock()
+            if self.on_sweep is not None:
+                self.on_sweep(time.perf_counter() - started, report)
             if report.transitions:
                 log.info("sweep: %s", report)
                 self.relay_now()

@@ -3,17 +3,22 @@ deadline scheduler and the outbox relay, in one process."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import signal
 import threading
+from collections.abc import Callable
+from datetime import datetime
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from waitress.server import create_server
 
 from jitaccess import logs
 from jitaccess.container import Container, build
+from jitaccess.metrics import Metrics
 from jitaccess.scheduler import DeadlineScheduler, utcnow
 from jitaccess.settings import Settings
 from jitaccess.slack.runtime import SlackRuntime, build_slack, slack_client
@@ -29,7 +34,7 @@ class ConfigurationError(Exception):
 class Server:
     """Everything ``serve`` runs, startable and stoppable (tests run it in-process)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None:
         missing = settings.missing_slack_settings()
         if missing:
             raise ConfigurationError(
@@ -45,15 +50,20 @@ class Server:
             self.container.service,
             client,
             signing_secret=settings.slack_signing_secret,
-            clock=utcnow,
+            clock=clock,
         )
         self.container.relay.notifier = self.slack.notifier
-        self.scheduler: DeadlineScheduler = self.container.scheduler()
+        self.metrics = Metrics(self.container.db)
+        self.container.service.observer = self.metrics
+        self.scheduler: DeadlineScheduler = self.container.scheduler(clock=clock)
+        self.scheduler.on_sweep = self.metrics.sweep_finished
         self.router = Router(ready=self.readiness)
         self.router.mount("/slack/events", SlackRequestHandler(self.slack.app))
+        self.router.mount("/metrics", self.metrics.wsgi_app())  # type: ignore[arg-type]
         self._http: Any = None
         self._socket_mode: Any = None
         self._threads: list[threading.Thread] = []
+        self._sqlite_lock: IO[str] | None = None
 
     @property
     def port(self) -> int:
@@ -68,10 +78,14 @@ class Server:
         except Exception as exc:  # readiness reports, never raises
             checks["database"] = f"unreachable: {type(exc).__name__}"
         checks["scheduler"] = "running" if self.scheduler.running else "stopped"
+        slack_error = self.container.relay.last_error
+        # Slack being down degrades notifications but never transitions: still ready.
+        checks["slack"] = "ok" if slack_error is None else f"degraded: {slack_error[:200]}"
         ok = checks["database"] == "ok" and checks["scheduler"] == "running"
         return ok, {"checks": checks}
 
     def start(self) -> None:
+        self._lock_sqlite()
         self.container.db.upgrade()
         self.scheduler.start()
         self._http = create_server(
@@ -100,6 +114,30 @@ class Server:
             self.settings.sweep_interval_seconds,
         )
 
+    def _lock_sqlite(self) -> None:
+        """SQLite is for one process: refuse a second ``serve`` on the same file."""
+        db = self.container.db
+        path = db.engine.url.database
+        if not db.is_sqlite or not path or path == ":memory:":
+            return
+        handle = open(f"{path}.serve.lock", "a+")  # noqa: SIM115 - held until stop()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigurationError(
+                f"Another jitaccess serve ({holder}) is already using {path}. SQLite is for "
+                "one process only: stop the other one, or use PostgreSQL "
+                "(JITACCESS_DATABASE_URL=postgresql://…) to run several replicas."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._sqlite_lock = handle
+
     def stop(self) -> None:
         if self._socket_mode is not None:
             self._socket_mode.close()
@@ -107,6 +145,9 @@ class Server:
             self._http.close()
         self.scheduler.shutdown()
         self.container.close()
+        if self._sqlite_lock is not None:
+            self._sqlite_lock.close()
+            self._sqlite_lock = None
 
 
 def run(settings: Settings | None = None, stop: threading.Event | None = None) -> None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import random
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -59,6 +60,26 @@ class RetryPolicy:
         return raw * (0.5 + rng() * 0.5)
 
 
+class ServiceObserver(Protocol):
+    """What the service reports for metrics; the default reports nowhere."""
+
+    def transitions_committed(self, moves: list[tuple[str | None, str]]) -> None: ...
+
+    def provider_called(
+        self, provider: str, operation: str, error: str | None, seconds: float
+    ) -> None: ...
+
+
+class NullObserver:
+    def transitions_committed(self, moves: list[tuple[str | None, str]]) -> None:
+        return None
+
+    def provider_called(
+        self, provider: str, operation: str, error: str | None, seconds: float
+    ) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class AppSpec:
     """A managed application as registered (CLI flags or ``apps apply`` YAML)."""
@@ -83,6 +104,8 @@ class SweepReport:
     failed: int = 0
     lapsed: int = 0
     retrying: int = 0
+    #: Seconds between each transition's deadline and when it happened.
+    lags: list[float] = field(default_factory=list)
 
     @property
     def transitions(self) -> int:
@@ -143,6 +166,8 @@ class JitService:
         #: revoke, release) calls the backend before returning (the CLI). False:
         #: it only wakes the scheduler, so a Slack click never waits on a backend.
         self.inline = inline
+        self.observer: ServiceObserver = NullObserver()
+        db.on_commit(self._committed)
 
     # -- applications ---------------------------------------------------------------
     def register_app(self, spec: AppSpec, *, actor: str, now: datetime) -> AppView:
@@ -518,6 +543,7 @@ class JitService:
                     row.ended_at = now
                     row.next_deadline_at = None
                     report.timed_out += 1
+                    report.lags.append((now - row.approval_deadline_at).total_seconds())
                 elif action == "lapse":
                     self._transition(
                         session,
@@ -530,6 +556,7 @@ class JitService:
                     row.ended_at = now
                     row.next_deadline_at = None
                     report.lapsed += 1
+                    report.lags.append((now - row.ends_at).total_seconds())
                 elif action is None:
                     row.next_deadline_at = self._natural_deadline(row)
                 else:
@@ -600,9 +627,12 @@ class JitService:
 
     def _call_provider(self, item: _Work, now: datetime) -> str | None:
         """Run the backend call; return None on success or the error people will see."""
+        operation = "grant" if item.action == "grant" else "revoke"
+        started = time.perf_counter()
+        error: str | None = None
         try:
             provider = self.providers.get(item.provider)
-            if item.action == "grant":
+            if operation == "grant":
                 provider.grant(item.spec, now)
             else:
                 provider.revoke(item.spec, now)
@@ -614,8 +644,18 @@ class JitService:
                 item.request_id,
                 exc,
             )
-            return str(exc) or type(exc).__name__
-        return None
+            error = str(exc) or type(exc).__name__
+        self.observer.provider_called(
+            item.provider, operation, error, time.perf_counter() - started
+        )
+        return error
+
+    def _committed(self, session: Session) -> None:
+        """After a commit: report the transitions it made (never before, so a
+        rolled-back transition is never counted)."""
+        moves = session.info.pop("jit_transitions", None)
+        if moves:
+            self.observer.transitions_committed(moves)
 
     def _record_outcome(
         self, session: Session, item: _Work, error: str | None, now: datetime, report: SweepReport
@@ -671,6 +711,7 @@ class JitService:
                     available_at=row.ends_at - self.remind_before,
                 )
             report.activated += 1
+            report.lags.append((now - row.starts_at).total_seconds())
             return
         row.attempts += 1
         row.last_error = error
@@ -716,10 +757,13 @@ class JitService:
             if action == "expire":
                 actor, reason = SYSTEM, "the window ended and access was revoked"
                 report.expired += 1
+                report.lags.append((now - row.ends_at).total_seconds())
             else:
                 actor = row.end_requested_by or SYSTEM
                 reason = row.end_requested_reason or action
                 report.revoked += 1
+                if row.end_requested_at is not None:
+                    report.lags.append((now - row.end_requested_at).total_seconds())
             self._transition(session, row, action, actor=actor, now=now, reason=reason)
             row.ended_at = now
             row.ended_by = actor
@@ -903,6 +947,7 @@ class JitService:
     ) -> None:
         """Audit the transition and queue who must hear of it, in the same transaction."""
         after = row.state
+        session.info.setdefault("jit_transitions", []).append((before, after))
         audit.append(
             session,
             at=now,

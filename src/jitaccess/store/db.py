@@ -9,7 +9,7 @@ the sweep) so replicas never act twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,9 @@ class Database:
         if self.dialect == "sqlite":
             _sqlite_setup(self.engine)
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
+        self._commit_hooks: list[Callable[[Session], None]] = []
+        event.listen(self._writer, "after_commit", self._after_commit)
+        event.listen(self._writer, "after_rollback", self._after_rollback)
         self._reader = sessionmaker(
             self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
         )
@@ -85,6 +88,18 @@ class Database:
         factory = self._reader if readonly else self._writer
         with factory() as session, session.begin():
             yield session
+
+    def on_commit(self, hook: Callable[[Session], None]) -> None:
+        """Call ``hook(session)`` after each write transaction commits."""
+        self._commit_hooks.append(hook)
+
+    def _after_commit(self, session: Session) -> None:
+        for hook in self._commit_hooks:
+            hook(session)
+
+    @staticmethod
+    def _after_rollback(session: Session) -> None:
+        session.info.pop("jit_transitions", None)
 
     def dispose(self) -> None:
         self.engine.dispose()

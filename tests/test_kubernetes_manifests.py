@@ -1,0 +1,400 @@
+"""The Kubernetes manifests agree with the code: every variable they set is a real
+setting, ``serve`` would find what it needs, the probes hit the real endpoints on the
+real port, and the pieces (Service, PDB, kustomization) point at each other."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jitaccess.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFESTS = ROOT / "manifests" / "kubernetes"
+#: Templates that must never be applied as they are (their values are placeholders).
+NOT_KUSTOMIZED = {"secret.example.yaml"}
+
+Doc = dict[str, Any]
+
+SETTING_NAMES = {str(field.validation_alias) for field in Settings.model_fields.values()}
+DEFAULT_PORT = Settings.model_fields["port"].default
+
+
+# -- loading -----------------------------------------------------------------------
+def manifest_files() -> list[Path]:
+    return sorted([*MANIFESTS.glob("*.yaml"), *MANIFESTS.glob("*.yml")])
+
+
+def load_docs(path: Path) -> list[Doc]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def load_all() -> list[Doc]:
+    return [doc for path in manifest_files() for doc in load_docs(path)]
+
+
+def only(docs: list[Doc], kind: str) -> Doc:
+    found = [doc for doc in docs if doc.get("kind") == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def containers(workload: Doc) -> list[Doc]:
+    return list(workload["spec"]["template"]["spec"]["containers"])
+
+
+# -- the checks, as functions that return problems (so a broken copy can be tested) --
+def structure_problems(doc: Doc) -> list[str]:
+    problems = [f"missing {key}" for key in ("apiVersion", "kind") if not doc.get(key)]
+    if not (doc.get("metadata") or {}).get("name"):
+        problems.append("missing metadata.name")
+    return problems
+
+
+def env_names(workload: Doc, docs: list[Doc]) -> dict[str, str | dict[str, str]]:
+    """Every variable a workload's containers get: name -> literal value, or the
+    ``{"secret": name, "key": key}`` it is read from. ConfigMaps are resolved from docs."""
+    config_maps = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "ConfigMap"}
+    names: dict[str, str | dict[str, str]] = {}
+    for container in containers(workload):
+        for source in container.get("envFrom", []):
+            assert "prefix" not in source, "a prefix would rename the settings"
+            if "configMapRef" in source:
+                data = config_maps[source["configMapRef"]["name"]].get("data") or {}
+                names.update({key: str(value) for key, value in data.items()})
+            else:
+                raise AssertionError(f"unexpected envFrom source {source}")
+        for var in container.get("env", []):
+            if "value" in var:
+                names[var["name"]] = str(var["value"])
+            else:
+                ref = var["valueFrom"]["secretKeyRef"]
+                names[var["name"]] = {"secret": ref["name"], "key": ref["key"]}
+    return names
+
+
+def unknown_env_names(docs: list[Doc]) -> list[str]:
+    """Variables set anywhere (ConfigMaps, env of every workload) that no setting reads."""
+    set_names: set[str] = set()
+    for doc in docs:
+        if doc.get("kind") == "ConfigMap":
+            set_names |= set((doc.get("data") or {}).keys())
+        if doc.get("kind") in {"Deployment", "Job"}:
+            set_names |= set(env_names(doc, docs))
+    return sorted(set_names - SETTING_NAMES)
+
+
+def secret_ref_problems(docs: list[Doc]) -> list[str]:
+    """Every secretKeyRef names the example Secret and a key it has, and every key of the
+    example Secret is used."""
+    secret = only(docs, "Secret")
+    keys = set(secret.get("stringData") or {}) | set(secret.get("data") or {})
+    used: set[str] = set()
+    problems = []
+    for workload in (d for d in docs if d.get("kind") in {"Deployment", "Job"}):
+        for name, value in env_names(workload, docs).items():
+            if isinstance(value, dict):
+                used.add(value["key"])
+                if value["secret"] != secret["metadata"]["name"] or value["key"] not in keys:
+                    problems.append(f"{workload['kind']} {name}: no such secret key {value}")
+    problems += [f"Secret key {key} is never used" for key in sorted(keys - used)]
+    return problems
+
+
+def deployment_settings(docs: list[Doc]) -> Settings:
+    """The Settings ``serve`` would see in the Deployment: secret references resolved
+    from the example Secret (a dummy where it has no value)."""
+    secret = only(docs, "Secret")
+    secret_values = {k: str(v) for k, v in (secret.get("stringData") or {}).items()}
+    values = {
+        name: secret_values.get(value["key"], "dummy") if isinstance(value, dict) else value
+        for name, value in env_names(only(docs, "Deployment"), docs).items()
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def serve_problems(docs: list[Doc]) -> list[str]:
+    settings = deployment_settings(docs)
+    problems = list(settings.missing_slack_settings())
+    if not settings.database_url.startswith("postgresql"):
+        problems.append(f"JITACCESS_DATABASE_URL is {settings.database_url!r}, not PostgreSQL")
+    return problems
+
+
+def container_port(docs: list[Doc]) -> int:
+    """The port serve listens on: JITACCESS_PORT from the ConfigMap, else the default."""
+    data = only(docs, "ConfigMap").get("data") or {}
+    return int(data.get("JITACCESS_PORT", DEFAULT_PORT))
+
+
+def resolve_port(container: Doc, port: int | str) -> int | None:
+    if isinstance(port, int):
+        return port
+    named = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+    return named.get(port)
+
+
+def deployment_problems(docs: list[Doc]) -> list[str]:
+    deployment = only(docs, "Deployment")
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    port = container_port(docs)
+    problems = []
+    if spec.get("replicas") != 2:
+        problems.append(f"replicas is {spec.get('replicas')}, not 2")
+    if spec.get("strategy", {}).get("type") != "RollingUpdate":
+        problems.append("the strategy is not RollingUpdate")
+    (container,) = containers(deployment)
+    if container.get("args", container.get("command")) != ["serve"]:
+        problems.append(f"the container runs {container.get('args')}, not serve")
+    if port not in [p["containerPort"] for p in container.get("ports", [])]:
+        problems.append(f"the container does not expose JITACCESS_PORT {port}")
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        http = container.get(probe, {}).get("httpGet", {})
+        if http.get("path") != path:
+            problems.append(f"{probe} checks {http.get('path')}, not {path}")
+        if resolve_port(container, http.get("port", "")) != port:
+            problems.append(f"{probe} checks port {http.get('port')}, not {port}")
+    annotations = spec["template"]["metadata"].get("annotations", {})
+    if annotations.get("prometheus.io/scrape") != "true":
+        problems.append("pods are not marked for scraping")
+    if annotations.get("prometheus.io/path") != "/metrics":
+        problems.append("the scrape path is not /metrics")
+    if annotations.get("prometheus.io/port") != str(port):
+        problems.append(f"the scrape port is not {port}")
+    if "memory" not in container.get("resources", {}).get("limits", {}):
+        problems.append("no memory limit")
+    problems += [f"Deployment: {p}" for p in security_problems(pod, container)]
+    return problems
+
+
+def security_problems(pod: Doc, container: Doc) -> list[str]:
+    pod_sc, sc = pod.get("securityContext", {}), container.get("securityContext", {})
+    problems = []
+    if not (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")):
+        problems.append("may run as root")
+    if sc.get("runAsUser", pod_sc.get("runAsUser")) in (None, 0):
+        problems.append("no non-zero runAsUser")
+    if not sc.get("readOnlyRootFilesystem"):
+        problems.append("the root filesystem is writable")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        problems.append("privilege escalation is allowed")
+    if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+        problems.append("capabilities are not all dropped")
+    return problems
+
+
+def job_problems(docs: list[Doc]) -> list[str]:
+    job = only(docs, "Job")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = containers(job)
+    deployment_image = containers(only(docs, "Deployment"))[0]["image"]
+    problems = []
+    if container.get("args", container.get("command")) != ["db", "upgrade"]:
+        problems.append(f"the Job runs {container.get('args')}, not db upgrade")
+    if container["image"] != deployment_image:
+        problems.append("the Job and the Deployment run different images")
+    if "JITACCESS_DATABASE_URL" not in env_names(job, docs):
+        problems.append("the Job has no JITACCESS_DATABASE_URL")
+    if pod.get("restartPolicy") not in {"Never", "OnFailure"}:
+        problems.append("a Job pod must not restart Always")
+    problems += [f"Job: {p}" for p in security_problems(pod, container)]
+    return problems
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def wiring_problems(docs: list[Doc]) -> list[str]:
+    deployment = only(docs, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (container,) = containers(deployment)
+    service, pdb = only(docs, "Service"), only(docs, "PodDisruptionBudget")
+    problems = []
+    if not selects(deployment["spec"]["selector"]["matchLabels"], pod_labels):
+        problems.append("the Deployment's selector does not match its pods")
+    if not selects(service["spec"]["selector"], pod_labels):
+        problems.append("the Service does not select the Deployment's pods")
+    if service["spec"].get("type", "ClusterIP") != "ClusterIP":
+        problems.append("the Service is not ClusterIP")
+    ports = service["spec"]["ports"]
+    if [p["port"] for p in ports] != [80]:
+        problems.append("the Service does not listen on 80")
+    if any(
+        resolve_port(container, p.get("targetPort", p["port"])) != container_port(docs)
+        for p in ports
+    ):
+        problems.append("the Service does not target the container port")
+    if not selects(pdb["spec"]["selector"]["matchLabels"], pod_labels):
+        problems.append("the PodDisruptionBudget does not select the Deployment's pods")
+    if pdb["spec"].get("minAvailable") != 1:
+        problems.append("the PodDisruptionBudget's minAvailable is not 1")
+    return problems
+
+
+def kustomization_problems(listed: list[str], files: list[str]) -> list[str]:
+    expected = sorted(set(files) - {"kustomization.yaml"} - NOT_KUSTOMIZED)
+    problems = [f"{name} is not in kustomization.yaml" for name in expected if name not in listed]
+    problems += [f"{name} is listed but does not exist" for name in listed if name not in files]
+    problems += [f"{name} must not be applied" for name in listed if name in NOT_KUSTOMIZED]
+    return problems
+
+
+# -- the manifests as they are -----------------------------------------------------
+@pytest.fixture(scope="module")
+def docs() -> list[Doc]:
+    return load_all()
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the manifests count: clear any setting in this process's environment."""
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.name)
+def test_every_file_parses_and_names_itself(path: Path) -> None:
+    docs = load_docs(path)
+    assert docs, f"{path.name} is empty"
+    for doc in docs:
+        assert structure_problems(doc) == []
+
+
+def test_the_expected_objects_are_there(docs: list[Doc]) -> None:
+    kinds = sorted(doc["kind"] for doc in docs)
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "Deployment",
+            "Job",
+            "Kustomization",
+            "Namespace",
+            "PodDisruptionBudget",
+            "Secret",
+            "Service",
+        ]
+    )
+
+
+def test_deployment(docs: list[Doc]) -> None:
+    assert deployment_problems(docs) == []
+
+
+def test_every_variable_set_is_a_setting(docs: list[Doc]) -> None:
+    assert unknown_env_names(docs) == []
+
+
+def test_secret_references_match_the_example_secret(docs: list[Doc]) -> None:
+    assert secret_ref_problems(docs) == []
+
+
+def test_serve_has_everything_it_needs_on_postgresql(docs: list[Doc]) -> None:
+    settings = deployment_settings(docs)
+    assert settings.missing_slack_settings() == []
+    assert settings.database_url.startswith("postgresql")
+    assert settings.log_format == "json"
+    assert serve_problems(docs) == []
+    set_by_deployment = env_names(only(docs, "Deployment"), docs)
+    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "JITACCESS_DATABASE_URL"):
+        assert name in set_by_deployment
+
+
+def test_migration_job(docs: list[Doc]) -> None:
+    assert job_problems(docs) == []
+
+
+def test_service_pdb_and_selectors_agree(docs: list[Doc]) -> None:
+    assert wiring_problems(docs) == []
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    files = [path.name for path in manifest_files()]
+    assert kustomization_problems(kustomization["resources"], files) == []
+    assert kustomization.get("namespace") == only(load_all(), "Namespace")["metadata"]["name"]
+
+
+# -- the checks catch what they are for ---------------------------------------------
+def deployment_container(docs: list[Doc]) -> Doc:
+    return containers(only(docs, "Deployment"))[0]
+
+
+def test_an_unknown_variable_is_reported(docs: list[Doc]) -> None:
+    broken = copy.deepcopy(docs)
+    deployment_container(broken)["env"].append({"name": "JITACCESS_PROT", "value": "3000"})
+    only(broken, "ConfigMap")["data"]["JITACCESS_LOGFORMAT"] = "json"
+    assert unknown_env_names(broken) == ["JITACCESS_LOGFORMAT", "JITACCESS_PROT"]
+
+
+def test_a_missing_required_setting_is_reported(docs: list[Doc]) -> None:
+    broken = copy.deepcopy(docs)
+    container = deployment_container(broken)
+    container["env"] = [v for v in container["env"] if v["name"] != "SLACK_SIGNING_SECRET"]
+    only(broken, "Secret")["stringData"]["JITACCESS_DATABASE_URL"] = "sqlite:///./jitaccess.db"
+    problems = serve_problems(broken)
+    assert len(problems) == 2
+    assert problems[0].startswith("SLACK_SIGNING_SECRET")
+    assert "not PostgreSQL" in problems[1]
+
+
+def test_a_wrong_probe_or_port_is_reported(docs: list[Doc]) -> None:
+    broken = copy.deepcopy(docs)
+    container = deployment_container(broken)
+    container["livenessProbe"]["httpGet"]["path"] = "/readyz"
+    only(broken, "ConfigMap")["data"]["JITACCESS_PORT"] = "8080"
+    problems = deployment_problems(broken)
+    assert "livenessProbe checks /readyz, not /healthz" in problems
+    assert "the container does not expose JITACCESS_PORT 8080" in problems
+    assert "the Service does not target the container port" in wiring_problems(broken)
+
+
+def test_running_as_root_is_reported(docs: list[Doc]) -> None:
+    broken = copy.deepcopy(docs)
+    deployment = only(broken, "Deployment")
+    deployment["spec"]["template"]["spec"]["securityContext"] = {}
+    deployment_container(broken)["securityContext"] = {"runAsUser": 0}
+    problems = deployment_problems(broken)
+    assert "Deployment: may run as root" in problems
+    assert "Deployment: no non-zero runAsUser" in problems
+
+
+def test_a_pdb_that_selects_nothing_is_reported(docs: list[Doc]) -> None:
+    broken = copy.deepcopy(docs)
+    only(broken, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] = {"app": "other"}
+    assert wiring_problems(broken) == [
+        "the PodDisruptionBudget does not select the Deployment's pods"
+    ]
+
+
+def test_a_dangling_secret_reference_is_reported(docs: list[Doc]) -> None:
+    broken = copy.deepcopy(docs)
+    deployment_container(broken)["env"].append(
+        {
+            "name": "SLACK_APP_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "jitaccess", "key": "NOPE"}},
+        }
+    )
+    assert secret_ref_problems(broken) == [
+        "Deployment SLACK_APP_TOKEN: no such secret key {'secret': 'jitaccess', 'key': 'NOPE'}"
+    ]
+
+
+def test_an_unlisted_or_unsafe_kustomization_is_reported() -> None:
+    files = ["deployment.yaml", "kustomization.yaml", "secret.example.yaml", "service.yaml"]
+    assert kustomization_problems(["deployment.yaml", "service.yaml"], files) == []
+    assert kustomization_problems(["deployment.yaml", "secret.example.yaml"], files) == [
+        "service.yaml is not in kustomization.yaml",
+        "secret.example.yaml must not be applied",
+    ]
+
+
+def test_a_file_without_a_name_is_reported() -> None:
+    assert structure_problems({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}) == [
+        "missing metadata.name"
+    ]
