@@ -15,11 +15,12 @@ from freezegun import freeze_time
 from conftest import ADMIN, APPROVER, PUBLISHER, START, Cli, flat
 
 #: What `make_history` records, in order: one audit entry per transition.
-ACTIONS = ["app_registered", "submit", "approve", "activate", "expire"]
+ACTIONS = ["app_registered", "standing_granted", "submit", "approve", "activate", "expire"]
 
 
 def make_history(cli: Cli) -> None:
-    """Register, request, approve, activate and expire: five audit entries."""
+    """Register (with the publisher's standing access), request, approve, activate and
+    expire: six audit entries."""
     with freeze_time(START) as frozen:
         cli(
             "apps",
@@ -88,37 +89,37 @@ def test_verify_passes_on_an_empty_log(cli: Cli) -> None:
 
 TAMPERING = [
     pytest.param(
-        ["UPDATE audit_events SET reason = 'looked fine to me' WHERE seq = 3"],
-        ["entry 3: content does not match its hash (edited)"],
-        ["entry 2", "entry 4"],
+        ["UPDATE audit_events SET reason = 'looked fine to me' WHERE seq = 4"],
+        ["entry 4: content does not match its hash (edited)"],
+        ["entry 3", "entry 5"],
         id="edit the approval reason",
     ),
     pytest.param(
-        ["UPDATE audit_events SET actor = 'UOUT1' WHERE seq = 3"],
-        ["entry 3: content does not match its hash (edited)"],
-        ["entry 2", "entry 4"],
+        ["UPDATE audit_events SET actor = 'UOUT1' WHERE seq = 4"],
+        ["entry 4: content does not match its hash (edited)"],
+        ["entry 3", "entry 5"],
         id="rewrite who approved",
     ),
     pytest.param(
-        ["DELETE FROM audit_events WHERE seq = 3"],
-        ["entry 3 missing: deleted", "entry 4: does not follow the entry before it"],
-        ["entry 2"],
+        ["DELETE FROM audit_events WHERE seq = 4"],
+        ["entry 4 missing: deleted", "entry 5: does not follow the entry before it"],
+        ["entry 3"],
         id="delete a middle entry",
     ),
     pytest.param(
         [
-            "UPDATE audit_events SET seq = -1 WHERE seq = 2",
-            "UPDATE audit_events SET seq = 2 WHERE seq = 3",
-            "UPDATE audit_events SET seq = 3 WHERE seq = -1",
+            "UPDATE audit_events SET seq = -1 WHERE seq = 3",
+            "UPDATE audit_events SET seq = 3 WHERE seq = 4",
+            "UPDATE audit_events SET seq = 4 WHERE seq = -1",
         ],
-        ["entry 2: does not follow the entry before it", "entry 3:"],
-        ["entry 1", "entry 5"],
+        ["entry 3: does not follow the entry before it", "entry 4:"],
+        ["entry 2", "entry 6"],
         id="swap two entries",
     ),
     pytest.param(
-        ["DELETE FROM audit_events WHERE seq = 5"],
-        ["the log ends at entry 4 but its head says 5"],
-        ["entry 3"],
+        ["DELETE FROM audit_events WHERE seq = 6"],
+        ["the log ends at entry 5 but its head says 6"],
+        ["entry 4"],
         id="delete the last entry",
     ),
 ]
@@ -145,8 +146,8 @@ def test_export_jsonl_one_line_per_transition_and_the_chain_recomputes(cli: Cli)
     make_history(cli)
     rows = exported(cli)
     assert [r["action"] for r in rows] == ACTIONS
-    assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5]
-    approve = rows[2]
+    assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    approve = rows[3]
     assert (approve["actor"], approve["from"], approve["to"], approve["reason"]) == (
         APPROVER,
         "pending",
@@ -176,7 +177,7 @@ def test_export_csv_to_a_file(cli: Cli, tmp_path: Path) -> None:
     assert [r["action"] for r in rows] == ACTIONS
     assert [r["hash"] for r in rows] == [r["hash"] for r in exported(cli)]
     assert rows[1]["prev_hash"] == rows[0]["hash"]
-    assert json.loads(rows[1]["details"])["role"] == "Contributor"
+    assert json.loads(rows[2]["details"])["role"] == "Contributor"
 
 
 def test_export_counts_only_transitions_that_happened(cli: Cli) -> None:

@@ -610,7 +610,7 @@ def test_apps_show_and_list(world: Cli) -> None:
         "mode": "manual",
         "max_duration": "4h",
         "approvers": [APPROVER, APPROVER2],
-        "approval_timeout": "1d",
+        "approval_timeout": "24h",
     }
     assert crm["roles"] == ["Contributor", "Owner"]
     assert world.json("apps", "show", "legacy")["jit_enabled"] is False
@@ -705,7 +705,13 @@ def test_apply_creates_then_updates_then_reports_unchanged(cli: Cli) -> None:
     assert "unchanged: billing, crm" in out
     assert "updated" not in out
     log = [json.loads(x) for x in cli("audit", "export").stdout.splitlines()]
-    assert [e["action"] for e in log] == ["app_registered", "app_registered", "app_updated"]
+    assert [e["action"] for e in log if e["action"].startswith("app_")] == [
+        "app_registered",
+        "app_registered",
+        "app_updated",
+    ]
+    # each new application's publisher got standing Reader access, audited
+    assert [e["action"] for e in log].count("standing_granted") == 2
 
 
 @pytest.mark.parametrize(

@@ -281,8 +281,16 @@ def test_webhook_provider_through_the_cli(tmp_path: Path, monkeypatch: pytest.Mo
         assert json.loads(submitted.stdout)["state"] == "active"
         released = runner.invoke(cli_app, ["requests", "release", "1", "--as", PUBLISHER])
         assert released.exit_code == 0 and "revoked" in released.stdout
-    assert [c.body["action"] for c in receiver.calls] == ["grant", "revoke"]
-    assert receiver.calls[0].body["principal"] == PUBLISHER
+    standing = [c.body for c in receiver.calls if c.body["standing"]]
+    jit = [c.body for c in receiver.calls if not c.body["standing"]]
+    # registration granted the publisher standing Reader; the request came and went
+    assert [(b["action"], b["role"], b["principal"]) for b in standing] == [
+        ("grant", "Reader", PUBLISHER)
+    ]
+    assert [(b["action"], b["role"]) for b in jit] == [
+        ("grant", "Contributor"),
+        ("revoke", "Contributor"),
+    ]
     assert receiver.rejected == []
 
 

@@ -66,6 +66,7 @@ def test_grant_and_revoke_arrive_signed_with_the_right_body(
         "starts_at": "2026-11-27T10:00:00+00:00",
         "ends_at": "2026-11-27T12:00:00+00:00",
         "idempotency_key": "grant:42",
+        "standing": False,
     }
     assert revoke.body["action"] == "revoke"
     assert revoke.body["idempotency_key"] == "revoke:42"

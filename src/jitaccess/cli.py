@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from jitaccess.catalog import Catalog, OfferSpec, StandingView
 from jitaccess.container import Container, build
 from jitaccess.domain.durations import format_duration, parse_duration
 from jitaccess.domain.errors import JitError
@@ -49,10 +50,14 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 apps_app = typer.Typer(help="Managed applications and their JIT policies.", no_args_is_help=True)
 requests_app = typer.Typer(help="Access requests.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+offers_app = typer.Typer(
+    help="Publishers' offers (managed application definitions).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(apps_app, name="apps")
 app.add_typer(requests_app, name="requests")
 app.add_typer(audit_app, name="audit")
+app.add_typer(offers_app, name="offers")
 
 out = Console(soft_wrap=True, markup=False)
 err = Console(stderr=True, soft_wrap=True)
@@ -161,12 +166,21 @@ def _policy(
 def apps_register(
     name: str,
     scope: Annotated[str, typer.Option(help="The managed resource group's ID")],
-    publisher: Annotated[list[str], typer.Option(help="Publisher's Slack user ID (repeat)")],
+    offer: Annotated[
+        str | None, typer.Option(help="Deploy this offer: its publishers and roles")
+    ] = None,
+    publisher: Annotated[
+        list[str] | None, typer.Option(help="Publisher's Slack user ID (repeat; without --offer)")
+    ] = None,
     role: Annotated[list[str] | None, typer.Option(help="Eligible role (repeat)")] = None,
     admin: Annotated[list[str] | None, typer.Option(help="Consumer admin (repeat)")] = None,
     jit: Annotated[
-        bool, typer.Option("--jit/--no-jit", help="JIT enabled; fixed forever at registration")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--jit/--no-jit",
+            help="JIT enabled (default when available); fixed forever at registration",
+        ),
+    ] = None,
     mode: Annotated[Mode | None, typer.Option(help="Approval mode")] = None,
     max_duration: Annotated[str | None, typer.Option(help="Longest window, e.g. 8h")] = None,
     approver: Annotated[list[str] | None, typer.Option(help="Approver (repeat)")] = None,
@@ -177,26 +191,152 @@ def apps_register(
     ] = None,
     as_json: Json = False,
 ) -> None:
-    """Register (deploy) a managed application."""
+    """Register (deploy) a managed application, and grant the publishers standing access."""
+    if offer is None and not publisher:
+        raise typer.BadParameter(
+            "give --offer OFFER, or --publisher U… for an application without an offer"
+        )
+    if offer is not None and (publisher or role):
+        raise typer.BadParameter(
+            "--offer brings the publishers and roles: drop --publisher and --role"
+        )
     spec = AppSpec(
         name=name,
         scope=scope,
-        publishers=tuple(publisher),
+        publishers=tuple(publisher or ()),
         roles=tuple(role or DEFAULT_ROLES),
         admins=tuple(admin or ()),
-        jit_enabled=jit,
         provider=provider,
         provider_config=_provider_config(provider_config),
         policy=_policy(mode, max_duration, approver, approval_timeout),
     )
     with _container() as c:
-        view = c.service.register_app(spec, actor="cli", now=now())
+        catalog = Catalog(c.service)
+        view = catalog.deploy(spec, offer=offer, jit=jit, actor="cli", now=now())
+        standing = catalog.standing(view.name)
     if as_json:
-        _emit_json(view.to_json())
+        _emit_json({**view.to_json(), "standing": [vars(s) for s in standing]})
         return
     out.print(f"Registered {view.name} (JIT {'enabled' if view.jit_enabled else 'disabled'}).")
     if not view.jit_enabled:
         out.print("JIT is disabled: the publisher holds permanent access; this cannot change.")
+    _print_standing(standing)
+
+
+def _print_standing(standing: list[StandingView]) -> None:
+    for grant in standing:
+        state = "held" if grant.held else f"NOT held yet: {grant.last_error or 'pending'}"
+        if not grant.desired:
+            state = "removed" if not grant.held else f"still held: {grant.last_error}"
+        out.print(f"Standing access: {grant.role} for {grant.principal}: {state}")
+
+
+@apps_app.command("remove")
+def apps_remove(
+    name: str,
+    as_user: AsUser,
+    force: Annotated[
+        bool, typer.Option("--force", help="Remove even while a revoke is failing")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (required with --force)")] = None,
+) -> None:
+    """Delete an application: cancel its requests, revoke its grants and standing access."""
+    with _container() as c:
+        report = Catalog(c.service).remove(
+            name, actor=as_user, now=now(), force=force, reason=reason
+        )
+    out.print(
+        f"Cancelled {len(report.cancelled)} requests, revoked {len(report.revoked)} "
+        f"grants and {report.standing_revoked} standing grants."
+    )
+    if report.removed:
+        out.print(f"{name} is removed; its history stays readable.")
+        return
+    for request_id in report.still_active:
+        err.print(f"request {request_id}: revoke failing, retrying")
+    for line in report.standing_failing:
+        err.print(f"standing access: {escape(line)}")
+    err.print(
+        f"{name} stays registered until everything it granted is gone: run "
+        "`apps remove` again, or add --force --reason"
+    )
+    raise typer.Exit(1)
+
+
+# -- offers ----------------------------------------------------------------------------
+@offers_app.command("register")
+def offers_register(
+    name: str,
+    publisher: Annotated[list[str], typer.Option(help="Publisher's Slack user ID (repeat)")],
+    role: Annotated[list[str] | None, typer.Option(help="Eligible role (repeat)")] = None,
+    standing_role: Annotated[str, typer.Option(help="Always-on role")] = "Reader",
+    jit_available: Annotated[
+        bool, typer.Option("--jit-available/--no-jit-available", help="Offer JIT access")
+    ] = True,
+    provider_config: Annotated[
+        str | None,
+        typer.Option(help="Settings deployments inherit (e.g. Azure principals), JSON or @FILE"),
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Register a publisher's offer (its managed application definition)."""
+    spec = OfferSpec(
+        name=name,
+        publishers=tuple(publisher),
+        roles=tuple(role or DEFAULT_ROLES),
+        standing_role=standing_role,
+        jit_available=jit_available,
+        provider_config=_provider_config(provider_config),
+    )
+    with _container() as c:
+        view = Catalog(c.service).register_offer(spec, actor="cli", now=now())
+    if as_json:
+        _emit_json(view.to_json())
+    else:
+        out.print(
+            f"Registered offer {view.name} (JIT "
+            f"{'available' if view.jit_available else 'not available'})."
+        )
+
+
+@offers_app.command("list")
+def offers_list(as_json: Json = False) -> None:
+    """List the offers."""
+    with _container() as c:
+        views = Catalog(c.service).list_offers()
+    if as_json:
+        _emit_json([v.to_json() for v in views])
+        return
+    table = Table("Offer", "JIT", "Publishers", "Eligible roles", "Standing role")
+    for v in views:
+        table.add_row(
+            v.name,
+            "available" if v.jit_available else "not available",
+            ", ".join(v.publishers),
+            ", ".join(v.eligible_roles),
+            v.standing_role,
+        )
+    out.print(table if views else "No offers yet: `jitaccess offers register --help`.")
+
+
+@offers_app.command("show")
+def offers_show(name: str, as_json: Json = False) -> None:
+    """Show one offer."""
+    with _container() as c:
+        view = Catalog(c.service).get_offer(name)
+    if as_json:
+        _emit_json(view.to_json())
+        return
+    table = Table(show_header=False)
+    for key, value in (
+        ("Offer", view.name),
+        ("JIT", "available" if view.jit_available else "not available"),
+        ("Publishers", ", ".join(view.publishers)),
+        ("Eligible roles", ", ".join(view.eligible_roles)),
+        ("Standing role", view.standing_role),
+    ):
+        table.add_row(key, value)
+    out.print(table)
 
 
 @apps_app.command("policy")
@@ -254,21 +394,36 @@ class _AppDoc(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     scope: str
-    publishers: list[str]
+    offer: str | None = None
+    publishers: list[str] = Field(default_factory=list)
     roles: list[str] = Field(default_factory=lambda: list(DEFAULT_ROLES))
     admins: list[str] = Field(default_factory=list)
-    jit_enabled: bool = True
+    jit_enabled: bool | None = None
     policy: _PolicyDoc = Field(default_factory=_PolicyDoc)
     provider: str = "log"
     provider_config: dict[str, Any] = Field(default_factory=dict)
 
 
+class _OfferDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    publishers: list[str]
+    roles: list[str] = Field(default_factory=lambda: list(DEFAULT_ROLES))
+    standing_role: str = "Reader"
+    jit_available: bool = True
+    provider_config: dict[str, Any] = Field(default_factory=dict)
+
+
 class _AppsDoc(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    apps: list[_AppDoc]
+    offers: list[_OfferDoc] = Field(default_factory=list)
+    apps: list[_AppDoc] = Field(default_factory=list)
 
 
-def _load_apps(path: Path) -> list[AppSpec]:
+AppEntry = tuple[AppSpec, str | None, bool | None]
+
+
+def _load_apps(path: Path) -> tuple[list[OfferSpec], list[AppEntry]]:
     try:
         raw = yaml.safe_load(path.read_text())
         doc = _AppsDoc.model_validate(raw)
@@ -279,38 +434,57 @@ def _load_apps(path: Path) -> list[AppSpec]:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise typer.BadParameter(f"{path} is not a valid apps file: {problems}") from None
-    specs = []
+    if not doc.apps and not doc.offers:
+        raise typer.BadParameter(f"{path} has no `apps:` or `offers:` entries")
+    offers = [
+        OfferSpec(
+            name=o.name,
+            publishers=tuple(o.publishers),
+            roles=tuple(o.roles),
+            standing_role=o.standing_role,
+            jit_available=o.jit_available,
+            provider_config=o.provider_config,
+        )
+        for o in doc.offers
+    ]
+    apps: list[AppEntry] = []
     for item in doc.apps:
+        if item.offer is None and not item.publishers:
+            raise typer.BadParameter(f"{path}: app {item.name} needs `offer:` or `publishers:`")
         policy = Policy(
             mode=item.policy.mode,
             max_duration=_duration_or(item.policy.max_duration, DEFAULT_MAX_DURATION),
             approvers=tuple(item.policy.approvers),
             approval_timeout=_duration_or(item.policy.approval_timeout, DEFAULT_APPROVAL_TIMEOUT),
         )
-        specs.append(
-            AppSpec(
-                name=item.name,
-                scope=item.scope,
-                publishers=tuple(item.publishers),
-                roles=tuple(item.roles),
-                admins=tuple(item.admins),
-                jit_enabled=item.jit_enabled,
-                policy=policy,
-                provider=item.provider,
-                provider_config=item.provider_config,
-            )
+        spec = AppSpec(
+            name=item.name,
+            scope=item.scope,
+            publishers=tuple(item.publishers),
+            roles=tuple(item.roles),
+            admins=tuple(item.admins),
+            policy=policy,
+            provider=item.provider,
+            provider_config=item.provider_config,
         )
-    return specs
+        apps.append((spec, item.offer, item.jit_enabled))
+    return offers, apps
 
 
 @apps_app.command("apply")
 def apps_apply(
-    file: Annotated[Path, typer.Option("-f", "--file", help="YAML with an `apps:` list")],
+    file: Annotated[
+        Path, typer.Option("-f", "--file", help="YAML with `offers:` and `apps:` lists")
+    ],
 ) -> None:
-    """Create or update applications from a YAML file (config as code), all or nothing."""
-    specs = _load_apps(file)
+    """Create or update offers and applications from a YAML file (config as code)."""
+    offers, apps = _load_apps(file)
     with _container() as c:
-        result = c.service.apply_apps(specs, actor="cli:apply", now=now())
+        created_offers, result = Catalog(c.service).apply(
+            offers, apps, actor="cli:apply", now=now()
+        )
+    if created_offers:
+        out.print(f"offers created: {', '.join(created_offers)}")
     for label, names in (
         ("created", result.created),
         ("updated", result.updated),
@@ -366,10 +540,12 @@ def apps_show(name: str, as_json: Json = False) -> None:
     """Show one application and its policy."""
     with _container() as c:
         view = c.service.get_app(name)
+        standing = Catalog(c.service).standing(name)
     if as_json:
-        _emit_json(view.to_json())
+        _emit_json({**view.to_json(), "standing": [vars(g) for g in standing]})
     else:
         _print_app(view)
+        _print_standing(standing)
 
 
 # -- requests ----------------------------------------------------------------------

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from jitaccess.catalog import Catalog
 from jitaccess.outbox import LoggingNotifier, Notifier, OutboxRelay
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.registry import build_registry
@@ -39,9 +40,13 @@ class Container:
         minutes = self.settings.reconcile_interval_minutes
         if minutes > 0:
             service = self.service
-            scheduler.every(
-                minutes * 60, "reconcile", lambda now: reconcile(service, now, periodic=True)
-            )
+            catalog = Catalog(service)
+
+            def periodic_reconcile(now: datetime) -> None:
+                catalog.sync_standing(now)  # retry standing grants that failed
+                reconcile(service, now, periodic=True)
+
+            scheduler.every(minutes * 60, "reconcile", periodic_reconcile)
         return scheduler
 
     def close(self) -> None:

@@ -19,10 +19,10 @@ from datetime import datetime
 from sqlalchemy import select
 
 from jitaccess.domain.lifecycle import RequestState
-from jitaccess.providers.base import GrantLister, GrantSpec, ProviderError
+from jitaccess.providers.base import GrantLister, GrantSpec, HeldGrantLike, ProviderError
 from jitaccess.service import JitService
 from jitaccess.store import audit
-from jitaccess.store.models import AccessRequest
+from jitaccess.store.models import AccessRequest, Application, StandingGrant
 from jitaccess.views import AppView
 
 log = logging.getLogger("jitaccess.reconcile")
@@ -96,9 +96,11 @@ def _one_app(
         held = provider.list_grants(app.scope, app.provider_config)
     except ProviderError as exc:
         return [Finding(app.name, "skipped", None, f"could not list grants: {exc}")]
+    standing_held = [g for g in held if getattr(g, "standing", False)]
+    held = [g for g in held if not getattr(g, "standing", False)]
+    findings = _standing_findings(service, app, standing_held, now, fix=fix, periodic=periodic)
     requests = _requests(service, app.name, {g.request_id for g in held if g.request_id})
     active = _active(service, app.name)
-    findings: list[Finding] = []
     held_ids = {g.request_id for g in held}
     for grant in held:
         row = requests.get(grant.request_id) if grant.request_id is not None else None
@@ -136,8 +138,77 @@ def _one_app(
     return findings
 
 
+def _standing_findings(
+    service: JitService,
+    app: AppView,
+    held: list[HeldGrantLike],
+    now: datetime,
+    *,
+    fix: bool,
+    periodic: bool,
+) -> list[Finding]:
+    """Standing access: held but taken away (orphan), or should be held and is not
+    (missing). Missing standing access is restored by the periodic run too: keeping
+    it in place is the point of it."""
+    provider = service.providers.get(app.provider)
+    with service.db.transaction(readonly=True) as session:
+        rows = {
+            r.id: r
+            for r in session.execute(
+                select(StandingGrant).join(StandingGrant.app).where(Application.name == app.name)
+            )
+            .unique()
+            .scalars()
+        }
+    findings: list[Finding] = []
+    held_ids = {g.request_id for g in held}
+    for grant in held:
+        row = rows.get(grant.request_id) if grant.request_id is not None else None
+        if row is not None and row.desired:
+            continue
+        detail = "the backend holds standing access that was taken away"
+        if not (fix or (periodic and bool(app.provider_config.get("revoke_orphans")))) or (
+            grant.request_id is None
+        ):
+            findings.append(Finding(app.name, "orphan", None, detail))
+            continue
+        spec = _standing_spec(app, grant.request_id, row, now)
+        findings.append(
+            _attempt(
+                app.name, "orphan", None, detail, functools.partial(provider.revoke, spec, now)
+            )
+        )
+    for row in rows.values():
+        if not row.desired or not row.held or row.id in held_ids:
+            continue
+        detail = f"standing {row.role} for {row.principal} is missing from the backend"
+        spec = _standing_spec(app, row.id, row, now)
+        findings.append(
+            _attempt(
+                app.name, "missing", None, detail, functools.partial(provider.grant, spec, now)
+            )
+        )
+    return findings
+
+
+def _standing_spec(
+    app: AppView, grant_id: int, row: StandingGrant | None, now: datetime
+) -> GrantSpec:
+    return GrantSpec(
+        request_id=grant_id,
+        app=app.name,
+        scope=app.scope,
+        principal=row.principal if row else "",
+        role=row.role if row else "",
+        starts_at=now,
+        ends_at=now,
+        config=app.provider_config,
+        standing=True,
+    )
+
+
 def _attempt(
-    app: str, kind: str, request_id: int, detail: str, action: Callable[[], None]
+    app: str, kind: str, request_id: int | None, detail: str, action: Callable[[], None]
 ) -> Finding:
     try:
         action()

@@ -173,6 +173,12 @@ class JitService:
     def register_app(self, spec: AppSpec, *, actor: str, now: datetime) -> AppView:
         spec = self._validated(spec)
         with self.db.transaction() as session:
+            gone = self._find_app(session, spec.name, removed=True)
+            if gone is not None and gone.removed_at is not None:
+                raise RuleViolation(
+                    f"{spec.name} was removed on {gone.removed_at:%Y-%m-%d}; its history stays "
+                    "under that name: register the new application under another name"
+                )
             if self._find_app(session, spec.name) is not None:
                 raise RuleViolation(
                     f"{spec.name} is already registered: change its policy with "
@@ -265,13 +271,17 @@ class JitService:
             )
             return after
 
-    def get_app(self, name: str) -> AppView:
+    def get_app(self, name: str, *, include_removed: bool = False) -> AppView:
         with self.db.transaction(readonly=True) as session:
-            return AppView.of(self._app(session, name))
+            return AppView.of(self._app(session, name, include_removed=include_removed))
 
     def list_apps(self) -> list[AppView]:
         with self.db.transaction(readonly=True) as session:
-            rows = session.execute(select(Application).order_by(Application.name)).scalars()
+            rows = session.execute(
+                select(Application)
+                .where(Application.removed_at.is_(None))
+                .order_by(Application.name)
+            ).scalars()
             return [AppView.of(row) for row in rows]
 
     # -- requests -------------------------------------------------------------------
@@ -367,6 +377,18 @@ class JitService:
             )
             result = RequestView.of(row)
         return result
+
+    def close_for_removal(
+        self, request_id: int, *, actor: str, reason: str, now: datetime
+    ) -> RequestView:
+        """Cancel a request that has not started because its application is being
+        removed (the consumer admin acts, not the requester)."""
+        with self.db.transaction() as session:
+            row = self._lock(session, request_id)
+            if row.state != RequestState.PENDING and row.state not in APPROVED_STATES:
+                raise Conflict(self._already(row))
+            self._end_without_grant(session, row, "cancel", actor=actor, now=now, reason=reason)
+            return RequestView.of(row)
 
     def revoke(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
         """An approver or consumer admin ends a grant early (or stops an approved one)."""
@@ -475,7 +497,7 @@ class JitService:
 
     def check_can_read(self, app_name: str, user: str) -> AppView:
         """Publishers, approvers and consumer admins may read an application's requests."""
-        app = self.get_app(app_name)
+        app = self.get_app(app_name, include_removed=True)
         if user not in (*app.publishers, *app.policy.approvers, *app.admins):
             raise RuleViolation(
                 f"Only {app.name}'s publishers, approvers and consumer admins may see its "
@@ -485,7 +507,7 @@ class JitService:
 
     def history(self, app_name: str, *, limit: int = 200, offset: int = 0) -> list[RequestView]:
         with self.db.transaction(readonly=True) as session:
-            app = self._app(session, app_name)
+            app = self._app(session, app_name, include_removed=True)
             query = (
                 select(AccessRequest)
                 .where(AccessRequest.app_id == app.id)
@@ -1147,13 +1169,14 @@ class JitService:
         row.updated_at = now
 
     @staticmethod
-    def _find_app(session: Session, name: str) -> Application | None:
-        return session.execute(
-            select(Application).where(Application.name == name.strip())
-        ).scalar_one_or_none()
+    def _find_app(session: Session, name: str, *, removed: bool = False) -> Application | None:
+        query = select(Application).where(Application.name == name.strip())
+        if not removed:
+            query = query.where(Application.removed_at.is_(None))
+        return session.execute(query).scalar_one_or_none()
 
-    def _app(self, session: Session, name: str) -> Application:
-        row = self._find_app(session, name)
+    def _app(self, session: Session, name: str, *, include_removed: bool = False) -> Application:
+        row = self._find_app(session, name, removed=include_removed)
         if row is None:
             raise NotFound(f"No application named '{name}': see `jitaccess apps list`")
         return row

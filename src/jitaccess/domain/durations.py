@@ -31,7 +31,8 @@ def format_duration(value: timedelta) -> str:
     total = int(value.total_seconds())
     if total <= 0:
         return "0m"
-    days, rest = divmod(total, 86400)
+    # Whole days only from two days on: people say "24h", not "1d".
+    days, rest = divmod(total, 86400) if total >= 2 * 86400 else (0, total)
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
     out = ""

@@ -59,6 +59,7 @@ ASSIGNMENT_NAMESPACE = uuid.UUID("2c9b9925-6fb7-4c26-8665-87a4a598b974")
 
 #: Every assignment we create has a description starting with this.
 DESCRIPTION_PREFIX = "jitaccess request"
+STANDING_PREFIX = "jitaccess standing"
 
 DEFAULT_BASE_URL = "https://management.azure.com"
 
@@ -85,12 +86,19 @@ _MAX_RETRY_AFTER = 5.0
 _MAX_DETAIL = 300
 
 
-def assignment_name(request_id: int) -> str:
-    """The role assignment name (a GUID) that request ``request_id`` uses, always the same."""
-    return str(uuid.uuid5(ASSIGNMENT_NAMESPACE, f"jitaccess:{request_id}"))
+def assignment_name(request_id: int, *, standing: bool = False) -> str:
+    """The role assignment name (a GUID) that request ``request_id`` (or standing grant)
+    uses, always the same."""
+    seed = f"jitaccess:standing:{request_id}" if standing else f"jitaccess:{request_id}"
+    return str(uuid.uuid5(ASSIGNMENT_NAMESPACE, seed))
 
 
 def assignment_description(spec: GrantSpec) -> str:
+    if spec.standing:
+        return (
+            f"{STANDING_PREFIX} {spec.request_id}: {spec.role} for Slack user "
+            f"{spec.principal} on app {spec.app} (standing access)"
+        )
     return (
         f"{DESCRIPTION_PREFIX} {spec.request_id}: {spec.role} for Slack user "
         f"{spec.principal} on app {spec.app} until {spec.ends_at.isoformat()}"
@@ -129,6 +137,7 @@ class HeldGrant:
     role_definition_id: str
     assignment_name: str
     scope: str
+    standing: bool = False
 
 
 def _is_guid(value: str) -> bool:
@@ -301,7 +310,7 @@ class AzureProvider:
         subscription_id = subscription_of(spec.scope)
         principal = resolve_principal(spec.principal, spec.config)
         role_definition_id = resolve_role_definition_id(spec.role, spec.config, subscription_id)
-        name = assignment_name(spec.request_id)
+        name = assignment_name(spec.request_id, standing=spec.standing)
         parameters = RoleAssignmentCreateParameters(
             role_definition_id=role_definition_id,
             principal_id=principal.object_id,
@@ -332,7 +341,7 @@ class AzureProvider:
 
     def revoke(self, spec: GrantSpec, now: datetime) -> None:
         subscription_id = subscription_of(spec.scope)
-        name = assignment_name(spec.request_id)
+        name = assignment_name(spec.request_id, standing=spec.standing)
         client = self._client(subscription_id)
         try:
             deleted = client.role_assignments.delete(spec.scope, name)
@@ -542,12 +551,15 @@ class AzureProvider:
 
 def _held_grant(item: RoleAssignment) -> HeldGrant | None:
     description = item.description or ""
-    if not description.startswith(DESCRIPTION_PREFIX):
+    standing = description.startswith(STANDING_PREFIX)
+    if not description.startswith(DESCRIPTION_PREFIX) and not standing:
         return None
+    number = re.match(r"^jitaccess (?:request|standing) (\d+):", description)
     return HeldGrant(
-        request_id=parse_request_id(description),
+        request_id=int(number.group(1)) if number else None,
         principal_id=item.principal_id or "",
         role_definition_id=item.role_definition_id or "",
         assignment_name=item.name or "",
         scope=item.scope or "",
+        standing=standing,
     )

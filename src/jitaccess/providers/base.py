@@ -20,6 +20,14 @@ class GrantSpec:
     starts_at: datetime
     ends_at: datetime
     config: Mapping[str, Any]
+    #: True for a publisher's standing (always-on) access; ``request_id`` is then the
+    #: standing grant's id, a separate number space.
+    standing: bool = False
+
+    @property
+    def key(self) -> str:
+        """A stable name for this grant, unique across requests and standing grants."""
+        return f"standing:{self.request_id}" if self.standing else f"request:{self.request_id}"
 
 
 class ProviderError(Exception):
@@ -42,6 +50,9 @@ class HeldGrantLike(Protocol):
     @property
     def request_id(self) -> int | None: ...
 
+    @property
+    def standing(self) -> bool: ...
+
 
 @dataclass(frozen=True)
 class HeldGrant:
@@ -49,6 +60,7 @@ class HeldGrant:
     scope: str
     principal: str
     role: str
+    standing: bool = False
 
 
 @runtime_checkable

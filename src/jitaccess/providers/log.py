@@ -28,10 +28,11 @@ class LogProvider:
 
     def grant(self, spec: GrantSpec, now: datetime) -> None:
         with self._db.transaction() as session:
-            row = session.get(LogGrant, spec.request_id)
+            row = session.get(LogGrant, (spec.request_id, spec.standing))
             if row is None:
                 row = LogGrant(
                     request_id=spec.request_id,
+                    standing=spec.standing,
                     app=spec.app,
                     scope=spec.scope,
                     principal=spec.principal,
@@ -51,7 +52,7 @@ class LogProvider:
 
     def revoke(self, spec: GrantSpec, now: datetime) -> None:
         with self._db.transaction() as session:
-            row = session.get(LogGrant, spec.request_id)
+            row = session.get(LogGrant, (spec.request_id, spec.standing))
             if row is not None:
                 row.revoke_calls = (row.revoke_calls or 0) + 1
                 if row.revoked_at is None:
@@ -64,16 +65,17 @@ class LogProvider:
             spec.request_id,
         )
 
-    def held(self) -> list[LogGrant]:
-        """Grants currently held (granted and not revoked)."""
+    def held(self, *, standing: bool = False) -> list[LogGrant]:
+        """JIT grants (or, with ``standing``, standing grants) currently held."""
         with self._db.transaction(readonly=True) as session:
-            return list(
-                session.execute(select(LogGrant).where(LogGrant.revoked_at.is_(None))).scalars()
+            query = select(LogGrant).where(
+                LogGrant.revoked_at.is_(None), LogGrant.standing.is_(standing)
             )
+            return list(session.execute(query).scalars())
 
     def list_grants(self, scope: str, config: Mapping[str, Any]) -> list[HeldGrant]:
         with self._db.transaction(readonly=True) as session:
             rows = session.execute(
                 select(LogGrant).where(LogGrant.revoked_at.is_(None), LogGrant.scope == scope)
             ).scalars()
-            return [HeldGrant(r.request_id, r.scope, r.principal, r.role) for r in rows]
+            return [HeldGrant(r.request_id, r.scope, r.principal, r.role, r.standing) for r in rows]

@@ -94,8 +94,15 @@ def _event(action: str, spec: GrantSpec) -> dict[str, Any]:
         "role": spec.role,
         "starts_at": spec.starts_at.isoformat(),
         "ends_at": spec.ends_at.isoformat(),
-        "idempotency_key": f"{action}:{spec.request_id}",
+        "idempotency_key": _idempotency_key(action, spec),
+        "standing": spec.standing,
     }
+
+
+def _idempotency_key(action: str, spec: GrantSpec) -> str:
+    return (
+        f"{action}:standing:{spec.request_id}" if spec.standing else f"{action}:{spec.request_id}"
+    )
 
 
 def _public_url(url: str) -> str:
@@ -202,7 +209,7 @@ class WebhookProvider:
 
         body = json.dumps(_event(action, spec), separators=(",", ":")).encode()
         timestamp = int(now.timestamp())
-        key = f"{action}:{spec.request_id}"
+        key = _idempotency_key(action, spec)
         request = urllib.request.Request(
             url,
             data=body,

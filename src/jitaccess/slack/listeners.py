@@ -55,6 +55,34 @@ def guarded(handler: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: Request ids are INTEGER primary keys: anything larger is no request (and PostgreSQL
+#: would refuse to compare with it).
+MAX_REQUEST_ID = 2**31 - 1
+#: What a forged or corrupted form gets (the real forms cannot produce it).
+OUT_OF_DATE = "This form is out of date: close it and {again}"
+
+
+def _clicked_request_id(body: dict[str, Any]) -> int | None:
+    """The request id a button carries, or None if its value is not one."""
+    try:
+        value = body["actions"][0]["value"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()):
+        return None
+    if len(value) > 10:
+        return None
+    number = int(value)
+    return number if 0 < number <= MAX_REQUEST_ID else None
+
+
+def _text(value: Any) -> str:
+    """A form value that must be text (raises TypeError for anything else)."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
+
+
 def _origin(body: dict[str, Any]) -> dict[str, str]:
     """Where a click came from (a DM card, or the App Home with no channel)."""
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
@@ -133,7 +161,8 @@ class SlackFrontEnd:
                 title = "Waiting for your approval (all applications)"
             return title, blocks.request_list(title, views, tz, now, empty="Nothing is waiting.")
         if cmd.name == "request":
-            assert cmd.app and cmd.role and cmd.duration and cmd.reason is not None
+            # A zero duration is falsy but is the service's to refuse, with its message.
+            assert cmd.app and cmd.role and cmd.duration is not None and cmd.reason is not None
             view = service.submit(
                 cmd.app,
                 requester=user,
@@ -234,7 +263,11 @@ class SlackFrontEnd:
     @guarded
     def on_app_picked(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        selected = body["actions"][0]["selected_option"]["value"]
+        try:
+            selected = _text(body["actions"][0]["selected_option"]["value"])
+        except (KeyError, IndexError, TypeError):
+            log.warning("ignoring an application pick that names no application")
+            return
         apps = self.service.apps_for_publisher(body["user"]["id"])
         client.views_update(
             view_id=body["view"]["id"],
@@ -247,22 +280,24 @@ class SlackFrontEnd:
         user = body["user"]["id"]
         try:
             values = view["state"]["values"]
-            app_name = values["app"][blocks.APP_PICKED]["selected_option"]["value"]
-            role = values["role"]["role"]["selected_option"]["value"]
-            duration = parse_duration(values["duration"]["duration"]["selected_option"]["value"])
+            app_name = _text(values["app"][blocks.APP_PICKED]["selected_option"]["value"])
+            role = _text(values["role"]["role"]["selected_option"]["value"])
+            duration = parse_duration(
+                _text(values["duration"]["duration"]["selected_option"]["value"])
+            )
             picked = values.get("start", {}).get("start", {}).get("selected_date_time")
-            justification = values["justification"]["justification"].get("value") or ""
+            justification = _text(values["justification"]["justification"].get("value") or "")
             initial = json.loads(view.get("private_metadata") or "{}").get("start")
-        except (KeyError, TypeError, ValueError, AttributeError):
+            # The picker starts at "now when the form opened": left unchanged it means now.
+            starts_at = (
+                None if picked in (None, initial) else datetime.fromtimestamp(int(picked), UTC)
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError):
             ack(
                 response_action="errors",
-                errors={
-                    "justification": "This form is out of date: close it and run /jit request again"
-                },
+                errors={"justification": OUT_OF_DATE.format(again="run /jit request again")},
             )
             return
-        # The picker starts at "now when the form opened": left unchanged it means now.
-        starts_at = None if picked in (None, initial) else datetime.fromtimestamp(int(picked), UTC)
         try:
             self.service.submit(
                 app_name,
@@ -288,7 +323,10 @@ class SlackFrontEnd:
         def on_click(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
             ack()
             user = body["user"]["id"]
-            request_id = int(body["actions"][0]["value"])
+            request_id = _clicked_request_id(body)
+            if request_id is None:
+                log.warning("ignoring a %s click that carries no request id", decision)
+                return
             origin = _origin(body)
             opened = client.views_open(
                 trigger_id=body["trigger_id"],
@@ -314,9 +352,21 @@ class SlackFrontEnd:
         self, ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
     ) -> None:
         user = body["user"]["id"]
-        meta = json.loads(view.get("private_metadata") or "{}")
-        reason = view["state"]["values"].get("reason", {}).get("reason", {}).get("value") or ""
-        request_id, decision = int(meta["request_id"]), str(meta["decision"])
+        try:
+            meta = json.loads(view.get("private_metadata") or "{}")
+            typed = view["state"]["values"].get("reason", {}).get("reason", {}).get("value")
+            reason = typed if isinstance(typed, str) else ""
+            request_id, decision = int(meta["request_id"]), meta["decision"]
+            if decision not in ("approve", "deny", "revoke"):
+                raise ValueError(f"unknown decision {decision!r}")
+            if not 0 < request_id <= MAX_REQUEST_ID:
+                raise ValueError(f"no request {request_id}")
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            ack(
+                response_action="errors",
+                errors={"reason": OUT_OF_DATE.format(again="click the button again")},
+            )
+            return
         now = self.clock()
         try:
             if decision == "approve":
@@ -342,7 +392,10 @@ class SlackFrontEnd:
         def on_click(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
             ack()
             user = body["user"]["id"]
-            request_id = int(body["actions"][0]["value"])
+            request_id = _clicked_request_id(body)
+            if request_id is None:
+                log.warning("ignoring a %s click that carries no request id", action)
+                return
             now = self.clock()
             try:
                 if action == "cancel":
@@ -397,19 +450,21 @@ class SlackFrontEnd:
         user = body["user"]["id"]
         try:
             values = view["state"]["values"]
-            app_name = json.loads(view["private_metadata"])["app"]
+            app_name = _text(json.loads(view["private_metadata"])["app"])
             mode = ApprovalMode(values["mode"]["mode"]["selected_option"]["value"])
             max_duration = parse_duration(
                 values["max_duration"]["max_duration"]["selected_option"]["value"]
             )
-            approvers = list(values["approvers"]["approvers"].get("selected_users") or [])
+            approvers = [
+                _text(a) for a in values["approvers"]["approvers"].get("selected_users") or []
+            ]
             timeout = parse_duration(
                 values["approval_timeout"]["approval_timeout"]["selected_option"]["value"]
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             ack(
                 response_action="errors",
-                errors={"mode": "This form is out of date: close it and run /jit config again"},
+                errors={"mode": OUT_OF_DATE.format(again="run /jit config again")},
             )
             return
         try:

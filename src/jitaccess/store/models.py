@@ -48,6 +48,22 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
 
 
+class Offer(Base):
+    """A publisher's managed application definition, deployed by consumers as applications."""
+
+    __tablename__ = "offers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    publishers: Mapped[list[str]]
+    eligible_roles: Mapped[list[str]]
+    standing_role: Mapped[str] = mapped_column(String(100), default="Reader")
+    jit_available: Mapped[bool]
+    #: Backend settings deployments inherit, e.g. the Slack user -> Azure principal mapping.
+    provider_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+
+
 class Application(Base):
     """A managed application: the resource group a publisher operates in for a consumer."""
 
@@ -66,8 +82,14 @@ class Application(Base):
     approval_timeout_s: Mapped[int]
     provider: Mapped[str] = mapped_column(String(50), default="log")
     provider_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: The publisher's always-on role (JIT enabled); JIT disabled holds every eligible role.
+    standing_role: Mapped[str] = mapped_column(String(100), default="Reader")
+    offer_id: Mapped[int | None] = mapped_column(ForeignKey("offers.id"))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    #: Set when the application was removed; its history stays readable.
+    removed_at: Mapped[datetime | None]
+    removed_by: Mapped[str | None] = mapped_column(String(32))
 
     requests: Mapped[list[AccessRequest]] = relationship(back_populates="app")
 
@@ -182,6 +204,8 @@ class LogGrant(Base):
     __tablename__ = "log_grants"
 
     request_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    #: A standing grant (``request_id`` is then a standing grant's id).
+    standing: Mapped[bool] = mapped_column(primary_key=True, default=False)
     app: Mapped[str] = mapped_column(String(100))
     scope: Mapped[str] = mapped_column(String(500))
     principal: Mapped[str] = mapped_column(String(100))
@@ -220,3 +244,25 @@ class SlackEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[datetime]
+
+
+class StandingGrant(Base):
+    """Access a publisher holds outside JIT: the standing role, or every eligible role
+    when JIT is disabled. ``desired`` says whether it should be held; ``held`` whether
+    the backend confirmed it. Reconciliation brings the two together."""
+
+    __tablename__ = "standing_grants"
+    __table_args__ = (UniqueConstraint("app_id", "principal", "role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("applications.id"))
+    principal: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(100))
+    desired: Mapped[bool] = mapped_column(default=True)
+    held: Mapped[bool] = mapped_column(default=False)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    app: Mapped[Application] = relationship(lazy="joined")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 10:51:25.147128
+Create Date: 2026-11-27 11:02:46.127841
 """
 
 from collections.abc import Sequence
@@ -18,26 +18,6 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
 
-    op.create_table(
-        "applications",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("name", sa.String(length=100), nullable=False),
-        sa.Column("scope", sa.String(length=500), nullable=False),
-        sa.Column("jit_enabled", sa.Boolean(), nullable=False),
-        sa.Column("publishers", sa.JSON(), nullable=False),
-        sa.Column("eligible_roles", sa.JSON(), nullable=False),
-        sa.Column("admins", sa.JSON(), nullable=False),
-        sa.Column("approval_mode", sa.String(length=20), nullable=False),
-        sa.Column("max_duration_s", sa.Integer(), nullable=False),
-        sa.Column("approvers", sa.JSON(), nullable=False),
-        sa.Column("approval_timeout_s", sa.Integer(), nullable=False),
-        sa.Column("provider", sa.String(length=50), nullable=False),
-        sa.Column("provider_config", sa.JSON(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("name"),
-    )
     op.create_table(
         "audit_events",
         sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
@@ -69,6 +49,7 @@ def upgrade() -> None:
     op.create_table(
         "log_grants",
         sa.Column("request_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("standing", sa.Boolean(), nullable=False),
         sa.Column("app", sa.String(length=100), nullable=False),
         sa.Column("scope", sa.String(length=500), nullable=False),
         sa.Column("principal", sa.String(length=100), nullable=False),
@@ -77,7 +58,20 @@ def upgrade() -> None:
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("grant_calls", sa.Integer(), nullable=False),
         sa.Column("revoke_calls", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("request_id"),
+        sa.PrimaryKeyConstraint("request_id", "standing"),
+    )
+    op.create_table(
+        "offers",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("publishers", sa.JSON(), nullable=False),
+        sa.Column("eligible_roles", sa.JSON(), nullable=False),
+        sa.Column("standing_role", sa.String(length=100), nullable=False),
+        sa.Column("jit_available", sa.Boolean(), nullable=False),
+        sa.Column("provider_config", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("name"),
     )
     op.create_table(
         "outbox",
@@ -126,6 +120,34 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "applications",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("scope", sa.String(length=500), nullable=False),
+        sa.Column("jit_enabled", sa.Boolean(), nullable=False),
+        sa.Column("publishers", sa.JSON(), nullable=False),
+        sa.Column("eligible_roles", sa.JSON(), nullable=False),
+        sa.Column("admins", sa.JSON(), nullable=False),
+        sa.Column("approval_mode", sa.String(length=20), nullable=False),
+        sa.Column("max_duration_s", sa.Integer(), nullable=False),
+        sa.Column("approvers", sa.JSON(), nullable=False),
+        sa.Column("approval_timeout_s", sa.Integer(), nullable=False),
+        sa.Column("provider", sa.String(length=50), nullable=False),
+        sa.Column("provider_config", sa.JSON(), nullable=False),
+        sa.Column("standing_role", sa.String(length=100), nullable=False),
+        sa.Column("offer_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("removed_by", sa.String(length=32), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["offer_id"],
+            ["offers.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("name"),
+    )
+    op.create_table(
         "access_requests",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("app_id", sa.Integer(), nullable=False),
@@ -171,15 +193,37 @@ def upgrade() -> None:
         batch_op.create_index("ix_access_requests_due", ["state", "next_deadline_at"], unique=False)
         batch_op.create_index("ix_access_requests_requester", ["requester"], unique=False)
 
+    op.create_table(
+        "standing_grants",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("app_id", sa.Integer(), nullable=False),
+        sa.Column("principal", sa.String(length=32), nullable=False),
+        sa.Column("role", sa.String(length=100), nullable=False),
+        sa.Column("desired", sa.Boolean(), nullable=False),
+        sa.Column("held", sa.Boolean(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["app_id"],
+            ["applications.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("app_id", "principal", "role"),
+    )
+
 
 def downgrade() -> None:
 
+    op.drop_table("standing_grants")
     with op.batch_alter_table("access_requests", schema=None) as batch_op:
         batch_op.drop_index("ix_access_requests_requester")
         batch_op.drop_index("ix_access_requests_due")
         batch_op.drop_index("ix_access_requests_app_created")
 
     op.drop_table("access_requests")
+    op.drop_table("applications")
     with op.batch_alter_table("slack_messages", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_slack_messages_request_id"))
 
@@ -189,10 +233,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_outbox_undelivered")
 
     op.drop_table("outbox")
+    op.drop_table("offers")
     op.drop_table("log_grants")
     op.drop_table("audit_head")
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_events_request_id"))
 
     op.drop_table("audit_events")
-    op.drop_table("applications")

@@ -1,0 +1,411 @@
+"""Offers, deployments and standing access: the first two steps of the flow.
+
+1. A publisher *offers* a managed application (its publishers, eligible roles,
+   standing role, whether JIT is available).
+2. A consumer *deploys* it as an application, JIT enabled by default when the
+   offer allows it (``--no-jit`` is final), with a policy chosen at deployment.
+
+Standing access is made real: at deployment the provider grants each publisher
+the standing role (JIT enabled) or every eligible role for good (JIT disabled);
+reconciliation keeps it in place. Removing an application ends everything it
+granted, step by step, each step audited.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from jitaccess.domain import policy as rules
+from jitaccess.domain.errors import NotFound, RuleViolation
+from jitaccess.domain.lifecycle import APPROVED_STATES, RequestState
+from jitaccess.providers.base import GrantSpec, ProviderError
+from jitaccess.service import ApplyResult, AppSpec, JitService
+from jitaccess.store import audit
+from jitaccess.store.models import AccessRequest, Application, Offer, StandingGrant
+from jitaccess.views import AppView
+
+log = logging.getLogger("jitaccess.catalog")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class OfferSpec:
+    name: str
+    publishers: tuple[str, ...]
+    roles: tuple[str, ...] = rules.DEFAULT_ROLES
+    standing_role: str = "Reader"
+    jit_available: bool = True
+    provider_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OfferView:
+    name: str
+    publishers: tuple[str, ...]
+    eligible_roles: tuple[str, ...]
+    standing_role: str
+    jit_available: bool
+    provider_config: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: Offer) -> OfferView:
+        return cls(
+            row.name,
+            tuple(row.publishers),
+            tuple(row.eligible_roles),
+            row.standing_role,
+            row.jit_available,
+            dict(row.provider_config or {}),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "publishers": list(self.publishers),
+            "roles": list(self.eligible_roles),
+            "standing_role": self.standing_role,
+            "jit_available": self.jit_available,
+        }
+
+
+@dataclass(frozen=True)
+class StandingView:
+    app: str
+    principal: str
+    role: str
+    desired: bool
+    held: bool
+    last_error: str | None
+
+
+@dataclass
+class RemovalReport:
+    cancelled: list[int] = field(default_factory=list)
+    revoked: list[int] = field(default_factory=list)
+    still_active: list[int] = field(default_factory=list)
+    standing_revoked: int = 0
+    standing_failing: list[str] = field(default_factory=list)
+    removed: bool = False
+
+
+class Catalog:
+    def __init__(self, service: JitService) -> None:
+        self.service = service
+        self.db = service.db
+
+    # -- offers ----------------------------------------------------------------------
+    def register_offer(self, spec: OfferSpec, *, actor: str, now: datetime) -> OfferView:
+        if not _NAME.match(spec.name.strip()):
+            raise RuleViolation(
+                f"'{spec.name}' is not a valid offer name: use letters, digits, '.', '_' or '-'"
+            )
+        publishers = rules.check_user_ids(spec.publishers, "Publisher")
+        if not publishers:
+            raise RuleViolation(f"Offer {spec.name} needs at least one publisher (--publisher U…)")
+        roles = tuple(dict.fromkeys(r.strip() for r in spec.roles if r.strip()))
+        if not roles:
+            raise RuleViolation(f"Offer {spec.name} needs at least one eligible role")
+        with self.db.transaction() as session:
+            if session.execute(select(Offer).where(Offer.name == spec.name)).first():
+                raise RuleViolation(f"Offer {spec.name} is already registered")
+            row = Offer(
+                name=spec.name.strip(),
+                publishers=list(publishers),
+                eligible_roles=list(roles),
+                standing_role=spec.standing_role.strip() or "Reader",
+                jit_available=spec.jit_available,
+                provider_config=dict(spec.provider_config),
+                created_at=now,
+            )
+            session.add(row)
+            session.flush()
+            view = OfferView.of(row)
+            audit.append(
+                session, at=now, actor=actor, action="offer_registered", details=view.to_json()
+            )
+            return view
+
+    def list_offers(self) -> list[OfferView]:
+        with self.db.transaction(readonly=True) as session:
+            rows = session.execute(select(Offer).order_by(Offer.name)).scalars()
+            return [OfferView.of(r) for r in rows]
+
+    def get_offer(self, name: str) -> OfferView:
+        with self.db.transaction(readonly=True) as session:
+            row = session.execute(select(Offer).where(Offer.name == name)).scalar_one_or_none()
+            if row is None:
+                raise NotFound(f"No offer named '{name}': see `jitaccess offers list`")
+            return OfferView.of(row)
+
+    # -- deploy ----------------------------------------------------------------------
+    def deploy(
+        self, spec: AppSpec, *, offer: str | None, jit: bool | None, actor: str, now: datetime
+    ) -> AppView:
+        """Register an application (from an offer, or from its own flags) and grant the
+        publishers their standing access."""
+        view = self.service.register_app(
+            self.resolve(spec, offer=offer, jit=jit), actor=actor, now=now
+        )
+        self._start_standing(view.name, offer, actor=actor, now=now)
+        return view
+
+    def _start_standing(self, name: str, offer: str | None, *, actor: str, now: datetime) -> None:
+        """Record the standing access a new application's publishers hold, and grant it."""
+        source = self.get_offer(offer) if offer is not None else None
+        with self.db.transaction() as session:
+            app = self._app_row(session, name)
+            app.standing_role = source.standing_role if source else "Reader"
+            app.offer_id = self._offer_id(offer) if offer is not None else None
+            roles = [app.standing_role] if app.jit_enabled else list(app.eligible_roles)
+            for publisher in app.publishers:
+                for role in roles:
+                    session.add(
+                        StandingGrant(
+                            app_id=app.id,
+                            principal=publisher,
+                            role=role,
+                            desired=True,
+                            held=False,
+                            created_at=now,
+                            updated_at=now,
+                            attempts=0,
+                        )
+                    )
+        self.sync_standing(now, app=name, actor=actor)
+
+    def resolve(self, spec: AppSpec, *, offer: str | None, jit: bool | None) -> AppSpec:
+        """The application as deployed: publishers and roles from the offer, JIT enabled
+        by default when the offer makes it available."""
+        if offer is None:
+            return replace(spec, jit_enabled=True if jit is None else jit)
+        source = self.get_offer(offer)
+        if jit and not source.jit_available:
+            raise RuleViolation(
+                f"Offer {offer} does not make JIT available, so {spec.name} cannot enable "
+                "it: deploy without --jit (the publisher then holds permanent access), or "
+                "ask the publisher to offer JIT"
+            )
+        return replace(
+            spec,
+            publishers=source.publishers,
+            roles=source.eligible_roles,
+            jit_enabled=source.jit_available if jit is None else jit,
+            provider_config={**source.provider_config, **spec.provider_config},
+        )
+
+    def apply(
+        self,
+        offers: list[OfferSpec],
+        apps: list[tuple[AppSpec, str | None, bool | None]],
+        *,
+        actor: str,
+        now: datetime,
+    ) -> tuple[list[str], ApplyResult]:
+        """Config as code: register missing offers, then create or update every
+        application in one transaction; new applications get their standing access."""
+        known = {o.name: o for o in self.list_offers()}
+        created_offers = []
+        for offer in offers:
+            existing = known.get(offer.name)
+            if existing is None:
+                continue
+            if (
+                existing.publishers,
+                existing.eligible_roles,
+                existing.standing_role,
+                existing.jit_available,
+            ) != (offer.publishers, offer.roles, offer.standing_role, offer.jit_available):
+                raise RuleViolation(
+                    f"Offer {offer.name} already exists with other settings; offers do not "
+                    "change once registered: give the new definition a new name "
+                    "(nothing was applied)"
+                )
+        for offer in offers:
+            if offer.name not in known:
+                self.register_offer(offer, actor=actor, now=now)
+                created_offers.append(offer.name)
+        resolved = [self.resolve(spec, offer=offer, jit=jit) for spec, offer, jit in apps]
+        result = self.service.apply_apps(resolved, actor=actor, now=now)
+        offer_of = {spec.name: offer for spec, offer, _ in apps}
+        for name in result.created:
+            self._start_standing(name, offer_of.get(name), actor=actor, now=now)
+        return created_offers, result
+
+    def standing(self, app: str) -> list[StandingView]:
+        with self.db.transaction(readonly=True) as session:
+            rows = (
+                session.execute(
+                    select(StandingGrant)
+                    .join(StandingGrant.app)
+                    .where(Application.name == app)
+                    .order_by(StandingGrant.id)
+                )
+                .unique()
+                .scalars()
+            )
+            return [
+                StandingView(app, r.principal, r.role, r.desired, r.held, r.last_error)
+                for r in rows
+            ]
+
+    def sync_standing(
+        self, now: datetime, *, app: str | None = None, actor: str = "system:reconcile"
+    ) -> list[str]:
+        """Grant what should be held and is not; revoke what is held and should not be.
+        Returns one line per failure (the grant stays marked for the next run)."""
+        with self.db.transaction(readonly=True) as session:
+            query = select(StandingGrant).where(StandingGrant.desired != StandingGrant.held)
+            rows = list(session.execute(query).unique().scalars())
+        failures = []
+        for row in rows:
+            if app is not None and row.app.name != app:
+                continue
+            spec = GrantSpec(
+                request_id=row.id,
+                app=row.app.name,
+                scope=row.app.scope,
+                principal=row.principal,
+                role=row.role,
+                starts_at=now,
+                ends_at=now,
+                config=dict(row.app.provider_config or {}),
+                standing=True,
+            )
+            error = None
+            try:
+                provider = self.service.providers.get(row.app.provider)
+                if row.desired:
+                    provider.grant(spec, now)
+                else:
+                    provider.revoke(spec, now)
+            except (ProviderError, Exception) as exc:  # recorded and retried, never fatal
+                error = str(exc) or type(exc).__name__
+            with self.db.transaction() as session:
+                current = session.get(StandingGrant, row.id)
+                assert current is not None
+                current.attempts += 1
+                current.updated_at = now
+                current.last_error = error
+                if error is None:
+                    current.held = current.desired
+                audit.append(
+                    session,
+                    at=now,
+                    actor=actor,
+                    action=("standing_granted" if row.desired else "standing_revoked")
+                    if error is None
+                    else "standing_failed",
+                    app=row.app.name,
+                    reason=error,
+                    details={
+                        "principal": row.principal,
+                        "role": row.role,
+                        "operation": "grant" if row.desired else "revoke",
+                    },
+                )
+            if error is not None:
+                failures.append(f"{row.app.name}: {row.role} for {row.principal}: {error}")
+        return failures
+
+    # -- remove ----------------------------------------------------------------------
+    def remove(
+        self,
+        app_name: str,
+        *,
+        actor: str,
+        now: datetime,
+        force: bool = False,
+        reason: str | None = None,
+    ) -> RemovalReport:
+        """Delete an application: cancel what has not started, revoke what is active,
+        take standing access away. Refused while a revoke is failing, unless forced."""
+        view = self.service.get_app(app_name)
+        rules.check_admin(view.rules(), actor)
+        if force:
+            reason = rules.check_reason(reason, "force the removal")
+        why = reason or f"{app_name} was removed by a consumer admin"
+        report = RemovalReport()
+        with self.db.transaction(readonly=True) as session:
+            rows = list(
+                session.execute(
+                    select(AccessRequest)
+                    .join(AccessRequest.app)
+                    .where(Application.name == app_name)
+                )
+                .unique()
+                .scalars()
+            )
+        failing = [r.id for r in rows if r.revoke_failing_since is not None]
+        if failing and not force:
+            raise RuleViolation(
+                f"{app_name} still has grants whose revoke is failing (requests "
+                f"{', '.join(map(str, failing))}): fix the backend first, or use --force with "
+                "--reason to remove it anyway (jitaccess keeps retrying those revokes)"
+            )
+        for row in rows:
+            if row.state == RequestState.PENDING or row.state in APPROVED_STATES:
+                self.service.close_for_removal(row.id, actor=actor, reason=why, now=now)
+                report.cancelled.append(row.id)
+            elif row.state == RequestState.ACTIVE and row.end_requested is None:
+                self.service.revoke(row.id, actor=actor, reason=why, now=now)
+        for row_id in [r.id for r in rows if r.state == RequestState.ACTIVE]:
+            if self.service.get_request(row_id).state == RequestState.ACTIVE:
+                report.still_active.append(row_id)
+            else:
+                report.revoked.append(row_id)
+        with self.db.transaction() as session:
+            for grant in (
+                session.execute(
+                    select(StandingGrant)
+                    .join(StandingGrant.app)
+                    .where(Application.name == app_name)
+                )
+                .unique()
+                .scalars()
+            ):
+                grant.desired = False
+        report.standing_failing = self.sync_standing(now, app=app_name, actor=actor)
+        report.standing_revoked = sum(1 for s in self.standing(app_name) if not s.held)
+        if (report.still_active or report.standing_failing) and not force:
+            return report  # stays registered until everything it granted is gone
+        with self.db.transaction() as session:
+            app = self._app_row(session, app_name)
+            app.removed_at = now
+            app.removed_by = actor
+            audit.append(
+                session,
+                at=now,
+                actor=actor,
+                action="app_removed",
+                app=app_name,
+                reason=why,
+                details={
+                    "forced": force,
+                    "cancelled": report.cancelled,
+                    "revoked": report.revoked,
+                    "still_active": report.still_active,
+                },
+            )
+        report.removed = True
+        return report
+
+    # -- helpers ---------------------------------------------------------------------
+    def _offer_id(self, name: str) -> int:
+        with self.db.transaction(readonly=True) as session:
+            row = session.execute(select(Offer.id).where(Offer.name == name)).scalar_one()
+            return int(row)
+
+    @staticmethod
+    def _app_row(session: Any, name: str) -> Application:
+        row: Application | None = session.execute(
+            select(Application).where(Application.name == name, Application.removed_at.is_(None))
+        ).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"No application named '{name}'")
+        return row
