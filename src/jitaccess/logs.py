@@ -35,4 +35,5 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # "skipped: maximum number of running instances" just means a sweep is still busy.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)

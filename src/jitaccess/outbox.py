@@ -107,6 +107,9 @@ class OutboxRelay:
                     report.delivered += 1
                 else:
                     report.failed += 1
+            after_batch = getattr(self.notifier, "after_batch", None)
+            if after_batch is not None:
+                after_batch(now)
             if report.failed:
                 # Slack is failing: stop hammering it; the next drain retries.
                 break

@@ -99,6 +99,8 @@ class SlackNotifier:
         self.client = client
         self.service = service
         self.zones = zones or TimeZones(client)
+        #: People whose App Home shows something that changed; refreshed once per batch.
+        self._stale_homes: set[str] = set()
 
     def deliver(self, note: Notification, now: datetime) -> None:
         if note.request_id is None or note.recipient is None:
@@ -125,7 +127,7 @@ class SlackNotifier:
             else:
                 log.warning("unknown outbox kind %s", note.kind)
                 return
-            self.publish_home(note.recipient, now)
+            self._stale_homes.add(note.recipient)
         except SlackApiError as exc:
             error = str(exc.response.get("error", ""))
             if error in PERMANENT_ERRORS:
@@ -230,6 +232,16 @@ class SlackNotifier:
             row.updated_at = now
 
     # -- home ------------------------------------------------------------------------
+    def after_batch(self, now: datetime) -> None:
+        """Refresh each changed App Home once, however many messages concerned it."""
+        for user_id in sorted(self._stale_homes):
+            try:
+                self.publish_home(user_id, now)
+            except SlackApiError as exc:
+                log.info("home of %s not refreshed: %s", user_id, exc.response.get("error"))
+                continue
+            self._stale_homes.discard(user_id)
+
     def publish_home(self, user_id: str, now: datetime) -> None:
         view = home_for(self.service, user_id, self.zones.of(user_id), now)
         self.client.views_publish(user_id=user_id, view=view)

@@ -1,0 +1,200 @@
+"""Two `serve` replicas on one PostgreSQL share the work with no leader: every
+transition and every notification happens once, and a click works on either."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import APPROVER, PUBLISHER, register
+from jitaccess.domain.policy import ApprovalMode
+from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.server import Server
+from jitaccess.settings import Settings
+from jitaccess.store.models import AuditEvent, LogGrant, OutboxMessage
+from slack_harness import SECRET, find_button, signed_headers, texts
+from test_serve import http
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def replicas(pg_url: str, fake_slack: FakeSlack, tmp_path: Path) -> Iterator[list[Server]]:
+    servers = []
+    for _ in range(2):
+        settings = Settings(
+            JITACCESS_DATABASE_URL=pg_url,
+            JITACCESS_HOST="127.0.0.1",
+            JITACCESS_PORT=0,
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_SIGNING_SECRET=SECRET,
+            SLACK_API_URL=fake_slack.base_url,
+            JITACCESS_SWEEP_INTERVAL_SECONDS=0.2,
+            JITACCESS_RELAY_INTERVAL_SECONDS=0.2,
+            JITACCESS_SWEEP_BATCH_SIZE=25,
+            JITACCESS_REMIND_BEFORE_MINUTES=0,
+        )
+        server = Server(settings)
+        servers.append(server)
+    for server in servers:
+        server.start()
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_two_replicas_expire_300_grants_each_exactly_once(
+    replicas: list[Server], fake_slack: FakeSlack
+) -> None:
+    service = replicas[0].container.service
+    register(service, mode=ApprovalMode.AUTOMATIC, approvers=(APPROVER,))
+    now = datetime.now(UTC)
+    with service.db.transaction() as s:
+        assert s.execute(select(func.count()).select_from(AuditEvent)).scalar_one() >= 1
+    ids = []
+    for i in range(300):
+        now = datetime.now(UTC)
+        ids.append(
+            service.submit(
+                "crm",
+                requester=PUBLISHER,
+                role="Owner",
+                duration=timedelta(seconds=8),
+                justification=f"job {i}",
+                starts_at=now + timedelta(seconds=2),
+                now=now,
+            ).id
+        )
+
+    def all_expired() -> bool:
+        return {r.state for r in service.list_requests(limit=1000)} == {"expired"}
+
+    assert wait_until(all_expired, 90), Counter(r.state for r in service.list_requests(limit=1000))
+    with service.db.transaction(readonly=True) as s:
+        expires = Counter(
+            s.execute(select(AuditEvent.request_id).where(AuditEvent.action == "expire")).scalars()
+        )
+        activations = Counter(
+            s.execute(
+                select(AuditEvent.request_id).where(AuditEvent.action == "activate")
+            ).scalars()
+        )
+        grants = s.execute(select(LogGrant.grant_calls, LogGrant.revoke_calls)).all()
+    assert expires == Counter(dict.fromkeys(ids, 1))  # each ended exactly once
+    assert set(activations.values()) == {1} and len(activations) == len(grants)
+    assert set(grants) == {(1, 1)}  # no backend call doubled
+    assert len(activations) > 250  # (a window that passed entirely is never granted)
+
+    def delivered() -> bool:
+        with service.db.transaction(readonly=True) as s:
+            return (
+                s.execute(
+                    select(func.count())
+                    .select_from(OutboxMessage)
+                    .where(OutboxMessage.delivered_at.is_(None))
+                ).scalar_one()
+                == 0
+            )
+
+    assert wait_until(delivered, 60)
+    # every step told once: 4 requester cards per request (pending, auto_approved,
+    # active, expired), never twice
+    headlines = Counter(m["text"] for m in fake_slack.dms_to(PUBLISHER))
+    assert max(headlines.values()) == 1
+    with service.db.transaction(readonly=True) as s:
+        expected = s.execute(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(OutboxMessage.kind == "requester_update")
+        ).scalar_one()
+    assert len(headlines) == expected
+
+
+def test_a_click_on_one_replica_and_the_reason_on_the_other(
+    replicas: list[Server], fake_slack: FakeSlack
+) -> None:
+    first, second = replicas
+    service = first.container.service
+    register(service, approvers=(APPROVER,))
+    now = datetime.now(UTC)
+    rid = service.submit(
+        "crm",
+        requester=PUBLISHER,
+        role="Owner",
+        duration=timedelta(hours=1),
+        justification="x",
+        starts_at=now + timedelta(hours=1),
+        now=now,
+    ).id
+    assert fake_slack.wait_for(
+        lambda: any(f"Access request #{rid}" in texts(m) for m in fake_slack.dms_to(APPROVER)), 10
+    )
+    card = next(m for m in fake_slack.dms_to(APPROVER) if f"Access request #{rid}" in texts(m))
+    button, block_id = find_button(card["blocks"], "jit_approve")
+    click = {
+        "type": "block_actions",
+        "user": {"id": APPROVER},
+        "team": {"id": "T0001"},
+        "trigger_id": fake_slack.new_trigger_id(APPROVER),
+        "channel": {"id": card["channel"]},
+        "container": {"type": "message", "channel_id": card["channel"]},
+        "actions": [
+            {
+                "action_id": "jit_approve",
+                "block_id": block_id,
+                "value": button["value"],
+                "type": "button",
+            }
+        ],
+    }
+    body = urlencode({"payload": json.dumps(click)})
+    assert (
+        http("POST", f"http://127.0.0.1:{first.port}/slack/events", body, signed_headers(body))[0]
+        == 200
+    )
+    assert fake_slack.wait_for(lambda: bool(fake_slack.opened_views(APPROVER)), 10)
+    modal = fake_slack.opened_views(APPROVER)[-1]
+    submission = {
+        "type": "view_submission",
+        "user": {"id": APPROVER},
+        "team": {"id": "T0001"},
+        "view": {
+            "id": modal["id"],
+            "type": "modal",
+            "callback_id": modal["view"]["callback_id"],
+            "private_metadata": modal["view"]["private_metadata"],
+            "state": {
+                "values": {
+                    "reason": {"reason": {"type": "plain_text_input", "value": "on replica two"}}
+                }
+            },
+        },
+    }
+    body = urlencode({"payload": json.dumps(submission)})
+    assert (
+        http("POST", f"http://127.0.0.1:{second.port}/slack/events", body, signed_headers(body))[0]
+        == 200
+    )
+    view = second.container.service.get_request(rid)
+    assert (view.state, view.decided_by, view.decision_reason) == (
+        "approved",
+        APPROVER,
+        "on replica two",
+    )
