@@ -751,12 +751,19 @@ class JitService:
             row.next_deadline_at = None
             report.failed += 1
             return
+        self._retry_later(session, row, "grant_failed", error, now)
+        report.retrying += 1
+
+    def _retry_later(
+        self, session: Session, row: AccessRequest, action: str, error: str, now: datetime
+    ) -> None:
+        """Back off before the next attempt, and record the failure in the audit log."""
         row.next_deadline_at = now + self.retry.delay(row.attempts, self._rng)
         audit.append(
             session,
             at=now,
             actor=SYSTEM,
-            action="grant_failed",
+            action=action,
             app=row.app.name,
             request_id=row.id,
             from_state=row.state,
@@ -764,7 +771,6 @@ class JitService:
             reason=error,
             details={"attempt": row.attempts, "retry_at": row.next_deadline_at.isoformat()},
         )
-        report.retrying += 1
 
     def _record_revoke(
         self,
@@ -800,19 +806,7 @@ class JitService:
         if row.revoke_failing_since is None:
             row.revoke_failing_since = now
             row.revoke_alerts_sent = 0
-        row.next_deadline_at = now + self.retry.delay(row.attempts, self._rng)
-        audit.append(
-            session,
-            at=now,
-            actor=SYSTEM,
-            action="revoke_failed",
-            app=row.app.name,
-            request_id=row.id,
-            from_state=row.state,
-            to_state=row.state,
-            reason=error,
-            details={"attempt": row.attempts, "retry_at": row.next_deadline_at.isoformat()},
-        )
+        self._retry_later(session, row, "revoke_failed", error, now)
         if rules.revoke_alert_due(row.revoke_failing_since, now, row.revoke_alerts_sent):
             # Approvers and admins hear at once, then less and less often.
             for recipient in dict.fromkeys([*row.app.approvers, *row.app.admins]):
