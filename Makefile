@@ -18,8 +18,14 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
+# With Slack credentials (environment or .env) it serves Slack; without, the sandbox.
 run: $(VENV)/.installed-run
-	$(BIN)/jitaccess serve
+	@if [ -n "$$SLACK_BOT_TOKEN" ] || grep -Eqs '^[[:space:]]*(export[[:space:]]+)?SLACK_BOT_TOKEN=[[:space:]]*["'"'"']?[^[:space:]#"'"'"']' .env; then \
+		exec $(BIN)/jitaccess serve; \
+	else \
+		echo "make run: no SLACK_BOT_TOKEN in the environment or .env, so this is the sandbox: a local Slack stand-in in your browser"; \
+		exec $(BIN)/jitaccess serve --sandbox; \
+	fi
 
 test: $(VENV)/.installed-dev lint typecheck pytest
 

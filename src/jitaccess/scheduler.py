@@ -62,7 +62,7 @@ class DeadlineScheduler:
             id="sweep",
             max_instances=1,
             coalesce=True,
-            next_run_time=self.clock(),
+            next_run_time=datetime.now(UTC),
         )
         self._scheduler.add_job(
             self.relay_now,
@@ -123,10 +123,13 @@ class DeadlineScheduler:
         now = self.clock()
         if when - now > timedelta(seconds=self._sweep_interval):
             return
+        # APScheduler runs on the wall clock; ``self.clock`` may be ahead (the sandbox's
+        # time control), so only the distance to the deadline is carried over.
+        run_at = datetime.now(UTC) + max(when - now, timedelta(0))
         self._scheduler.add_job(
             self.sweep_now,
             "date",
-            run_date=max(when, now),
+            run_date=run_at,
             id=WAKE_JOB,
             replace_existing=True,
             misfire_grace_time=None,

@@ -14,6 +14,7 @@ from types import FrameType
 from typing import IO, Any
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from waitress import wasyncore
 from waitress.server import create_server
 
 from jitaccess import logs
@@ -142,7 +143,14 @@ class Server:
         if self._socket_mode is not None:
             self._socket_mode.close()
         if self._http is not None:
-            self._http.close()
+            # Stop waitress from its own loop (closing its sockets from here races its
+            # thread: "Bad file descriptor"), then wait for the thread to end.
+            http = self._http
+            http.task_dispatcher.shutdown()
+            http.trigger.pull_trigger(lambda: wasyncore.close_all(http._map))
+            for thread in self._threads:
+                thread.join(timeout=5)
+            self._http = None
         self.scheduler.shutdown()
         self.container.close()
         if self._sqlite_lock is not None:

@@ -1,0 +1,90 @@
+"""The sandbox's demo workspace: four people and two applications.
+
+The people live in the fake Slack workspace (``users.info`` reports their names and
+time zones); the applications are registered through the service on first start,
+exactly as ``jitaccess apps register`` would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from jitaccess.domain.policy import ApprovalMode, Policy
+from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.service import AppSpec, JitService
+
+PUBLISHER = "UPUBDEMO"
+APPROVER = "UAPPDEMO1"
+APPROVER2 = "UAPPDEMO2"
+ADMIN = "UADMDEMO"
+SEEDED_BY = "sandbox"
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    id: str
+    name: str
+    real_name: str
+    tz: str
+    role: str
+    """What this person does in the demo, shown in the page's user picker."""
+
+
+USERS: tuple[DemoUser, ...] = (
+    DemoUser(PUBLISHER, "pat", "Pat Publisher", "Europe/Berlin", "publisher: asks for access"),
+    DemoUser(APPROVER, "ava", "Ava Approver", "America/New_York", "approver of both apps"),
+    DemoUser(APPROVER2, "abe", "Abe Approver", "Asia/Tokyo", "approver of contoso-crm"),
+    DemoUser(ADMIN, "ada", "Ada Admin", "Europe/London", "consumer admin: sets policy"),
+)
+
+APPS: tuple[AppSpec, ...] = (
+    AppSpec(
+        name="contoso-crm",
+        scope="/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/mrg-contoso-crm",
+        publishers=(PUBLISHER,),
+        roles=("Contributor", "Owner"),
+        admins=(ADMIN,),
+        policy=Policy(
+            mode=ApprovalMode.MANUAL,
+            max_duration=timedelta(hours=8),
+            approvers=(APPROVER, APPROVER2),
+        ),
+        provider="log",
+    ),
+    AppSpec(
+        name="fabrikam-erp",
+        scope="/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/mrg-fabrikam-erp",
+        publishers=(PUBLISHER,),
+        roles=("Reader", "Contributor"),
+        admins=(ADMIN,),
+        policy=Policy(
+            mode=ApprovalMode.AUTOMATIC,
+            max_duration=timedelta(hours=4),
+            approvers=(APPROVER,),
+        ),
+        provider="log",
+    ),
+)
+
+
+def add_users(fake: FakeSlack, now: datetime) -> None:
+    """Put the demo people into the fake workspace, with their time zones."""
+    for person in USERS:
+        offset = now.astimezone(ZoneInfo(person.tz)).utcoffset() or timedelta(0)
+        fake.add_user(
+            person.id,
+            name=person.name,
+            real_name=person.real_name,
+            tz=person.tz,
+            tz_offset=int(offset.total_seconds()),
+            email=f"{person.name}@example.com",
+        )
+
+
+def seed(service: JitService, now: datetime) -> list[str]:
+    """Register the demo applications when none is registered; returns their names."""
+    if service.list_apps():
+        return []
+    return [service.register_app(spec, actor=SEEDED_BY, now=now).name for spec in APPS]

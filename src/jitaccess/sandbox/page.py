@@ -1,0 +1,1389 @@
+"""The sandbox page: a Slack stand-in in the browser, mounted at ``/sandbox``.
+
+It shows, for the person you act as, only what the app really sent to the fake Slack
+Web API: their DMs from the bot (``chat.postMessage``/``chat.update``), ephemeral
+replies (``response_url`` posts, ``chat.postEphemeral`` and acks with text), their
+App Home (``views.publish``) and their open modal (``views.open``/``views.update``,
+or a ``response_action: update``). Nothing is read from the database.
+
+What a person does becomes what Slack would send: a slash command's form body, a
+``block_actions`` or ``view_submission`` payload, an ``app_home_opened`` event,
+signed with the signing secret (and the real time, which Bolt checks) and POSTed to
+the app's own ``/slack/events`` over real HTTP.
+
+Routes (``POST`` bodies are JSON; every one names the ``user`` acting):
+
+* ``GET /sandbox``: the page (server-rendered HTML and a small inline script);
+* ``GET /sandbox/state?user=U…&since=N``: that person's timeline, App Home and open
+  modal as rendered HTML, with a version number (``{"unchanged": true}`` while it
+  is still ``N``): the page polls it;
+* ``POST /sandbox/command`` ``{text}``, ``/click`` ``{source, channel, ts, view_id,
+  block_id, action_id, value, selected, values}``, ``/submit`` ``{view_id, values}``,
+  ``/close`` ``{view_id}``, ``/home-opened``, ``/time`` ``{minutes}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode
+
+from jitaccess.sandbox import render
+from jitaccess.sandbox.demo import DemoUser
+from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.slack.blocks import when, zone
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
+
+log = logging.getLogger("jitaccess.sandbox")
+
+REQUIRED = "Please complete this required field."
+MAX_BODY = 1_000_000
+MAX_ADVANCE = timedelta(days=31)
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+class SandboxClock:
+    """The sandbox's "now": the real time plus an offset the time control increases.
+
+    With a ``path`` the offset is kept in that file, so a restarted sandbox carries
+    on at the time its data was made at."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._offset = timedelta(0)
+        if path is not None and path.exists():
+            try:
+                seconds = float(json.loads(path.read_text())["offset_seconds"])
+            except (OSError, ValueError, KeyError, TypeError):
+                log.warning("ignoring unreadable sandbox clock file %s", path)
+            else:
+                self._offset = timedelta(seconds=max(0.0, seconds))
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            offset = self._offset
+        return datetime.now(UTC) + offset
+
+    @property
+    def offset(self) -> timedelta:
+        with self._lock:
+            return self._offset
+
+    def advance(self, delta: timedelta) -> datetime:
+        """Move the sandbox time forward by ``delta``; returns the new now."""
+        if delta <= timedelta(0):
+            raise ValueError("the sandbox clock only moves forward")
+        with self._lock:
+            self._offset += delta
+            offset = self._offset
+        if self._path is not None:
+            self._path.write_text(json.dumps({"offset_seconds": offset.total_seconds()}))
+        return self()
+
+
+def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
+    """Slack's request signature headers for ``body`` (v0, HMAC-SHA256)."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+class PageError(Exception):
+    """A request the page refuses; the message is shown to the person."""
+
+    def __init__(self, message: str, status: str = "400 Bad Request") -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class _Item:
+    """One entry of a person's conversation with the bot, in display order."""
+
+    seq: int
+    user: str
+    kind: str  # "message", "ephemeral" or "command" (what the person typed)
+    channel: str = ""
+    ts: str = ""
+    text: str = ""
+    content: dict[str, Any] | None = None  # what the page itself recorded
+
+
+class SandboxPage:
+    """The WSGI app behind ``/sandbox``. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        fake: FakeSlack,
+        signing_secret: str,
+        app_url: Callable[[], str],
+        clock: SandboxClock,
+        people: Sequence[DemoUser],
+        on_time: Callable[[], None] | None = None,
+        prefix: str = "/sandbox",
+        db_label: str = "",
+    ) -> None:
+        """``app_url`` returns the app's root URL (``http://127.0.0.1:PORT``) once it is
+        listening; ``on_time`` runs after the clock moved (the sandbox sweeps then)."""
+        self.fake = fake
+        self.secret = signing_secret
+        self.app_url = app_url
+        self.clock = clock
+        self.people = list(people)
+        self.on_time = on_time
+        self.prefix = prefix.rstrip("/")
+        self.db_label = db_label
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._version = 0
+        self._fingerprint: tuple[int, int, int] = (-1, -1, -1)
+        self._seq = 0
+        self._order: dict[str, int] = {}  # key of an item the fake holds -> display order
+        self._local: list[_Item] = []  # commands typed and acks with text
+        self._owners: dict[str, str] = {}  # response_url key -> the person it answers
+        self._closed: set[str] = set()  # modal view ids the person closed
+        self._errors: dict[str, tuple[str, dict[str, str]]] = {}  # view id -> (hash, errors)
+        self._replaced: dict[str, tuple[str, dict[str, Any]]] = {}  # response_action update
+        self._counter = 0
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Watch the fake Slack so items are ordered as they arrive, even unseen."""
+        if self._watcher is None:
+            self._stop.clear()
+            self._watcher = threading.Thread(
+                target=self._watch, name="sandbox-page-watch", daemon=True
+            )
+            self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+            self._watcher = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                self.refresh()
+            except Exception:  # never let the watcher die; the next tick retries
+                log.exception("sandbox page: watching the fake Slack failed")
+
+    # -- what the fake holds -----------------------------------------------------------
+    @property
+    def names(self) -> dict[str, str]:
+        """Everyone's display name (the bot too), for mentions."""
+        users = dict(self.fake.users)
+        return {
+            uid: str(info.get("real_name") or info.get("name") or uid)
+            for uid, info in users.items()
+        }
+
+    def _person(self, user: str) -> DemoUser:
+        for person in self.people:
+            if person.id == user:
+                return person
+        raise PageError(f"{user!r} is not one of the sandbox's people")
+
+    def _tz(self, user: str) -> tzinfo:
+        return zone(str((self.fake.users.get(user) or {}).get("tz") or ""))
+
+    def _responses(self) -> dict[str, list[dict[str, Any]]]:
+        return {key: list(posts) for key, posts in dict(self.fake.responses).items()}
+
+    def refresh(self) -> int:
+        """Notice what changed in the fake Slack; returns the current version."""
+        fingerprint = (
+            len(self.fake.calls),
+            sum(len(posts) for posts in self._responses().values()),
+            len(self.fake.ephemerals),
+        )
+        with self._lock:
+            if fingerprint == self._fingerprint:
+                return self._version
+            self._fingerprint = fingerprint
+            responses = self._responses()
+            for person in self.people:
+                fresh: list[tuple[str, str]] = []
+                for msg in self.fake.dms_to(person.id):
+                    fresh.append((str(msg["ts"]), f"m:{msg['channel']}:{msg['ts']}"))
+                for eph in self.fake.ephemerals_to(person.id):
+                    fresh.append((str(eph["ts"]), f"e:{eph['ts']}"))
+                for _ts, key in sorted(fresh):
+                    if key not in self._order:
+                        self._order[key] = self._next_seq()
+                for rkey, owner in self._owners.items():
+                    if owner != person.id:
+                        continue
+                    for i in range(len(responses.get(rkey, []))):
+                        key = f"r:{rkey}:{i}"
+                        if key not in self._order:
+                            self._order[key] = self._next_seq()
+            self._bump()
+            return self._version
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _bump(self) -> None:
+        with self._lock:
+            self._version += 1
+            self._changed.notify_all()
+
+    # -- the state a person sees -------------------------------------------------------
+    def state(self, user: str, since: int | None = None) -> dict[str, Any]:
+        self._person(user)
+        version = self.refresh()
+        if since is not None and since == version:
+            return {"version": version, "unchanged": True}
+        names = self.names
+        people = [p.id for p in self.people]
+        tz = self._tz(user)
+        now = self.clock()
+        with self._lock:
+            timeline = self._timeline(user, names)
+            modal = self._modal_state(user, names, people, tz)
+            counts = {p.id: len(self.fake.dms_to(p.id)) for p in self.people}
+        home = self.fake.current_home(user)
+        return {
+            "version": version,
+            "user": user,
+            "now": now.isoformat(),
+            "now_label": when(now, tz),
+            "offset_minutes": int(self.clock.offset.total_seconds() // 60),
+            "timeline": timeline,
+            "home": render.render_blocks(home.get("blocks") or [], users=names, tz=tz)
+            if home
+            else None,
+            "modal": modal,
+            "counts": counts,
+        }
+
+    def _timeline(self, user: str, names: Mapping[str, str]) -> list[dict[str, Any]]:
+        items: list[tuple[int, dict[str, Any]]] = []
+        for msg in self.fake.dms_to(user):
+            key = f"m:{msg['channel']}:{msg['ts']}"
+            items.append(
+                (
+                    self._order.get(key, 1 << 60),
+                    {
+                        "key": key,
+                        "kind": "message",
+                        "channel": msg["channel"],
+                        "ts": msg["ts"],
+                        "html": render.render_message(msg, users=names),
+                    },
+                )
+            )
+        for eph in self.fake.ephemerals_to(user):
+            key = f"e:{eph['ts']}"
+            items.append(
+                (
+                    self._order.get(key, 1 << 60),
+                    {
+                        "key": key,
+                        "kind": "ephemeral",
+                        "channel": eph["channel"],
+                        "ts": eph["ts"],
+                        "html": render.render_message(eph, users=names),
+                    },
+                )
+            )
+        responses = self._responses()
+        for rkey, owner in self._owners.items():
+            if owner != user:
+                continue
+            for i, post in enumerate(responses.get(rkey, [])):
+                key = f"r:{rkey}:{i}"
+                items.append(
+                    (
+                        self._order.get(key, 1 << 60),
+                        {
+                            "key": key,
+                            "kind": "ephemeral",
+                            "channel": self.fake.dm_channel_for(user),
+                            "ts": "",
+                            "html": render.render_message(post, users=names),
+                        },
+                    )
+                )
+        for item in self._local:
+            if item.user != user:
+                continue
+            if item.kind == "command":
+                html_ = f'<div class="cmd">{render.plain_text(item.text)}</div>'
+            else:
+                html_ = render.render_message(item.content or {}, users=names)
+            items.append(
+                (
+                    item.seq,
+                    {
+                        "key": f"l:{item.seq}",
+                        "kind": item.kind,
+                        "channel": "",
+                        "ts": "",
+                        "html": html_,
+                    },
+                )
+            )
+        items.sort(key=lambda pair: pair[0])
+        return [entry for _, entry in items]
+
+    def _modal_record(self, user: str) -> dict[str, Any] | None:
+        """The person's open modal: the newest of the latest stack not closed."""
+        records = self.fake.opened_views(user)
+        if not records:
+            return None
+        root = records[-1]["root_view_id"]
+        for rec in reversed(records):
+            if rec["root_view_id"] != root:
+                break
+            if rec["id"] not in self._closed:
+                found: dict[str, Any] = dict(rec)
+                replaced = self._replaced.get(rec["id"])
+                if replaced is not None and replaced[0] == rec["hash"]:
+                    found["view"] = replaced[1]
+                return found
+        return None
+
+    def _modal_state(
+        self, user: str, names: Mapping[str, str], people: Sequence[str], tz: tzinfo
+    ) -> dict[str, Any] | None:
+        rec = self._modal_record(user)
+        if rec is None:
+            return None
+        stored = self._errors.get(rec["id"])
+        errors = stored[1] if stored is not None and stored[0] == rec["hash"] else {}
+        view = rec["view"]
+        return {
+            "id": rec["id"],
+            "hash": rec["hash"],
+            "callback_id": view.get("callback_id", ""),
+            "errors": errors,
+            "html": render.render_view(view, users=names, people=people, tz=tz, errors=errors),
+        }
+
+    # -- talking to the app ------------------------------------------------------------
+    def _post(self, body: str, content_type: str) -> tuple[int, str]:
+        """POST a signed body to the app's /slack/events, as Slack does."""
+        headers = {"Content-Type": content_type, **sign(self.secret, body)}
+        request = urllib.request.Request(
+            self.app_url().rstrip("/") + "/slack/events",
+            data=body.encode(),
+            headers=headers,
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                return int(response.status), response.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode("utf-8", "replace")
+        except OSError as exc:
+            raise PageError(f"could not reach the app: {exc}", "502 Bad Gateway") from exc
+
+    def _post_payload(self, payload: dict[str, Any]) -> tuple[int, str]:
+        return self._post(
+            urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
+        )
+
+    def _response_url(self, user: str) -> str:
+        with self._lock:
+            self._counter += 1
+            key = f"sandbox-{self._counter}-{user.lower()}"
+            self._owners[key] = user
+        return self.fake.response_url(key)
+
+    def _user_obj(self, user: str) -> dict[str, Any]:
+        info = self.fake.users.get(user) or {}
+        name = str(info.get("name") or user.lower())
+        return {"id": user, "username": name, "name": name, "team_id": self.fake.team_id}
+
+    def _envelope(self, kind: str, user: str) -> dict[str, Any]:
+        return {
+            "type": kind,
+            "token": "sandbox-verification-token",
+            "api_app_id": self.fake.app_id,
+            "team": {"id": self.fake.team_id, "domain": "jitaccess-sandbox"},
+            "user": self._user_obj(user),
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+
+    @staticmethod
+    def _outcome(status: int, body: str) -> dict[str, Any]:
+        if status != 200:
+            return {"ok": False, "status": status, "error": f"the app answered HTTP {status}"}
+        return {"ok": True, "status": status}
+
+    def _ack_reply(self, user: str, body: str) -> None:
+        """An ack with text or blocks is shown as an ephemeral reply, as Slack does."""
+        try:
+            parsed = json.loads(body) if body.strip() else None
+        except ValueError:
+            parsed = {"text": body}
+        if isinstance(parsed, dict) and (parsed.get("text") or parsed.get("blocks")):
+            with self._lock:
+                self._local.append(_Item(self._next_seq(), user, "ephemeral", content=parsed))
+            self._bump()
+
+    def command(self, user: str, text: str) -> dict[str, Any]:
+        person = self._person(user)
+        line = text.strip()
+        if not line:
+            raise PageError("Type a command, e.g. /jit help")
+        word, _, rest = line.partition(" ")
+        if word.startswith("/"):
+            if word != "/jit":
+                raise PageError(f"{word} is not a command here: this workspace only has /jit")
+            args = rest.strip()
+        else:
+            args = line
+        with self._lock:
+            self._local.append(
+                _Item(self._next_seq(), user, "command", text=f"/jit {args}".strip())
+            )
+        self._bump()
+        channel = self.fake.dm_channel_for(user)
+        fields = {
+            "token": "sandbox-verification-token",
+            "team_id": self.fake.team_id,
+            "team_domain": "jitaccess-sandbox",
+            "channel_id": channel,
+            "channel_name": "directmessage",
+            "user_id": user,
+            "user_name": person.name,
+            "command": "/jit",
+            "text": args,
+            "api_app_id": self.fake.app_id,
+            "is_enterprise_install": "false",
+            "response_url": self._response_url(user),
+            "trigger_id": self.fake.new_trigger_id(user),
+        }
+        status, body = self._post(urlencode(fields), "application/x-www-form-urlencoded")
+        if status == 200:
+            self._ack_reply(user, body)
+        return self._outcome(status, body)
+
+    def home_opened(self, user: str) -> dict[str, Any]:
+        self._person(user)
+        event_id = "Ev" + uuid.uuid4().hex[:16].upper()
+        body = json.dumps(
+            {
+                "token": "sandbox-verification-token",
+                "team_id": self.fake.team_id,
+                "api_app_id": self.fake.app_id,
+                "type": "event_callback",
+                "event_id": event_id,
+                "event_time": int(time.time()),
+                "authorizations": [
+                    {"team_id": self.fake.team_id, "user_id": self.fake.bot_user_id, "is_bot": True}
+                ],
+                "event": {
+                    "type": "app_home_opened",
+                    "user": user,
+                    "channel": self.fake.dm_channel_for(user),
+                    "tab": "home",
+                    "event_ts": f"{time.time():.6f}",
+                },
+            }
+        )
+        status, answer = self._post(body, "application/json")
+        return self._outcome(status, answer)
+
+    def _find_element(
+        self, blocks: Sequence[Any], block_id: str, action_id: str, value: str | None
+    ) -> dict[str, Any]:
+        for index, block in enumerate(blocks):
+            if not isinstance(block, Mapping) or render.block_id_of(block, index) != block_id:
+                continue
+            elements = list(block.get("elements") or [])
+            if isinstance(block.get("accessory"), Mapping):
+                elements.append(block["accessory"])
+            if isinstance(block.get("element"), Mapping):
+                elements.append(block["element"])
+            for i, element in enumerate(elements):
+                if not isinstance(element, Mapping):
+                    continue
+                if render.action_id_of(element, i) != action_id:
+                    continue
+                if value is not None and element.get("value") not in (None, value):
+                    continue
+                return dict(element)
+        raise PageError(
+            "That button is no longer there: the app changed the message. Try again.",
+            "409 Conflict",
+        )
+
+    def _view_payload(self, rec: Mapping[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+        view = dict(rec["view"])
+        view.update(
+            {
+                "id": rec["id"],
+                "team_id": self.fake.team_id,
+                "type": view.get("type", "modal"),
+                "private_metadata": view.get("private_metadata", ""),
+                "callback_id": view.get("callback_id", ""),
+                "state": {"values": values},
+                "hash": rec["hash"],
+                "external_id": rec.get("external_id", ""),
+                "root_view_id": rec.get("root_view_id") or rec["id"],
+                "previous_view_id": rec.get("previous_view_id"),
+                "app_id": self.fake.app_id,
+                "app_installed_team_id": self.fake.team_id,
+                "bot_id": self.fake.bot_id,
+            }
+        )
+        return view
+
+    def _home_record(self, user: str) -> dict[str, Any] | None:
+        for rec in dict(self.fake.views).values():
+            if rec.get("kind") == "home" and rec.get("user") == user:
+                return dict(rec)
+        return None
+
+    def click(self, user: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A button click (or a select with ``dispatch_action``) as ``block_actions``."""
+        self._person(user)
+        source = str(data.get("source") or "message")
+        block_id = str(data.get("block_id") or "")
+        action_id = str(data.get("action_id") or "")
+        value = data.get("value")
+        payload = self._envelope("block_actions", user)
+        payload["trigger_id"] = self.fake.new_trigger_id(user)
+        if source in ("message", "ephemeral"):
+            channel = str(data.get("channel") or self.fake.dm_channel_for(user))
+            ts = str(data.get("ts") or "")
+            if source == "message":
+                message = next((m for m in self.fake.dms_to(user) if m["ts"] == ts), None)
+            else:
+                message = next((e for e in self.fake.ephemerals_to(user) if e["ts"] == ts), None)
+            if message is None:
+                raise PageError("That message is gone.", "404 Not Found")
+            element = self._find_element(
+                message.get("blocks") or [], block_id, action_id, _opt_str(value)
+            )
+            payload["container"] = {
+                "type": "message",
+                "message_ts": ts,
+                "channel_id": channel,
+                "is_ephemeral": source == "ephemeral",
+            }
+            payload["channel"] = {"id": channel, "name": "directmessage"}
+            if source == "message":
+                payload["message"] = {
+                    "type": "message",
+                    "user": self.fake.bot_user_id,
+                    "bot_id": self.fake.bot_id,
+                    "app_id": self.fake.app_id,
+                    "team": self.fake.team_id,
+                    "ts": ts,
+                    "text": message.get("text", ""),
+                    "blocks": message.get("blocks") or [],
+                }
+            payload["response_url"] = self._response_url(user)
+            payload["state"] = {"values": {}}
+        elif source == "home":
+            rec = self._home_record(user)
+            if rec is None:
+                raise PageError("No App Home is published for you yet.", "404 Not Found")
+            element = self._find_element(
+                rec["view"].get("blocks") or [], block_id, action_id, _opt_str(value)
+            )
+            payload["container"] = {"type": "view", "view_id": rec["id"]}
+            payload["view"] = self._view_payload(rec, {})
+        elif source == "modal":
+            with self._lock:
+                rec = self._modal_record(user)
+            if rec is None or rec["id"] != data.get("view_id"):
+                raise PageError("That form is no longer open.", "409 Conflict")
+            element = self._find_element(rec["view"].get("blocks") or [], block_id, action_id, None)
+            values, _ = self._state_values(rec["view"], data.get("values") or {}, self._tz(user))
+            payload["container"] = {"type": "view", "view_id": rec["id"]}
+            payload["view"] = self._view_payload(rec, values)
+        else:
+            raise PageError(f"unknown source {source!r}")
+        payload["actions"] = [self._action(element, block_id, action_id, data)]
+        status, body = self._post_payload(payload)
+        return self._outcome(status, body)
+
+    @staticmethod
+    def _action(
+        element: Mapping[str, Any], block_id: str, action_id: str, data: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        kind = str(element.get("type", "button"))
+        action: dict[str, Any] = {
+            "type": kind,
+            "action_id": action_id,
+            "block_id": block_id,
+            "action_ts": f"{time.time():.6f}",
+        }
+        if kind == "button":
+            action["text"] = element.get("text")
+            if element.get("value") is not None:
+                action["value"] = element["value"]
+            if element.get("style"):
+                action["style"] = element["style"]
+        elif kind == "static_select":
+            action["selected_option"] = _option(element, _opt_str(data.get("selected")))
+        return action
+
+    def _state_values(
+        self, view: Mapping[str, Any], raw: Mapping[str, Any], tz: tzinfo
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """``view.state.values`` from the form's raw values (by block id), and the
+        errors Slack's own client shows for required inputs left empty."""
+        values: dict[str, Any] = {}
+        missing: dict[str, str] = {}
+        for index, block in enumerate(view.get("blocks") or []):
+            if not isinstance(block, Mapping) or block.get("type") != "input":
+                continue
+            element = block.get("element")
+            if not isinstance(element, Mapping):
+                continue
+            block_id = render.block_id_of(block, index)
+            action_id = render.action_id_of(element, 0)
+            kind = str(element.get("type", ""))
+            given = raw.get(block_id)
+            state: dict[str, Any] = {"type": kind}
+            empty = False
+            if kind == "plain_text_input":
+                text = "" if given is None else str(given)
+                state["value"] = text or None
+                empty = not text
+            elif kind == "static_select":
+                option = _option(element, _opt_str(given))
+                state["selected_option"] = option
+                empty = option is None
+            elif kind == "multi_users_select":
+                chosen = given if isinstance(given, list) else ([given] if given else [])
+                state["selected_users"] = [str(u) for u in chosen if u]
+                empty = not state["selected_users"]
+            elif kind == "users_select":
+                state["selected_user"] = _opt_str(given) or None
+                empty = state["selected_user"] is None
+            elif kind == "datetimepicker":
+                state["selected_date_time"] = _picked_time(element, _opt_str(given), tz)
+                empty = state["selected_date_time"] is None
+            elif kind == "datepicker":
+                state["selected_date"] = _opt_str(given) or None
+                empty = state["selected_date"] is None
+            elif kind == "timepicker":
+                state["selected_time"] = _opt_str(given) or None
+                empty = state["selected_time"] is None
+            else:
+                continue
+            if empty and not block.get("optional"):
+                missing[block_id] = REQUIRED
+            values[block_id] = {action_id: state}
+        return values, missing
+
+    def submit(self, user: str, view_id: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Submit the open modal as ``view_submission``; apply the app's answer."""
+        self._person(user)
+        with self._lock:
+            rec = self._modal_record(user)
+        if rec is None or rec["id"] != view_id:
+            raise PageError("That form is no longer open.", "409 Conflict")
+        if not rec["view"].get("submit"):
+            raise PageError("This view has no submit button.")
+        values, missing = self._state_values(rec["view"], raw, self._tz(user))
+        if missing:  # Slack's client refuses before anything is sent
+            with self._lock:
+                self._errors[view_id] = (rec["hash"], missing)
+            self._bump()
+            return {"ok": True, "response_action": "errors", "errors": missing, "sent": False}
+        payload = self._envelope("view_submission", user)
+        payload["trigger_id"] = self.fake.new_trigger_id(user)
+        payload["view"] = self._view_payload(rec, values)
+        payload["response_urls"] = []
+        status, body = self._post_payload(payload)
+        if status != 200:
+            return self._outcome(status, body)
+        try:
+            answer = json.loads(body) if body.strip() else {}
+        except ValueError:
+            answer = {}
+        action = answer.get("response_action") if isinstance(answer, dict) else None
+        with self._lock:
+            if action == "errors":
+                errors = {str(k): str(v) for k, v in (answer.get("errors") or {}).items()}
+                self._errors[view_id] = (rec["hash"], errors)
+                result = {"ok": True, "response_action": "errors", "errors": errors}
+            elif action in ("update", "push") and isinstance(answer.get("view"), dict):
+                # The sandbox shows a pushed view in place of the current one.
+                self._replaced[view_id] = (rec["hash"], answer["view"])
+                self._errors.pop(view_id, None)
+                result = {"ok": True, "response_action": action}
+            elif action == "clear":
+                self._close_stack(user, rec)
+                result = {"ok": True, "response_action": "clear"}
+            else:
+                self._closed.add(view_id)
+                result = {"ok": True, "response_action": None}
+        self._bump()
+        return result
+
+    def _close_stack(self, user: str, rec: Mapping[str, Any]) -> None:
+        for other in self.fake.opened_views(user):
+            if other["root_view_id"] == rec["root_view_id"]:
+                self._closed.add(other["id"])
+
+    def close_modal(self, user: str, view_id: str) -> dict[str, Any]:
+        """The person closed the modal (Cancel, the close button or Escape); the app
+        gets ``view_closed`` when the view asked for it."""
+        self._person(user)
+        with self._lock:
+            rec = self._modal_record(user)
+            if rec is None or rec["id"] != view_id:
+                return {"ok": True}
+            self._close_stack(user, rec)
+        self._bump()
+        if rec["view"].get("notify_on_close"):
+            payload = self._envelope("view_closed", user)
+            payload["view"] = self._view_payload(rec, {})
+            payload["is_cleared"] = True
+            status, body = self._post_payload(payload)
+            return self._outcome(status, body)
+        return {"ok": True}
+
+    def advance(self, minutes: int) -> dict[str, Any]:
+        delta = timedelta(minutes=minutes)
+        if delta <= timedelta(0) or delta > MAX_ADVANCE:
+            raise PageError("Move the clock forward by 1 minute to 31 days.")
+        now = self.clock.advance(delta)
+        self._bump()
+        if self.on_time is not None:
+            self.on_time()
+        return {"ok": True, "now": now.isoformat()}
+
+    # -- WSGI --------------------------------------------------------------------------
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = str(environ.get("PATH_INFO") or "/")
+        route = path[len(self.prefix) :] if path.startswith(self.prefix) else path
+        route = route.rstrip("/") or "/"
+        method = str(environ.get("REQUEST_METHOD") or "GET")
+        try:
+            if not _local_host(str(environ.get("HTTP_HOST") or "")):
+                raise PageError("The sandbox answers on 127.0.0.1 only.", "403 Forbidden")
+            if route == "/" and method in ("GET", "HEAD"):
+                return _respond(start_response, "200 OK", "text/html; charset=utf-8", self.html())
+            if route == "/state" and method == "GET":
+                query = parse_qs(str(environ.get("QUERY_STRING") or ""))
+                user = (query.get("user") or [""])[0]
+                since_raw = (query.get("since") or [""])[0]
+                since = int(since_raw) if since_raw.lstrip("-").isdigit() else None
+                return _json(start_response, "200 OK", self.state(user, since))
+            handlers: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
+                "/command": lambda u, d: self.command(u, str(d.get("text") or "")),
+                "/click": self.click,
+                "/submit": lambda u, d: self.submit(
+                    u, str(d.get("view_id") or ""), d.get("values") or {}
+                ),
+                "/close": lambda u, d: self.close_modal(u, str(d.get("view_id") or "")),
+                "/home-opened": lambda u, d: self.home_opened(u),
+                "/time": lambda u, d: self.advance(_int(d.get("minutes"))),
+            }
+            handler = handlers.get(route)
+            if handler is None:
+                raise PageError(f"no sandbox route {path}", "404 Not Found")
+            if method != "POST":
+                raise PageError("use POST", "405 Method Not Allowed")
+            data = _read_json(environ)
+            user = str(data.get("user") or "")
+            if route != "/time":
+                self._person(user)
+            return _json(start_response, "200 OK", handler(user, data))
+        except PageError as exc:
+            return _json(start_response, exc.status, {"ok": False, "error": str(exc)})
+        except Exception:
+            log.exception("sandbox page %s %s failed", method, path)
+            return _json(
+                start_response,
+                "500 Internal Server Error",
+                {"ok": False, "error": "the sandbox page failed; see the server log"},
+            )
+
+    def html(self) -> bytes:
+        config = {
+            "prefix": self.prefix,
+            "users": [
+                {"id": p.id, "name": p.real_name, "role": p.role, "tz": p.tz} for p in self.people
+            ],
+            "db": self.db_label,
+        }
+        blob = json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e")
+        return PAGE.replace("/*CONFIG*/{}", blob).encode("utf-8")
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise PageError("minutes must be a whole number") from None
+
+
+def _option(element: Mapping[str, Any], value: str | None) -> dict[str, Any] | None:
+    """The option object Slack sends back for ``value`` (``None``: nothing chosen)."""
+    if not value:
+        return None
+    options = list(element.get("options") or [])
+    for group in element.get("option_groups") or []:
+        options.extend(group.get("options") or [])
+    for option in options:
+        if isinstance(option, Mapping) and option.get("value") == value:
+            return dict(option)
+    raise PageError(f"{value!r} is not one of the choices")
+
+
+def _picked_time(element: Mapping[str, Any], given: str | None, tz: tzinfo) -> int | None:
+    if not given:
+        return None
+    initial = element.get("initial_date_time")
+    if initial is not None and given == render.datetime_local(initial, tz):
+        return int(initial)  # unchanged: Slack sends the initial value back as it was
+    try:
+        return render.parse_datetime_local(given, tz)
+    except ValueError:
+        raise PageError(f"{given!r} is not a date and time") from None
+
+
+def _local_host(host: str) -> bool:
+    if not host:
+        return True
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    return name in _LOCAL_HOSTS
+
+
+def _read_json(environ: WSGIEnvironment) -> dict[str, Any]:
+    content_type = str(environ.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise PageError("send application/json", "415 Unsupported Media Type")
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > MAX_BODY:
+        raise PageError("request too large", "413 Content Too Large")
+    raw = environ["wsgi.input"].read(length) if length > 0 else b""
+    try:
+        data = json.loads(raw.decode("utf-8") or "{}")
+    except ValueError:
+        raise PageError("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise PageError("the body must be a JSON object")
+    return data
+
+
+def _respond(
+    start_response: StartResponse, status: str, content_type: str, body: bytes
+) -> list[bytes]:
+    start_response(
+        status,
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("X-Frame-Options", "DENY"),
+            (
+                "Content-Security-Policy",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                "connect-src 'self'; img-src 'self' data:; form-action 'none'; "
+                "base-uri 'none'; frame-ancestors 'none'",
+            ),
+        ],
+    )
+    return [body]
+
+
+def _json(start_response: StartResponse, status: str, data: dict[str, Any]) -> list[bytes]:
+    return _respond(start_response, status, "application/json", json.dumps(data).encode())
+
+
+#: The page: server-rendered HTML, a little CSS and a small script (no build step).
+PAGE = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>jitaccess sandbox</title>
+<link rel="icon" href="data:,">
+<style>
+* { box-sizing: border-box; }
+html, body { height: 100%; margin: 0; }
+body { font: 15px/1.45 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+  color: #1d1c1d; background: #f8f8f8; display: flex; flex-direction: column; }
+button { font: inherit; cursor: pointer; }
+code { font: 12px/1.4 Menlo, Consolas, monospace; background: #f3f3f3; border: 1px solid #ddd;
+  border-radius: 3px; padding: 1px 3px; color: #c01343; }
+.topbar { background: #350d36; color: #fff; display: flex; align-items: center; gap: 16px;
+  padding: 8px 16px; flex-wrap: wrap; }
+.topbar h1 { font-size: 16px; margin: 0; }
+.topbar .sub { color: #cfc3cf; font-size: 13px; flex: 1; }
+.clock { display: flex; align-items: center; gap: 8px; background: #4a154b; border-radius: 6px;
+  padding: 4px 8px; font-size: 13px; }
+.clock b { font-variant-numeric: tabular-nums; }
+.clock button { background: #fff; color: #350d36; border: 0; border-radius: 4px; padding: 2px 8px;
+  font-weight: 600; }
+.layout { flex: 1; display: flex; min-height: 0; }
+aside { width: 270px; background: #3f0e40; color: #e9dfe9; padding: 12px; overflow-y: auto;
+  flex-shrink: 0; }
+aside h2 { font-size: 12px; text-transform: uppercase; letter-spacing: .06em; color: #bda9bd;
+  margin: 8px 4px; }
+.user { display: flex; align-items: center; gap: 8px; width: 100%; background: none; border: 0;
+  color: inherit; text-align: left; padding: 6px; border-radius: 6px; position: relative; }
+.user:hover { background: #350d36; }
+.user.active { background: #1164a3; color: #fff; }
+.user .who { display: flex; flex-direction: column; line-height: 1.2; }
+.user small { color: #cdbccd; font-size: 12px; }
+.user.active small { color: #dbe9f5; }
+.avatar { width: 32px; height: 32px; border-radius: 6px; background: #e8912d; color: #fff;
+  display: inline-flex; align-items: center; justify-content: center; font-weight: 700;
+  font-size: 13px; flex-shrink: 0; }
+.avatar.bot { background: #2eb67d; }
+.dot { position: absolute; right: 10px; width: 9px; height: 9px; border-radius: 50%;
+  background: #e01e5a; }
+.guide { margin-top: 18px; font-size: 13px; color: #e0d3e0; }
+.guide ol { padding-left: 20px; margin: 6px 0; }
+.guide li { margin-bottom: 6px; }
+.guide code { background: #2b0a2c; color: #fff; border-color: #5c2a5d; }
+.guide .small { color: #bda9bd; font-size: 12px; }
+main { flex: 1; display: flex; flex-direction: column; min-width: 0; background: #fff; }
+.channel { display: flex; align-items: center; gap: 10px; border-bottom: 1px solid #ddd;
+  padding: 8px 16px 0; }
+.channel .name { font-weight: 700; font-size: 17px; margin-bottom: 8px; }
+.channel .as { color: #616061; font-size: 13px; margin-bottom: 8px; flex: 1; }
+.tab { background: none; border: 0; border-bottom: 2px solid transparent; padding: 6px 10px;
+  color: #616061; }
+.tab.active { border-color: #1164a3; color: #1d1c1d; font-weight: 600; }
+.pane { flex: 1; overflow-y: auto; padding: 12px 20px; min-height: 0; }
+.pane[hidden] { display: none; }
+.msg { display: flex; gap: 10px; padding: 8px 8px; border-radius: 6px; }
+.msg:hover { background: #f8f8f8; }
+.msg-main { min-width: 0; flex: 1; }
+.msg-head { font-size: 15px; }
+.app-tag { font-size: 10px; background: #e8e8e8; color: #616061; border-radius: 3px;
+  padding: 1px 3px; margin-left: 5px; font-weight: 700; vertical-align: 1px; }
+.only-you { color: #616061; font-size: 12px; }
+.kind-ephemeral { background: #f4f8fc; }
+.kind-command .cmd { color: #616061; font-family: Menlo, Consolas, monospace; font-size: 13px; }
+.empty { color: #616061; padding: 24px 8px; }
+.composer { border-top: 1px solid #ddd; padding: 10px 20px 14px; display: flex; gap: 8px; }
+.composer input { flex: 1; border: 1px solid #bbb; border-radius: 8px; padding: 9px 12px;
+  font: inherit; }
+.composer button, .send { background: #007a5a; color: #fff; border: 0; border-radius: 6px;
+  padding: 0 16px; font-weight: 600; }
+.bk-block { margin: 4px 0; }
+.bk-header { font-size: 17px; font-weight: 800; margin: 6px 0; }
+.bk-section { display: flex; gap: 12px; align-items: flex-start; }
+.bk-section-body { flex: 1; min-width: 0; overflow-wrap: anywhere; }
+.bk-fields { display: grid; grid-template-columns: 1fr 1fr; gap: 8px 20px; margin: 6px 0; }
+.bk-context { color: #616061; font-size: 12.5px; display: flex; gap: 8px; flex-wrap: wrap; }
+.bk-divider { border: 0; border-top: 1px solid #ddd; margin: 12px 0; }
+.bk-actions { display: flex; gap: 8px; flex-wrap: wrap; margin: 8px 0; }
+.bk-button { background: #fff; border: 1px solid #bbb; border-radius: 4px; padding: 4px 12px;
+  font-weight: 600; font-size: 14px; color: #1d1c1d; }
+.bk-button:hover { background: #f6f6f6; }
+.bk-button:disabled { opacity: .5; cursor: progress; }
+.bk-primary { background: #007a5a; border-color: #007a5a; color: #fff; }
+.bk-primary:hover { background: #148567; }
+.bk-danger { background: #e01e5a; border-color: #e01e5a; color: #fff; }
+.bk-danger:hover { background: #e23067; }
+blockquote { border-left: 4px solid #ddd; margin: 4px 0; padding: 0 10px; }
+pre { background: #f8f8f8; border: 1px solid #ddd; border-radius: 4px; padding: 8px;
+  white-space: pre-wrap; }
+.bk-mention { background: #e8f5fa; color: #1264a3; border-radius: 3px; padding: 0 2px; }
+.bk-unsupported { color: #a0a0a0; font-style: italic; }
+.modal-backdrop { position: fixed; inset: 0; background: rgba(0, 0, 0, .55); display: flex;
+  align-items: center; justify-content: center; z-index: 10; }
+.modal-backdrop[hidden] { display: none; }
+.modal { background: #fff; width: 540px; max-width: calc(100vw - 24px); max-height: 90vh;
+  border-radius: 8px; display: flex; flex-direction: column;
+  box-shadow: 0 18px 48px rgba(0, 0, 0, .35); }
+#modal-form { display: flex; flex-direction: column; min-height: 0; }
+.bk-modal-title { font-size: 20px; font-weight: 800; padding: 18px 24px 10px; }
+.bk-modal-body { padding: 4px 24px 12px; overflow-y: auto; }
+.bk-modal-footer { display: flex; justify-content: flex-end; gap: 8px; padding: 14px 24px;
+  border-top: 1px solid #ddd; }
+.bk-modal-footer .bk-button { padding: 7px 16px; }
+.bk-input { margin: 14px 0; display: flex; flex-direction: column; gap: 4px; }
+.bk-label { font-weight: 700; }
+.bk-optional { color: #616061; font-weight: 400; }
+.bk-control { font: inherit; border: 1px solid #aaa; border-radius: 4px; padding: 7px 9px;
+  background: #fff; max-width: 100%; }
+textarea.bk-control { resize: vertical; }
+.bk-has-error .bk-control { border-color: #e01e5a; box-shadow: 0 0 0 1px #e01e5a; }
+.bk-has-error .bk-control:focus { outline: 2px solid #e01e5a; }
+.bk-error { color: #e01e5a; font-size: 13px; }
+.bk-hint, .bk-zone { color: #616061; font-size: 12.5px; }
+.modal-x { position: absolute; right: 14px; top: 12px; border: 0; background: none;
+  font-size: 22px; color: #616061; }
+.modal-wrap { position: relative; }
+#toast { position: fixed; bottom: 84px; left: 50%; transform: translateX(-50%);
+  background: #1d1c1d; color: #fff; border-radius: 6px; padding: 8px 14px; font-size: 14px;
+  max-width: 80vw; z-index: 20; }
+#toast.bad { background: #b3123f; }
+#toast[hidden] { display: none; }
+#offline { background: #b3123f; color: #fff; padding: 6px 16px; font-size: 14px; }
+#offline[hidden] { display: none; }
+</style>
+</head>
+<body>
+<div class="topbar">
+  <h1>jitaccess sandbox</h1>
+  <span class="sub">A local Slack stand-in: the real app and what it really sends,
+    no workspace needed.</span>
+  <span class="clock"
+    title="The sandbox's own clock: move it forward to reach a request's start and end">
+    Sandbox time <b id="clock">…</b> <span id="offset"></span>
+    <button type="button" data-minutes="15">+15 min</button>
+    <button type="button" data-minutes="60">+1 h</button>
+  </span>
+</div>
+<div id="offline" hidden>Lost contact with the sandbox: is
+  <code>jitaccess serve --sandbox</code> still running?</div>
+<div class="layout">
+  <aside>
+    <h2>Act as</h2>
+    <div id="people"></div>
+    <div class="guide">
+      <h2>Try it</h2>
+      <ol>
+        <li>As <b>Pat Publisher</b>, type <code>/jit request</code> below and send the form.</li>
+        <li>Switch to <b>Ava Approver</b>: her card has <b>Approve</b>. Give a reason.</li>
+        <li>Back as Pat: approved. Press <b>+15 min</b> and <b>+1 h</b> to see it become
+          active, then expire.</li>
+      </ol>
+      <p class="small"><code>/jit help</code> lists every command; the <b>Home</b> tab shows
+        what waits for you. <span id="dbnote"></span> Start over with
+        <code>jitaccess serve --sandbox-reset</code>.</p>
+    </div>
+  </aside>
+  <main>
+    <div class="channel">
+      <span class="avatar bot">J</span>
+      <span class="name">jitaccess</span>
+      <span class="as" id="as"></span>
+      <button type="button" class="tab" data-tab="messages">Messages</button>
+      <button type="button" class="tab" data-tab="home">Home</button>
+    </div>
+    <section class="pane" id="messages"><div id="timeline"></div></section>
+    <section class="pane" id="home" hidden><div id="home-body"></div></section>
+    <form class="composer" id="composer" autocomplete="off">
+      <input id="command" name="command" placeholder="/jit help" aria-label="Slash command">
+      <button type="submit" class="send">Send</button>
+    </form>
+  </main>
+</div>
+<div class="modal-backdrop" id="modal" hidden>
+  <div class="modal modal-wrap" role="dialog" aria-modal="true">
+    <button type="button" class="modal-x" id="modal-x" aria-label="Close">&times;</button>
+    <form id="modal-form" novalidate></form>
+  </div>
+</div>
+<div id="toast" hidden></div>
+<script id="config" type="application/json">/*CONFIG*/{}</script>
+<script>
+(function () {
+  "use strict";
+  var CONFIG = JSON.parse(document.getElementById("config").textContent);
+  var P = CONFIG.prefix;
+  function $(s, r) { return (r || document).querySelector(s); }
+  function $$(s, r) { return Array.prototype.slice.call((r || document).querySelectorAll(s)); }
+  var ids = CONFIG.users.map(function (u) { return u.id; });
+  var params = new URLSearchParams(location.search);
+  var user = ids.indexOf(params.get("user")) >= 0 ? params.get("user") : ids[0];
+  var tab = params.get("tab") === "home" ? "home" : "messages";
+  var version = -1, modalKey = "", fastUntil = 0, busy = false, again = false, timer = null;
+  var counts = {}, seen = {}, scrollDown = true, toastTimer = null;
+  var form = $("#modal-form");
+
+  function esc(s) {
+    return String(s == null ? "" : s).replace(/[&<>"']/g, function (c) {
+      return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c];
+    });
+  }
+  function person(id) { return CONFIG.users.filter(function (u) { return u.id === id; })[0]; }
+  function initials(name) {
+    return name.split(" ").map(function (w) { return w[0]; }).join("").slice(0, 2);
+  }
+
+  function toast(text, bad) {
+    var t = $("#toast");
+    t.textContent = text; t.className = bad ? "bad" : ""; t.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(function () { t.hidden = true; }, bad ? 7000 : 3000);
+  }
+
+  function api(path, body) {
+    var payload = Object.assign({user: user}, body || {});
+    fastUntil = Date.now() + 4000;
+    return fetch(P + "/" + path, {method: "POST", headers: {"Content-Type": "application/json"},
+                                  body: JSON.stringify(payload)})
+      .then(function (r) {
+        return r.json().catch(function () { return {ok: false, error: "HTTP " + r.status}; });
+      })
+      .catch(function () { return {ok: false, error: "The sandbox is not answering."}; })
+      .then(function (data) {
+        if (data.ok === false) toast(data.error || "Something went wrong", true);
+        fastUntil = Date.now() + 4000;
+        poll();
+        return data;
+      });
+  }
+
+  function poll() {
+    if (busy) { again = true; return; }
+    busy = true;
+    clearTimeout(timer);
+    var asked = user;
+    fetch(P + "/state?user=" + encodeURIComponent(asked) + "&since=" + version)
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (s) { $("#offline").hidden = true; if (s && asked === user) apply(s); },
+            function () { $("#offline").hidden = false; })
+      .then(function () {
+        busy = false;
+        if (again) { again = false; poll(); return; }
+        timer = setTimeout(poll, Date.now() < fastUntil ? 200 : 1000);
+      });
+  }
+
+  function apply(s) {
+    if (s.unchanged) return;
+    version = s.version;
+    $("#clock").textContent = s.now_label;
+    var off = s.offset_minutes;
+    $("#offset").textContent = off ? "(+" + (off >= 60 ? Math.floor(off / 60) + " h " : "") +
+      (off % 60 ? (off % 60) + " min" : "") + ")" : "";
+    counts = s.counts || {};
+    Object.keys(counts).forEach(function (id) { if (!(id in seen)) seen[id] = counts[id]; });
+    seen[user] = counts[user] || 0;
+    renderPeople();
+    renderTimeline(s.timeline || []);
+    $("#home-body").innerHTML = s.home ||
+      '<p class="empty">Nothing is published on your Home tab yet.</p>';
+    renderModal(s.modal);
+  }
+
+  function renderPeople() {
+    $("#people").innerHTML = CONFIG.users.map(function (u) {
+      var unread = u.id !== user && (counts[u.id] || 0) > (seen[u.id] || 0);
+      return '<button type="button" class="user' + (u.id === user ? " active" : "") +
+        '" data-user="' + esc(u.id) + '"><span class="avatar">' + esc(initials(u.name)) +
+        '</span><span class="who"><b>' + esc(u.name) + "</b><small>" + esc(u.role) +
+        "</small></span>" + (unread ? '<span class="dot" title="New messages"></span>' : "") +
+        "</button>";
+    }).join("");
+    var me = person(user);
+    $("#as").textContent = "You are " + me.name + " (" + me.tz + ")";
+  }
+
+  function renderTimeline(items) {
+    var box = $("#messages");
+    var atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
+    var me = person(user);
+    $("#timeline").innerHTML = items.length ? items.map(function (item) {
+      var mine = item.kind === "command";
+      var head = mine ? "<b>" + esc(me.name) + "</b>"
+                      : '<b>jitaccess</b><span class="app-tag">APP</span>';
+      return '<div class="msg kind-' + esc(item.kind) + '" data-source="' + esc(item.kind) +
+        '" data-channel="' + esc(item.channel) + '" data-ts="' + esc(item.ts) + '" data-key="' +
+        esc(item.key) + '">' + (mine ? '<span class="avatar">' + esc(initials(me.name)) + "</span>"
+                                     : '<span class="avatar bot">J</span>') +
+        '<div class="msg-main"><div class="msg-head">' + head + "</div>" +
+        (item.kind === "ephemeral" ? '<div class="only-you">Only visible to you</div>' : "") +
+        '<div class="msg-body">' + item.html + "</div></div></div>";
+    }).join("") : '<p class="empty">No messages from jitaccess yet. Type <code>/jit help</code>' +
+      " or <code>/jit request</code> below.</p>";
+    if (atBottom || scrollDown) box.scrollTop = box.scrollHeight;
+    scrollDown = false;
+  }
+
+  function collect() {
+    var values = {};
+    $$(".bk-input", form).forEach(function (el) {
+      var c = $(".bk-control", el);
+      if (!c) return;
+      if (c.tagName === "SELECT" && c.multiple) {
+        values[el.dataset.blockId] = Array.prototype.slice.call(c.selectedOptions)
+          .map(function (o) { return o.value; });
+      } else {
+        values[el.dataset.blockId] = c.value;
+      }
+    });
+    return values;
+  }
+
+  function restore(values) {
+    $$(".bk-input", form).forEach(function (el) {
+      var c = $(".bk-control", el), v = values[el.dataset.blockId];
+      if (!c || v === undefined) return;
+      if (c.tagName === "SELECT") {
+        var want = Array.isArray(v) ? v : [v];
+        var opts = Array.prototype.slice.call(c.options);
+        var all = want.every(function (x) {
+          return opts.some(function (o) { return o.value === x; });
+        });
+        if (!all) return;
+        opts.forEach(function (o) { o.selected = want.indexOf(o.value) >= 0; });
+      } else {
+        c.value = v;
+      }
+    });
+  }
+
+  function renderModal(m) {
+    var wrap = $("#modal");
+    if (!m) {
+      if (modalKey) { wrap.hidden = true; form.innerHTML = ""; modalKey = ""; }
+      return;
+    }
+    var key = m.id + "|" + m.hash + "|" + JSON.stringify(m.errors || {});
+    if (key === modalKey) return;
+    var same = modalKey.split("|")[0] === m.id;
+    var before = same ? collect() : null;
+    if (before) {
+      // A picker left at its initial time follows the view's new initial time.
+      $$("input[type=datetime-local]", form).forEach(function (c) {
+        if (c.value === c.dataset.initial) delete before[c.name];
+      });
+    }
+    form.innerHTML = m.html;
+    form.dataset.viewId = m.id;
+    form.dataset.callbackId = m.callback_id || "";
+    if (before) restore(before);
+    modalKey = key;
+    wrap.hidden = false;
+    var error = $(".bk-has-error", form);
+    var focus = error ? $(".bk-control", error) :
+      (same ? null : $("textarea.bk-control, input.bk-control[type=text]", form));
+    if (focus) focus.focus();
+    if (error) error.scrollIntoView({block: "nearest"});
+  }
+
+  function closeModal() {
+    var id = form.dataset.viewId;
+    $("#modal").hidden = true; form.innerHTML = ""; modalKey = "";
+    if (id) api("close", {view_id: id});
+  }
+
+  function clickButton(b) {
+    if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
+    if (b.dataset.url) window.open(b.dataset.url, "_blank", "noopener");
+    var body = {block_id: b.dataset.blockId, action_id: b.dataset.actionId,
+                value: b.dataset.value === undefined ? null : b.dataset.value};
+    var msg = b.closest(".msg");
+    if (msg) {
+      body.source = msg.dataset.source === "ephemeral" ? "ephemeral" : "message";
+      body.channel = msg.dataset.channel; body.ts = msg.dataset.ts;
+    } else if (b.closest("#home")) {
+      body.source = "home";
+    } else if (b.closest("#modal-form")) {
+      body.source = "modal"; body.view_id = form.dataset.viewId; body.values = collect();
+    }
+    b.disabled = true;
+    api("click", body).then(function () { b.disabled = false; });
+  }
+
+  function switchUser(id) {
+    if (id === user) return;
+    user = id; version = -1; scrollDown = true;
+    $("#modal").hidden = true; form.innerHTML = ""; modalKey = "";
+    $("#timeline").innerHTML = ""; $("#home-body").innerHTML = "";
+    renderPeople();
+    remember();
+    if (tab === "home") api("home-opened"); else poll();
+  }
+
+  function switchTab(name) {
+    tab = name;
+    $$(".tab").forEach(function (t) { t.classList.toggle("active", t.dataset.tab === name); });
+    $("#messages").hidden = name !== "messages";
+    $("#home").hidden = name !== "home";
+    remember();
+    if (name === "home") api("home-opened"); else { scrollDown = true; version = -1; poll(); }
+  }
+
+  function remember() {
+    var query = "?user=" + encodeURIComponent(user) + (tab === "home" ? "&tab=home" : "");
+    history.replaceState(null, "", query);
+  }
+
+  document.addEventListener("click", function (ev) {
+    var t = ev.target;
+    var el = t.closest("button.user");
+    if (el) { switchUser(el.dataset.user); return; }
+    el = t.closest("button.tab");
+    if (el) { switchTab(el.dataset.tab); return; }
+    el = t.closest("button[data-minutes]");
+    if (el) { api("time", {minutes: Number(el.dataset.minutes)}); return; }
+    el = t.closest(".bk-close, #modal-x");
+    if (el) { closeModal(); return; }
+    el = t.closest("button.bk-button[data-action-id]");
+    if (el) clickButton(el);
+  });
+
+  document.addEventListener("change", function (ev) {
+    var input = ev.target.closest(".bk-input[data-dispatch]");
+    if (!input || ev.target.tagName !== "SELECT" || !input.closest("#modal-form")) return;
+    api("click", {source: "modal", view_id: form.dataset.viewId, block_id: input.dataset.blockId,
+                  action_id: input.dataset.actionId, selected: ev.target.value, values: collect()});
+  });
+
+  document.addEventListener("keydown", function (ev) {
+    if (ev.key === "Escape" && !$("#modal").hidden) closeModal();
+  });
+
+  form.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var button = $(".bk-submit", form);
+    if (button) button.disabled = true;
+    api("submit", {view_id: form.dataset.viewId, values: collect()}).then(function () {
+      var again = $(".bk-submit", form);
+      if (again) again.disabled = false;
+    });
+  });
+
+  $("#composer").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var input = $("#command"), text = input.value.trim();
+    if (!text) return;
+    input.value = "";
+    scrollDown = true;
+    if (tab !== "messages") switchTab("messages");
+    api("command", {text: text});
+  });
+
+  if (CONFIG.db) $("#dbnote").textContent = "The demo data is in " + CONFIG.db + ".";
+  renderPeople();
+  switchTab(tab);
+  $("#command").focus();
+})();
+</script>
+</body>
+</html>
+"""
