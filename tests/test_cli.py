@@ -957,3 +957,23 @@ def test_diagram_svg_needs_graphviz(cli: Cli, tmp_path: Path) -> None:
         assert "graphviz" in result.stderr.lower()
         assert "--format mermaid" in result.stderr
         assert not target.exists()
+
+
+def test_absurd_numbers_get_a_message_not_a_traceback(cli: Cli) -> None:
+    huge = cli(
+        "requests",
+        "submit",
+        "crm",
+        "--as",
+        PUBLISHER,
+        "--role",
+        "Owner",
+        "--duration",
+        "99999999999999h",
+        "--reason",
+        "x",
+        code=2,
+    )
+    assert "far too long a duration" in huge.stderr
+    missing = cli("requests", "show", "99999999999", code=1)
+    assert "No request 99999999999" in missing.stderr

@@ -353,3 +353,13 @@ def test_readiness_reports_slack_degraded_but_stays_ready(
     status, body = http("GET", f"http://127.0.0.1:{server.port}/readyz")
     assert status == 200
     assert json.loads(body)["checks"]["slack"].startswith("degraded")
+
+
+def test_an_envelope_bolt_cannot_read_gets_400_not_500(server: Server) -> None:
+    base = f"http://127.0.0.1:{server.port}/slack/events"
+    for payload in ('{"type": "block_actions", "user": false}', '{"view": []}', "[1, 2]", "{"):
+        body = urlencode({"payload": payload})
+        status, _ = http("POST", base, body, signed_headers(body))
+        assert status == 400, payload
+        status, _ = http("POST", base, body, {"content-type": "application/x-www-form-urlencoded"})
+        assert status == 400, payload  # unsigned too: refused before anything reads it

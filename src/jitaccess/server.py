@@ -23,7 +23,7 @@ from jitaccess.metrics import Metrics
 from jitaccess.scheduler import DeadlineScheduler, utcnow
 from jitaccess.settings import Settings
 from jitaccess.slack.runtime import SlackRuntime, build_slack, slack_client
-from jitaccess.web import Router
+from jitaccess.web import Router, guard_slack
 
 log = logging.getLogger("jitaccess.serve")
 
@@ -59,7 +59,7 @@ class Server:
         self.scheduler: DeadlineScheduler = self.container.scheduler(clock=clock)
         self.scheduler.on_sweep = self.metrics.sweep_finished
         self.router = Router(ready=self.readiness)
-        self.router.mount("/slack/events", SlackRequestHandler(self.slack.app))
+        self.router.mount("/slack/events", guard_slack(SlackRequestHandler(self.slack.app)))
         self.router.mount("/metrics", self.metrics.wsgi_app())  # type: ignore[arg-type]
         self._http: Any = None
         self._socket_mode: Any = None

@@ -41,6 +41,8 @@ from jitaccess.views import AppView, RequestView
 log = logging.getLogger("jitaccess.service")
 
 SYSTEM = "system"
+#: Request ids are 32-bit integers in the database; larger numbers name nothing.
+MAX_ID = 2**31
 POLICY_ACTOR = "policy:automatic"
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -1177,12 +1179,16 @@ class JitService:
 
     @staticmethod
     def _get(session: Session, request_id: int) -> AccessRequest:
+        if not 0 < request_id < MAX_ID:
+            raise NotFound(f"No request {request_id}")
         row = session.get(AccessRequest, request_id)
         if row is None:
             raise NotFound(f"No request {request_id}")
         return row
 
     def _lock(self, session: Session, request_id: int) -> AccessRequest:
+        if not 0 < request_id < MAX_ID:
+            raise NotFound(f"No request {request_id}")
         query = select(AccessRequest).where(AccessRequest.id == request_id)
         if self.db.is_postgres:
             query = query.with_for_update(of=AccessRequest)

@@ -3,10 +3,12 @@ served by waitress (a production WSGI server)."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -52,3 +54,47 @@ class Router:
             if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
                 return wsgi_app(environ, start_response)
         return json_response(start_response, "404 Not Found", {"error": f"no route {path}"})
+
+
+_ENVELOPE_SHAPES = {"user": (dict, str), "view": (dict,), "actions": (list,), "team": (dict, str)}
+
+
+def guard_slack(bolt_app: WSGIApplication) -> WSGIApplication:
+    """Answer 400, not 500, to a payload whose envelope Bolt itself cannot read
+    (e.g. ``"user": false``): Bolt reads those fields before verifying the signature."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        if _malformed(body, str(environ.get("CONTENT_TYPE") or "")):
+            return json_response(
+                start_response, "400 Bad Request", {"error": "malformed Slack request"}
+            )
+        try:
+            return bolt_app(environ, start_response)
+        except Exception:
+            log.exception("the Slack request could not be handled")
+            return json_response(
+                start_response, "400 Bad Request", {"error": "malformed Slack request"}
+            )
+
+    return app
+
+
+def _malformed(body: bytes, content_type: str) -> bool:
+    try:
+        if content_type.startswith("application/json"):
+            data: Any = json.loads(body or b"{}")
+        else:
+            form = parse_qs(body.decode("utf-8", "replace"))
+            if "payload" not in form:
+                return False
+            data = json.loads(form["payload"][0])
+    except ValueError:
+        return True
+    if not isinstance(data, dict):
+        return True
+    return any(
+        key in data and not isinstance(data[key], kinds) for key, kinds in _ENVELOPE_SHAPES.items()
+    )

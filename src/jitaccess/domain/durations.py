@@ -12,18 +12,23 @@ _ISO = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P
 def parse_duration(text: str) -> timedelta:
     """Return the duration ``text`` names, or raise ``ValueError`` saying what is accepted."""
     cleaned = text.strip().replace(" ", "")
+    if len(cleaned) > 40:
+        raise ValueError(f"'{text[:40]}…' is not a duration: use forms like 90m, 2h, 1h30m or PT8H")
     match = _ISO.match(cleaned.upper()) if cleaned.upper().startswith("P") else None
     if match is None:
         match = _COMPACT.match(cleaned.lower())
     if not cleaned or match is None or not any(match.groupdict().values()):
         raise ValueError(f"'{text}' is not a duration: use forms like 90m, 2h, 1h30m or PT8H")
     parts = {k: int(v) for k, v in match.groupdict().items() if v}
-    return timedelta(
-        days=parts.get("d", 0),
-        hours=parts.get("h", 0),
-        minutes=parts.get("m", 0),
-        seconds=parts.get("s", 0),
-    )
+    try:
+        return timedelta(
+            days=parts.get("d", 0),
+            hours=parts.get("h", 0),
+            minutes=parts.get("m", 0),
+            seconds=parts.get("s", 0),
+        )
+    except OverflowError:
+        raise ValueError(f"'{text}' is far too long a duration") from None
 
 
 def format_duration(value: timedelta) -> str:

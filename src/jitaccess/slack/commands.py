@@ -52,10 +52,16 @@ USAGE = {
 }
 
 
+#: Request ids are INTEGER primary keys (PostgreSQL refuses to compare with larger ones).
+MAX_REQUEST_ID = 2**31 - 1
+
+
 def _request_id(token: str, name: str) -> int:
     cleaned = token.lstrip("#")
-    if not cleaned.isdigit() or len(cleaned) > 12:
-        raise UsageError(f"'{token}' is not a request number. Usage: {USAGE[name]}")
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    valid = cleaned.isascii() and cleaned.isdigit() and len(cleaned) <= 10
+    if not valid or int(cleaned) > MAX_REQUEST_ID:
+        raise UsageError(f"'{token[:50]}' is not a request number. Usage: {USAGE[name]}")
     return int(cleaned)
 
 
@@ -79,9 +85,15 @@ def parse(text: str) -> Command:
                 f"Usage: {USAGE['request']}"
             )
         try:
+            if len(args[2]) > 40:
+                raise OverflowError(args[2])
             duration = parse_duration(args[2])
         except ValueError as exc:
             raise UsageError(f"{exc}. Usage: {USAGE['request']}") from None
+        except OverflowError:  # more than a timedelta (or int()) holds
+            raise UsageError(
+                f"'{args[2][:50]}' is far too long a duration. Usage: {USAGE['request']}"
+            ) from None
         return Command(
             "request", app=args[0], role=args[1], duration=duration, reason=" ".join(args[3:])
         )
@@ -102,8 +114,12 @@ def parse(text: str) -> Command:
             raise UsageError(f"Usage: {USAGE['history']}")
         page = 1
         if len(args) == 2:
-            if not args[1].isdigit() or int(args[1]) < 1 or len(args[1]) > 6:
-                raise UsageError(f"'{args[1]}' is not a page number. Usage: {USAGE['history']}")
+            # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+            digits = args[1].isascii() and args[1].isdigit() and len(args[1]) <= 6
+            if not digits or int(args[1]) < 1:
+                raise UsageError(
+                    f"'{args[1][:50]}' is not a page number. Usage: {USAGE['history']}"
+                )
             page = int(args[1])
         return Command(name, app=args[0], page=page)
     raise UsageError(f"Unknown command '{words[0][:50]}'. Try `/jit help`.")
