@@ -552,7 +552,7 @@ class JitService:
             rows = self._due_rows(session, now, limit, ids)
             if not rows:
                 return None
-            work: list[_Work] = []
+            claimed: list[tuple[AccessRequest, str]] = []
             for row in rows:
                 action = self._due_action(row, now)
                 if action == "time_out":
@@ -588,15 +588,20 @@ class JitService:
                     # until we record the outcome or the lease lapses.
                     row.next_deadline_at = now + self.retry.lease
                     row.claimed_by = self.worker_id
-                    session.flush()
-                    work.append(
-                        _Work(row.id, row.version, action, row.app.provider, self._spec(row))
-                    )
+                    claimed.append((row, action))
+            session.flush()  # one flush for the whole batch; it bumps each row's version
+            work = [
+                _Work(row.id, row.version, action, row.app.provider, self._spec(row))
+                for row, action in claimed
+            ]
         outcomes = [(item, self._call_provider(item, now)) for item in work]
         if outcomes:
             with self.db.transaction() as session:
+                current = self._lock_many(session, [item.request_id for item, _ in outcomes])
                 for item, error in outcomes:
-                    self._record_outcome(session, item, error, now, report)
+                    self._record_outcome(
+                        session, current[item.request_id], item, error, now, report
+                    )
         return report
 
     def _due_rows(
@@ -682,9 +687,14 @@ class JitService:
             self.observer.transitions_committed(moves)
 
     def _record_outcome(
-        self, session: Session, item: _Work, error: str | None, now: datetime, report: SweepReport
+        self,
+        session: Session,
+        row: AccessRequest,
+        item: _Work,
+        error: str | None,
+        now: datetime,
+        report: SweepReport,
     ) -> None:
-        row = self._lock(session, item.request_id)
         if row.version != item.version:
             # Someone acted while we called the backend (e.g. the requester
             # cancelled an approved request while we granted it).
@@ -1185,6 +1195,13 @@ class JitService:
         if row is None:
             raise NotFound(f"No request {request_id}")
         return row
+
+    def _lock_many(self, session: Session, ids: list[int]) -> dict[int, AccessRequest]:
+        """Re-read (and on PostgreSQL lock) a batch of rows in one query, in id order."""
+        query = select(AccessRequest).where(AccessRequest.id.in_(ids)).order_by(AccessRequest.id)
+        if self.db.is_postgres:
+            query = query.with_for_update(of=AccessRequest)
+        return {row.id: row for row in session.execute(query).unique().scalars()}
 
     def _lock(self, session: Session, request_id: int) -> AccessRequest:
         if not 0 < request_id < MAX_ID:

@@ -28,12 +28,16 @@ def append(
 ) -> AuditEvent:
     """Append one entry. Locks the chain head until the transaction ends, so
     concurrent writers (threads or replicas) extend the chain one at a time."""
-    head = session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
+    head: AuditHead | None = session.info.get("audit_head")
     if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
+        # Read (and lock) the head once per transaction; later appends reuse it.
+        head = session.execute(
+            select(AuditHead).where(AuditHead.id == 1).with_for_update()
+        ).scalar_one_or_none()
+        if head is None:
+            head = AuditHead(id=1, seq=0, hash=GENESIS)
+            session.add(head)
+        session.info["audit_head"] = head
     entry = AuditEntry(
         seq=head.seq + 1,
         at=at,
