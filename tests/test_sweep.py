@@ -246,3 +246,26 @@ def test_sweep_batches_cover_everything_due(db: Database, batch_size: int) -> No
     report = service.sweep(T0 + 3 * H, batch_size=batch_size)
     assert report.lapsed == 20
     assert {service.get_request(i).state for i in ids} == {"expired"}
+
+
+def test_grant_taken_back_from_a_backend_that_writes_to_this_database(db: Database) -> None:
+    """The compensating revoke runs after the outcome transaction: the log provider's own
+    write must not wait on the sweep's lock (it used to stall 30 s and keep the grant)."""
+    service, log_provider = make_service(db)
+
+    class CancelsDuringGrant:
+        name = "cancels"
+
+        def grant(self, spec: GrantSpec, now: datetime) -> None:
+            log_provider.grant(spec, now)
+            service.cancel(spec.request_id, actor=PUBLISHER, now=now)
+
+        def revoke(self, spec: GrantSpec, now: datetime) -> None:
+            log_provider.revoke(spec, now)
+
+    service.providers.register(CancelsDuringGrant())
+    register(service, mode=ApprovalMode.AUTOMATIC, approvers=(), provider="cancels")
+    rid = auto_submit(service, start=T0 + H)
+    service.sweep(T0 + H)
+    assert service.get_request(rid).state == "cancelled"
+    assert log_provider.held() == []

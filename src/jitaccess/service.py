@@ -595,13 +595,25 @@ class JitService:
                 for row, action in claimed
             ]
         outcomes = [(item, self._call_provider(item, now)) for item in work]
+        compensate: list[_Work] = []
         if outcomes:
             with self.db.transaction() as session:
                 current = self._lock_many(session, [item.request_id for item, _ in outcomes])
-                for item, error in outcomes:
-                    self._record_outcome(
-                        session, current[item.request_id], item, error, now, report
-                    )
+                with session.no_autoflush:
+                    for item, error in outcomes:
+                        self._record_outcome(
+                            session,
+                            current[item.request_id],
+                            item,
+                            error,
+                            now,
+                            report,
+                            compensate,
+                        )
+        # Take back grants of requests that ended meanwhile, outside any transaction
+        # (a backend that writes to this database must not wait on our own lock).
+        for item in compensate:
+            self._compensate(item, now)
         return report
 
     def _due_rows(
@@ -694,13 +706,14 @@ class JitService:
         error: str | None,
         now: datetime,
         report: SweepReport,
+        compensate: list[_Work],
     ) -> None:
         if row.version != item.version:
             # Someone acted while we called the backend (e.g. the requester
             # cancelled an approved request while we granted it).
             if item.action == "grant" and error is None and row.state in FINAL_STATES:
                 log.warning("request %s ended during its grant; revoking again", row.id)
-                self._compensate(item, now)
+                compensate.append(item)
             return
         row.claimed_by = None
         row.last_attempt_at = now
