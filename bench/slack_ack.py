@@ -1,0 +1,452 @@
+"""Slack ack latency over real HTTP: Approve clicks and reason submissions against an
+in-process ``jitaccess.server.Server`` (waitress, HTTP mode, the fake Slack Web API),
+vs the same load on a bare Bolt app that only acks, behind the same waitress set-up.
+
+    .venv/bin/python -m bench.slack_ack [--quick]
+
+500 Approve clicks then 500 reason submissions (20 in flight), each a correctly signed
+``POST /slack/events`` on 127.0.0.1, after 20 + 20 unmeasured warm-up requests. The
+load generator is a separate process, so its threads do not share the server's GIL.
+
+What a response waits for: an Approve click's listener acks first (with Bolt's default
+``process_before_response=False`` the HTTP response goes out at ``ack()``), then opens
+the modal (``views.open`` to the fake) and reads the request, after the response. A
+reason submission acks *after* ``service.approve`` commits (so a validation error can
+be shown in the modal): its response time includes the approve transaction. The
+server runs its scheduler and outbox relay meanwhile (card updates to the fake), as
+``serve`` does. The bare Bolt app has the same two listeners, each only ``ack()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from bench._common import (
+    APP,
+    APPROVERS,
+    PUBLISHER,
+    Report,
+    percentile,
+    register_app,
+    run_child,
+    start_child,
+    utcnow,
+)
+from bench._variants import sqlite_writer_lock
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+CONCURRENCY = 20
+WARMUP = 20
+TARGET_RATIO = 1.5
+TARGET_P99_MS = 100.0
+PROTOTYPE = "jitaccess + in-process SQLite writer lock (prototype)"
+
+
+def signed(payload: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    body = urlencode({"payload": json.dumps(payload)})
+    ts = str(int(time.time()))
+    digest = hmac.new(SECRET.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return body, {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={digest}",
+    }
+
+
+def click(rid: int, n: int) -> tuple[str, dict[str, str]]:
+    from jitaccess.slack import blocks
+
+    channel = f"D{APPROVERS[0]}"
+    return signed(
+        {
+            "type": "block_actions",
+            "team": {"id": "T0001"},
+            "user": {"id": APPROVERS[0]},
+            "api_app_id": "A0001",
+            "trigger_id": f"{n}.1000.benchtrigger",
+            "channel": {"id": channel},
+            "container": {"type": "message", "channel_id": channel, "message_ts": "1.000001"},
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": blocks.APPROVE,
+                    "block_id": "decide",
+                    "value": str(rid),
+                    "action_ts": str(time.time()),
+                }
+            ],
+        }
+    )
+
+
+def submission(rid: int, n: int) -> tuple[str, dict[str, str]]:
+    from jitaccess.slack import blocks
+
+    meta = {"request_id": rid, "decision": "approve", "channel": f"D{APPROVERS[0]}"}
+    return signed(
+        {
+            "type": "view_submission",
+            "team": {"id": "T0001"},
+            "user": {"id": APPROVERS[0]},
+            "api_app_id": "A0001",
+            "trigger_id": f"{n}.2000.benchtrigger",
+            "view": {
+                "id": f"VBENCH{n}",
+                "type": "modal",
+                "hash": "h",
+                "callback_id": blocks.DECISION_MODAL,
+                "private_metadata": json.dumps(meta),
+                "state": {
+                    "values": {
+                        "reason": {"reason": {"type": "plain_text_input", "value": f"CHG-{rid}"}}
+                    }
+                },
+            },
+        }
+    )
+
+
+# -- the load generator (its own process) --------------------------------------------------
+def client_child(port: int, requests: list[list[Any]], concurrency: int) -> dict[str, Any]:
+    """POST every body with ``concurrency`` in flight; latency per request in ms."""
+    latencies: list[float] = [0.0] * len(requests)
+    statuses: dict[str, int] = {}
+    lock = threading.Lock()
+    cursor = iter(range(len(requests)))
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(cursor, None)
+            if i is None:
+                return
+            body, headers = requests[i]
+            started = time.perf_counter()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("POST", "/slack/events", body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                status = str(response.status)
+            except OSError as exc:
+                status = type(exc).__name__
+            finally:
+                conn.close()
+            latencies[i] = (time.perf_counter() - started) * 1e3
+            with lock:
+                statuses[status] = statuses.get(status, 0) + 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {
+        "latencies_ms": latencies,
+        "statuses": statuses,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def drive(port: int, clicks: list[Any], submissions: list[Any]) -> dict[str, Any]:
+    """Warm up, then clicks, then submissions; each phase measured separately."""
+    run_child(
+        "bench.slack_ack:client_child",
+        port=port,
+        requests=clicks[:WARMUP] + submissions[:WARMUP],
+        concurrency=CONCURRENCY,
+    )
+    out = {}
+    for name, load in (("click", clicks[WARMUP:]), ("submit", submissions[WARMUP:])):
+        out[name] = run_child(
+            "bench.slack_ack:client_child", port=port, requests=load, concurrency=CONCURRENCY
+        )
+    return out
+
+
+# -- the fake Slack Web API (its own process: Slack is not in our process either) ----------
+def fake_slack_child(url_file: str, stop_file: str) -> dict[str, Any]:
+    from jitaccess.sandbox.fake_slack import FakeSlack
+
+    fake = FakeSlack()
+    fake.add_user(PUBLISHER, name="pat", real_name="Pat Publisher", tz="Europe/Paris")
+    fake.add_user(APPROVERS[0], name="ava", real_name="Ava Approver", tz="America/New_York")
+    fake.add_user(APPROVERS[1], name="abe", real_name="Abe Approver", tz="UTC")
+    with fake:
+        Path(url_file).write_text(fake.base_url)
+        while not Path(stop_file).exists():
+            time.sleep(0.05)
+        return {
+            method: len(fake.calls_to(method))
+            for method in ("views.open", "views.update", "chat.postMessage", "chat.update")
+        }
+
+
+class Inside:
+    """What the server did during a run: service.approve calls, and the relay's
+    deliveries to Slack (card updates after each approval) running alongside."""
+
+    def __init__(self) -> None:
+        self.approve: list[float] = []
+        self.deliver: list[float] = []
+        self.started = time.perf_counter()
+
+    def clear(self) -> None:
+        self.approve.clear()
+        self.deliver.clear()
+        self.started = time.perf_counter()
+
+    def summary(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.started
+        return {
+            "approve_calls": len(self.approve),
+            "approve_p50_ms": percentile(self.approve, 50) if self.approve else 0.0,
+            "approve_p99_ms": percentile(self.approve, 99) if self.approve else 0.0,
+            "relay_busy_share": sum(self.deliver) / wall,
+            "relay_deliveries": len(self.deliver),
+        }
+
+
+def instrument(server: Any) -> Inside:
+    inside = Inside()
+    service, notifier = server.container.service, server.container.relay.notifier
+    approve, deliver = service.approve, notifier.deliver
+
+    def timed_approve(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return approve(*args, **kwargs)
+        finally:
+            inside.approve.append((time.perf_counter() - started) * 1e3)
+
+    def timed_deliver(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return deliver(*args, **kwargs)
+        finally:
+            inside.deliver.append(time.perf_counter() - started)
+
+    service.approve = timed_approve
+    notifier.deliver = timed_deliver
+    return inside
+
+
+def wait_for_relay(server: Any, patience: float = 120.0) -> None:
+    """Let the relay deliver what is queued, so each run starts from a quiet server."""
+    deadline = time.time() + patience
+    while server.container.relay.backlog()[0] and time.time() < deadline:
+        time.sleep(0.2)
+
+
+# -- the two servers -----------------------------------------------------------------------
+def bare_bolt(fake_url: str) -> Any:
+    from slack_bolt import App
+    from slack_bolt.adapter.wsgi import SlackRequestHandler
+    from slack_sdk import WebClient
+    from waitress.server import create_server
+
+    from jitaccess.settings import Settings
+    from jitaccess.slack import blocks
+    from jitaccess.web import Router
+
+    app = App(
+        client=WebClient(token="xoxb-bench", base_url=fake_url),
+        signing_secret=SECRET,
+        token_verification_enabled=False,
+    )
+
+    def only_ack(ack: Any) -> None:
+        ack()
+
+    app.action(blocks.APPROVE)(only_ack)
+    app.view(blocks.DECISION_MODAL)(only_ack)
+    router = Router()
+    router.mount("/slack/events", SlackRequestHandler(app))
+    threads = Settings(_env_file=None).http_threads  # type: ignore[call-arg]
+    server = create_server(router, host="127.0.0.1", port=0, threads=threads, ident="bare")
+    threading.Thread(target=server.run, name="bare-http", daemon=True).start()
+    return server
+
+
+def main() -> None:
+    import logging
+
+    from jitaccess.server import Server
+    from jitaccess.settings import Settings
+
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is N"
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)  # "relay_now … skipped" (busy)
+    args = parse()
+    n = 50 if args.quick else 500
+    report = Report(
+        "slack_ack", quick=args.quick, sizes={"clicks": n, "submissions": n, "in_flight": 20}
+    )
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-slack-") as tmp:
+        url_file, stop_file = Path(tmp) / "fake-url", Path(tmp) / "fake-stop"
+        fake = start_child(
+            "bench.slack_ack:fake_slack_child", url_file=str(url_file), stop_file=str(stop_file)
+        )
+        while not url_file.exists() or not url_file.read_text():
+            time.sleep(0.05)
+        fake_url = url_file.read_text()
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            JITACCESS_DATABASE_URL=f"sqlite:///{Path(tmp) / 'serve.db'}",
+            JITACCESS_HOST="127.0.0.1",
+            JITACCESS_PORT=0,
+            SLACK_BOT_TOKEN="xoxb-bench",
+            SLACK_SIGNING_SECRET=SECRET,
+            SLACK_API_URL=fake_url,
+        )
+        server = Server(settings)
+        server.start()
+        service = server.container.service
+        now = utcnow()
+        register_app(service, now)
+        ids = [
+            service.submit(
+                APP,
+                requester=PUBLISHER,
+                role="Contributor",
+                duration=timedelta(hours=2),
+                justification=f"ticket OPS-{i}",
+                now=now,
+                starts_at=now + timedelta(hours=1),
+            ).id
+            for i in range(2 * (n + WARMUP))
+        ]
+        half = n + WARMUP
+        first, second = ids[:half], ids[half:]
+        clicks = [click(rid, i) for i, rid in enumerate(first)]
+        submissions = [submission(rid, i) for i, rid in enumerate(first)]
+        clicks2 = [click(rid, i) for i, rid in enumerate(second, start=half)]
+        submissions2 = [submission(rid, i) for i, rid in enumerate(second, start=half)]
+
+        inside = instrument(server)
+        bare = bare_bolt(fake_url)
+        wait_for_relay(server)  # the approvers' cards are posted before any measurement
+        results["bare Bolt (before)"] = drive(bare.effective_port, clicks, submissions)
+        inside.clear()
+        results["jitaccess Server"] = drive(server.port, clicks, submissions)
+        results["jitaccess Server"]["inside"] = inside.summary()
+        wait_for_relay(server)
+        results["bare Bolt (after)"] = drive(bare.effective_port, clicks, submissions)
+        with sqlite_writer_lock(server.container.db):
+            inside.clear()
+            results[PROTOTYPE] = drive(server.port, clicks2, submissions2)
+            results[PROTOTYPE]["inside"] = inside.summary()
+        bare.close()
+        approved = sum(1 for v in service.list_requests(limit=10_000) if v.state == "approved")
+        wait_for_relay(server)
+        server.stop()
+        stop_file.touch()
+        calls = fake.wait(60)
+
+    rows = []
+    summary: dict[str, dict[str, float]] = {}
+    for phase in ("click", "submit"):
+        bare_lat = [
+            ms
+            for key in ("bare Bolt (before)", "bare Bolt (after)")
+            for ms in results[key][phase]["latencies_ms"]
+        ]
+        jit_lat = results["jitaccess Server"][phase]["latencies_ms"]
+        proto = results[PROTOTYPE][phase]
+        for label, lat, statuses in (
+            ("bare Bolt (2 runs pooled)", bare_lat, None),
+            ("jitaccess Server", jit_lat, results["jitaccess Server"][phase]["statuses"]),
+            ("jitaccess + writer lock (prototype)", proto["latencies_ms"], proto["statuses"]),
+        ):
+            summary[f"{phase}:{label}"] = {
+                "p50": percentile(lat, 50),
+                "p99": percentile(lat, 99),
+                "max": max(lat),
+            }
+            rows.append(
+                [
+                    f"{'Approve click' if phase == 'click' else 'reason submission'}: {label}",
+                    len(lat),
+                    percentile(lat, 50),
+                    percentile(lat, 99),
+                    max(lat),
+                    statuses if statuses is not None else "",
+                ]
+            )
+        ratio = (
+            summary[f"{phase}:jitaccess Server"]["p99"]
+            / summary[f"{phase}:bare Bolt (2 runs pooled)"]["p99"]
+        )
+        p99 = summary[f"{phase}:jitaccess Server"]["p99"]
+        summary[f"{phase}:ratio"] = {"p99": ratio}
+        rows.append([f"  ratio jitaccess / bare (p99 {ratio:.2f}x)", "", "", ratio, "", ""])
+        report.target(
+            f"{phase} p99 vs bare Bolt", ratio, f"<= {TARGET_RATIO}x", ratio <= TARGET_RATIO, "x"
+        )
+        report.target(
+            f"{phase} p99 absolute", p99, f"< {TARGET_P99_MS:.0f} ms", p99 < TARGET_P99_MS, "ms"
+        )
+    report.table(
+        f"Ack latency (ms), {n} each, {CONCURRENCY} in flight, real HTTP on 127.0.0.1",
+        ["load", "requests", "p50 ms", "p99 ms", "max ms", "HTTP statuses"],
+        rows,
+    )
+    per_run = [
+        [
+            key,
+            phase,
+            percentile(results[key][phase]["latencies_ms"], 50),
+            percentile(results[key][phase]["latencies_ms"], 99),
+            len(results[key][phase]["latencies_ms"]) / results[key][phase]["seconds"],
+        ]
+        for key in results
+        for phase in ("click", "submit")
+        if phase in results[key]
+    ]
+    report.table("Each run", ["server", "load", "p50 ms", "p99 ms", "requests/s"], per_run)
+    report.table(
+        "Inside the jitaccess server during each run (whole run: clicks + submissions)",
+        [
+            "run",
+            "service.approve calls",
+            "approve p50 ms",
+            "approve p99 ms",
+            "relay deliveries",
+            "relay delivering, % of run",
+        ],
+        [
+            [
+                key,
+                results[key]["inside"]["approve_calls"],
+                results[key]["inside"]["approve_p50_ms"],
+                results[key]["inside"]["approve_p99_ms"],
+                results[key]["inside"]["relay_deliveries"],
+                100 * results[key]["inside"]["relay_busy_share"],
+            ]
+            for key in ("jitaccess Server", PROTOTYPE)
+        ],
+    )
+    report.note(f"requests approved by the submissions: {approved}; fake Slack saw {calls}")
+    report.set("summary", summary)
+    report.save()
+
+
+def parse() -> Any:
+    from bench._common import parse_args
+
+    return parse_args(__doc__ or "")
+
+
+if __name__ == "__main__":
+    main()
