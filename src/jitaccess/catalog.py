@@ -24,7 +24,7 @@ from sqlalchemy import select
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import NotFound, RuleViolation
 from jitaccess.domain.lifecycle import APPROVED_STATES, RequestState
-from jitaccess.providers.base import GrantSpec, ProviderError
+from jitaccess.providers.base import GrantSpec
 from jitaccess.service import ApplyResult, AppSpec, JitService
 from jitaccess.store import audit
 from jitaccess.store.models import AccessRequest, Application, Offer, StandingGrant
@@ -284,7 +284,7 @@ class Catalog:
                     provider.grant(spec, now)
                 else:
                     provider.revoke(spec, now)
-            except (ProviderError, Exception) as exc:  # recorded and retried, never fatal
+            except Exception as exc:  # recorded and retried, never fatal
                 error = str(exc) or type(exc).__name__
             with self.db.transaction() as session:
                 current = session.get(StandingGrant, row.id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -17,6 +18,9 @@ from sqlalchemy import func, select
 from jitaccess.service import SweepReport
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application, OutboxMessage
+
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication
 
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, float("inf"))
 
@@ -73,8 +77,9 @@ class Metrics:
         for lag in report.lags:
             self.sweep_lag.observe(max(lag, 0.0))
 
-    def wsgi_app(self) -> object:
-        return make_wsgi_app(self.registry)
+    def wsgi_app(self) -> WSGIApplication:
+        app: WSGIApplication = make_wsgi_app(self.registry)
+        return app
 
 
 class DatabaseCollector(Collector):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
@@ -114,16 +114,6 @@ class OutboxRelay:
                 # Slack is failing: stop hammering it; the next drain retries.
                 break
         return report
-
-    def backlog(self) -> tuple[int, datetime | None]:
-        """(undelivered count, oldest created_at)."""
-        with self.db.transaction(readonly=True) as session:
-            count, oldest = session.execute(
-                select(func.count(), func.min(OutboxMessage.created_at)).where(
-                    OutboxMessage.delivered_at.is_(None)
-                )
-            ).one()
-            return int(count), oldest
 
     def _claim(self, now: datetime, limit: int) -> list[Notification]:
         with self.db.transaction() as session:

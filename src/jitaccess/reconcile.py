@@ -243,11 +243,9 @@ def _requests(
 
 def _active(service: JitService, app: str) -> list[AccessRequest]:
     with service.db.transaction(readonly=True) as session:
-        rows = (
-            session.execute(
-                select(AccessRequest).where(AccessRequest.state == RequestState.ACTIVE.value)
-            )
-            .unique()
-            .scalars()
+        query = (
+            select(AccessRequest)
+            .join(AccessRequest.app)
+            .where(Application.name == app, AccessRequest.state == RequestState.ACTIVE.value)
         )
-        return [r for r in rows if r.app.name == app]
+        return list(session.execute(query).unique().scalars())

@@ -47,7 +47,6 @@ class DeadlineScheduler:
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._sweep_interval = sweep_interval
         self._relay_interval = relay_interval
-        self.last_sweep_at: datetime | None = None
         self.on_sweep = on_sweep
 
     @property
@@ -98,7 +97,6 @@ class DeadlineScheduler:
         try:
             started = time.perf_counter()
             report = self.service.sweep(self.clock(), batch_size=self.batch_size)
-            self.last_sweep_at = self.clock()
             if self.on_sweep is not None:
                 self.on_sweep(time.perf_counter() - started, report)
             if report.transitions:

@@ -60,7 +60,7 @@ class Server:
         self.scheduler.on_sweep = self.metrics.sweep_finished
         self.router = Router(ready=self.readiness)
         self.router.mount("/slack/events", guard_slack(SlackRequestHandler(self.slack.app)))
-        self.router.mount("/metrics", self.metrics.wsgi_app())  # type: ignore[arg-type]
+        self.router.mount("/metrics", self.metrics.wsgi_app())
         self._http: Any = None
         self._socket_mode: Any = None
         self._threads: list[threading.Thread] = []

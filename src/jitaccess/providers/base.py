@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -69,9 +69,6 @@ class GrantLister(Protocol):
 
     def list_grants(self, scope: str, config: Mapping[str, Any]) -> Sequence[HeldGrantLike]:
         """jitaccess's grants the backend holds at ``scope``."""
-
-
-ProviderFactory = Callable[[], AccessProvider]
 
 
 class ProviderRegistry:

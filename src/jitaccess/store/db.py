@@ -71,7 +71,6 @@ class Database:
         self._commit_hooks: list[Callable[[Session], None]] = []
         self._write_lock = threading.RLock()
         event.listen(self._writer, "after_commit", self._after_commit)
-        event.listen(self._writer, "after_rollback", self._after_rollback)
         self._reader = sessionmaker(
             self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
         )
@@ -104,10 +103,6 @@ class Database:
     def _after_commit(self, session: Session) -> None:
         for hook in self._commit_hooks:
             hook(session)
-
-    @staticmethod
-    def _after_rollback(session: Session) -> None:
-        session.info.pop("jit_transitions", None)
 
     def dispose(self) -> None:
         self.engine.dispose()
