@@ -148,7 +148,8 @@ def test_grant_that_keeps_failing_ends_failed_with_the_last_error(db: Database) 
     assert view.state == "failed"
     assert "grant failed after 3 attempts" in (view.end_reason or "") or view.last_error
     assert view.last_error == "ARM answered 503 Service Unavailable"
-    assert len(flaky.calls) == 3
+    # A failed call may still have granted: the request fails only after a revoke.
+    assert flaky.calls == [("grant", rid)] * 3 + [("revoke", rid)]
 
 
 def test_failing_revoke_keeps_the_grant_active_and_visible_until_it_succeeds(

@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import NotFound, RuleViolation
-from jitaccess.domain.lifecycle import APPROVED_STATES, RequestState
+from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
 from jitaccess.providers.base import GrantSpec
 from jitaccess.service import ApplyResult, AppSpec, JitService
 from jitaccess.store import audit
@@ -162,21 +162,39 @@ class Catalog:
             app = self._app_row(session, name)
             app.standing_role = source.standing_role if source else "Reader"
             app.offer_id = self._offer_id(offer) if offer is not None else None
+        self._align_standing(name, actor=actor, now=now)
+
+    def _align_standing(self, name: str, *, actor: str, now: datetime) -> None:
+        """Make the standing grants match the application as defined now: each publisher
+        holds the standing role (JIT enabled) or every eligible role (JIT disabled);
+        a publisher or role no longer listed loses it. Then grant and revoke."""
+        with self.db.transaction() as session:
+            app = self._app_row(session, name)
             roles = [app.standing_role] if app.jit_enabled else list(app.eligible_roles)
-            for publisher in app.publishers:
-                for role in roles:
-                    session.add(
-                        StandingGrant(
-                            app_id=app.id,
-                            principal=publisher,
-                            role=role,
-                            desired=True,
-                            held=False,
-                            created_at=now,
-                            updated_at=now,
-                            attempts=0,
-                        )
+            wanted = {(publisher, role) for publisher in app.publishers for role in roles}
+            existing = {
+                (grant.principal, grant.role): grant
+                for grant in session.execute(
+                    select(StandingGrant).where(StandingGrant.app_id == app.id)
+                ).scalars()
+            }
+            for key, grant in existing.items():
+                if grant.desired != (key in wanted):
+                    grant.desired = key in wanted
+                    grant.updated_at = now
+            for publisher, role in sorted(wanted - set(existing)):
+                session.add(
+                    StandingGrant(
+                        app_id=app.id,
+                        principal=publisher,
+                        role=role,
+                        desired=True,
+                        held=False,
+                        created_at=now,
+                        updated_at=now,
+                        attempts=0,
                     )
+                )
         self.sync_standing(now, app=name, actor=actor)
 
     def resolve(self, spec: AppSpec, *, offer: str | None, jit: bool | None) -> AppSpec:
@@ -235,6 +253,9 @@ class Catalog:
         offer_of = {spec.name: offer for spec, offer, _ in apps}
         for name in result.created:
             self._start_standing(name, offer_of.get(name), actor=actor, now=now)
+        for name in result.updated:
+            # Publishers, roles or the backend may have changed: standing access follows.
+            self._align_standing(name, actor=actor, now=now)
         return created_offers, result
 
     def standing(self, app: str) -> list[StandingView]:
@@ -257,61 +278,99 @@ class Catalog:
     def sync_standing(
         self, now: datetime, *, app: str | None = None, actor: str = "system:reconcile"
     ) -> list[str]:
-        """Grant what should be held and is not; revoke what is held and should not be.
-        Returns one line per failure (the grant stays marked for the next run)."""
+        """Grant what should be held and is not; revoke what is held and should not be,
+        and what is held on a backend the application no longer uses (before granting
+        on the new one). Returns one line per failure (retried on the next run)."""
         with self.db.transaction(readonly=True) as session:
-            query = select(StandingGrant).where(StandingGrant.desired != StandingGrant.held)
+            query = select(StandingGrant).join(StandingGrant.app).order_by(StandingGrant.id)
+            if app is not None:
+                query = query.where(Application.name == app)
             rows = list(session.execute(query).unique().scalars())
         failures = []
         for row in rows:
-            if app is not None and row.app.name != app:
-                continue
-            spec = GrantSpec(
-                request_id=row.id,
-                app=row.app.name,
-                scope=row.app.scope,
-                principal=row.principal,
-                role=row.role,
-                starts_at=now,
-                ends_at=now,
-                config=dict(row.app.provider_config or {}),
-                standing=True,
+            current = (row.app.provider, dict(row.app.provider_config or {}))
+            held_on = (
+                (row.held_provider, dict(row.held_config or {}))
+                if row.held_provider is not None
+                else (current if row.held else None)
             )
-            error = None
-            try:
-                provider = self.service.providers.get(row.app.provider)
-                if row.desired:
-                    provider.grant(spec, now)
-                else:
-                    provider.revoke(spec, now)
-            except Exception as exc:  # recorded and retried, never fatal
-                error = str(exc) or type(exc).__name__
-            with self.db.transaction() as session:
-                current = session.get(StandingGrant, row.id)
-                assert current is not None
-                current.attempts += 1
-                current.updated_at = now
-                current.last_error = error
+            error, held = None, row.held
+            if held_on is not None and (not row.desired or held_on != current):
+                error = self._standing_call(row, "revoke", held_on, actor=actor, now=now)
                 if error is None:
-                    current.held = current.desired
-                audit.append(
-                    session,
-                    at=now,
-                    actor=actor,
-                    action=("standing_granted" if row.desired else "standing_revoked")
-                    if error is None
-                    else "standing_failed",
-                    app=row.app.name,
-                    reason=error,
-                    details={
-                        "principal": row.principal,
-                        "role": row.role,
-                        "operation": "grant" if row.desired else "revoke",
-                    },
-                )
+                    held_on, held = None, False
+            if error is None and row.desired and not (held and held_on == current):
+                error = self._standing_call(row, "grant", current, actor=actor, now=now)
             if error is not None:
                 failures.append(f"{row.app.name}: {row.role} for {row.principal}: {error}")
         return failures
+
+    def _standing_call(
+        self,
+        row: StandingGrant,
+        operation: str,
+        backend: tuple[str, dict[str, Any]],
+        *,
+        actor: str,
+        now: datetime,
+    ) -> str | None:
+        """One standing grant or revoke on ``backend``; before a grant, record where it
+        may be held (intent before effect). Returns the error, or None."""
+        provider_name, config = backend
+        if operation == "grant":
+            with self.db.transaction() as session:
+                current = session.get(StandingGrant, row.id)
+                assert current is not None
+                current.held_provider, current.held_config = provider_name, dict(config)
+        spec = GrantSpec(
+            request_id=row.id,
+            app=row.app.name,
+            scope=row.app.scope,
+            principal=row.principal,
+            role=row.role,
+            starts_at=now,
+            ends_at=now,
+            config=config,
+            standing=True,
+        )
+        error = None
+        try:
+            provider = self.service.providers.get(provider_name)
+            if operation == "grant":
+                provider.grant(spec, now)
+            else:
+                provider.revoke(spec, now)
+        except Exception as exc:  # recorded and retried, never fatal
+            error = str(exc) or type(exc).__name__
+        with self.db.transaction() as session:
+            current = session.get(StandingGrant, row.id)
+            assert current is not None
+            current.attempts += 1
+            current.updated_at = now
+            current.last_error = error
+            if error is None:
+                current.held = operation == "grant"
+                if operation == "revoke":
+                    current.held_provider, current.held_config = None, None
+            audit.append(
+                session,
+                at=now,
+                actor=actor,
+                action=(
+                    ("standing_granted" if operation == "grant" else "standing_revoked")
+                    if error is None
+                    else "standing_failed"
+                ),
+                app=row.app.name,
+                reason=error,
+                details={
+                    "principal": row.principal,
+                    "role": row.role,
+                    "operation": operation,
+                    "provider": provider_name,
+                },
+            )
+        return error
 
     # -- remove ----------------------------------------------------------------------
     def remove(
@@ -349,16 +408,20 @@ class Catalog:
                 "--reason to remove it anyway (jitaccess keeps retrying those revokes)"
             )
         for row in rows:
+            if row.end_requested is not None:
+                continue  # already being ended
             if row.state == RequestState.PENDING or row.state in APPROVED_STATES:
                 self.service.close_for_removal(row.id, actor=actor, reason=why, now=now)
-                report.cancelled.append(row.id)
-            elif row.state == RequestState.ACTIVE and row.end_requested is None:
+            elif row.state == RequestState.ACTIVE:
                 self.service.revoke(row.id, actor=actor, reason=why, now=now)
-        for row_id in [r.id for r in rows if r.state == RequestState.ACTIVE]:
-            if self.service.get_request(row_id).state == RequestState.ACTIVE:
-                report.still_active.append(row_id)
-            else:
+        for row_id in [r.id for r in rows if r.state not in FINAL_STATES]:
+            state = self.service.get_request(row_id).state
+            if state == RequestState.CANCELLED:
+                report.cancelled.append(row_id)
+            elif state == RequestState.REVOKED:
                 report.revoked.append(row_id)
+            elif state not in FINAL_STATES:
+                report.still_active.append(row_id)  # a revoke is still owed
         with self.db.transaction() as session:
             for grant in (
                 session.execute(

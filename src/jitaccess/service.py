@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from jitaccess.domain import policy as rules
@@ -44,6 +44,9 @@ SYSTEM = "system"
 #: Request ids are 32-bit integers in the database; larger numbers name nothing.
 MAX_ID = 2**31
 POLICY_ACTOR = "policy:automatic"
+#: How many batches ``run_due`` may run for a person's action (a grant that gives up
+#: and its revoke, a cancel met mid-grant and its revoke).
+_RUN_DUE_ROUNDS = 4
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -105,6 +108,7 @@ class SweepReport:
     timed_out: int = 0
     failed: int = 0
     lapsed: int = 0
+    cancelled: int = 0
     retrying: int = 0
     #: Seconds between each transition's deadline and when it happened.
     lags: list[float] = field(default_factory=list)
@@ -118,6 +122,7 @@ class SweepReport:
             + self.timed_out
             + self.failed
             + self.lapsed
+            + self.cancelled
         )
 
     def add(self, other: SweepReport) -> None:
@@ -131,7 +136,10 @@ class _Work:
 
     request_id: int
     version: int
-    action: str  # "grant" | "expire" | "revoke" | "release"
+    call: str  # "grant" | "revoke"
+    #: The lifecycle event recorded once the call succeeded (None: a revoke owed by a
+    #: request that has already ended, which changes no state).
+    event: str | None
     provider: str
     spec: GrantSpec
 
@@ -369,7 +377,7 @@ class JitService:
                 )
             if row.state in FINAL_STATES:
                 raise Conflict(self._already(row))
-            self._end_without_grant(
+            owed = self._end_before_start(
                 session,
                 row,
                 "cancel",
@@ -378,7 +386,7 @@ class JitService:
                 reason=reason or "cancelled by the requester",
             )
             result = RequestView.of(row)
-        return result
+        return self._end_now(request_id, now) if owed else result
 
     def close_for_removal(
         self, request_id: int, *, actor: str, reason: str, now: datetime
@@ -389,8 +397,11 @@ class JitService:
             row = self._lock(session, request_id)
             if row.state != RequestState.PENDING and row.state not in APPROVED_STATES:
                 raise Conflict(self._already(row))
-            self._end_without_grant(session, row, "cancel", actor=actor, now=now, reason=reason)
-            return RequestView.of(row)
+            owed = self._end_before_start(
+                session, row, "cancel", actor=actor, now=now, reason=reason
+            )
+            result = RequestView.of(row)
+        return self._end_now(request_id, now) if owed else result
 
     def revoke(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
         """An approver or consumer admin ends a grant early (or stops an approved one)."""
@@ -399,10 +410,14 @@ class JitService:
             rules.check_revoker(AppView.of(row.app).rules(), actor)
             reason = rules.check_reason(reason, "revoke")
             if row.state in APPROVED_STATES:
-                self._end_without_grant(session, row, "cancel", actor=actor, now=now, reason=reason)
-                return RequestView.of(row)
-            self._request_end(row, "revoke", actor=actor, reason=reason, now=now)
-        return self._end_now(request_id, now)
+                owed = self._end_before_start(
+                    session, row, "cancel", actor=actor, now=now, reason=reason
+                )
+                result = RequestView.of(row)
+            else:
+                self._request_end(row, "revoke", actor=actor, reason=reason, now=now)
+                owed = True
+        return self._end_now(request_id, now) if owed else result
 
     def release(self, request_id: int, *, actor: str, now: datetime) -> RequestView:
         """The requester is done early ("I'm done")."""
@@ -543,19 +558,34 @@ class JitService:
         return report
 
     def run_due(self, now: datetime, ids: Iterable[int]) -> SweepReport:
-        """Sweep just these requests (used right after a person's action)."""
-        return self._sweep_batch(now, 100, ids=list(ids)) or SweepReport()
+        """Sweep just these requests (used right after a person's action), until
+        nothing among them is due: a grant that gave up, or a grant that met a cancel,
+        is followed at once by the revoke it owes."""
+        wanted = list(ids)
+        report = SweepReport()
+        for _ in range(_RUN_DUE_ROUNDS):
+            batch = self._sweep_batch(now, 100, ids=wanted, wait_for_locks=True)
+            if batch is None:
+                break
+            report.add(batch)
+        return report
 
-    def _sweep_batch(self, now: datetime, limit: int, ids: list[int] | None) -> SweepReport | None:
+    def _sweep_batch(
+        self, now: datetime, limit: int, ids: list[int] | None, *, wait_for_locks: bool = False
+    ) -> SweepReport | None:
         report = SweepReport()
         with self.db.transaction() as session:
-            rows = self._due_rows(session, now, limit, ids)
+            rows = self._due_rows(session, now, limit, ids, wait_for_locks=wait_for_locks)
             if not rows:
                 return None
-            claimed: list[tuple[AccessRequest, str]] = []
+            claimed: list[tuple[AccessRequest, str, str | None]] = []
             for row in rows:
-                action = self._due_action(row, now)
-                if action == "time_out":
+                due = self._due_action(row, now)
+                if due is None:
+                    row.next_deadline_at = self._natural_deadline(row)
+                    continue
+                kind, event = due
+                if kind == "time_out":
                     self._transition(
                         session,
                         row,
@@ -568,7 +598,8 @@ class JitService:
                     row.next_deadline_at = None
                     report.timed_out += 1
                     report.lags.append((now - row.approval_deadline_at).total_seconds())
-                elif action == "lapse":
+                elif kind == "lapse":
+                    # No grant call was ever started: nothing to take back.
                     self._transition(
                         session,
                         row,
@@ -581,50 +612,89 @@ class JitService:
                     row.next_deadline_at = None
                     report.lapsed += 1
                     report.lags.append((now - row.ends_at).total_seconds())
-                elif action is None:
-                    row.next_deadline_at = self._natural_deadline(row)
                 else:
                     # Claim: push the deadline ahead by a lease; others skip the row
                     # until we record the outcome or the lease lapses.
                     row.next_deadline_at = now + self.retry.lease
                     row.claimed_by = self.worker_id
-                    claimed.append((row, action))
+                    if kind == "grant" and row.grant_started_at is None:
+                        # Intent before effect: from this commit on, a revoke is owed.
+                        row.grant_started_at = now
+                        row.grant_provider = row.app.provider
+                        row.grant_config = dict(row.app.provider_config or {})
+                    claimed.append((row, kind, event))
             session.flush()  # one flush for the whole batch; it bumps each row's version
             work = [
-                _Work(row.id, row.version, action, row.app.provider, self._spec(row))
-                for row, action in claimed
+                _Work(row.id, row.version, kind, event, self._grant_provider(row), self._spec(row))
+                for row, kind, event in claimed
             ]
-        outcomes = [(item, self._call_provider(item, now)) for item in work]
-        compensate: list[_Work] = []
-        if outcomes:
-            with self.db.transaction() as session:
-                current = self._lock_many(session, [item.request_id for item, _ in outcomes])
-                with session.no_autoflush:
-                    for item, error in outcomes:
-                        self._record_outcome(
-                            session,
-                            current[item.request_id],
-                            item,
-                            error,
-                            now,
-                            report,
-                            compensate,
-                        )
-        # Take back grants of requests that ended meanwhile, outside any transaction
-        # (a backend that writes to this database must not wait on our own lock).
-        for item in compensate:
-            self._compensate(item, now)
+        self._call_and_record(work, now, report)
         return report
 
+    def _call_and_record(self, work: list[_Work], now: datetime, report: SweepReport) -> None:
+        """Call the backend for each claimed row, recording outcomes as they come: at
+        least every quarter lease of backend time, so a slow backend neither holds the
+        batch's outcomes back nor lets the leases of rows still waiting lapse."""
+        started = chunk_started = time.monotonic()
+        outcomes: list[tuple[_Work, str | None]] = []
+        record_every = self.retry.lease.total_seconds() / 4
+        for index, item in enumerate(work):
+            outcomes.append((item, self._call_provider(item, now)))
+            if time.monotonic() - chunk_started >= record_every:
+                waiting = [w.request_id for w in work[index + 1 :]]
+                elapsed = timedelta(seconds=time.monotonic() - started)
+                self._record_outcomes(outcomes, now, report, renew=waiting, elapsed=elapsed)
+                outcomes, chunk_started = [], time.monotonic()
+        if outcomes:
+            self._record_outcomes(outcomes, now, report)
+
+    def _record_outcomes(
+        self,
+        outcomes: list[tuple[_Work, str | None]],
+        now: datetime,
+        report: SweepReport,
+        *,
+        renew: Sequence[int] = (),
+        elapsed: timedelta = timedelta(0),
+    ) -> None:
+        with self.db.transaction() as session:
+            current = self._lock_many(session, [item.request_id for item, _ in outcomes])
+            with session.no_autoflush:
+                for item, error in outcomes:
+                    self._record_outcome(
+                        session, current[item.request_id], item, error, now, report
+                    )
+            if renew:
+                # Extend the leases of the rows still waiting for their call. A Core
+                # UPDATE leaves their version alone, so the outcome check still holds.
+                session.execute(
+                    update(AccessRequest)
+                    .where(
+                        AccessRequest.id.in_(renew),
+                        AccessRequest.claimed_by == self.worker_id,
+                        AccessRequest.next_deadline_at.is_not(None),
+                    )
+                    .values(next_deadline_at=now + elapsed + self.retry.lease)
+                    .execution_options(synchronize_session=False)
+                )
+
     def _due_rows(
-        self, session: Session, now: datetime, limit: int, ids: list[int] | None
+        self,
+        session: Session,
+        now: datetime,
+        limit: int,
+        ids: list[int] | None,
+        *,
+        wait_for_locks: bool = False,
     ) -> list[AccessRequest]:
         rows: list[AccessRequest] = []
+        # Overdue expiries first; revokes owed by ended requests last.
         for state in (
             RequestState.ACTIVE,
             RequestState.PENDING,
             RequestState.APPROVED,
             RequestState.AUTO_APPROVED,
+            *sorted(FINAL_STATES),
         ):
             if len(rows) >= limit:
                 break
@@ -637,23 +707,35 @@ class JitService:
             if ids is not None:
                 query = query.where(AccessRequest.id.in_(ids))
             if self.db.is_postgres:
-                query = query.with_for_update(skip_locked=True, of=AccessRequest)
+                # A person's action waits for a racing sweeper's lock (it is short) so
+                # what it made due happens now; the sweep skips locked rows.
+                query = query.with_for_update(skip_locked=not wait_for_locks, of=AccessRequest)
             rows.extend(session.execute(query).unique().scalars())
         return rows
 
     @staticmethod
-    def _due_action(row: AccessRequest, now: datetime) -> str | None:
+    def _due_action(row: AccessRequest, now: datetime) -> tuple[str, str | None] | None:
+        """What is due for ``row`` at ``now``: (kind, lifecycle event on success).
+
+        Once a grant call was started (``grant_started_at``), every way out goes through
+        a revoke: a cancel, a grant that gave up, a window that ended before the grant was
+        recorded. A request that ended anyway (a grant that outlived its lease) owes one.
+        """
         state = row.state
         if state == RequestState.ACTIVE:
             if row.end_requested:
-                return row.end_requested
-            return "expire" if row.ends_at <= now else None
+                return "revoke", row.end_requested
+            return ("revoke", "expire") if row.ends_at <= now else None
         if state == RequestState.PENDING:
-            return "time_out" if row.approval_deadline_at <= now else None
+            return ("time_out", "time_out") if row.approval_deadline_at <= now else None
         if state in APPROVED_STATES:
+            if row.end_requested:
+                return "revoke", row.end_requested
             if row.ends_at <= now:
-                return "lapse"
-            return "grant" if row.starts_at <= now else None
+                return ("revoke", "expire") if row.grant_started_at else ("lapse", "expire")
+            return ("grant", "activate") if row.starts_at <= now else None
+        if row.grant_started_at is not None:
+            return "revoke", None  # a compensating revoke
         return None
 
     @staticmethod
@@ -668,12 +750,11 @@ class JitService:
 
     def _call_provider(self, item: _Work, now: datetime) -> str | None:
         """Run the backend call; return None on success or the error people will see."""
-        operation = "grant" if item.action == "grant" else "revoke"
         started = time.perf_counter()
         error: str | None = None
         try:
             provider = self.providers.get(item.provider)
-            if operation == "grant":
+            if item.call == "grant":
                 provider.grant(item.spec, now)
             else:
                 provider.revoke(item.spec, now)
@@ -681,13 +762,13 @@ class JitService:
             log.warning(
                 "provider %s %s failed for request %s: %s",
                 item.provider,
-                item.action,
+                item.call,
                 item.request_id,
                 exc,
             )
             error = str(exc) or type(exc).__name__
         self.observer.provider_called(
-            item.provider, operation, error, time.perf_counter() - started
+            item.provider, item.call, error, time.perf_counter() - started
         )
         return error
 
@@ -706,21 +787,27 @@ class JitService:
         error: str | None,
         now: datetime,
         report: SweepReport,
-        compensate: list[_Work],
     ) -> None:
         if row.version != item.version:
-            # Someone acted while we called the backend (e.g. the requester
-            # cancelled an approved request while we granted it).
-            if item.action == "grant" and error is None and row.state in FINAL_STATES:
-                log.warning("request %s ended during its grant; revoking again", row.id)
-                compensate.append(item)
+            # Someone acted while we called the backend (e.g. the requester cancelled
+            # while we granted): our outcome is stale, and what they asked for is due.
+            if row.state in FINAL_STATES and item.call == "grant":
+                # Our lease lapsed mid-call and another sweeper ended the request;
+                # our grant may have landed after its revoke: one more is owed.
+                log.warning("request %s ended during its grant; a revoke is owed", row.id)
+                row.next_deadline_at = now
+            elif row.claimed_by == self.worker_id and row.state not in FINAL_STATES:
+                row.claimed_by = None
+                row.next_deadline_at = now
             return
         row.claimed_by = None
         row.last_attempt_at = now
-        if item.action == "grant":
+        if item.call == "grant":
             self._record_grant(session, row, error, now, report)
+        elif item.event is None:
+            self._record_owed_revoke(session, row, error, now)
         else:
-            self._record_revoke(session, row, item.action, error, now, report)
+            self._record_revoke(session, row, item.event, error, now, report)
 
     def _record_grant(
         self,
@@ -763,18 +850,15 @@ class JitService:
         row.attempts += 1
         row.last_error = error
         if row.attempts >= self.retry.max_grant_attempts:
-            self._transition(
-                session,
-                row,
-                "fail",
-                actor=SYSTEM,
-                now=now,
-                reason=f"grant failed after {row.attempts} attempts: {error}",
-            )
-            row.ended_at = now
-            row.end_reason = error
-            row.next_deadline_at = None
-            report.failed += 1
+            # Give up granting; a failed call may still have granted, so the request
+            # fails only after a revoke succeeded (the next batch makes it).
+            self._audit_attempt(session, row, "grant_failed", error, now)
+            row.end_requested = "fail"
+            row.end_requested_by = SYSTEM
+            row.end_requested_at = now
+            row.end_requested_reason = f"grant failed after {row.attempts} attempts: {error}"
+            row.attempts = 0
+            row.next_deadline_at = now
             return
         self._retry_later(session, row, "grant_failed", error, now)
         report.retrying += 1
@@ -784,6 +868,15 @@ class JitService:
     ) -> None:
         """Back off before the next attempt, and record the failure in the audit log."""
         row.next_deadline_at = now + self.retry.delay(row.attempts, self._rng)
+        self._audit_attempt(session, row, action, error, now)
+
+    @staticmethod
+    def _audit_attempt(
+        session: Session, row: AccessRequest, action: str, error: str, now: datetime
+    ) -> None:
+        details: dict[str, Any] = {"attempt": row.attempts}
+        if row.next_deadline_at is not None and row.next_deadline_at > now:
+            details["retry_at"] = row.next_deadline_at.isoformat()
         audit.append(
             session,
             at=now,
@@ -794,38 +887,80 @@ class JitService:
             from_state=row.state,
             to_state=row.state,
             reason=error,
-            details={"attempt": row.attempts, "retry_at": row.next_deadline_at.isoformat()},
+            details=details,
         )
 
     def _record_revoke(
         self,
         session: Session,
         row: AccessRequest,
-        action: str,
+        event: str,
         error: str | None,
         now: datetime,
         report: SweepReport,
     ) -> None:
-        if error is None:
-            if action == "expire":
-                actor, reason = SYSTEM, "the window ended and access was revoked"
-                report.expired += 1
-                report.lags.append((now - row.ends_at).total_seconds())
-            else:
-                actor = row.end_requested_by or SYSTEM
-                reason = row.end_requested_reason or action
-                report.revoked += 1
-                if row.end_requested_at is not None:
-                    report.lags.append((now - row.end_requested_at).total_seconds())
-            self._transition(session, row, action, actor=actor, now=now, reason=reason)
-            row.ended_at = now
-            row.ended_by = actor
-            row.end_reason = reason
-            row.next_deadline_at = None
-            row.revoke_failing_since = None
-            row.revoke_alerts_sent = 0
-            row.attempts = 0
+        if error is not None:
+            self._revoke_failed(session, row, error, now)
+            report.retrying += 1
             return
+        if event == "expire":
+            actor = SYSTEM
+            if row.state == RequestState.ACTIVE:
+                reason = "the window ended and access was revoked"
+                report.expired += 1
+            else:
+                reason = "the window ended before the grant was recorded; it was revoked"
+                report.lapsed += 1
+            report.lags.append((now - row.ends_at).total_seconds())
+        else:
+            actor = row.end_requested_by or SYSTEM
+            reason = row.end_requested_reason or event
+            if event == "fail":
+                report.failed += 1
+            elif event == "cancel":
+                report.cancelled += 1
+            else:
+                report.revoked += 1
+            if row.end_requested_at is not None:
+                report.lags.append((now - row.end_requested_at).total_seconds())
+        self._transition(session, row, event, actor=actor, now=now, reason=reason)
+        row.ended_at = now
+        row.ended_by = actor
+        row.end_reason = reason
+        row.next_deadline_at = None
+        row.revoke_failing_since = None
+        row.revoke_alerts_sent = 0
+        row.attempts = 0
+
+    def _record_owed_revoke(
+        self, session: Session, row: AccessRequest, error: str | None, now: datetime
+    ) -> None:
+        """The outcome of a revoke owed by a request that had already ended."""
+        if error is not None:
+            self._revoke_failed(session, row, error, now)
+            return
+        audit.append(
+            session,
+            at=now,
+            actor=SYSTEM,
+            action="owed_revoke",
+            app=row.app.name,
+            request_id=row.id,
+            from_state=row.state,
+            to_state=row.state,
+            reason="a grant that landed after the request ended was revoked",
+        )
+        row.next_deadline_at = None
+        row.revoke_failing_since = None
+        row.revoke_alerts_sent = 0
+        row.attempts = 0
+        row.last_error = None
+
+    def _revoke_failed(
+        self, session: Session, row: AccessRequest, error: str, now: datetime
+    ) -> None:
+        """A revoke is retried without limit; approvers and admins are alerted at once,
+        then less and less often."""
         row.attempts += 1
         row.last_error = error
         if row.revoke_failing_since is None:
@@ -833,7 +968,6 @@ class JitService:
             row.revoke_alerts_sent = 0
         self._retry_later(session, row, "revoke_failed", error, now)
         if rules.revoke_alert_due(row.revoke_failing_since, now, row.revoke_alerts_sent):
-            # Approvers and admins hear at once, then less and less often.
             for recipient in dict.fromkeys([*row.app.approvers, *row.app.admins]):
                 self._enqueue(
                     session,
@@ -847,14 +981,6 @@ class JitService:
                     reason=error,
                 )
             row.revoke_alerts_sent += 1
-        report.retrying += 1
-
-    def _compensate(self, item: _Work, now: datetime) -> None:
-        error = self._call_provider(replace(item, action="revoke"), now)
-        if error is not None:
-            log.error(
-                "could not take back the grant of ended request %s: %s", item.request_id, error
-            )
 
     # -- helpers --------------------------------------------------------------------
     def _decide(
@@ -920,18 +1046,29 @@ class JitService:
             raise RuleViolation(f"Request {row.id} is {row.state}, not active: cancel it instead")
         if row.state in FINAL_STATES:
             raise Conflict(self._already(row))
+        self._ask_sweep_to_end(row, kind, actor=actor, reason=reason, now=now)
+
+    def _ask_sweep_to_end(
+        self, row: AccessRequest, event: str, *, actor: str, reason: str, now: datetime
+    ) -> None:
+        """Record that the request must end with ``event`` once its grant is revoked;
+        the sweep revokes, then makes the transition."""
         if row.end_requested:
             raise Conflict(
                 f"Request {row.id} is already being ended ({row.end_requested} by "
                 f"{row.end_requested_by} at {row.end_requested_at:%Y-%m-%d %H:%M} UTC)"
                 + (f"; the backend keeps failing: {row.last_error}" if row.last_error else "")
             )
-        row.end_requested = kind
+        row.end_requested = event
         row.end_requested_by = actor
         row.end_requested_at = now
         row.end_requested_reason = reason
-        row.next_deadline_at = now
         row.attempts = 0
+        if row.claimed_by is None or row.next_deadline_at is None or row.next_deadline_at <= now:
+            row.next_deadline_at = now
+        # else: a sweeper holds the row with a call in flight (maybe the grant itself).
+        # Its lease stands, so no one revokes before that call returns; when it records
+        # its outcome it sees this change and makes the revoke due at once.
 
     def _end_now(self, request_id: int, now: datetime) -> RequestView:
         if self.inline:
@@ -939,6 +1076,25 @@ class JitService:
         elif self.on_deadline is not None:
             self.on_deadline(now)
         return self.get_request(request_id)
+
+    def _end_before_start(
+        self,
+        session: Session,
+        row: AccessRequest,
+        event: str,
+        *,
+        actor: str,
+        now: datetime,
+        reason: str,
+    ) -> bool:
+        """End a pending or approved request. Returns True when it cannot end yet:
+        a grant call was started for it (maybe in flight, maybe landed before a crash),
+        so the backend may hold access and the sweep must revoke it first."""
+        if row.grant_started_at is None:
+            self._end_without_grant(session, row, event, actor=actor, now=now, reason=reason)
+            return False
+        self._ask_sweep_to_end(row, event, actor=actor, reason=reason, now=now)
+        return True
 
     def _end_without_grant(
         self,
@@ -950,8 +1106,7 @@ class JitService:
         now: datetime,
         reason: str,
     ) -> None:
-        """Cancel a request that holds no access. A claimed row (grant in flight)
-        is still cancelled: the sweep sees the version change and takes the grant back."""
+        """End a request for which no grant call was ever started."""
         self._transition(session, row, event, actor=actor, now=now, reason=reason)
         row.ended_at = now
         row.ended_by = actor
@@ -1108,7 +1263,11 @@ class JitService:
         with self.db.transaction(readonly=True) as session:
             return self._spec(self._get(session, request_id))
 
-    def _spec(self, row: AccessRequest) -> GrantSpec:
+    @staticmethod
+    def _spec(row: AccessRequest) -> GrantSpec:
+        """The grant as the backend knows it: once a grant call started, with the
+        provider config of that call, so its revoke finds the same grant."""
+        config = row.grant_config if row.grant_started_at is not None else None
         return GrantSpec(
             request_id=row.id,
             app=row.app.name,
@@ -1117,8 +1276,13 @@ class JitService:
             role=row.role,
             starts_at=row.starts_at,
             ends_at=row.ends_at,
-            config=dict(row.app.provider_config or {}),
+            config=dict(config if config is not None else row.app.provider_config or {}),
         )
+
+    @staticmethod
+    def _grant_provider(row: AccessRequest) -> str:
+        """The provider that may hold the grant (the application's, before any call)."""
+        return row.grant_provider or row.app.provider
 
     def _validated(self, spec: AppSpec) -> AppSpec:
         name = spec.name.strip()

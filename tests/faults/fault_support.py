@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -38,18 +41,26 @@ class RecordingProvider:
     leaves either the whole line (the call happened) or nothing (it did not). ``delay``
     is the backend's round trip. With ``hang_after``, the backend hangs (as real ones
     do) on the call after that many, so a kill lands in the middle of a batch at a known
-    point rather than wherever the scheduler happens to let the test run.
+    point rather than wherever the scheduler happens to let the test run. With
+    ``die_after``, the process SIGKILLs itself right after the backend recorded that
+    many calls: the grant is made, and the caller never learns it.
     Both calls are idempotent, as the provider contract requires.
     """
 
     name = "recording"
 
     def __init__(
-        self, path: Path | str, *, delay: float = 0.0, hang_after: int | None = None
+        self,
+        path: Path | str,
+        *,
+        delay: float = 0.0,
+        hang_after: int | None = None,
+        die_after: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.delay = delay
         self.hang_after = hang_after
+        self.die_after = die_after
         self.calls = 0
         self._fd: int | None = None
         self._lock = threading.Lock()
@@ -72,6 +83,32 @@ class RecordingProvider:
             os.write(self._fd, line)
             os.fsync(self._fd)
             self.calls += 1
+            if self.die_after is not None and self.calls >= self.die_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+WORKER = Path(__file__).with_name("sweep_worker.py")
+
+
+def start_sweeper(
+    url: str,
+    log: Path,
+    now: datetime,
+    out: Path,
+    *,
+    batch: int,
+    delay: float = 0.0,
+    hang_after: int = 0,
+    die_after: int = 0,
+) -> subprocess.Popen[bytes]:
+    """A ``sweep_worker.py`` process sweeping at ``now`` (see its docstring)."""
+    args = [url, str(log), now.isoformat(), str(batch), str(delay), str(hang_after)]
+    with out.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, str(WORKER), *args, str(die_after)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def read_calls(path: Path) -> list[Call]:

@@ -1,9 +1,10 @@
 """A sweeping process for the kill tests:
-``python sweep_worker.py URL CALL_LOG NOW BATCH DELAY HANG_AFTER``.
+``python sweep_worker.py URL CALL_LOG NOW BATCH DELAY HANG_AFTER [DIE_AFTER]``.
 
 It wires the service as ``serve`` does (its own worker id, the lease from RetryPolicy)
 with a RecordingProvider writing to CALL_LOG (each call taking DELAY seconds, and hanging
-after HANG_AFTER calls unless that is 0), and sweeps at the fixed instant NOW (ISO 8601:
+after HANG_AFTER calls unless that is 0; SIGKILL-ing itself right after the DIE_AFTER-th
+call's effect, when given and not 0), and sweeps at the fixed instant NOW (ISO 8601:
 time is an argument, never the wall clock) until nothing is due at NOW, then prints
 ``done`` and exits 0. The test kills it with SIGKILL whenever it likes.
 """
@@ -23,13 +24,18 @@ from jitaccess.store.db import Database
 
 
 def main(argv: list[str]) -> int:
-    url, call_log, now_text, batch_text, delay_text, hang_text = argv
+    url, call_log, now_text, batch_text, delay_text, hang_text, *rest = argv
     now = datetime.fromisoformat(now_text)
     assert now.tzinfo is not None, "NOW must carry a UTC offset"
     db = Database(url)
     providers = ProviderRegistry()
     hang_after = int(hang_text) or None
-    providers.register(RecordingProvider(call_log, delay=float(delay_text), hang_after=hang_after))
+    die_after = int(rest[0]) if rest else 0
+    providers.register(
+        RecordingProvider(
+            call_log, delay=float(delay_text), hang_after=hang_after, die_after=die_after or None
+        )
+    )
     service = JitService(db, providers, worker_id=f"fault-worker:{os.getpid()}", inline=False)
     print("sweeping", flush=True)
     give_up = time.monotonic() + 60

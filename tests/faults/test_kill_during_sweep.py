@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -44,6 +43,7 @@ from fault_support import (
     count_calls,
     pg_url_or_skip,
     read_calls,
+    start_sweeper,
     wait_until,
 )
 from sqlalchemy import func, select
@@ -55,7 +55,6 @@ from jitaccess.service import RetryPolicy
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, AuditEvent, OutboxMessage
 
-WORKER = Path(__file__).with_name("sweep_worker.py")
 N = 1000
 BATCH = 100
 #: The backend's round trip (none needed: the hang below places the kill).
@@ -83,11 +82,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def sweeper(
     url: str, log: Path, now: datetime, out: Path, hang_after: int = 0
 ) -> subprocess.Popen[bytes]:
-    args = [url, str(log), now.isoformat(), str(BATCH), str(ROUND_TRIP), str(hang_after)]
-    with out.open("ab") as sink:
-        return subprocess.Popen(
-            [sys.executable, str(WORKER), *args], stdout=sink, stderr=subprocess.STDOUT
-        )
+    return start_sweeper(url, log, now, out, batch=BATCH, delay=ROUND_TRIP, hang_after=hang_after)
 
 
 def states(db: Database) -> dict[int, str]:

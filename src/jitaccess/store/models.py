@@ -142,6 +142,14 @@ class AccessRequest(Base):
     revoke_failing_since: Mapped[datetime | None]
     #: Alerts sent since the revoke started failing (they come less and less often).
     revoke_alerts_sent: Mapped[int] = mapped_column(Integer, default=0)
+    #: Intent before effect: set, in the claim's transaction, before the first backend
+    #: grant call starts. From then on a revoke is owed before the request may end.
+    grant_started_at: Mapped[datetime | None]
+    #: The backend that may hold the grant (provider name and config at the first
+    #: grant call): every later grant and revoke goes there, whatever the application
+    #: is switched to meanwhile.
+    grant_provider: Mapped[str | None] = mapped_column(String(50))
+    grant_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     app: Mapped[Application] = relationship(back_populates="requests", lazy="joined")
@@ -260,6 +268,10 @@ class StandingGrant(Base):
     role: Mapped[str] = mapped_column(String(100))
     desired: Mapped[bool] = mapped_column(default=True)
     held: Mapped[bool] = mapped_column(default=False)
+    #: Where the grant may be held (set before the grant call, cleared after a revoke
+    #: succeeded): a provider switch revokes it here before granting on the new one.
+    held_provider: Mapped[str | None] = mapped_column(String(50))
+    held_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     last_error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime]
