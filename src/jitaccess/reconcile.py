@@ -11,10 +11,12 @@ provider config says ``revoke_orphans: true``, and never re-grants on its own.
 from __future__ import annotations
 
 import functools
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 
@@ -82,37 +84,84 @@ def reconcile(
 def _one_app(
     service: JitService, app: AppView, now: datetime, *, fix: bool, periodic: bool
 ) -> list[Finding]:
+    """Compare every backend the application's grants may be on: its provider now, and
+    each backend an active request's grant was made on (a provider switch must not
+    hide a grant on the old one)."""
+    active = _active(service, app.name)
+    current = _backend(app.provider, app.provider_config)
+    backends = {current: (app.provider, dict(app.provider_config))}
+    for row in active:
+        name, config = _grant_backend(app, row)
+        backends.setdefault(_backend(name, config), (name, config))
+    findings: list[Finding] = []
+    for key, (name, config) in backends.items():
+        findings.extend(
+            _one_backend(
+                service,
+                app,
+                name,
+                config,
+                [r for r in active if _backend(*_grant_backend(app, r)) == key],
+                now,
+                fix=fix,
+                periodic=periodic,
+                standing=key == current,
+            )
+        )
+    return findings
+
+
+def _one_backend(
+    service: JitService,
+    app: AppView,
+    name: str,
+    config: dict[str, Any],
+    active: list[AccessRequest],
+    now: datetime,
+    *,
+    fix: bool,
+    periodic: bool,
+    standing: bool,
+) -> list[Finding]:
     try:
-        provider = service.providers.get(app.provider)
+        provider = service.providers.get(name)
     except ProviderError as exc:
         return [Finding(app.name, "skipped", None, str(exc))]
     if not isinstance(provider, GrantLister):
         return [
-            Finding(
-                app.name, "skipped", None, f"the {app.provider} provider cannot list what it holds"
-            )
+            Finding(app.name, "skipped", None, f"the {name} provider cannot list what it holds")
         ]
     try:
-        held = provider.list_grants(app.scope, app.provider_config)
+        held = provider.list_grants(app.scope, config)
     except ProviderError as exc:
-        return [Finding(app.name, "skipped", None, f"could not list grants: {exc}")]
+        return [Finding(app.name, "skipped", None, f"could not list grants on {name}: {exc}")]
     standing_held = [g for g in held if getattr(g, "standing", False)]
     held = [g for g in held if not getattr(g, "standing", False)]
-    findings = _standing_findings(service, app, standing_held, now, fix=fix, periodic=periodic)
+    findings = (
+        _standing_findings(service, app, standing_held, now, fix=fix, periodic=periodic)
+        if standing
+        else []
+    )
     requests = _requests(service, app.name, {g.request_id for g in held if g.request_id})
-    active = _active(service, app.name)
+    here = _backend(name, config)
     held_ids = {g.request_id for g in held}
     for grant in held:
         row = requests.get(grant.request_id) if grant.request_id is not None else None
-        if row is not None and row.state in EXPECTED:
+        if (
+            row is not None
+            and row.state in EXPECTED
+            and (row.grant_provider is None or _backend(*_grant_backend(app, row)) == here)
+        ):
             continue
+        if row is not None and row.next_deadline_at is not None and row.grant_started_at:
+            continue  # a revoke is already owed and retried by the sweep
         state = row.state if row is not None else "no such request"
-        detail = f"the backend holds a grant for a request that is {state}"
+        detail = f"the backend ({name}) holds a grant for a request that is {state}"
         revoke = fix or (periodic and bool(app.provider_config.get("revoke_orphans")))
         if not revoke or grant.request_id is None:
             findings.append(Finding(app.name, "orphan", grant.request_id, detail))
             continue
-        spec = _spec(app, grant.request_id, row, now)
+        spec = _spec(app, grant.request_id, row, now, config)
         findings.append(
             _attempt(
                 app.name,
@@ -125,17 +174,28 @@ def _one_app(
     for row in active:
         if row.id in held_ids or row.end_requested or row.ends_at <= now:
             continue
-        detail = "the request is active but the backend does not hold its grant"
+        detail = f"the request is active but the backend ({name}) does not hold its grant"
         if not fix:
             findings.append(Finding(app.name, "missing", row.id, detail))
             continue
-        spec = _spec(app, row.id, row, now)
+        spec = _spec(app, row.id, row, now, config)
         findings.append(
             _attempt(
                 app.name, "missing", row.id, detail, functools.partial(provider.grant, spec, now)
             )
         )
     return findings
+
+
+def _grant_backend(app: AppView, row: AccessRequest) -> tuple[str, dict[str, Any]]:
+    """Where the request's grant was made (its application's backend before any call)."""
+    if row.grant_provider is None:
+        return app.provider, dict(app.provider_config)
+    return row.grant_provider, dict(row.grant_config or {})
+
+
+def _backend(name: str, config: Mapping[str, Any]) -> tuple[str, str]:
+    return name, json.dumps(dict(config), sort_keys=True, default=str)
 
 
 def _standing_findings(
@@ -217,7 +277,13 @@ def _attempt(
     return Finding(app, kind, request_id, detail, fixed=True)
 
 
-def _spec(app: AppView, request_id: int, row: AccessRequest | None, now: datetime) -> GrantSpec:
+def _spec(
+    app: AppView,
+    request_id: int,
+    row: AccessRequest | None,
+    now: datetime,
+    config: Mapping[str, Any],
+) -> GrantSpec:
     return GrantSpec(
         request_id=request_id,
         app=app.name,
@@ -226,7 +292,7 @@ def _spec(app: AppView, request_id: int, row: AccessRequest | None, now: datetim
         role=row.role if row else "",
         starts_at=row.starts_at if row else now,
         ends_at=row.ends_at if row else now,
-        config=app.provider_config,
+        config=config,
     )
 
 
