@@ -1121,6 +1121,14 @@ class JitService:
         )
 
     def _validated(self, spec: AppSpec) -> AppSpec:
+        rules.check_definition(
+            "The application",
+            name=spec.name,
+            scope=spec.scope,
+            roles=spec.roles,
+            provider=spec.provider,
+            provider_config=spec.provider_config,
+        )
         name = spec.name.strip()
         if not _APP_NAME.match(name):
             raise RuleViolation(
