@@ -303,3 +303,38 @@ def test_slack_refuses_short_and_non_ascii_durations(
     register(world.service)
     assert message in world.say(PUBLISHER, f"request crm Owner {duration} fix")
     assert world.service.list_requests() == []
+
+
+# -- 4. mentions -------------------------------------------------------------------------
+NASTY = "deploy at 10:00 UTC <!channel> <@UFAKE> & ask UAPP2"
+
+
+def test_free_text_in_replies_shows_literally_and_pings_nobody(world: SlackWorld) -> None:
+    """A reason with UTC, <!channel> and <@id> is shown as typed; only the decider is mentioned."""
+    register(world.service)
+    rid = world.service.submit(
+        "crm", requester=PUBLISHER, role="Owner", duration=H, justification=NASTY, now=T0
+    ).id
+    world.deliver()
+    stale = world.card_for(APPROVER2, rid)
+    world.click(APPROVER, world.card_for(APPROVER, rid), blocks.DENY)
+    world.submit_reason(APPROVER, NASTY)
+    world.deliver()
+    world.click(APPROVER2, stale, blocks.APPROVE)  # too late: told who won, and why
+    shown = [e["text"] for e in world.fake.ephemerals_to(APPROVER2)]
+    shown += [texts(world.last_modal(APPROVER2)["view"])]
+    shown.append(world.say(APPROVER2, f"approve {rid} me too"))
+    shown += [texts(m) for m in world.fake.dms_to(PUBLISHER)]
+    shown += [texts(world.card_for(APPROVER2, rid))]
+    literal = "deploy at 10:00 UTC &lt;!channel&gt; &lt;@UFAKE&gt; &amp; ask UAPP2"
+    for text in shown:
+        assert literal in text, text
+        for ping in ("<!channel>", "<@UTC>", "<@UFAKE>", "<@UAPP2>", "<!"):
+            assert ping not in text, (ping, text)
+    assert f"already denied by <@{APPROVER}>" in shown[0]
+
+
+def test_usage_errors_echo_what_was_typed_without_pinging(world: SlackWorld) -> None:
+    """A mistyped command that contains <!here> is echoed as text, not as an @here."""
+    reply = world.say(PUBLISHER, "<!here> please")
+    assert "&lt;!here&gt;" in reply and "<!here>" not in reply
