@@ -338,3 +338,23 @@ def test_usage_errors_echo_what_was_typed_without_pinging(world: SlackWorld) -> 
     """A mistyped command that contains <!here> is echoed as text, not as an @here."""
     reply = world.say(PUBLISHER, "<!here> please")
     assert "&lt;!here&gt;" in reply and "<!here>" not in reply
+
+
+# -- 5. early end reads "being revoked" -------------------------------------------------
+def test_revoke_and_release_commands_say_being_revoked(world: SlackWorld) -> None:
+    """`/jit revoke` and `/jit release` answer "being revoked", then the sweep revokes."""
+    register(world.service, mode=ApprovalMode.AUTOMATIC, approvers=(APPROVER,))
+    first = world.say(PUBLISHER, "request crm Owner 1h deploy")
+    second = world.say(PUBLISHER, "request crm Owner 1h deploy again")
+    assert "submitted" in first and "submitted" in second
+    world.tick()
+    revokes, releases = (v.id for v in world.service.list_requests()[::-1])
+    revoked = world.say(ADMIN, f"revoke {revokes} security review")
+    released = world.say(PUBLISHER, f"release {releases}")
+    for reply, rid in ((revoked, revokes), (released, releases)):
+        assert f"Request #{rid} is now being revoked." in reply, reply
+        assert "active" not in reply
+    world.tick()
+    assert {world.service.get_request(r).state for r in (revokes, releases)} == {"revoked"}
+    assert "is already revoked" in world.say(ADMIN, f"revoke {revokes} again")
+    assert "being revoked" not in world.say(PUBLISHER, "list")

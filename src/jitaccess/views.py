@@ -143,10 +143,16 @@ class RequestView:
     def status_line(self, now: datetime) -> str:
         """The state as a person should read it, with what is in flight."""
         if self.state == RequestState.ACTIVE:
+            # A revoke or release is recorded: the sweep takes the grant back. Until
+            # then the grant still holds, but "active" would read as if nothing happened.
+            ending = "being revoked" if self.end_requested is not None else "active"
             if self.revoke_failing_since is not None:
                 return (
-                    f"active (revoke failing since {self.revoke_failing_since:%Y-%m-%d %H:%M} UTC)"
+                    f"{ending} (revoke failing since "
+                    f"{self.revoke_failing_since:%Y-%m-%d %H:%M} UTC)"
                 )
+            if self.end_requested is not None:
+                return ending
             if not self.holds_access(now):
                 return "active (window over, revoking)"
         if self.state in (RequestState.APPROVED, RequestState.AUTO_APPROVED) and self.attempts:
