@@ -246,7 +246,7 @@ def test_list_pending_cancel_release_revoke_apps_commands(world: SlackWorld) -> 
     assert erp.state == "active"
     assert "approvers and consumer admins may revoke" in world.say(PUBLISHER, f"revoke {erp.id} x")
     revoked = world.say(ADMIN, f"revoke {erp.id} security review")
-    assert "is now active" in revoked  # recorded; the sweep carries it out
+    assert "is now being revoked" in revoked  # recorded; the sweep carries it out
     world.tick()
     assert world.service.get_request(erp.id).state == "revoked"
     apps = world.say(ADMIN, "apps")

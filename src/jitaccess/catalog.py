@@ -101,6 +101,13 @@ class Catalog:
 
     # -- offers ----------------------------------------------------------------------
     def register_offer(self, spec: OfferSpec, *, actor: str, now: datetime) -> OfferView:
+        rules.check_definition(
+            "The offer",
+            name=spec.name,
+            roles=spec.roles,
+            standing_role=spec.standing_role,
+            provider_config=spec.provider_config,
+        )
         if not _NAME.match(spec.name.strip()):
             raise RuleViolation(
                 f"'{spec.name}' is not a valid offer name: use letters, digits, '.', '_' or '-'"

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from jitaccess.domain import policy as rules
-from jitaccess.domain.errors import Conflict, NotFound, RuleViolation
+from jitaccess.domain.errors import Conflict, Mention, NotFound, Part, RuleViolation
 from jitaccess.domain.lifecycle import (
     APPROVED_STATES,
     FINAL_STATES,
@@ -368,15 +368,16 @@ class JitService:
             row = self._lock(session, request_id)
             if actor != row.requester:
                 raise RuleViolation(
-                    f"Only the requester ({row.requester}) may cancel request {row.id}; "
-                    "approvers can deny or revoke it instead"
+                    "Only the requester (",
+                    Mention(row.requester),
+                    f") may cancel request {row.id}; approvers can deny or revoke it instead",
                 )
             if row.state == RequestState.ACTIVE:
                 raise RuleViolation(
                     f"Request {row.id} is already active: use release to end your access now"
                 )
             if row.state in FINAL_STATES:
-                raise Conflict(self._already(row))
+                raise Conflict(*self._already(row))
             owed = self._end_before_start(
                 session,
                 row,
@@ -396,7 +397,7 @@ class JitService:
         with self.db.transaction() as session:
             row = self._lock(session, request_id)
             if row.state != RequestState.PENDING and row.state not in APPROVED_STATES:
-                raise Conflict(self._already(row))
+                raise Conflict(*self._already(row))
             owed = self._end_before_start(
                 session, row, "cancel", actor=actor, now=now, reason=reason
             )
@@ -425,8 +426,9 @@ class JitService:
             row = self._lock(session, request_id)
             if actor != row.requester:
                 raise RuleViolation(
-                    f"Only the requester ({row.requester}) may release request {row.id}; "
-                    "approvers and admins can revoke it"
+                    "Only the requester (",
+                    Mention(row.requester),
+                    f") may release request {row.id}; approvers and admins can revoke it",
                 )
             self._request_end(
                 row, "release", actor=actor, reason="released early by the requester", now=now
@@ -475,7 +477,7 @@ class JitService:
                 if approver in row.app.approvers and approver != row.requester
             ]
 
-    def decision_refusal(self, request_id: int, actor: str, verb: str) -> str | None:
+    def decision_refusal(self, request_id: int, actor: str, verb: str) -> RuleViolation | None:
         """Why ``actor`` cannot ``verb`` the request now, or None if they can.
 
         A read-only pre-check for buttons; the decision itself checks again."""
@@ -485,13 +487,13 @@ class JitService:
                 if verb == "revoke":
                     rules.check_revoker(AppView.of(row.app).rules(), actor)
                     if row.state in FINAL_STATES:
-                        return self._already(row)
+                        return Conflict(*self._already(row))
                     return None
                 if row.state != RequestState.PENDING:
-                    return self._already(row)
+                    return Conflict(*self._already(row))
                 rules.check_decider(row.app.approvers, row.requester, actor, verb)
             except RuleViolation as exc:
-                return str(exc)
+                return exc
             return None
 
     def overseen_active(self, user: str) -> list[RequestView]:
@@ -991,7 +993,7 @@ class JitService:
         with self.db.transaction() as session:
             row = self._lock(session, request_id)
             if row.state != RequestState.PENDING:
-                raise Conflict(self._already(row))
+                raise Conflict(*self._already(row))
             rules.check_decider(row.app.approvers, row.requester, actor, verb)
             reason = rules.check_reason(reason, verb)
             if row.approval_deadline_at <= now:
@@ -1045,7 +1047,7 @@ class JitService:
         if row.state in APPROVED_STATES:
             raise RuleViolation(f"Request {row.id} is {row.state}, not active: cancel it instead")
         if row.state in FINAL_STATES:
-            raise Conflict(self._already(row))
+            raise Conflict(*self._already(row))
         self._ask_sweep_to_end(row, kind, actor=actor, reason=reason, now=now)
 
     def _ask_sweep_to_end(
@@ -1055,9 +1057,10 @@ class JitService:
         the sweep revokes, then makes the transition."""
         if row.end_requested:
             raise Conflict(
-                f"Request {row.id} is already being ended ({row.end_requested} by "
-                f"{row.end_requested_by} at {row.end_requested_at:%Y-%m-%d %H:%M} UTC)"
-                + (f"; the backend keeps failing: {row.last_error}" if row.last_error else "")
+                f"Request {row.id} is already being ended ({row.end_requested} by ",
+                Mention(row.end_requested_by or ""),
+                f" at {row.end_requested_at:%Y-%m-%d %H:%M} UTC)"
+                + (f"; the backend keeps failing: {row.last_error}" if row.last_error else ""),
             )
         row.end_requested = event
         row.end_requested_by = actor
@@ -1237,26 +1240,31 @@ class JitService:
         )
 
     @staticmethod
-    def _already(row: AccessRequest) -> str:
+    def _already(row: AccessRequest) -> tuple[Part, ...]:
+        """Who got there first, as message parts (the people in it are mentions)."""
         state = row.state
         if state in (RequestState.APPROVED, RequestState.DENIED, RequestState.AUTO_APPROVED):
-            who = (
-                "policy (automatic mode)" if state == RequestState.AUTO_APPROVED else row.decided_by
+            who: Part = (
+                "policy (automatic mode)"
+                if state == RequestState.AUTO_APPROVED
+                else Mention(row.decided_by or "")
             )
             verb = "approved" if state != RequestState.DENIED else "denied"
-            text = f"Request {row.id} was already {verb} by {who}"
+            text = ""
             if row.decided_at is not None:
                 text += f" at {row.decided_at:%Y-%m-%d %H:%M} UTC"
             if row.decision_reason and state != RequestState.AUTO_APPROVED:
                 text += f": {row.decision_reason}"
-            return text
+            return (f"Request {row.id} was already {verb} by ", who, text)
         if state == RequestState.ACTIVE:
             return (
-                f"Request {row.id} was already approved by {row.decided_by} and is active "
-                f"until {row.ends_at:%Y-%m-%d %H:%M} UTC"
+                f"Request {row.id} was already approved by ",
+                Mention(row.decided_by or ""),
+                f" and is active until {row.ends_at:%Y-%m-%d %H:%M} UTC",
             )
-        who = f" by {row.ended_by}" if row.ended_by else ""
-        return f"Request {row.id} is already {state}{who}"
+        if row.ended_by:
+            return (f"Request {row.id} is already {state} by ", Mention(row.ended_by))
+        return (f"Request {row.id} is already {state}",)
 
     def grant_spec(self, request_id: int) -> GrantSpec:
         """What the backend is asked to grant or revoke for this request."""
@@ -1285,6 +1293,14 @@ class JitService:
         return row.grant_provider or row.app.provider
 
     def _validated(self, spec: AppSpec) -> AppSpec:
+        rules.check_definition(
+            "The application",
+            name=spec.name,
+            scope=spec.scope,
+            roles=spec.roles,
+            provider=spec.provider,
+            provider_config=spec.provider_config,
+        )
         name = spec.name.strip()
         if not _APP_NAME.match(name):
             raise RuleViolation(

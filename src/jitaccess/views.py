@@ -73,6 +73,10 @@ class AppView:
         }
 
 
+#: How a pending end reads ("being cancelled"), by the event that will end the request.
+_ENDING = {"cancel": "cancelled", "expire": "expired", "fail": "failed"}
+
+
 @dataclass(frozen=True)
 class RequestView:
     id: int
@@ -143,14 +147,30 @@ class RequestView:
     def status_line(self, now: datetime) -> str:
         """The state as a person should read it, with what is in flight."""
         if self.state == RequestState.ACTIVE:
+            # A revoke or release is recorded: the sweep takes the grant back. Until
+            # then the grant still holds, but "active" would read as if nothing happened.
+            ending = "being revoked" if self.end_requested is not None else "active"
             if self.revoke_failing_since is not None:
                 return (
-                    f"active (revoke failing since {self.revoke_failing_since:%Y-%m-%d %H:%M} UTC)"
+                    f"{ending} (revoke failing since "
+                    f"{self.revoke_failing_since:%Y-%m-%d %H:%M} UTC)"
                 )
+            if self.end_requested is not None:
+                return ending
             if not self.holds_access(now):
                 return "active (window over, revoking)"
-        if self.state in (RequestState.APPROVED, RequestState.AUTO_APPROVED) and self.attempts:
-            return f"{self.state} (grant failing, {self.attempts} attempts)"
+        if self.state in (RequestState.APPROVED, RequestState.AUTO_APPROVED):
+            if self.end_requested is not None:
+                # A grant call was started: it ends once the backend confirmed the revoke.
+                ending = f"being {_ENDING.get(self.end_requested, 'ended')}, access being revoked"
+                if self.revoke_failing_since is not None:
+                    return (
+                        f"{ending} (revoke failing since "
+                        f"{self.revoke_failing_since:%Y-%m-%d %H:%M} UTC)"
+                    )
+                return ending
+            if self.attempts:
+                return f"{self.state} (grant failing, {self.attempts} attempts)"
         return self.state
 
     def to_json(self) -> dict[str, Any]:

@@ -5,20 +5,32 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-_COMPACT = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
-_ISO = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
+from jitaccess.domain.text import shown
+
+# ASCII digits only: ``\d`` (and ``int()``) also take Arabic-Indic, fullwidth and other digits.
+_COMPACT = re.compile(
+    r"(?:(?P<d>[0-9]+)d)?(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+)s)?", re.ASCII
+)
+_ISO = re.compile(
+    r"P(?:(?P<d>[0-9]+)D)?(?:T(?:(?P<h>[0-9]+)H)?(?:(?P<m>[0-9]+)M)?(?:(?P<s>[0-9]+)S)?)?",
+    re.ASCII,
+)
 
 
 def parse_duration(text: str) -> timedelta:
     """Return the duration ``text`` names, or raise ``ValueError`` saying what is accepted."""
     cleaned = text.strip().replace(" ", "")
     if len(cleaned) > 40:
-        raise ValueError(f"'{text[:40]}…' is not a duration: use forms like 90m, 2h, 1h30m or PT8H")
-    match = _ISO.match(cleaned.upper()) if cleaned.upper().startswith("P") else None
+        raise ValueError(
+            f"'{shown(text, 40)}' is not a duration: use forms like 90m, 2h, 1h30m or PT8H"
+        )
+    match = _ISO.fullmatch(cleaned.upper()) if cleaned.upper().startswith("P") else None
     if match is None:
-        match = _COMPACT.match(cleaned.lower())
+        match = _COMPACT.fullmatch(cleaned.lower())
     if not cleaned or match is None or not any(match.groupdict().values()):
-        raise ValueError(f"'{text}' is not a duration: use forms like 90m, 2h, 1h30m or PT8H")
+        raise ValueError(
+            f"'{shown(text)}' is not a duration: use forms like 90m, 2h, 1h30m or PT8H"
+        )
     parts = {k: int(v) for k, v in match.groupdict().items() if v}
     try:
         return timedelta(
@@ -28,7 +40,7 @@ def parse_duration(text: str) -> timedelta:
             seconds=parts.get("s", 0),
         )
     except OverflowError:
-        raise ValueError(f"'{text}' is far too long a duration") from None
+        raise ValueError(f"'{shown(text)}' is far too long a duration") from None
 
 
 def format_duration(value: timedelta) -> str:

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import RuleViolation
+from jitaccess.domain.text import check_text, check_texts, is_blank, shown
 
 DEFAULT_MAX_DURATION = timedelta(hours=8)
 DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=24)
@@ -25,6 +26,8 @@ MAX_START_AHEAD = timedelta(days=30)
 #: Upper bound for any policy duration, so a typo cannot grant for a year.
 MAX_POLICY_DURATION = timedelta(days=30)
 MAX_JUSTIFICATION = 2000
+#: The shortest access (and policy duration) there is: the sweep works in minutes.
+MIN_DURATION = timedelta(minutes=1)
 
 _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
 
@@ -36,14 +39,21 @@ class ApprovalMode(StrEnum):
 
 def check_user_id(value: str, what: str) -> str:
     """Return ``value`` if it looks like a Slack user ID (``U…``/``W…``)."""
+    check_text(value, f"{what} ID '{shown(value)}'", field=what.lower() + "s")
     cleaned = value.strip()
-    if not _SLACK_USER_ID.match(cleaned):
+    if not _SLACK_USER_ID.fullmatch(cleaned):
         raise RuleViolation(
-            f"{what} '{value}' is not a Slack user ID: use the member ID (like U0123ABCD), "
+            f"{what} '{shown(value)}' is not a Slack user ID: use the member ID (like U0123ABCD), "
             "found in the user's Slack profile under 'Copy member ID'",
             field=what.lower() + "s",
         )
     return cleaned
+
+
+def check_definition(what: str, **parts: object) -> None:
+    """Refuse text that cannot be stored anywhere in a definition (CLI flags, YAML)."""
+    for key, value in parts.items():
+        check_texts(value, f"{what}'s {key.replace('_', ' ')}", field=key)
 
 
 def check_user_ids(values: Iterable[str], what: str) -> tuple[str, ...]:
@@ -78,6 +88,10 @@ class Policy:
             if value <= timedelta(0):
                 raise RuleViolation(
                     f"{name} must be positive, not {format_duration(value)}", field=key
+                )
+            if value < MIN_DURATION:
+                raise RuleViolation(
+                    f"{name} {format_duration(value)} is too short: at least 1m", field=key
                 )
             if value > MAX_POLICY_DURATION:
                 raise RuleViolation(
@@ -115,12 +129,13 @@ def disabled_message(app_name: str) -> str:
 
 def resolve_role(app: AppRules, role: str) -> str:
     """The application's spelling of ``role`` (matched without regard to case)."""
+    check_text(role, "The role", field="role")
     wanted = role.strip().casefold()
     for eligible in app.eligible_roles:
         if eligible.casefold() == wanted:
             return eligible
     raise RuleViolation(
-        f"'{role}' is not an eligible role for {app.name}: choose one of "
+        f"'{shown(role)}' is not an eligible role for {app.name}: choose one of "
         + ", ".join(app.eligible_roles),
         field="role",
     )
@@ -136,6 +151,8 @@ def check_submission(
     now: datetime,
 ) -> tuple[str, Window, str]:
     """Check a new request; return (canonical role, window, cleaned justification)."""
+    check_text(requester, "Your user ID")
+    check_text(justification, "The justification", field="justification")
     if not app.jit_enabled:
         raise RuleViolation(disabled_message(app.name), field="app")
     if requester not in app.publishers:
@@ -148,6 +165,11 @@ def check_submission(
     if duration <= timedelta(0):
         raise RuleViolation(
             "Duration must be positive: ask for at least a minute", field="duration"
+        )
+    if duration < MIN_DURATION:
+        raise RuleViolation(
+            f"Duration {format_duration(duration)} is too short: ask for at least a minute",
+            field="duration",
         )
     if duration > app.policy.max_duration:
         raise RuleViolation(
@@ -169,7 +191,7 @@ def check_submission(
         )
     start = max(start, now)
     cleaned = " ".join(justification.split())
-    if not cleaned:
+    if is_blank(cleaned):
         raise RuleViolation(
             "A justification is required: say why you need this access", field="justification"
         )
@@ -198,8 +220,9 @@ def check_decider(approvers: Sequence[str], requester: str, actor: str, verb: st
 
 
 def check_reason(reason: str | None, verb: str) -> str:
+    check_text(reason or "", "The reason", field="reason")
     cleaned = " ".join((reason or "").split())
-    if not cleaned:
+    if is_blank(cleaned):
         raise RuleViolation(f"A reason is required to {verb}: say why", field="reason")
     if len(cleaned) > MAX_JUSTIFICATION:
         raise RuleViolation(

@@ -8,7 +8,6 @@ Pure: views in, JSON-able dicts out.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -33,6 +32,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from jitaccess.domain.durations import format_duration
+from jitaccess.domain.errors import JitError, Mention
 from jitaccess.domain.lifecycle import RequestState
 from jitaccess.views import AppView, RequestView
 
@@ -73,7 +73,6 @@ STATE_LABEL = {
     RequestState.REVOKED: ":lock: Revoked",
     RequestState.FAILED: ":x: Failed",
 }
-_USER_ID = re.compile(r"(?<![<@\w])([UW][A-Z0-9]{2,20})(?![\w>])")
 
 
 def escape(text: str) -> str:
@@ -103,9 +102,14 @@ def user(user_id: str | None) -> str:
     return f"<@{user_id}>"
 
 
-def mention_users(message: str) -> str:
-    """Escape a service message and turn the Slack user IDs in it into mentions."""
-    return _USER_ID.sub(r"<@\1>", escape(message))
+def mention_users(message: str | JitError) -> str:
+    """A service message as mrkdwn: its text escaped, and only the people the service
+    named (:class:`Mention`, an actor field) shown as mentions. Words that look like
+    user ids (``UTC``, an id typed in a reason) stay text: nobody is pinged by them."""
+    parts = message.parts if isinstance(message, JitError) else (message,)
+    return "".join(
+        user(part.user_id) if isinstance(part, Mention) else escape(part) for part in parts
+    )
 
 
 def zone(name: str | None) -> tzinfo:
@@ -263,7 +267,7 @@ def requester_card(
                     block_id=f"mine:{view.id}", elements=[_button("I'm done", RELEASE, view.id)]
                 )
             )
-        elif view.state in (
+        elif view.end_requested is None and view.state in (
             RequestState.PENDING,
             RequestState.APPROVED,
             RequestState.AUTO_APPROVED,
@@ -391,7 +395,7 @@ def home_view(
         accessory = None
         if view.state == RequestState.ACTIVE and view.end_requested is None:
             accessory = _button("I'm done", RELEASE, view.id)
-        elif view.state in (
+        elif view.end_requested is None and view.state in (
             RequestState.PENDING,
             RequestState.APPROVED,
             RequestState.AUTO_APPROVED,
@@ -520,7 +524,7 @@ def loading_modal(title: str) -> dict[str, Any]:
     ).to_dict()
 
 
-def notice_modal(title: str, message: str) -> dict[str, Any]:
+def notice_modal(title: str, message: str | JitError) -> dict[str, Any]:
     return View(
         type="modal",
         title=truncate(title, 24),

@@ -125,7 +125,7 @@ class SlackFrontEnd:
         try:
             cmd = parse(command.get("text") or "")
         except UsageError as exc:
-            respond(text=str(exc))
+            respond(text=blocks.escape(str(exc)))
             return
         if cmd.name == "request_form":
             self._open_request_form(client, command["trigger_id"], user)
@@ -136,7 +136,7 @@ class SlackFrontEnd:
         try:
             text, body = self._run(cmd, user)
         except JitError as exc:
-            respond(text=blocks.mention_users(str(exc)))
+            respond(text=blocks.mention_users(exc))
             return
         respond(text=text, blocks=body)
 
@@ -334,10 +334,11 @@ class SlackFrontEnd:
                     None, request_id=request_id, decision=decision, origin=origin
                 ),
             )
+            refusal: JitError | None
             try:
                 refusal = self.service.decision_refusal(request_id, user, decision)
             except NotFound as exc:
-                refusal = str(exc)
+                refusal = exc
             if refusal is not None:
                 client.views_update(
                     view_id=opened["view"]["id"], view=blocks.notice_modal("Nothing to do", refusal)
@@ -379,11 +380,11 @@ class SlackFrontEnd:
             if exc.field == "reason":
                 ack(response_action="errors", errors={"reason": str(exc)})
                 return
-            ack(response_action="update", view=blocks.notice_modal("Nothing changed", str(exc)))
-            self._tell(client, meta, user, str(exc))
+            ack(response_action="update", view=blocks.notice_modal("Nothing changed", exc))
+            self._tell(client, meta, user, exc)
             return
         except NotFound as exc:
-            ack(response_action="update", view=blocks.notice_modal("Nothing changed", str(exc)))
+            ack(response_action="update", view=blocks.notice_modal("Nothing changed", exc))
             return
         ack()
 
@@ -405,17 +406,19 @@ class SlackFrontEnd:
             except JitError as exc:
                 origin = _origin(body)
                 if origin:
-                    self._tell(client, origin, user, str(exc))
+                    self._tell(client, origin, user, exc)
                 else:
                     client.views_open(
                         trigger_id=body["trigger_id"],
-                        view=blocks.notice_modal("Nothing changed", str(exc)),
+                        view=blocks.notice_modal("Nothing changed", exc),
                     )
 
         on_click.__name__ = f"on_{action}_clicked"
         return on_click
 
-    def _tell(self, client: WebClient, origin: dict[str, Any], user: str, message: str) -> None:
+    def _tell(
+        self, client: WebClient, origin: dict[str, Any], user: str, message: str | JitError
+    ) -> None:
         channel = origin.get("channel")
         if not channel:
             return
@@ -442,7 +445,7 @@ class SlackFrontEnd:
                 )
             view = blocks.config_modal(app)
         except JitError as exc:
-            view = blocks.notice_modal("JIT policy", str(exc))
+            view = blocks.notice_modal("JIT policy", exc)
         client.views_update(view_id=opened["view"]["id"], hash=opened["view"]["hash"], view=view)
 
     @guarded

@@ -23,7 +23,39 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from jitaccess.domain.errors import RuleViolation
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _unstorable(value: Any) -> str | None:
+    """The first NUL or lone surrogate in a statement parameter, if any."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "\x00"
+        if not value.isascii():
+            return next((c for c in value if 0xD800 <= ord(c) <= 0xDFFF), None)
+        return None
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list | tuple):
+        return None
+    return next((bad for bad in map(_unstorable, value) if bad is not None), None)
+
+
+def _refuse_unstorable_text(
+    _conn: Connection, _cursor: Any, _statement: str, parameters: Any, _context: Any, _many: bool
+) -> None:
+    """The last line of defence behind the rules' own checks: text that no database
+    stores the same way (PostgreSQL refuses NUL; neither driver encodes a lone
+    surrogate) is refused with a message, before the driver fails on it."""
+    bad = _unstorable(parameters)
+    if bad is not None:
+        kind = "a NUL character" if bad == "\x00" else "an invalid character"
+        raise RuleViolation(
+            f"Some text you gave contains {kind} (U+{ord(bad):04X}) that cannot be stored: "
+            "remove it and try again"
+        )
 
 
 def normalise_url(url: str) -> str:
@@ -67,6 +99,7 @@ class Database:
         self.engine = create_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             _sqlite_setup(self.engine)
+        event.listen(self.engine, "before_cursor_execute", _refuse_unstorable_text)
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._commit_hooks: list[Callable[[Session], None]] = []
         self._write_lock = threading.RLock()
