@@ -19,9 +19,9 @@ from jitaccess.catalog import Catalog
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import GrantSpec, HeldGrant, ProviderError
 from jitaccess.reconcile import reconcile
-from jitaccess.service import AppSpec, JitService
+from jitaccess.service import AppSpec, JitService, RetryPolicy
 from jitaccess.store.db import Database, normalise_url
-from jitaccess.store.models import AuditEvent, OutboxMessage
+from jitaccess.store.models import AccessRequest, AuditEvent, OutboxMessage
 
 T0 = utc(START)
 H = timedelta(hours=1)
@@ -236,3 +236,50 @@ def test_a_person_s_action_waits_for_a_racing_lock_instead_of_skipping(pg_url: s
         assert service.get_request(rid).state == "active"
     finally:
         db.dispose()
+
+
+class SlowBackend(Backend):
+    """A backend whose grant takes ``seconds`` of wall time."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__("slow")
+        self.seconds = seconds
+
+    def grant(self, spec: GrantSpec, now: datetime) -> None:
+        time.sleep(self.seconds)
+        super().grant(spec, now)
+
+
+def claimed_by(db: Database, request_id: int) -> str | None:
+    with db.transaction(readonly=True) as s:
+        return s.execute(
+            select(AccessRequest.claimed_by).where(AccessRequest.id == request_id)
+        ).scalar_one()
+
+
+def test_a_backend_call_longer_than_the_lease_is_never_taken_over(db: Database) -> None:
+    """While a slow grant is in flight its lease is renewed, so a second sweeper never
+    claims the row and calls the backend again."""
+    lease = timedelta(seconds=1.5)
+    slow = SlowBackend(seconds=3.0)
+    first, _ = make_service(db, retry=RetryPolicy(lease=lease), worker_id="first")
+    second, _ = make_service(Database(db.url), retry=RetryPolicy(lease=lease), worker_id="second")
+    for service in (first, second):
+        service.providers.register(slow)
+    first.register_app(app_spec("slow"), actor="test", now=T0)
+    rid = submit(first)
+
+    sweeping = threading.Thread(target=first.sweep, args=(T0 + H,))
+    started = time.monotonic()
+    sweeping.start()
+    while claimed_by(db, rid) != "first" and sweeping.is_alive():
+        time.sleep(0.01)  # until the first sweeper has claimed the row
+    # The second sweeper's clock runs with the wall clock, past the first lease.
+    while sweeping.is_alive():
+        second.sweep(T0 + H + timedelta(seconds=time.monotonic() - started))
+        time.sleep(0.05)
+    sweeping.join()
+    elapsed = time.monotonic() - started
+    assert elapsed > lease.total_seconds() * 1.5, elapsed  # the lease was outlived
+    assert slow.calls == [("grant", rid)], slow.calls
+    assert first.get_request(rid).state == "active"

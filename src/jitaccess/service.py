@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -149,6 +150,47 @@ class ApplyResult:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+
+
+class _LeaseKeeper:
+    """Keeps a batch's leases from lapsing while its backend calls run, so no other
+    sweeper claims a row whose call is in flight however slow the backend: every third
+    of a lease it renews the rows whose outcome is not recorded yet. It lives in the
+    process, so a crash still lets the leases lapse and another sweeper take over."""
+
+    def __init__(self, service: JitService, ids: Iterable[int], now: datetime) -> None:
+        self._service = service
+        self._waiting = set(ids)
+        self._now = now
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="jitaccess-lease", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def recorded(self, ids: Iterable[int]) -> None:
+        with self._lock:
+            self._waiting.difference_update(ids)
+
+    def _run(self) -> None:
+        lease = self._service.retry.lease
+        while not self._stop.wait(lease.total_seconds() / 3):
+            with self._lock:
+                waiting = sorted(self._waiting)
+            if not waiting:
+                continue
+            elapsed = timedelta(seconds=time.monotonic() - self._started)
+            try:
+                self._service.renew_leases(waiting, self._now + elapsed + lease)
+            except Exception:  # the next round tries again; the lease may lapse meanwhile
+                log.exception("could not renew the leases of %d claimed requests", len(waiting))
 
 
 class JitService:
@@ -634,30 +676,26 @@ class JitService:
         return report
 
     def _call_and_record(self, work: list[_Work], now: datetime, report: SweepReport) -> None:
-        """Call the backend for each claimed row, recording outcomes as they come: at
-        least every quarter lease of backend time, so a slow backend neither holds the
-        batch's outcomes back nor lets the leases of rows still waiting lapse."""
-        started = chunk_started = time.monotonic()
+        """Call the backend for each claimed row, recording outcomes as they come (at
+        least every quarter lease of backend time), while a keeper renews the leases of
+        the rows whose call has not been recorded yet."""
+        if not work:
+            return
         outcomes: list[tuple[_Work, str | None]] = []
         record_every = self.retry.lease.total_seconds() / 4
-        for index, item in enumerate(work):
-            outcomes.append((item, self._call_provider(item, now)))
-            if time.monotonic() - chunk_started >= record_every:
-                waiting = [w.request_id for w in work[index + 1 :]]
-                elapsed = timedelta(seconds=time.monotonic() - started)
-                self._record_outcomes(outcomes, now, report, renew=waiting, elapsed=elapsed)
-                outcomes, chunk_started = [], time.monotonic()
-        if outcomes:
-            self._record_outcomes(outcomes, now, report)
+        with _LeaseKeeper(self, [item.request_id for item in work], now) as keeper:
+            chunk_started = time.monotonic()
+            for item in work:
+                outcomes.append((item, self._call_provider(item, now)))
+                if time.monotonic() - chunk_started >= record_every:
+                    self._record_outcomes(outcomes, now, report)
+                    keeper.recorded(item.request_id for item, _ in outcomes)
+                    outcomes, chunk_started = [], time.monotonic()
+            if outcomes:
+                self._record_outcomes(outcomes, now, report)
 
     def _record_outcomes(
-        self,
-        outcomes: list[tuple[_Work, str | None]],
-        now: datetime,
-        report: SweepReport,
-        *,
-        renew: Sequence[int] = (),
-        elapsed: timedelta = timedelta(0),
+        self, outcomes: list[tuple[_Work, str | None]], now: datetime, report: SweepReport
     ) -> None:
         with self.db.transaction() as session:
             current = self._lock_many(session, [item.request_id for item, _ in outcomes])
@@ -666,19 +704,22 @@ class JitService:
                     self._record_outcome(
                         session, current[item.request_id], item, error, now, report
                     )
-            if renew:
-                # Extend the leases of the rows still waiting for their call. A Core
-                # UPDATE leaves their version alone, so the outcome check still holds.
-                session.execute(
-                    update(AccessRequest)
-                    .where(
-                        AccessRequest.id.in_(renew),
-                        AccessRequest.claimed_by == self.worker_id,
-                        AccessRequest.next_deadline_at.is_not(None),
-                    )
-                    .values(next_deadline_at=now + elapsed + self.retry.lease)
-                    .execution_options(synchronize_session=False)
+
+    def renew_leases(self, ids: Sequence[int], until: datetime) -> None:
+        """Push the leases this worker holds on ``ids`` out to ``until``. A Core UPDATE
+        leaves each row's version alone, so the outcome's version check still holds."""
+        with self.db.transaction() as session:
+            session.execute(
+                update(AccessRequest)
+                .where(
+                    AccessRequest.id.in_(ids),
+                    AccessRequest.claimed_by == self.worker_id,
+                    AccessRequest.next_deadline_at.is_not(None),
+                    AccessRequest.next_deadline_at < until,
                 )
+                .values(next_deadline_at=until)
+                .execution_options(synchronize_session=False)
+            )
 
     def _due_rows(
         self,
@@ -797,6 +838,7 @@ class JitService:
                 # Our lease lapsed mid-call and another sweeper ended the request;
                 # our grant may have landed after its revoke: one more is owed.
                 log.warning("request %s ended during its grant; a revoke is owed", row.id)
+                row.claimed_by = None
                 row.next_deadline_at = now
             elif row.claimed_by == self.worker_id and row.state not in FINAL_STATES:
                 row.claimed_by = None

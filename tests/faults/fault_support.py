@@ -21,9 +21,10 @@ from pathlib import Path
 from jitaccess.providers.base import GrantSpec
 
 PG_ENV = "JITACCESS_TEST_DATABASE_URL"
-#: The fault tests' own PostgreSQL database: other suites reset ``public`` in the
-#: database named by JITACCESS_TEST_DATABASE_URL, maybe at the same time as we run.
-FAULT_DB = "jit_faults"
+#: The fault tests' own PostgreSQL database, named after the one JITACCESS_TEST_DATABASE_URL
+#: names: other suites reset ``public`` in that one, maybe at the same time as we run, and
+#: runs against different databases (parallel checkouts) must not share ours either.
+FAULT_DB_SUFFIX = "_jit_faults"
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def count_calls(path: Path, action: str) -> int:
 
 
 def fault_pg_url() -> str | None:
-    """A clean ``jit_faults`` database next to the one JITACCESS_TEST_DATABASE_URL names
+    """A clean ``<database>_jit_faults`` database next to the one JITACCESS_TEST_DATABASE_URL names
     (created on first use), or None when PostgreSQL tests are not enabled."""
     url = os.environ.get(PG_ENV)
     if not url:
@@ -144,13 +145,14 @@ def fault_pg_url() -> str | None:
     from jitaccess.store.db import normalise_url
 
     base = make_url(normalise_url(url))
+    fault_db = f"{base.database}{FAULT_DB_SUFFIX}"
     conninfo = base.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (FAULT_DB,))
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (fault_db,))
         if exists.fetchone() is None:
             with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # a racing run
-                conn.execute(f'CREATE DATABASE "{FAULT_DB}"')
-    fault_url = base.set(database=FAULT_DB).render_as_string(hide_password=False)
+                conn.execute(f'CREATE DATABASE "{fault_db}"')
+    fault_url = base.set(database=fault_db).render_as_string(hide_password=False)
     engine = create_engine(fault_url)
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
