@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -764,19 +765,47 @@ def reconcile_command(
         raise typer.Exit(1)
 
 
+_HEAD = re.compile(r"^(\d{1,12}):([0-9a-fA-F]{64})$")
+
+
+def _anchor(value: str) -> tuple[int, str]:
+    match = _HEAD.match(value.strip())
+    if match is None:
+        raise typer.BadParameter(
+            f"'{value}' is not SEQ:HASH: give a head as `audit verify` prints it or the "
+            "audit_head log line has it (e.g. 42:3f5a…, the hash in full, 64 hex digits)"
+        )
+    return int(match.group(1)), match.group(2).lower()
+
+
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Check the hash chain; exit 1 and name each broken entry if it was tampered with."""
+def audit_verify(
+    expect: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--expect",
+            metavar="SEQ:HASH",
+            help="A head recorded earlier (off this box) that the log must still contain; "
+            "repeatable",
+        ),
+    ] = None,
+) -> None:
+    """Check the hash chain, the heads recorded elsewhere, and that every request keeps
+    its entries; exit 1 naming each problem. Prints the head to record as SEQ:HASH."""
     from jitaccess.audit_log import verify
 
+    anchors = [_anchor(value) for value in expect or []]
     with _container() as c:
-        result = verify(c.db)
+        result = verify(c.db, anchors)
     if result.problems:
         err.print(f"[red]Audit log tampered with[/red] ({result.entries} entries read):")
         for problem in result.problems:
             err.print(f"  - {problem}", highlight=False)
+        err.print(f"Head now: {result.head}", highlight=False)
         raise typer.Exit(1)
-    out.print(f"Audit log intact: {result.entries} entries, head {result.head_hash[:16]}…")
+    checked = f"; contains {', '.join(f'{s}:{h[:12]}…' for s, h in anchors)}" if anchors else ""
+    out.print(f"Audit log intact: {result.entries} entries{checked}", highlight=False)
+    out.print(f"Head: {result.head}", highlight=False, soft_wrap=True)
 
 
 @audit_app.command("export")

@@ -35,6 +35,7 @@ class Container:
             relay_interval=self.settings.relay_interval_seconds,
             batch_size=self.settings.sweep_batch_size,
             clock=clock,
+            audit_head_interval=self.settings.audit_head_interval_minutes * 60,
         )
         self.service.on_deadline = scheduler.wake_at
         minutes = self.settings.reconcile_interval_minutes

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from jitaccess.audit_log import log_head
 from jitaccess.outbox import OutboxRelay
 from jitaccess.service import JitService, SweepReport
 
@@ -38,6 +39,7 @@ class DeadlineScheduler:
         batch_size: int = 500,
         clock: Callable[[], datetime] = utcnow,
         on_sweep: Callable[[float, SweepReport], None] | None = None,
+        audit_head_interval: float = 300.0,
     ) -> None:
         self.service = service
         self.relay = relay
@@ -48,6 +50,8 @@ class DeadlineScheduler:
         self._sweep_interval = sweep_interval
         self._relay_interval = relay_interval
         self.on_sweep = on_sweep
+        #: Seconds between two audit_head log lines (0: never).
+        self._audit_head_interval = audit_head_interval
 
     @property
     def running(self) -> bool:
@@ -71,7 +75,25 @@ class DeadlineScheduler:
             max_instances=1,
             coalesce=True,
         )
+        if self._audit_head_interval > 0:
+            self._scheduler.add_job(
+                self.log_audit_head,
+                "interval",
+                seconds=self._audit_head_interval,
+                id="audit-head",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=datetime.now(UTC),  # once at start, then every interval
+            )
         self._scheduler.start()
+
+    def log_audit_head(self) -> None:
+        """Log the audit head as one JSON line, for operators to ship off this box and
+        later pass to ``audit verify --expect``. Errors are logged, never fatal."""
+        try:
+            log_head(self.service.db, self.clock())
+        except Exception:
+            log.exception("could not read the audit head; the next run retries")
 
     def every(self, seconds: float, name: str, job: Callable[[datetime], object]) -> None:
         """Run ``job(now)`` every ``seconds`` (e.g. reconciliation); errors are logged."""

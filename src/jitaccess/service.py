@@ -248,6 +248,8 @@ class JitService:
             raise RuleViolation(f"{', '.join(duplicates)} defined more than once: keep one")
         result = ApplyResult()
         with self.db.transaction() as session:
+            apps = [self._find_app(session, name) for name in names]
+            open_rows = self._open_requests(session, [a.id for a in apps if a is not None])
             for spec in validated:
                 row = self._find_app(session, spec.name)
                 if row is None:
@@ -267,19 +269,29 @@ class JitService:
                         "a new application for another scope (nothing was applied)"
                     )
                 before = AppView.of(row).to_json()
+                old_approvers = tuple(row.approvers)
                 self._write_app(row, spec, now)
                 after = AppView.of(row).to_json()
                 if before == after:
                     result.unchanged.append(spec.name)
                     continue
                 session.flush()
-                audit.append(
+                entry = audit.append(
                     session,
                     at=now,
                     actor=actor,
                     action="app_updated",
                     app=spec.name,
                     details={"before": before, "after": after},
+                )
+                self._approvers_changed(
+                    session,
+                    row,
+                    old_approvers,
+                    open_rows.get(row.id, []),
+                    change=entry.seq,
+                    actor=actor,
+                    now=now,
                 )
                 result.updated.append(spec.name)
         return result
@@ -295,7 +307,9 @@ class JitService:
         approvers: Sequence[str] | None = None,
         approval_timeout: timedelta | None = None,
     ) -> AppView:
-        """Change an application's policy. Only requests submitted afterwards follow it."""
+        """Change an application's policy. Mode, maximum duration and timeout apply to
+        requests submitted afterwards; the approver list applies at once, also to
+        pending requests (added approvers get their cards, removed ones are told)."""
         with self.db.transaction() as session:
             row = self._app(session, app_name)
             view = AppView.of(row)
@@ -303,6 +317,9 @@ class JitService:
             if not row.jit_enabled:
                 raise RuleViolation(rules.disabled_message(row.name))
             old = view.policy
+            # Lock the open requests before the audit head, in the order decisions take
+            # them (request, then head), so a concurrent approval cannot deadlock with us.
+            open_rows = self._open_requests(session, [row.id]) if approvers is not None else {}
             new = Policy(
                 mode=mode or old.mode,
                 max_duration=old.max_duration if max_duration is None else max_duration,
@@ -313,7 +330,7 @@ class JitService:
             ).validated()
             self._write_policy(row, new, now)
             after = AppView.of(row)
-            audit.append(
+            entry = audit.append(
                 session,
                 at=now,
                 actor=actor,
@@ -321,7 +338,86 @@ class JitService:
                 app=row.name,
                 details={"before": view.to_json()["policy"], "after": after.to_json()["policy"]},
             )
+            self._approvers_changed(
+                session,
+                row,
+                old.approvers,
+                open_rows.get(row.id, []),
+                change=entry.seq,
+                actor=actor,
+                now=now,
+            )
             return after
+
+    def _open_requests(
+        self, session: Session, app_ids: list[int]
+    ) -> dict[int, list[AccessRequest]]:
+        """The applications' requests not yet final, locked (PostgreSQL) in id order."""
+        if not app_ids:
+            return {}
+        query = (
+            select(AccessRequest)
+            .where(
+                AccessRequest.app_id.in_(app_ids),
+                AccessRequest.state.not_in([s.value for s in FINAL_STATES]),
+            )
+            .order_by(AccessRequest.id)
+        )
+        if self.db.is_postgres:
+            query = query.with_for_update(of=AccessRequest)
+        found: dict[int, list[AccessRequest]] = {}
+        for request in session.execute(query).unique().scalars():
+            found.setdefault(request.app_id, []).append(request)
+        return found
+
+    def _approvers_changed(
+        self,
+        session: Session,
+        app: Application,
+        old: Sequence[str],
+        open_rows: Sequence[AccessRequest],
+        *,
+        change: int,
+        actor: str,
+        now: datetime,
+    ) -> None:
+        """Tell the people an approver-list change concerns, in its own transaction.
+
+        Every approver is notified of every request: one added while requests are
+        pending gets their cards (and is listed in ``notified_approvers``). One removed
+        sees each open request's card say they no longer decide; the card is rendered
+        from the current policy, so it loses its buttons. ``change`` (the audit entry's
+        seq) keeps each change's outbox keys unique, also when an approver comes back.
+        """
+        new = tuple(app.approvers)
+        added = [a for a in new if a not in old]
+        removed = [a for a in old if a not in new]
+        if not added and not removed:
+            return
+        for row in open_rows:
+            # Only pending rows are changed: an approved or active row may be claimed by
+            # the sweep, and bumping its version would make the sweep drop its outcome.
+            # Approvers added to those see them on their App Home, with Revoke.
+            recipients = removed if row.state != RequestState.PENDING else [*added, *removed]
+            if row.state == RequestState.PENDING:
+                missing = [a for a in added if a not in row.notified_approvers]
+                if missing:
+                    row.notified_approvers = [*row.notified_approvers, *missing]
+            for approver in recipients:
+                if approver in removed and approver not in row.notified_approvers:
+                    continue  # never had a card for this request
+                self._enqueue(
+                    session,
+                    row,
+                    f"approvers:{change}",
+                    "approver_card",
+                    approver,
+                    now,
+                    actor=actor,
+                    reason=None,
+                    event="approver_added" if approver in added else "approver_removed",
+                    before=row.state,
+                )
 
     def get_app(self, name: str, *, include_removed: bool = False) -> AppView:
         with self.db.transaction(readonly=True) as session:

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         validation_alias="JITACCESS_RECONCILE_INTERVAL_MINUTES",
         description="How often serve compares backends with the database (0: never)",
     )
+    audit_head_interval_minutes: float = Field(
+        default=5.0,
+        ge=0,
+        validation_alias="JITACCESS_AUDIT_HEAD_INTERVAL_MINUTES",
+        description="How often serve logs the audit head (SEQ:HASH) to ship off-box (0: never)",
+    )
     log_level: str = Field(
         default="INFO", validation_alias="JITACCESS_LOG_LEVEL", description="Python log level"
     )

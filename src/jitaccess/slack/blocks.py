@@ -193,14 +193,35 @@ def outcome_lines(view: RequestView, tz: tzinfo) -> list[str]:
     return lines
 
 
-def approver_card(view: RequestView, tz: tzinfo) -> tuple[str, list[dict[str, Any]]]:
-    """The approver's DM card: the request, then buttons or the outcome."""
+def no_longer_approver_text(view: RequestView) -> str:
+    text = f"You are no longer an approver of {escape(view.app)}"
+    if view.state == RequestState.PENDING:
+        return text + "; this request is decided by the current approvers."
+    return text + "."
+
+
+def approver_card(
+    view: RequestView, tz: tzinfo, *, current: bool = True
+) -> tuple[str, list[dict[str, Any]]]:
+    """The approver's DM card: the request, then buttons or the outcome. An approver
+    no longer on the policy (``current`` False) is told so and gets no buttons."""
     blocks: list[Block] = [
         HeaderBlock(text=f"Access request #{view.id}"),
         request_fields(view, tz),
         justification(view),
     ]
     text = f"{view.requester} asks for {view.role} on {view.app}"
+    if not current:
+        if view.state != RequestState.PENDING:
+            blocks.append(
+                SectionBlock(
+                    text=_md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX))
+                )
+            )
+        blocks.append(
+            ContextBlock(elements=[_md(f":information_source: {no_longer_approver_text(view)}")])
+        )
+        return truncate(f"{no_longer_approver_text(view)} ({text})", 300), _dump(blocks)
     if view.state == RequestState.PENDING:
         blocks.append(
             ActionsBlock(

@@ -112,7 +112,10 @@ class SlackNotifier:
         tz = self.zones.of(note.recipient)
         try:
             if note.kind == "approver_card":
-                text, body = blocks.approver_card(view, tz)
+                # Rendered from the current policy: a removed approver gets no buttons.
+                app = self.service.get_app(view.app, include_removed=True)
+                current = note.recipient in app.policy.approvers
+                text, body = blocks.approver_card(view, tz, current=current)
                 self._show_card(note, "approver", text, body, now)
             elif note.kind == "requester_update":
                 self._requester_update(note, view, tz, now)
