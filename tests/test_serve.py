@@ -116,7 +116,7 @@ def test_http_mode_serves_slack_health_and_readiness(server: Server, fake_slack:
     assert http("GET", f"{base}/nope")[0] == 404
 
 
-def test_serve_process_takes_a_request_from_slash_command_to_expired(
+def test_serve_process_takes_a_request_from_slash_command_to_revoked(
     fake_slack: FakeSlack, tmp_path: Path
 ) -> None:
     """Another process drives a real `jitaccess serve` with signed HTTP requests."""
@@ -163,7 +163,7 @@ def test_serve_process_takes_a_request_from_slash_command_to_expired(
     try:
         assert wait_until(lambda: _up(base), 20), (tmp_path / "serve.log").read_text()
         status, _ = post_signed(
-            base, command_fields(fake_slack, PUBLISHER, "request crm Contributor 4s patch db", "r1")
+            base, command_fields(fake_slack, PUBLISHER, "request crm Contributor 1m patch db", "r1")
         )
         assert status == 200
         assert fake_slack.wait_for(
@@ -219,21 +219,52 @@ def test_serve_process_takes_a_request_from_slash_command_to_expired(
         def requester_saw(fragment: str) -> bool:
             return any(fragment in m["text"] for m in fake_slack.dms_to(PUBLISHER))
 
-        for step in (
-            "sent to the approvers",
-            f"approved by <@{APPROVER}>: CHG-9 approved",
-            "is active",
-            "has expired and was revoked",
-        ):
+        for step in ("sent to the approvers", f"approved by <@{APPROVER}>: CHG-9 approved"):
             assert fake_slack.wait_for(lambda s=step: requester_saw(s), 15), (
                 step,
                 [m["text"] for m in fake_slack.dms_to(PUBLISHER)],
                 (tmp_path / "serve.log").read_text()[-3000:],
             )
 
+        def active_card() -> dict[str, Any] | None:
+            for message in fake_slack.dms_to(PUBLISHER):
+                if "is active" in message["text"] and "jit_release" in texts(message):
+                    return message
+            return None
+
+        assert fake_slack.wait_for(lambda: active_card() is not None, 15)
+        card = active_card()
+        assert card is not None
+        # The shortest window is a minute: the requester ends it early ("I'm done").
+        button, block_id = find_button(card["blocks"], "jit_release")
+        done = {
+            **click,
+            "user": {"id": PUBLISHER},
+            "trigger_id": fake_slack.new_trigger_id(PUBLISHER),
+            "channel": {"id": card["channel"]},
+            "container": {
+                "type": "message",
+                "channel_id": card["channel"],
+                "message_ts": card["ts"],
+            },
+            "actions": [
+                {
+                    **click["actions"][0],
+                    "action_id": "jit_release",
+                    "block_id": block_id,
+                    "value": button["value"],
+                }
+            ],
+        }
+        assert post_signed(base, {"payload": json.dumps(done)})[0] == 200
+        assert fake_slack.wait_for(lambda: requester_saw("was revoked"), 15), (
+            [m["text"] for m in fake_slack.dms_to(PUBLISHER)],
+            (tmp_path / "serve.log").read_text()[-3000:],
+        )
+
         def approver_card_final() -> bool:
             card = next(m for m in fake_slack.dms_to(APPROVER) if "Access request #1" in texts(m))
-            return "Expired" in texts(card) and "jit_approve" not in texts(card)
+            return "Revoked" in texts(card) and "jit_approve" not in texts(card)
 
         assert fake_slack.wait_for(approver_card_final, 10)
     finally:
@@ -250,7 +281,7 @@ def test_serve_process_takes_a_request_from_slash_command_to_expired(
         check=True,
     )
     data = json.loads(shown.stdout)
-    assert (data["state"], data["decided_by"]) == ("expired", APPROVER)
+    assert (data["state"], data["decided_by"], data["ended_by"]) == ("revoked", APPROVER, PUBLISHER)
 
 
 def _up(base: str) -> bool:
