@@ -488,3 +488,22 @@ def test_the_bolt_app_cannot_be_served_over_http_without_a_secret(
         for headers in ({}, signed_headers(body, secret="")):
             response = socket_only.app.dispatch(BoltRequest(body=body, headers=headers))
             assert response.status == 401
+
+
+# -- a replayed signed request does nothing ----------------------------------------------
+def test_a_replayed_slash_command_creates_one_request(
+    server: Server, fake_slack: FakeSlack
+) -> None:
+    """The same signed `/jit request` posted twice files one request; the replay is told so."""
+    register(server.container.service, approvers=(APPROVER,))
+    fields = command_fields(fake_slack, PUBLISHER, "request crm Contributor 1h reason", "r")
+    body = urlencode(fields)
+    headers = signed_headers(body)
+    url = f"http://127.0.0.1:{server.port}/slack/events"
+    assert http("POST", url, body, headers)[0] == 200
+    assert fake_slack.wait_for(lambda: bool(fake_slack.responses.get("r")), 10)
+    status, answer = http("POST", url, body, headers)
+    assert status == 200
+    assert [r.id for r in server.container.service.list_requests()] == [1]
+    assert json.loads(answer) == {"text": "This command was already handled."}
+    assert len(fake_slack.responses["r"]) == 1

@@ -21,6 +21,7 @@ from jitaccess.container import Container, build
 from jitaccess.metrics import Metrics
 from jitaccess.scheduler import DeadlineScheduler, utcnow
 from jitaccess.settings import Settings
+from jitaccess.slack.replay import ReplayGuard
 from jitaccess.slack.runtime import SlackRuntime, build_slack, slack_client
 from jitaccess.web import Router, json_response
 
@@ -82,7 +83,8 @@ class Server:
             # nothing of Slack's is served, whatever else is configured.
             self.router.mount("/slack/events", socket_mode_notice)
         else:
-            self.router.mount("/slack/events", self.slack.http_endpoint())
+            self.replay_guard = ReplayGuard(self.container.db)
+            self.router.mount("/slack/events", self.slack.http_endpoint(self.replay_guard))
         self.router.mount("/metrics", self.metrics.wsgi_app())
         self._http: Any = None
         self._socket_mode: Any = None
