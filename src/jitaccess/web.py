@@ -218,13 +218,19 @@ def slack_body_problem(body: str, content_type: str) -> tuple[str | None, dict[s
         for key in ("type", "user", "team"):
             if key not in data:
                 return f"the payload has no {key}", data
-        if data["type"] == "block_actions" and not data.get("actions"):
-            return "the block_actions payload has no actions", data
-        if data["type"] in ("view_submission", "view_closed") and not isinstance(
-            data.get("view"), dict
+        problem = _field_problem(data)
+        if problem:
+            return problem, data
+        if data["type"] == "block_actions" and not (
+            data.get("actions")
+            and all(isinstance(a.get("action_id"), str) for a in data["actions"])
         ):
-            return f"the {data['type']} payload has no view", data
-        return _field_problem(data), data
+            return "the block_actions payload has no actions with an action_id", data
+        if data["type"] in ("view_submission", "view_closed") and not (
+            isinstance(data.get("view"), dict) and isinstance(data["view"].get("callback_id"), str)
+        ):
+            return f"the {data['type']} payload has no view with a callback_id", data
+        return None, data
     fields = {key: values[0] for key, values in form.items()}
     if "ssl_check" in fields:
         return None, fields
