@@ -227,9 +227,11 @@ def slack_body_problem(body: str, content_type: str) -> tuple[str | None, dict[s
         ):
             return "the block_actions payload has no actions with an action_id", data
         if data["type"] in ("view_submission", "view_closed") and not (
-            isinstance(data.get("view"), dict) and isinstance(data["view"].get("callback_id"), str)
+            isinstance(data.get("view"), dict)
+            and isinstance(data["view"].get("callback_id"), str)
+            and isinstance(data["view"].get("type"), str)
         ):
-            return f"the {data['type']} payload has no view with a callback_id", data
+            return f"the {data['type']} payload has no view with a type and callback_id", data
         return None, data
     fields = {key: values[0] for key, values in form.items()}
     if "ssl_check" in fields:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 from fault_support import pg_url_or_skip
@@ -659,6 +659,7 @@ def test_request_numbers_beyond_integer_are_usage_errors_on_postgres(
 class Served:
     server: Server
     url: str
+    response_url: str
     count: int = 0
 
     def requests(self) -> tuple[Any, ...]:
@@ -696,12 +697,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 justification="seed",
                 now=now(),
             )
-            yield Served(server, f"http://127.0.0.1:{server.port}/slack/events")
+            url = f"http://127.0.0.1:{server.port}/slack/events"
+            yield Served(server, url, fake.response_url("fuzz"))
         finally:
             server.stop()
 
 
-def _templates() -> dict[str, Any]:
+RESPONSE_URL = "RESPONSE-URL"  # replaced by the fake's when sent
+
+
+def _templates(response_url: str) -> dict[str, Any]:
     """What Slack really sends, one of each kind, to be broken."""
     user_team = {"user": {"id": APPROVER, "team_id": TEAM}, "team": {"id": TEAM}}
     return {
@@ -711,7 +716,7 @@ def _templates() -> dict[str, Any]:
             "user_id": APPROVER,
             "team_id": TEAM,
             "channel_id": "C1",
-            "response_url": "http://127.0.0.1:9/nowhere",
+            "response_url": response_url,
             "trigger_id": "fuzz.t",
         },
         "block_actions": {
@@ -758,7 +763,7 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 @st.composite
 def signed_bodies(draw: st.DrawFn) -> tuple[str, str]:
     """(content type, body): a real kind with some fields replaced or removed, or junk."""
-    kind = draw(st.sampled_from([*_templates(), "junk"]))
+    kind = draw(st.sampled_from([*_templates(RESPONSE_URL), "junk"]))
     if kind == "junk":
         content_type = draw(st.sampled_from([FORM, "application/json"]))
         body = draw(
@@ -767,7 +772,7 @@ def signed_bodies(draw: st.DrawFn) -> tuple[str, str]:
             | JSONISH.map(lambda v: urlencode({"payload": json.dumps(v)}))
         )
         return content_type, body
-    data = _templates()[kind]
+    data = _templates(RESPONSE_URL)[kind]
     for _ in range(draw(st.integers(1, 3))):
         paths = _paths(data)
         if not paths:
@@ -804,11 +809,15 @@ FORM = "application/x-www-form-urlencoded"
 def test_signed_bodies_of_any_shape_never_get_a_5xx(served: Served, body: tuple[str, str]) -> None:
     """Whatever correctly signed body arrives, serve answers below 500, and a 4xx changes nothing."""
     content_type, text = body
+    text = text.replace(RESPONSE_URL, quote(served.response_url, safe=""))
     before = served.requests()
+    # A distinct timestamp each call, so a rerun of the same body is not a replay.
+    served.count += 1
+    timestamp = int(time.time()) - served.count % 240
     request = urllib.request.Request(
         served.url,
         data=text.encode(),
-        headers=signed_headers(text, content_type=content_type),
+        headers=signed_headers(text, content_type=content_type, timestamp=timestamp),
         method="POST",
     )
     try:
