@@ -5,6 +5,7 @@ real port, and the pieces (Service, PDB, kustomization) point at each other."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -88,33 +89,88 @@ def unknown_env_names(docs: list[Doc]) -> list[str]:
     return sorted(set_names - SETTING_NAMES)
 
 
+def optional_refs(workload: Doc) -> set[str]:
+    """Variables read from a Secret key with ``optional: true`` (unset when it is absent)."""
+    return {
+        var["name"]
+        for container in containers(workload)
+        for var in container.get("env", [])
+        if var.get("valueFrom", {}).get("secretKeyRef", {}).get("optional")
+    }
+
+
+def commented_secret_keys() -> dict[str, str]:
+    """Keys the example Secret shows commented out (``# KEY: value``): to uncomment
+    for a variant, e.g. Socket Mode."""
+    text = (MANIFESTS / "secret.example.yaml").read_text()
+    return dict(re.findall(r"^  # ([A-Z][A-Z0-9_]+): (\S+)$", text, re.M))
+
+
 def secret_ref_problems(docs: list[Doc]) -> list[str]:
-    """Every secretKeyRef names the example Secret and a key it has, and every key of the
-    example Secret is used."""
+    """Every secretKeyRef names the example Secret and a key it has (or, for an optional
+    reference, shows commented out), and every key of the example Secret is used."""
     secret = only(docs, "Secret")
     keys = set(secret.get("stringData") or {}) | set(secret.get("data") or {})
     used: set[str] = set()
     problems = []
     for workload in (d for d in docs if d.get("kind") in {"Deployment", "Job"}):
+        optional = optional_refs(workload)
         for name, value in env_names(workload, docs).items():
             if isinstance(value, dict):
                 used.add(value["key"])
-                if value["secret"] != secret["metadata"]["name"] or value["key"] not in keys:
+                known = keys | (set(commented_secret_keys()) if name in optional else set())
+                if value["secret"] != secret["metadata"]["name"] or value["key"] not in known:
                     problems.append(f"{workload['kind']} {name}: no such secret key {value}")
     problems += [f"Secret key {key} is never used" for key in sorted(keys - used)]
     return problems
 
 
-def deployment_settings(docs: list[Doc]) -> Settings:
+def deployment_settings(docs: list[Doc], *, uncomment: tuple[str, ...] = ()) -> Settings:
     """The Settings ``serve`` would see in the Deployment: secret references resolved
-    from the example Secret (a dummy where it has no value)."""
+    from the example Secret (a dummy where it has no value; unset where an optional key
+    is absent), with the commented-out keys ``uncomment`` filled in."""
     secret = only(docs, "Secret")
     secret_values = {k: str(v) for k, v in (secret.get("stringData") or {}).items()}
-    values = {
-        name: secret_values.get(value["key"], "dummy") if isinstance(value, dict) else value
-        for name, value in env_names(only(docs, "Deployment"), docs).items()
-    }
+    secret_values |= {k: v for k, v in commented_secret_keys().items() if k in uncomment}
+    deployment = only(docs, "Deployment")
+    optional = optional_refs(deployment)
+    values = {}
+    for name, value in env_names(deployment, docs).items():
+        if not isinstance(value, dict):
+            values[name] = value
+        elif value["key"] in secret_values:
+            values[name] = secret_values[value["key"]]
+        elif name not in optional:
+            values[name] = "dummy"
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def socket_mode_problems(docs: list[Doc]) -> list[str]:
+    """Socket Mode as the README documents it: SLACK_APP_TOKEN from the Secret, optional
+    (HTTP mode has none), shown in the example Secret; with it serve needs no signing
+    secret, without it serve is in HTTP mode."""
+    deployment = only(docs, "Deployment")
+    refs = env_names(deployment, docs)
+    problems = []
+    if not isinstance(refs.get("SLACK_APP_TOKEN"), dict):
+        problems.append("the Deployment does not read SLACK_APP_TOKEN from the Secret")
+    for name in ("SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):
+        if name in refs and name not in optional_refs(deployment):
+            problems.append(f"{name} is not optional: one of the two modes cannot start")
+    if "SLACK_APP_TOKEN" not in commented_secret_keys():
+        problems.append("secret.example.yaml does not show SLACK_APP_TOKEN")
+    http_mode = deployment_settings(docs)
+    if http_mode.slack_app_token is not None:
+        problems.append("the example Secret as it stands is not HTTP mode")
+    socket = deployment_settings(docs, uncomment=("SLACK_APP_TOKEN",))
+    socket_without_secret = socket.model_copy(update={"slack_signing_secret": None})
+    if not (socket.slack_app_token or "").startswith("xapp-"):
+        problems.append("with SLACK_APP_TOKEN uncommented, serve does not see an xapp- token")
+    elif socket_without_secret.missing_slack_settings():
+        problems.append(
+            "Socket Mode still needs: " + "; ".join(socket_without_secret.missing_slack_settings())
+        )
+    return problems
 
 
 def serve_problems(docs: list[Doc]) -> list[str]:
@@ -303,6 +359,30 @@ def test_serve_has_everything_it_needs_on_postgresql(docs: list[Doc]) -> None:
     set_by_deployment = env_names(only(docs, "Deployment"), docs)
     for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "JITACCESS_DATABASE_URL"):
         assert name in set_by_deployment
+
+
+def test_socket_mode_works_as_the_readme_says(docs: list[Doc]) -> None:
+    """Uncommenting SLACK_APP_TOKEN in the Secret runs serve in Socket Mode; as shipped, HTTP."""
+    assert socket_mode_problems(docs) == []
+
+
+def test_a_missing_or_required_app_token_is_reported(docs: list[Doc]) -> None:
+    """A Deployment without SLACK_APP_TOKEN, or one that requires it, is reported."""
+    broken = copy.deepcopy(docs)
+    container = deployment_container(broken)
+    container["env"] = [v for v in container["env"] if v["name"] != "SLACK_APP_TOKEN"]
+    assert socket_mode_problems(broken) == [
+        "the Deployment does not read SLACK_APP_TOKEN from the Secret",
+        "with SLACK_APP_TOKEN uncommented, serve does not see an xapp- token",
+    ]
+    required = copy.deepcopy(docs)
+    for var in deployment_container(required)["env"]:
+        if var["name"] == "SLACK_APP_TOKEN":
+            del var["valueFrom"]["secretKeyRef"]["optional"]
+    assert socket_mode_problems(required) == [
+        "SLACK_APP_TOKEN is not optional: one of the two modes cannot start",
+        "the example Secret as it stands is not HTTP mode",
+    ]
 
 
 def test_migration_job(docs: list[Doc]) -> None:

@@ -787,3 +787,29 @@ def test_make_run_without_slack_settings_starts_the_sandbox(tmp_path: Path) -> N
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     assert (tmp_path / "jitaccess-sandbox.db").exists()
+
+
+def test_the_sandbox_verifies_slack_signatures_even_when_socket_mode_is_configured(
+    tmp_path: Path,
+) -> None:
+    """With SLACK_APP_TOKEN in the environment, the sandbox still refuses unsigned requests."""
+    sandbox = Sandbox(
+        db_path=tmp_path / "jitaccess-sandbox.db",
+        port=0,
+        configured=sandbox_settings(tmp_path, slack_app_token="xapp-1-real"),
+    )
+    sandbox.start()
+    try:
+        assert sandbox.server is not None and not sandbox.server.socket_mode
+        body = f"command=/jit&text=help&user_id={PUBLISHER}&team_id=T1"
+        request = urllib.request.Request(
+            f"{sandbox.app_url}/slack/events",
+            data=body.encode(),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
+    finally:
+        sandbox.stop()

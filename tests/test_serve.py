@@ -18,14 +18,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from slack_bolt.request import BoltRequest
 from typer.testing import CliRunner
 
-from conftest import APPROVER, PUBLISHER, register
+from conftest import APPROVER, PUBLISHER, make_service, register
 from jitaccess.cli import app as cli_app
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.server import ConfigurationError, Server
 from jitaccess.settings import Settings
+from jitaccess.slack.runtime import build_slack, slack_client
+from jitaccess.store.db import Database
 from slack_harness import SECRET, find_button, signed_headers, texts
 
 
@@ -393,4 +396,183 @@ def test_an_envelope_bolt_cannot_read_gets_400_not_500(server: Server) -> None:
         status, _ = http("POST", base, body, signed_headers(body))
         assert status == 400, payload
         status, _ = http("POST", base, body, {"content-type": "application/x-www-form-urlencoded"})
-        assert status == 400, payload  # unsigned too: refused before anything reads it
+        assert status == 401, payload  # unsigned: refused before anything reads it
+
+
+# -- no Slack request is handled without a verified signature or the socket ------------
+def pending_request(server: Server) -> int:
+    """A manual-mode request waiting for APPROVER, as the attacker would find it."""
+    service = server.container.service
+    register(service, approvers=(APPROVER,))
+    submitted = service.submit(
+        "crm",
+        requester=PUBLISHER,
+        role="Owner",
+        duration=timedelta(hours=1),
+        justification="x",
+        now=datetime.now(UTC),
+    )
+    return submitted.id
+
+
+def forged_approvals(fake: FakeSlack, request_id: int) -> list[tuple[str, dict[str, str]]]:
+    """``/jit approve`` as APPROVER: unsigned, wrongly signed, stale, garbled timestamp."""
+    body = urlencode(command_fields(fake, APPROVER, f"approve {request_id} looks fine", "f"))
+    form = "application/x-www-form-urlencoded"
+    stale = signed_headers(body, timestamp=int(time.time()) - 600)
+    garbled = signed_headers(body) | {"x-slack-request-timestamp": "soon"}
+    return [
+        ("unsigned", {"content-type": form}),
+        ("wrong secret", signed_headers(body, secret="guessed")),
+        ("empty secret", signed_headers(body, secret="")),
+        ("stale", stale),
+        ("garbled timestamp", garbled),
+    ]
+
+
+def socket_settings(fake: FakeSlack, tmp_path: Path, **extra: Any) -> Settings:
+    return Settings(
+        _env_file=None,
+        JITACCESS_DATABASE_URL=f"sqlite:///{tmp_path}/socket.db",
+        JITACCESS_HOST="127.0.0.1",
+        JITACCESS_PORT=0,
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_APP_TOKEN="xapp-1-test",
+        SLACK_API_URL=fake.base_url,
+        JITACCESS_SWEEP_INTERVAL_SECONDS=60,
+        **extra,
+    )
+
+
+@pytest.mark.parametrize("secret", [None, SECRET], ids=["no secret", "with a secret"])
+def test_socket_mode_does_not_serve_slack_events_over_http(
+    fake_slack: FakeSlack, tmp_path: Path, secret: str | None
+) -> None:
+    """In Socket Mode an unsigned or signed POST /slack/events is 404 and approves nothing."""
+    server = Server(socket_settings(fake_slack, tmp_path, SLACK_SIGNING_SECRET=secret))
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        request_id = pending_request(server)
+        body = urlencode(command_fields(fake_slack, APPROVER, f"approve {request_id} ok", "f"))
+        attempts = [*forged_approvals(fake_slack, request_id), ("signed", signed_headers(body))]
+        for label, headers in attempts:
+            status, answer = http("POST", f"{base}/slack/events", body, headers)
+            assert status == 404, label
+            assert "Socket Mode" in json.loads(answer)["error"], label
+        assert server.container.service.get_request(request_id).state == "pending"
+        assert fake_slack.responses.get("f") is None  # nothing answered the forged command
+        assert http("GET", f"{base}/healthz")[0] == 200
+        assert http("GET", f"{base}/readyz")[0] == 200
+        assert http("GET", f"{base}/metrics")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_http_mode_refuses_unsigned_and_badly_signed_requests(
+    server: Server, fake_slack: FakeSlack
+) -> None:
+    """Forged approvals get 401 and the request stays pending."""
+    base = f"http://127.0.0.1:{server.port}"
+    request_id = pending_request(server)
+    for label, headers in forged_approvals(fake_slack, request_id):
+        body = urlencode(command_fields(fake_slack, APPROVER, f"approve {request_id} ok", "f"))
+        status, _ = http("POST", f"{base}/slack/events", body, headers)
+        assert status == 401, label
+    assert server.container.service.get_request(request_id).state == "pending"
+    assert fake_slack.responses.get("f") is None
+
+
+def test_http_mode_without_a_signing_secret_refuses_to_start(
+    fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    """No SLACK_APP_TOKEN and an empty SLACK_SIGNING_SECRET: serve names the variable."""
+    settings = Settings(
+        _env_file=None,
+        JITACCESS_DATABASE_URL=f"sqlite:///{tmp_path}/j.db",
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_SIGNING_SECRET="",
+        SLACK_API_URL=fake_slack.base_url,
+    )
+    with pytest.raises(ConfigurationError) as refused:
+        Server(settings)
+    assert "SLACK_SIGNING_SECRET: from the Slack app's Basic Information page" in str(refused.value)
+
+
+def test_the_bolt_app_cannot_be_served_over_http_without_a_secret(
+    fake_slack: FakeSlack, db: Database
+) -> None:
+    """Building the Slack app for HTTP without a secret, or serving a Socket Mode one, fails."""
+    service = make_service(db)[0]
+    client = slack_client("xoxb-test", fake_slack.base_url)
+    for secret in (None, ""):
+        with pytest.raises(ValueError, match="SLACK_SIGNING_SECRET is not set"):
+            build_slack(service, client, signing_secret=secret, clock=datetime.now)
+    for secret in (None, SECRET):
+        socket_only = build_slack(
+            service, client, signing_secret=secret, clock=datetime.now, socket_mode=True
+        )
+        with pytest.raises(ValueError, match="SLACK_SIGNING_SECRET is not set"):
+            socket_only.http_endpoint()
+        # Even dispatched by hand over "HTTP", an unsigned or empty-key request fails.
+        body = urlencode(command_fields(fake_slack, APPROVER, "help", "h"))
+        for headers in ({}, signed_headers(body, secret="")):
+            response = socket_only.app.dispatch(BoltRequest(body=body, headers=headers))
+            assert response.status == 401
+
+
+# -- a replayed signed request does nothing ----------------------------------------------
+def test_a_replayed_slash_command_creates_one_request(
+    server: Server, fake_slack: FakeSlack
+) -> None:
+    """The same signed `/jit request` posted twice files one request; the replay is told so."""
+    register(server.container.service, approvers=(APPROVER,))
+    fields = command_fields(fake_slack, PUBLISHER, "request crm Contributor 1h reason", "r")
+    body = urlencode(fields)
+    headers = signed_headers(body)
+    url = f"http://127.0.0.1:{server.port}/slack/events"
+    assert http("POST", url, body, headers)[0] == 200
+    assert fake_slack.wait_for(lambda: bool(fake_slack.responses.get("r")), 10)
+    status, answer = http("POST", url, body, headers)
+    assert status == 200
+    assert [r.id for r in server.container.service.list_requests()] == [1]
+    assert json.loads(answer) == {"text": "This command was already handled."}
+    assert len(fake_slack.responses["r"]) == 1
+
+
+FORM, JSON_BODY = "application/x-www-form-urlencoded", "application/json"
+USER_TEAM = {"user": {"id": APPROVER}, "team": {"id": "T0001"}}
+
+
+def interaction(kind: str, **fields: Any) -> str:
+    return urlencode({"payload": json.dumps({"type": kind, **USER_TEAM, **fields})})
+
+
+#: Signed bodies Bolt cannot handle: it answered 500 to some, raised on others.
+CRASHERS = [
+    (FORM, urlencode({"payload": "{"})),
+    (FORM, urlencode({"payload": "[1]"})),
+    (FORM, interaction("block_actions", actions=[])),
+    (FORM, interaction("block_actions", actions=[1])),
+    (FORM, interaction("block_actions", actions=[{}])),
+    (FORM, interaction("block_actions", channel=1)),
+    (FORM, interaction("view_submission", view={})),
+    (FORM, interaction("view_submission", response_urls=[1])),
+    (JSON_BODY, "[]"),
+    (JSON_BODY, "{"),
+    (JSON_BODY, '{"type": "event_callback", "event": 1}'),
+    (JSON_BODY, '{"type": "event_callback", "authorizations": 1}'),
+    (JSON_BODY, '{"type": "event_callback", "event": {"type": "app_home_opened", "user": 1}}'),
+    (JSON_BODY, '{"type": "event_callback", "enterprise": 1}'),
+]
+
+
+@pytest.mark.parametrize(("content_type", "body"), CRASHERS)
+def test_signed_malformed_bodies_get_400_with_the_reason(
+    server: Server, content_type: str, body: str
+) -> None:
+    """A correctly signed body Slack would never send gets a 400 saying what is wrong."""
+    url = f"http://127.0.0.1:{server.port}/slack/events"
+    status, answer = http("POST", url, body, signed_headers(body, content_type=content_type))
+    assert status == 400, answer
+    assert json.loads(answer)["error"]

@@ -11,9 +11,8 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from slack_bolt.adapter.wsgi import SlackRequestHandler
 from waitress import wasyncore
 from waitress.server import create_server
 
@@ -22,14 +21,32 @@ from jitaccess.container import Container, build
 from jitaccess.metrics import Metrics
 from jitaccess.scheduler import DeadlineScheduler, utcnow
 from jitaccess.settings import Settings
+from jitaccess.slack.replay import ReplayGuard
 from jitaccess.slack.runtime import SlackRuntime, build_slack, slack_client
-from jitaccess.web import Router, guard_slack
+from jitaccess.web import Router, json_response
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from wsgiref.types import StartResponse, WSGIEnvironment
 
 log = logging.getLogger("jitaccess.serve")
 
 
 class ConfigurationError(Exception):
     """``serve`` cannot start; the message says what to set."""
+
+
+SOCKET_MODE_NOTICE = (
+    "jitaccess runs in Socket Mode (SLACK_APP_TOKEN is set): Slack's requests arrive over "
+    "its Socket Mode connection, so this HTTP server does not serve /slack/events. Point "
+    "the Slack app at Socket Mode, or unset SLACK_APP_TOKEN and set SLACK_SIGNING_SECRET "
+    "for HTTP mode."
+)
+
+
+def socket_mode_notice(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """``/slack/events`` in Socket Mode: nothing is handled over HTTP, say why."""
+    return json_response(start_response, "404 Not Found", {"error": SOCKET_MODE_NOTICE})
 
 
 class Server:
@@ -47,11 +64,13 @@ class Server:
         self.container.service.inline = False  # clicks never wait on a backend
         assert settings.slack_bot_token is not None
         client = slack_client(settings.slack_bot_token, settings.slack_api_url)
+        self.socket_mode = bool(settings.slack_app_token)
         self.slack: SlackRuntime = build_slack(
             self.container.service,
             client,
             signing_secret=settings.slack_signing_secret,
             clock=clock,
+            socket_mode=self.socket_mode,
         )
         self.container.relay.notifier = self.slack.notifier
         self.metrics = Metrics(self.container.db)
@@ -59,7 +78,13 @@ class Server:
         self.scheduler: DeadlineScheduler = self.container.scheduler(clock=clock)
         self.scheduler.on_sweep = self.metrics.sweep_finished
         self.router = Router(ready=self.readiness)
-        self.router.mount("/slack/events", guard_slack(SlackRequestHandler(self.slack.app)))
+        if self.socket_mode:
+            # Socket Mode's requests come over the authenticated socket; over HTTP,
+            # nothing of Slack's is served, whatever else is configured.
+            self.router.mount("/slack/events", socket_mode_notice)
+        else:
+            self.replay_guard = ReplayGuard(self.container.db)
+            self.router.mount("/slack/events", self.slack.http_endpoint(self.replay_guard))
         self.router.mount("/metrics", self.metrics.wsgi_app())
         self._http: Any = None
         self._socket_mode: Any = None

@@ -25,11 +25,14 @@ import json
 import logging
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 from fault_support import pg_url_or_skip
@@ -41,11 +44,13 @@ from sqlalchemy import func, select
 from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, register
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.server import Server
+from jitaccess.settings import Settings
 from jitaccess.slack import blocks
 from jitaccess.slack.listeners import SORRY
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application, AuditEvent, OutboxMessage
-from slack_harness import TEAM, SlackWorld, now
+from slack_harness import SECRET, TEAM, SlackWorld, now, signed_headers
 
 FUZZ = settings(
     max_examples=150,
@@ -647,3 +652,180 @@ def test_request_numbers_beyond_integer_are_usage_errors_on_postgres(
         assert "No request 2147483647" in world.say(PUBLISHER, "release 2147483647")
     finally:
         db.dispose()
+
+
+# -- (d) signed bodies of any shape, over HTTP through serve -----------------------------
+@dataclass
+class Served:
+    server: Server
+    url: str
+    response_url: str
+    count: int = 0
+
+    def requests(self) -> tuple[Any, ...]:
+        with self.server.container.db.transaction(readonly=True) as s:
+            rows = s.execute(select(AccessRequest.id, AccessRequest.state)).all()
+        return tuple(map(tuple, rows))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    fake = FakeSlack()
+    for user in (PUBLISHER, APPROVER):
+        fake.add_user(user, name=user.lower())
+    path: Path = tmp_path_factory.mktemp("fuzz-http") / "serve.db"
+    with fake:
+        settings = Settings(
+            _env_file=None,
+            JITACCESS_DATABASE_URL=f"sqlite:///{path}",
+            JITACCESS_HOST="127.0.0.1",
+            JITACCESS_PORT=0,
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_SIGNING_SECRET=SECRET,
+            SLACK_API_URL=fake.base_url,
+            JITACCESS_SWEEP_INTERVAL_SECONDS=3600,
+        )
+        server = Server(settings)
+        server.start()
+        try:
+            register(server.container.service, approvers=(APPROVER,), now=now())
+            server.container.service.submit(
+                "crm",
+                requester=PUBLISHER,
+                role="Owner",
+                duration=timedelta(hours=1),
+                justification="seed",
+                now=now(),
+            )
+            url = f"http://127.0.0.1:{server.port}/slack/events"
+            yield Served(server, url, fake.response_url("fuzz"))
+        finally:
+            server.stop()
+
+
+RESPONSE_URL = "RESPONSE-URL"  # replaced by the fake's when sent
+
+
+def _templates(response_url: str) -> dict[str, Any]:
+    """What Slack really sends, one of each kind, to be broken."""
+    user_team = {"user": {"id": APPROVER, "team_id": TEAM}, "team": {"id": TEAM}}
+    return {
+        "command": {
+            "command": "/jit",
+            "text": "approve 99 fuzz",
+            "user_id": APPROVER,
+            "team_id": TEAM,
+            "channel_id": "C1",
+            "response_url": response_url,
+            "trigger_id": "fuzz.t",
+        },
+        "block_actions": {
+            "type": "block_actions",
+            **user_team,
+            "container": {"type": "message", "message_ts": "1.1", "channel_id": "D1"},
+            "channel": {"id": "D1"},
+            "message": {"ts": "1.1", "blocks": []},
+            "actions": [{"type": "button", "action_id": blocks.APPROVE, "value": "99"}],
+        },
+        "view_submission": {
+            "type": "view_submission",
+            **user_team,
+            "view": {
+                "id": "V1",
+                "type": "modal",
+                "callback_id": blocks.DECISION_MODAL,
+                "private_metadata": json.dumps({"request_id": 99, "decision": "approve"}),
+                "state": {"values": {"reason": {"reason": {"type": "plain_text_input"}}}},
+            },
+        },
+        "event_callback": {
+            "type": "event_callback",
+            "team_id": TEAM,
+            "event_id": "Ev1",
+            "authorizations": [{"team_id": TEAM, "user_id": "UBOT", "is_bot": True}],
+            "event": {"type": "app_home_opened", "user": APPROVER, "tab": "home"},
+        },
+        "url_verification": {"type": "url_verification", "challenge": "c"},
+    }
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*prefix, index))
+    return found
+
+
+@st.composite
+def signed_bodies(draw: st.DrawFn) -> tuple[str, str]:
+    """(content type, body): a real kind with some fields replaced or removed, or junk."""
+    kind = draw(st.sampled_from([*_templates(RESPONSE_URL), "junk"]))
+    if kind == "junk":
+        content_type = draw(st.sampled_from([FORM, "application/json"]))
+        body = draw(
+            st.text(max_size=200)
+            | JSONISH.map(json.dumps)
+            | JSONISH.map(lambda v: urlencode({"payload": json.dumps(v)}))
+        )
+        return content_type, body
+    data = _templates(RESPONSE_URL)[kind]
+    for _ in range(draw(st.integers(1, 3))):
+        paths = _paths(data)
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = data
+        for part in path[:-1]:
+            parent = parent[part]
+        if draw(st.booleans()) and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = draw(JSONISH)
+    if kind == "command":
+        return FORM, urlencode(
+            {k: json.dumps(v) if not isinstance(v, str) else v for k, v in data.items()}
+        )
+    if kind in ("event_callback", "url_verification"):
+        return "application/json", json.dumps(data)
+    return FORM, urlencode({"payload": json.dumps(data)})
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@FUZZ
+@given(body=signed_bodies())
+@example(body=("application/json", '{"type": "event_callback", "event": 1}'))
+@example(
+    body=(
+        FORM,
+        urlencode({"payload": '{"type": "view_submission", "user": {}, "team": {}, "view": {}}'}),
+    )
+)
+def test_signed_bodies_of_any_shape_never_get_a_5xx(served: Served, body: tuple[str, str]) -> None:
+    """Whatever correctly signed body arrives, serve answers below 500, and a 4xx changes nothing."""
+    content_type, text = body
+    text = text.replace(RESPONSE_URL, quote(served.response_url, safe=""))
+    before = served.requests()
+    # A distinct timestamp each call, so a rerun of the same body is not a replay.
+    served.count += 1
+    timestamp = int(time.time()) - served.count % 240
+    request = urllib.request.Request(
+        served.url,
+        data=text.encode(),
+        headers=signed_headers(text, content_type=content_type, timestamp=timestamp),
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, answer = response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        status, answer = exc.code, exc.read().decode()
+    assert status < 500, (status, answer, text)
+    assert not leaks(answer, text), answer
+    if status >= 400:
+        assert served.requests() == before

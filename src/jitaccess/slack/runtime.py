@@ -1,19 +1,37 @@
 """Wires the Bolt app: its WebClient (with rate-limit retries), the notifier that
-delivers the outbox to Slack, and the listeners."""
+delivers the outbox to Slack, and the listeners.
+
+There is no configuration in which a Slack request is handled unauthenticated: Bolt's
+signature check is always on, an app built without a signing secret is for Socket Mode
+only (its requests come over the authenticated socket) and refuses to be served over
+HTTP, and the HTTP entry point verifies the signature before anything reads the body."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from slack_bolt import App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from jitaccess.service import JitService
 from jitaccess.slack.listeners import SlackFrontEnd
 from jitaccess.slack.notifier import SlackNotifier
+from jitaccess.web import ReplayCheck, slack_gate
+
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication
+
+MISSING_SECRET = (
+    "SLACK_SIGNING_SECRET is not set: from the Slack app's Basic Information page; "
+    "without it no HTTP request from Slack can be verified (or set SLACK_APP_TOKEN "
+    "for Socket Mode, which serves no Slack endpoint over HTTP)"
+)
 
 
 @dataclass
@@ -21,6 +39,17 @@ class SlackRuntime:
     app: App
     client: WebClient
     notifier: SlackNotifier
+    #: The secret HTTP requests are verified with; ``None`` for a Socket-Mode-only app.
+    signing_secret: str | None = None
+
+    def http_endpoint(self, replay: ReplayCheck | None = None) -> WSGIApplication:
+        """The WSGI app for ``POST /slack/events``: signature first, then shape and
+        replay checks, then Bolt. Refused for an app built for Socket Mode only."""
+        if not self.signing_secret:
+            raise ValueError(MISSING_SECRET)
+        return slack_gate(
+            SlackRequestHandler(self.app), signing_secret=self.signing_secret, replay=replay
+        )
 
 
 def slack_client(token: str, base_url: str | None = None, *, timeout: int = 10) -> WebClient:
@@ -37,16 +66,24 @@ def build_slack(
     signing_secret: str | None,
     clock: Callable[[], datetime],
     process_before_response: bool = False,
+    socket_mode: bool = False,
 ) -> SlackRuntime:
+    """``signing_secret`` is required unless the app is only used through Socket Mode
+    (``socket_mode=True``); such an app refuses :meth:`SlackRuntime.http_endpoint`."""
+    if not signing_secret and not socket_mode:
+        raise ValueError(MISSING_SECRET)
     notifier = SlackNotifier(client, service)
     app = App(
         client=client,
-        signing_secret=signing_secret or "",
-        # Socket Mode has no HTTP signature to check; HTTP mode always checks it.
-        request_verification_enabled=bool(signing_secret),
+        # Never empty (anyone can sign with an empty key): a Socket-Mode-only app gets
+        # a random secret nobody knows, so even a request dispatched to it over HTTP
+        # fails verification. Bolt skips the check for Socket Mode requests only.
+        signing_secret=signing_secret or secrets.token_hex(32),
+        request_verification_enabled=True,
         # Do not call auth.test at start: a Slack outage must not stop the service.
         token_verification_enabled=False,
         process_before_response=process_before_response,
     )
     SlackFrontEnd(service, notifier, clock).register(app)
-    return SlackRuntime(app, client, notifier)
+    # A Socket Mode app is never served over HTTP, even when a secret is configured too.
+    return SlackRuntime(app, client, notifier, None if socket_mode else signing_secret)

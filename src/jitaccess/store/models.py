@@ -278,3 +278,16 @@ class StandingGrant(Base):
     updated_at: Mapped[datetime]
 
     app: Mapped[Application] = relationship(lazy="joined")
+
+
+class SlackSignature(Base):
+    """Signatures of Slack HTTP requests already handled. Slack's signature covers the
+    body and a timestamp accepted for five minutes either way, so within that window
+    a captured request could be replayed: a signature seen before marks a replay. Rows
+    are kept until ``expires_at`` (past the window), then pruned."""
+
+    __tablename__ = "slack_signatures"
+
+    signature: Mapped[str] = mapped_column(String(100), primary_key=True)
+    received_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
