@@ -1,11 +1,8 @@
 """slack replay guard: signatures of Slack HTTP requests already handled
 
-Revision ID: 0003_slack_replay_guard
-Revises: 0001
-Create Date: 2026-12-01 10:00:00
-
-Merge note: chained after 0001 on this branch; when 0002_grant_intent lands first,
-``down_revision`` becomes "0002_grant_intent".
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-30 05:00:00
 """
 
 from collections.abc import Sequence
@@ -13,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_slack_replay_guard"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
