@@ -729,14 +729,26 @@ def requests_history(
 # -- deadlines, audit, diagram, serve -----------------------------------------------
 @app.command("sweep")
 def sweep() -> None:
-    """Run every transition that is due now, once."""
+    """Run every transition that is due now, once, and deliver the notifications to
+    Slack when Slack is configured (else they wait for `serve`)."""
     with _container() as c:
         report = c.service.sweep(now())
         relayed = c.relay.drain(now())
+    if c.relay.notifier is None:
+        delivery = (
+            f"{relayed.held} notifications left for serve to deliver "
+            "(no SLACK_BOT_TOKEN here)"
+        )
+    else:
+        delivery = f"notifications delivered to Slack {relayed.delivered}"
+        if relayed.failed:
+            delivery += f", {relayed.failed} failed (retried later)"
+        if relayed.dropped:
+            delivery += f", {relayed.dropped} undeliverable"
     out.print(
         f"activated {report.activated}, expired {report.expired}, revoked {report.revoked}, "
         f"timed out {report.timed_out}, failed {report.failed}, lapsed {report.lapsed}, "
-        f"retrying {report.retrying}; notifications delivered {relayed.delivered}"
+        f"retrying {report.retrying}; {delivery}"
     )
 
 
