@@ -260,25 +260,40 @@ def apps_remove(
         bool, typer.Option("--force", help="Remove even while a revoke is failing")
     ] = False,
     reason: Annotated[str | None, typer.Option(help="Why (required with --force)")] = None,
+    as_json: Json = False,
 ) -> None:
     """Delete an application: cancel its requests, revoke its grants and standing access."""
     with _container() as c:
         report = Catalog(c.service).remove(
             name, actor=as_user, now=now(), force=force, reason=reason
         )
-    out.print(
-        f"Cancelled {len(report.cancelled)} requests, revoked {len(report.revoked)} "
-        f"grants and {report.standing_revoked} standing grants."
-    )
+    if as_json:
+        _emit_json(
+            {
+                "name": name,
+                "removed": report.removed,
+                "cancelled": report.cancelled,
+                "revoked": report.revoked,
+                "standing_revoked": report.standing_revoked,
+                "still_active": report.still_active,
+                "standing_failing": report.standing_failing,
+            }
+        )
+    else:
+        out.print(
+            f"Cancelled {len(report.cancelled)} requests, revoked {len(report.revoked)} "
+            f"grants and {report.standing_revoked} standing grants."
+        )
     if report.removed:
-        out.print(f"{name} is removed; its history stays readable.")
+        if not as_json:
+            out.print(f"{name} is removed; its history stays readable.")
         return
     for request_id in report.still_active:
         err.print(f"request {request_id}: revoke failing, retrying")
     for line in report.standing_failing:
         err.print(f"standing access: {escape(line)}")
     err.print(
-        f"{name} stays registered until everything it granted is gone: run "
+        f"{escape(name)} stays registered until everything it granted is gone: run "
         "`apps remove` again, or add --force --reason"
     )
     raise typer.Exit(1)
