@@ -1033,3 +1033,24 @@ def test_audit_export_escapes_control_characters_on_a_terminal_only(
     _assert_escaped(on_terminal)
     assert not any(char in jsonl for char in RAW)
     assert any(json.loads(line)["reason"] == HOSTILE_REASON for line in jsonl.splitlines())
+
+
+def test_deciding_after_the_approval_deadline_says_the_request_timed_out(cli: Cli) -> None:
+    """approve/deny after the timeout say it is now timed_out and a new request is needed, exit 1."""
+    with freeze_time(START) as frozen:
+        register_manual(cli, "crm", "--approval-timeout", "1h")
+        rid = submit(cli, start="2026-11-27T12:00Z")["id"]
+        frozen.move_to("2026-11-27 11:30:00")
+        first = cli("requests", "deny", rid, "--as", APPROVER, "--reason", "no", "--json", code=1)
+        again = cli("requests", "approve", rid, "--as", APPROVER2, "--reason", "ok", code=1)
+    assert first.stdout == ""
+    message = flat(first.stderr)
+    assert message.startswith("error: Request 1 timed out at 2026-11-27 11:00 UTC"), message
+    assert "before anyone decided; it is now timed_out" in message
+    assert "the requester must submit a new request" in message
+    later = flat(again.stderr)
+    assert later.startswith(
+        "error: Request 1 is already timed_out: it timed out at 2026-11-27 11:00"
+    )
+    assert "before anyone decided; the requester must submit a new request" in later
+    assert show(cli, rid)["state"] == "timed_out"

@@ -143,6 +143,13 @@ class ApplyResult:
     unchanged: list[str] = field(default_factory=list)
 
 
+def _timed_out(request_id: int, deadline: datetime) -> str:
+    return (
+        f"Request {request_id} timed out at {deadline:%Y-%m-%d %H:%M} UTC before anyone "
+        "decided; it is now timed_out: the requester must submit a new request"
+    )
+
+
 class JitService:
     def __init__(
         self,
@@ -892,10 +899,7 @@ class JitService:
                     row.next_deadline_at = None
             result = RequestView.of(row)
         if timed_out:
-            raise Conflict(
-                f"Request {request_id} timed out at {result.approval_deadline_at:%Y-%m-%d %H:%M} "
-                "UTC before anyone decided: the requester must submit a new request"
-            )
+            raise Conflict(_timed_out(request_id, result.approval_deadline_at))
         self._after_change(result, now)
         return self.get_request(request_id)
 
@@ -1099,6 +1103,12 @@ class JitService:
             return (
                 f"Request {row.id} was already approved by {row.decided_by} and is active "
                 f"until {row.ends_at:%Y-%m-%d %H:%M} UTC"
+            )
+        if state == RequestState.TIMED_OUT:
+            return (
+                f"Request {row.id} is already timed_out: it timed out at "
+                f"{row.approval_deadline_at:%Y-%m-%d %H:%M} UTC before anyone decided; "
+                "the requester must submit a new request"
             )
         who = f" by {row.ended_by}" if row.ended_by else ""
         return f"Request {row.id} is already {state}{who}"

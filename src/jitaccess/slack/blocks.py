@@ -73,7 +73,9 @@ STATE_LABEL = {
     RequestState.REVOKED: ":lock: Revoked",
     RequestState.FAILED: ":x: Failed",
 }
-_USER_ID = re.compile(r"(?<![<@\w])([UW][A-Z0-9]{2,20})(?![\w>])")
+#: A Slack user ID in a service message: U or W and capitals with at least one digit,
+#: so words like UTC or URL are not turned into mentions.
+_USER_ID = re.compile(r"(?<![<@\w])([UW](?=[A-Z]*\d)[A-Z0-9]{2,20})(?![\w>])")
 
 
 def escape(text: str) -> str:
