@@ -130,10 +130,12 @@ def scheduler_child(url: str, stop_file: str, variant: str = "as_is") -> dict[st
 
     from bench._variants import variant as apply_variant
     from jitaccess.container import build
+    from jitaccess.outbox import LoggingNotifier
     from jitaccess.settings import Settings
 
     settings = Settings(_env_file=None, JITACCESS_DATABASE_URL=url)  # type: ignore[call-arg]
-    container = build(settings)
+    # The benchmark has no Slack: log and count, as it always measured.
+    container = build(settings, notifier=LoggingNotifier())
     service, relay = container.service, container.relay
     sweeps: list[tuple[float, float, int]] = []
     drains: list[tuple[float, float, int]] = []

@@ -977,3 +977,80 @@ def test_absurd_numbers_get_a_message_not_a_traceback(cli: Cli) -> None:
     assert "far too long a duration" in huge.stderr
     missing = cli("requests", "show", "99999999999", code=1)
     assert "No request 99999999999" in missing.stderr
+
+
+# -- control and bidi characters in what people typed ------------------------------------
+HOSTILE_REASON = "deploy \x1b[2J\x1b]0;owned\x07 fix \u202egnp.exe\u2066 \x9b31m done"
+HOSTILE_DECISION = "ok \x1b[31mRED\x1b[0m \u202dCHG-1"
+RAW = ("\x1b", "\x07", "\x9b", "\u202e", "\u202d", "\u2066")
+
+
+def _assert_escaped(text: str) -> None:
+    for char in RAW:
+        assert char not in text, (char, text)
+    for shown in ("\\x1b[2J", "\\x07", "\\u202egnp.exe", "\\u2066", "\\x9b31m"):
+        assert shown in text, (shown, text)
+
+
+def test_control_and_bidi_characters_are_shown_escaped_never_raw(cli: Cli) -> None:
+    """show, list, history, approve and errors print escape sequences as visible text."""
+    with freeze_time(START):
+        register_manual(cli)
+        rid = submit(cli, reason=HOSTILE_REASON)["id"]
+        decided = cli("requests", "approve", rid, "--as", APPROVER, "--reason", HOSTILE_DECISION)
+        shown = cli("requests", "show", rid).stdout
+        listing = cli("requests", "list").stdout
+        history = cli("requests", "history", "crm").stdout
+        stored = show(cli, rid)
+        missing = cli("requests", "history", "crm\x1b[8m", code=1)
+    _assert_escaped(shown)
+    assert "\\x1b[31mRED\\x1b[0m \\u202dCHG-1" in shown
+    for text in (listing, history, decided.stdout):
+        assert not any(char in text for char in RAW), text
+    assert "\\x1b[31mRED" in listing and "\\x1b[31mRED" in history
+    assert "crm\\x1b[8m" in missing.stderr and "\x1b[8m" not in missing.stderr
+    # stored exactly as given; JSON escapes it by itself
+    assert stored["justification"] == HOSTILE_REASON
+    assert stored["decision_reason"] == HOSTILE_DECISION
+
+
+def test_audit_export_escapes_control_characters_on_a_terminal_only(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A CSV export to a terminal shows escapes; to a file it keeps the exact text."""
+    import jitaccess.cli
+
+    with freeze_time(START):
+        register_manual(cli)
+        submit(cli, reason=HOSTILE_REASON)
+        cli("audit", "export", "--format", "csv", "-o", tmp_path / "audit.csv")
+        piped = cli("audit", "export", "--format", "csv").stdout
+        monkeypatch.setattr(jitaccess.cli, "_stdout_is_terminal", lambda: True)
+        on_terminal = cli("audit", "export", "--format", "csv").stdout
+        jsonl = cli("audit", "export", "--format", "jsonl").stdout
+    assert HOSTILE_REASON in (tmp_path / "audit.csv").read_text()
+    assert HOSTILE_REASON in piped
+    _assert_escaped(on_terminal)
+    assert not any(char in jsonl for char in RAW)
+    assert any(json.loads(line)["reason"] == HOSTILE_REASON for line in jsonl.splitlines())
+
+
+def test_deciding_after_the_approval_deadline_says_the_request_timed_out(cli: Cli) -> None:
+    """approve/deny after the timeout say it is now timed_out and a new request is needed, exit 1."""
+    with freeze_time(START) as frozen:
+        register_manual(cli, "crm", "--approval-timeout", "1h")
+        rid = submit(cli, start="2026-11-27T12:00Z")["id"]
+        frozen.move_to("2026-11-27 11:30:00")
+        first = cli("requests", "deny", rid, "--as", APPROVER, "--reason", "no", "--json", code=1)
+        again = cli("requests", "approve", rid, "--as", APPROVER2, "--reason", "ok", code=1)
+    assert first.stdout == ""
+    message = flat(first.stderr)
+    assert message.startswith("error: Request 1 timed out at 2026-11-27 11:00 UTC"), message
+    assert "before anyone decided; it is now timed_out" in message
+    assert "the requester must submit a new request" in message
+    later = flat(again.stderr)
+    assert later.startswith(
+        "error: Request 1 is already timed_out: it timed out at 2026-11-27 11:00"
+    )
+    assert "before anyone decided; the requester must submit a new request" in later
+    assert show(cli, rid)["state"] == "timed_out"

@@ -214,6 +214,33 @@ def test_removing_an_application_closes_everything_it_granted(cli: Cli) -> None:
     assert "was removed" in again.stderr
 
 
+def test_apps_remove_json_reports_what_was_closed_and_refusals_exit_1(cli: Cli) -> None:
+    """`apps remove --json` prints what it closed; a refusal exits 1 with the message on stderr."""
+    offer(cli)
+    with freeze_time(T0):
+        deploy(cli, "--mode", "manual", "--approver", APPROVER)
+        rid = cli.json(
+            "requests", "submit", "crm", "--as", PUBLISHER, "--role", "Owner",
+            "--duration", "2h", "--reason", "x", "--start", "2026-11-27T12:00Z",
+        )["id"]  # fmt: skip
+        refused = cli("apps", "remove", "crm", "--as", PUBLISHER, "--json", code=1)
+        assert refused.stdout == ""
+        assert refused.stderr.startswith("error:") and "consumer admins" in refused.stderr
+        missing = cli("apps", "remove", "nope", "--as", ADMIN, "--json", code=1)
+        assert missing.stdout == "" and "nope" in missing.stderr
+        removed = cli.json("apps", "remove", "crm", "--as", ADMIN)
+    assert removed == {
+        "name": "crm",
+        "removed": True,
+        "cancelled": [rid],
+        "revoked": [],
+        "standing_revoked": 1,
+        "still_active": [],
+        "standing_failing": [],
+    }
+    assert cli.json("apps", "list") == []
+
+
 def test_removal_is_refused_while_a_revoke_is_failing_unless_forced(db: Database) -> None:
     from conftest import make_service
     from test_sweep import FlakyProvider

@@ -49,3 +49,26 @@ def test_every_cli_command_is_in_the_reference() -> None:
         )
     ]
     assert missing == []
+
+
+SHELL_FENCE = re.compile(r"^([ \t]*)```(?:sh|bash|shell|console)\n(.*?)^\1```", re.S | re.M)
+QUOTED = re.compile(r"'[^']*'|\"(?:[^\"\\]|\\.)*\"")
+PLACEHOLDER = re.compile(r"<[A-Za-z][\w.-]*>")
+
+
+def shell_placeholders(markdown: str) -> list[str]:
+    """`<word>` outside quotes in shell blocks: bash reads it as a redirection."""
+    found = []
+    for block in SHELL_FENCE.finditer(markdown):
+        for line in block.group(2).splitlines():
+            code = QUOTED.sub("''", line)
+            code = re.split(r"(?:^|\s)#", code, maxsplit=1)[0]  # a comment is not run
+            found += [f"{line.strip()}  ({m})" for m in PLACEHOLDER.findall(code)]
+    return found
+
+
+def test_shell_examples_paste_into_bash_without_placeholders() -> None:
+    """Every ```sh example runs as pasted: no <placeholder> that bash takes for a redirection."""
+    assert shell_placeholders("```sh\ncmd --scope /s/<sub>/rg\n```\n") != []  # the check works
+    assert shell_placeholders("```sh\ncmd --x '<ok>' \"<ok>\"  # <ok>\n```\n") == []
+    assert shell_placeholders(README) == []

@@ -339,3 +339,22 @@ def test_forged_and_stale_requests_are_rejected_and_change_nothing(world: SlackW
     stale = world.post(body, signed_headers(body, timestamp=int(T0.timestamp()) - 600))
     assert (forged.status, stale.status) == (401, 401)
     assert world.service.list_requests() == []
+
+
+def test_slash_approve_after_the_approval_deadline_says_it_timed_out(world: SlackWorld) -> None:
+    """/jit approve after the timeout replies that the request is now timed_out, not a generic error."""
+    register(world.service)
+    rid = world.service.submit(
+        "crm",
+        requester=PUBLISHER,
+        role="Owner",
+        duration=2 * H,
+        justification="x",
+        starts_at=T0 + 48 * H,
+        now=T0,
+    ).id
+    with freeze_time(T0 + 25 * H):
+        reply = world.say(APPROVER, f"approve {rid} looks fine")
+    assert f"Request {rid} timed out at 2026-11-28 10:00 UTC before anyone decided" in reply
+    assert "it is now timed_out: the requester must submit a new request" in reply
+    assert world.service.get_request(rid).state == "timed_out"

@@ -38,6 +38,7 @@ from jitaccess.domain.policy import (
 )
 from jitaccess.providers.base import ProviderError
 from jitaccess.service import AppSpec
+from jitaccess.terminal import visible
 from jitaccess.views import AppView, RequestView
 
 app = typer.Typer(
@@ -60,8 +61,24 @@ app.add_typer(requests_app, name="requests")
 app.add_typer(audit_app, name="audit")
 app.add_typer(offers_app, name="offers")
 
-out = Console(soft_wrap=True, markup=False)
-err = Console(stderr=True, soft_wrap=True)
+
+class _Console(Console):
+    """Prints people's text (reasons, names, backend errors) with control and bidi
+    characters shown as escapes: the one door to the terminal for human output."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(visible(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+class _Table(Table):
+    """A table whose cells go through :func:`visible`, like everything else printed."""
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        super().add_row(*(visible(r) if isinstance(r, str) else r for r in renderables), **kwargs)
+
+
+out = _Console(soft_wrap=True, markup=False)
+err = _Console(stderr=True, soft_wrap=True)
 
 
 def now() -> datetime:
@@ -90,7 +107,7 @@ def _duration(value: str | None) -> timedelta | None:
     try:
         return parse_duration(value)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(visible(str(exc))) from None
 
 
 def _duration_or(value: str | None, default: timedelta) -> timedelta:
@@ -105,7 +122,7 @@ def _instant(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise typer.BadParameter(
-            f"'{value}' is not an ISO 8601 time: use e.g. 2026-11-27T14:00 (UTC) "
+            f"'{visible(value)}' is not an ISO 8601 time: use e.g. 2026-11-27T14:00 (UTC) "
             "or 2026-11-27T15:00+01:00"
         ) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
@@ -130,6 +147,10 @@ def _container() -> Iterator[Container]:
     finally:
         if container is not None:
             container.close()
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
 
 
 def _emit_json(data: Any) -> None:
@@ -240,25 +261,40 @@ def apps_remove(
         bool, typer.Option("--force", help="Remove even while a revoke is failing")
     ] = False,
     reason: Annotated[str | None, typer.Option(help="Why (required with --force)")] = None,
+    as_json: Json = False,
 ) -> None:
     """Delete an application: cancel its requests, revoke its grants and standing access."""
     with _container() as c:
         report = Catalog(c.service).remove(
             name, actor=as_user, now=now(), force=force, reason=reason
         )
-    out.print(
-        f"Cancelled {len(report.cancelled)} requests, revoked {len(report.revoked)} "
-        f"grants and {report.standing_revoked} standing grants."
-    )
+    if as_json:
+        _emit_json(
+            {
+                "name": name,
+                "removed": report.removed,
+                "cancelled": report.cancelled,
+                "revoked": report.revoked,
+                "standing_revoked": report.standing_revoked,
+                "still_active": report.still_active,
+                "standing_failing": report.standing_failing,
+            }
+        )
+    else:
+        out.print(
+            f"Cancelled {len(report.cancelled)} requests, revoked {len(report.revoked)} "
+            f"grants and {report.standing_revoked} standing grants."
+        )
     if report.removed:
-        out.print(f"{name} is removed; its history stays readable.")
+        if not as_json:
+            out.print(f"{name} is removed; its history stays readable.")
         return
     for request_id in report.still_active:
         err.print(f"request {request_id}: revoke failing, retrying")
     for line in report.standing_failing:
         err.print(f"standing access: {escape(line)}")
     err.print(
-        f"{name} stays registered until everything it granted is gone: run "
+        f"{escape(name)} stays registered until everything it granted is gone: run "
         "`apps remove` again, or add --force --reason"
     )
     raise typer.Exit(1)
@@ -308,7 +344,7 @@ def offers_list(as_json: Json = False) -> None:
     if as_json:
         _emit_json([v.to_json() for v in views])
         return
-    table = Table("Offer", "JIT", "Publishers", "Eligible roles", "Standing role")
+    table = _Table("Offer", "JIT", "Publishers", "Eligible roles", "Standing role")
     for v in views:
         table.add_row(
             v.name,
@@ -328,7 +364,7 @@ def offers_show(name: str, as_json: Json = False) -> None:
     if as_json:
         _emit_json(view.to_json())
         return
-    table = Table(show_header=False)
+    table = _Table(show_header=False)
     for key, value in (
         ("Offer", view.name),
         ("JIT", "available" if view.jit_available else "not available"),
@@ -503,7 +539,7 @@ def apps_list(as_json: Json = False) -> None:
     if as_json:
         _emit_json([v.to_json() for v in views])
         return
-    table = Table("Name", "JIT", "Mode", "Max", "Approvers", "Roles", "Scope")
+    table = _Table("Name", "JIT", "Mode", "Max", "Approvers", "Roles", "Scope")
     for v in views:
         table.add_row(
             v.name,
@@ -518,7 +554,7 @@ def apps_list(as_json: Json = False) -> None:
 
 
 def _print_app(v: AppView) -> None:
-    table = Table(show_header=False)
+    table = _Table(show_header=False)
     for key, value in (
         ("Name", v.name),
         ("Scope", v.scope),
@@ -646,7 +682,7 @@ def requests_show(request_id: int, as_json: Json = False) -> None:
     if as_json:
         _emit_json(view.to_json())
         return
-    table = Table(show_header=False)
+    table = _Table(show_header=False)
     rows: list[tuple[str, str]] = [
         ("Request", str(view.id)),
         ("Application", f"{view.app} ({view.scope})"),
@@ -676,7 +712,9 @@ def requests_show(request_id: int, as_json: Json = False) -> None:
 
 
 def _request_table(views: list[RequestView]) -> Table:
-    table = Table("ID", "App", "Requester", "Role", "State", "Start", "End", "Decided by", "Reason")
+    table = _Table(
+        "ID", "App", "Requester", "Role", "State", "Start", "End", "Decided by", "Reason"
+    )
     moment = now()
     for v in views:
         table.add_row(
@@ -730,14 +768,25 @@ def requests_history(
 # -- deadlines, audit, diagram, serve -----------------------------------------------
 @app.command("sweep")
 def sweep() -> None:
-    """Run every transition that is due now, once."""
+    """Run every transition that is due now, once, and deliver the notifications to
+    Slack when Slack is configured (else they wait for `serve`)."""
     with _container() as c:
         report = c.service.sweep(now())
         relayed = c.relay.drain(now())
+    if c.relay.notifier is None:
+        delivery = (
+            f"{relayed.held} notifications left for serve to deliver (no SLACK_BOT_TOKEN here)"
+        )
+    else:
+        delivery = f"notifications delivered to Slack {relayed.delivered}"
+        if relayed.failed:
+            delivery += f", {relayed.failed} failed (retried later)"
+        if relayed.dropped:
+            delivery += f", {relayed.dropped} undeliverable"
     out.print(
         f"activated {report.activated}, expired {report.expired}, revoked {report.revoked}, "
-        f"timed out {report.timed_out}, failed {report.failed}, lapsed {report.lapsed}, "
-        f"retrying {report.retrying}; notifications delivered {relayed.delivered}"
+        f"cancelled {report.cancelled}, timed out {report.timed_out}, failed {report.failed}, "
+        f"lapsed {report.lapsed}, retrying {report.retrying}; {delivery}"
     )
 
 
@@ -827,14 +876,20 @@ def audit_export(
             raise typer.BadParameter(f"cannot write {output}: {exc.strerror}") from None
         try:
             count = 0
+            # A terminal gets control and bidi characters escaped; a file or a pipe gets
+            # the exact data. JSON escapes them all by itself, except DEL.
+            terminal = output is None and _stdout_is_terminal()
             if fmt is ExportFormat.jsonl:
                 for row in export_rows(c.db):
-                    handle.write(json.dumps(row, default=str) + "\n")
+                    line = json.dumps(row, default=str)
+                    handle.write((line.replace("\x7f", "\\u007f") if terminal else line) + "\n")
                     count += 1
             else:
                 writer: Any = None
                 for row in export_rows(c.db):
                     flat = {**row, "details": json.dumps(row["details"], default=str)}
+                    if terminal:
+                        flat = {k: v if v is None else visible(str(v)) for k, v in flat.items()}
                     if writer is None:
                         writer = csv.DictWriter(handle, fieldnames=list(flat))
                         writer.writeheader()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from jitaccess.catalog import Catalog
-from jitaccess.outbox import LoggingNotifier, Notifier, OutboxRelay
+from jitaccess.outbox import Notifier, OutboxRelay
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.registry import build_registry
 from jitaccess.reconcile import reconcile
@@ -58,7 +58,23 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def slack_notifier(settings: Settings, service: JitService) -> Notifier | None:
+    """The real Slack notifier when a bot token is configured, else None.
+
+    There is deliberately no fallback that logs and counts a message as delivered: a
+    process without Slack settings (the CLI on an operator's laptop) leaves the outbox
+    to one that has them (``serve``)."""
+    if not settings.slack_bot_token:
+        return None
+    from jitaccess.slack.notifier import SlackNotifier
+    from jitaccess.slack.runtime import slack_client
+
+    return SlackNotifier(slack_client(settings.slack_bot_token, settings.slack_api_url), service)
+
+
 def build(settings: Settings | None = None, *, notifier: Notifier | None = None) -> Container:
+    """Wire everything. The relay delivers with ``notifier`` if given, else with the
+    Slack notifier when Slack is configured, else not at all (messages stay queued)."""
     settings = settings or Settings()
     db = Database(settings.database_url)
     providers = build_registry(settings, db)
@@ -75,5 +91,7 @@ def build(settings: Settings | None = None, *, notifier: Notifier | None = None)
         worker_id=worker_id(),
         remind_before=timedelta(minutes=remind) if remind > 0 else None,
     )
-    relay = OutboxRelay(db, notifier or LoggingNotifier(), worker_id=worker_id())
+    if notifier is None:
+        notifier = slack_notifier(settings, service)
+    relay = OutboxRelay(db, notifier, worker_id=worker_id())
     return Container(settings, db, providers, service, relay)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
@@ -40,7 +40,9 @@ class Notifier(Protocol):
 
 
 class LoggingNotifier:
-    """Delivers by writing a log line: the notifier until Slack is configured."""
+    """Writes a log line and counts the message as delivered: for tests and benchmarks
+    only. Never wire it where the outbox holds real Slack messages: it would mark them
+    delivered without Slack ever seeing them."""
 
     def __init__(self) -> None:
         self.delivered: list[Notification] = []
@@ -61,19 +63,23 @@ class RelayReport:
     delivered: int = 0
     failed: int = 0
     dropped: int = 0
+    #: Messages left undelivered because this relay has no notifier (no Slack settings).
+    held: int = 0
 
 
 class OutboxRelay:
     def __init__(
         self,
         db: Database,
-        notifier: Notifier,
+        notifier: Notifier | None,
         *,
         worker_id: str = "relay",
         lease: timedelta = timedelta(seconds=60),
         max_backoff: timedelta = timedelta(minutes=5),
     ) -> None:
         self.db = db
+        #: None: no Slack here (e.g. the CLI without Slack settings); ``drain`` then
+        #: leaves every message for a process that can deliver it (``serve``).
         self.notifier = notifier
         self.worker_id = worker_id
         self.lease = lease
@@ -83,8 +89,15 @@ class OutboxRelay:
 
     def drain(self, now: datetime, *, batch_size: int = 100, max_batches: int = 50) -> RelayReport:
         """Deliver what is due, oldest first. Claims rows by pushing ``available_at``
-        ahead by a lease (with SKIP LOCKED on PostgreSQL), so replicas share the work."""
+        ahead by a lease (with SKIP LOCKED on PostgreSQL), so replicas share the work.
+
+        Without a notifier nothing is claimed or changed: a message counts as delivered
+        only when Slack accepted it."""
         report = RelayReport()
+        notifier = self.notifier
+        if notifier is None:
+            report.held = self.undelivered()
+            return report
         for _ in range(max_batches):
             notes = self._claim(now, batch_size)
             if not notes:
@@ -92,7 +105,7 @@ class OutboxRelay:
             for note in notes:
                 error = None
                 try:
-                    self.notifier.deliver(note, now)
+                    notifier.deliver(note, now)
                 except Undeliverable as exc:
                     log.error("dropping %s: %s", note.dedup_key, exc)
                     self._settle(note, None, now, dropped=str(exc))
@@ -107,13 +120,22 @@ class OutboxRelay:
                     report.delivered += 1
                 else:
                     report.failed += 1
-            after_batch = getattr(self.notifier, "after_batch", None)
+            after_batch = getattr(notifier, "after_batch", None)
             if after_batch is not None:
                 after_batch(now)
             if report.failed:
                 # Slack is failing: stop hammering it; the next drain retries.
                 break
         return report
+
+    def undelivered(self) -> int:
+        """How many messages wait for delivery (due now or later)."""
+        with self.db.transaction(readonly=True) as session:
+            return int(
+                session.execute(
+                    select(func.count()).where(OutboxMessage.delivered_at.is_(None))
+                ).scalar_one()
+            )
 
     def _claim(self, now: datetime, limit: int) -> list[Notification]:
         with self.db.transaction() as session:

@@ -152,6 +152,13 @@ class ApplyResult:
     unchanged: list[str] = field(default_factory=list)
 
 
+def _timed_out(request_id: int, deadline: datetime) -> str:
+    return (
+        f"Request {request_id} timed out at {deadline:%Y-%m-%d %H:%M} UTC before anyone "
+        "decided; it is now timed_out: the requester must submit a new request"
+    )
+
+
 class _LeaseKeeper:
     """Keeps a batch's leases from lapsing while its backend calls run, so no other
     sweeper claims a row whose call is in flight however slow the backend: every third
@@ -1158,10 +1165,7 @@ class JitService:
                     row.next_deadline_at = None
             result = RequestView.of(row)
         if timed_out:
-            raise Conflict(
-                f"Request {request_id} timed out at {result.approval_deadline_at:%Y-%m-%d %H:%M} "
-                "UTC before anyone decided: the requester must submit a new request"
-            )
+            raise Conflict(_timed_out(request_id, result.approval_deadline_at))
         self._after_change(result, now)
         return self.get_request(request_id)
 
@@ -1399,6 +1403,12 @@ class JitService:
                 f"Request {row.id} was already approved by ",
                 Mention(row.decided_by or ""),
                 f" and is active until {row.ends_at:%Y-%m-%d %H:%M} UTC",
+            )
+        if state == RequestState.TIMED_OUT:
+            return (
+                f"Request {row.id} is already timed_out: it timed out at "
+                f"{row.approval_deadline_at:%Y-%m-%d %H:%M} UTC before anyone decided; "
+                "the requester must submit a new request",
             )
         if row.ended_by:
             return (f"Request {row.id} is already {state} by ", Mention(row.ended_by))
