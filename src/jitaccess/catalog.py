@@ -264,6 +264,8 @@ class Catalog:
             rows = list(session.execute(query).unique().scalars())
         failures = []
         for row in rows:
+            if self.service.stopping.is_set():
+                break  # the process is stopping; the rest stays marked for the next run
             if app is not None and row.app.name != app:
                 continue
             spec = GrantSpec(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +27,9 @@ class Container:
     providers: ProviderRegistry
     service: JitService
     relay: OutboxRelay
+    #: Set when the process stops: the sweep, the relay, reconciliation and the Slack
+    #: client's Retry-After waits all stop at their next unit of work.
+    stopping: threading.Event
 
     def scheduler(self, clock: Callable[[], datetime] = utcnow) -> DeadlineScheduler:
         scheduler = DeadlineScheduler(
@@ -35,6 +39,7 @@ class Container:
             relay_interval=self.settings.relay_interval_seconds,
             batch_size=self.settings.sweep_batch_size,
             clock=clock,
+            stopping=self.stopping,
         )
         self.service.on_deadline = scheduler.wake_at
         minutes = self.settings.reconcile_interval_minutes
@@ -67,12 +72,14 @@ def build(settings: Settings | None = None, *, notifier: Notifier | None = None)
         max_grant_attempts=settings.grant_max_attempts,
     )
     remind = settings.remind_before_minutes
+    stopping = threading.Event()
     service = JitService(
         db,
         providers,
         retry=retry,
         worker_id=worker_id(),
         remind_before=timedelta(minutes=remind) if remind > 0 else None,
+        stopping=stopping,
     )
-    relay = OutboxRelay(db, notifier or LoggingNotifier(), worker_id=worker_id())
-    return Container(settings, db, providers, service, relay)
+    relay = OutboxRelay(db, notifier or LoggingNotifier(), worker_id=worker_id(), stopping=stopping)
+    return Container(settings, db, providers, service, relay, stopping)

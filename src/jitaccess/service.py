@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -134,6 +135,8 @@ class _Work:
     action: str  # "grant" | "expire" | "revoke" | "release"
     provider: str
     spec: GrantSpec
+    #: The row's deadline before the claim, to put back if the call is never made.
+    due_at: datetime | None = None
 
 
 @dataclass
@@ -155,6 +158,7 @@ class JitService:
         rng: Callable[[], float] = random.random,
         remind_before: timedelta | None = timedelta(minutes=15),
         inline: bool = True,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.db = db
         self.providers = providers
@@ -169,6 +173,9 @@ class JitService:
         #: it only wakes the scheduler, so a Slack click never waits on a backend.
         self.inline = inline
         self.observer: ServiceObserver = NullObserver()
+        #: Set when the process is stopping: the sweep stops at its next unit of work
+        #: (a row, a backend call), records what it did and gives back what it claimed.
+        self.stopping = stopping if stopping is not None else threading.Event()
         db.on_commit(self._committed)
 
     # -- applications ---------------------------------------------------------------
@@ -534,7 +541,7 @@ class JitService:
         time-outs, then activations, each oldest deadline first."""
         report = SweepReport()
         batches = 0
-        while max_batches is None or batches < max_batches:
+        while (max_batches is None or batches < max_batches) and not self.stopping.is_set():
             batch = self._sweep_batch(now, batch_size, ids=None)
             if batch is None:
                 break
@@ -552,8 +559,10 @@ class JitService:
             rows = self._due_rows(session, now, limit, ids)
             if not rows:
                 return None
-            claimed: list[tuple[AccessRequest, str]] = []
+            claimed: list[tuple[AccessRequest, str, datetime | None]] = []
             for row in rows:
+                if self.stopping.is_set():
+                    break  # the rows not reached yet stay due, untouched
                 action = self._due_action(row, now)
                 if action == "time_out":
                     self._transition(
@@ -586,20 +595,28 @@ class JitService:
                 else:
                     # Claim: push the deadline ahead by a lease; others skip the row
                     # until we record the outcome or the lease lapses.
+                    due_at = row.next_deadline_at
                     row.next_deadline_at = now + self.retry.lease
                     row.claimed_by = self.worker_id
-                    claimed.append((row, action))
+                    claimed.append((row, action, due_at))
             session.flush()  # one flush for the whole batch; it bumps each row's version
             work = [
-                _Work(row.id, row.version, action, row.app.provider, self._spec(row))
-                for row, action in claimed
+                _Work(row.id, row.version, action, row.app.provider, self._spec(row), due_at)
+                for row, action, due_at in claimed
             ]
-        outcomes = [(item, self._call_provider(item, now)) for item in work]
+        outcomes: list[tuple[_Work, str | None]] = []
+        for item in work:
+            if self.stopping.is_set():
+                break  # stopping: record the calls made, give back the rest below
+            outcomes.append((item, self._call_provider(item, now)))
+        unmade = work[len(outcomes) :]
         compensate: list[_Work] = []
-        if outcomes:
+        if outcomes or unmade:
             with self.db.transaction() as session:
-                current = self._lock_many(session, [item.request_id for item, _ in outcomes])
+                current = self._lock_many(session, [item.request_id for item in work])
                 with session.no_autoflush:
+                    for item in unmade:
+                        self._unclaim(current[item.request_id], item)
                     for item, error in outcomes:
                         self._record_outcome(
                             session,
@@ -665,6 +682,14 @@ class JitService:
         if row.state in APPROVED_STATES:
             return row.starts_at
         return None
+
+    def _unclaim(self, row: AccessRequest, item: _Work) -> None:
+        """Give back a claim whose backend call was never made (the process is stopping),
+        so the next sweep, here or in another replica, does it without waiting for the
+        lease to lapse. A row someone changed meanwhile is theirs."""
+        if row.version == item.version and row.claimed_by == self.worker_id:
+            row.claimed_by = None
+            row.next_deadline_at = item.due_at
 
     def _call_provider(self, item: _Work, now: datetime) -> str | None:
         """Run the backend call; return None on success or the error people will see."""
