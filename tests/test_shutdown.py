@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -265,3 +266,30 @@ def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
     assert code == 128 + signal.SIGINT
     assert proc.stderr is not None
     assert "exits now" in proc.stderr.read()
+
+
+def test_a_sweep_told_to_stop_records_its_calls_and_gives_back_the_rest(tmp_path: Path) -> None:
+    """Stopping mid-batch: the backend calls made are recorded, the claims whose call
+    was never made are given back, so the next sweep does them at once (no lease)."""
+    now = datetime.now(UTC)
+    url = f"sqlite:///{tmp_path / 'stop.db'}"
+    seed_due_expiries(url, 10, now)
+    db = Database(url)
+    service, provider = make_service(db)
+    revoke = provider.revoke
+
+    def revoke_then_stop(spec: Any, at: datetime) -> None:
+        revoke(spec, at)
+        if spec.request_id == 3:
+            service.stopping.set()  # as SIGTERM does, during the third call
+
+    provider.revoke = revoke_then_stop  # type: ignore[method-assign]
+    assert service.sweep(now, batch_size=10).expired == 3
+    with db.transaction(readonly=True) as session:
+        rows = list(session.execute(select(AccessRequest).order_by(AccessRequest.id)).scalars())
+        assert [r.state for r in rows] == ["expired"] * 3 + ["active"] * 7
+        assert all(r.claimed_by is None and r.next_deadline_at == r.ends_at for r in rows[3:])
+    assert assert_consistent(url, now) == 3
+    service.stopping.clear()
+    assert service.sweep(now, batch_size=10).expired == 7  # same `now`: no lease to wait
+    db.dispose()
