@@ -295,6 +295,8 @@ class Catalog:
             rows = list(session.execute(query).unique().scalars())
         failures = []
         for row in rows:
+            if self.service.stopping.is_set():
+                break  # the process is stopping; the rest stays marked for the next run
             current = (row.app.provider, dict(row.app.provider_config or {}))
             held_on = (
                 (row.held_provider, dict(row.held_config or {}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +27,9 @@ class Container:
     providers: ProviderRegistry
     service: JitService
     relay: OutboxRelay
+    #: Set when the process stops: the sweep, the relay, reconciliation and the Slack
+    #: client's Retry-After waits all stop at their next unit of work.
+    stopping: threading.Event
 
     def scheduler(self, clock: Callable[[], datetime] = utcnow) -> DeadlineScheduler:
         scheduler = DeadlineScheduler(
@@ -36,6 +40,7 @@ class Container:
             batch_size=self.settings.sweep_batch_size,
             clock=clock,
             audit_head_interval=self.settings.audit_head_interval_minutes * 60,
+            stopping=self.stopping,
         )
         self.service.on_deadline = scheduler.wake_at
         minutes = self.settings.reconcile_interval_minutes
@@ -58,7 +63,9 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def slack_notifier(settings: Settings, service: JitService) -> Notifier | None:
+def slack_notifier(
+    settings: Settings, service: JitService, stopping: threading.Event | None = None
+) -> Notifier | None:
     """The real Slack notifier when a bot token is configured, else None.
 
     There is deliberately no fallback that logs and counts a message as delivered: a
@@ -69,7 +76,8 @@ def slack_notifier(settings: Settings, service: JitService) -> Notifier | None:
     from jitaccess.slack.notifier import SlackNotifier
     from jitaccess.slack.runtime import slack_client
 
-    return SlackNotifier(slack_client(settings.slack_bot_token, settings.slack_api_url), service)
+    client = slack_client(settings.slack_bot_token, settings.slack_api_url, stopping=stopping)
+    return SlackNotifier(client, service)
 
 
 def build(settings: Settings | None = None, *, notifier: Notifier | None = None) -> Container:
@@ -84,14 +92,16 @@ def build(settings: Settings | None = None, *, notifier: Notifier | None = None)
         max_grant_attempts=settings.grant_max_attempts,
     )
     remind = settings.remind_before_minutes
+    stopping = threading.Event()
     service = JitService(
         db,
         providers,
         retry=retry,
         worker_id=worker_id(),
         remind_before=timedelta(minutes=remind) if remind > 0 else None,
+        stopping=stopping,
     )
     if notifier is None:
-        notifier = slack_notifier(settings, service)
-    relay = OutboxRelay(db, notifier, worker_id=worker_id())
-    return Container(settings, db, providers, service, relay)
+        notifier = slack_notifier(settings, service, stopping)
+    relay = OutboxRelay(db, notifier, worker_id=worker_id(), stopping=stopping)
+    return Container(settings, db, providers, service, relay, stopping)

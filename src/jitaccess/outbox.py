@@ -4,11 +4,12 @@ transition's transaction, so a slow or absent Slack never blocks or loses one.""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
@@ -76,6 +77,7 @@ class OutboxRelay:
         worker_id: str = "relay",
         lease: timedelta = timedelta(seconds=60),
         max_backoff: timedelta = timedelta(minutes=5),
+        stopping: threading.Event | None = None,
     ) -> None:
         self.db = db
         #: None: no Slack here (e.g. the CLI without Slack settings); ``drain`` then
@@ -86,6 +88,9 @@ class OutboxRelay:
         self.max_backoff = max_backoff
         #: The last delivery error, None once a delivery succeeds again (for /readyz).
         self.last_error: str | None = None
+        #: Set when the process is stopping: ``drain`` stops before its next message and
+        #: gives back the rest of its claim.
+        self.stopping = stopping if stopping is not None else threading.Event()
 
     def drain(self, now: datetime, *, batch_size: int = 100, max_batches: int = 50) -> RelayReport:
         """Deliver what is due, oldest first. Claims rows by pushing ``available_at``
@@ -99,10 +104,15 @@ class OutboxRelay:
             report.held = self.undelivered()
             return report
         for _ in range(max_batches):
+            if self.stopping.is_set():
+                break
             notes = self._claim(now, batch_size)
             if not notes:
                 break
-            for note in notes:
+            for index, note in enumerate(notes):
+                if self.stopping.is_set():
+                    self._release(notes[index:], now)
+                    return report
                 error = None
                 try:
                     notifier.deliver(note, now)
@@ -162,6 +172,20 @@ class OutboxRelay:
                 )
                 for row in rows
             ]
+
+    def _release(self, notes: list[Notification], now: datetime) -> None:
+        """Give back claimed messages never tried (the process is stopping), so the next
+        relay, here or in another replica, sends them without waiting out the lease."""
+        with self.db.transaction() as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id.in_([note.id for note in notes]),
+                    OutboxMessage.delivered_at.is_(None),
+                    OutboxMessage.available_at == now + self.lease,
+                )
+                .values(available_at=now)
+            )
 
     def _settle(
         self, note: Notification, error: str | None, now: datetime, *, dropped: str | None = None

@@ -59,6 +59,8 @@ def reconcile(
     apps = [service.get_app(app)] if app else service.list_apps()
     findings: list[Finding] = []
     for view in apps:
+        if service.stopping.is_set():
+            break  # the process is stopping; the next run looks again
         findings.extend(_one_app(service, view, now, fix=fix, periodic=periodic))
     if findings:
         with service.db.transaction() as session:

@@ -8,7 +8,9 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
 
 log = logging.getLogger("jitaccess.serve")
+#: How long ``stop`` gives the work in flight (a sweep batch, a delivery, an HTTP
+#: request) to reach a safe point before the process goes without it.
+STOP_TIMEOUT = 3.0
 
 
 class ConfigurationError(Exception):
@@ -63,7 +68,9 @@ class Server:
         self.container: Container = build(settings)
         self.container.service.inline = False  # clicks never wait on a backend
         assert settings.slack_bot_token is not None
-        client = slack_client(settings.slack_bot_token, settings.slack_api_url)
+        client = slack_client(
+            settings.slack_bot_token, settings.slack_api_url, stopping=self.container.stopping
+        )
         self.socket_mode = bool(settings.slack_app_token)
         self.slack: SlackRuntime = build_slack(
             self.container.service,
@@ -164,40 +171,107 @@ class Server:
         handle.flush()
         self._sqlite_lock = handle
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop within about ``timeout`` seconds, whatever is in flight: every loop
+        stops at its next unit of work, and what is still inside one backend or Slack
+        call then is left behind (safe: the design survives a crash anywhere)."""
+        deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(0.1, deadline - time.monotonic())
+
+        self.container.stopping.set()
+        http = self._http
+        if http is not None:
+            # Stop accepting at once. waitress's sockets are closed from its own loop
+            # (closing them from here races its thread: "Bad file descriptor").
+            # (Only the listening socket: waitress's own close() also closes the trigger.)
+            http.trigger.pull_trigger(lambda: wasyncore.dispatcher.close(http))
         if self._socket_mode is not None:
-            self._socket_mode.close()
-        if self._http is not None:
-            # Stop waitress from its own loop (closing its sockets from here races its
-            # thread: "Bad file descriptor"), then wait for the thread to end.
-            http = self._http
-            http.task_dispatcher.shutdown()
+            # slack_sdk's close() waits for its listener threads without a bound.
+            _bounded(self._socket_mode.close, "socket-mode-close", left())
+            self._socket_mode = None
+        self.scheduler.shutdown(timeout=left())
+        if http is not None:
+            # Requests in flight finish (bounded), then the connections are closed.
+            http.task_dispatcher.shutdown(timeout=left())
             http.trigger.pull_trigger(lambda: wasyncore.close_all(http._map))
             for thread in self._threads:
-                thread.join(timeout=5)
+                thread.join(timeout=left())
             self._http = None
-        self.scheduler.shutdown()
         self.container.close()
         if self._sqlite_lock is not None:
             self._sqlite_lock.close()
             self._sqlite_lock = None
 
 
+def _bounded(action: Callable[[], object], name: str, timeout: float) -> None:
+    """Run ``action`` in a daemon thread; stop waiting for it after ``timeout``."""
+    thread = threading.Thread(target=action, name=name, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        log.warning("stopping without waiting for %s", name)
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event, what: str) -> Iterator[None]:
+    """SIGTERM and SIGINT (Ctrl-C) set ``stop``; a second one exits at once (status
+    128 + the signal), for when stopping itself is what someone wants to cut short.
+    Only in the main thread (signals are delivered there); elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            # Not through logging: its lock may be held by the code this interrupted.
+            os.write(2, f"signal {signum} again: {what} exits now\n".encode())
+            os._exit(128 + signum)
+        log.info("signal %s: stopping %s", signum, what)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def exit_watchdog(timeout: float = STOP_TIMEOUT) -> None:
+    """After a stop, the interpreter waits at exit for every non-daemon thread (e.g. a
+    Bolt listener still inside a Slack call). Give them ``timeout`` seconds, then exit
+    without them rather than hang: a daemon thread that outlives a normal exit does
+    nothing."""
+
+    def watch() -> None:
+        time.sleep(timeout)
+        names = [
+            t.name
+            for t in threading.enumerate()
+            if not t.daemon and t is not threading.main_thread()
+        ]
+        os.write(2, f"exiting without waiting for threads {', '.join(names)}\n".encode())
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-watchdog", daemon=True).start()
+
+
 def run(settings: Settings | None = None, stop: threading.Event | None = None) -> None:
+    """``jitaccess serve``: run until SIGTERM/SIGINT (or ``stop`` is set)."""
     settings = settings or Settings()
     logs.configure(settings.log_level, settings.log_format)
     server = Server(settings)
+    from_signals = stop is None
     stop = stop or threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s: stopping", signum)
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-    server.start()
-    try:
-        stop.wait()
-    finally:
-        server.stop()
+    with stop_on_signals(stop, "jitaccess serve"):
+        server.start()
+        try:
+            stop.wait()
+        finally:
+            started = time.monotonic()
+            server.stop()
+            log.info("jitaccess serve stopped in %.1fs", time.monotonic() - started)
+    if from_signals:
+        exit_watchdog()

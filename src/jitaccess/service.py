@@ -143,6 +143,8 @@ class _Work:
     event: str | None
     provider: str
     spec: GrantSpec
+    #: The row's deadline before the claim, to put back if the call is never made.
+    due_at: datetime | None = None
 
 
 @dataclass
@@ -212,6 +214,7 @@ class JitService:
         rng: Callable[[], float] = random.random,
         remind_before: timedelta | None = timedelta(minutes=15),
         inline: bool = True,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.db = db
         self.providers = providers
@@ -226,6 +229,9 @@ class JitService:
         #: it only wakes the scheduler, so a Slack click never waits on a backend.
         self.inline = inline
         self.observer: ServiceObserver = NullObserver()
+        #: Set when the process is stopping: the sweep stops at its next unit of work
+        #: (a row, a backend call), records what it did and gives back what it claimed.
+        self.stopping = stopping if stopping is not None else threading.Event()
         db.on_commit(self._committed)
 
     # -- applications ---------------------------------------------------------------
@@ -696,7 +702,7 @@ class JitService:
         time-outs, then activations, each oldest deadline first."""
         report = SweepReport()
         batches = 0
-        while max_batches is None or batches < max_batches:
+        while (max_batches is None or batches < max_batches) and not self.stopping.is_set():
             batch = self._sweep_batch(now, batch_size, ids=None)
             if batch is None:
                 break
@@ -725,8 +731,10 @@ class JitService:
             rows = self._due_rows(session, now, limit, ids, wait_for_locks=wait_for_locks)
             if not rows:
                 return None
-            claimed: list[tuple[AccessRequest, str, str | None]] = []
+            claimed: list[tuple[AccessRequest, str, str | None, datetime | None]] = []
             for row in rows:
+                if self.stopping.is_set():
+                    break  # the rows not reached yet stay due, untouched
                 due = self._due_action(row, now)
                 if due is None:
                     row.next_deadline_at = self._natural_deadline(row)
@@ -762,6 +770,7 @@ class JitService:
                 else:
                     # Claim: push the deadline ahead by a lease; others skip the row
                     # until we record the outcome or the lease lapses.
+                    due_at = row.next_deadline_at
                     row.next_deadline_at = now + self.retry.lease
                     row.claimed_by = self.worker_id
                     if kind == "grant" and row.grant_started_at is None:
@@ -769,11 +778,19 @@ class JitService:
                         row.grant_started_at = now
                         row.grant_provider = row.app.provider
                         row.grant_config = dict(row.app.provider_config or {})
-                    claimed.append((row, kind, event))
+                    claimed.append((row, kind, event, due_at))
             session.flush()  # one flush for the whole batch; it bumps each row's version
             work = [
-                _Work(row.id, row.version, kind, event, self._grant_provider(row), self._spec(row))
-                for row, kind, event in claimed
+                _Work(
+                    row.id,
+                    row.version,
+                    kind,
+                    event,
+                    self._grant_provider(row),
+                    self._spec(row),
+                    due_at,
+                )
+                for row, kind, event, due_at in claimed
             ]
         self._call_and_record(work, now, report)
         return report
@@ -788,7 +805,11 @@ class JitService:
         record_every = self.retry.lease.total_seconds() / 4
         with _LeaseKeeper(self, [item.request_id for item in work], now) as keeper:
             chunk_started = time.monotonic()
-            for item in work:
+            for index, item in enumerate(work):
+                if self.stopping.is_set():
+                    # Stopping: record the calls made, give back the claims not called.
+                    self._record_outcomes(outcomes, now, report, unmade=work[index:])
+                    return
                 outcomes.append((item, self._call_provider(item, now)))
                 if time.monotonic() - chunk_started >= record_every:
                     self._record_outcomes(outcomes, now, report)
@@ -798,15 +819,32 @@ class JitService:
                 self._record_outcomes(outcomes, now, report)
 
     def _record_outcomes(
-        self, outcomes: list[tuple[_Work, str | None]], now: datetime, report: SweepReport
+        self,
+        outcomes: list[tuple[_Work, str | None]],
+        now: datetime,
+        report: SweepReport,
+        *,
+        unmade: Sequence[_Work] = (),
     ) -> None:
+        ids = [item.request_id for item, _ in outcomes] + [item.request_id for item in unmade]
         with self.db.transaction() as session:
-            current = self._lock_many(session, [item.request_id for item, _ in outcomes])
+            current = self._lock_many(session, ids)
             with session.no_autoflush:
+                for item in unmade:
+                    self._unclaim(current[item.request_id], item)
                 for item, error in outcomes:
                     self._record_outcome(
                         session, current[item.request_id], item, error, now, report
                     )
+
+    def _unclaim(self, row: AccessRequest, item: _Work) -> None:
+        """Give back a claim whose backend call was never made (the process is stopping),
+        so the next sweep, here or in another replica, does it without waiting for the
+        lease to lapse. A row someone changed meanwhile is theirs. (A grant intent
+        recorded by the claim stays: a revoke of what was never granted is harmless.)"""
+        if row.version == item.version and row.claimed_by == self.worker_id:
+            row.claimed_by = None
+            row.next_deadline_at = item.due_at
 
     def renew_leases(self, ids: Sequence[int], until: datetime) -> None:
         """Push the leases this worker holds on ``ids`` out to ``until``. A Core UPDATE

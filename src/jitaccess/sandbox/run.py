@@ -18,11 +18,10 @@ import contextlib
 import fcntl
 import logging
 import secrets
-import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
@@ -32,7 +31,13 @@ from jitaccess import logs
 from jitaccess.sandbox import demo
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.sandbox.page import SandboxClock, SandboxPage
-from jitaccess.server import ConfigurationError, Server
+from jitaccess.server import (
+    STOP_TIMEOUT,
+    ConfigurationError,
+    Server,
+    exit_watchdog,
+    stop_on_signals,
+)
 from jitaccess.settings import Settings
 from jitaccess.store.models import SlackMessage
 
@@ -236,17 +241,21 @@ class Sandbox:
             self._sweeps = [t for t in self._sweeps if t.is_alive()] + [thread]
             thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop within about ``timeout`` seconds (see :meth:`Server.stop`)."""
+        deadline = time.monotonic() + timeout
         page, server, fake = self.page, self.server, self.fake
         self.page = self.server = self.fake = None
+        if server is not None:
+            server.container.stopping.set()  # the sweeps below stop at their next row
         if page is not None:
             page.close()  # stops watching the fake Slack
-        for thread in self._sweeps:
-            thread.join(timeout=10)
+        for thread in self._sweeps:  # daemon threads: a sweep still in a call is left
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._sweeps = []
         if server is not None:
             with contextlib.suppress(Exception):
-                server.stop()
+                server.stop(timeout=max(0.5, deadline - time.monotonic()))
         if fake is not None:
             fake.stop()
 
@@ -259,22 +268,20 @@ def run_sandbox(
     logs.configure(configured.log_level, configured.log_format)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line matters here: the URL
     sandbox = Sandbox(reset=reset, port=port, configured=configured)
+    from_signals = stop is None
     stop = stop or threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s: stopping the sandbox", signum)
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-    sandbox.start()
-    print(
-        f"jitaccess sandbox: open {sandbox.url} (no Slack needed; the demo data is in "
-        f"{display_path(sandbox.db_path)})",
-        flush=True,
-    )
-    try:
-        stop.wait()
-    finally:
-        sandbox.stop()
+    with stop_on_signals(stop, "the sandbox"):
+        sandbox.start()
+        print(
+            f"jitaccess sandbox: open {sandbox.url} (no Slack needed; the demo data is in "
+            f"{display_path(sandbox.db_path)})",
+            flush=True,
+        )
+        try:
+            stop.wait()
+        finally:
+            started = time.monotonic()
+            sandbox.stop()
+            log.info("jitaccess sandbox stopped in %.1fs", time.monotonic() - started)
+    if from_signals:
+        exit_watchdog()
