@@ -567,6 +567,7 @@ def seed_active_grants(
                     "available_at": created,
                     "attempts": 1,
                     "delivered_at": created + timedelta(seconds=1),
+                    "settled_at": created + timedelta(seconds=1),
                 }
             )
         flush()

@@ -167,7 +167,7 @@ def assert_consistent(url: str, now: datetime) -> int:
         with db.transaction(readonly=True) as session:
             held_back = session.execute(
                 select(func.count()).where(
-                    OutboxMessage.delivered_at.is_(None),
+                    OutboxMessage.settled_at.is_(None),
                     OutboxMessage.attempts == 0,
                     OutboxMessage.available_at > datetime.now(UTC) + timedelta(seconds=5),
                 )

@@ -36,7 +36,7 @@ def undelivered(db: Database) -> int:
                 select(func.count())
                 .select_from(OutboxMessage)
                 .where(
-                    OutboxMessage.delivered_at.is_(None),
+                    OutboxMessage.settled_at.is_(None),
                     OutboxMessage.available_at <= now() + timedelta(days=1),
                 )
             ).scalar_one()
@@ -182,3 +182,62 @@ def test_long_justification_is_truncated_with_a_marker_not_rejected(world: Slack
         if block["type"] == "section" and block.get("text"):
             assert len(block["text"]["text"]) <= 3000
     assert blocks.APPROVE in shown
+
+
+def outbox_rows(db: Database, kind: str) -> list[OutboxMessage]:
+    with db.transaction(readonly=True) as s:
+        return list(s.execute(select(OutboxMessage).where(OutboxMessage.kind == kind)).scalars())
+
+
+def test_a_reminder_no_longer_needed_is_settled_but_never_counted_delivered(
+    world: SlackWorld,
+) -> None:
+    """A reminder for access already released is skipped: Slack got nothing, and the
+    outbox says so rather than marking it delivered."""
+    register(world.service)
+    with freeze_time(T0) as clock:
+        rid = world.service.submit(
+            "crm",
+            requester=PUBLISHER,
+            role="Owner",
+            duration=H,
+            justification="x",
+            starts_at=T0,
+            now=now(),
+        ).id
+        world.service.approve(rid, actor=APPROVER, reason="go", now=now())
+        world.tick()
+        world.service.release(rid, actor=PUBLISHER, now=now())
+        world.tick()
+        clock.move_to(T0 + H)  # the reminder's time comes
+        report = world.deliver()
+    assert report.skipped == 1
+    [reminder] = outbox_rows(world.db, "ending_soon")
+    assert reminder.settled_at is not None and reminder.delivered_at is None
+    assert reminder.last_error == f"skipped: request {rid} is revoked: no reminder needed"
+    assert not [m for m in world.fake.dms_to(PUBLISHER) if m["text"].startswith(":hourglass:")]
+
+
+def test_a_message_slack_cannot_take_is_dropped_not_marked_delivered(world: SlackWorld) -> None:
+    """A message for a user Slack does not know is dropped with the reason, never 'delivered'."""
+    register(world.service)
+    world.service.submit(
+        "crm",
+        requester=PUBLISHER,
+        role="Owner",
+        duration=H,
+        justification="x",
+        starts_at=T0 + H,
+        now=now(),
+    )
+    world.fake.fail_next("conversations.open", error="user_not_found")
+    report = world.deliver()
+    assert report.dropped == 1
+    dropped = [
+        r
+        for r in outbox_rows(world.db, "approver_card") + outbox_rows(world.db, "requester_update")
+        if r.last_error
+    ]
+    assert len(dropped) == 1
+    assert dropped[0].delivered_at is None and dropped[0].settled_at is not None
+    assert dropped[0].last_error == "undeliverable: Slack said user_not_found"

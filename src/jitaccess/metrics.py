@@ -105,7 +105,7 @@ class DatabaseCollector(Collector):
             ).all()
             count, first = session.execute(
                 select(func.count(), func.min(OutboxMessage.created_at)).where(
-                    OutboxMessage.delivered_at.is_(None)
+                    OutboxMessage.settled_at.is_(None)
                 )
             ).one()
             stuck = session.execute(

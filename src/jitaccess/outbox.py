@@ -35,9 +35,15 @@ class Undeliverable(Exception):
     stop retrying, instead of retrying forever and growing the backlog."""
 
 
+class Skipped(Exception):
+    """The message is no longer worth sending (a reminder for access already over):
+    settled, with the reason, and never counted as delivered."""
+
+
 class Notifier(Protocol):
     def deliver(self, note: Notification, now: datetime) -> None:
-        """Deliver or raise; raising leaves the message queued for a later retry."""
+        """Return only once Slack accepted the message. Raise ``Undeliverable`` or
+        ``Skipped`` to settle it unsent; any other error leaves it queued for a retry."""
 
 
 class LoggingNotifier:
@@ -64,6 +70,7 @@ class RelayReport:
     delivered: int = 0
     failed: int = 0
     dropped: int = 0
+    skipped: int = 0
     #: Messages left undelivered because this relay has no notifier (no Slack settings).
     held: int = 0
 
@@ -118,8 +125,12 @@ class OutboxRelay:
                     notifier.deliver(note, now)
                 except Undeliverable as exc:
                     log.error("dropping %s: %s", note.dedup_key, exc)
-                    self._settle(note, None, now, dropped=str(exc))
+                    self._settle(note, None, now, unsent=f"undeliverable: {exc}")
                     report.dropped += 1
+                    continue
+                except Skipped as exc:
+                    self._settle(note, None, now, unsent=f"skipped: {exc}")
+                    report.skipped += 1
                     continue
                 except Exception as exc:  # delivery failures are retried, never fatal
                     error = str(exc) or type(exc).__name__
@@ -143,7 +154,7 @@ class OutboxRelay:
         with self.db.transaction(readonly=True) as session:
             return int(
                 session.execute(
-                    select(func.count()).where(OutboxMessage.delivered_at.is_(None))
+                    select(func.count()).where(OutboxMessage.settled_at.is_(None))
                 ).scalar_one()
             )
 
@@ -151,7 +162,7 @@ class OutboxRelay:
         with self.db.transaction() as session:
             query = (
                 select(OutboxMessage)
-                .where(OutboxMessage.delivered_at.is_(None), OutboxMessage.available_at <= now)
+                .where(OutboxMessage.settled_at.is_(None), OutboxMessage.available_at <= now)
                 .order_by(OutboxMessage.available_at, OutboxMessage.id)
                 .limit(limit)
             )
@@ -181,14 +192,14 @@ class OutboxRelay:
                 update(OutboxMessage)
                 .where(
                     OutboxMessage.id.in_([note.id for note in notes]),
-                    OutboxMessage.delivered_at.is_(None),
+                    OutboxMessage.settled_at.is_(None),
                     OutboxMessage.available_at == now + self.lease,
                 )
                 .values(available_at=now)
             )
 
     def _settle(
-        self, note: Notification, error: str | None, now: datetime, *, dropped: str | None = None
+        self, note: Notification, error: str | None, now: datetime, *, unsent: str | None = None
     ) -> None:
         with self.db.transaction() as session:
             row = session.get(OutboxMessage, note.id)
@@ -196,8 +207,9 @@ class OutboxRelay:
                 return
             row.attempts += 1
             if error is None:
-                row.delivered_at = now
-                row.last_error = f"undeliverable: {dropped}" if dropped else None
+                row.settled_at = now
+                row.delivered_at = None if unsent else now
+                row.last_error = unsent
             else:
                 row.last_error = error
                 delay = min(self.max_backoff, timedelta(seconds=2 ** min(row.attempts, 12)))

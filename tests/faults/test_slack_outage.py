@@ -64,7 +64,7 @@ def undelivered(db: Database, *, due_by: datetime) -> int:
             s.execute(
                 select(func.count())
                 .select_from(OutboxMessage)
-                .where(OutboxMessage.delivered_at.is_(None), OutboxMessage.available_at <= due_by)
+                .where(OutboxMessage.settled_at.is_(None), OutboxMessage.available_at <= due_by)
             ).scalar_one()
         )
 
@@ -168,7 +168,7 @@ def test_long_slack_outage_keeps_transitions_on_time_and_delivers_each_message_o
             assert due is None or due > at(k), f"tick {k}: something due was left: {due}"
             if k < UP_AT:
                 # Nothing reached Slack, nothing was given up on. (A reminder for access
-                # already over is settled without Slack: "delivered" may count it.)
+                # already over is settled without Slack, as skipped, never delivered.)
                 assert shown(fake) == shown_before and relay.dropped == 0
             if k == UP_AT:
                 # Back: the whole backlog goes out on the first tick.
@@ -188,7 +188,12 @@ def test_long_slack_outage_keeps_transitions_on_time_and_delivers_each_message_o
     # -- every message exactly once --------------------------------------------------------
     with world.db.transaction(readonly=True) as s:
         rows = s.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars().all()
-        assert all(r.delivered_at is not None for r in rows)
+        assert all(r.settled_at is not None for r in rows)
+        # Only a stale reminder is settled unsent, and it says why.
+        unsent = [r for r in rows if r.delivered_at is None]
+        assert {r.kind for r in unsent} <= {"ending_soon"}
+        assert all((r.last_error or "").startswith("skipped:") for r in unsent)
+        sent_reminders = {r.request_id for r in rows if r.kind == "ending_soon" and r.delivered_at}
         assert not [r.last_error for r in rows if (r.last_error or "").startswith("undeliv")]
         steps = [
             Notification(r.id, r.dedup_key, r.kind, r.recipient, r.request_id, r.payload, 0)
@@ -213,6 +218,7 @@ def test_long_slack_outage_keeps_transitions_on_time_and_delivers_each_message_o
         request_id = int(text.rsplit("#", 1)[1].rstrip(")."))
         reminded.add(request_id)
     assert reminded <= reminder_ids
+    assert reminded == sent_reminders  # "delivered" is exactly what Slack got
     for request_id in reminder_ids:
         row = requests[request_id]
         ends = row.ended_at or row.ends_at

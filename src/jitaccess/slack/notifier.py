@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jitaccess.domain.errors import NotFound
-from jitaccess.outbox import Notification, Undeliverable
+from jitaccess.outbox import Notification, Skipped, Undeliverable
 from jitaccess.service import JitService
 from jitaccess.slack import blocks
 from jitaccess.store.models import SlackMessage
@@ -104,7 +104,7 @@ class SlackNotifier:
 
     def deliver(self, note: Notification, now: datetime) -> None:
         if note.request_id is None or note.recipient is None:
-            return
+            raise Undeliverable(f"a {note.kind} message names no request or no recipient")
         try:
             view = self.service.get_request(note.request_id)
         except NotFound:
@@ -120,16 +120,16 @@ class SlackNotifier:
             elif note.kind == "requester_update":
                 self._requester_update(note, view, tz, now)
             elif note.kind == "ending_soon":
-                if view.state == "active" and view.end_requested is None and now < view.ends_at:
-                    self._requester_update(
-                        note, view, tz, now, headline=blocks.ending_soon_text(view, tz)
-                    )
+                if view.state != "active" or view.end_requested is not None or now >= view.ends_at:
+                    raise Skipped(f"request {view.id} is {view.state}: no reminder needed")
+                self._requester_update(
+                    note, view, tz, now, headline=blocks.ending_soon_text(view, tz)
+                )
             elif note.kind == "revoke_failing":
                 text, body = blocks.revoke_failing(view, tz)
                 self._post(note.recipient, text, body)
             else:
-                log.warning("unknown outbox kind %s", note.kind)
-                return
+                raise Undeliverable(f"unknown outbox kind {note.kind!r}")
             self._stale_homes.add(note.recipient)
         except SlackApiError as exc:
             error = str(exc.response.get("error", ""))

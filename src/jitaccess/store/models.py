@@ -191,7 +191,7 @@ class OutboxMessage(Base):
     """A notification written in the transition's transaction, delivered later by the relay."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_undelivered", "delivered_at", "available_at"),)
+    __table_args__ = (Index("ix_outbox_unsettled", "settled_at", "available_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dedup_key: Mapped[str] = mapped_column(String(200), unique=True)
@@ -202,7 +202,10 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime]
     available_at: Mapped[datetime]
     attempts: Mapped[int] = mapped_column(default=0)
+    #: When Slack accepted it; NULL for a message dropped or skipped.
     delivered_at: Mapped[datetime | None]
+    #: When the relay was done with it: delivered, dropped (undeliverable) or skipped.
+    settled_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
