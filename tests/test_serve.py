@@ -444,6 +444,67 @@ def socket_settings(fake: FakeSlack, tmp_path: Path, **extra: Any) -> Settings:
     )
 
 
+def envelopes_bolt_cannot_read(fake: FakeSlack, request_id: int) -> list[tuple[str, Any]]:
+    """Socket Mode envelopes (type, payload) that each try to approve ``request_id`` or
+    open APPROVER's App Home, but lack what Bolt needs to read them."""
+    approve = command_fields(fake, APPROVER, f"approve {request_id} ok", "bad")
+    click = {
+        "type": "block_actions",
+        **USER_TEAM,
+        "actions": [{"action_id": "approve", "value": str(request_id)}],
+    }
+    home = {"type": "app_home_opened", "user": APPROVER, "tab": "home"}
+    return [
+        ("slash_commands", {k: v for k, v in approve.items() if k != "command"}),
+        ("slash_commands", {k: v for k, v in approve.items() if k != "user_id"}),
+        ("slash_commands", approve | {"user_id": {"id": APPROVER}}),
+        ("interactive", {k: v for k, v in click.items() if k != "type"}),
+        ("interactive", {k: v for k, v in click.items() if k != "user"}),
+        ("interactive", {k: v for k, v in click.items() if k != "team"}),
+        ("interactive", click | {"actions": [{"value": str(request_id)}]}),
+        ("interactive", {"type": "view_submission", **USER_TEAM, "view": {"id": "V1"}}),
+        ("interactive", {"type": "view_closed", **USER_TEAM, "view": {"type": "modal"}}),
+        ("events_api", {"type": "event_callback", "event_id": "Ev1"}),
+        ("events_api", {"type": "event_callback", "event": home | {"user": 1}}),
+        ("events_api", [home]),
+        ("interactive", "approve it"),
+    ]
+
+
+def test_socket_mode_acks_malformed_envelopes_and_does_nothing(
+    fake_slack: FakeSlack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A malformed envelope is acked (not retried), acts on nothing, logs one warning line."""
+    server = Server(socket_settings(fake_slack, tmp_path))
+    server.start()
+    try:
+        assert fake_slack.socket_connected(5)
+        request_id = pending_request(server)
+        bad = envelopes_bolt_cannot_read(fake_slack, request_id)
+        caplog.clear()
+        for n, (kind, payload) in enumerate(bad):
+            ack = fake_slack.send_envelope(kind, payload, envelope_id=f"bad-{n}")
+            assert ack == {"envelope_id": f"bad-{n}"}, (kind, payload)  # nothing said back
+        assert server.container.service.get_request(request_id).state == "pending"
+        assert fake_slack.responses.get("bad") is None
+        assert fake_slack.calls_to("views.publish") == []
+        warned = [r.getMessage() for r in caplog.records if r.name == "jitaccess.slack"]
+        assert len(warned) == len(bad)
+        assert all(m.startswith("acked and ignored a malformed Socket Mode") for m in warned)
+        assert all("\n" not in m for m in warned)
+        assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+        assert "Traceback" not in caplog.text
+
+        # The connection still serves what Slack really sends.
+        fields = command_fields(fake_slack, APPROVER, f"approve {request_id} ok", "good")
+        ack = fake_slack.send_envelope("slash_commands", fields)
+        assert ack is not None and ack["envelope_id"]
+        assert fake_slack.wait_for(lambda: bool(fake_slack.responses.get("good")), 10)
+        assert server.container.service.get_request(request_id).decided_by == APPROVER
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("secret", [None, SECRET], ids=["no secret", "with a secret"])
 def test_socket_mode_does_not_serve_slack_events_over_http(
     fake_slack: FakeSlack, tmp_path: Path, secret: str | None

@@ -24,6 +24,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.slack.socket_mode import GuardedSocketModeHandler
 
 APP_TOKEN = "xapp-1-A0001-1-test"
 USER = "U1"
@@ -75,7 +76,9 @@ def close_handler(handler: SocketModeHandler) -> None:
 class Bolt:
     """A real Bolt app in Socket Mode, connected to the fake."""
 
-    def __init__(self, fake: FakeSlack) -> None:
+    def __init__(
+        self, fake: FakeSlack, handler: type[SocketModeHandler] = SocketModeHandler
+    ) -> None:
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bolt-listener")
         self.app = App(
             client=WebClient(token="xoxb-test", base_url=fake.base_url, timeout=5),
@@ -98,16 +101,17 @@ class Bolt:
 
         # The handler's socket client issues apps.connections.open through app.client
         # (its default web_client), which already points at the fake.
-        self.handler = SocketModeHandler(self.app, APP_TOKEN)
+        self.handler = handler(self.app, APP_TOKEN)
 
     def close(self) -> None:
         close_handler(self.handler)
         self.executor.shutdown(wait=True)
 
 
-@pytest.fixture
-def bolt(fake: FakeSlack) -> Iterator[Bolt]:
-    b = Bolt(fake)
+@pytest.fixture(params=[SocketModeHandler, GuardedSocketModeHandler], ids=["bolt", "guarded"])
+def bolt(fake: FakeSlack, request: pytest.FixtureRequest) -> Iterator[Bolt]:
+    """Bolt's own handler, and ours, which must behave the same for well-formed envelopes."""
+    b = Bolt(fake, request.param)
     try:
         b.handler.connect()
         assert fake.socket_connected(timeout=5)
@@ -244,6 +248,44 @@ def test_block_actions_click_is_acked_and_responds(fake: FakeSlack, bolt: Bolt) 
     again = fake.send_envelope("slash_commands", slash_payload(fake, "list"))
     assert again is not None and again["payload"] == {"text": "Working on `list`…"}
     assert fake.server_errors == []
+
+
+@pytest.fixture
+def guarded(fake: FakeSlack) -> Iterator[Bolt]:
+    b = Bolt(fake, GuardedSocketModeHandler)
+    try:
+        b.handler.connect()
+        assert fake.socket_connected(timeout=5)
+        yield b
+    finally:
+        b.close()
+
+
+def test_guarded_handler_acks_malformed_envelopes_without_a_traceback(
+    fake: FakeSlack, guarded: Bolt, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Envelopes Bolt cannot read are acked, reach no listener, and log one warning each."""
+    click = block_actions_payload(fake)
+    envelopes: list[tuple[str, Any]] = [
+        ("interactive", {k: v for k, v in click.items() if k != "user"}),
+        ("interactive", click | {"actions": [{"value": "req-42"}]}),
+        ("interactive", [click]),
+        ("slash_commands", slash_payload(fake, "help") | {"command": None}),
+        ("events_api", {"type": "event_callback"}),
+        ("bogus_kind", click),
+    ]
+    for n, (kind, payload) in enumerate(envelopes):
+        ack = fake.send_envelope(kind, payload, envelope_id=f"bad-{n}")
+        assert ack == {"envelope_id": f"bad-{n}"}, kind
+    assert guarded.clicks == [] and fake.responses == {} and fake.dms_to(USER) == []
+    warnings = [r for r in caplog.records if r.name == "jitaccess.slack"]
+    assert [r.levelname for r in warnings] == ["WARNING"] * len(envelopes)
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+
+    again = fake.send_envelope("interactive", click)
+    assert again is not None and set(again) == {"envelope_id"}
+    assert fake.wait_for(lambda: bool(fake.responses.get("click")))
+    assert [c["actions"][0]["value"] for c in guarded.clicks] == ["req-42"]
 
 
 def test_stop_closes_the_session_and_the_client_stops_reading(fake: FakeSlack, bolt: Bolt) -> None:

@@ -133,9 +133,7 @@ class Server:
         self._threads.append(thread)
         mode = "HTTP"
         if self.settings.slack_app_token:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-            self._socket_mode = SocketModeHandler(self.slack.app, self.settings.slack_app_token)
+            self._socket_mode = self.slack.socket_mode(self.settings.slack_app_token)
             self._socket_mode.connect()
             mode = "Socket Mode"
         log.info(

@@ -188,58 +188,84 @@ def bad_request(start_response: StartResponse, problem: str) -> Iterable[bytes]:
     return json_response(start_response, "400 Bad Request", {"error": problem})
 
 
+#: What Slack sends, by the name a Socket Mode envelope gives it: an Events API body
+#: (JSON over HTTP), an interaction payload (the ``payload`` form field), a slash
+#: command's fields (the form itself).
+EVENTS_API, INTERACTIVE, SLASH_COMMANDS = "events_api", "interactive", "slash_commands"
+_WHAT = {EVENTS_API: "the body", INTERACTIVE: "the payload", SLASH_COMMANDS: "the slash command"}
+
+
 def slack_body_problem(body: str, content_type: str) -> tuple[str | None, dict[str, Any]]:
-    """What makes a (verified) body something Bolt cannot handle, or ``None``; and the
-    body as Bolt will see it (the interaction payload, the command's fields, the event)."""
+    """What makes a (verified) HTTP body something Bolt cannot handle, or ``None``; and
+    the body as Bolt will see it (the interaction payload, the command's fields, the event)."""
+    data: Any
     if content_type.startswith("application/json"):
+        kind = EVENTS_API
         try:
-            data: Any = json.loads(body)
+            data = json.loads(body)
         except ValueError:
             return "the body is not JSON", {}
-        if not isinstance(data, dict):
-            return "the body is not a JSON object", {}
+    else:
+        form = parse_qs(body, keep_blank_values=True)
+        if "payload" in form:
+            kind = INTERACTIVE
+            try:
+                data = json.loads(form["payload"][0])
+            except ValueError:
+                return "the payload is not JSON", {}
+        else:
+            kind = SLASH_COMMANDS
+            data = {key: values[0] for key, values in form.items()}
+            if "ssl_check" in data:
+                return None, data
+    return slack_payload_problem(kind, data), data if isinstance(data, dict) else {}
+
+
+def slack_payload_problem(kind: str, data: Any) -> str | None:
+    """What makes ``data``, of one ``kind`` (:data:`EVENTS_API`, :data:`INTERACTIVE` or
+    :data:`SLASH_COMMANDS`), something Bolt cannot handle, or ``None``. The one shape
+    check for both ways Slack's requests arrive: HTTP bodies and Socket Mode envelopes."""
+    if kind not in _WHAT:
+        return "it is not an event, an interaction or a slash command"
+    if not isinstance(data, dict):
+        return f"{_WHAT[kind]} is not a JSON object"
+    if kind == EVENTS_API:
         if not isinstance(data.get("type"), str):
-            return "the event has no type", data
+            return "the event has no type"
         if data["type"] == "event_callback" and not isinstance(data.get("event"), dict):
-            return "the event_callback has no event", data
+            return "the event_callback has no event"
         if isinstance(data.get("event"), dict) and not isinstance(data["event"].get("type"), str):
-            return "the event has no type", data
+            return "the event has no type"
         if data["type"] == "url_verification" and not isinstance(data.get("challenge"), str):
-            return "the url_verification has no challenge", data
-        return _field_problem(data), data
-    form = parse_qs(body, keep_blank_values=True)
-    if "payload" in form:
-        try:
-            data = json.loads(form["payload"][0])
-        except ValueError:
-            return "the payload is not JSON", {}
-        if not isinstance(data, dict):
-            return "the payload is not a JSON object", {}
+            return "the url_verification has no challenge"
+        return _field_problem(data)
+    if kind == INTERACTIVE:
         for key in ("type", "user", "team"):
             if key not in data:
-                return f"the payload has no {key}", data
+                return f"the payload has no {key}"
         problem = _field_problem(data)
         if problem:
-            return problem, data
+            return problem
         if data["type"] == "block_actions" and not (
             data.get("actions")
             and all(isinstance(a.get("action_id"), str) for a in data["actions"])
         ):
-            return "the block_actions payload has no actions with an action_id", data
+            return "the block_actions payload has no actions with an action_id"
         if data["type"] in ("view_submission", "view_closed") and not (
             isinstance(data.get("view"), dict)
             and isinstance(data["view"].get("callback_id"), str)
             and isinstance(data["view"].get("type"), str)
         ):
-            return f"the {data['type']} payload has no view with a type and callback_id", data
-        return None, data
-    fields = {key: values[0] for key, values in form.items()}
-    if "ssl_check" in fields:
-        return None, fields
+            return f"the {data['type']} payload has no view with a type and callback_id"
+        return None
     for key in ("command", "user_id"):
-        if not fields.get(key):
-            return f"the slash command has no {key}", fields
-    return None, fields
+        if not data.get(key):
+            return f"the slash command has no {key}"
+    # Form fields are text; a Socket Mode envelope's JSON could hold anything.
+    for key, value in data.items():
+        if not isinstance(value, str):
+            return f"the slash command's {str(key)[:40]!r} is not text"
+    return None
 
 
 def _field_problem(data: dict[str, Any], where: str = "") -> str | None:

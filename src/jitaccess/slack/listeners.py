@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy.exc import IntegrityError
 
 from jitaccess.domain.durations import format_duration, parse_duration
 from jitaccess.domain.errors import JitError, NotFound, RuleViolation
@@ -26,7 +25,7 @@ from jitaccess.service import JitService
 from jitaccess.slack import blocks
 from jitaccess.slack.commands import HELP, Command, UsageError, parse
 from jitaccess.slack.notifier import SlackNotifier, home_for
-from jitaccess.store.models import SlackEvent
+from jitaccess.slack.replay import first_event_delivery
 
 log = logging.getLogger("jitaccess.slack")
 F = TypeVar("F", bound=Callable[..., None])
@@ -507,9 +506,4 @@ class SlackFrontEnd:
     def _first_delivery(self, event_id: str | None) -> bool:
         if not event_id:
             return True
-        try:
-            with self.service.db.transaction() as session:
-                session.add(SlackEvent(event_id=event_id, received_at=self.clock()))
-        except IntegrityError:
-            return False
-        return True
+        return first_event_delivery(self.service.db, event_id, self.clock())

@@ -1,6 +1,8 @@
-"""Remembers the signatures of Slack HTTP requests already handled, in the database
-(so every replica and a restarted process share them): a signed request replayed
-within Slack's five-minute timestamp window is recognised and does nothing."""
+"""Remembers what Slack sent that was already handled, in the database (so every
+replica and a restarted process share it): the signatures of HTTP requests (a signed
+request replayed within Slack's five-minute timestamp window is recognised and does
+nothing) and the ids of Events API deliveries (a retried event is handled once).
+Both tables are pruned as they are written, so they never grow without bound."""
 
 from __future__ import annotations
 
@@ -11,12 +13,15 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from jitaccess.store.db import Database
-from jitaccess.store.models import SlackSignature
+from jitaccess.store.models import SlackEvent, SlackSignature
 
 #: Slack's (and Bolt's) signature check accepts a timestamp up to five minutes away
 #: from the wall clock, either way: a signature received now is replayable for at most
 #: ten minutes. Keep it that long.
 KEEP = timedelta(minutes=10)
+#: Slack retries an undelivered event three times, the last about five minutes after the
+#: first attempt (and never once a day has passed): an event id is kept a day.
+EVENT_KEEP = timedelta(days=1)
 
 
 def wall_clock() -> datetime:
@@ -46,3 +51,15 @@ class ReplayGuard:
         return True
 
     __call__ = first_time
+
+
+def first_event_delivery(db: Database, event_id: str, now: datetime) -> bool:
+    """``True`` the first time an Events API ``event_id`` is seen within :data:`EVENT_KEEP`;
+    ids older than that are pruned in the same transaction."""
+    try:
+        with db.transaction() as session:
+            session.execute(delete(SlackEvent).where(SlackEvent.received_at < now - EVENT_KEEP))
+            session.add(SlackEvent(event_id=event_id, received_at=now))
+    except IntegrityError:
+        return False
+    return True

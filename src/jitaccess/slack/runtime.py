@@ -32,6 +32,8 @@ from jitaccess.web import ReplayCheck, slack_gate
 if TYPE_CHECKING:
     from wsgiref.types import WSGIApplication
 
+    from jitaccess.slack.socket_mode import GuardedSocketModeHandler
+
 MISSING_SECRET = (
     "SLACK_SIGNING_SECRET is not set: from the Slack app's Basic Information page; "
     "without it no HTTP request from Slack can be verified (or set SLACK_APP_TOKEN "
@@ -55,6 +57,13 @@ class SlackRuntime:
         return slack_gate(
             SlackRequestHandler(self.app), signing_secret=self.signing_secret, replay=replay
         )
+
+    def socket_mode(self, app_token: str) -> GuardedSocketModeHandler:
+        """The Socket Mode connection (not yet connected): each envelope's shape is
+        checked as an HTTP body's is, then Bolt."""
+        from jitaccess.slack.socket_mode import GuardedSocketModeHandler
+
+        return GuardedSocketModeHandler(self.app, app_token)
 
 
 class RateLimitRetry(RateLimitErrorRetryHandler):

@@ -1,0 +1,69 @@
+"""Slack's requests over Socket Mode, with the same shape checks as over HTTP.
+
+Bolt's own handler turns every envelope into a Bolt request. One Bolt cannot read (an
+interaction without a user, a click without an ``action_id``, an event without its
+event...) made it raise inside the socket client's worker thread: a traceback in the
+log and no ack, so Slack sent it again. Here an envelope is checked first
+(:func:`jitaccess.web.slack_payload_problem`, as the HTTP gate does); a malformed one
+is acked, so Slack does not retry it, logged on one line, and goes no further."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import App
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_sdk.socket_mode.client import BaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+
+from jitaccess.web import slack_payload_problem
+
+log = logging.getLogger("jitaccess.slack")
+
+
+def envelope_problem(message: dict[str, Any]) -> str | None:
+    """What makes a Socket Mode envelope something Bolt cannot handle, or ``None``."""
+    if not isinstance(message.get("envelope_id"), str):
+        return "the envelope_id is not text"
+    if not isinstance(message.get("type"), str):
+        return "the envelope has no type"
+    if "payload" not in message:
+        return "the envelope has no payload"
+    # Bolt passes it on as a header value, which must be text.
+    if not isinstance(message.get("retry_reason", ""), str | None):
+        return "the envelope's retry_reason is not text"
+    return slack_payload_problem(message["type"], message["payload"])
+
+
+class GuardedSocketModeHandler(SocketModeHandler):
+    """slack_bolt's builtin Socket Mode handler whose entry point checks each envelope
+    before Bolt sees it. The check is a message listener, which the socket client runs
+    before it builds a request from the envelope (which alone can raise), and Bolt's
+    own request listener is replaced by it."""
+
+    def __init__(self, app: App, app_token: str, **kwargs: Any) -> None:
+        super().__init__(app, app_token, **kwargs)
+        self.client.socket_mode_request_listeners.remove(self.handle)  # type: ignore[arg-type]
+        self.client.message_listeners.append(self.guard)
+
+    def guard(self, client: BaseSocketModeClient, message: dict[Any, Any], raw: str | None) -> None:
+        if "envelope_id" not in message:
+            return  # hello and the like: not a request, nothing to ack
+        problem = envelope_problem(message)
+        if problem is None:
+            request = SocketModeRequest.from_dict(message)
+            if request is not None:  # always: the envelope has all it needs
+                self.handle(self.client, request)
+            return
+        envelope_id = message["envelope_id"]
+        log.warning(
+            "acked and ignored a malformed Socket Mode envelope (%.40r, id %.60r): %s",
+            message.get("type"),
+            envelope_id,
+            problem,
+        )
+        if isinstance(envelope_id, str):
+            # Acked, so Slack does not deliver it again: a retry would be as malformed.
+            client.send_socket_mode_response(SocketModeResponse(envelope_id=envelope_id))
