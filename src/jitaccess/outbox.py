@@ -11,6 +11,7 @@ from typing import Protocol
 
 from sqlalchemy import func, select, update
 
+from jitaccess.leases import LeaseKeeper
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
 
@@ -116,31 +117,8 @@ class OutboxRelay:
             notes = self._claim(now, batch_size)
             if not notes:
                 break
-            for index, note in enumerate(notes):
-                if self.stopping.is_set():
-                    self._release(notes[index:], now)
-                    return report
-                error = None
-                try:
-                    notifier.deliver(note, now)
-                except Undeliverable as exc:
-                    log.error("dropping %s: %s", note.dedup_key, exc)
-                    self._settle(note, None, now, unsent=f"undeliverable: {exc}")
-                    report.dropped += 1
-                    continue
-                except Skipped as exc:
-                    self._settle(note, None, now, unsent=f"skipped: {exc}")
-                    report.skipped += 1
-                    continue
-                except Exception as exc:  # delivery failures are retried, never fatal
-                    error = str(exc) or type(exc).__name__
-                    log.warning("delivery of %s failed: %s", note.dedup_key, error)
-                self._settle(note, error, now)
-                self.last_error = error
-                if error is None:
-                    report.delivered += 1
-                else:
-                    report.failed += 1
+            if self._deliver_batch(notifier, notes, now, report):
+                return report  # stopping
             after_batch = getattr(notifier, "after_batch", None)
             if after_batch is not None:
                 after_batch(now)
@@ -148,6 +126,65 @@ class OutboxRelay:
                 # Slack is failing: stop hammering it; the next drain retries.
                 break
         return report
+
+    def _deliver_batch(
+        self, notifier: Notifier, notes: list[Notification], now: datetime, report: RelayReport
+    ) -> bool:
+        """Deliver a claimed batch, one message at a time, while a keeper renews the
+        leases of those not settled yet (a slow Slack must not let another relay send
+        them again). Returns True when it stopped early because the process is stopping."""
+        keeper = LeaseKeeper(
+            lambda ids, elapsed: self._renew(ids, now + elapsed + self.lease),
+            [note.id for note in notes],
+            self.lease,
+        )
+        with keeper:
+            for index, note in enumerate(notes):
+                if self.stopping.is_set():
+                    self._release(notes[index:], now)
+                    return True
+                try:
+                    self._deliver_one(notifier, note, now, report)
+                finally:
+                    keeper.done([note.id])
+        return False
+
+    def _deliver_one(
+        self, notifier: Notifier, note: Notification, now: datetime, report: RelayReport
+    ) -> None:
+        error = None
+        try:
+            notifier.deliver(note, now)
+        except Undeliverable as exc:
+            log.error("dropping %s: %s", note.dedup_key, exc)
+            self._settle(note, None, now, unsent=f"undeliverable: {exc}")
+            report.dropped += 1
+            return
+        except Skipped as exc:
+            self._settle(note, None, now, unsent=f"skipped: {exc}")
+            report.skipped += 1
+            return
+        except Exception as exc:  # delivery failures are retried, never fatal
+            error = str(exc) or type(exc).__name__
+            log.warning("delivery of %s failed: %s", note.dedup_key, error)
+        self._settle(note, error, now)
+        self.last_error = error
+        if error is None:
+            report.delivered += 1
+        else:
+            report.failed += 1
+
+    def _renew(self, ids: list[int], until: datetime) -> None:
+        with self.db.transaction() as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id.in_(ids),
+                    OutboxMessage.settled_at.is_(None),
+                    OutboxMessage.available_at < until,
+                )
+                .values(available_at=until)
+            )
 
     def undelivered(self) -> int:
         """How many messages wait for delivery (due now or later)."""
@@ -193,7 +230,7 @@ class OutboxRelay:
                 .where(
                     OutboxMessage.id.in_([note.id for note in notes]),
                     OutboxMessage.settled_at.is_(None),
-                    OutboxMessage.available_at == now + self.lease,
+                    OutboxMessage.available_at > now,  # still our claim (kept, never lapsed)
                 )
                 .values(available_at=now)
             )

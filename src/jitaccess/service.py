@@ -33,6 +33,7 @@ from jitaccess.domain.lifecycle import (
     move,
 )
 from jitaccess.domain.policy import ApprovalMode, Policy
+from jitaccess.leases import LeaseKeeper
 from jitaccess.providers.base import GrantSpec, ProviderError, ProviderRegistry
 from jitaccess.store import audit
 from jitaccess.store.db import Database
@@ -159,47 +160,6 @@ def _timed_out(request_id: int, deadline: datetime) -> str:
         f"Request {request_id} timed out at {deadline:%Y-%m-%d %H:%M} UTC before anyone "
         "decided; it is now timed_out: the requester must submit a new request"
     )
-
-
-class _LeaseKeeper:
-    """Keeps a batch's leases from lapsing while its backend calls run, so no other
-    sweeper claims a row whose call is in flight however slow the backend: every third
-    of a lease it renews the rows whose outcome is not recorded yet. It lives in the
-    process, so a crash still lets the leases lapse and another sweeper take over."""
-
-    def __init__(self, service: JitService, ids: Iterable[int], now: datetime) -> None:
-        self._service = service
-        self._waiting = set(ids)
-        self._now = now
-        self._started = time.monotonic()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="jitaccess-lease", daemon=True)
-
-    def __enter__(self) -> _LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def recorded(self, ids: Iterable[int]) -> None:
-        with self._lock:
-            self._waiting.difference_update(ids)
-
-    def _run(self) -> None:
-        lease = self._service.retry.lease
-        while not self._stop.wait(lease.total_seconds() / 3):
-            with self._lock:
-                waiting = sorted(self._waiting)
-            if not waiting:
-                continue
-            elapsed = timedelta(seconds=time.monotonic() - self._started)
-            try:
-                self._service.renew_leases(waiting, self._now + elapsed + lease)
-            except Exception:  # the next round tries again; the lease may lapse meanwhile
-                log.exception("could not renew the leases of %d claimed requests", len(waiting))
 
 
 class JitService:
@@ -803,7 +763,12 @@ class JitService:
             return
         outcomes: list[tuple[_Work, str | None]] = []
         record_every = self.retry.lease.total_seconds() / 4
-        with _LeaseKeeper(self, [item.request_id for item in work], now) as keeper:
+        keeper = LeaseKeeper(
+            lambda ids, elapsed: self.renew_leases(ids, now + elapsed + self.retry.lease),
+            [item.request_id for item in work],
+            self.retry.lease,
+        )
+        with keeper:
             chunk_started = time.monotonic()
             for index, item in enumerate(work):
                 if self.stopping.is_set():
@@ -813,7 +778,7 @@ class JitService:
                 outcomes.append((item, self._call_provider(item, now)))
                 if time.monotonic() - chunk_started >= record_every:
                     self._record_outcomes(outcomes, now, report)
-                    keeper.recorded(item.request_id for item, _ in outcomes)
+                    keeper.done(item.request_id for item, _ in outcomes)
                     outcomes, chunk_started = [], time.monotonic()
             if outcomes:
                 self._record_outcomes(outcomes, now, report)
