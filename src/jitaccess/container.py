@@ -100,6 +100,7 @@ def build(settings: Settings | None = None, *, notifier: Notifier | None = None)
         worker_id=worker_id(),
         remind_before=timedelta(minutes=remind) if remind > 0 else None,
         stopping=stopping,
+        provider_concurrency=settings.provider_concurrency,
     )
     if notifier is None:
         notifier = slack_notifier(settings, service, stopping)

@@ -15,7 +15,8 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -49,6 +50,8 @@ POLICY_ACTOR = "policy:automatic"
 #: How many batches ``run_due`` may run for a person's action (a grant that gives up
 #: and its revoke, a cancel met mid-grant and its revoke).
 _RUN_DUE_ROUNDS = 4
+#: A backend call that was never started (the process is stopping).
+_UNMADE = "\0unmade"
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -175,6 +178,7 @@ class JitService:
         remind_before: timedelta | None = timedelta(minutes=15),
         inline: bool = True,
         stopping: threading.Event | None = None,
+        provider_concurrency: int = 32,
     ) -> None:
         self.db = db
         self.providers = providers
@@ -192,6 +196,8 @@ class JitService:
         #: Set when the process is stopping: the sweep stops at its next unit of work
         #: (a row, a backend call), records what it did and gives back what it claimed.
         self.stopping = stopping if stopping is not None else threading.Event()
+        #: Calls in flight at once per provider, unless the provider declares its own.
+        self.provider_concurrency = provider_concurrency
         db.on_commit(self._committed)
 
     # -- applications ---------------------------------------------------------------
@@ -756,32 +762,78 @@ class JitService:
         return report
 
     def _call_and_record(self, work: list[_Work], now: datetime, report: SweepReport) -> None:
-        """Call the backend for each claimed row, recording outcomes as they come (at
-        least every quarter lease of backend time), while a keeper renews the leases of
-        the rows whose call has not been recorded yet."""
+        """Call the backends for the claimed rows, each provider with its own bounded
+        concurrency (a slow backend delays its own calls, never the others'), and record
+        outcomes as they come in (at least every quarter lease of backend time), while a
+        keeper renews the leases of the rows whose outcome is not recorded yet."""
         if not work:
             return
-        outcomes: list[tuple[_Work, str | None]] = []
         record_every = self.retry.lease.total_seconds() / 4
         keeper = LeaseKeeper(
             lambda ids, elapsed: self.renew_leases(ids, now + elapsed + self.retry.lease),
             [item.request_id for item in work],
             self.retry.lease,
         )
+        outcomes: list[tuple[_Work, str | None]] = []
+        unmade: list[_Work] = []
         with keeper:
             chunk_started = time.monotonic()
-            for index, item in enumerate(work):
-                if self.stopping.is_set():
-                    # Stopping: record the calls made, give back the claims not called.
-                    self._record_outcomes(outcomes, now, report, unmade=work[index:])
-                    return
-                outcomes.append((item, self._call_provider(item, now)))
+            for item, error in self._backend_calls(work, now):
+                if error is _UNMADE:
+                    unmade.append(item)  # stopping: the claim is given back below
+                    continue
+                outcomes.append((item, error))
                 if time.monotonic() - chunk_started >= record_every:
                     self._record_outcomes(outcomes, now, report)
                     keeper.done(item.request_id for item, _ in outcomes)
                     outcomes, chunk_started = [], time.monotonic()
-            if outcomes:
-                self._record_outcomes(outcomes, now, report)
+            if outcomes or unmade:
+                self._record_outcomes(outcomes, now, report, unmade=unmade)
+
+    def _backend_calls(
+        self, work: list[_Work], now: datetime
+    ) -> Iterator[tuple[_Work, str | None]]:
+        """Yield (item, error or None) as each backend call ends; ``_UNMADE`` for a call
+        never started because the process is stopping. One thread pool per provider,
+        as wide as its concurrency limit; a provider limited to one call at a time (the
+        log provider on SQLite) is called here, in order, without threads."""
+        groups: dict[str, list[_Work]] = {}
+        for item in work:
+            groups.setdefault(item.provider, []).append(item)
+        limits = {name: self.concurrency_of(name) for name in groups}
+        if all(limit == 1 for limit in limits.values()):
+            for item in work:
+                yield item, self._call_unless_stopping(item, now)
+            return
+        pools = [
+            ThreadPoolExecutor(max_workers=min(limits[name], len(items)), thread_name_prefix=name)
+            for name, items in groups.items()
+        ]
+        try:
+            futures = {
+                pool.submit(self._call_unless_stopping, item, now): item
+                for pool, items in zip(pools, groups.values(), strict=True)
+                for item in items
+            }
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for pool in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def concurrency_of(self, provider: str) -> int:
+        """How many calls to ``provider`` may be in flight at once: the provider's own
+        ``max_concurrency`` if it declares one, else the service-wide limit."""
+        try:
+            declared = getattr(self.providers.get(provider), "max_concurrency", None)
+        except ProviderError:
+            declared = None
+        return max(1, int(declared or self.provider_concurrency))
+
+    def _call_unless_stopping(self, item: _Work, now: datetime) -> str | None:
+        if self.stopping.is_set():
+            return _UNMADE
+        return self._call_provider(item, now)
 
     def _record_outcomes(
         self,

@@ -26,6 +26,14 @@ class Settings(BaseSettings):
         validation_alias="JITACCESS_SWEEP_BATCH_SIZE",
         description="Requests handled per sweep transaction",
     )
+    provider_concurrency: int = Field(
+        default=32,
+        gt=0,
+        le=256,
+        validation_alias="JITACCESS_PROVIDER_CONCURRENCY",
+        description="Backend calls in flight at once per provider during a sweep "
+        "(a provider may declare a lower limit of its own)",
+    )
     relay_interval_seconds: float = Field(
         default=1.0,
         gt=0,

@@ -49,6 +49,8 @@ class RecordingProvider:
     """
 
     name = "recording"
+    #: One call at a time, so ``hang_after`` and ``die_after`` land at an exact count.
+    max_concurrency = 1
 
     def __init__(
         self,

@@ -25,6 +25,8 @@ class LogProvider:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        #: Each call is a write transaction of its own; SQLite takes one writer at a time.
+        self.max_concurrency = 1 if db.is_sqlite else 8
 
     def grant(self, spec: GrantSpec, now: datetime) -> None:
         with self._db.transaction() as session:
