@@ -1,6 +1,7 @@
 """The Kubernetes manifests agree with the code: every variable they set is a real
-setting, ``serve`` would find what it needs, the probes hit the real endpoints on the
-real port, and the pieces (Service, PDB, kustomization) point at each other."""
+setting, each ``serve --role`` would find what it needs, the probes hit the real
+endpoints on the real port, and the pieces (Service, PDBs, kustomization) point at each
+other: the Service at the web pods only, one PDB per Deployment."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from jitaccess.settings import Settings
+from jitaccess.settings import Role, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests" / "kubernetes"
@@ -21,6 +22,8 @@ NOT_KUSTOMIZED = {"secret.example.yaml"}
 
 Doc = dict[str, Any]
 
+#: The Deployments, one per role (the role ``all`` is for one process, not Kubernetes).
+ROLES = (Role.WEB, Role.WORKER)
 SETTING_NAMES = {str(field.validation_alias) for field in Settings.model_fields.values()}
 DEFAULT_PORT = Settings.model_fields["port"].default
 
@@ -46,6 +49,26 @@ def only(docs: list[Doc], kind: str) -> Doc:
 
 def containers(workload: Doc) -> list[Doc]:
     return list(workload["spec"]["template"]["spec"]["containers"])
+
+
+def role_of(deployment: Doc) -> str | None:
+    """The role a Deployment runs: ``serve --role ROLE`` (None for anything else)."""
+    args = [container.get("args", container.get("command")) for container in containers(deployment)]
+    if len(args) == 1 and isinstance(args[0], list) and args[0][:2] == ["serve", "--role"]:
+        return str(args[0][2]) if len(args[0]) == 3 else None
+    return None
+
+
+def deployment_for(docs: list[Doc], role: Role) -> Doc:
+    found = [d for d in docs if d.get("kind") == "Deployment" and role_of(d) == role]
+    assert len(found) == 1, (
+        f"expected one Deployment running serve --role {role}, found {len(found)}"
+    )
+    return found[0]
+
+
+def pod_labels(workload: Doc) -> dict[str, str]:
+    return dict(workload["spec"]["template"]["metadata"]["labels"])
 
 
 # -- the checks, as functions that return problems (so a broken copy can be tested) --
@@ -125,16 +148,18 @@ def secret_ref_problems(docs: list[Doc]) -> list[str]:
     return problems
 
 
-def deployment_settings(docs: list[Doc], *, uncomment: tuple[str, ...] = ()) -> Settings:
-    """The Settings ``serve`` would see in the Deployment: secret references resolved
+def deployment_settings(
+    docs: list[Doc], role: Role = Role.WEB, *, uncomment: tuple[str, ...] = ()
+) -> Settings:
+    """The Settings ``serve --role role`` would see in its Deployment: secret references resolved
     from the example Secret (a dummy where it has no value; unset where an optional key
     is absent), with the commented-out keys ``uncomment`` filled in."""
     secret = only(docs, "Secret")
     secret_values = {k: str(v) for k, v in (secret.get("stringData") or {}).items()}
     secret_values |= {k: v for k, v in commented_secret_keys().items() if k in uncomment}
-    deployment = only(docs, "Deployment")
+    deployment = deployment_for(docs, role)
     optional = optional_refs(deployment)
-    values = {}
+    values: dict[str, str] = {"JITACCESS_ROLE": str(role)}
     for name, value in env_names(deployment, docs).items():
         if not isinstance(value, dict):
             values[name] = value
@@ -148,12 +173,12 @@ def deployment_settings(docs: list[Doc], *, uncomment: tuple[str, ...] = ()) -> 
 def socket_mode_problems(docs: list[Doc]) -> list[str]:
     """Socket Mode as the README documents it: SLACK_APP_TOKEN from the Secret, optional
     (HTTP mode has none), shown in the example Secret; with it serve needs no signing
-    secret, without it serve is in HTTP mode."""
-    deployment = only(docs, "Deployment")
+    secret, without it serve is in HTTP mode. (The web side: a worker answers no Slack.)"""
+    deployment = deployment_for(docs, Role.WEB)
     refs = env_names(deployment, docs)
     problems = []
     if not isinstance(refs.get("SLACK_APP_TOKEN"), dict):
-        problems.append("the Deployment does not read SLACK_APP_TOKEN from the Secret")
+        problems.append("the web Deployment does not read SLACK_APP_TOKEN from the Secret")
     for name in ("SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):
         if name in refs and name not in optional_refs(deployment):
             problems.append(f"{name} is not optional: one of the two modes cannot start")
@@ -174,10 +199,14 @@ def socket_mode_problems(docs: list[Doc]) -> list[str]:
 
 
 def serve_problems(docs: list[Doc]) -> list[str]:
-    settings = deployment_settings(docs)
-    problems = list(settings.missing_slack_settings())
-    if not settings.database_url.startswith("postgresql"):
-        problems.append(f"JITACCESS_DATABASE_URL is {settings.database_url!r}, not PostgreSQL")
+    problems = []
+    for role in ROLES:
+        settings = deployment_settings(docs, role)
+        problems += [f"{role}: {line}" for line in settings.missing_slack_settings()]
+        if not settings.database_url.startswith("postgresql"):
+            problems.append(
+                f"{role}: JITACCESS_DATABASE_URL is {settings.database_url!r}, not PostgreSQL"
+            )
     return problems
 
 
@@ -194,8 +223,8 @@ def resolve_port(container: Doc, port: int | str) -> int | None:
     return named.get(port)
 
 
-def deployment_problems(docs: list[Doc]) -> list[str]:
-    deployment = only(docs, "Deployment")
+def deployment_problems(docs: list[Doc], role: Role = Role.WEB) -> list[str]:
+    deployment = deployment_for(docs, role)
     spec = deployment["spec"]
     pod = spec["template"]["spec"]
     port = container_port(docs)
@@ -205,8 +234,6 @@ def deployment_problems(docs: list[Doc]) -> list[str]:
     if spec.get("strategy", {}).get("type") != "RollingUpdate":
         problems.append("the strategy is not RollingUpdate")
     (container,) = containers(deployment)
-    if container.get("args", container.get("command")) != ["serve"]:
-        problems.append(f"the container runs {container.get('args')}, not serve")
     if port not in [p["containerPort"] for p in container.get("ports", [])]:
         problems.append(f"the container does not expose JITACCESS_PORT {port}")
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
@@ -225,6 +252,38 @@ def deployment_problems(docs: list[Doc]) -> list[str]:
     if "memory" not in container.get("resources", {}).get("limits", {}):
         problems.append("no memory limit")
     problems += [f"Deployment: {p}" for p in security_problems(pod, container)]
+    return problems
+
+
+def role_problems(docs: list[Doc]) -> list[str]:
+    """Every Deployment runs ``serve --role web`` or ``--role worker``, one of each, with
+    pod labels of their own; each gets only the credentials its side uses."""
+    problems = []
+    for deployment in (d for d in docs if d.get("kind") == "Deployment"):
+        if role_of(deployment) not in {str(role) for role in ROLES}:
+            runs = [c.get("args", c.get("command")) for c in containers(deployment)]
+            problems.append(
+                f"Deployment {deployment['metadata']['name']} runs {runs}, "
+                "not serve --role web|worker"
+            )
+    found = {role_of(d) for d in docs if d.get("kind") == "Deployment"}
+    problems += [f"no Deployment runs serve --role {role}" for role in ROLES if role not in found]
+    if problems:
+        return problems
+    web, worker = (deployment_for(docs, role) for role in ROLES)
+    if selects(pod_labels(web), pod_labels(worker)) or selects(pod_labels(worker), pod_labels(web)):
+        problems.append("web and worker pods cannot be told apart by their labels")
+    worker_env = env_names(worker, docs)
+    problems += [
+        f"the worker reads {name}, which only answering Slack needs"
+        for name in ("SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
+        if name in worker_env
+    ]
+    problems += [
+        f"the web reads {name}, which only calling backends needs"
+        for name in env_names(web, docs)
+        if name.startswith("AZURE_")
+    ]
     return problems
 
 
@@ -248,12 +307,12 @@ def job_problems(docs: list[Doc]) -> list[str]:
     job = only(docs, "Job")
     pod = job["spec"]["template"]["spec"]
     (container,) = containers(job)
-    deployment_image = containers(only(docs, "Deployment"))[0]["image"]
+    deployment_images = {containers(d)[0]["image"] for d in docs if d.get("kind") == "Deployment"}
     problems = []
     if container.get("args", container.get("command")) != ["db", "upgrade"]:
         problems.append(f"the Job runs {container.get('args')}, not db upgrade")
-    if container["image"] != deployment_image:
-        problems.append("the Job and the Deployment run different images")
+    if {container["image"]} != deployment_images:
+        problems.append("the Job and the Deployments run different images")
     if "JITACCESS_DATABASE_URL" not in env_names(job, docs):
         problems.append("the Job has no JITACCESS_DATABASE_URL")
     if pod.get("restartPolicy") not in {"Never", "OnFailure"}:
@@ -267,15 +326,25 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def wiring_problems(docs: list[Doc]) -> list[str]:
-    deployment = only(docs, "Deployment")
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    (container,) = containers(deployment)
-    service, pdb = only(docs, "Service"), only(docs, "PodDisruptionBudget")
+    web, worker = (deployment_for(docs, role) for role in ROLES)
+    (container,) = containers(web)
+    service = only(docs, "Service")
+    pdbs = [d for d in docs if d.get("kind") == "PodDisruptionBudget"]
     problems = []
-    if not selects(deployment["spec"]["selector"]["matchLabels"], pod_labels):
-        problems.append("the Deployment's selector does not match its pods")
-    if not selects(service["spec"]["selector"], pod_labels):
-        problems.append("the Service does not select the Deployment's pods")
+    for role, deployment in zip(ROLES, (web, worker), strict=True):
+        if not selects(deployment["spec"]["selector"]["matchLabels"], pod_labels(deployment)):
+            problems.append(f"the {role} Deployment's selector does not match its pods")
+        budgets = [
+            p for p in pdbs if selects(p["spec"]["selector"]["matchLabels"], pod_labels(deployment))
+        ]
+        if len(budgets) != 1:
+            problems.append(f"{len(budgets)} PodDisruptionBudgets select the {role} pods, not 1")
+        elif budgets[0]["spec"].get("minAvailable") != 1:
+            problems.append(f"the {role} PodDisruptionBudget's minAvailable is not 1")
+    if not selects(service["spec"]["selector"], pod_labels(web)):
+        problems.append("the Service does not select the web pods")
+    if selects(service["spec"]["selector"], pod_labels(worker)):
+        problems.append("the Service selects the worker pods, which answer no Slack request")
     if service["spec"].get("type", "ClusterIP") != "ClusterIP":
         problems.append("the Service is not ClusterIP")
     ports = service["spec"]["ports"]
@@ -286,10 +355,6 @@ def wiring_problems(docs: list[Doc]) -> list[str]:
         for p in ports
     ):
         problems.append("the Service does not target the container port")
-    if not selects(pdb["spec"]["selector"]["matchLabels"], pod_labels):
-        problems.append("the PodDisruptionBudget does not select the Deployment's pods")
-    if pdb["spec"].get("minAvailable") != 1:
-        problems.append("the PodDisruptionBudget's minAvailable is not 1")
     return problems
 
 
@@ -328,9 +393,11 @@ def test_the_expected_objects_are_there(docs: list[Doc]) -> None:
         [
             "ConfigMap",
             "Deployment",
+            "Deployment",
             "Job",
             "Kustomization",
             "Namespace",
+            "PodDisruptionBudget",
             "PodDisruptionBudget",
             "Secret",
             "Service",
@@ -338,8 +405,13 @@ def test_the_expected_objects_are_there(docs: list[Doc]) -> None:
     )
 
 
-def test_deployment(docs: list[Doc]) -> None:
-    assert deployment_problems(docs) == []
+@pytest.mark.parametrize("role", ROLES, ids=str)
+def test_deployment(docs: list[Doc], role: Role) -> None:
+    assert deployment_problems(docs, role) == []
+
+
+def test_one_deployment_per_role_with_only_its_credentials(docs: list[Doc]) -> None:
+    assert role_problems(docs) == []
 
 
 def test_every_variable_set_is_a_setting(docs: list[Doc]) -> None:
@@ -350,15 +422,18 @@ def test_secret_references_match_the_example_secret(docs: list[Doc]) -> None:
     assert secret_ref_problems(docs) == []
 
 
-def test_serve_has_everything_it_needs_on_postgresql(docs: list[Doc]) -> None:
-    settings = deployment_settings(docs)
+@pytest.mark.parametrize("role", ROLES, ids=str)
+def test_serve_has_everything_it_needs_on_postgresql(docs: list[Doc], role: Role) -> None:
+    settings = deployment_settings(docs, role)
+    assert settings.role is role
     assert settings.missing_slack_settings() == []
     assert settings.database_url.startswith("postgresql")
     assert settings.log_format == "json"
     assert serve_problems(docs) == []
-    set_by_deployment = env_names(only(docs, "Deployment"), docs)
-    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "JITACCESS_DATABASE_URL"):
+    set_by_deployment = env_names(deployment_for(docs, role), docs)
+    for name in ("SLACK_BOT_TOKEN", "JITACCESS_DATABASE_URL"):
         assert name in set_by_deployment
+    assert ("SLACK_SIGNING_SECRET" in set_by_deployment) is (role is Role.WEB)
 
 
 def test_socket_mode_works_as_the_readme_says(docs: list[Doc]) -> None:
@@ -372,7 +447,7 @@ def test_a_missing_or_required_app_token_is_reported(docs: list[Doc]) -> None:
     container = deployment_container(broken)
     container["env"] = [v for v in container["env"] if v["name"] != "SLACK_APP_TOKEN"]
     assert socket_mode_problems(broken) == [
-        "the Deployment does not read SLACK_APP_TOKEN from the Secret",
+        "the web Deployment does not read SLACK_APP_TOKEN from the Secret",
         "with SLACK_APP_TOKEN uncommented, serve does not see an xapp- token",
     ]
     required = copy.deepcopy(docs)
@@ -401,8 +476,8 @@ def test_kustomization_lists_every_manifest() -> None:
 
 
 # -- the checks catch what they are for ---------------------------------------------
-def deployment_container(docs: list[Doc]) -> Doc:
-    return containers(only(docs, "Deployment"))[0]
+def deployment_container(docs: list[Doc], role: Role = Role.WEB) -> Doc:
+    return containers(deployment_for(docs, role))[0]
 
 
 def test_an_unknown_variable_is_reported(docs: list[Doc]) -> None:
@@ -418,9 +493,10 @@ def test_a_missing_required_setting_is_reported(docs: list[Doc]) -> None:
     container["env"] = [v for v in container["env"] if v["name"] != "SLACK_SIGNING_SECRET"]
     only(broken, "Secret")["stringData"]["JITACCESS_DATABASE_URL"] = "sqlite:///./jitaccess.db"
     problems = serve_problems(broken)
-    assert len(problems) == 2
-    assert problems[0].startswith("SLACK_SIGNING_SECRET")
-    assert "not PostgreSQL" in problems[1]
+    assert len(problems) == 3
+    assert problems[0].startswith("web: SLACK_SIGNING_SECRET")
+    assert "web: JITACCESS_DATABASE_URL" in problems[1] and "not PostgreSQL" in problems[1]
+    assert "worker: JITACCESS_DATABASE_URL" in problems[2]
 
 
 def test_a_wrong_probe_or_port_is_reported(docs: list[Doc]) -> None:
@@ -436,7 +512,7 @@ def test_a_wrong_probe_or_port_is_reported(docs: list[Doc]) -> None:
 
 def test_running_as_root_is_reported(docs: list[Doc]) -> None:
     broken = copy.deepcopy(docs)
-    deployment = only(broken, "Deployment")
+    deployment = deployment_for(broken, Role.WEB)
     deployment["spec"]["template"]["spec"]["securityContext"] = {}
     deployment_container(broken)["securityContext"] = {"runAsUser": 0}
     problems = deployment_problems(broken)
@@ -446,10 +522,44 @@ def test_running_as_root_is_reported(docs: list[Doc]) -> None:
 
 def test_a_pdb_that_selects_nothing_is_reported(docs: list[Doc]) -> None:
     broken = copy.deepcopy(docs)
-    only(broken, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] = {"app": "other"}
+    pdbs = [d for d in broken if d.get("kind") == "PodDisruptionBudget"]
+    web_pdb = next(p for p in pdbs if p["metadata"]["name"] == "jitaccess-web")
+    web_pdb["spec"]["selector"]["matchLabels"] = {"app": "other"}
+    assert wiring_problems(broken) == ["0 PodDisruptionBudgets select the web pods, not 1"]
+
+
+def test_a_service_that_also_selects_workers_is_reported(docs: list[Doc]) -> None:
+    broken = copy.deepcopy(docs)
+    only(broken, "Service")["spec"]["selector"] = {"app.kubernetes.io/name": "jitaccess"}
     assert wiring_problems(broken) == [
-        "the PodDisruptionBudget does not select the Deployment's pods"
+        "the Service selects the worker pods, which answer no Slack request"
     ]
+
+
+def test_a_deployment_without_a_role_is_reported(docs: list[Doc]) -> None:
+    broken = copy.deepcopy(docs)
+    deployment_container(broken, Role.WORKER)["args"] = ["serve"]
+    assert role_problems(broken) == [
+        "Deployment jitaccess-worker runs [['serve']], not serve --role web|worker",
+        "no Deployment runs serve --role worker",
+    ]
+
+
+def test_credentials_on_the_wrong_side_are_reported(docs: list[Doc]) -> None:
+    broken = copy.deepcopy(docs)
+    web, worker = (deployment_container(broken, role) for role in ROLES)
+    worker["env"].append(next(v for v in web["env"] if v["name"] == "SLACK_SIGNING_SECRET"))
+    web["env"].append(next(v for v in worker["env"] if v["name"] == "AZURE_CLIENT_SECRET"))
+    assert role_problems(broken) == [
+        "the worker reads SLACK_SIGNING_SECRET, which only answering Slack needs",
+        "the web reads AZURE_CLIENT_SECRET, which only calling backends needs",
+    ]
+
+
+def test_a_worker_without_probes_is_reported(docs: list[Doc]) -> None:
+    broken = copy.deepcopy(docs)
+    del deployment_container(broken, Role.WORKER)["readinessProbe"]
+    assert "readinessProbe checks None, not /readyz" in deployment_problems(broken, Role.WORKER)
 
 
 def test_a_dangling_secret_reference_is_reported(docs: list[Doc]) -> None:

@@ -38,6 +38,7 @@ from jitaccess.domain.policy import (
 )
 from jitaccess.providers.base import ProviderError
 from jitaccess.service import AppSpec
+from jitaccess.settings import Role, Settings
 from jitaccess.terminal import visible
 from jitaccess.views import AppView, RequestView
 
@@ -938,6 +939,15 @@ def diagram(
 
 @app.command("serve")
 def serve(
+    role: Annotated[
+        Role | None,
+        typer.Option(
+            "--role",
+            help="web: answer Slack only; worker: sweep, relay and reconcile only; all: "
+            "both (default: JITACCESS_ROLE, else all)",
+            case_sensitive=False,
+        ),
+    ] = None,
     sandbox: Annotated[
         bool,
         typer.Option(
@@ -950,16 +960,23 @@ def serve(
         typer.Option("--sandbox-reset", help="With --sandbox: start over with fresh demo data"),
     ] = False,
 ) -> None:
-    """Run the service: Slack app, deadline scheduler, notification relay, reconciliation."""
+    """Run the service: Slack app, deadline scheduler, notification relay, reconciliation
+    (all of them, or one side with --role web|worker)."""
     from jitaccess.server import ConfigurationError, run
 
     try:
         if sandbox or sandbox_reset:
+            if role not in (None, Role.ALL):
+                err.print("--sandbox is one process: it takes no --role", highlight=False)
+                raise typer.Exit(2)
             from jitaccess.sandbox.run import run_sandbox
 
             run_sandbox(reset=sandbox_reset)
             return
-        run()
+        settings = Settings()
+        if role is not None:
+            settings = settings.model_copy(update={"role": role})
+        run(settings)
     except ConfigurationError as exc:
         err.print(str(exc), highlight=False)
         raise typer.Exit(1) from None

@@ -1,5 +1,17 @@
 """``jitaccess serve``: migrations, the Slack app (HTTP or Socket Mode), the
-deadline scheduler and the outbox relay, in one process."""
+deadline scheduler and the outbox relay, in one process, or split by ``--role``:
+
+* ``web`` answers Slack (and ``/healthz``, ``/readyz``, ``/metrics``). A person's
+  action only records its intent in the database and returns; it calls no backend
+  and delivers no notification. Nothing is scheduled in a web process.
+* ``worker`` runs the deadline sweep, the outbox relay, reconciliation and the audit
+  head log, and serves only ``/healthz``, ``/readyz`` and ``/metrics``. It picks up
+  what a web process recorded at its next sweep (every
+  ``JITACCESS_SWEEP_INTERVAL_SECONDS``) and relay run (every
+  ``JITACCESS_RELAY_INTERVAL_SECONDS``): the database is the only channel between
+  them.
+* ``all`` (the default) is both.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +34,7 @@ from jitaccess import logs
 from jitaccess.container import Container, build
 from jitaccess.metrics import Metrics
 from jitaccess.scheduler import DeadlineScheduler, utcnow
-from jitaccess.settings import Settings
+from jitaccess.settings import Role, Settings
 from jitaccess.slack.replay import ReplayGuard
 from jitaccess.slack.runtime import SlackRuntime, build_slack, slack_client
 from jitaccess.web import Router, json_response
@@ -54,44 +66,68 @@ def socket_mode_notice(environ: WSGIEnvironment, start_response: StartResponse) 
     return json_response(start_response, "404 Not Found", {"error": SOCKET_MODE_NOTICE})
 
 
+WORKER_NOTICE = (
+    "This jitaccess serve runs --role worker: it answers no Slack request. Point Slack "
+    "(or your Ingress) at the processes that run --role web or --role all."
+)
+
+
+def worker_notice(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """``/slack/events`` on a worker: nothing of Slack's is handled here, say why."""
+    return json_response(start_response, "404 Not Found", {"error": WORKER_NOTICE})
+
+
 class Server:
     """Everything ``serve`` runs, startable and stoppable (tests run it in-process)."""
 
     def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None:
-        missing = settings.missing_slack_settings()
+        self.role: Role = settings.role
+        missing = settings.missing_slack_settings(self.role)
         if missing:
+            command = "serve" if self.role is Role.ALL else f"serve --role {self.role}"
             raise ConfigurationError(
-                "jitaccess serve cannot start; set these (environment or .env, see "
+                f"jitaccess {command} cannot start; set these (environment or .env, see "
                 ".env.example):\n" + "\n".join(f"  - {line}" for line in missing)
             )
         self.settings = settings
         self.container: Container = build(settings)
-        self.container.service.inline = False  # clicks never wait on a backend
-        assert settings.slack_bot_token is not None
-        client = slack_client(
-            settings.slack_bot_token, settings.slack_api_url, stopping=self.container.stopping
-        )
-        self.socket_mode = bool(settings.slack_app_token)
-        self.slack: SlackRuntime = build_slack(
-            self.container.service,
-            client,
-            signing_secret=settings.slack_signing_secret,
-            clock=clock,
-            socket_mode=self.socket_mode,
-        )
-        self.container.relay.notifier = self.slack.notifier
+        # Clicks never wait on a backend: they record the intent, the sweep acts on it.
+        self.container.service.inline = False
         self.metrics = Metrics(self.container.db)
         self.container.service.observer = self.metrics
-        self.scheduler: DeadlineScheduler = self.container.scheduler(clock=clock)
-        self.scheduler.on_sweep = self.metrics.sweep_finished
         self.router = Router(ready=self.readiness)
-        if self.socket_mode:
-            # Socket Mode's requests come over the authenticated socket; over HTTP,
-            # nothing of Slack's is served, whatever else is configured.
-            self.router.mount("/slack/events", socket_mode_notice)
+        self.socket_mode = self.role.answers_slack and bool(settings.slack_app_token)
+        self.slack: SlackRuntime | None = None
+        if self.role.answers_slack:
+            assert settings.slack_bot_token is not None
+            client = slack_client(
+                settings.slack_bot_token, settings.slack_api_url, stopping=self.container.stopping
+            )
+            self.slack = build_slack(
+                self.container.service,
+                client,
+                signing_secret=settings.slack_signing_secret,
+                clock=clock,
+                socket_mode=self.socket_mode,
+            )
+            # (Delivers only where a relay runs, i.e. with the role all.)
+            self.container.relay.notifier = self.slack.notifier
+            if self.socket_mode:
+                # Socket Mode's requests come over the authenticated socket; over HTTP,
+                # nothing of Slack's is served, whatever else is configured.
+                self.router.mount("/slack/events", socket_mode_notice)
+            else:
+                self.replay_guard = ReplayGuard(self.container.db)
+                self.router.mount("/slack/events", self.slack.http_endpoint(self.replay_guard))
         else:
-            self.replay_guard = ReplayGuard(self.container.db)
-            self.router.mount("/slack/events", self.slack.http_endpoint(self.replay_guard))
+            # The relay delivers with the notifier build() made from SLACK_BOT_TOKEN.
+            self.router.mount("/slack/events", worker_notice)
+        #: The sweep, the relay, reconciliation and the audit head log; None on a web
+        #: process, whose service then wakes nothing (``on_deadline`` stays None).
+        self.scheduler: DeadlineScheduler | None = None
+        if self.role.does_work:
+            self.scheduler = self.container.scheduler(clock=clock)
+            self.scheduler.on_sweep = self.metrics.sweep_finished
         self.router.mount("/metrics", self.metrics.wsgi_app())
         self._http: Any = None
         self._socket_mode: Any = None
@@ -103,6 +139,9 @@ class Server:
         return int(self._http.effective_port) if self._http is not None else self.settings.port
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when the database is reachable at the newest schema and, where work
+        runs, the scheduler runs. Slack's state is reported, never a reason to be unready
+        (a Slack outage delays messages, never transitions)."""
         checks: dict[str, Any] = {}
         try:
             checks["database"] = (
@@ -110,17 +149,24 @@ class Server:
             )
         except Exception as exc:  # readiness reports, never raises
             checks["database"] = f"unreachable: {type(exc).__name__}"
-        checks["scheduler"] = "running" if self.scheduler.running else "stopped"
-        slack_error = self.container.relay.last_error
-        # Slack being down degrades notifications but never transitions: still ready.
-        checks["slack"] = "ok" if slack_error is None else f"degraded: {slack_error[:200]}"
-        ok = checks["database"] == "ok" and checks["scheduler"] == "running"
-        return ok, {"checks": checks}
+        ok = checks["database"] == "ok"
+        if self.scheduler is not None:
+            checks["scheduler"] = "running" if self.scheduler.running else "stopped"
+            slack_error = self.container.relay.last_error
+            checks["slack"] = "ok" if slack_error is None else f"degraded: {slack_error[:200]}"
+            ok = ok and checks["scheduler"] == "running"
+        else:
+            checks["slack"] = "socket mode" if self.socket_mode else "http"
+        detail: dict[str, Any] = {"checks": checks}
+        if self.role is not Role.ALL:
+            detail["role"] = str(self.role)
+        return ok, detail
 
     def start(self) -> None:
         self._lock_sqlite()
         self.container.db.upgrade()
-        self.scheduler.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
         self._http = create_server(
             self.router,
             host=self.settings.host,
@@ -132,17 +178,23 @@ class Server:
         thread.start()
         self._threads.append(thread)
         mode = "HTTP"
-        if self.settings.slack_app_token:
+        if self.slack is None:
+            mode = "no Slack endpoint"
+        elif self.socket_mode:
+            assert self.settings.slack_app_token is not None
             self._socket_mode = self.slack.socket_mode(self.settings.slack_app_token)
             self._socket_mode.connect()
             mode = "Socket Mode"
         log.info(
-            "jitaccess serving (%s) on %s:%s; database %s; sweeping every %ss",
+            "jitaccess serving --role %s (%s) on %s:%s; database %s; %s",
+            self.role,
             mode,
             self.settings.host,
             self.port,
             self.container.db.engine.url.render_as_string(hide_password=True),
-            self.settings.sweep_interval_seconds,
+            f"sweeping every {self.settings.sweep_interval_seconds}s"
+            if self.scheduler is not None
+            else "no sweep, relay or reconciliation here (a worker runs them)",
         )
 
     def _lock_sqlite(self) -> None:
@@ -189,7 +241,8 @@ class Server:
             # slack_sdk's close() waits for its listener threads without a bound.
             _bounded(self._socket_mode.close, "socket-mode-close", left())
             self._socket_mode = None
-        self.scheduler.shutdown(timeout=left())
+        if self.scheduler is not None:
+            self.scheduler.shutdown(timeout=left())
         if http is not None:
             # Requests in flight finish (bounded), then the connections are closed.
             http.task_dispatcher.shutdown(timeout=left())

@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Role(StrEnum):
+    """What one ``serve`` process runs (``serve --role``)."""
+
+    #: Answers Slack (HTTP or Socket Mode) and only records people's intents.
+    WEB = "web"
+    #: The deadline sweep, the outbox relay, reconciliation and the audit head log.
+    WORKER = "worker"
+    #: Both, in one process.
+    ALL = "all"
+
+    @property
+    def answers_slack(self) -> bool:
+        return self in (Role.WEB, Role.ALL)
+
+    @property
+    def does_work(self) -> bool:
+        return self in (Role.WORKER, Role.ALL)
 
 
 class Settings(BaseSettings):
@@ -13,6 +34,11 @@ class Settings(BaseSettings):
         default="sqlite:///./jitaccess.db",
         validation_alias="JITACCESS_DATABASE_URL",
         description="SQLAlchemy URL; SQLite (one process) or postgresql:// (teams, replicas)",
+    )
+    role: Role = Field(
+        default=Role.ALL,
+        validation_alias="JITACCESS_ROLE",
+        description="What serve runs: web (Slack only), worker (sweep, relay, reconcile) or all",
     )
     sweep_interval_seconds: float = Field(
         default=5.0,
@@ -149,15 +175,19 @@ class Settings(BaseSettings):
         description="text for people, json for log pipelines",
     )
 
-    def missing_slack_settings(self) -> list[str]:
-        """One line per Slack setting ``serve`` needs and does not have."""
+    def missing_slack_settings(self, role: Role | None = None) -> list[str]:
+        """One line per Slack setting ``serve --role role`` (default: this role) needs
+        and does not have. Every role needs the bot token (the web opens modals and
+        reads users with it, the worker delivers with it); only a role that answers
+        Slack needs the signing secret (HTTP) or the app-level token (Socket Mode)."""
+        role = self.role if role is None else role
         missing = []
         if not self.slack_bot_token:
             missing.append(
                 "SLACK_BOT_TOKEN: the bot token (xoxb-…) from the Slack app's "
                 "OAuth & Permissions page; the app posts and reads users with it"
             )
-        if not self.slack_signing_secret and not self.slack_app_token:
+        if role.answers_slack and not self.slack_signing_secret and not self.slack_app_token:
             missing.append(
                 "SLACK_SIGNING_SECRET: from the Slack app's Basic Information page; it proves "
                 "HTTP requests come from Slack (or set SLACK_APP_TOKEN for Socket Mode)"

@@ -38,7 +38,7 @@ from jitaccess.server import (
     exit_watchdog,
     stop_on_signals,
 )
-from jitaccess.settings import Settings
+from jitaccess.settings import Role, Settings
 from jitaccess.store.models import SlackMessage
 
 log = logging.getLogger("jitaccess.sandbox")
@@ -151,6 +151,7 @@ class Sandbox:
             database_url=f"sqlite:///{self.db_path}",
             host="127.0.0.1",
             port=self.port,
+            role=Role.ALL,  # the sandbox is one process, whatever JITACCESS_ROLE says
             slack_bot_token=BOT_TOKEN,
             slack_signing_secret=self.secret,
             slack_app_token=None,
@@ -234,7 +235,7 @@ class Sandbox:
     def _after_time_moved(self) -> None:
         """Run the sweep at once rather than at its next interval."""
         server = self.server
-        if server is not None:
+        if server is not None and server.scheduler is not None:
             thread = threading.Thread(
                 target=server.scheduler.sweep_now, name="sandbox-sweep", daemon=True
             )
