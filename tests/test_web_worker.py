@@ -233,6 +233,8 @@ def test_web_records_and_the_worker_does_the_rest(
         assert status == 200 and json.loads(body)["role"] == "web"
         manual = "request crm Contributor 1m patch db"
         assert post_signed(web.base, command_fields(fake_slack, PUBLISHER, manual, "r1"))[0] == 200
+        # Bolt handles a command after its ack: wait, so the manual request is number 1.
+        assert fake_slack.wait_for(lambda: len(fake_slack.responses.get("r1", [])) > 0, 10)
         automatic = "request erp Contributor 1m deploy"
         assert (
             post_signed(web.base, command_fields(fake_slack, PUBLISHER, automatic, "r2"))[0] == 200
