@@ -136,3 +136,45 @@ def test_a_stuck_backend_does_not_hold_up_another_backends_grants(db: Database) 
     assert fast_done.is_set()
     assert report.activated == 5
     assert sorted(stuck.granted) == stuck_ids and sorted(fast.granted) == fast_ids
+
+
+class BatchBackend:
+    """Takes whole batches; refuses the revoke of one request."""
+
+    name = "batch"
+
+    def __init__(self, refuse: int) -> None:
+        self.refuse = refuse
+        self.batches: list[tuple[str, list[int]]] = []
+
+    def grant(self, spec: GrantSpec, now: datetime) -> None:
+        raise AssertionError("a batch provider is called with batches")
+
+    revoke = grant
+
+    def grant_many(self, specs: list[GrantSpec], now: datetime) -> list[str | None]:
+        self.batches.append(("grant", [s.request_id for s in specs]))
+        return [None] * len(specs)
+
+    def revoke_many(self, specs: list[GrantSpec], now: datetime) -> list[str | None]:
+        self.batches.append(("revoke", [s.request_id for s in specs]))
+        return ["held by a lock" if s.request_id == self.refuse else None for s in specs]
+
+
+def test_a_batch_provider_gets_one_call_per_batch_and_per_row_outcomes(db: Database) -> None:
+    """A provider taking batches is called once per batch; one refused revoke fails alone."""
+    service, _ = make_service(db)
+    backend = BatchBackend(refuse=3)
+    service.providers.register(backend)
+    add_app(service, "crm", "batch")
+    ids = submit(service, "crm", 5, T0 + H)
+    assert ids[2] == backend.refuse
+
+    assert service.sweep(T0 + H).activated == 5
+    report = service.sweep(T0 + 2 * H)
+    assert report.expired == 4 and report.retrying == 1
+    assert backend.batches == [("grant", ids), ("revoke", ids)]
+    states = {rid: service.get_request(rid) for rid in ids}
+    assert [states[rid].state for rid in ids] == ["expired"] * 2 + ["active"] + ["expired"] * 2
+    assert states[ids[2]].last_error == "held by a lock"
+    assert states[ids[2]].revoke_failing_since == T0 + 2 * H

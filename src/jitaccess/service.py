@@ -10,6 +10,7 @@ and the next sweep repeats the (idempotent) call: nothing is lost or doubled.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
@@ -35,7 +36,7 @@ from jitaccess.domain.lifecycle import (
 )
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.leases import LeaseKeeper
-from jitaccess.providers.base import GrantSpec, ProviderError, ProviderRegistry
+from jitaccess.providers.base import BatchProvider, GrantSpec, ProviderError, ProviderRegistry
 from jitaccess.store import audit
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application, OutboxMessage
@@ -793,33 +794,78 @@ class JitService:
     def _backend_calls(
         self, work: list[_Work], now: datetime
     ) -> Iterator[tuple[_Work, str | None]]:
-        """Yield (item, error or None) as each backend call ends; ``_UNMADE`` for a call
-        never started because the process is stopping. One thread pool per provider,
-        as wide as its concurrency limit; a provider limited to one call at a time (the
-        log provider on SQLite) is called here, in order, without threads."""
+        """Yield (item, error or None) as backend calls end; ``_UNMADE`` for a call never
+        started because the process is stopping. One thread pool per provider, as wide
+        as its concurrency limit; a provider that takes batches (``BatchProvider``) gets
+        one call per kind instead of one per row; when every provider is limited to one
+        call at a time (the log provider on SQLite) the calls are made here, in order."""
         groups: dict[str, list[_Work]] = {}
         for item in work:
             groups.setdefault(item.provider, []).append(item)
-        limits = {name: self.concurrency_of(name) for name in groups}
+        tasks: dict[str, list[Callable[[], list[tuple[_Work, str | None]]]]] = {}
+        for name, items in groups.items():
+            if self._takes_batches(name):
+                tasks[name] = [
+                    functools.partial(self._call_batch, name, call, batch, now)
+                    for call in ("grant", "revoke")
+                    if (batch := [item for item in items if item.call == call])
+                ]
+            else:
+                tasks[name] = [functools.partial(self._call_one, item, now) for item in items]
+        limits = {name: self.concurrency_of(name) for name in tasks}
         if all(limit == 1 for limit in limits.values()):
-            for item in work:
-                yield item, self._call_unless_stopping(item, now)
+            for group in tasks.values():
+                for task in group:
+                    yield from task()
             return
-        pools = [
-            ThreadPoolExecutor(max_workers=min(limits[name], len(items)), thread_name_prefix=name)
-            for name, items in groups.items()
-        ]
+        pools = {
+            name: ThreadPoolExecutor(
+                max_workers=min(limits[name], len(group)), thread_name_prefix=name
+            )
+            for name, group in tasks.items()
+        }
         try:
-            futures = {
-                pool.submit(self._call_unless_stopping, item, now): item
-                for pool, items in zip(pools, groups.values(), strict=True)
-                for item in items
-            }
+            futures = [pools[name].submit(task) for name, group in tasks.items() for task in group]
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                yield from future.result()
         finally:
-            for pool in pools:
+            for pool in pools.values():
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _takes_batches(self, provider: str) -> bool:
+        try:
+            return isinstance(self.providers.get(provider), BatchProvider)
+        except ProviderError:
+            return False
+
+    def _call_one(self, item: _Work, now: datetime) -> list[tuple[_Work, str | None]]:
+        return [(item, self._call_unless_stopping(item, now))]
+
+    def _call_batch(
+        self, name: str, call: str, items: list[_Work], now: datetime
+    ) -> list[tuple[_Work, str | None]]:
+        """One batch call for ``items`` (all grants or all revokes on one provider)."""
+        if self.stopping.is_set():
+            return [(item, _UNMADE) for item in items]
+        started = time.perf_counter()
+        errors: list[str | None]
+        try:
+            provider = self.providers.get(name)
+            assert isinstance(provider, BatchProvider)
+            specs = [item.spec for item in items]
+            if call == "grant":
+                errors = list(provider.grant_many(specs, now))
+            else:
+                errors = list(provider.revoke_many(specs, now))
+            if len(errors) != len(items):
+                raise ProviderError(f"{name} answered {len(errors)} results for {len(items)}")
+        except Exception as exc:  # a backend failure must never stop the sweep
+            log.warning("provider %s %s of %d failed: %s", name, call, len(items), exc)
+            errors = [str(exc) or type(exc).__name__] * len(items)
+        each = (time.perf_counter() - started) / len(items)
+        for error in errors:
+            self.observer.provider_called(name, call, error, each)
+        return list(zip(items, errors, strict=True))
 
     def concurrency_of(self, provider: str) -> int:
         """How many calls to ``provider`` may be in flight at once: the provider's own

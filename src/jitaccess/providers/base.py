@@ -44,6 +44,16 @@ class AccessProvider(Protocol):
         """Take it away. Revoking what is not (or no longer) granted succeeds."""
 
 
+@runtime_checkable
+class BatchProvider(Protocol):
+    """Providers that can take a sweep's batch in one call (optional). Each returns, per
+    spec and in order, None when done or the error people will see for that spec."""
+
+    def grant_many(self, specs: Sequence[GrantSpec], now: datetime) -> list[str | None]: ...
+
+    def revoke_many(self, specs: Sequence[GrantSpec], now: datetime) -> list[str | None]: ...
+
+
 class HeldGrantLike(Protocol):
     """A grant a backend reports holding; jitaccess's own carry their request id."""
 
