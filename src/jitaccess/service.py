@@ -37,7 +37,7 @@ from jitaccess.domain.lifecycle import (
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.leases import LeaseKeeper
 from jitaccess.providers.base import BatchProvider, GrantSpec, ProviderError, ProviderRegistry
-from jitaccess.store import audit
+from jitaccess.store import audit, staged
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application, OutboxMessage
 from jitaccess.views import AppView, RequestView
@@ -807,7 +807,8 @@ class JitService:
             if self._takes_batches(name):
                 tasks[name] = [
                     functools.partial(self._call_batch, name, call, batch, now)
-                    for call in ("grant", "revoke")
+                    # In the order the batch first needs them: overdue expiries first.
+                    for call in dict.fromkeys(item.call for item in items)
                     if (batch := [item for item in items if item.call == call])
                 ]
             else:
@@ -1463,23 +1464,25 @@ class JitService:
         before: str | None = None,
         available_at: datetime | None = None,
     ) -> None:
-        session.add(
-            OutboxMessage(
-                dedup_key=f"request:{row.id}:{step}:{kind}:{recipient}",
-                kind=kind,
-                recipient=recipient,
-                request_id=row.id,
-                payload={
+        staged.stage(
+            session,
+            OutboxMessage,
+            {
+                "dedup_key": f"request:{row.id}:{step}:{kind}:{recipient}",
+                "kind": kind,
+                "recipient": recipient,
+                "request_id": row.id,
+                "payload": {
                     "event": event,
                     "from": before,
                     "to": row.state,
                     "actor": actor,
                     "reason": reason,
                 },
-                created_at=now,
-                available_at=available_at or now,
-                attempts=0,
-            )
+                "created_at": now,
+                "available_at": available_at or now,
+                "attempts": 0,
+            },
         )
 
     @staticmethod

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jitaccess.domain.audit_chain import GENESIS, AuditEntry, StoredEntry, chain_hash
+from jitaccess.store import staged
 from jitaccess.store.models import AuditEvent, AuditHead
 
 
@@ -25,9 +26,10 @@ def append(
     to_state: str | None = None,
     reason: str | None = None,
     details: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Append one entry. Locks the chain head until the transaction ends, so
-    concurrent writers (threads or replicas) extend the chain one at a time."""
+) -> AuditEntry:
+    """Append one entry (inserted when the transaction commits, see ``staged``). Locks
+    the chain head until the transaction ends, so concurrent writers (threads or
+    replicas) extend the chain one at a time."""
     head: AuditHead | None = session.info.get("audit_head")
     if head is None:
         # Read (and lock) the head once per transaction; later appends reuse it.
@@ -51,24 +53,27 @@ def append(
         details=details or {},
     )
     digest = chain_hash(head.hash, entry)
-    row = AuditEvent(
-        seq=entry.seq,
-        at=at,
-        actor=actor,
-        action=action,
-        app=app,
-        request_id=request_id,
-        from_state=from_state,
-        to_state=to_state,
-        reason=reason,
-        details=entry.details,
-        prev_hash=head.hash,
-        hash=digest,
+    staged.stage(
+        session,
+        AuditEvent,
+        {
+            "seq": entry.seq,
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "app": app,
+            "request_id": request_id,
+            "from_state": from_state,
+            "to_state": to_state,
+            "reason": reason,
+            "details": entry.details,
+            "prev_hash": head.hash,
+            "hash": digest,
+        },
     )
-    session.add(row)
     head.seq = entry.seq
     head.hash = digest
-    return row
+    return entry
 
 
 def to_stored(row: AuditEvent) -> StoredEntry:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from jitaccess.domain.errors import RuleViolation
+from jitaccess.store import staged
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -103,6 +104,7 @@ class Database:
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._commit_hooks: list[Callable[[Session], None]] = []
         self._write_lock = threading.RLock()
+        event.listen(self._writer, "before_commit", staged.insert_staged)
         event.listen(self._writer, "after_commit", self._after_commit)
         self._reader = sessionmaker(
             self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
