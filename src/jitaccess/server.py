@@ -66,6 +66,9 @@ class Server:
             )
         self.settings = settings
         self.container: Container = build(settings)
+        # The CLI makes backends on first use; serve makes them all now, so a
+        # misconfigured one is reported at start and no sweep waits on an SDK import.
+        self.container.providers.load_all()
         self.container.service.inline = False  # clicks never wait on a backend
         assert settings.slack_bot_token is not None
         client = slack_client(
