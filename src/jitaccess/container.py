@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from jitaccess.outbox import Notifier, OutboxRelay
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.registry import build_registry
 from jitaccess.service import JitService, RetryPolicy
@@ -22,6 +21,7 @@ from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 
 if TYPE_CHECKING:
+    from jitaccess.outbox import Notifier, OutboxRelay
     from jitaccess.scheduler import DeadlineScheduler
 
 
@@ -43,6 +43,8 @@ class Container:
         """The outbox relay, made on first use: only ``sweep`` and ``serve`` deliver,
         so other commands never import the Slack SDK."""
         if self._relay is None:
+            from jitaccess.outbox import OutboxRelay
+
             notifier = self.notifier or slack_notifier(self.settings, self.service, self.stopping)
             self._relay = OutboxRelay(
                 self.db, notifier, worker_id=worker_id(), stopping=self.stopping
