@@ -1,8 +1,8 @@
-"""Every command upgrades first, cheaply: the fast path (one SELECT of
-``alembic_version`` against the head read from the shipped scripts) must agree with
-Alembic, so a new migration is never skipped; and what a command imports stays small,
-so ``jitaccess --help`` and read commands start quickly (timed in bench/cli_start.py,
-never here)."""
+"""Starting a command. Every command upgrades first, cheaply: the fast path (one
+SELECT of ``alembic_version`` against the head read from the shipped scripts) must
+agree with Alembic, so a new migration is never skipped. What a command imports stays
+small and the GC pause of start-up ends, so ``jitaccess --help`` and read commands
+start quickly (timed in bench/cli_start.py, never here)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -151,7 +152,7 @@ def test_an_unreadable_version_table_takes_the_slow_path(db: Database) -> None:
 
 # -- what starting a command imports ---------------------------------------------------
 _PROBE = """
-import json, sys
+import gc, json, sys
 out, args = sys.argv[1], json.loads(sys.argv[2])
 sys.argv = ["jitaccess", *args]
 from jitaccess.cli import main
@@ -162,7 +163,7 @@ except SystemExit as exc:
 else:
     code = 0
 with open(out, "w") as handle:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, handle)
+    json.dump({"code": code, "modules": sorted(sys.modules), "gc": gc.isenabled()}, handle)
 """
 
 
@@ -182,6 +183,7 @@ def imported_by(tmp_path: Path, *args: str) -> set[str]:
     )
     result = json.loads(out.read_text())
     assert result["code"] in (0, None), result["code"]
+    assert result["gc"], "main() paused the cyclic GC for start-up and never resumed it"
     return {name.split(".")[0] for name in result["modules"]} | set(result["modules"])
 
 
@@ -203,3 +205,25 @@ def test_read_commands_import_no_migration_tool_scheduler_slack_or_backend(
         modules = imported_by(tmp_path, *args)
         assert "jitaccess.service" in modules
         assert modules & ({"alembic", "statemachine.contrib"} | SERVE_ONLY | BACKENDS) == set()
+
+
+def test_a_command_resumes_the_gc_once_its_container_is_built(cli: Cli) -> None:
+    """main() pauses the cyclic GC for start-up; a command's own work runs with it."""
+    import gc
+
+    seen: list[bool] = []
+    original = Database.transaction
+
+    def spy(self: Database, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return original(self, **kwargs)
+
+    gc.disable()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Database, "transaction", spy)
+            cli("apps", "list")
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    assert seen and all(seen)
