@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from jitaccess.settings import Role, Settings
+from jitaccess.roles import Role
+from jitaccess.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests" / "kubernetes"

@@ -19,9 +19,10 @@ import pytest
 from sqlalchemy import select
 
 from conftest import APPROVER, PUBLISHER
+from jitaccess.roles import Role
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.server import ConfigurationError, Server
-from jitaccess.settings import Role, Settings
+from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest
 from slack_harness import SECRET, find_button, texts

@@ -1,4 +1,8 @@
-"""The composition root: the one place that wires adapters to the core."""
+"""The composition root: the one place that wires adapters to the core.
+
+Every CLI command builds one, so it imports only what every command needs (the
+service and the store); the scheduler (APScheduler), reconciliation, the Slack SDK
+and the backends' SDKs are imported when first used (see bench/cli_start.py)."""
 
 from __future__ import annotations
 
@@ -6,18 +10,19 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from jitaccess.catalog import Catalog
-from jitaccess.outbox import Notifier, OutboxRelay
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.registry import build_registry
-from jitaccess.reconcile import reconcile
-from jitaccess.scheduler import DeadlineScheduler, utcnow
 from jitaccess.service import JitService, RetryPolicy
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
+
+if TYPE_CHECKING:
+    from jitaccess.outbox import Notifier, OutboxRelay
+    from jitaccess.scheduler import DeadlineScheduler
 
 
 @dataclass
@@ -26,19 +31,38 @@ class Container:
     db: Database
     providers: ProviderRegistry
     service: JitService
-    relay: OutboxRelay
     #: Set when the process stops: the sweep, the relay, reconciliation and the Slack
     #: client's Retry-After waits all stop at their next unit of work.
     stopping: threading.Event
+    #: The relay's notifier as given to ``build``; None: Slack's when it is configured.
+    notifier: Notifier | None = None
+    _relay: OutboxRelay | None = field(default=None, repr=False)
 
-    def scheduler(self, clock: Callable[[], datetime] = utcnow) -> DeadlineScheduler:
+    @property
+    def relay(self) -> OutboxRelay:
+        """The outbox relay, made on first use: only ``sweep`` and ``serve`` deliver,
+        so other commands never import the Slack SDK."""
+        if self._relay is None:
+            from jitaccess.outbox import OutboxRelay
+
+            notifier = self.notifier or slack_notifier(self.settings, self.service, self.stopping)
+            self._relay = OutboxRelay(
+                self.db, notifier, worker_id=worker_id(), stopping=self.stopping
+            )
+        return self._relay
+
+    def scheduler(self, clock: Callable[[], datetime] | None = None) -> DeadlineScheduler:
+        from jitaccess.catalog import Catalog
+        from jitaccess.reconcile import reconcile
+        from jitaccess.scheduler import DeadlineScheduler, utcnow
+
         scheduler = DeadlineScheduler(
             self.service,
             self.relay,
             sweep_interval=self.settings.sweep_interval_seconds,
             relay_interval=self.settings.relay_interval_seconds,
             batch_size=self.settings.sweep_batch_size,
-            clock=clock,
+            clock=clock or utcnow,
             audit_head_interval=self.settings.audit_head_interval_minutes * 60,
             stopping=self.stopping,
         )
@@ -102,7 +126,4 @@ def build(settings: Settings | None = None, *, notifier: Notifier | None = None)
         stopping=stopping,
         provider_concurrency=settings.provider_concurrency,
     )
-    if notifier is None:
-        notifier = slack_notifier(settings, service, stopping)
-    relay = OutboxRelay(db, notifier, worker_id=worker_id(), stopping=stopping)
-    return Container(settings, db, providers, service, relay, stopping)
+    return Container(settings, db, providers, service, stopping, notifier)

@@ -33,8 +33,9 @@ from waitress.server import create_server
 from jitaccess import logs
 from jitaccess.container import Container, build
 from jitaccess.metrics import Metrics
+from jitaccess.roles import Role
 from jitaccess.scheduler import DeadlineScheduler, utcnow
-from jitaccess.settings import Role, Settings
+from jitaccess.settings import Settings
 from jitaccess.slack.replay import ReplayGuard
 from jitaccess.slack.runtime import SlackRuntime, build_slack, slack_client
 from jitaccess.web import Router, json_response
@@ -91,6 +92,9 @@ class Server:
             )
         self.settings = settings
         self.container: Container = build(settings)
+        # The CLI makes backends on first use; serve makes them all now, so a
+        # misconfigured one is reported at start and no sweep waits on an SDK import.
+        self.container.providers.load_all()
         # Clicks never wait on a backend: they record the intent, the sweep acts on it.
         self.container.service.inline = False
         self.metrics = Metrics(self.container.db)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -82,21 +83,63 @@ class GrantLister(Protocol):
 
 
 class ProviderRegistry:
-    """Providers by name; applications name theirs at registration."""
+    """Providers by name; applications name theirs at registration.
+
+    A provider whose SDK is slow to import (Azure's) can be registered as a factory,
+    and plug-in discovery as a loader: both run on the first lookup that needs them,
+    so a command that never calls a backend never imports one."""
 
     def __init__(self) -> None:
         self._providers: dict[str, AccessProvider] = {}
+        self._factories: dict[str, Callable[[], AccessProvider]] = {}
+        self._loaders: list[Callable[[ProviderRegistry], None]] = []
+        self._lock = threading.RLock()
 
     def register(self, provider: AccessProvider) -> None:
-        self._providers[provider.name] = provider
+        with self._lock:
+            self._factories.pop(provider.name, None)
+            self._providers[provider.name] = provider
+
+    def register_factory(self, name: str, factory: Callable[[], AccessProvider]) -> None:
+        """Register the provider ``factory()`` returns, made on first lookup of ``name``."""
+        with self._lock:
+            self._providers.pop(name, None)
+            self._factories[name] = factory
+
+    def add_loader(self, loader: Callable[[ProviderRegistry], None]) -> None:
+        """Run ``loader(self)`` (it registers more providers) before the next lookup."""
+        with self._lock:
+            self._loaders.append(loader)
+
+    def _run_loaders(self) -> None:
+        while self._loaders:
+            self._loaders.pop(0)(self)
+
+    def load_all(self) -> None:
+        """Make every provider now (``serve`` does, to report a misconfigured one at start)."""
+        with self._lock:
+            self._run_loaders()
+            for name in list(self._factories):
+                self._make(name)
+
+    def _make(self, name: str) -> AccessProvider:
+        provider = self._factories.pop(name)()
+        self._providers[name] = provider
+        return provider
 
     def names(self) -> list[str]:
-        return sorted(self._providers)
+        with self._lock:
+            self._run_loaders()
+            return sorted({*self._providers, *self._factories})
 
     def get(self, name: str) -> AccessProvider:
-        try:
-            return self._providers[name]
-        except KeyError:
-            raise ProviderError(
-                f"no access provider named '{name}' (known: {', '.join(self.names())})"
-            ) from None
+        with self._lock:
+            self._run_loaders()
+            if name in self._factories:
+                return self._make(name)
+            try:
+                return self._providers[name]
+            except KeyError:
+                raise ProviderError(
+                    f"no access provider named '{name}' (known: {', '.join(self.names())})"
+                ) from None

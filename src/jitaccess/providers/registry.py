@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from importlib.metadata import entry_points
 
 from jitaccess.providers.base import AccessProvider, GrantSpec, ProviderError, ProviderRegistry
 from jitaccess.providers.log import LogProvider
-from jitaccess.providers.webhook import WebhookProvider
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 
@@ -24,16 +22,32 @@ ENTRY_POINT_GROUP = "jitaccess.providers"
 
 
 def build_registry(settings: Settings, db: Database) -> ProviderRegistry:
+    """The built-in providers and the plug-ins. Only the log provider is made now: the
+    others (Azure's SDK, the webhook's HTTP client) and the plug-in scan are slow to
+    import, so they are made on the first lookup (or ``load_all()``), in the same
+    order as ever: a plug-in of the same name replaces a built-in provider."""
     registry = ProviderRegistry()
     registry.register(LogProvider(db))
-    registry.register(WebhookProvider())
-    registry.register(_azure(settings))
+    registry.register_factory("webhook", _webhook)
+    registry.register_factory("azure", lambda: _azure(settings))
+    registry.add_loader(lambda registry: _plugins(registry, settings))
+    return registry
+
+
+def _plugins(registry: ProviderRegistry, settings: Settings) -> None:
+    from importlib.metadata import entry_points
+
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
             registry.register(entry.load()(settings))
         except Exception:  # a broken plug-in must not stop the built-in providers
             log.exception("could not load access provider plug-in %s", entry.name)
-    return registry
+
+
+def _webhook() -> AccessProvider:
+    from jitaccess.providers.webhook import WebhookProvider
+
+    return WebhookProvider()
 
 
 def _azure(settings: Settings) -> AccessProvider:

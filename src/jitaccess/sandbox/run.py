@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from jitaccess import logs
+from jitaccess.roles import Role
 from jitaccess.sandbox import demo
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.sandbox.page import SandboxClock, SandboxPage
@@ -38,7 +39,7 @@ from jitaccess.server import (
     exit_watchdog,
     stop_on_signals,
 )
-from jitaccess.settings import Role, Settings
+from jitaccess.settings import Settings
 from jitaccess.store.models import SlackMessage
 
 log = logging.getLogger("jitaccess.sandbox")

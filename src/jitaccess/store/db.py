@@ -9,24 +9,60 @@ the sweep) so replicas never act twice.
 
 from __future__ import annotations
 
+import functools
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from jitaccess.domain.errors import RuleViolation
 from jitaccess.store import staged
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+#: ``revision = "0004"`` and ``down_revision = "0003"`` (or ``None``) lines of a
+#: migration script, with or without a type annotation.
+_REVISION_LINE = re.compile(
+    r"""^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:["']([^"']+)["']|(None))\s*(?:\#.*)?$""",
+    re.MULTILINE,
+)
+
+
+@functools.cache
+def shipped_head(versions: Path) -> str | None:
+    """The head revision of the migrations in ``versions``, read from the scripts' own
+    ``revision``/``down_revision`` lines without importing Alembic; ``None`` when the
+    scripts are not a plain chain this reader understands (a merge, a branch, a line it
+    cannot parse), and then callers ask Alembic. A test keeps this equal to
+    ``ScriptDirectory.get_current_head()``."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in versions.glob("*.py"):
+        found: dict[str, list[str | None]] = {"revision": [], "down_revision": []}
+        for match in _REVISION_LINE.finditer(script.read_text(encoding="utf-8")):
+            found[match.group(1)].append(match.group(2))
+        if len(found["revision"]) != 1 or len(found["down_revision"]) != 1:
+            return None  # not one plain string revision and parent: let Alembic decide
+        revision, parent = found["revision"][0], found["down_revision"][0]
+        if revision is None or revision in revisions:
+            return None
+        revisions.add(revision)
+        if parent is not None:
+            parents.add(parent)
+    heads = revisions - parents
+    if len(heads) != 1 or not parents <= revisions:
+        return None
+    return heads.pop()
 
 
 def _unstorable(value: Any) -> str | None:
@@ -144,17 +180,46 @@ class Database:
 
     # -- migrations -------------------------------------------------------------
     def _alembic_config(self, connection: Connection) -> Config:
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.attributes["connection"] = connection
         return config
 
+    def stamped_revisions(self) -> set[str] | None:
+        """The revisions in ``alembic_version``, read with one plain SELECT; ``None``
+        when the table is not there (a new database) or cannot be read."""
+        try:
+            with self.engine.connect().execution_options(sqlite_begin="DEFERRED") as connection:
+                rows = connection.execute(text("SELECT version_num FROM alembic_version"))
+                return {row[0] for row in rows}
+        except DBAPIError:
+            return None
+
     def upgrade(self) -> None:
-        """Bring the schema to the newest migration (the only way it is created)."""
+        """Bring the schema to the newest migration (the only way it is created).
+
+        Every command and ``serve`` calls this first, so the common case (already at
+        the head) is one SELECT of ``alembic_version`` compared with the head of the
+        shipped scripts, without importing Alembic; anything else (a new database, a
+        database behind or ahead, scripts the fast reader does not understand) goes
+        through Alembic's own upgrade."""
+        head = shipped_head(MIGRATIONS / "versions")
+        if head is not None and self.stamped_revisions() == {head}:
+            return
+        from alembic import command
+
         with self.engine.begin() as connection:
             command.upgrade(self._alembic_config(connection), "head")
 
     def schema_is_current(self) -> bool:
+        head = shipped_head(MIGRATIONS / "versions")
+        if head is not None:
+            return self.stamped_revisions() == {head}
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         with self.engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
             head = ScriptDirectory.from_config(self._alembic_config(connection)).get_current_head()
