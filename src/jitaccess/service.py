@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, Mention, NotFound, Part, RuleViolation
@@ -53,6 +53,9 @@ POLICY_ACTOR = "policy:automatic"
 _RUN_DUE_ROUNDS = 4
 #: A backend call that was never started (the process is stopping).
 _UNMADE = "\0unmade"
+#: A batch's rows load their applications with one more query, not joined into every
+#: row: joined, each row re-decoded its application's JSON columns.
+_APPS_ONCE = selectinload(AccessRequest.app)
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -951,6 +954,7 @@ class JitService:
                 .where(AccessRequest.state == state.value, AccessRequest.next_deadline_at <= now)
                 .order_by(AccessRequest.next_deadline_at)
                 .limit(limit - len(rows))
+                .options(_APPS_ONCE)
             )
             if ids is not None:
                 query = query.where(AccessRequest.id.in_(ids))
@@ -1643,7 +1647,12 @@ class JitService:
 
     def _lock_many(self, session: Session, ids: list[int]) -> dict[int, AccessRequest]:
         """Re-read (and on PostgreSQL lock) a batch of rows in one query, in id order."""
-        query = select(AccessRequest).where(AccessRequest.id.in_(ids)).order_by(AccessRequest.id)
+        query = (
+            select(AccessRequest)
+            .where(AccessRequest.id.in_(ids))
+            .order_by(AccessRequest.id)
+            .options(_APPS_ONCE)
+        )
         if self.db.is_postgres:
             query = query.with_for_update(of=AccessRequest)
         return {row.id: row for row in session.execute(query).unique().scalars()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from jitaccess.store.models import Base
@@ -31,4 +31,7 @@ def insert_staged(session: Session) -> None:
     if not staged:
         return
     for model, rows in staged.items():
-        session.execute(insert(model), rows)
+        # Core, not the ORM's bulk insert: these rows need no identity map or events.
+        table = model.__table__
+        assert isinstance(table, Table)
+        session.connection().execute(insert(table), rows)
