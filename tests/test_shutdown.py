@@ -280,14 +280,22 @@ def test_a_sweep_told_to_stop_records_its_calls_and_gives_back_the_rest(tmp_path
     seed_due_expiries(url, 10, now)
     db = Database(url)
     service, provider = make_service(db)
-    revoke = provider.revoke
 
-    def revoke_then_stop(spec: Any, at: datetime) -> None:
-        revoke(spec, at)
-        if spec.request_id == 3:
-            service.stopping.set()  # as SIGTERM does, during the third call
+    class OneCallAtATime:
+        """The log backend without its batch calls: one revoke per row, in order."""
 
-    provider.revoke = revoke_then_stop  # type: ignore[method-assign]
+        name = "log"
+        max_concurrency = 1
+
+        def grant(self, spec: Any, at: datetime) -> None:
+            provider.grant(spec, at)
+
+        def revoke(self, spec: Any, at: datetime) -> None:
+            provider.revoke(spec, at)
+            if spec.request_id == 3:
+                service.stopping.set()  # as SIGTERM does, during the third call
+
+    service.providers.register(OneCallAtATime())
     assert service.sweep(now, batch_size=10).expired == 3
     with db.transaction(readonly=True) as session:
         rows = list(session.execute(select(AccessRequest).order_by(AccessRequest.id)).scalars())

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.registry import build_registry
-from jitaccess.service import JitService, RetryPolicy
+from jitaccess.service import JitService
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
+from jitaccess.sweep import RetryPolicy
 
 if TYPE_CHECKING:
     from jitaccess.outbox import Notifier, OutboxRelay

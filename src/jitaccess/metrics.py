@@ -15,9 +15,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from jitaccess.service import SweepReport
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application, OutboxMessage
+from jitaccess.sweep import SweepReport
 
 if TYPE_CHECKING:
     from wsgiref.types import WSGIApplication

@@ -27,7 +27,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from jitaccess.audit_log import log_head
 from jitaccess.outbox import OutboxRelay
-from jitaccess.service import JitService, SweepReport
+from jitaccess.service import JitService
+from jitaccess.sweep import SweepReport
 
 log = logging.getLogger("jitaccess.scheduler")
 WAKE_JOB = "wake-at-next-deadline"

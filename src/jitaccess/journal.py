@@ -1,0 +1,168 @@
+"""The journal: one transition = the state move, its audit entry and the outbox rows
+telling each person concerned, written in the caller's transaction.
+
+Used by the use cases (``service``) and the sweep (``sweep``) alike, so every
+transition is recorded the same way, whoever makes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from jitaccess.domain.lifecycle import move
+from jitaccess.store import audit, staged
+from jitaccess.store.models import AccessRequest, OutboxMessage
+
+log = logging.getLogger("jitaccess.service")
+
+#: The actor of what jitaccess does by itself (time-outs, activations, expiries).
+SYSTEM = "system"
+#: The actor of an automatic approval.
+POLICY_ACTOR = "policy:automatic"
+
+
+def transition(
+    session: Session,
+    row: AccessRequest,
+    event: str,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    before, _after = move(row, event)
+    record(session, row, event, before, actor=actor, now=now, reason=reason, details=details)
+
+
+def record(
+    session: Session,
+    row: AccessRequest,
+    event: str,
+    before: str | None,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Audit the transition and queue who must hear of it, in the same transaction."""
+    after = row.state
+    session.info.setdefault("jit_transitions", []).append((before, after))
+    audit.append(
+        session,
+        at=now,
+        actor=actor,
+        action=event,
+        app=row.app.name,
+        request_id=row.id,
+        from_state=before,
+        to_state=after,
+        reason=reason,
+        details={
+            "role": row.role,
+            "requester": row.requester,
+            "starts_at": row.starts_at.isoformat(),
+            "ends_at": row.ends_at.isoformat(),
+            **(details or {}),
+        },
+    )
+    log.info(
+        "request %s %s -> %s by %s",
+        row.id,
+        before,
+        after,
+        actor,
+        extra={
+            "request_id": row.id,
+            "from_state": before,
+            "to_state": after,
+            "actor": actor,
+            "event": event,
+        },
+    )
+    enqueue(
+        session,
+        row,
+        after,
+        "requester_update",
+        row.requester,
+        now,
+        actor=actor,
+        reason=reason,
+        event=event,
+        before=before,
+    )
+    for approver in row.notified_approvers:
+        enqueue(
+            session,
+            row,
+            after,
+            "approver_card",
+            approver,
+            now,
+            actor=actor,
+            reason=reason,
+            event=event,
+            before=before,
+        )
+
+
+def enqueue(
+    session: Session,
+    row: AccessRequest,
+    step: str,
+    kind: str,
+    recipient: str,
+    now: datetime,
+    *,
+    actor: str,
+    reason: str | None,
+    event: str | None = None,
+    before: str | None = None,
+    available_at: datetime | None = None,
+) -> None:
+    staged.stage(
+        session,
+        OutboxMessage,
+        {
+            "dedup_key": f"request:{row.id}:{step}:{kind}:{recipient}",
+            "kind": kind,
+            "recipient": recipient,
+            "request_id": row.id,
+            "payload": {
+                "event": event,
+                "from": before,
+                "to": row.state,
+                "actor": actor,
+                "reason": reason,
+            },
+            "created_at": now,
+            "available_at": available_at or now,
+            "attempts": 0,
+        },
+    )
+
+
+def audit_attempt(
+    session: Session, row: AccessRequest, action: str, error: str, now: datetime
+) -> None:
+    details: dict[str, Any] = {"attempt": row.attempts}
+    if row.next_deadline_at is not None and row.next_deadline_at > now:
+        details["retry_at"] = row.next_deadline_at.isoformat()
+    audit.append(
+        session,
+        at=now,
+        actor=SYSTEM,
+        action=action,
+        app=row.app.name,
+        request_id=row.id,
+        from_state=row.state,
+        to_state=row.state,
+        reason=error,
+        details=details,
+    )

@@ -1,0 +1,683 @@
+"""The deadline sweep: the only place that calls the access backends for requests.
+
+``sweep(now)`` does what is due at ``now``, in batches, overdue expiries first. Backend
+calls never run inside a transaction: the sweep *claims* due rows by pushing their
+deadline ahead by a lease (recording, before a first grant call, that a grant may
+exist and on which backend), commits, calls the backends (each provider with its own
+bounded concurrency, in batches where a provider takes them, leases kept alive while
+calls are in flight), then records each outcome after checking that nobody changed the
+row meanwhile. A crash in between leaves the lease to lapse and the next sweep repeats
+the (idempotent) call: nothing is lost or doubled, and a grant that may exist is always
+revoked before its request ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from jitaccess import journal
+from jitaccess.domain import policy as rules
+from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
+from jitaccess.journal import SYSTEM
+from jitaccess.leases import LeaseKeeper
+from jitaccess.providers.base import BatchProvider, GrantSpec, ProviderError, ProviderRegistry
+from jitaccess.store import audit
+from jitaccess.store.db import Database
+from jitaccess.store.models import AccessRequest
+from jitaccess.store.rows import Rows
+
+log = logging.getLogger("jitaccess.service")
+
+#: How many batches ``run_due`` may run for a person's action (a grant that gives up
+#: and its revoke, a cancel met mid-grant and its revoke).
+_RUN_DUE_ROUNDS = 4
+#: A backend call that was never started (the process is stopping).
+_UNMADE = "\0unmade"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for provider calls: exponential, capped, with jitter."""
+
+    base: timedelta = timedelta(seconds=5)
+    cap: timedelta = timedelta(minutes=5)
+    max_grant_attempts: int = 5
+    #: How long a sweeper may hold a claimed row before another may take it over.
+    lease: timedelta = timedelta(seconds=60)
+
+    def delay(self, attempts: int, rng: Callable[[], float]) -> timedelta:
+        raw: timedelta = min(self.cap, self.base * float(2 ** max(attempts - 1, 0)))
+        return raw * (0.5 + rng() * 0.5)
+
+
+@dataclass
+class SweepReport:
+    activated: int = 0
+    expired: int = 0
+    revoked: int = 0
+    timed_out: int = 0
+    failed: int = 0
+    lapsed: int = 0
+    cancelled: int = 0
+    retrying: int = 0
+    #: Seconds between each transition's deadline and when it happened.
+    lags: list[float] = field(default_factory=list)
+
+    @property
+    def transitions(self) -> int:
+        return (
+            self.activated
+            + self.expired
+            + self.revoked
+            + self.timed_out
+            + self.failed
+            + self.lapsed
+            + self.cancelled
+        )
+
+    def add(self, other: SweepReport) -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(frozen=True)
+class _Work:
+    """A claimed row and the provider call it needs."""
+
+    request_id: int
+    version: int
+    call: str  # "grant" | "revoke"
+    #: The lifecycle event recorded once the call succeeded (None: a revoke owed by a
+    #: request that has already ended, which changes no state).
+    event: str | None
+    provider: str
+    spec: GrantSpec
+    #: The row's deadline before the claim, to put back if the call is never made.
+    due_at: datetime | None = None
+
+
+class SweepObserver(Protocol):
+    """What the sweep reports for metrics: each backend call."""
+
+    def provider_called(
+        self, provider: str, operation: str, error: str | None, seconds: float
+    ) -> None: ...
+
+
+class _NoObserver:
+    def provider_called(
+        self, provider: str, operation: str, error: str | None, seconds: float
+    ) -> None:
+        return None
+
+
+class Sweeper:
+    """Does what is due: time-outs, grants, revokes, owed revokes."""
+
+    def __init__(
+        self,
+        db: Database,
+        providers: ProviderRegistry,
+        *,
+        retry: RetryPolicy | None = None,
+        worker_id: str = "worker",
+        rng: Callable[[], float] = random.random,
+        remind_before: timedelta | None = timedelta(minutes=15),
+        stopping: threading.Event | None = None,
+        provider_concurrency: int = 32,
+        observer: SweepObserver | None = None,
+    ) -> None:
+        self.db = db
+        self.rows = Rows(db)
+        self.providers = providers
+        self.retry = retry or RetryPolicy()
+        self.worker_id = worker_id
+        self._rng = rng
+        #: How long before the end the requester is reminded (None: never).
+        self.remind_before = remind_before
+        #: Set when the process is stopping: the sweep stops at its next unit of work
+        #: (a row, a backend call), records what it did and gives back what it claimed.
+        self.stopping = stopping if stopping is not None else threading.Event()
+        #: Calls in flight at once per provider, unless the provider declares its own.
+        self.provider_concurrency = provider_concurrency
+        self.observer: SweepObserver = observer or _NoObserver()
+
+    def sweep(
+        self, now: datetime, *, batch_size: int = 500, max_batches: int | None = None
+    ) -> SweepReport:
+        """Do every transition that is due at ``now``: overdue expiries first, then
+        time-outs, then activations, each oldest deadline first."""
+        report = SweepReport()
+        batches = 0
+        while (max_batches is None or batches < max_batches) and not self.stopping.is_set():
+            batch = self._sweep_batch(now, batch_size, ids=None)
+            if batch is None:
+                break
+            report.add(batch)
+            batches += 1
+        return report
+
+    def run_due(self, now: datetime, ids: Iterable[int]) -> SweepReport:
+        """Sweep just these requests (used right after a person's action), until
+        nothing among them is due: a grant that gave up, or a grant that met a cancel,
+        is followed at once by the revoke it owes."""
+        wanted = list(ids)
+        report = SweepReport()
+        for _ in range(_RUN_DUE_ROUNDS):
+            batch = self._sweep_batch(now, 100, ids=wanted, wait_for_locks=True)
+            if batch is None:
+                break
+            report.add(batch)
+        return report
+
+    def _sweep_batch(
+        self, now: datetime, limit: int, ids: list[int] | None, *, wait_for_locks: bool = False
+    ) -> SweepReport | None:
+        report = SweepReport()
+        with self.db.transaction() as session:
+            rows = self.rows.due(session, now, limit, ids, wait_for_locks=wait_for_locks)
+            if not rows:
+                return None
+            claimed: list[tuple[AccessRequest, str, str | None, datetime | None]] = []
+            for row in rows:
+                if self.stopping.is_set():
+                    break  # the rows not reached yet stay due, untouched
+                due = self._due_action(row, now)
+                if due is None:
+                    row.next_deadline_at = self._natural_deadline(row)
+                    continue
+                kind, event = due
+                if kind == "time_out":
+                    journal.transition(
+                        session,
+                        row,
+                        "time_out",
+                        actor=SYSTEM,
+                        now=now,
+                        reason="no approver decided in time",
+                    )
+                    row.ended_at = now
+                    row.next_deadline_at = None
+                    report.timed_out += 1
+                    report.lags.append((now - row.approval_deadline_at).total_seconds())
+                elif kind == "lapse":
+                    # No grant call was ever started: nothing to take back.
+                    journal.transition(
+                        session,
+                        row,
+                        "expire",
+                        actor=SYSTEM,
+                        now=now,
+                        reason="the window ended before access could be granted",
+                    )
+                    row.ended_at = now
+                    row.next_deadline_at = None
+                    report.lapsed += 1
+                    report.lags.append((now - row.ends_at).total_seconds())
+                else:
+                    # Claim: push the deadline ahead by a lease; others skip the row
+                    # until we record the outcome or the lease lapses.
+                    due_at = row.next_deadline_at
+                    row.next_deadline_at = now + self.retry.lease
+                    row.claimed_by = self.worker_id
+                    if kind == "grant" and row.grant_started_at is None:
+                        # Intent before effect: from this commit on, a revoke is owed.
+                        row.grant_started_at = now
+                        row.grant_provider = row.app.provider
+                        row.grant_config = dict(row.app.provider_config or {})
+                    claimed.append((row, kind, event, due_at))
+            session.flush()  # one flush for the whole batch; it bumps each row's version
+            work = [
+                _Work(
+                    row.id,
+                    row.version,
+                    kind,
+                    event,
+                    grant_provider_of(row),
+                    grant_spec_of(row),
+                    due_at,
+                )
+                for row, kind, event, due_at in claimed
+            ]
+        self._call_and_record(work, now, report)
+        return report
+
+    def _call_and_record(self, work: list[_Work], now: datetime, report: SweepReport) -> None:
+        """Call the backends for the claimed rows, each provider with its own bounded
+        concurrency (a slow backend delays its own calls, never the others'), and record
+        outcomes as they come in (at least every quarter lease of backend time), while a
+        keeper renews the leases of the rows whose outcome is not recorded yet."""
+        if not work:
+            return
+        record_every = self.retry.lease.total_seconds() / 4
+        keeper = LeaseKeeper(
+            lambda ids, elapsed: self.renew_leases(ids, now + elapsed + self.retry.lease),
+            [item.request_id for item in work],
+            self.retry.lease,
+        )
+        outcomes: list[tuple[_Work, str | None]] = []
+        unmade: list[_Work] = []
+        with keeper:
+            chunk_started = time.monotonic()
+            for item, error in self._backend_calls(work, now):
+                if error is _UNMADE:
+                    unmade.append(item)  # stopping: the claim is given back below
+                    continue
+                outcomes.append((item, error))
+                if time.monotonic() - chunk_started >= record_every:
+                    self._record_outcomes(outcomes, now, report)
+                    keeper.done(item.request_id for item, _ in outcomes)
+                    outcomes, chunk_started = [], time.monotonic()
+            if outcomes or unmade:
+                self._record_outcomes(outcomes, now, report, unmade=unmade)
+
+    def _backend_calls(
+        self, work: list[_Work], now: datetime
+    ) -> Iterator[tuple[_Work, str | None]]:
+        """Yield (item, error or None) as backend calls end; ``_UNMADE`` for a call never
+        started because the process is stopping. One thread pool per provider, as wide
+        as its concurrency limit; a provider that takes batches (``BatchProvider``) gets
+        one call per kind instead of one per row; when every provider is limited to one
+        call at a time (the log provider on SQLite) the calls are made here, in order."""
+        groups: dict[str, list[_Work]] = {}
+        for item in work:
+            groups.setdefault(item.provider, []).append(item)
+        tasks: dict[str, list[Callable[[], list[tuple[_Work, str | None]]]]] = {}
+        for name, items in groups.items():
+            if self._takes_batches(name):
+                tasks[name] = [
+                    functools.partial(self._call_batch, name, call, batch, now)
+                    # In the order the batch first needs them: overdue expiries first.
+                    for call in dict.fromkeys(item.call for item in items)
+                    if (batch := [item for item in items if item.call == call])
+                ]
+            else:
+                tasks[name] = [functools.partial(self._call_one, item, now) for item in items]
+        limits = {name: self.concurrency_of(name) for name in tasks}
+        if all(limit == 1 for limit in limits.values()):
+            for group in tasks.values():
+                for task in group:
+                    yield from task()
+            return
+        pools = {
+            name: ThreadPoolExecutor(
+                max_workers=min(limits[name], len(group)), thread_name_prefix=name
+            )
+            for name, group in tasks.items()
+        }
+        try:
+            futures = [pools[name].submit(task) for name, group in tasks.items() for task in group]
+            for future in as_completed(futures):
+                yield from future.result()
+        finally:
+            for pool in pools.values():
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _takes_batches(self, provider: str) -> bool:
+        try:
+            return isinstance(self.providers.get(provider), BatchProvider)
+        except ProviderError:
+            return False
+
+    def _call_one(self, item: _Work, now: datetime) -> list[tuple[_Work, str | None]]:
+        return [(item, self._call_unless_stopping(item, now))]
+
+    def _call_batch(
+        self, name: str, call: str, items: list[_Work], now: datetime
+    ) -> list[tuple[_Work, str | None]]:
+        """One batch call for ``items`` (all grants or all revokes on one provider)."""
+        if self.stopping.is_set():
+            return [(item, _UNMADE) for item in items]
+        started = time.perf_counter()
+        errors: list[str | None]
+        try:
+            provider = self.providers.get(name)
+            assert isinstance(provider, BatchProvider)
+            specs = [item.spec for item in items]
+            if call == "grant":
+                errors = list(provider.grant_many(specs, now))
+            else:
+                errors = list(provider.revoke_many(specs, now))
+            if len(errors) != len(items):
+                raise ProviderError(f"{name} answered {len(errors)} results for {len(items)}")
+        except Exception as exc:  # a backend failure must never stop the sweep
+            log.warning("provider %s %s of %d failed: %s", name, call, len(items), exc)
+            errors = [str(exc) or type(exc).__name__] * len(items)
+        each = (time.perf_counter() - started) / len(items)
+        for error in errors:
+            self.observer.provider_called(name, call, error, each)
+        return list(zip(items, errors, strict=True))
+
+    def concurrency_of(self, provider: str) -> int:
+        """How many calls to ``provider`` may be in flight at once: the provider's own
+        ``max_concurrency`` if it declares one, else the service-wide limit."""
+        try:
+            declared = getattr(self.providers.get(provider), "max_concurrency", None)
+        except ProviderError:
+            declared = None
+        return max(1, int(declared or self.provider_concurrency))
+
+    def _call_unless_stopping(self, item: _Work, now: datetime) -> str | None:
+        if self.stopping.is_set():
+            return _UNMADE
+        return self._call_provider(item, now)
+
+    def _record_outcomes(
+        self,
+        outcomes: list[tuple[_Work, str | None]],
+        now: datetime,
+        report: SweepReport,
+        *,
+        unmade: Sequence[_Work] = (),
+    ) -> None:
+        ids = [item.request_id for item, _ in outcomes] + [item.request_id for item in unmade]
+        with self.db.transaction() as session:
+            current = self.rows.lock_many(session, ids)
+            with session.no_autoflush:
+                for item in unmade:
+                    self._unclaim(current[item.request_id], item)
+                for item, error in outcomes:
+                    self._record_outcome(
+                        session, current[item.request_id], item, error, now, report
+                    )
+
+    def _unclaim(self, row: AccessRequest, item: _Work) -> None:
+        """Give back a claim whose backend call was never made (the process is stopping),
+        so the next sweep, here or in another replica, does it without waiting for the
+        lease to lapse. A row someone changed meanwhile is theirs. (A grant intent
+        recorded by the claim stays: a revoke of what was never granted is harmless.)"""
+        if row.version == item.version and row.claimed_by == self.worker_id:
+            row.claimed_by = None
+            row.next_deadline_at = item.due_at
+
+    def renew_leases(self, ids: Sequence[int], until: datetime) -> None:
+        """Push the leases this worker holds on ``ids`` out to ``until``. A Core UPDATE
+        leaves each row's version alone, so the outcome's version check still holds."""
+        with self.db.transaction() as session:
+            session.execute(
+                update(AccessRequest)
+                .where(
+                    AccessRequest.id.in_(ids),
+                    AccessRequest.claimed_by == self.worker_id,
+                    AccessRequest.next_deadline_at.is_not(None),
+                    AccessRequest.next_deadline_at < until,
+                )
+                .values(next_deadline_at=until)
+                .execution_options(synchronize_session=False)
+            )
+
+    @staticmethod
+    def _due_action(row: AccessRequest, now: datetime) -> tuple[str, str | None] | None:
+        """What is due for ``row`` at ``now``: (kind, lifecycle event on success).
+
+        Once a grant call was started (``grant_started_at``), every way out goes through
+        a revoke: a cancel, a grant that gave up, a window that ended before the grant was
+        recorded. A request that ended anyway (a grant that outlived its lease) owes one.
+        """
+        state = row.state
+        if state == RequestState.ACTIVE:
+            if row.end_requested:
+                return "revoke", row.end_requested
+            return ("revoke", "expire") if row.ends_at <= now else None
+        if state == RequestState.PENDING:
+            return ("time_out", "time_out") if row.approval_deadline_at <= now else None
+        if state in APPROVED_STATES:
+            if row.end_requested:
+                return "revoke", row.end_requested
+            if row.ends_at <= now:
+                return ("revoke", "expire") if row.grant_started_at else ("lapse", "expire")
+            return ("grant", "activate") if row.starts_at <= now else None
+        if row.grant_started_at is not None:
+            return "revoke", None  # a compensating revoke
+        return None
+
+    @staticmethod
+    def _natural_deadline(row: AccessRequest) -> datetime | None:
+        if row.state == RequestState.ACTIVE:
+            return row.ends_at
+        if row.state == RequestState.PENDING:
+            return row.approval_deadline_at
+        if row.state in APPROVED_STATES:
+            return row.starts_at
+        return None
+
+    def _call_provider(self, item: _Work, now: datetime) -> str | None:
+        """Run the backend call; return None on success or the error people will see."""
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            provider = self.providers.get(item.provider)
+            if item.call == "grant":
+                provider.grant(item.spec, now)
+            else:
+                provider.revoke(item.spec, now)
+        except Exception as exc:  # a backend failure must never stop the sweep
+            log.warning(
+                "provider %s %s failed for request %s: %s",
+                item.provider,
+                item.call,
+                item.request_id,
+                exc,
+            )
+            error = str(exc) or type(exc).__name__
+        self.observer.provider_called(
+            item.provider, item.call, error, time.perf_counter() - started
+        )
+        return error
+
+    def _record_outcome(
+        self,
+        session: Session,
+        row: AccessRequest,
+        item: _Work,
+        error: str | None,
+        now: datetime,
+        report: SweepReport,
+    ) -> None:
+        if row.version != item.version:
+            # Someone acted while we called the backend (e.g. the requester cancelled
+            # while we granted): our outcome is stale, and what they asked for is due.
+            if row.state in FINAL_STATES and item.call == "grant":
+                # Our lease lapsed mid-call and another sweeper ended the request;
+                # our grant may have landed after its revoke: one more is owed.
+                log.warning("request %s ended during its grant; a revoke is owed", row.id)
+                row.claimed_by = None
+                row.next_deadline_at = now
+            elif row.claimed_by == self.worker_id and row.state not in FINAL_STATES:
+                row.claimed_by = None
+                row.next_deadline_at = now
+            return
+        row.claimed_by = None
+        row.last_attempt_at = now
+        if item.call == "grant":
+            self._record_grant(session, row, error, now, report)
+        elif item.event is None:
+            self._record_owed_revoke(session, row, error, now)
+        else:
+            self._record_revoke(session, row, item.event, error, now, report)
+
+    def _record_grant(
+        self,
+        session: Session,
+        row: AccessRequest,
+        error: str | None,
+        now: datetime,
+        report: SweepReport,
+    ) -> None:
+        if error is None:
+            journal.transition(
+                session,
+                row,
+                "activate",
+                actor=SYSTEM,
+                now=now,
+                reason="the window opened and access was granted",
+                details={"attempts": row.attempts + 1},
+            )
+            row.activated_at = now
+            row.attempts = 0
+            row.last_error = None
+            row.next_deadline_at = row.ends_at
+            if self.remind_before is not None and row.ends_at - self.remind_before > now:
+                # A reminder is a deadline too: an outbox row that becomes due later.
+                journal.enqueue(
+                    session,
+                    row,
+                    "ending_soon",
+                    "ending_soon",
+                    row.requester,
+                    now,
+                    actor=SYSTEM,
+                    reason=None,
+                    available_at=row.ends_at - self.remind_before,
+                )
+            report.activated += 1
+            report.lags.append((now - row.starts_at).total_seconds())
+            return
+        row.attempts += 1
+        row.last_error = error
+        if row.attempts >= self.retry.max_grant_attempts:
+            # Give up granting; a failed call may still have granted, so the request
+            # fails only after a revoke succeeded (the next batch makes it).
+            journal.audit_attempt(session, row, "grant_failed", error, now)
+            row.end_requested = "fail"
+            row.end_requested_by = SYSTEM
+            row.end_requested_at = now
+            row.end_requested_reason = f"grant failed after {row.attempts} attempts: {error}"
+            row.attempts = 0
+            row.next_deadline_at = now
+            return
+        self._retry_later(session, row, "grant_failed", error, now)
+        report.retrying += 1
+
+    def _retry_later(
+        self, session: Session, row: AccessRequest, action: str, error: str, now: datetime
+    ) -> None:
+        """Back off before the next attempt, and record the failure in the audit log."""
+        row.next_deadline_at = now + self.retry.delay(row.attempts, self._rng)
+        journal.audit_attempt(session, row, action, error, now)
+
+    def _record_revoke(
+        self,
+        session: Session,
+        row: AccessRequest,
+        event: str,
+        error: str | None,
+        now: datetime,
+        report: SweepReport,
+    ) -> None:
+        if error is not None:
+            self._revoke_failed(session, row, error, now)
+            report.retrying += 1
+            return
+        if event == "expire":
+            actor = SYSTEM
+            if row.state == RequestState.ACTIVE:
+                reason = "the window ended and access was revoked"
+                report.expired += 1
+            else:
+                reason = "the window ended before the grant was recorded; it was revoked"
+                report.lapsed += 1
+            report.lags.append((now - row.ends_at).total_seconds())
+        else:
+            actor = row.end_requested_by or SYSTEM
+            reason = row.end_requested_reason or event
+            if event == "fail":
+                report.failed += 1
+            elif event == "cancel":
+                report.cancelled += 1
+            else:
+                report.revoked += 1
+            if row.end_requested_at is not None:
+                report.lags.append((now - row.end_requested_at).total_seconds())
+        journal.transition(session, row, event, actor=actor, now=now, reason=reason)
+        row.ended_at = now
+        row.ended_by = actor
+        row.end_reason = reason
+        row.next_deadline_at = None
+        row.revoke_failing_since = None
+        row.revoke_alerts_sent = 0
+        row.attempts = 0
+
+    def _record_owed_revoke(
+        self, session: Session, row: AccessRequest, error: str | None, now: datetime
+    ) -> None:
+        """The outcome of a revoke owed by a request that had already ended."""
+        if error is not None:
+            self._revoke_failed(session, row, error, now)
+            return
+        audit.append(
+            session,
+            at=now,
+            actor=SYSTEM,
+            action="owed_revoke",
+            app=row.app.name,
+            request_id=row.id,
+            from_state=row.state,
+            to_state=row.state,
+            reason="a grant that landed after the request ended was revoked",
+        )
+        row.next_deadline_at = None
+        row.revoke_failing_since = None
+        row.revoke_alerts_sent = 0
+        row.attempts = 0
+        row.last_error = None
+
+    def _revoke_failed(
+        self, session: Session, row: AccessRequest, error: str, now: datetime
+    ) -> None:
+        """A revoke is retried without limit; approvers and admins are alerted at once,
+        then less and less often."""
+        row.attempts += 1
+        row.last_error = error
+        if row.revoke_failing_since is None:
+            row.revoke_failing_since = now
+            row.revoke_alerts_sent = 0
+        self._retry_later(session, row, "revoke_failed", error, now)
+        if rules.revoke_alert_due(row.revoke_failing_since, now, row.revoke_alerts_sent):
+            for recipient in dict.fromkeys([*row.app.approvers, *row.app.admins]):
+                journal.enqueue(
+                    session,
+                    row,
+                    f"revoke_failing:{row.revoke_failing_since.isoformat()}:"
+                    f"{row.revoke_alerts_sent}",
+                    "revoke_failing",
+                    recipient,
+                    now,
+                    actor=SYSTEM,
+                    reason=error,
+                )
+            row.revoke_alerts_sent += 1
+
+
+def grant_spec_of(row: AccessRequest) -> GrantSpec:
+    """The grant as the backend knows it: once a grant call started, with the
+    provider config of that call, so its revoke finds the same grant."""
+    config = row.grant_config if row.grant_started_at is not None else None
+    return GrantSpec(
+        request_id=row.id,
+        app=row.app.name,
+        scope=row.app.scope,
+        principal=row.requester,
+        role=row.role,
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
+        config=dict(config if config is not None else row.app.provider_config or {}),
+    )
+
+
+def grant_provider_of(row: AccessRequest) -> str:
+    """The provider that may hold the grant (the application's, before any call)."""
+    return row.grant_provider or row.app.provider
