@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.sandbox.fake_slack import FakeSlack, RateLimit, SlackRateLimiter
 
 BLOCKS: list[dict[str, Any]] = [
     {"type": "section", "text": {"type": "mrkdwn", "text": "*Access request*"}}
@@ -318,3 +318,89 @@ def test_response_url_and_wait_for(fake: FakeSlack) -> None:
     assert exc.value.code == 400
     exc.value.close()
     assert fake.server_errors == []
+
+
+class ManualClock:
+    """A clock that only moves when told to (the limiter's injectable clock)."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_rate_limits_are_off_unless_asked_for(fake: FakeSlack, client: WebClient) -> None:
+    msg = client.chat_postMessage(channel="C1", text="hello")
+    for _ in range(60):
+        client.chat_postMessage(channel="C1", text="hello")
+        client.chat_update(channel="C1", ts=msg["ts"], text="again")
+    assert all(c.status == 200 for c in fake.calls)
+
+
+def test_rate_limiter_enforces_chat_update_per_workspace_with_retry_after() -> None:
+    clock = ManualClock()
+    limiter = SlackRateLimiter(clock=clock)
+    with FakeSlack(rate_limits=limiter) as fake:
+        client = WebClient(token="xoxb-test", base_url=fake.base_url, timeout=5)
+        posted = [client.chat_postMessage(channel=f"C{i}", text="v1") for i in range(3)]
+        # chat.update: one every 60 / 50 = 1.2 s, whatever the channel.
+        client.chat_update(channel=posted[0]["channel"], ts=posted[0]["ts"], text="v2")
+        with pytest.raises(SlackApiError) as exc:
+            client.chat_update(channel=posted[1]["channel"], ts=posted[1]["ts"], text="v2")
+        assert exc.value.response.status_code == 429
+        assert error_of(exc) == "ratelimited"
+        assert exc.value.response.headers["Retry-After"] == "2"  # 1.2 s, in whole seconds
+        clock.t += 1.1
+        with pytest.raises(SlackApiError):
+            client.chat_update(channel=posted[1]["channel"], ts=posted[1]["ts"], text="v2")
+        clock.t += 0.1
+        client.chat_update(channel=posted[1]["channel"], ts=posted[1]["ts"], text="v2")
+        # The refused calls changed nothing and are recorded with their status.
+        assert fake.messages_in("C2")[0]["text"] == "v1"
+        assert [c.status for c in fake.calls_to("chat.update")] == [200, 429, 429, 200]
+        assert limiter.refused == {"chat.update": 2}
+        # Other methods are not held back by chat.update's limit.
+        assert client.users_info(user="UBOT")["ok"]
+
+
+def test_rate_limiter_holds_chat_post_message_per_channel() -> None:
+    clock = ManualClock()
+    with FakeSlack(rate_limits=SlackRateLimiter(clock=clock)) as fake:
+        fake.add_user("U1", name="alice")
+        client = WebClient(token="xoxb-test", base_url=fake.base_url, timeout=5)
+        client.chat_postMessage(channel="U1", text="one")
+        client.chat_postMessage(channel="C9", text="another channel is fine")
+        with pytest.raises(SlackApiError) as exc:  # the same DM, by its channel id
+            client.chat_postMessage(channel=fake.dm_channel_for("U1"), text="two")
+        assert exc.value.response.headers["Retry-After"] == "1"
+        clock.t += 1.0
+        client.chat_postMessage(channel="U1", text="two")
+        assert [m["text"] for m in fake.dms_to("U1")] == ["one", "two"]
+
+
+def test_rate_limiter_speed_bursts_and_switching_off() -> None:
+    clock = ManualClock()
+    limiter = SlackRateLimiter({"chat.update": RateLimit(50, burst=2)}, speed=10, clock=clock)
+    assert limiter.interval("chat.update") == pytest.approx(0.12)
+    with FakeSlack(rate_limits=limiter) as fake:
+        client = WebClient(token="xoxb-test", base_url=fake.base_url, timeout=5)
+        msg = client.chat_postMessage(channel="C1", text="v1")
+        for _ in range(2):  # a burst of two
+            client.chat_update(channel="C1", ts=msg["ts"], text="v2")
+        with pytest.raises(SlackApiError) as exc:
+            client.chat_update(channel="C1", ts=msg["ts"], text="v3")
+        assert exc.value.response.headers["Retry-After"] == "0.2"  # 2 s / 10, rounded up
+        fake.set_rate_limits(None)
+        client.chat_update(channel="C1", ts=msg["ts"], text="v3")
+        assert fake.messages_in("C1")[0]["text"] == "v3"
+
+
+def test_rate_limited_call_is_retried_by_the_sdk_after_retry_after() -> None:
+    # The SDK's own handler sleeps Retry-After (1 s) on the wall clock: one real wait.
+    with FakeSlack(rate_limits=SlackRateLimiter()) as fake:
+        client = WebClient(token="xoxb-test", base_url=fake.base_url, timeout=5)
+        client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=1))
+        client.chat_postMessage(channel="C1", text="one")
+        client.chat_postMessage(channel="C1", text="two")
+        assert [c.status for c in fake.calls_to("chat.postMessage")] == [200, 429, 200]

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from jitaccess.leases import LeaseKeeper
 from jitaccess.store.db import Database
@@ -29,6 +30,20 @@ class Notification:
     request_id: int | None
     payload: dict[str, object]
     attempts: int
+    #: Older queued messages for the same card, settled as superseded once this one
+    #: is delivered (see :data:`COALESCED_KINDS`).
+    supersedes: tuple[int, ...] = ()
+    #: A newer message of the same kind, request and recipient is queued: this one is
+    #: still sent (each step is news to the requester) but is already out of date.
+    followed: bool = False
+
+
+#: Kinds whose messages edit one card in place, rendered from the request as it is
+#: now: of several queued for the same card (same request, recipient and kind) only
+#: the newest needs a Slack call.
+COALESCED_KINDS = frozenset({"approver_card"})
+#: Kinds whose every message is posted, but whose card's buttons only the newest keeps.
+FOLLOWED_KINDS = frozenset({"requester_update"})
 
 
 class Undeliverable(Exception):
@@ -72,6 +87,8 @@ class RelayReport:
     failed: int = 0
     dropped: int = 0
     skipped: int = 0
+    #: Older messages for a card settled unsent because a newer one was delivered.
+    superseded: int = 0
     #: Messages left undelivered because this relay has no notifier (no Slack settings).
     held: int = 0
 
@@ -135,7 +152,7 @@ class OutboxRelay:
         them again). Returns True when it stopped early because the process is stopping."""
         keeper = LeaseKeeper(
             lambda ids, elapsed: self._renew(ids, now + elapsed + self.lease),
-            [note.id for note in notes],
+            [i for note in notes for i in (note.id, *note.supersedes)],
             self.lease,
         )
         with keeper:
@@ -146,7 +163,7 @@ class OutboxRelay:
                 try:
                     self._deliver_one(notifier, note, now, report)
                 finally:
-                    keeper.done([note.id])
+                    keeper.done([note.id, *note.supersedes])
         return False
 
     def _deliver_one(
@@ -171,6 +188,7 @@ class OutboxRelay:
         self.last_error = error
         if error is None:
             report.delivered += 1
+            report.superseded += len(note.supersedes)
         else:
             report.failed += 1
 
@@ -206,20 +224,95 @@ class OutboxRelay:
             if self.db.is_postgres:
                 query = query.with_for_update(skip_locked=True)
             rows = list(session.execute(query).scalars())
+            groups = self._coalesce(session, rows, now)
+            followed = self._followed(session, rows)
+            notes = []
             for row in rows:
-                row.available_at = now + self.lease
-            return [
-                Notification(
-                    row.id,
-                    row.dedup_key,
-                    row.kind,
-                    row.recipient,
-                    row.request_id,
-                    dict(row.payload),
-                    row.attempts,
+                group = groups.get(row.id)
+                if group is None:
+                    continue  # superseded by a newer row of its card, sent instead
+                newest = group[-1]
+                notes.append(
+                    Notification(
+                        newest.id,
+                        newest.dedup_key,
+                        newest.kind,
+                        newest.recipient,
+                        newest.request_id,
+                        dict(newest.payload),
+                        newest.attempts,
+                        supersedes=tuple(r.id for r in group[:-1]),
+                        followed=row.id in followed,
+                    )
                 )
-                for row in rows
-            ]
+                for member in group:
+                    member.available_at = now + self.lease
+            return notes
+
+    def _coalesce(
+        self, session: Session, rows: list[OutboxMessage], now: datetime
+    ) -> dict[int, list[OutboxMessage]]:
+        """Group the claimed rows by card. A card's group also takes in its other due,
+        unclaimed rows beyond this batch; it is delivered, as its newest row, at the
+        place of its oldest. Returns each group (oldest first) under its first claimed
+        row; rows not listed are members of an earlier group."""
+        groups: dict[int, list[OutboxMessage]] = {}
+        by_card: dict[tuple[str, int, str], list[OutboxMessage]] = {}
+        for row in rows:
+            if row.kind in COALESCED_KINDS and row.request_id is not None and row.recipient:
+                by_card.setdefault((row.kind, row.request_id, row.recipient), []).append(row)
+            else:
+                groups[row.id] = [row]
+        if not by_card:
+            return groups
+        claimed = {row.id for row in rows}
+        more = (
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.settled_at.is_(None),
+                OutboxMessage.available_at <= now,  # never one another relay holds
+                OutboxMessage.kind.in_(COALESCED_KINDS),
+                OutboxMessage.request_id.in_({card[1] for card in by_card}),
+            )
+            .order_by(OutboxMessage.id)
+        )
+        if self.db.is_postgres:
+            more = more.with_for_update(skip_locked=True)
+        for row in session.execute(more).scalars():
+            card = by_card.get((row.kind, row.request_id or 0, row.recipient or ""))
+            if card is not None and row.id not in claimed:
+                card.append(row)
+        for card in by_card.values():
+            first = card[0]  # claimed rows come first, in claim order
+            card.sort(key=lambda r: r.id)
+            groups[first.id] = card
+        return groups
+
+    @staticmethod
+    def _followed(session: Session, rows: list[OutboxMessage]) -> set[int]:
+        """Claimed rows of a :data:`FOLLOWED_KINDS` kind with a newer unsettled row of
+        the same kind, request and recipient."""
+        candidates = [r for r in rows if r.kind in FOLLOWED_KINDS and r.request_id is not None]
+        if not candidates:
+            return set()
+        newest: dict[tuple[str, int | None, str | None], int] = {}
+        query = select(
+            OutboxMessage.kind,
+            OutboxMessage.request_id,
+            OutboxMessage.recipient,
+            func.max(OutboxMessage.id),
+        ).where(
+            OutboxMessage.settled_at.is_(None),
+            OutboxMessage.kind.in_(FOLLOWED_KINDS),
+            OutboxMessage.request_id.in_({r.request_id for r in candidates}),
+        )
+        for kind, request_id, recipient, max_id in session.execute(
+            query.group_by(OutboxMessage.kind, OutboxMessage.request_id, OutboxMessage.recipient)
+        ):
+            newest[(kind, request_id, recipient)] = max_id
+        return {
+            r.id for r in candidates if newest.get((r.kind, r.request_id, r.recipient), r.id) > r.id
+        }
 
     def _release(self, notes: list[Notification], now: datetime) -> None:
         """Give back claimed messages never tried (the process is stopping), so the next
@@ -228,7 +321,9 @@ class OutboxRelay:
             session.execute(
                 update(OutboxMessage)
                 .where(
-                    OutboxMessage.id.in_([note.id for note in notes]),
+                    OutboxMessage.id.in_(
+                        [i for note in notes for i in (note.id, *note.supersedes)]
+                    ),
                     OutboxMessage.settled_at.is_(None),
                     OutboxMessage.available_at > now,  # still our claim (kept, never lapsed)
                 )
@@ -243,11 +338,27 @@ class OutboxRelay:
             if row is None:
                 return
             row.attempts += 1
+            older = [
+                o
+                for o in (session.get(OutboxMessage, i) for i in note.supersedes)
+                if o is not None and o.settled_at is None
+            ]
             if error is None:
                 row.settled_at = now
                 row.delivered_at = None if unsent else now
                 row.last_error = unsent
+                for old in older:
+                    if unsent:
+                        # Not sent: the older ones are tried again on their own.
+                        old.available_at = now
+                        continue
+                    # Slack accepted the newest: the card shows everything they would.
+                    old.settled_at = now
+                    old.delivered_at = None
+                    old.last_error = f"superseded by {note.dedup_key}"
             else:
                 row.last_error = error
                 delay = min(self.max_backoff, timedelta(seconds=2 ** min(row.attempts, 12)))
                 row.available_at = now + delay
+                for old in older:  # retried together with the newest
+                    old.available_at = row.available_at

@@ -189,10 +189,23 @@ def test_long_slack_outage_keeps_transitions_on_time_and_delivers_each_message_o
     with world.db.transaction(readonly=True) as s:
         rows = s.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars().all()
         assert all(r.settled_at is not None for r in rows)
-        # Only a stale reminder is settled unsent, and it says why.
+        # Only a stale reminder, or an approver card update a newer one of the same card
+        # replaced, is settled unsent, and it says why.
         unsent = [r for r in rows if r.delivered_at is None]
-        assert {r.kind for r in unsent} <= {"ending_soon"}
-        assert all((r.last_error or "").startswith("skipped:") for r in unsent)
+        assert {r.kind for r in unsent} <= {"ending_soon", "approver_card"}
+        reminders_unsent = [r for r in unsent if r.kind == "ending_soon"]
+        assert all((r.last_error or "").startswith("skipped:") for r in reminders_unsent)
+        by_key = {r.dedup_key: r for r in rows}
+        superseded = [r for r in unsent if r.kind == "approver_card"]
+        assert superseded  # the outage queued several updates per card
+        for old in superseded:
+            newer = by_key[(old.last_error or "").removeprefix("superseded by ")]
+            assert (newer.request_id, newer.recipient, newer.kind) == (
+                old.request_id,
+                old.recipient,
+                old.kind,
+            )
+            assert newer.id > old.id and newer.delivered_at == old.settled_at
         sent_reminders = {r.request_id for r in rows if r.kind == "ending_soon" and r.delivered_at}
         assert not [r.last_error for r in rows if (r.last_error or "").startswith("undeliv")]
         steps = [

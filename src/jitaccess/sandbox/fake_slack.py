@@ -23,6 +23,15 @@ channel, ephemeral messages, modal and App Home views, posts to ``response_url``
 records every call (:attr:`FakeSlack.calls`) and can inject failures
 (:meth:`FakeSlack.fail_next`, :meth:`FakeSlack.set_down`).
 
+Rate limits (opt-in): ``FakeSlack(rate_limits=SlackRateLimiter())`` (or
+:meth:`FakeSlack.set_rate_limits`) enforces Slack's published limits: ``chat.update``
+about 50 a minute per workspace (Tier 3), ``chat.postMessage`` about one a second per
+channel, and so on (:data:`PUBLISHED_LIMITS`).  A call beyond them answers HTTP 429
+``{"ok": false, "error": "ratelimited"}`` with a ``Retry-After`` header, as Slack does.
+The limiter runs on its own clock (``clock=``, default ``time.monotonic``), so tests
+can drive it with a fake clock and benchmarks with the wall clock; ``speed=10`` makes
+every limit ten times faster (``Retry-After`` is then in tenths of a second).
+
 Supported methods: ``auth.test``, ``chat.postMessage``, ``chat.update``,
 ``chat.postEphemeral``, ``views.open``, ``views.push``, ``views.update``,
 ``views.publish``, ``conversations.open``, ``users.info``, ``users.lookupByEmail`` and
@@ -59,6 +68,7 @@ import copy
 import hashlib
 import io
 import json
+import math
 import socket
 import struct
 import threading
@@ -72,7 +82,14 @@ from types import TracebackType
 from typing import Any, NoReturn, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["RESPONSE_URL_METHOD", "FakeSlack", "RecordedCall"]
+__all__ = [
+    "PUBLISHED_LIMITS",
+    "RESPONSE_URL_METHOD",
+    "FakeSlack",
+    "RateLimit",
+    "RecordedCall",
+    "SlackRateLimiter",
+]
 
 _API_PREFIX = "/api/"
 _RESPONSE_PREFIX = "/response/"
@@ -121,6 +138,77 @@ class RecordedCall:
     """``time.monotonic()`` when the request was received."""
     content_type: str = ""
     """Media type of the request body (``""`` when there was none)."""
+    status: int = 200
+    """The HTTP status the fake answered with (429 when rate-limited)."""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``per_minute`` calls a minute to a method, per workspace (or, with
+    ``per_channel``, per channel), with bursts of up to ``burst`` calls."""
+
+    per_minute: float
+    per_channel: bool = False
+    burst: int = 1
+
+
+#: Slack's published Web API limits for the methods jitaccess calls most
+#: (https://api.slack.com/docs/rate-limits): Tier 3 is 50+ a minute, Tier 4 100+;
+#: ``chat.postMessage`` has its own "about one message a second per channel".
+PUBLISHED_LIMITS: dict[str, RateLimit] = {
+    "chat.update": RateLimit(50),
+    "chat.postMessage": RateLimit(60, per_channel=True),
+    "conversations.open": RateLimit(50),
+    "views.publish": RateLimit(100),
+    "users.info": RateLimit(100),
+}
+
+
+class SlackRateLimiter:
+    """Enforces :class:`RateLimit` s as a generic cell rate algorithm (a call is
+    accepted when at least ``60 / per_minute`` seconds passed since the previous
+    accepted one, less the burst allowance) on its own clock. Thread-safe."""
+
+    def __init__(
+        self,
+        limits: dict[str, RateLimit] | None = None,
+        *,
+        speed: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = dict(PUBLISHED_LIMITS if limits is None else limits)
+        self.speed = speed
+        self.clock = clock
+        self._tat: dict[tuple[str, str | None], float] = {}
+        self._lock = threading.Lock()
+        #: Calls refused with 429, per method.
+        self.refused: dict[str, int] = {}
+
+    def interval(self, method: str) -> float:
+        """Seconds between two accepted calls to ``method`` (on the limiter's clock)."""
+        return 60.0 / self.limits[method].per_minute / self.speed
+
+    def check(self, method: str, channel: str | None = None) -> float | None:
+        """Accept a call (``None``) or say how many seconds to wait (``Retry-After``)."""
+        limit = self.limits.get(method)
+        if limit is None:
+            return None
+        key = (method, channel or "" if limit.per_channel else None)
+        interval = self.interval(method)
+        tolerance = (max(1, limit.burst) - 1) * interval
+        with self._lock:
+            now = self.clock()
+            tat = self._tat.get(key, now)
+            if now < tat - tolerance:
+                self.refused[method] = self.refused.get(method, 0) + 1
+                return tat - tolerance - now
+            self._tat[key] = max(tat, now) + interval
+            return None
+
+    def retry_after(self, wait: float) -> str:
+        """The header: whole seconds as Slack sends them, scaled by ``speed``."""
+        units = max(1, math.ceil(wait * self.speed - 1e-9))
+        return str(units) if self.speed == 1 else f"{units / self.speed:g}"
 
 
 @dataclass
@@ -161,9 +249,11 @@ class FakeSlack:
         bot_user_id: str = "UBOT",
         team_id: str = "T0001",
         socket_ping_interval: float | None = 0.25,
+        rate_limits: SlackRateLimiter | None = None,
     ) -> None:
         """``socket_ping_interval``: seconds between the pings the fake sends to each
-        Socket Mode client (``None``: never ping, only answer the client's pings)."""
+        Socket Mode client (``None``: never ping, only answer the client's pings).
+        ``rate_limits``: enforce Slack's rate limits (off by default)."""
         self.bot_user_id = bot_user_id
         self.bot_id = "B0001"
         self.app_id = "A0001"
@@ -191,6 +281,7 @@ class FakeSlack:
         self._triggers: dict[str, str] = {}  # trigger id -> user id
         self._failures: list[_Failure] = []
         self._down = False
+        self.rate_limits = rate_limits
         self._ts_counter = 0
         self._id_counter = 0
         self._server: _Server | None = None
@@ -396,6 +487,11 @@ class FakeSlack:
             raise ValueError("times must be >= 1")
         with self._lock:
             self._failures.append(_Failure(method, times, status, retry_after, error))
+
+    def set_rate_limits(self, limiter: SlackRateLimiter | None) -> None:
+        """Enforce (or, with ``None``, stop enforcing) rate limits from now on."""
+        with self._lock:
+            self.rate_limits = limiter
 
     def set_down(self, down: bool) -> None:
         """While down, every API call (and response_url post) answers HTTP 503."""
@@ -635,15 +731,22 @@ class FakeSlack:
         if token is None and isinstance(param_token, str) and param_token:
             token = param_token
         with self._lock:
-            self.calls.append(
-                RecordedCall(
-                    method=method,
-                    args=args,
-                    token=token,
-                    at=time.monotonic(),
-                    content_type=_media_type(request.content_type) if request.body else "",
-                )
+            call = RecordedCall(
+                method=method,
+                args=args,
+                token=token,
+                at=time.monotonic(),
+                content_type=_media_type(request.content_type) if request.body else "",
             )
+            self.calls.append(call)
+            reply = self._answer_api(method, args, token, parse_error)
+            call.status = reply[0]
+            return reply
+
+    def _answer_api(
+        self, method: str, args: dict[str, Any], token: str | None, parse_error: bool
+    ) -> _Reply:
+        with self._lock:
             if self._down:
                 return 503, {"ok": False, "error": "service_unavailable"}, {}
             failure = self._take_failure(method, api=True)
@@ -653,6 +756,12 @@ class FakeSlack:
                 return 200, {"ok": False, "error": "invalid_json"}, {}
             if token is None:
                 return 200, {"ok": False, "error": "not_authed"}, {}
+            limiter = self.rate_limits
+            if limiter is not None and (method in self._methods or method in self._token_methods):
+                wait = limiter.check(method, self._channel_id(str(args.get("channel") or "")))
+                if wait is not None:
+                    headers = {"Retry-After": limiter.retry_after(wait)}
+                    return 429, {"ok": False, "error": "ratelimited"}, headers
             handler = self._methods.get(method)
             token_handler = self._token_methods.get(method)
             if handler is None and token_handler is None:

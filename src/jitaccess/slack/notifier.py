@@ -2,8 +2,13 @@
 place), the requester's status cards, reminders and alerts, and the App Home.
 
 Each delivery renders the request as it is *now* in the database, so a late or
-repeated delivery shows current truth. A card remembers the outbox message it
-last showed, so redelivering the same message after a crash is a no-op.
+repeated delivery shows current truth (which is what lets the relay coalesce several
+queued updates of one approver card into one call). A card remembers the outbox
+message it last showed, so redelivering the same message after a crash is a no-op.
+
+Slack calls go through a :class:`~jitaccess.slack.pacing.SlackPacer` (per-method
+pacing and Retry-After, instead of the SDK sleeping out each 429 in-line), and DM
+channel ids are cached, so ``conversations.open`` is called once per person per process.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,6 +29,7 @@ from jitaccess.domain.errors import NotFound
 from jitaccess.outbox import Notification, Skipped, Undeliverable
 from jitaccess.service import JitService
 from jitaccess.slack import blocks
+from jitaccess.slack.pacing import SlackPacer
 from jitaccess.store.models import SlackMessage
 
 log = logging.getLogger("jitaccess.slack.notifier")
@@ -68,9 +75,12 @@ def transition_text(note: Notification) -> str:
 class TimeZones:
     """Each person's time zone from ``users.info``, cached for an hour."""
 
-    def __init__(self, client: WebClient, ttl: float = 3600.0) -> None:
+    def __init__(
+        self, client: WebClient, ttl: float = 3600.0, pacer: SlackPacer | None = None
+    ) -> None:
         self._client = client
         self._ttl = ttl
+        self._pacer = pacer
         self._cache: dict[str, tuple[float, tzinfo]] = {}
         self._lock = threading.Lock()
 
@@ -80,7 +90,10 @@ class TimeZones:
         if hit and time.monotonic() - hit[0] < self._ttl:
             return hit[1]
         try:
-            info = self._client.users_info(user=user_id)
+            if self._pacer is None:
+                info = self._client.users_info(user=user_id)
+            else:
+                info = self._pacer.call("users.info", lambda: self._client.users_info(user=user_id))
             tz = blocks.zone(str((info.get("user") or {}).get("tz") or ""))
         except SlackApiError as exc:
             log.info(
@@ -92,15 +105,45 @@ class TimeZones:
         return tz
 
 
+def delivery_client(client: WebClient) -> WebClient:
+    """A copy of ``client`` whose 429s reach the caller: the relay's pacer waits them
+    out per method, where the SDK's handler would sleep in-line, with jitter."""
+    return WebClient(
+        token=client.token,
+        base_url=client.base_url,
+        timeout=client.timeout,
+        ssl=client.ssl,
+        proxy=client.proxy,
+        headers=dict(client.headers),
+        retry_handlers=[
+            h for h in client.retry_handlers if not isinstance(h, RateLimitErrorRetryHandler)
+        ],
+    )
+
+
 class SlackNotifier:
     def __init__(
-        self, client: WebClient, service: JitService, zones: TimeZones | None = None
+        self,
+        client: WebClient,
+        service: JitService,
+        zones: TimeZones | None = None,
+        *,
+        pacer: SlackPacer | None = None,
     ) -> None:
-        self.client = client
+        self.client = delivery_client(client)
         self.service = service
-        self.zones = zones or TimeZones(client)
+        if pacer is None:
+            stopping = next(
+                (h.stopping for h in client.retry_handlers if hasattr(h, "stopping")), None
+            )
+            pacer = SlackPacer(stopping=stopping)
+        self.pacer = pacer
+        self.zones = zones or TimeZones(self.client, pacer=pacer)
         #: People whose App Home shows something that changed; refreshed once per batch.
         self._stale_homes: set[str] = set()
+        #: DM channel id per person: conversations.open once per person per process.
+        self._dm_channels: dict[str, str] = {}
+        self._dm_lock = threading.Lock()
 
     def deliver(self, note: Notification, now: datetime) -> None:
         if note.request_id is None or note.recipient is None:
@@ -147,7 +190,7 @@ class SlackNotifier:
             return  # this very message was already shown (redelivery after a crash)
         if card is not None:
             try:
-                self.client.chat_update(channel=card[0], ts=card[1], text=text, blocks=body)
+                self._update(card[0], card[1], text, body)
                 self._remember(note, role, card[0], card[1], now)
                 return
             except SlackApiError as exc:
@@ -160,35 +203,62 @@ class SlackNotifier:
         self, note: Notification, view: Any, tz: tzinfo, now: datetime, headline: str | None = None
     ) -> None:
         """Post a new status card (so the requester is notified) and take the
-        buttons off the previous one, so only the latest card can act."""
+        buttons off the previous one, so only the latest card can act.
+
+        When a newer status message for the same request is already queued
+        (``note.followed``), this one is posted without buttons and the card of record
+        stays the previous one: the newer message takes the buttons off it, so each
+        card is edited once, not once per queued step."""
         assert note.recipient is not None and note.request_id is not None
         previous = self._card(note.request_id, note.recipient, "requester")
         if previous is not None and previous[2] == note.dedup_key:
             return
         headline = headline or transition_text(note)
-        channel, ts = self._post(note.recipient, headline, _headed(headline, view, tz, True))
+        body = _headed(headline, view, tz, not note.followed)
+        channel, ts = self._post(note.recipient, headline, body)
+        if note.followed and previous is not None:
+            # Remember only that this message was shown (a redelivery is a no-op).
+            self._remember(note, "requester", previous[0], previous[1], now, headline=previous[3])
+            return
         self._remember(note, "requester", channel, ts, now, headline=headline)
         if previous is not None:
             # The older card keeps its own first line but loses its buttons.
             old_headline = previous[3] or headline
             try:
-                self.client.chat_update(
-                    channel=previous[0],
-                    ts=previous[1],
-                    text=old_headline,
-                    blocks=_headed(old_headline, view, tz, False),
+                self._update(
+                    previous[0], previous[1], old_headline, _headed(old_headline, view, tz, False)
                 )
             except SlackApiError as exc:
                 log.info("could not refresh an older card: %s", exc.response.get("error"))
 
     def _post(self, user_id: str, text: str, body: list[dict[str, Any]]) -> tuple[str, str]:
         channel = self._dm_channel(user_id)
-        response = self.client.chat_postMessage(channel=channel, text=text, blocks=body)
+        response = self.pacer.call(
+            "chat.postMessage",
+            lambda: self.client.chat_postMessage(channel=channel, text=text, blocks=body),
+            channel=channel,
+        )
         return str(response["channel"]), str(response["ts"])
 
+    def _update(self, channel: str, ts: str, text: str, body: list[dict[str, Any]]) -> None:
+        self.pacer.call(
+            "chat.update",
+            lambda: self.client.chat_update(channel=channel, ts=ts, text=text, blocks=body),
+            channel=channel,
+        )
+
     def _dm_channel(self, user_id: str) -> str:
-        response = self.client.conversations_open(users=user_id)
-        return str(response["channel"]["id"])
+        with self._dm_lock:
+            cached = self._dm_channels.get(user_id)
+        if cached is not None:
+            return cached
+        response = self.pacer.call(
+            "conversations.open", lambda: self.client.conversations_open(users=user_id)
+        )
+        channel = str(response["channel"]["id"])
+        with self._dm_lock:
+            self._dm_channels[user_id] = channel
+        return channel
 
     def _card(self, request_id: int, recipient: str, role: str) -> _CardRef | None:
         with self.service.db.transaction(readonly=True) as session:
@@ -247,7 +317,9 @@ class SlackNotifier:
 
     def publish_home(self, user_id: str, now: datetime) -> None:
         view = home_for(self.service, user_id, self.zones.of(user_id), now)
-        self.client.views_publish(user_id=user_id, view=view)
+        self.pacer.call(
+            "views.publish", lambda: self.client.views_publish(user_id=user_id, view=view)
+        )
 
 
 def _headed(headline: str, view: Any, tz: tzinfo, with_buttons: bool) -> list[dict[str, Any]]:

@@ -1,0 +1,203 @@
+"""Many grants ending at once against Slack's rate limits (issue 11).
+
+N approved grants (40 and 300; ``--quick``: 4 and 30), 2 approvers each, whose cards
+are in Slack; their windows open and close while the relay is behind, so each approver
+card has two queued updates (Active, Expired) and the requester two status messages.
+Then the fake Slack (in a thread of this process, its own HTTP server) starts enforcing
+Slack's published limits on the wall clock, ``SPEED`` times faster to keep the run
+short (chat.update 50 a minute per workspace -> 500; chat.postMessage one a second per
+channel -> ten), and the relay drains the backlog.
+
+Measured: the time from the windows' end (the expiry sweep) to the last accepted Slack
+call that brought a card to its final state. Baseline: the minimum the limits allow for
+the cards that changed, from the number of cards and the limits in the same run: one
+``chat.update`` per approver card and per requester card that loses its buttons, at
+chat.update's interval, or the requester's posts at one per interval per channel,
+whichever is longer. Target: <= 1.1 x that minimum.
+
+The fake Slack is loaded from this checkout (``src/jitaccess/sandbox/fake_slack.py``)
+even when ``PYTHONPATH`` points jitaccess at a snapshot, so a revision without the
+rate limiter is measured against the same limits."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import tempfile
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bench._common import (
+    APP,
+    APPROVERS,
+    PUBLISHER,
+    ROOT,
+    Report,
+    make_service,
+    parse_args,
+    register_app,
+    utcnow,
+)
+
+SPEED = 10.0
+#: How long one revision may take to drain a backlog before it is reported unfinished.
+GIVE_UP_AFTER = 180.0
+
+
+def load_fake() -> Any:
+    path = ROOT / "src" / "jitaccess" / "sandbox" / "fake_slack.py"
+    spec = importlib.util.spec_from_file_location("bench_fake_slack", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules["bench_fake_slack"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(grants: int) -> dict[str, Any]:
+    from jitaccess.outbox import OutboxRelay
+    from jitaccess.slack.notifier import SlackNotifier
+    from jitaccess.slack.runtime import slack_client
+
+    fake_mod = load_fake()
+    fake = fake_mod.FakeSlack()
+    for user in (PUBLISHER, *APPROVERS):
+        fake.add_user(user, name=user.lower(), tz="UTC")
+    with tempfile.TemporaryDirectory() as tmp, fake:
+        db, service, _ = make_service(f"sqlite:///{Path(tmp) / 'jit.db'}")
+        t0 = utcnow().replace(microsecond=0)
+        register_app(service, t0 - timedelta(days=1))
+        stopping = threading.Event()
+        client = slack_client("xoxb-bench", fake.base_url, stopping=stopping)
+        kwargs: dict[str, Any] = {}
+        if "pacer" in inspect.signature(SlackNotifier).parameters:
+            from jitaccess.slack.pacing import SlackPacer
+
+            kwargs["pacer"] = SlackPacer(speed=SPEED)
+        notifier = SlackNotifier(client, service, **kwargs)
+        relay = OutboxRelay(db, notifier, stopping=stopping)
+        starts, ends = t0 + timedelta(hours=1), t0 + timedelta(hours=2)
+        for i in range(grants):
+            rid = service.submit(
+                APP,
+                requester=PUBLISHER,
+                role="Contributor",
+                duration=timedelta(hours=1),
+                justification=f"OPS-{i}",
+                starts_at=starts,
+                now=t0,
+            ).id
+            service.approve(rid, actor=APPROVERS[0], reason=f"CHG-{i}", now=t0)
+        while relay.drain(t0).delivered:  # the cards are in Slack (no limits yet)
+            pass
+        service.sweep(starts)  # the windows open while the relay is behind ...
+        limiter = fake_mod.SlackRateLimiter(speed=SPEED)
+        fake.set_rate_limits(limiter)
+        calls_before = len(fake.calls)
+        began = time.monotonic()
+        give_up = threading.Timer(GIVE_UP_AFTER, stopping.set)  # interrupts a long drain
+        give_up.start()
+        service.sweep(ends)  # ... and all end at once
+        finished = False
+        while not stopping.is_set():
+            relay.drain(ends + timedelta(seconds=time.monotonic() - began))
+            if relay.undelivered() == 0:
+                finished = True
+                break
+            time.sleep(0.05)  # backoff of failed rows (old relay) is on this clock
+        give_up.cancel()
+        calls = fake.calls[calls_before:]
+        accepted = [c for c in calls if c.status == 200]
+        changes = [c for c in accepted if c.method in ("chat.update", "chat.postMessage")]
+        last = max((c.at for c in changes), default=began) - began
+        final = 0
+        for approver in APPROVERS:
+            for message in fake.dms_to(approver):
+                text = json.dumps(message.get("blocks"))
+                if "Access request #" in text and "Expired" in text:
+                    final += 1
+        dms = Counter(m["text"] for m in fake.dms_to(PUBLISHER))
+        update_interval = limiter.interval("chat.update")
+        post_interval = limiter.interval("chat.postMessage")
+        cards_changed = len(APPROVERS) * grants + grants  # + each requester's buttoned card
+        minimum = max(cards_changed * update_interval, 2 * grants * post_interval)
+        db.dispose()
+        return {
+            "grants": grants,
+            "finished": finished,
+            "seconds": last if finished else float("nan"),
+            "minimum": minimum,
+            "ratio": last / minimum if finished else float("nan"),
+            "approver_cards_final": final,
+            "approver_cards": len(APPROVERS) * grants,
+            "chat_update_accepted": sum(1 for c in accepted if c.method == "chat.update"),
+            "chat_post_accepted": sum(1 for c in accepted if c.method == "chat.postMessage"),
+            "conversations_open": sum(1 for c in calls if c.method == "conversations.open"),
+            "refused_429": len(calls) - len(accepted),
+            "requester_duplicates": sum(n - 1 for n in dms.values() if n > 1),
+        }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(__doc__ or "", argv)
+    sizes = [4, 30] if args.quick else [40, 300]
+    report = Report("slack_rate_limits", quick=args.quick, sizes={"grants": sizes, "speed": SPEED})
+    report.note(
+        f"Slack's limits are run {SPEED:g}x faster (chat.update every {1.2 / SPEED:g} s, "
+        f"chat.postMessage every {1 / SPEED:g} s per channel); the ratio to the minimum "
+        "is what counts. The SDK's Retry-After jitter (up to 1 s, old relay) is not scaled."
+    )
+    results = [run(n) for n in sizes]
+    report.table(
+        "Grants ending at once: windows' end -> last card final (wall clock)",
+        [
+            "grants",
+            "s",
+            "minimum s",
+            "ratio",
+            "approver cards final",
+            "chat.update ok",
+            "chat.postMessage ok",
+            "conversations.open",
+            "429s",
+            "requester dups",
+        ],
+        [
+            [
+                r["grants"],
+                r["seconds"] if r["finished"] else f"> {GIVE_UP_AFTER:g} (unfinished)",
+                r["minimum"],
+                r["ratio"],
+                f"{r['approver_cards_final']}/{r['approver_cards']}",
+                r["chat_update_accepted"],
+                r["chat_post_accepted"],
+                r["conversations_open"],
+                r["refused_429"],
+                r["requester_duplicates"],
+            ]
+            for r in results
+        ],
+    )
+    for r in results:
+        met = (
+            r["finished"]
+            and r["ratio"] <= 1.1
+            and r["approver_cards_final"] == r["approver_cards"]
+            and r["requester_duplicates"] == 0
+        )
+        report.target(
+            f"{r['grants']} grants: last card final / minimum", r["ratio"], "<= 1.1", bool(met)
+        )
+    report.set("results", results)
+    report.save()
+
+
+if __name__ == "__main__":
+    main()
