@@ -29,6 +29,7 @@ from conftest import APPROVER, PUBLISHER
 from jitaccess.cli import app as cli_app
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.sandbox import demo, render
+from jitaccess.sandbox import page as sandbox_page
 from jitaccess.sandbox.page import REQUIRED, SandboxClock
 from jitaccess.sandbox.run import Sandbox, run_sandbox
 from jitaccess.server import ConfigurationError
@@ -469,6 +470,60 @@ def test_the_page_and_its_guards(sandbox: Sandbox) -> None:
     status, body = call(sandbox, "command", {"user": demo.PUBLISHER, "text": "/giphy cats"})
     assert status == 400 and "only has /jit" in body["error"]
     assert call(sandbox, "nope", {"user": demo.PUBLISHER})[0] == 404
+
+
+# -- the page's files -------------------------------------------------------------
+def test_the_page_files_ship_in_the_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """setuptools' own build_py lists the package data a wheel gets from pyproject.toml:
+    every file the page reads (and anything else in static/) must be in it."""
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    monkeypatch.chdir(ROOT)
+    dist = Distribution()
+    apply_configuration(dist, ROOT / "pyproject.toml")
+    dist.include_package_data = False  # only what package-data names; no egg-info written
+    build_py = dist.get_command_obj("build_py")
+    build_py.ensure_finalized()
+    shipped = {
+        f"{package.replace('.', '/')}/{name}"
+        for package, _src, _build, names in build_py.data_files
+        for name in names
+    }
+    static = ROOT / "src" / "jitaccess" / "sandbox" / sandbox_page.STATIC
+    wanted = {f"jitaccess/sandbox/{sandbox_page.STATIC}/{n}" for n in sandbox_page.STATIC_FILES}
+    on_disk = {f"jitaccess/sandbox/{sandbox_page.STATIC}/{p.name}" for p in static.iterdir()}
+    assert wanted <= on_disk
+    assert on_disk - shipped == set()
+
+
+def test_the_page_files_are_read_on_first_use_not_on_import() -> None:
+    probe = (
+        "import jitaccess.sandbox.page as p\n"
+        "assert p._static.cache_info().currsize == 0, 'read at import'\n"
+        "p.render_page({'prefix': '/sandbox', 'users': [], 'db': ''})\n"
+        "p.render_page({'prefix': '/sandbox', 'users': [], 'db': ''})\n"
+        "info = p._static.cache_info()\n"
+        "assert (info.misses, info.hits) == (1, 1), info\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
+
+
+def test_the_page_inlines_its_files_and_config_cannot_become_markup() -> None:
+    static = ROOT / "src" / "jitaccess" / "sandbox" / sandbox_page.STATIC
+    hostile = {
+        "prefix": "/sandbox",
+        "users": [{"id": "U1", "name": SCRIPT}],
+        "db": "a&b</aside><img src=x>",
+    }
+    html = sandbox_page.render_page(hostile)
+    assert (static / "page.css").read_text() in html
+    assert (static / "page.js").read_text() in html
+    assert "${" not in html
+    assert SCRIPT not in html and "<img" not in html
+    assert html.count("<script") == 2 and html.count("</script>") == 2
+    match = re.search(r'<script id="config" type="application/json">(.*?)</script>', html, re.S)
+    assert match is not None and json.loads(match.group(1)) == hostile
 
 
 def test_a_command_reply_is_shown_only_to_who_typed_it(sandbox: Sandbox) -> None:

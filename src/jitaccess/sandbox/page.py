@@ -13,7 +13,8 @@ the app's own ``/slack/events`` over real HTTP.
 
 Routes (``POST`` bodies are JSON; every one names the ``user`` acting):
 
-* ``GET /sandbox``: the page (server-rendered HTML and a small inline script);
+* ``GET /sandbox``: the page: ``static/page.html`` with ``page.css`` and ``page.js``
+  inlined and the people and URL prefix as JSON (see :func:`render_page`);
 * ``GET /sandbox/state?user=U…&since=N``: that person's timeline, App Home and open
   modal as rendered HTML, with a version number (``{"unchanged": true}`` while it
   is still ``N``): the page polls it;
@@ -24,10 +25,12 @@ Routes (``POST`` bodies are JSON; every one names the ``user`` acting):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import logging
+import string
 import threading
 import time
 import urllib.error
@@ -36,6 +39,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
@@ -830,8 +834,7 @@ class SandboxPage:
             ],
             "db": self.db_label,
         }
-        blob = json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e")
-        return PAGE.replace("/*CONFIG*/{}", blob).encode("utf-8")
+        return render_page(config).encode("utf-8")
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -924,466 +927,51 @@ def _json(start_response: StartResponse, status: str, data: dict[str, Any]) -> l
     return _respond(start_response, status, "application/json", json.dumps(data).encode())
 
 
-#: The page: server-rendered HTML, a little CSS and a small script (no build step).
-PAGE = r"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>jitaccess sandbox</title>
-<link rel="icon" href="data:,">
-<style>
-* { box-sizing: border-box; }
-html, body { height: 100%; margin: 0; }
-body { font: 15px/1.45 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
-  color: #1d1c1d; background: #f8f8f8; display: flex; flex-direction: column; }
-button { font: inherit; cursor: pointer; }
-code { font: 12px/1.4 Menlo, Consolas, monospace; background: #f3f3f3; border: 1px solid #ddd;
-  border-radius: 3px; padding: 1px 3px; color: #c01343; }
-.topbar { background: #350d36; color: #fff; display: flex; align-items: center; gap: 16px;
-  padding: 8px 16px; flex-wrap: wrap; }
-.topbar h1 { font-size: 16px; margin: 0; }
-.topbar .sub { color: #cfc3cf; font-size: 13px; flex: 1; }
-.clock { display: flex; align-items: center; gap: 8px; background: #4a154b; border-radius: 6px;
-  padding: 4px 8px; font-size: 13px; }
-.clock b { font-variant-numeric: tabular-nums; }
-.clock button { background: #fff; color: #350d36; border: 0; border-radius: 4px; padding: 2px 8px;
-  font-weight: 600; }
-.layout { flex: 1; display: flex; min-height: 0; }
-aside { width: 270px; background: #3f0e40; color: #e9dfe9; padding: 12px; overflow-y: auto;
-  flex-shrink: 0; }
-aside h2 { font-size: 12px; text-transform: uppercase; letter-spacing: .06em; color: #bda9bd;
-  margin: 8px 4px; }
-.user { display: flex; align-items: center; gap: 8px; width: 100%; background: none; border: 0;
-  color: inherit; text-align: left; padding: 6px; border-radius: 6px; position: relative; }
-.user:hover { background: #350d36; }
-.user.active { background: #1164a3; color: #fff; }
-.user .who { display: flex; flex-direction: column; line-height: 1.2; }
-.user small { color: #cdbccd; font-size: 12px; }
-.user.active small { color: #dbe9f5; }
-.avatar { width: 32px; height: 32px; border-radius: 6px; background: #e8912d; color: #fff;
-  display: inline-flex; align-items: center; justify-content: center; font-weight: 700;
-  font-size: 13px; flex-shrink: 0; }
-.avatar.bot { background: #2eb67d; }
-.dot { position: absolute; right: 10px; width: 9px; height: 9px; border-radius: 50%;
-  background: #e01e5a; }
-.guide { margin-top: 18px; font-size: 13px; color: #e0d3e0; }
-.guide ol { padding-left: 20px; margin: 6px 0; }
-.guide li { margin-bottom: 6px; }
-.guide code { background: #2b0a2c; color: #fff; border-color: #5c2a5d; }
-.guide .small { color: #bda9bd; font-size: 12px; }
-main { flex: 1; display: flex; flex-direction: column; min-width: 0; background: #fff; }
-.channel { display: flex; align-items: center; gap: 10px; border-bottom: 1px solid #ddd;
-  padding: 8px 16px 0; }
-.channel .name { font-weight: 700; font-size: 17px; margin-bottom: 8px; }
-.channel .as { color: #616061; font-size: 13px; margin-bottom: 8px; flex: 1; }
-.tab { background: none; border: 0; border-bottom: 2px solid transparent; padding: 6px 10px;
-  color: #616061; }
-.tab.active { border-color: #1164a3; color: #1d1c1d; font-weight: 600; }
-.pane { flex: 1; overflow-y: auto; padding: 12px 20px; min-height: 0; }
-.pane[hidden] { display: none; }
-.msg { display: flex; gap: 10px; padding: 8px 8px; border-radius: 6px; }
-.msg:hover { background: #f8f8f8; }
-.msg-main { min-width: 0; flex: 1; }
-.msg-head { font-size: 15px; }
-.app-tag { font-size: 10px; background: #e8e8e8; color: #616061; border-radius: 3px;
-  padding: 1px 3px; margin-left: 5px; font-weight: 700; vertical-align: 1px; }
-.only-you { color: #616061; font-size: 12px; }
-.kind-ephemeral { background: #f4f8fc; }
-.kind-command .cmd { color: #616061; font-family: Menlo, Consolas, monospace; font-size: 13px; }
-.empty { color: #616061; padding: 24px 8px; }
-.composer { border-top: 1px solid #ddd; padding: 10px 20px 14px; display: flex; gap: 8px; }
-.composer input { flex: 1; border: 1px solid #bbb; border-radius: 8px; padding: 9px 12px;
-  font: inherit; }
-.composer button, .send { background: #007a5a; color: #fff; border: 0; border-radius: 6px;
-  padding: 0 16px; font-weight: 600; }
-.bk-block { margin: 4px 0; }
-.bk-header { font-size: 17px; font-weight: 800; margin: 6px 0; }
-.bk-section { display: flex; gap: 12px; align-items: flex-start; }
-.bk-section-body { flex: 1; min-width: 0; overflow-wrap: anywhere; }
-.bk-fields { display: grid; grid-template-columns: 1fr 1fr; gap: 8px 20px; margin: 6px 0; }
-.bk-context { color: #616061; font-size: 12.5px; display: flex; gap: 8px; flex-wrap: wrap; }
-.bk-divider { border: 0; border-top: 1px solid #ddd; margin: 12px 0; }
-.bk-actions { display: flex; gap: 8px; flex-wrap: wrap; margin: 8px 0; }
-.bk-button { background: #fff; border: 1px solid #bbb; border-radius: 4px; padding: 4px 12px;
-  font-weight: 600; font-size: 14px; color: #1d1c1d; }
-.bk-button:hover { background: #f6f6f6; }
-.bk-button:disabled { opacity: .5; cursor: progress; }
-.bk-primary { background: #007a5a; border-color: #007a5a; color: #fff; }
-.bk-primary:hover { background: #148567; }
-.bk-danger { background: #e01e5a; border-color: #e01e5a; color: #fff; }
-.bk-danger:hover { background: #e23067; }
-blockquote { border-left: 4px solid #ddd; margin: 4px 0; padding: 0 10px; }
-pre { background: #f8f8f8; border: 1px solid #ddd; border-radius: 4px; padding: 8px;
-  white-space: pre-wrap; }
-.bk-mention { background: #e8f5fa; color: #1264a3; border-radius: 3px; padding: 0 2px; }
-.bk-unsupported { color: #a0a0a0; font-style: italic; }
-.modal-backdrop { position: fixed; inset: 0; background: rgba(0, 0, 0, .55); display: flex;
-  align-items: center; justify-content: center; z-index: 10; }
-.modal-backdrop[hidden] { display: none; }
-.modal { background: #fff; width: 540px; max-width: calc(100vw - 24px); max-height: 90vh;
-  border-radius: 8px; display: flex; flex-direction: column;
-  box-shadow: 0 18px 48px rgba(0, 0, 0, .35); }
-#modal-form { display: flex; flex-direction: column; min-height: 0; }
-.bk-modal-title { font-size: 20px; font-weight: 800; padding: 18px 24px 10px; }
-.bk-modal-body { padding: 4px 24px 12px; overflow-y: auto; }
-.bk-modal-footer { display: flex; justify-content: flex-end; gap: 8px; padding: 14px 24px;
-  border-top: 1px solid #ddd; }
-.bk-modal-footer .bk-button { padding: 7px 16px; }
-.bk-input { margin: 14px 0; display: flex; flex-direction: column; gap: 4px; }
-.bk-label { font-weight: 700; }
-.bk-optional { color: #616061; font-weight: 400; }
-.bk-control { font: inherit; border: 1px solid #aaa; border-radius: 4px; padding: 7px 9px;
-  background: #fff; max-width: 100%; }
-textarea.bk-control { resize: vertical; }
-.bk-has-error .bk-control { border-color: #e01e5a; box-shadow: 0 0 0 1px #e01e5a; }
-.bk-has-error .bk-control:focus { outline: 2px solid #e01e5a; }
-.bk-error { color: #e01e5a; font-size: 13px; }
-.bk-hint, .bk-zone { color: #616061; font-size: 12.5px; }
-.modal-x { position: absolute; right: 14px; top: 12px; border: 0; background: none;
-  font-size: 22px; color: #616061; }
-.modal-wrap { position: relative; }
-#toast { position: fixed; bottom: 84px; left: 50%; transform: translateX(-50%);
-  background: #1d1c1d; color: #fff; border-radius: 6px; padding: 8px 14px; font-size: 14px;
-  max-width: 80vw; z-index: 20; }
-#toast.bad { background: #b3123f; }
-#toast[hidden] { display: none; }
-#offline { background: #b3123f; color: #fff; padding: 6px 16px; font-size: 14px; }
-#offline[hidden] { display: none; }
-</style>
-</head>
-<body>
-<div class="topbar">
-  <h1>jitaccess sandbox</h1>
-  <span class="sub">A local Slack stand-in: the real app and what it really sends,
-    no workspace needed.</span>
-  <span class="clock"
-    title="The sandbox's own clock: move it forward to reach a request's start and end">
-    Sandbox time <b id="clock">…</b> <span id="offset"></span>
-    <button type="button" data-minutes="15">+15 min</button>
-    <button type="button" data-minutes="60">+1 h</button>
-  </span>
-</div>
-<div id="offline" hidden>Lost contact with the sandbox: is
-  <code>jitaccess serve --sandbox</code> still running?</div>
-<div class="layout">
-  <aside>
-    <h2>Act as</h2>
-    <div id="people"></div>
-    <div class="guide">
-      <h2>Try it</h2>
-      <ol>
-        <li>As <b>Pat Publisher</b>, type <code>/jit request</code> below and send the form.</li>
-        <li>Switch to <b>Ava Approver</b>: her card has <b>Approve</b>. Give a reason.</li>
-        <li>Back as Pat: approved. Press <b>+15 min</b> and <b>+1 h</b> to see it become
-          active, then expire.</li>
-      </ol>
-      <p class="small"><code>/jit help</code> lists every command; the <b>Home</b> tab shows
-        what waits for you. <span id="dbnote"></span> Start over with
-        <code>jitaccess serve --sandbox-reset</code>.</p>
-    </div>
-  </aside>
-  <main>
-    <div class="channel">
-      <span class="avatar bot">J</span>
-      <span class="name">jitaccess</span>
-      <span class="as" id="as"></span>
-      <button type="button" class="tab" data-tab="messages">Messages</button>
-      <button type="button" class="tab" data-tab="home">Home</button>
-    </div>
-    <section class="pane" id="messages"><div id="timeline"></div></section>
-    <section class="pane" id="home" hidden><div id="home-body"></div></section>
-    <form class="composer" id="composer" autocomplete="off">
-      <input id="command" name="command" placeholder="/jit help" aria-label="Slash command">
-      <button type="submit" class="send">Send</button>
-    </form>
-  </main>
-</div>
-<div class="modal-backdrop" id="modal" hidden>
-  <div class="modal modal-wrap" role="dialog" aria-modal="true">
-    <button type="button" class="modal-x" id="modal-x" aria-label="Close">&times;</button>
-    <form id="modal-form" novalidate></form>
-  </div>
-</div>
-<div id="toast" hidden></div>
-<script id="config" type="application/json">/*CONFIG*/{}</script>
-<script>
-(function () {
-  "use strict";
-  var CONFIG = JSON.parse(document.getElementById("config").textContent);
-  var P = CONFIG.prefix;
-  function $(s, r) { return (r || document).querySelector(s); }
-  function $$(s, r) { return Array.prototype.slice.call((r || document).querySelectorAll(s)); }
-  var ids = CONFIG.users.map(function (u) { return u.id; });
-  var params = new URLSearchParams(location.search);
-  var user = ids.indexOf(params.get("user")) >= 0 ? params.get("user") : ids[0];
-  var tab = params.get("tab") === "home" ? "home" : "messages";
-  var version = -1, modalKey = "", fastUntil = 0, busy = false, again = false, timer = null;
-  var counts = {}, seen = {}, scrollDown = true, toastTimer = null;
-  var form = $("#modal-form");
+# -- the page's files ----------------------------------------------------------------------
+#: The page's files in ``jitaccess/sandbox/static/``, shipped as package data: the HTML
+#: shell (a :class:`string.Template` with ``${style}``, ``${config}`` and ``${script}``),
+#: its CSS and its script. They are read once, on the first page served.
+STATIC = "static"
+STATIC_FILES = ("page.html", "page.css", "page.js")
+_SLOTS = frozenset({"style", "config", "script"})
 
-  function esc(s) {
-    return String(s == null ? "" : s).replace(/[&<>"']/g, function (c) {
-      return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c];
-    });
-  }
-  function person(id) { return CONFIG.users.filter(function (u) { return u.id === id; })[0]; }
-  function initials(name) {
-    return name.split(" ").map(function (w) { return w[0]; }).join("").slice(0, 2);
-  }
 
-  function toast(text, bad) {
-    var t = $("#toast");
-    t.textContent = text; t.className = bad ? "bad" : ""; t.hidden = false;
-    clearTimeout(toastTimer);
-    toastTimer = setTimeout(function () { t.hidden = true; }, bad ? 7000 : 3000);
-  }
+@functools.cache
+def _static() -> tuple[string.Template, str, str]:
+    """The page template, CSS and script, read from the package (once, on first use).
 
-  function api(path, body) {
-    var payload = Object.assign({user: user}, body || {});
-    fastUntil = Date.now() + 4000;
-    return fetch(P + "/" + path, {method: "POST", headers: {"Content-Type": "application/json"},
-                                  body: JSON.stringify(payload)})
-      .then(function (r) {
-        return r.json().catch(function () { return {ok: false, error: "HTTP " + r.status}; });
-      })
-      .catch(function () { return {ok: false, error: "The sandbox is not answering."}; })
-      .then(function (data) {
-        if (data.ok === false) toast(data.error || "Something went wrong", true);
-        fastUntil = Date.now() + 4000;
-        poll();
-        return data;
-      });
-  }
+    Refuses files that could end their own element early: the CSS and the script are
+    inlined into ``<style>`` and ``<script>``, so a ``</style`` or ``</script`` (or a
+    ``<!--``, which changes how a script is parsed) in them would break out.
+    """
+    folder = resources.files("jitaccess.sandbox").joinpath(STATIC)
+    html, css, js = (folder.joinpath(n).read_text(encoding="utf-8") for n in STATIC_FILES)
+    template = string.Template(html)
+    if not template.is_valid() or set(template.get_identifiers()) != _SLOTS:
+        raise RuntimeError(
+            f"{STATIC}/page.html must use exactly ${{style}} ${{config}} ${{script}}"
+        )
+    if "</style" in css.lower():
+        raise RuntimeError(f"{STATIC}/page.css must not contain </style")
+    if "</script" in js.lower() or "<!--" in js:
+        raise RuntimeError(f"{STATIC}/page.js must not contain </script or <!--")
+    return template, css, js
 
-  function poll() {
-    if (busy) { again = true; return; }
-    busy = true;
-    clearTimeout(timer);
-    var asked = user;
-    fetch(P + "/state?user=" + encodeURIComponent(asked) + "&since=" + version)
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (s) { $("#offline").hidden = true; if (s && asked === user) apply(s); },
-            function () { $("#offline").hidden = false; })
-      .then(function () {
-        busy = false;
-        if (again) { again = false; poll(); return; }
-        timer = setTimeout(poll, Date.now() < fastUntil ? 200 : 1000);
-      });
-  }
 
-  function apply(s) {
-    if (s.unchanged) return;
-    version = s.version;
-    $("#clock").textContent = s.now_label;
-    var off = s.offset_minutes;
-    $("#offset").textContent = off ? "(+" + (off >= 60 ? Math.floor(off / 60) + " h " : "") +
-      (off % 60 ? (off % 60) + " min" : "") + ")" : "";
-    counts = s.counts || {};
-    Object.keys(counts).forEach(function (id) { if (!(id in seen)) seen[id] = counts[id]; });
-    seen[user] = counts[user] || 0;
-    renderPeople();
-    renderTimeline(s.timeline || []);
-    $("#home-body").innerHTML = s.home ||
-      '<p class="empty">Nothing is published on your Home tab yet.</p>';
-    renderModal(s.modal);
-  }
+def script_json(data: Any) -> str:
+    """``data`` as JSON safe inside ``<script type="application/json">``: ``<``, ``>``
+    and ``&`` are written as ``\\u`` escapes, so no text in it can end the element or
+    become markup; ``JSON.parse`` reads them back as the same characters."""
+    text = json.dumps(data)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
-  function renderPeople() {
-    $("#people").innerHTML = CONFIG.users.map(function (u) {
-      var unread = u.id !== user && (counts[u.id] || 0) > (seen[u.id] || 0);
-      return '<button type="button" class="user' + (u.id === user ? " active" : "") +
-        '" data-user="' + esc(u.id) + '"><span class="avatar">' + esc(initials(u.name)) +
-        '</span><span class="who"><b>' + esc(u.name) + "</b><small>" + esc(u.role) +
-        "</small></span>" + (unread ? '<span class="dot" title="New messages"></span>' : "") +
-        "</button>";
-    }).join("");
-    var me = person(user);
-    $("#as").textContent = "You are " + me.name + " (" + me.tz + ")";
-  }
 
-  function renderTimeline(items) {
-    var box = $("#messages");
-    var atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
-    var me = person(user);
-    $("#timeline").innerHTML = items.length ? items.map(function (item) {
-      var mine = item.kind === "command";
-      var head = mine ? "<b>" + esc(me.name) + "</b>"
-                      : '<b>jitaccess</b><span class="app-tag">APP</span>';
-      return '<div class="msg kind-' + esc(item.kind) + '" data-source="' + esc(item.kind) +
-        '" data-channel="' + esc(item.channel) + '" data-ts="' + esc(item.ts) + '" data-key="' +
-        esc(item.key) + '">' + (mine ? '<span class="avatar">' + esc(initials(me.name)) + "</span>"
-                                     : '<span class="avatar bot">J</span>') +
-        '<div class="msg-main"><div class="msg-head">' + head + "</div>" +
-        (item.kind === "ephemeral" ? '<div class="only-you">Only visible to you</div>' : "") +
-        '<div class="msg-body">' + item.html + "</div></div></div>";
-    }).join("") : '<p class="empty">No messages from jitaccess yet. Type <code>/jit help</code>' +
-      " or <code>/jit request</code> below.</p>";
-    if (atBottom || scrollDown) box.scrollTop = box.scrollHeight;
-    scrollDown = false;
-  }
+def render_page(config: Mapping[str, Any]) -> str:
+    """The page with its CSS and script inlined and ``config`` as its JSON element.
 
-  function collect() {
-    var values = {};
-    $$(".bk-input", form).forEach(function (el) {
-      var c = $(".bk-control", el);
-      if (!c) return;
-      if (c.tagName === "SELECT" && c.multiple) {
-        values[el.dataset.blockId] = Array.prototype.slice.call(c.selectedOptions)
-          .map(function (o) { return o.value; });
-      } else {
-        values[el.dataset.blockId] = c.value;
-      }
-    });
-    return values;
-  }
-
-  function restore(values) {
-    $$(".bk-input", form).forEach(function (el) {
-      var c = $(".bk-control", el), v = values[el.dataset.blockId];
-      if (!c || v === undefined) return;
-      if (c.tagName === "SELECT") {
-        var want = Array.isArray(v) ? v : [v];
-        var opts = Array.prototype.slice.call(c.options);
-        var all = want.every(function (x) {
-          return opts.some(function (o) { return o.value === x; });
-        });
-        if (!all) return;
-        opts.forEach(function (o) { o.selected = want.indexOf(o.value) >= 0; });
-      } else {
-        c.value = v;
-      }
-    });
-  }
-
-  function renderModal(m) {
-    var wrap = $("#modal");
-    if (!m) {
-      if (modalKey) { wrap.hidden = true; form.innerHTML = ""; modalKey = ""; }
-      return;
-    }
-    var key = m.id + "|" + m.hash + "|" + JSON.stringify(m.errors || {});
-    if (key === modalKey) return;
-    var same = modalKey.split("|")[0] === m.id;
-    var before = same ? collect() : null;
-    if (before) {
-      // A picker left at its initial time follows the view's new initial time.
-      $$("input[type=datetime-local]", form).forEach(function (c) {
-        if (c.value === c.dataset.initial) delete before[c.name];
-      });
-    }
-    form.innerHTML = m.html;
-    form.dataset.viewId = m.id;
-    form.dataset.callbackId = m.callback_id || "";
-    if (before) restore(before);
-    modalKey = key;
-    wrap.hidden = false;
-    var error = $(".bk-has-error", form);
-    var focus = error ? $(".bk-control", error) :
-      (same ? null : $("textarea.bk-control, input.bk-control[type=text]", form));
-    if (focus) focus.focus();
-    if (error) error.scrollIntoView({block: "nearest"});
-  }
-
-  function closeModal() {
-    var id = form.dataset.viewId;
-    $("#modal").hidden = true; form.innerHTML = ""; modalKey = "";
-    if (id) api("close", {view_id: id});
-  }
-
-  function clickButton(b) {
-    if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
-    if (b.dataset.url) window.open(b.dataset.url, "_blank", "noopener");
-    var body = {block_id: b.dataset.blockId, action_id: b.dataset.actionId,
-                value: b.dataset.value === undefined ? null : b.dataset.value};
-    var msg = b.closest(".msg");
-    if (msg) {
-      body.source = msg.dataset.source === "ephemeral" ? "ephemeral" : "message";
-      body.channel = msg.dataset.channel; body.ts = msg.dataset.ts;
-    } else if (b.closest("#home")) {
-      body.source = "home";
-    } else if (b.closest("#modal-form")) {
-      body.source = "modal"; body.view_id = form.dataset.viewId; body.values = collect();
-    }
-    b.disabled = true;
-    api("click", body).then(function () { b.disabled = false; });
-  }
-
-  function switchUser(id) {
-    if (id === user) return;
-    user = id; version = -1; scrollDown = true;
-    $("#modal").hidden = true; form.innerHTML = ""; modalKey = "";
-    $("#timeline").innerHTML = ""; $("#home-body").innerHTML = "";
-    renderPeople();
-    remember();
-    if (tab === "home") api("home-opened"); else poll();
-  }
-
-  function switchTab(name) {
-    tab = name;
-    $$(".tab").forEach(function (t) { t.classList.toggle("active", t.dataset.tab === name); });
-    $("#messages").hidden = name !== "messages";
-    $("#home").hidden = name !== "home";
-    remember();
-    if (name === "home") api("home-opened"); else { scrollDown = true; version = -1; poll(); }
-  }
-
-  function remember() {
-    var query = "?user=" + encodeURIComponent(user) + (tab === "home" ? "&tab=home" : "");
-    history.replaceState(null, "", query);
-  }
-
-  document.addEventListener("click", function (ev) {
-    var t = ev.target;
-    var el = t.closest("button.user");
-    if (el) { switchUser(el.dataset.user); return; }
-    el = t.closest("button.tab");
-    if (el) { switchTab(el.dataset.tab); return; }
-    el = t.closest("button[data-minutes]");
-    if (el) { api("time", {minutes: Number(el.dataset.minutes)}); return; }
-    el = t.closest(".bk-close, #modal-x");
-    if (el) { closeModal(); return; }
-    el = t.closest("button.bk-button[data-action-id]");
-    if (el) clickButton(el);
-  });
-
-  document.addEventListener("change", function (ev) {
-    var input = ev.target.closest(".bk-input[data-dispatch]");
-    if (!input || ev.target.tagName !== "SELECT" || !input.closest("#modal-form")) return;
-    api("click", {source: "modal", view_id: form.dataset.viewId, block_id: input.dataset.blockId,
-                  action_id: input.dataset.actionId, selected: ev.target.value, values: collect()});
-  });
-
-  document.addEventListener("keydown", function (ev) {
-    if (ev.key === "Escape" && !$("#modal").hidden) closeModal();
-  });
-
-  form.addEventListener("submit", function (ev) {
-    ev.preventDefault();
-    var button = $(".bk-submit", form);
-    if (button) button.disabled = true;
-    api("submit", {view_id: form.dataset.viewId, values: collect()}).then(function () {
-      var again = $(".bk-submit", form);
-      if (again) again.disabled = false;
-    });
-  });
-
-  $("#composer").addEventListener("submit", function (ev) {
-    ev.preventDefault();
-    var input = $("#command"), text = input.value.trim();
-    if (!text) return;
-    input.value = "";
-    scrollDown = true;
-    if (tab !== "messages") switchTab("messages");
-    api("command", {text: text});
-  });
-
-  if (CONFIG.db) $("#dbnote").textContent = "The demo data is in " + CONFIG.db + ".";
-  renderPeople();
-  switchTab(tab);
-  $("#command").focus();
-})();
-</script>
-</body>
-</html>
-"""
+    The only values substituted are the two package files and ``config`` through
+    :func:`script_json`; people's names and the database label reach the page only
+    there, and the script shows them with ``textContent`` or escapes them.
+    """
+    template, css, js = _static()
+    return template.substitute(style=css, config=script_json(dict(config)), script=js)
