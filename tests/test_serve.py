@@ -637,3 +637,22 @@ def test_signed_malformed_bodies_get_400_with_the_reason(
     status, answer = http("POST", url, body, signed_headers(body, content_type=content_type))
     assert status == 400, answer
     assert json.loads(answer)["error"]
+
+
+def test_log_lines_follow_the_current_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logging configured once keeps writing to stderr after stderr was swapped out."""
+    import io
+    import logging
+
+    from jitaccess import logs
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        logs.configure("INFO")
+        replaced = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", replaced)
+        logging.getLogger("jitaccess.test").info("after the swap")
+        assert "after the swap" in replaced.getvalue()
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]

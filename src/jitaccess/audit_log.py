@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from jitaccess.domain.audit_chain import GENESIS, check_anchors, check_coverage, verify_chain
 from jitaccess.store import audit
 from jitaccess.store.db import Database
-from jitaccess.store.models import AccessRequest, Application, AuditHead
+from jitaccess.store.models import AuditHead
+from jitaccess.store.rows import Rows
 
 #: The logger the head is written to, to be shipped off the box (see ``log_head``).
 head_log = logging.getLogger("jitaccess.audit")
@@ -42,13 +41,8 @@ def verify(db: Database, expect: Sequence[tuple[int, str]] = ()) -> VerifyResult
         head = session.get(AuditHead, 1)
         problems = verify_chain(stored, head.seq if head else None, head.hash if head else None)
         problems += check_anchors(stored, list(expect))
-        requests = [
-            (rid, state)
-            for rid, state in session.execute(
-                select(AccessRequest.id, AccessRequest.state).order_by(AccessRequest.id)
-            )
-        ]
-        apps = list(session.execute(select(Application.name).order_by(Application.id)).scalars())
+        requests = Rows.request_states(session)
+        apps = Rows.app_names(session)
         problems += check_coverage(stored, requests, apps)
         return VerifyResult(
             len(stored),

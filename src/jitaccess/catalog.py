@@ -19,15 +19,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import NotFound, RuleViolation
 from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
 from jitaccess.providers.base import GrantSpec
 from jitaccess.service import ApplyResult, AppSpec, JitService
 from jitaccess.store import audit
-from jitaccess.store.models import AccessRequest, Application, Offer, StandingGrant
+from jitaccess.store.models import Application, Offer, StandingGrant
+from jitaccess.store.rows import Rows
 from jitaccess.views import AppView
 
 log = logging.getLogger("jitaccess.catalog")
@@ -98,6 +97,7 @@ class Catalog:
     def __init__(self, service: JitService) -> None:
         self.service = service
         self.db = service.db
+        self.rows = Rows(service.db)
 
     # -- offers ----------------------------------------------------------------------
     def register_offer(self, spec: OfferSpec, *, actor: str, now: datetime) -> OfferView:
@@ -119,7 +119,7 @@ class Catalog:
         if not roles:
             raise RuleViolation(f"Offer {spec.name} needs at least one eligible role")
         with self.db.transaction() as session:
-            if session.execute(select(Offer).where(Offer.name == spec.name)).first():
+            if self.rows.offer(session, spec.name) is not None:
                 raise RuleViolation(f"Offer {spec.name} is already registered")
             row = Offer(
                 name=spec.name.strip(),
@@ -140,12 +140,11 @@ class Catalog:
 
     def list_offers(self) -> list[OfferView]:
         with self.db.transaction(readonly=True) as session:
-            rows = session.execute(select(Offer).order_by(Offer.name)).scalars()
-            return [OfferView.of(r) for r in rows]
+            return [OfferView.of(r) for r in self.rows.offers(session)]
 
     def get_offer(self, name: str) -> OfferView:
         with self.db.transaction(readonly=True) as session:
-            row = session.execute(select(Offer).where(Offer.name == name)).scalar_one_or_none()
+            row = self.rows.offer(session, name)
             if row is None:
                 raise NotFound(f"No offer named '{name}': see `jitaccess offers list`")
             return OfferView.of(row)
@@ -181,9 +180,7 @@ class Catalog:
             wanted = {(publisher, role) for publisher in app.publishers for role in roles}
             existing = {
                 (grant.principal, grant.role): grant
-                for grant in session.execute(
-                    select(StandingGrant).where(StandingGrant.app_id == app.id)
-                ).scalars()
+                for grant in self.rows.standing_grants(session, app_id=app.id)
             }
             for key, grant in existing.items():
                 if grant.desired != (key in wanted):
@@ -267,16 +264,7 @@ class Catalog:
 
     def standing(self, app: str) -> list[StandingView]:
         with self.db.transaction(readonly=True) as session:
-            rows = (
-                session.execute(
-                    select(StandingGrant)
-                    .join(StandingGrant.app)
-                    .where(Application.name == app)
-                    .order_by(StandingGrant.id)
-                )
-                .unique()
-                .scalars()
-            )
+            rows = self.rows.standing_grants(session, app=app)
             return [
                 StandingView(app, r.principal, r.role, r.desired, r.held, r.last_error)
                 for r in rows
@@ -289,10 +277,7 @@ class Catalog:
         and what is held on a backend the application no longer uses (before granting
         on the new one). Returns one line per failure (retried on the next run)."""
         with self.db.transaction(readonly=True) as session:
-            query = select(StandingGrant).join(StandingGrant.app).order_by(StandingGrant.id)
-            if app is not None:
-                query = query.where(Application.name == app)
-            rows = list(session.execute(query).unique().scalars())
+            rows = self.rows.standing_grants(session, app=app)
         failures = []
         for row in rows:
             if self.service.stopping.is_set():
@@ -400,15 +385,7 @@ class Catalog:
         why = reason or f"{app_name} was removed by a consumer admin"
         report = RemovalReport()
         with self.db.transaction(readonly=True) as session:
-            rows = list(
-                session.execute(
-                    select(AccessRequest)
-                    .join(AccessRequest.app)
-                    .where(Application.name == app_name)
-                )
-                .unique()
-                .scalars()
-            )
+            rows = self.rows.requests_of(session, app_name)
         failing = [r.id for r in rows if r.revoke_failing_since is not None]
         if failing and not force:
             raise RuleViolation(
@@ -432,15 +409,7 @@ class Catalog:
             elif state not in FINAL_STATES:
                 report.still_active.append(row_id)  # a revoke is still owed
         with self.db.transaction() as session:
-            for grant in (
-                session.execute(
-                    select(StandingGrant)
-                    .join(StandingGrant.app)
-                    .where(Application.name == app_name)
-                )
-                .unique()
-                .scalars()
-            ):
+            for grant in self.rows.standing_grants(session, app=app_name):
                 grant.desired = False
         report.standing_failing = self.sync_standing(now, app=app_name, actor=actor)
         report.standing_revoked = sum(1 for s in self.standing(app_name) if not s.held)
@@ -470,14 +439,12 @@ class Catalog:
     # -- helpers ---------------------------------------------------------------------
     def _offer_id(self, name: str) -> int:
         with self.db.transaction(readonly=True) as session:
-            row = session.execute(select(Offer.id).where(Offer.name == name)).scalar_one()
-            return int(row)
+            row = self.rows.offer(session, name)
+            assert row is not None
+            return row.id
 
-    @staticmethod
-    def _app_row(session: Any, name: str) -> Application:
-        row: Application | None = session.execute(
-            select(Application).where(Application.name == name, Application.removed_at.is_(None))
-        ).scalar_one_or_none()
+    def _app_row(self, session: Any, name: str) -> Application:
+        row = self.rows.find_app(session, name)
         if row is None:
             raise NotFound(f"No application named '{name}'")
         return row

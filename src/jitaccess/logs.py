@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,8 +27,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the one there
+    was when logging was configured: a stream swapped out since (a test runner's
+    capture, a closed pipe) must not turn every later log line into a logging error."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        return None
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
-    handler = logging.StreamHandler()
+    handler = CurrentStderrHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

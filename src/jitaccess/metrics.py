@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
 from jitaccess.store.db import Database
-from jitaccess.store.models import AccessRequest, Application, OutboxMessage
+from jitaccess.store.rows import Rows
 from jitaccess.sweep import SweepReport
 
 if TYPE_CHECKING:
@@ -98,21 +97,7 @@ class DatabaseCollector(Collector):
             "jitaccess_revoke_failing_grants", "Active grants whose revoke keeps failing"
         )
         with self.db.transaction(readonly=True) as session:
-            rows = session.execute(
-                select(Application.name, AccessRequest.state, func.count())
-                .join(AccessRequest.app)
-                .group_by(Application.name, AccessRequest.state)
-            ).all()
-            count, first = session.execute(
-                select(func.count(), func.min(OutboxMessage.created_at)).where(
-                    OutboxMessage.settled_at.is_(None)
-                )
-            ).one()
-            stuck = session.execute(
-                select(func.count())
-                .select_from(AccessRequest)
-                .where(AccessRequest.revoke_failing_since.is_not(None))
-            ).scalar_one()
+            rows, count, first, stuck = Rows.gauges(session)
         for app, state, n in rows:
             requests.add_metric([app, state], n)
         backlog.add_metric([], count)

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from jitaccess.leases import LeaseKeeper
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
+from jitaccess.store.queue import OutboxQueue
 
 log = logging.getLogger("jitaccess.outbox")
 
@@ -105,6 +105,7 @@ class OutboxRelay:
         stopping: threading.Event | None = None,
     ) -> None:
         self.db = db
+        self.queue = OutboxQueue(db)
         #: None: no Slack here (e.g. the CLI without Slack settings); ``drain`` then
         #: leaves every message for a process that can deliver it (``serve``).
         self.notifier = notifier
@@ -194,36 +195,16 @@ class OutboxRelay:
 
     def _renew(self, ids: list[int], until: datetime) -> None:
         with self.db.transaction() as session:
-            session.execute(
-                update(OutboxMessage)
-                .where(
-                    OutboxMessage.id.in_(ids),
-                    OutboxMessage.settled_at.is_(None),
-                    OutboxMessage.available_at < until,
-                )
-                .values(available_at=until)
-            )
+            self.queue.renew(session, ids, until)
 
     def undelivered(self) -> int:
         """How many messages wait for delivery (due now or later)."""
         with self.db.transaction(readonly=True) as session:
-            return int(
-                session.execute(
-                    select(func.count()).where(OutboxMessage.settled_at.is_(None))
-                ).scalar_one()
-            )
+            return self.queue.unsettled(session)
 
     def _claim(self, now: datetime, limit: int) -> list[Notification]:
         with self.db.transaction() as session:
-            query = (
-                select(OutboxMessage)
-                .where(OutboxMessage.settled_at.is_(None), OutboxMessage.available_at <= now)
-                .order_by(OutboxMessage.available_at, OutboxMessage.id)
-                .limit(limit)
-            )
-            if self.db.is_postgres:
-                query = query.with_for_update(skip_locked=True)
-            rows = list(session.execute(query).scalars())
+            rows = self.queue.due(session, now, limit)
             groups = self._coalesce(session, rows, now)
             followed = self._followed(session, rows)
             notes = []
@@ -266,19 +247,8 @@ class OutboxRelay:
         if not by_card:
             return groups
         claimed = {row.id for row in rows}
-        more = (
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.settled_at.is_(None),
-                OutboxMessage.available_at <= now,  # never one another relay holds
-                OutboxMessage.kind.in_(COALESCED_KINDS),
-                OutboxMessage.request_id.in_({card[1] for card in by_card}),
-            )
-            .order_by(OutboxMessage.id)
-        )
-        if self.db.is_postgres:
-            more = more.with_for_update(skip_locked=True)
-        for row in session.execute(more).scalars():
+        more = self.queue.due_of(session, now, COALESCED_KINDS, {card[1] for card in by_card})
+        for row in more:
             card = by_card.get((row.kind, row.request_id or 0, row.recipient or ""))
             if card is not None and row.id not in claimed:
                 card.append(row)
@@ -288,28 +258,15 @@ class OutboxRelay:
             groups[first.id] = card
         return groups
 
-    @staticmethod
-    def _followed(session: Session, rows: list[OutboxMessage]) -> set[int]:
+    def _followed(self, session: Session, rows: list[OutboxMessage]) -> set[int]:
         """Claimed rows of a :data:`FOLLOWED_KINDS` kind with a newer unsettled row of
         the same kind, request and recipient."""
         candidates = [r for r in rows if r.kind in FOLLOWED_KINDS and r.request_id is not None]
         if not candidates:
             return set()
-        newest: dict[tuple[str, int | None, str | None], int] = {}
-        query = select(
-            OutboxMessage.kind,
-            OutboxMessage.request_id,
-            OutboxMessage.recipient,
-            func.max(OutboxMessage.id),
-        ).where(
-            OutboxMessage.settled_at.is_(None),
-            OutboxMessage.kind.in_(FOLLOWED_KINDS),
-            OutboxMessage.request_id.in_({r.request_id for r in candidates}),
+        newest = self.queue.newest_unsettled(
+            session, FOLLOWED_KINDS, {r.request_id for r in candidates if r.request_id}
         )
-        for kind, request_id, recipient, max_id in session.execute(
-            query.group_by(OutboxMessage.kind, OutboxMessage.request_id, OutboxMessage.recipient)
-        ):
-            newest[(kind, request_id, recipient)] = max_id
         return {
             r.id for r in candidates if newest.get((r.kind, r.request_id, r.recipient), r.id) > r.id
         }
@@ -318,17 +275,8 @@ class OutboxRelay:
         """Give back claimed messages never tried (the process is stopping), so the next
         relay, here or in another replica, sends them without waiting out the lease."""
         with self.db.transaction() as session:
-            session.execute(
-                update(OutboxMessage)
-                .where(
-                    OutboxMessage.id.in_(
-                        [i for note in notes for i in (note.id, *note.supersedes)]
-                    ),
-                    OutboxMessage.settled_at.is_(None),
-                    OutboxMessage.available_at > now,  # still our claim (kept, never lapsed)
-                )
-                .values(available_at=now)
-            )
+            ids = [i for note in notes for i in (note.id, *note.supersedes)]
+            self.queue.release(session, ids, now)
 
     def _settle(
         self, note: Notification, error: str | None, now: datetime, *, unsent: str | None = None

@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from jitaccess.domain.lifecycle import RequestState
 from jitaccess.providers.base import GrantLister, GrantSpec, HeldGrantLike, ProviderError
 from jitaccess.service import JitService
 from jitaccess.store import audit
-from jitaccess.store.models import AccessRequest, Application, StandingGrant
+from jitaccess.store.models import AccessRequest, StandingGrant
+from jitaccess.store.rows import Rows
 from jitaccess.views import AppView
 
 log = logging.getLogger("jitaccess.reconcile")
@@ -214,14 +213,7 @@ def _standing_findings(
     it in place is the point of it."""
     provider = service.providers.get(app.provider)
     with service.db.transaction(readonly=True) as session:
-        rows = {
-            r.id: r
-            for r in session.execute(
-                select(StandingGrant).join(StandingGrant.app).where(Application.name == app.name)
-            )
-            .unique()
-            .scalars()
-        }
+        rows = {r.id: r for r in Rows.standing_grants(session, app=app.name)}
     findings: list[Finding] = []
     held_ids = {g.request_id for g in held}
     for grant in held:
@@ -305,15 +297,9 @@ def _requests(
     if not wanted:
         return {}
     with service.db.transaction(readonly=True) as session:
-        rows = session.execute(select(AccessRequest).where(AccessRequest.id.in_(wanted)))
-        return {r.id: r for r in rows.unique().scalars() if r.app.name == app}
+        return {r.id: r for r in Rows.requests_by_id(session, wanted) if r.app.name == app}
 
 
 def _active(service: JitService, app: str) -> list[AccessRequest]:
     with service.db.transaction(readonly=True) as session:
-        query = (
-            select(AccessRequest)
-            .join(AccessRequest.app)
-            .where(Application.name == app, AccessRequest.state == RequestState.ACTIVE.value)
-        )
-        return list(session.execute(query).unique().scalars())
+        return Rows.requests_of(session, app, state=RequestState.ACTIVE)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from jitaccess import journal
@@ -289,20 +288,8 @@ class JitService:
         self, session: Session, app_ids: list[int]
     ) -> dict[int, list[AccessRequest]]:
         """The applications' requests not yet final, locked (PostgreSQL) in id order."""
-        if not app_ids:
-            return {}
-        query = (
-            select(AccessRequest)
-            .where(
-                AccessRequest.app_id.in_(app_ids),
-                AccessRequest.state.not_in([s.value for s in FINAL_STATES]),
-            )
-            .order_by(AccessRequest.id)
-        )
-        if self.db.is_postgres:
-            query = query.with_for_update(of=AccessRequest)
         found: dict[int, list[AccessRequest]] = {}
-        for request in session.execute(query).unique().scalars():
+        for request in self.rows.open_requests(session, app_ids):
             found.setdefault(request.app_id, []).append(request)
         return found
 
@@ -361,12 +348,7 @@ class JitService:
 
     def list_apps(self) -> list[AppView]:
         with self.db.transaction(readonly=True) as session:
-            rows = session.execute(
-                select(Application)
-                .where(Application.removed_at.is_(None))
-                .order_by(Application.name)
-            ).scalars()
-            return [AppView.of(row) for row in rows]
+            return [AppView.of(row) for row in self.rows.apps(session)]
 
     # -- requests -------------------------------------------------------------------
     def submit(
@@ -526,28 +508,19 @@ class JitService:
                 f"'{state}' is not a state: use one of " + ", ".join(s.value for s in RequestState)
             )
         with self.db.transaction(readonly=True) as session:
-            query = select(AccessRequest).order_by(AccessRequest.id.desc()).limit(limit)
-            if app is not None:
-                query = query.where(AccessRequest.app_id == self.rows.app(session, app).id)
-            if state is not None:
-                query = query.where(AccessRequest.state == state)
-            if requester is not None:
-                query = query.where(AccessRequest.requester == requester)
-            return [RequestView.of(row) for row in session.execute(query).scalars()]
+            app_id = self.rows.app(session, app).id if app is not None else None
+            found = self.rows.requests(
+                session, app_id=app_id, state=state, requester=requester, limit=limit
+            )
+            return [RequestView.of(row) for row in found]
 
     def pending_for(self, approver: str, *, app: str | None = None) -> list[RequestView]:
         """Requests waiting on ``approver``, across every application (or one)."""
         with self.db.transaction(readonly=True) as session:
-            query = (
-                select(AccessRequest)
-                .where(AccessRequest.state == RequestState.PENDING.value)
-                .order_by(AccessRequest.created_at)
-            )
-            if app is not None:
-                query = query.where(AccessRequest.app_id == self.rows.app(session, app).id)
+            app_id = self.rows.app(session, app).id if app is not None else None
             return [
                 RequestView.of(row)
-                for row in session.execute(query).scalars()
+                for row in self.rows.in_state(session, RequestState.PENDING, app_id=app_id)
                 if approver in row.app.approvers and approver != row.requester
             ]
 
@@ -573,14 +546,9 @@ class JitService:
     def overseen_active(self, user: str) -> list[RequestView]:
         """Active grants in applications where ``user`` is an approver or admin."""
         with self.db.transaction(readonly=True) as session:
-            query = (
-                select(AccessRequest)
-                .where(AccessRequest.state == RequestState.ACTIVE.value)
-                .order_by(AccessRequest.ends_at)
-            )
             return [
                 RequestView.of(row)
-                for row in session.execute(query).scalars()
+                for row in self.rows.in_state(session, RequestState.ACTIVE)
                 if user in row.app.approvers or user in row.app.admins
             ]
 
@@ -601,21 +569,12 @@ class JitService:
     def history(self, app_name: str, *, limit: int = 200, offset: int = 0) -> list[RequestView]:
         with self.db.transaction(readonly=True) as session:
             app = self.rows.app(session, app_name, include_removed=True)
-            query = (
-                select(AccessRequest)
-                .where(AccessRequest.app_id == app.id)
-                .order_by(AccessRequest.created_at.desc(), AccessRequest.id.desc())
-                .offset(offset)
-                .limit(limit)
-            )
-            return [RequestView.of(row) for row in session.execute(query).scalars()]
+            found = self.rows.history(session, app.id, limit=limit, offset=offset)
+            return [RequestView.of(row) for row in found]
 
     def next_deadline(self) -> datetime | None:
         with self.db.transaction(readonly=True) as session:
-            value: datetime | None = session.execute(
-                select(func.min(AccessRequest.next_deadline_at))
-            ).scalar()
-            return value
+            return self.rows.next_deadline(session)
 
     # -- deadlines ------------------------------------------------------------------
 

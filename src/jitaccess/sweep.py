@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from jitaccess import journal
@@ -403,20 +402,9 @@ class Sweeper:
             row.next_deadline_at = item.due_at
 
     def renew_leases(self, ids: Sequence[int], until: datetime) -> None:
-        """Push the leases this worker holds on ``ids`` out to ``until``. A Core UPDATE
-        leaves each row's version alone, so the outcome's version check still holds."""
+        """Push the leases this worker holds on ``ids`` out to ``until``."""
         with self.db.transaction() as session:
-            session.execute(
-                update(AccessRequest)
-                .where(
-                    AccessRequest.id.in_(ids),
-                    AccessRequest.claimed_by == self.worker_id,
-                    AccessRequest.next_deadline_at.is_not(None),
-                    AccessRequest.next_deadline_at < until,
-                )
-                .values(next_deadline_at=until)
-                .execution_options(synchronize_session=False)
-            )
+            self.rows.renew_leases(session, ids, self.worker_id, until)
 
     @staticmethod
     def _due_action(row: AccessRequest, now: datetime) -> tuple[str, str | None] | None:

@@ -6,15 +6,22 @@ for the sweep); SQLite serialises writers itself (``BEGIN IMMEDIATE``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from jitaccess.domain.errors import NotFound
 from jitaccess.domain.lifecycle import FINAL_STATES, RequestState
 from jitaccess.store.db import Database
-from jitaccess.store.models import AccessRequest, Application
+from jitaccess.store.models import (
+    AccessRequest,
+    Application,
+    Offer,
+    OutboxMessage,
+    StandingGrant,
+)
 
 #: Request ids are 32-bit integers in the database; larger numbers name nothing.
 MAX_ID = 2**31
@@ -109,3 +116,165 @@ class Rows:
                 query = query.with_for_update(skip_locked=not wait_for_locks, of=AccessRequest)
             rows.extend(session.execute(query).unique().scalars())
         return rows
+
+    def open_requests(self, session: Session, app_ids: list[int]) -> list[AccessRequest]:
+        """The applications' requests not yet final, locked (PostgreSQL) in id order."""
+        if not app_ids:
+            return []
+        query = (
+            select(AccessRequest)
+            .where(
+                AccessRequest.app_id.in_(app_ids),
+                AccessRequest.state.not_in([s.value for s in FINAL_STATES]),
+            )
+            .order_by(AccessRequest.id)
+        )
+        if self.db.is_postgres:
+            query = query.with_for_update(of=AccessRequest)
+        return list(session.execute(query).unique().scalars())
+
+    @staticmethod
+    def apps(session: Session) -> list[Application]:
+        """Registered applications (not removed), by name."""
+        query = select(Application).where(Application.removed_at.is_(None))
+        return list(session.execute(query.order_by(Application.name)).scalars())
+
+    @staticmethod
+    def requests(
+        session: Session,
+        *,
+        app_id: int | None,
+        state: str | None,
+        requester: str | None,
+        limit: int,
+    ) -> list[AccessRequest]:
+        """The newest requests first, filtered in SQL."""
+        query = select(AccessRequest).order_by(AccessRequest.id.desc()).limit(limit)
+        if app_id is not None:
+            query = query.where(AccessRequest.app_id == app_id)
+        if state is not None:
+            query = query.where(AccessRequest.state == state)
+        if requester is not None:
+            query = query.where(AccessRequest.requester == requester)
+        return list(session.execute(query).scalars())
+
+    @staticmethod
+    def in_state(
+        session: Session, state: RequestState, *, app_id: int | None = None
+    ) -> list[AccessRequest]:
+        """Requests in ``state``: pending oldest first, active ending soonest first."""
+        order = AccessRequest.ends_at if state == RequestState.ACTIVE else AccessRequest.created_at
+        query = select(AccessRequest).where(AccessRequest.state == state.value).order_by(order)
+        if app_id is not None:
+            query = query.where(AccessRequest.app_id == app_id)
+        return list(session.execute(query).scalars())
+
+    @staticmethod
+    def history(session: Session, app_id: int, *, limit: int, offset: int) -> list[AccessRequest]:
+        """An application's requests, newest first, one page."""
+        query = (
+            select(AccessRequest)
+            .where(AccessRequest.app_id == app_id)
+            .order_by(AccessRequest.created_at.desc(), AccessRequest.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        return list(session.execute(query).scalars())
+
+    @staticmethod
+    def next_deadline(session: Session) -> datetime | None:
+        """The earliest deadline of any request (the scheduler wakes for it)."""
+        value: datetime | None = session.execute(
+            select(func.min(AccessRequest.next_deadline_at))
+        ).scalar()
+        return value
+
+    def renew_leases(
+        self, session: Session, ids: Sequence[int], worker_id: str, until: datetime
+    ) -> None:
+        """Push the leases ``worker_id`` holds on ``ids`` out to ``until``. A Core UPDATE
+        leaves each row's version alone, so the sweep's outcome check still holds."""
+        session.execute(
+            update(AccessRequest)
+            .where(
+                AccessRequest.id.in_(ids),
+                AccessRequest.claimed_by == worker_id,
+                AccessRequest.next_deadline_at.is_not(None),
+                AccessRequest.next_deadline_at < until,
+            )
+            .values(next_deadline_at=until)
+            .execution_options(synchronize_session=False)
+        )
+
+    # -- reads for the catalog, reconciliation, metrics and the audit check ------------
+    @staticmethod
+    def offer(session: Session, name: str) -> Offer | None:
+        return session.execute(select(Offer).where(Offer.name == name)).scalar_one_or_none()
+
+    @staticmethod
+    def offers(session: Session) -> list[Offer]:
+        return list(session.execute(select(Offer).order_by(Offer.name)).scalars())
+
+    @staticmethod
+    def standing_grants(
+        session: Session, *, app: str | None = None, app_id: int | None = None
+    ) -> list[StandingGrant]:
+        """Standing grants, of one application (by name or id) or of all, in id order."""
+        query = select(StandingGrant).join(StandingGrant.app).order_by(StandingGrant.id)
+        if app is not None:
+            query = query.where(Application.name == app)
+        if app_id is not None:
+            query = query.where(StandingGrant.app_id == app_id)
+        return list(session.execute(query).unique().scalars())
+
+    @staticmethod
+    def requests_of(
+        session: Session, app: str, *, state: RequestState | None = None
+    ) -> list[AccessRequest]:
+        """One application's requests (in ``state``, if given)."""
+        query = select(AccessRequest).join(AccessRequest.app).where(Application.name == app)
+        if state is not None:
+            query = query.where(AccessRequest.state == state.value)
+        return list(session.execute(query).unique().scalars())
+
+    @staticmethod
+    def requests_by_id(session: Session, ids: Sequence[int]) -> list[AccessRequest]:
+        query = select(AccessRequest).where(AccessRequest.id.in_(list(ids)))
+        return list(session.execute(query).unique().scalars())
+
+    @staticmethod
+    def request_states(session: Session) -> list[tuple[int, str]]:
+        """(id, state) of every request, in id order (the audit coverage check)."""
+        query = select(AccessRequest.id, AccessRequest.state).order_by(AccessRequest.id)
+        return [(rid, state) for rid, state in session.execute(query)]
+
+    @staticmethod
+    def app_names(session: Session) -> list[str]:
+        """Every application ever registered, removed ones too, in id order."""
+        return list(session.execute(select(Application.name).order_by(Application.id)).scalars())
+
+    @staticmethod
+    def gauges(
+        session: Session,
+    ) -> tuple[list[tuple[str, str, int]], int, datetime | None, int]:
+        """For /metrics: requests by (application, state); the outbox backlog and its
+        oldest message's creation time; requests whose revoke keeps failing."""
+        by_app = [
+            (str(app), str(state), int(n))
+            for app, state, n in session.execute(
+                select(Application.name, AccessRequest.state, func.count())
+                .join(AccessRequest.app)
+                .group_by(Application.name, AccessRequest.state)
+            ).all()
+        ]
+        backlog, oldest = session.execute(
+            select(func.count(), func.min(OutboxMessage.created_at)).where(
+                OutboxMessage.settled_at.is_(None)
+            )
+        ).one()
+        failing = session.execute(
+            select(func.count())
+            .select_from(AccessRequest)
+            .where(AccessRequest.revoke_failing_since.is_not(None))
+        ).scalar_one()
+        return by_app, int(backlog), oldest, int(failing)
