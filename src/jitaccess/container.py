@@ -165,9 +165,7 @@ def build(
 
         if notifier is None:
             notifier = (
-                slack.notifier
-                if slack is not None
-                else slack_notifier(settings, service, stopping)
+                slack.notifier if slack is not None else slack_notifier(settings, service, stopping)
             )
         relay = OutboxRelay(db, notifier, worker_id=worker_id(), stopping=stopping)
         scheduler = DeadlineScheduler(
