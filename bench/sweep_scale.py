@@ -5,7 +5,7 @@
 (a) expiries/second of ``service.sweep(now)`` on SQLite, against a raw Core
     ``UPDATE … SET state='expired' WHERE id IN (…)`` in batches of 500;
 (b) lag from deadline to expired under serve's real scheduler at default settings
-    (``DeadlineScheduler`` from ``Container.scheduler()``: sweep every 5 s, a one-off
+    (``DeadlineScheduler`` from ``Container.scheduler``: sweep every 5 s, a one-off
     sweep at the next deadline, batches of 500, the outbox relay, the real clock), with
     the due deadlines spread over 20 s, and with all of them due at once;
 (c) peak RSS (VmHWM) of the sweeping process, each measurement in its own process.
@@ -131,11 +131,13 @@ def scheduler_child(url: str, stop_file: str, variant: str = "as_is") -> dict[st
     from bench._variants import variant as apply_variant
     from jitaccess.container import build
     from jitaccess.outbox import LoggingNotifier
+    from jitaccess.roles import Role
     from jitaccess.settings import Settings
 
     settings = Settings(_env_file=None, JITACCESS_DATABASE_URL=url)  # type: ignore[call-arg]
-    # The benchmark has no Slack: log and count, as it always measured.
-    container = build(settings, notifier=LoggingNotifier())
+    # The benchmark has no Slack: log and count, as it always measured. Built as a
+    # worker (``serve --role worker``), so the scheduler is built with the rest.
+    container = build(settings, role=Role.WORKER, notifier=LoggingNotifier())
     service, relay = container.service, container.relay
     sweeps: list[tuple[float, float, int]] = []
     drains: list[tuple[float, float, int]] = []
@@ -155,7 +157,8 @@ def scheduler_child(url: str, stop_file: str, variant: str = "as_is") -> dict[st
 
     service.sweep = timed_sweep
     relay.drain = timed_drain
-    scheduler = container.scheduler()
+    scheduler = container.scheduler
+    assert scheduler is not None
     with contextlib.ExitStack() as stack:
         if variant == "relay_apart_fixes":
             stack.enter_context(apply_variant("fixes"))

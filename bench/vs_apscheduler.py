@@ -204,14 +204,17 @@ def aps_catchup_child(
 def ours_catchup_child(jit_url: str, overdue: int, timeout: float) -> dict[str, Any]:
     from jitaccess.container import build
     from jitaccess.outbox import LoggingNotifier
+    from jitaccess.roles import Role
     from jitaccess.settings import Settings
 
     settings = Settings(_env_file=None, JITACCESS_DATABASE_URL=jit_url)  # type: ignore[call-arg]
-    # The benchmark has no Slack: log and count, as it always measured.
-    container = build(settings, notifier=LoggingNotifier())
+    # The benchmark has no Slack: log and count, as it always measured. Built as a
+    # worker (``serve --role worker``), so the scheduler is built with the rest.
+    container = build(settings, role=Role.WORKER, notifier=LoggingNotifier())
     restart = datetime.now(UTC)
     assert _overdue_left(container.db, restart) == overdue
-    scheduler = container.scheduler()
+    scheduler = container.scheduler
+    assert scheduler is not None
     before = rss_mb()
     started = time.perf_counter()
     scheduler.start()

@@ -61,8 +61,8 @@ class SlackWorld:
     def __init__(self, fake: FakeSlack, db: Database) -> None:
         self.fake = fake
         self.db = db
-        self.service, self.log_provider = make_service(db)
-        self.service.inline = False  # as under serve: clicks never wait on a backend
+        # inline=False, as under serve: clicks never wait on a backend.
+        self.service, self.log_provider = make_service(db, inline=False)
         client = slack_client("xoxb-test-token", fake.base_url)
         self.runtime = build_slack(
             self.service, client, signing_secret=SECRET, clock=now, process_before_response=True

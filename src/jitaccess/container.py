@@ -1,8 +1,20 @@
-"""The composition root: the one place that wires adapters to the core.
+"""The composition root: the one place that builds the adapters and wires them to the
+core, each once, with constructor arguments. What it returns is frozen: nothing is
+re-wired after ``build`` (``tests/test_composition.py`` keeps it so).
 
-Every CLI command builds one, so it imports only what every command needs (the
-service and the store); the scheduler (APScheduler), reconciliation, the Slack SDK
-and the backends' SDKs are imported when first used (see bench/cli_start.py)."""
+Which pieces are built depends on who asks:
+
+* a CLI command (``role=None``): the store, the providers and a service that calls
+  the backends inline. The relay is made on first use (only ``sweep`` delivers);
+  there is no scheduler, no metrics and no Slack app. It imports only what every
+  command needs; APScheduler, reconciliation, the Slack SDK and the backends' SDKs
+  are imported when first used (see bench/cli_start.py and tests/test_cli_start.py).
+* ``serve --role web|worker|all``: also every backend now (so a misconfigured one is
+  reported at start), the metrics, a service whose people's actions only record
+  intents; for ``web``/``all`` the Slack app (Bolt listeners, its client and
+  notifier); for ``worker``/``all`` the relay and the scheduler (sweep, relay,
+  reconciliation, audit head).
+"""
 
 from __future__ import annotations
 
@@ -12,21 +24,25 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.registry import build_registry
-from jitaccess.service import JitService
+from jitaccess.service import JitService, ServiceObserver
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 from jitaccess.sweep import RetryPolicy
 
 if TYPE_CHECKING:
+    from jitaccess.metrics import Metrics
     from jitaccess.outbox import Notifier, OutboxRelay
-    from jitaccess.scheduler import DeadlineScheduler
+    from jitaccess.roles import Role
+    from jitaccess.scheduler import DeadlineScheduler, Periodic
+    from jitaccess.slack.runtime import SlackRuntime
 
 
-@dataclass
+@dataclass(frozen=True)
 class Container:
     settings: Settings
     db: Database
@@ -35,50 +51,32 @@ class Container:
     #: Set when the process stops: the sweep, the relay, reconciliation and the Slack
     #: client's Retry-After waits all stop at their next unit of work.
     stopping: threading.Event
+    #: The ``serve`` role this was built for; None: a CLI command.
+    role: Role | None = None
+    #: Prometheus metrics (the service's observer and the scheduler's ``on_sweep``);
+    #: None in the CLI.
+    metrics: Metrics | None = None
+    #: The Bolt app, its client and notifier: only where Slack is answered.
+    slack: SlackRuntime | None = None
+    #: The sweep, relay, reconciliation and audit head jobs: only where work runs.
+    scheduler: DeadlineScheduler | None = None
     #: The relay's notifier as given to ``build``; None: Slack's when it is configured.
     notifier: Notifier | None = None
     _relay: OutboxRelay | None = field(default=None, repr=False)
 
-    @property
+    @cached_property
     def relay(self) -> OutboxRelay:
-        """The outbox relay, made on first use: only ``sweep`` and ``serve`` deliver,
-        so other commands never import the Slack SDK."""
-        if self._relay is None:
-            from jitaccess.outbox import OutboxRelay
+        """The outbox relay. ``serve`` builds it with the rest (where work runs); a CLI
+        command makes it on first use (made once): only ``sweep`` delivers, so other
+        commands never import the Slack SDK."""
+        if self._relay is not None:
+            return self._relay
+        if self.role is not None:
+            raise RuntimeError(f"serve --role {self.role} runs no outbox relay (a worker does)")
+        from jitaccess.outbox import OutboxRelay
 
-            notifier = self.notifier or slack_notifier(self.settings, self.service, self.stopping)
-            self._relay = OutboxRelay(
-                self.db, notifier, worker_id=worker_id(), stopping=self.stopping
-            )
-        return self._relay
-
-    def scheduler(self, clock: Callable[[], datetime] | None = None) -> DeadlineScheduler:
-        from jitaccess.catalog import Catalog
-        from jitaccess.reconcile import reconcile
-        from jitaccess.scheduler import DeadlineScheduler, utcnow
-
-        scheduler = DeadlineScheduler(
-            self.service,
-            self.relay,
-            sweep_interval=self.settings.sweep_interval_seconds,
-            relay_interval=self.settings.relay_interval_seconds,
-            batch_size=self.settings.sweep_batch_size,
-            clock=clock or utcnow,
-            audit_head_interval=self.settings.audit_head_interval_minutes * 60,
-            stopping=self.stopping,
-        )
-        self.service.on_deadline = scheduler.wake_at
-        minutes = self.settings.reconcile_interval_minutes
-        if minutes > 0:
-            service = self.service
-            catalog = Catalog(service)
-
-            def periodic_reconcile(now: datetime) -> None:
-                catalog.sync_standing(now)  # retry standing grants that failed
-                reconcile(service, now, periodic=True)
-
-            scheduler.every(minutes * 60, "reconcile", periodic_reconcile)
-        return scheduler
+        notifier = self.notifier or slack_notifier(self.settings, self.service, self.stopping)
+        return OutboxRelay(self.db, notifier, worker_id=worker_id(), stopping=self.stopping)
 
     def close(self) -> None:
         self.db.dispose()
@@ -86,6 +84,11 @@ class Container:
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def uses_socket_mode(settings: Settings, role: Role) -> bool:
+    """Slack's requests come over Socket Mode (not HTTP) for this role."""
+    return role.answers_slack and bool(settings.slack_app_token)
 
 
 def slack_notifier(
@@ -105,20 +108,110 @@ def slack_notifier(
     return SlackNotifier(client, service)
 
 
-def build(settings: Settings | None = None, *, notifier: Notifier | None = None) -> Container:
-    """Wire everything. The relay delivers with ``notifier`` if given, else with the
-    Slack notifier when Slack is configured, else not at all (messages stay queued)."""
+def build(
+    settings: Settings | None = None,
+    *,
+    role: Role | None = None,
+    clock: Callable[[], datetime] | None = None,
+    notifier: Notifier | None = None,
+) -> Container:
+    """Build everything ``role`` runs (None: a CLI command), each piece once.
+
+    ``clock`` is what the Slack listeners and the scheduler read (the sandbox moves
+    it); the wall clock by default. The relay delivers with ``notifier`` if given,
+    else with the Slack app's notifier where Slack is answered, else with one made
+    from ``SLACK_BOT_TOKEN``, else not at all (messages stay queued)."""
     settings = settings or Settings()
     db = Database(settings.database_url)
     providers = build_registry(settings, db)
+    stopping = threading.Event()
+    if role is None:
+        service = _service(settings, db, providers, stopping, inline=True)
+        return Container(settings, db, providers, service, stopping, notifier=notifier)
+
+    from jitaccess.metrics import Metrics
+    from jitaccess.scheduler import utcnow
+
+    clock = clock or utcnow
+    # The CLI makes backends on first use; serve makes them all now, so a
+    # misconfigured one is reported at start and no sweep waits on an SDK import.
+    providers.load_all()
+    metrics = Metrics(db)
+    # The service wakes the scheduler (``on_deadline``) and the scheduler sweeps with
+    # the service: the one cycle. It is closed here, by a function over the name
+    # bound below, before ``build`` returns; no attribute is set afterwards.
+    scheduler: DeadlineScheduler | None = None
+
+    def wake_at(when: datetime | None) -> None:
+        if scheduler is not None:
+            scheduler.wake_at(when)
+
+    service = _service(
+        settings,
+        db,
+        providers,
+        stopping,
+        # Clicks never wait on a backend: they record the intent, the sweep acts on it.
+        inline=False,
+        observer=metrics,
+        # A web process wakes nothing: a worker's next sweep picks the intent up.
+        on_deadline=wake_at if role.does_work else None,
+    )
+    slack = _slack(settings, role, service, stopping, clock) if role.answers_slack else None
+    relay: OutboxRelay | None = None
+    if role.does_work:
+        from jitaccess.outbox import OutboxRelay
+        from jitaccess.scheduler import DeadlineScheduler
+
+        if notifier is None:
+            notifier = (
+                slack.notifier if slack is not None else slack_notifier(settings, service, stopping)
+            )
+        relay = OutboxRelay(db, notifier, worker_id=worker_id(), stopping=stopping)
+        scheduler = DeadlineScheduler(
+            service,
+            relay,
+            sweep_interval=settings.sweep_interval_seconds,
+            relay_interval=settings.relay_interval_seconds,
+            batch_size=settings.sweep_batch_size,
+            clock=clock,
+            on_sweep=metrics.sweep_finished,
+            audit_head_interval=settings.audit_head_interval_minutes * 60,
+            stopping=stopping,
+            jobs=_reconcile_jobs(settings, service),
+        )
+    return Container(
+        settings,
+        db,
+        providers,
+        service,
+        stopping,
+        role=role,
+        metrics=metrics,
+        slack=slack,
+        scheduler=scheduler,
+        notifier=notifier,
+        _relay=relay,
+    )
+
+
+def _service(
+    settings: Settings,
+    db: Database,
+    providers: ProviderRegistry,
+    stopping: threading.Event,
+    *,
+    inline: bool,
+    observer: ServiceObserver | None = None,
+    on_deadline: Callable[[datetime], None] | None = None,
+) -> JitService:
     retry = RetryPolicy(
         base=timedelta(seconds=settings.retry_base_seconds),
         cap=timedelta(seconds=settings.retry_cap_seconds),
         max_grant_attempts=settings.grant_max_attempts,
     )
     remind = settings.remind_before_minutes
-    stopping = threading.Event()
-    service = JitService(
+    return JitService(
         db,
         providers,
         retry=retry,
@@ -126,5 +219,46 @@ def build(settings: Settings | None = None, *, notifier: Notifier | None = None)
         remind_before=timedelta(minutes=remind) if remind > 0 else None,
         stopping=stopping,
         provider_concurrency=settings.provider_concurrency,
+        inline=inline,
+        observer=observer,
+        on_deadline=on_deadline,
     )
-    return Container(settings, db, providers, service, stopping, notifier)
+
+
+def _slack(
+    settings: Settings,
+    role: Role,
+    service: JitService,
+    stopping: threading.Event,
+    clock: Callable[[], datetime],
+) -> SlackRuntime:
+    """The Bolt app with its one client and notifier (the relay's too, with ``all``)."""
+    from jitaccess.slack.notifier import SlackNotifier
+    from jitaccess.slack.runtime import build_slack, slack_client
+
+    assert settings.slack_bot_token is not None  # Server refuses to start without it
+    client = slack_client(settings.slack_bot_token, settings.slack_api_url, stopping=stopping)
+    return build_slack(
+        service,
+        client,
+        signing_secret=settings.slack_signing_secret,
+        clock=clock,
+        socket_mode=uses_socket_mode(settings, role),
+        notifier=SlackNotifier(client, service),
+    )
+
+
+def _reconcile_jobs(settings: Settings, service: JitService) -> list[Periodic]:
+    minutes = settings.reconcile_interval_minutes
+    if minutes <= 0:
+        return []
+    from jitaccess.catalog import Catalog
+    from jitaccess.reconcile import reconcile
+
+    catalog = Catalog(service)
+
+    def periodic_reconcile(now: datetime) -> None:
+        catalog.sync_standing(now)  # retry standing grants that failed
+        reconcile(service, now, periodic=True)
+
+    return [(minutes * 60, "reconcile", periodic_reconcile)]

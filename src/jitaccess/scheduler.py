@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,8 @@ from jitaccess.sweep import SweepReport
 
 log = logging.getLogger("jitaccess.scheduler")
 WAKE_JOB = "wake-at-next-deadline"
+#: A periodic job: every ``seconds``, under ``name``, ``job(now)`` (errors are logged).
+Periodic = tuple[float, str, Callable[[datetime], object]]
 
 
 def utcnow() -> datetime:
@@ -94,6 +96,7 @@ class DeadlineScheduler:
         on_sweep: Callable[[float, SweepReport], None] | None = None,
         audit_head_interval: float = 300.0,
         stopping: threading.Event | None = None,
+        jobs: Sequence[Periodic] = (),
     ) -> None:
         self.service = service
         self.relay = relay
@@ -109,6 +112,8 @@ class DeadlineScheduler:
         self.on_sweep = on_sweep
         #: Seconds between two audit_head log lines (0: never).
         self._audit_head_interval = audit_head_interval
+        for seconds, name, job in jobs:
+            self.every(seconds, name, job)
 
     @property
     def running(self) -> bool:

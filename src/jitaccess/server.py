@@ -31,13 +31,13 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from jitaccess import logs
-from jitaccess.container import Container, build
+from jitaccess.container import Container, build, uses_socket_mode
 from jitaccess.metrics import Metrics
 from jitaccess.roles import Role
 from jitaccess.scheduler import DeadlineScheduler, utcnow
 from jitaccess.settings import Settings
 from jitaccess.slack.replay import ReplayGuard
-from jitaccess.slack.runtime import SlackRuntime, build_slack, slack_client
+from jitaccess.slack.runtime import SlackRuntime
 from jitaccess.web import Router, json_response
 
 if TYPE_CHECKING:
@@ -91,47 +91,27 @@ class Server:
                 ".env.example):\n" + "\n".join(f"  - {line}" for line in missing)
             )
         self.settings = settings
-        self.container: Container = build(settings)
-        # The CLI makes backends on first use; serve makes them all now, so a
-        # misconfigured one is reported at start and no sweep waits on an SDK import.
-        self.container.providers.load_all()
-        # Clicks never wait on a backend: they record the intent, the sweep acts on it.
-        self.container.service.inline = False
-        self.metrics = Metrics(self.container.db)
-        self.container.service.observer = self.metrics
+        #: Everything this role runs, built once (see ``container.build``).
+        self.container: Container = build(settings, role=self.role, clock=clock)
+        assert self.container.metrics is not None  # built for every serve role
+        self.metrics: Metrics = self.container.metrics
+        #: The Bolt app; None on a worker.
+        self.slack: SlackRuntime | None = self.container.slack
+        #: The sweep, the relay, reconciliation and the audit head log; None on a web
+        #: process, whose service then wakes nothing (``on_deadline`` is None).
+        self.scheduler: DeadlineScheduler | None = self.container.scheduler
+        self.socket_mode = uses_socket_mode(settings, self.role)
         self.router = Router(ready=self.readiness)
-        self.socket_mode = self.role.answers_slack and bool(settings.slack_app_token)
-        self.slack: SlackRuntime | None = None
-        if self.role.answers_slack:
-            assert settings.slack_bot_token is not None
-            client = slack_client(
-                settings.slack_bot_token, settings.slack_api_url, stopping=self.container.stopping
-            )
-            self.slack = build_slack(
-                self.container.service,
-                client,
-                signing_secret=settings.slack_signing_secret,
-                clock=clock,
-                socket_mode=self.socket_mode,
-            )
-            # (Delivers only where a relay runs, i.e. with the role all.)
-            self.container.relay.notifier = self.slack.notifier
-            if self.socket_mode:
-                # Socket Mode's requests come over the authenticated socket; over HTTP,
-                # nothing of Slack's is served, whatever else is configured.
-                self.router.mount("/slack/events", socket_mode_notice)
-            else:
-                self.replay_guard = ReplayGuard(self.container.db)
-                self.router.mount("/slack/events", self.slack.http_endpoint(self.replay_guard))
-        else:
+        if self.slack is None:
             # The relay delivers with the notifier build() made from SLACK_BOT_TOKEN.
             self.router.mount("/slack/events", worker_notice)
-        #: The sweep, the relay, reconciliation and the audit head log; None on a web
-        #: process, whose service then wakes nothing (``on_deadline`` stays None).
-        self.scheduler: DeadlineScheduler | None = None
-        if self.role.does_work:
-            self.scheduler = self.container.scheduler(clock=clock)
-            self.scheduler.on_sweep = self.metrics.sweep_finished
+        elif self.socket_mode:
+            # Socket Mode's requests come over the authenticated socket; over HTTP,
+            # nothing of Slack's is served, whatever else is configured.
+            self.router.mount("/slack/events", socket_mode_notice)
+        else:
+            self.replay_guard = ReplayGuard(self.container.db)
+            self.router.mount("/slack/events", self.slack.http_endpoint(self.replay_guard))
         self.router.mount("/metrics", self.metrics.wsgi_app())
         self._http: Any = None
         self._socket_mode: Any = None

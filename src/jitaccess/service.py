@@ -110,16 +110,20 @@ class JitService:
         inline: bool = True,
         stopping: threading.Event | None = None,
         provider_concurrency: int = 32,
+        observer: ServiceObserver | None = None,
     ) -> None:
         self.db = db
         self.rows = Rows(db)
         self.providers = providers
+        #: Called with a deadline a person's action just made (the scheduler's
+        #: ``wake_at`` under ``serve``); None: nothing to wake (the CLI, a web process).
         self.on_deadline = on_deadline
         #: True: a person's action that makes work due (approve with start now,
         #: revoke, release) calls the backend before returning (the CLI). False:
         #: it only wakes the scheduler, so a Slack click never waits on a backend.
         self.inline = inline
-        self._observer: ServiceObserver = NullObserver()
+        #: Metrics: transitions counted after commit, and the sweep's backend calls.
+        self.observer: ServiceObserver = observer or NullObserver()
         self.sweeper = Sweeper(
             db,
             providers,
@@ -129,21 +133,11 @@ class JitService:
             remind_before=remind_before,
             stopping=stopping,
             provider_concurrency=provider_concurrency,
-            observer=self._observer,
+            observer=self.observer,
         )
         self.retry = self.sweeper.retry
         self.stopping = self.sweeper.stopping
         db.on_commit(self._committed)
-
-    @property
-    def observer(self) -> ServiceObserver:
-        return self._observer
-
-    @observer.setter
-    def observer(self, observer: ServiceObserver) -> None:
-        """Metrics: transitions counted after commit, and the sweep's backend calls."""
-        self._observer = observer
-        self.sweeper.observer = observer
 
     # -- deadlines --------------------------------------------------------------------
     def sweep(

@@ -283,8 +283,8 @@ def check_nothing_lost(pg: Database, service: JitService, load: Load) -> None:
 @pytest.mark.postgres
 @pytest.mark.parametrize("how", ["restart", "terminate"])
 def test_service_rides_through_a_postgres_outage_and_loses_nothing(pg: Database, how: str) -> None:
-    service, _ = make_service(pg)
-    service.inline = False  # as under serve: decisions never call the backend inline
+    # inline=False, as under serve: decisions never call the backend inline.
+    service, _ = make_service(pg, inline=False)
     register(service, name="auto", mode=ApprovalMode.AUTOMATIC, approvers=(APPROVER,))
     register(service, name="crm", approvers=(APPROVER, APPROVER2))
 

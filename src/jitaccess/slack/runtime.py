@@ -129,12 +129,17 @@ def build_slack(
     clock: Callable[[], datetime],
     process_before_response: bool = False,
     socket_mode: bool = False,
+    notifier: SlackNotifier | None = None,
 ) -> SlackRuntime:
     """``signing_secret`` is required unless the app is only used through Socket Mode
-    (``socket_mode=True``); such an app refuses :meth:`SlackRuntime.http_endpoint`."""
+    (``socket_mode=True``); such an app refuses :meth:`SlackRuntime.http_endpoint`.
+
+    ``notifier`` (made with ``client``) is the one the relay delivers with, so the
+    listeners and the relay share its caches; one is made when not given."""
     if not signing_secret and not socket_mode:
         raise ValueError(MISSING_SECRET)
-    notifier = SlackNotifier(client, service)
+    if notifier is None:
+        notifier = SlackNotifier(client, service)
     app = App(
         client=client,
         # Never empty (anyone can sign with an empty key): a Socket-Mode-only app gets
