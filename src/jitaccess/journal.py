@@ -23,6 +23,19 @@ log = logging.getLogger("jitaccess.service")
 SYSTEM = "system"
 #: The actor of an automatic approval.
 POLICY_ACTOR = "policy:automatic"
+#: Why jitaccess ended a request by itself, when no backend call was involved.
+TIMED_OUT = "no approver decided in time"
+LAPSED = "the window ended before access could be granted"
+
+
+def end_by_system(
+    session: Session, row: AccessRequest, event: str, reason: str, now: datetime
+) -> None:
+    """End a request with no grant to take back (a time-out, a window that passed
+    before any grant call): the transition, and no deadline left."""
+    transition(session, row, event, actor=SYSTEM, now=now, reason=reason)
+    row.ended_at = now
+    row.next_deadline_at = None
 
 
 def transition(
@@ -35,6 +48,7 @@ def transition(
     reason: str | None,
     details: dict[str, Any] | None = None,
 ) -> None:
+    """Move ``row`` with ``event`` (the lifecycle refuses an illegal move) and record it."""
     before, _after = move(row, event)
     record(session, row, event, before, actor=actor, now=now, reason=reason, details=details)
 
@@ -151,6 +165,7 @@ def enqueue(
 def audit_attempt(
     session: Session, row: AccessRequest, action: str, error: str, now: datetime
 ) -> None:
+    """Audit a failed backend attempt that changes no state (it is retried)."""
     details: dict[str, Any] = {"attempt": row.attempts}
     if row.next_deadline_at is not None and row.next_deadline_at > now:
         details["retry_at"] = row.next_deadline_at.isoformat()

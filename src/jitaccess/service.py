@@ -592,16 +592,7 @@ class JitService:
             rules.check_decider(row.app.approvers, row.requester, actor, verb)
             reason = rules.check_reason(reason, verb)
             if row.approval_deadline_at <= now:
-                journal.transition(
-                    session,
-                    row,
-                    "time_out",
-                    actor=SYSTEM,
-                    now=now,
-                    reason="no approver decided in time",
-                )
-                row.ended_at = now
-                row.next_deadline_at = None
+                journal.end_by_system(session, row, "time_out", journal.TIMED_OUT, now)
                 timed_out = True
             else:
                 journal.transition(session, row, verb, actor=actor, now=now, reason=reason)

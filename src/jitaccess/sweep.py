@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from jitaccess import journal
 from jitaccess.domain import policy as rules
 from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
-from jitaccess.journal import SYSTEM
+from jitaccess.journal import LAPSED, SYSTEM, TIMED_OUT
 from jitaccess.leases import LeaseKeeper
 from jitaccess.providers.base import BatchProvider, GrantSpec, ProviderError, ProviderRegistry
 from jitaccess.store import audit
@@ -199,30 +199,12 @@ class Sweeper:
                     continue
                 kind, event = due
                 if kind == "time_out":
-                    journal.transition(
-                        session,
-                        row,
-                        "time_out",
-                        actor=SYSTEM,
-                        now=now,
-                        reason="no approver decided in time",
-                    )
-                    row.ended_at = now
-                    row.next_deadline_at = None
+                    journal.end_by_system(session, row, "time_out", TIMED_OUT, now)
                     report.timed_out += 1
                     report.lags.append((now - row.approval_deadline_at).total_seconds())
                 elif kind == "lapse":
                     # No grant call was ever started: nothing to take back.
-                    journal.transition(
-                        session,
-                        row,
-                        "expire",
-                        actor=SYSTEM,
-                        now=now,
-                        reason="the window ended before access could be granted",
-                    )
-                    row.ended_at = now
-                    row.next_deadline_at = None
+                    journal.end_by_system(session, row, "expire", LAPSED, now)
                     report.lapsed += 1
                     report.lags.append((now - row.ends_at).total_seconds())
                 else:
