@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from jitaccess.domain.lifecycle import move
+from jitaccess.outbox import OutboxKind
 from jitaccess.store import audit, staged
 from jitaccess.store.models import AccessRequest, OutboxMessage
 
@@ -103,7 +104,7 @@ def record(
         session,
         row,
         after,
-        "requester_update",
+        OutboxKind.REQUESTER_UPDATE,
         row.requester,
         now,
         actor=actor,
@@ -116,7 +117,7 @@ def record(
             session,
             row,
             after,
-            "approver_card",
+            OutboxKind.APPROVER_CARD,
             approver,
             now,
             actor=actor,
@@ -130,7 +131,7 @@ def enqueue(
     session: Session,
     row: AccessRequest,
     step: str,
-    kind: str,
+    kind: OutboxKind,
     recipient: str,
     now: datetime,
     *,
@@ -144,8 +145,8 @@ def enqueue(
         session,
         OutboxMessage,
         {
-            "dedup_key": f"request:{row.id}:{step}:{kind}:{recipient}",
-            "kind": kind,
+            "dedup_key": f"request:{row.id}:{step}:{kind.value}:{recipient}",
+            "kind": kind.value,
             "recipient": recipient,
             "request_id": row.id,
             "payload": {

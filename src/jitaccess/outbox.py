@@ -7,6 +7,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
 
 from sqlalchemy.orm import Session
@@ -38,12 +39,25 @@ class Notification:
     followed: bool = False
 
 
+class OutboxKind(StrEnum):
+    """What an outbox message is; the notifier renders each kind its own way."""
+
+    #: An approver's decision card, edited in place as the request moves.
+    APPROVER_CARD = "approver_card"
+    #: The requester's status card for one step of their request.
+    REQUESTER_UPDATE = "requester_update"
+    #: The reminder before the end of the window (available then, not before).
+    ENDING_SOON = "ending_soon"
+    #: An alert to approvers and admins that a revoke keeps failing.
+    REVOKE_FAILING = "revoke_failing"
+
+
 #: Kinds whose messages edit one card in place, rendered from the request as it is
 #: now: of several queued for the same card (same request, recipient and kind) only
 #: the newest needs a Slack call.
-COALESCED_KINDS = frozenset({"approver_card"})
+COALESCED_KINDS = frozenset({OutboxKind.APPROVER_CARD.value})
 #: Kinds whose every message is posted, but whose card's buttons only the newest keeps.
-FOLLOWED_KINDS = frozenset({"requester_update"})
+FOLLOWED_KINDS = frozenset({OutboxKind.REQUESTER_UPDATE.value})
 
 
 class Undeliverable(Exception):

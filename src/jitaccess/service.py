@@ -32,6 +32,7 @@ from jitaccess.domain.lifecycle import (
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.journal import POLICY_ACTOR as POLICY_ACTOR
 from jitaccess.journal import SYSTEM as SYSTEM
+from jitaccess.outbox import OutboxKind
 from jitaccess.providers.base import GrantSpec, ProviderError, ProviderRegistry
 from jitaccess.store import audit
 from jitaccess.store.db import Database
@@ -327,7 +328,7 @@ class JitService:
                     session,
                     row,
                     f"approvers:{change}",
-                    "approver_card",
+                    OutboxKind.APPROVER_CARD,
                     approver,
                     now,
                     actor=actor,

@@ -31,6 +31,7 @@ from jitaccess.domain import policy as rules
 from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
 from jitaccess.journal import LAPSED, SYSTEM, TIMED_OUT
 from jitaccess.leases import LeaseKeeper
+from jitaccess.outbox import OutboxKind
 from jitaccess.providers.base import BatchProvider, GrantSpec, ProviderError, ProviderRegistry
 from jitaccess.store import audit
 from jitaccess.store.db import Database
@@ -506,7 +507,7 @@ class Sweeper:
                     session,
                     row,
                     "ending_soon",
-                    "ending_soon",
+                    OutboxKind.ENDING_SOON,
                     row.requester,
                     now,
                     actor=SYSTEM,
@@ -623,7 +624,7 @@ class Sweeper:
                     row,
                     f"revoke_failing:{row.revoke_failing_since.isoformat()}:"
                     f"{row.revoke_alerts_sent}",
-                    "revoke_failing",
+                    OutboxKind.REVOKE_FAILING,
                     recipient,
                     now,
                     actor=SYSTEM,

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jitaccess.domain.errors import NotFound
-from jitaccess.outbox import Notification, Skipped, Undeliverable
+from jitaccess.outbox import Notification, OutboxKind, Skipped, Undeliverable
 from jitaccess.service import JitService
 from jitaccess.slack import blocks
 from jitaccess.slack.pacing import SlackPacer
@@ -154,21 +154,21 @@ class SlackNotifier:
             raise Undeliverable(f"request {note.request_id} no longer exists") from None
         tz = self.zones.of(note.recipient)
         try:
-            if note.kind == "approver_card":
+            if note.kind == OutboxKind.APPROVER_CARD:
                 # Rendered from the current policy: a removed approver gets no buttons.
                 app = self.service.get_app(view.app, include_removed=True)
                 current = note.recipient in app.policy.approvers
                 text, body = blocks.approver_card(view, tz, current=current)
                 self._show_card(note, "approver", text, body, now)
-            elif note.kind == "requester_update":
+            elif note.kind == OutboxKind.REQUESTER_UPDATE:
                 self._requester_update(note, view, tz, now)
-            elif note.kind == "ending_soon":
+            elif note.kind == OutboxKind.ENDING_SOON:
                 if view.state != "active" or view.end_requested is not None or now >= view.ends_at:
                     raise Skipped(f"request {view.id} is {view.state}: no reminder needed")
                 self._requester_update(
                     note, view, tz, now, headline=blocks.ending_soon_text(view, tz)
                 )
-            elif note.kind == "revoke_failing":
+            elif note.kind == OutboxKind.REVOKE_FAILING:
                 text, body = blocks.revoke_failing(view, tz)
                 self._post(note.recipient, text, body)
             else:
