@@ -452,8 +452,8 @@ def _load_apps(path: Path) -> tuple[list[OfferSpec], list[AppEntry]]:
     import yaml
     from pydantic import ValidationError
 
-    from jitaccess.apps_file import AppsDoc
     from jitaccess.catalog import OfferSpec
+    from jitaccess.cli.apps_file import AppsDoc
     from jitaccess.domain.policy import DEFAULT_APPROVAL_TIMEOUT, DEFAULT_MAX_DURATION, Policy
     from jitaccess.service import AppSpec
 
@@ -1009,7 +1009,3 @@ def main() -> None:
         app()
     finally:
         _end_gc_pause()
-
-
-if __name__ == "__main__":
-    main()
