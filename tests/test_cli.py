@@ -1018,14 +1018,14 @@ def test_audit_export_escapes_control_characters_on_a_terminal_only(
     cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A CSV export to a terminal shows escapes; to a file it keeps the exact text."""
-    import jitaccess.cli
+    import jitaccess.cli.output
 
     with freeze_time(START):
         register_manual(cli)
         submit(cli, reason=HOSTILE_REASON)
         cli("audit", "export", "--format", "csv", "-o", tmp_path / "audit.csv")
         piped = cli("audit", "export", "--format", "csv").stdout
-        monkeypatch.setattr(jitaccess.cli, "_stdout_is_terminal", lambda: True)
+        monkeypatch.setattr(jitaccess.cli.output, "stdout_is_terminal", lambda: True)
         on_terminal = cli("audit", "export", "--format", "csv").stdout
         jsonl = cli("audit", "export", "--format", "jsonl").stdout
     assert HOSTILE_REASON in (tmp_path / "audit.csv").read_text()

@@ -1,0 +1,287 @@
+"""``jitaccess apps``: register (deploy), remove, change the policy of, apply from a
+file, list and show managed applications."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from jitaccess.cli.context import container, now
+from jitaccess.cli.output import EXIT_REFUSED, Table, emit_json, err, out
+from jitaccess.cli.params import AsUser, Json, parse_provider_config, to_duration, to_duration_or
+
+if TYPE_CHECKING:
+    from jitaccess.catalog import StandingView
+    from jitaccess.domain.policy import Policy
+    from jitaccess.views import AppView
+
+app = typer.Typer(help="Managed applications and their JIT policies.", no_args_is_help=True)
+
+
+class Mode(StrEnum):
+    automatic = "automatic"
+    manual = "manual"
+
+
+def _policy(
+    mode: Mode | None,
+    max_duration: str | None,
+    approvers: list[str] | None,
+    approval_timeout: str | None,
+) -> Policy:
+    from jitaccess.domain.policy import (
+        DEFAULT_APPROVAL_TIMEOUT,
+        DEFAULT_MAX_DURATION,
+        ApprovalMode,
+        Policy,
+    )
+
+    return Policy(
+        mode=ApprovalMode(mode.value) if mode else ApprovalMode.AUTOMATIC,
+        max_duration=to_duration_or(max_duration, DEFAULT_MAX_DURATION),
+        approvers=tuple(approvers or ()),
+        approval_timeout=to_duration_or(approval_timeout, DEFAULT_APPROVAL_TIMEOUT),
+    )
+
+
+@app.command("register")
+def apps_register(
+    name: str,
+    scope: Annotated[str, typer.Option(help="The managed resource group's ID")],
+    offer: Annotated[
+        str | None, typer.Option(help="Deploy this offer: its publishers and roles")
+    ] = None,
+    publisher: Annotated[
+        list[str] | None, typer.Option(help="Publisher's Slack user ID (repeat; without --offer)")
+    ] = None,
+    role: Annotated[list[str] | None, typer.Option(help="Eligible role (repeat)")] = None,
+    admin: Annotated[list[str] | None, typer.Option(help="Consumer admin (repeat)")] = None,
+    jit: Annotated[
+        bool | None,
+        typer.Option(
+            "--jit/--no-jit",
+            help="JIT enabled (default when available); fixed forever at registration",
+        ),
+    ] = None,
+    mode: Annotated[Mode | None, typer.Option(help="Approval mode")] = None,
+    max_duration: Annotated[str | None, typer.Option(help="Longest window, e.g. 8h")] = None,
+    approver: Annotated[list[str] | None, typer.Option(help="Approver (repeat)")] = None,
+    approval_timeout: Annotated[str | None, typer.Option(help="e.g. 24h")] = None,
+    provider: Annotated[str, typer.Option(help="Access provider: log, azure, webhook, …")] = "log",
+    provider_config: Annotated[
+        str | None, typer.Option(help="Provider settings as JSON, or @FILE (JSON or YAML)")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Register (deploy) a managed application, and grant the publishers standing access."""
+    from jitaccess.catalog import Catalog
+    from jitaccess.domain.policy import DEFAULT_ROLES
+    from jitaccess.service import AppSpec
+
+    if offer is None and not publisher:
+        raise typer.BadParameter(
+            "give --offer OFFER, or --publisher U… for an application without an offer"
+        )
+    if offer is not None and (publisher or role):
+        raise typer.BadParameter(
+            "--offer brings the publishers and roles: drop --publisher and --role"
+        )
+    spec = AppSpec(
+        name=name,
+        scope=scope,
+        publishers=tuple(publisher or ()),
+        roles=tuple(role or DEFAULT_ROLES),
+        admins=tuple(admin or ()),
+        provider=provider,
+        provider_config=parse_provider_config(provider_config),
+        policy=_policy(mode, max_duration, approver, approval_timeout),
+    )
+    with container() as c:
+        catalog = Catalog(c.service)
+        view = catalog.deploy(spec, offer=offer, jit=jit, actor="cli", now=now())
+        standing = catalog.standing(view.name)
+    if as_json:
+        emit_json({**view.to_json(), "standing": [vars(s) for s in standing]})
+        return
+    out.print(f"Registered {view.name} (JIT {'enabled' if view.jit_enabled else 'disabled'}).")
+    if not view.jit_enabled:
+        out.print("JIT is disabled: the publisher holds permanent access; this cannot change.")
+    _print_standing(standing)
+
+
+def _print_standing(standing: list[StandingView]) -> None:
+    for grant in standing:
+        state = "held" if grant.held else f"NOT held yet: {grant.last_error or 'pending'}"
+        if not grant.desired:
+            state = "removed" if not grant.held else f"still held: {grant.last_error}"
+        out.print(f"Standing access: {grant.role} for {grant.principal}: {state}")
+
+
+@app.command("remove")
+def apps_remove(
+    name: str,
+    as_user: AsUser,
+    force: Annotated[
+        bool, typer.Option("--force", help="Remove even while a revoke is failing")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (required with --force)")] = None,
+    as_json: Json = False,
+) -> None:
+    """Delete an application: cancel its requests, revoke its grants and standing access."""
+    from jitaccess.catalog import Catalog
+
+    with container() as c:
+        report = Catalog(c.service).remove(
+            name, actor=as_user, now=now(), force=force, reason=reason
+        )
+    if as_json:
+        emit_json(
+            {
+                "name": name,
+                "removed": report.removed,
+                "cancelled": report.cancelled,
+                "revoked": report.revoked,
+                "standing_revoked": report.standing_revoked,
+                "still_active": report.still_active,
+                "standing_failing": report.standing_failing,
+            }
+        )
+    else:
+        out.print(
+            f"Cancelled {len(report.cancelled)} requests, revoked {len(report.revoked)} "
+            f"grants and {report.standing_revoked} standing grants."
+        )
+    if report.removed:
+        if not as_json:
+            out.print(f"{name} is removed; its history stays readable.")
+        return
+    for request_id in report.still_active:
+        err.print(f"request {request_id}: revoke failing, retrying")
+    for line in report.standing_failing:
+        err.print(f"standing access: {escape(line)}")
+    err.print(
+        f"{escape(name)} stays registered until everything it granted is gone: run "
+        "`apps remove` again, or add --force --reason"
+    )
+    raise typer.Exit(EXIT_REFUSED)
+
+
+@app.command("policy")
+def apps_policy(
+    name: str,
+    as_user: AsUser,
+    mode: Annotated[Mode | None, typer.Option(help="automatic or manual")] = None,
+    max_duration: Annotated[str | None, typer.Option(help="Longest window, e.g. 8h")] = None,
+    approver: Annotated[
+        list[str] | None, typer.Option(help="Approver (repeat); replaces the list")
+    ] = None,
+    approval_timeout: Annotated[str | None, typer.Option(help="e.g. 24h")] = None,
+    as_json: Json = False,
+) -> None:
+    """Change an application's JIT policy (consumer admins). Applies to new requests."""
+    from jitaccess.domain.policy import ApprovalMode
+
+    with container() as c:
+        view = c.service.set_policy(
+            name,
+            actor=as_user,
+            now=now(),
+            mode=ApprovalMode(mode.value) if mode else None,
+            max_duration=to_duration(max_duration),
+            approvers=approver,
+            approval_timeout=to_duration(approval_timeout),
+        )
+    if as_json:
+        emit_json(view.to_json())
+    else:
+        _print_app(view)
+
+
+@app.command("apply")
+def apps_apply(
+    file: Annotated[
+        Path, typer.Option("-f", "--file", help="YAML with `offers:` and `apps:` lists")
+    ],
+) -> None:
+    """Create or update offers and applications from a YAML file (config as code)."""
+    from jitaccess.catalog import Catalog
+    from jitaccess.cli.apps_file import load_apps
+
+    offers, apps = load_apps(file)
+    with container() as c:
+        created_offers, result = Catalog(c.service).apply(
+            offers, apps, actor="cli:apply", now=now()
+        )
+    if created_offers:
+        out.print(f"offers created: {', '.join(created_offers)}")
+    for label, names in (
+        ("created", result.created),
+        ("updated", result.updated),
+        ("unchanged", result.unchanged),
+    ):
+        if names:
+            out.print(f"{label}: {', '.join(names)}")
+
+
+@app.command("list")
+def apps_list(as_json: Json = False) -> None:
+    """List the registered applications."""
+    from jitaccess.domain.durations import format_duration
+
+    with container() as c:
+        views = c.service.list_apps()
+    if as_json:
+        emit_json([v.to_json() for v in views])
+        return
+    table = Table("Name", "JIT", "Mode", "Max", "Approvers", "Roles", "Scope")
+    for v in views:
+        table.add_row(
+            v.name,
+            "enabled" if v.jit_enabled else "disabled",
+            v.policy.mode.value if v.jit_enabled else "-",
+            format_duration(v.policy.max_duration) if v.jit_enabled else "-",
+            ", ".join(v.policy.approvers) or "-",
+            ", ".join(v.eligible_roles),
+            v.scope,
+        )
+    out.print(table if views else "No applications yet: `jitaccess apps register --help`.")
+
+
+def _print_app(v: AppView) -> None:
+    from jitaccess.domain.durations import format_duration
+
+    table = Table(show_header=False)
+    for key, value in (
+        ("Name", v.name),
+        ("Scope", v.scope),
+        ("JIT", "enabled" if v.jit_enabled else "disabled (publisher has permanent access)"),
+        ("Publishers", ", ".join(v.publishers)),
+        ("Eligible roles", ", ".join(v.eligible_roles)),
+        ("Consumer admins", ", ".join(v.admins) or "-"),
+        ("Approval mode", v.policy.mode.value),
+        ("Maximum duration", format_duration(v.policy.max_duration)),
+        ("Approvers", ", ".join(v.policy.approvers) or "-"),
+        ("Approval timeout", format_duration(v.policy.approval_timeout)),
+        ("Provider", v.provider),
+    ):
+        table.add_row(key, value)
+    out.print(table)
+
+
+@app.command("show")
+def apps_show(name: str, as_json: Json = False) -> None:
+    """Show one application and its policy."""
+    from jitaccess.catalog import Catalog
+
+    with container() as c:
+        view = c.service.get_app(name)
+        standing = Catalog(c.service).standing(name)
+    if as_json:
+        emit_json({**view.to_json(), "standing": [vars(g) for g in standing]})
+    else:
+        _print_app(view)
+        _print_standing(standing)

@@ -1,0 +1,48 @@
+"""What one command runs in: the service container (built, migrated, closed), the
+clock, and the end of the cyclic GC's start-up pause (see :func:`jitaccess.cli.main`)."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from jitaccess.cli.output import refuse
+
+# The container (and with it the service, the store and SQLAlchemy) is imported when
+# a command enters `container()`, never when the CLI loads.
+if TYPE_CHECKING:
+    from jitaccess.container import Container
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextmanager
+def container() -> Iterator[Container]:
+    """Build the service for one command; rule refusals become exit code 1."""
+    from jitaccess.container import build
+    from jitaccess.domain.errors import JitError
+    from jitaccess.providers.base import ProviderError
+
+    built: Container | None = None
+    try:
+        built = build()
+        built.db.upgrade()
+        end_gc_pause()
+        yield built
+    except (JitError, ProviderError) as exc:
+        refuse(str(exc))
+    finally:
+        if built is not None:
+            built.close()
+
+
+def end_gc_pause() -> None:
+    """Start-up is over (see ``main``): hide what it made from the cyclic GC, resume it."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()

@@ -1,0 +1,196 @@
+"""``jitaccess requests``: submit, decide, cancel, revoke, release, show and list access
+requests, and an application's request history."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from jitaccess.cli.context import container, now
+from jitaccess.cli.output import Table, emit_json, fmt_time, out
+from jitaccess.cli.params import AsUser, Json, Reason, to_duration, to_instant
+
+if TYPE_CHECKING:
+    from jitaccess.views import RequestView
+
+app = typer.Typer(help="Access requests.", no_args_is_help=True)
+
+
+@app.command("submit")
+def requests_submit(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    as_user: AsUser,
+    role: Annotated[str, typer.Option(help="An eligible role, e.g. Contributor")],
+    duration: Annotated[str, typer.Option(help="e.g. 2h, 90m, PT8H")],
+    reason: Annotated[str, typer.Option(help="Justification (required)")],
+    start: Annotated[str | None, typer.Option(help="ISO 8601 start; default now")] = None,
+    as_json: Json = False,
+) -> None:
+    """Ask for elevated access; prints the request id."""
+    length = to_duration(duration)
+    assert length is not None
+    starts_at = to_instant(start)
+    with container() as c:
+        view = c.service.submit(
+            app_name,
+            requester=as_user,
+            role=role,
+            duration=length,
+            justification=reason,
+            starts_at=starts_at,
+            now=now(),
+        )
+    if as_json:
+        emit_json(view.to_json())
+        return
+    out.print(
+        f"Request {view.id} is {view.state}: {view.role} on {view.app} from "
+        f"{fmt_time(view.starts_at)} to {fmt_time(view.ends_at)}.",
+        highlight=False,
+    )
+    if view.state == "pending":
+        out.print(f"Waiting for one of: {', '.join(view.notified_approvers)}.")
+
+
+def _decision(command: str) -> Any:
+    def run(request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False) -> None:
+        with container() as c:
+            method = c.service.approve if command == "approve" else c.service.deny
+            view = method(request_id, actor=as_user, reason=reason, now=now())
+        _print_outcome(view, as_json)
+
+    run.__doc__ = f"{command.capitalize()} a pending request (approvers)."
+    return run
+
+
+app.command("approve")(_decision("approve"))
+app.command("deny")(_decision("deny"))
+
+
+@app.command("cancel")
+def requests_cancel(request_id: int, as_user: AsUser, as_json: Json = False) -> None:
+    """Withdraw your own request before it starts."""
+    with container() as c:
+        view = c.service.cancel(request_id, actor=as_user, now=now())
+    _print_outcome(view, as_json)
+
+
+@app.command("revoke")
+def requests_revoke(
+    request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False
+) -> None:
+    """End someone's access early (approvers and consumer admins)."""
+    with container() as c:
+        view = c.service.revoke(request_id, actor=as_user, reason=reason, now=now())
+    _print_outcome(view, as_json)
+
+
+@app.command("release")
+def requests_release(request_id: int, as_user: AsUser, as_json: Json = False) -> None:
+    """End your own access early ("I'm done")."""
+    with container() as c:
+        view = c.service.release(request_id, actor=as_user, now=now())
+    _print_outcome(view, as_json)
+
+
+def _print_outcome(view: RequestView, as_json: bool) -> None:
+    if as_json:
+        emit_json(view.to_json())
+        return
+    out.print(f"Request {view.id} is {view.status_line(now())}.", highlight=False)
+    if view.last_error:
+        out.print(
+            f"Last backend error ({view.attempts} attempts): {view.last_error}", highlight=False
+        )
+
+
+@app.command("show")
+def requests_show(request_id: int, as_json: Json = False) -> None:
+    """Show one request in full."""
+    from jitaccess.domain.durations import format_duration
+
+    with container() as c:
+        view = c.service.get_request(request_id)
+    if as_json:
+        emit_json(view.to_json())
+        return
+    table = Table(show_header=False)
+    rows: list[tuple[str, str]] = [
+        ("Request", str(view.id)),
+        ("Application", f"{view.app} ({view.scope})"),
+        ("Requester", view.requester),
+        ("Role", view.role),
+        ("State", view.status_line(now())),
+        (
+            "Window",
+            f"{fmt_time(view.starts_at)} → {fmt_time(view.ends_at)} "
+            f"({format_duration(view.duration)})",
+        ),
+        ("Justification", view.justification),
+        ("Mode", view.approval_mode),
+        ("Decided by", view.decided_by or "-"),
+        ("Decision reason", view.decision_reason or "-"),
+        ("Activated", fmt_time(view.activated_at) or "-"),
+        ("Ended", fmt_time(view.ended_at) or "-"),
+        ("Ended by", view.ended_by or "-"),
+        ("End reason", view.end_reason or "-"),
+    ]
+    if view.attempts or view.last_error:
+        rows.append(("Backend attempts", str(view.attempts)))
+        rows.append(("Last error", view.last_error or "-"))
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
+
+
+def _request_table(views: list[RequestView]) -> Table:
+    table = Table("ID", "App", "Requester", "Role", "State", "Start", "End", "Decided by", "Reason")
+    moment = now()
+    for v in views:
+        table.add_row(
+            str(v.id),
+            v.app,
+            v.requester,
+            v.role,
+            v.status_line(moment),
+            fmt_time(v.starts_at),
+            fmt_time(v.ends_at),
+            v.decided_by or "-",
+            v.decision_reason or v.end_reason or "-",
+        )
+    return table
+
+
+@app.command("list")
+def requests_list(
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this application")] = None,
+    state: Annotated[str | None, typer.Option(help="Only this state, e.g. pending")] = None,
+    mine: Annotated[bool, typer.Option("--mine", help="Only requests made --as you")] = False,
+    as_user: Annotated[str | None, typer.Option("--as", help="Slack user ID (with --mine)")] = None,
+    as_json: Json = False,
+) -> None:
+    """List requests, newest first."""
+    if mine and not as_user:
+        raise typer.BadParameter("--mine needs --as U… to know who you are")
+    with container() as c:
+        views = c.service.list_requests(
+            app=app_name, state=state, requester=as_user if mine else None
+        )
+    if as_json:
+        emit_json([v.to_json() for v in views])
+    else:
+        out.print(_request_table(views) if views else "No requests match.")
+
+
+@app.command("history")
+def requests_history(
+    app_name: Annotated[str, typer.Argument(metavar="APP")], as_json: Json = False
+) -> None:
+    """An application's request history: who asked, who decided, when access began and ended."""
+    with container() as c:
+        views = c.service.history(app_name)
+    if as_json:
+        emit_json([v.to_json() for v in views])
+    else:
+        out.print(_request_table(views) if views else f"No requests for {app_name} yet.")
