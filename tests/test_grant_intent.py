@@ -155,7 +155,9 @@ def test_provider_switched_while_active_revokes_on_the_backend_that_granted(
     assert backends["old"].held == {rid: {"tenant": "old"}}
 
     service.apply_apps([app_spec("new", tenant="new")], actor="test", now=T0 + H)
-    assert reconcile(service, T0 + H + timedelta(minutes=1)) == []  # both backends agree
+    assert (
+        reconcile(service, T0 + H + timedelta(minutes=1), db=db, providers=service.providers) == []
+    )  # both backends agree
 
     service.sweep(T0 + 2 * H)
     assert service.get_request(rid).state == "expired"
@@ -171,7 +173,7 @@ def test_reconcile_sees_a_grant_left_on_the_old_backend(db: Database) -> None:
     service.sweep(T0 + H)
     service.apply_apps([app_spec("new", tenant="new")], actor="test", now=T0 + H)
     backends["old"].held[999] = {}  # held for no request at all
-    findings = reconcile(service, T0 + H + timedelta(minutes=1))
+    findings = reconcile(service, T0 + H + timedelta(minutes=1), db=db, providers=service.providers)
     assert [(f.kind, f.request_id) for f in findings] == [("orphan", 999)]
     assert "(old)" in findings[0].detail
     assert rid in backends["old"].held

@@ -216,16 +216,16 @@ def test_reconcile_finds_and_fixes_orphans_and_missing_grants(
     arm.assignments.pop(assignment_name(active).lower())
     arm.add(SCOPE, "9a9a9a9a-0000-0000-0000-000000000000", "x", OID, description="by hand")
 
-    findings = reconcile(azure, T0 + H)
+    findings = reconcile(azure, T0 + H, db=azure.db, providers=azure.providers)
     assert {(f.kind, f.request_id, f.fixed) for f in findings} == {
         ("orphan", ended, False),
         ("missing", active, False),
     }
-    fixed = reconcile(azure, T0 + H, fix=True)
+    fixed = reconcile(azure, T0 + H, db=azure.db, providers=azure.providers, fix=True)
     assert all(f.fixed for f in fixed)
     names = {a.name for a in arm.at(SCOPE)}
     assert names == {assignment_name(active), "9a9a9a9a-0000-0000-0000-000000000000"}
-    assert reconcile(azure, T0 + H) == []
+    assert reconcile(azure, T0 + H, db=azure.db, providers=azure.providers) == []
     with azure.db.transaction(readonly=True) as s:
         audited = (
             s.execute(select(AuditEvent.action).where(AuditEvent.action.like("reconcile_%")))

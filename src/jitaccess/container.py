@@ -178,7 +178,7 @@ def build(
             on_sweep=metrics.sweep_finished,
             audit_head_interval=settings.audit_head_interval_minutes * 60,
             stopping=stopping,
-            jobs=_reconcile_jobs(settings, service),
+            jobs=_reconcile_jobs(settings, service, db, providers),
         )
     return Container(
         settings,
@@ -248,7 +248,9 @@ def _slack(
     )
 
 
-def _reconcile_jobs(settings: Settings, service: JitService) -> list[Periodic]:
+def _reconcile_jobs(
+    settings: Settings, service: JitService, db: Database, providers: ProviderRegistry
+) -> list[Periodic]:
     minutes = settings.reconcile_interval_minutes
     if minutes <= 0:
         return []
@@ -259,6 +261,6 @@ def _reconcile_jobs(settings: Settings, service: JitService) -> list[Periodic]:
 
     def periodic_reconcile(now: datetime) -> None:
         catalog.sync_standing(now)  # retry standing grants that failed
-        reconcile(service, now, periodic=True)
+        reconcile(service, now, db=db, providers=providers, periodic=True)
 
     return [(minutes * 60, "reconcile", periodic_reconcile)]

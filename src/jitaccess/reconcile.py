@@ -19,9 +19,16 @@ from datetime import datetime
 from typing import Any
 
 from jitaccess.domain.lifecycle import RequestState
-from jitaccess.providers.base import GrantLister, GrantSpec, HeldGrantLike, ProviderError
+from jitaccess.providers.base import (
+    GrantLister,
+    GrantSpec,
+    HeldGrantLike,
+    ProviderError,
+    ProviderRegistry,
+)
 from jitaccess.service import JitService
 from jitaccess.store import audit
+from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, StandingGrant
 from jitaccess.store.rows import Rows
 from jitaccess.views import AppView
@@ -46,23 +53,34 @@ class Finding:
         return f"{self.app}: {self.kind} {what}: {self.detail}{outcome}"
 
 
+@dataclass(frozen=True)
+class Reach:
+    """What reconciliation compares: the database's records and the backends."""
+
+    db: Database
+    providers: ProviderRegistry
+
+
 def reconcile(
     service: JitService,
     now: datetime,
     *,
+    db: Database,
+    providers: ProviderRegistry,
     app: str | None = None,
     fix: bool = False,
     periodic: bool = False,
     actor: str = "system:reconcile",
 ) -> list[Finding]:
+    reach = Reach(db, providers)
     apps = [service.get_app(app)] if app else service.list_apps()
     findings: list[Finding] = []
     for view in apps:
         if service.stopping.is_set():
             break  # the process is stopping; the next run looks again
-        findings.extend(_one_app(service, view, now, fix=fix, periodic=periodic))
+        findings.extend(_one_app(reach, view, now, fix=fix, periodic=periodic))
     if findings:
-        with service.db.transaction() as session:
+        with db.transaction() as session:
             for finding in findings:
                 if finding.kind == "skipped":
                     continue
@@ -83,12 +101,12 @@ def reconcile(
 
 
 def _one_app(
-    service: JitService, app: AppView, now: datetime, *, fix: bool, periodic: bool
+    reach: Reach, app: AppView, now: datetime, *, fix: bool, periodic: bool
 ) -> list[Finding]:
     """Compare every backend the application's grants may be on: its provider now, and
     each backend an active request's grant was made on (a provider switch must not
     hide a grant on the old one)."""
-    active = _active(service, app.name)
+    active = _active(reach, app.name)
     current = _backend(app.provider, app.provider_config)
     backends = {current: (app.provider, dict(app.provider_config))}
     for row in active:
@@ -98,7 +116,7 @@ def _one_app(
     for key, (name, config) in backends.items():
         findings.extend(
             _one_backend(
-                service,
+                reach,
                 app,
                 name,
                 config,
@@ -113,7 +131,7 @@ def _one_app(
 
 
 def _one_backend(
-    service: JitService,
+    reach: Reach,
     app: AppView,
     name: str,
     config: dict[str, Any],
@@ -125,7 +143,7 @@ def _one_backend(
     standing: bool,
 ) -> list[Finding]:
     try:
-        provider = service.providers.get(name)
+        provider = reach.providers.get(name)
     except ProviderError as exc:
         return [Finding(app.name, "skipped", None, str(exc))]
     if not isinstance(provider, GrantLister):
@@ -139,11 +157,11 @@ def _one_backend(
     standing_held = [g for g in held if getattr(g, "standing", False)]
     held = [g for g in held if not getattr(g, "standing", False)]
     findings = (
-        _standing_findings(service, app, standing_held, now, fix=fix, periodic=periodic)
+        _standing_findings(reach, app, standing_held, now, fix=fix, periodic=periodic)
         if standing
         else []
     )
-    requests = _requests(service, app.name, {g.request_id for g in held if g.request_id})
+    requests = _requests(reach, app.name, {g.request_id for g in held if g.request_id})
     here = _backend(name, config)
     held_ids = {g.request_id for g in held}
     for grant in held:
@@ -200,7 +218,7 @@ def _backend(name: str, config: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _standing_findings(
-    service: JitService,
+    reach: Reach,
     app: AppView,
     held: list[HeldGrantLike],
     now: datetime,
@@ -211,8 +229,8 @@ def _standing_findings(
     """Standing access: held but taken away (orphan), or should be held and is not
     (missing). Missing standing access is restored by the periodic run too: keeping
     it in place is the point of it."""
-    provider = service.providers.get(app.provider)
-    with service.db.transaction(readonly=True) as session:
+    provider = reach.providers.get(app.provider)
+    with reach.db.transaction(readonly=True) as session:
         rows = {r.id: r for r in Rows.standing_grants(session, app=app.name)}
     findings: list[Finding] = []
     held_ids = {g.request_id for g in held}
@@ -290,16 +308,14 @@ def _spec(
     )
 
 
-def _requests(
-    service: JitService, app: str, ids: set[int | None]
-) -> dict[int | None, AccessRequest]:
+def _requests(reach: Reach, app: str, ids: set[int | None]) -> dict[int | None, AccessRequest]:
     wanted = [i for i in ids if i is not None]
     if not wanted:
         return {}
-    with service.db.transaction(readonly=True) as session:
+    with reach.db.transaction(readonly=True) as session:
         return {r.id: r for r in Rows.requests_by_id(session, wanted) if r.app.name == app}
 
 
-def _active(service: JitService, app: str) -> list[AccessRequest]:
-    with service.db.transaction(readonly=True) as session:
+def _active(reach: Reach, app: str) -> list[AccessRequest]:
+    with reach.db.transaction(readonly=True) as session:
         return Rows.requests_of(session, app, state=RequestState.ACTIVE)

@@ -54,7 +54,15 @@ def reconcile_command(
     from jitaccess.reconcile import reconcile
 
     with container() as c:
-        findings = reconcile(c.service, now(), app=app_name, fix=fix, actor="cli:reconcile")
+        findings = reconcile(
+            c.service,
+            now(),
+            db=c.db,
+            providers=c.providers,
+            app=app_name,
+            fix=fix,
+            actor="cli:reconcile",
+        )
     if as_json:
         emit_json([vars(f) for f in findings])
     else:
