@@ -4,14 +4,20 @@ the same transitions with the same commits per request.
 
     .venv/bin/python -m bench.lifecycle [--quick]
 
-The baseline mirrors the service's transaction shape exactly (the commit counts are
-measured on both sides and printed): per request one write transaction to insert the
-row, one to approve it, and a read transaction after each (the service returns a fresh
-view); per sweep batch of 500 one claim transaction, one provider transaction per row
-(the log provider's write, here a Core INSERT/UPDATE of log_grants) and one outcome
-transaction. What the baseline leaves out is exactly the service's own machinery: the
-ORM, python-statemachine, the audit hash chain, the outbox rows, logging and the
-policy checks.
+The baseline does the service's work with none of its machinery (issue 11: "the
+same rows with the same commits"). Per transition it writes what the service writes:
+the request row's update, one audit entry hash-chained with ``chain_hash`` (the
+``audit_head`` row read once per transaction and updated), one outbox row for the
+requester and one per notified approver (and the activation's ``ending_soon``
+reminder), and for activate/expire the log provider's ``log_grants`` rows. It commits
+as the service does: per request one write transaction to insert the row and one to
+approve it, each followed by a read transaction (the service returns a fresh view);
+per sweep batch of 500 one claim transaction, one log-provider transaction and one
+outcome transaction. Both are asserted every round: the commits counted with engine
+events are equal phase by phase, and both databases end with the same rows (the same
+audit head hash, request, outbox and log_grants rows). What the baseline leaves out is
+the ORM, python-statemachine, logging, the policy checks and the service's extra
+statements (a second UPDATE on submit and approve, the log provider's SELECT).
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ def count_transactions(engine: Engine) -> Counter[str]:
     return counts
 
 
-def run_service(url: str, n: int, now: datetime) -> dict[str, Any]:
+def run_service(url: str, n: int, now: datetime, *, check: bool = False) -> dict[str, Any]:
     db, service, _ = make_service(url, worker_id="bench")
     register_app(service, now - timedelta(minutes=1))
     starts = now + timedelta(hours=1)
@@ -102,21 +108,39 @@ def run_service(url: str, n: int, now: datetime) -> dict[str, Any]:
     expired = service.sweep(ends, batch_size=BATCH).expired
     phase("expire", t)
     assert activated == n and expired == n, (activated, expired)
+    written = fingerprint(db) if check else None
     db.dispose()
-    return {"times": times, "commits": commits}
+    return {"times": times, "commits": commits, "fingerprint": written}
 
 
-def run_raw(url: str, n: int, now: datetime) -> dict[str, Any]:
-    from jitaccess.store.models import AccessRequest, Application, LogGrant
+def run_raw(url: str, n: int, now: datetime, *, check: bool = False) -> dict[str, Any]:
+    """Raw Core writing, per transition, the rows the service writes: the request row,
+    one hash-chained audit entry (head read once per transaction, entries chained with
+    ``chain_hash``, head updated), the outbox rows (requester + each notified approver,
+    and the activation's ``ending_soon`` reminder) and the log provider's log_grants
+    rows, in the same transactions. ``fingerprint`` checks the rows are identical."""
+    from jitaccess.domain.audit_chain import AuditEntry, chain_hash
+    from jitaccess.store.models import (
+        AccessRequest,
+        Application,
+        AuditEvent,
+        AuditHead,
+        LogGrant,
+        OutboxMessage,
+    )
 
     db, service, _ = make_service(url, worker_id="bench")
     register_app(service, now - timedelta(minutes=1))
     requests, grants = AccessRequest.__table__, LogGrant.__table__
+    events, heads, outbox = AuditEvent.__table__, AuditHead.__table__, OutboxMessage.__table__
     with db.engine.begin() as conn:
-        app_id = conn.execute(select(Application.id)).scalar_one()
+        app = conn.execute(select(Application.id, Application.provider)).one()
+    policy = service.get_app(APP).policy
+    remind_before, lease = service.remind_before, service.retry.lease
     reader = db.engine.execution_options(sqlite_begin="DEFERRED")
     starts = now + timedelta(hours=1)
     ends = starts + timedelta(hours=2)
+    approval_deadline = min(now + policy.approval_timeout, ends)
     counts = count_transactions(db.engine)
     times: dict[str, float] = {}
     commits: dict[str, dict[str, int]] = {}
@@ -131,56 +155,162 @@ def run_raw(url: str, n: int, now: datetime) -> dict[str, Any]:
         with reader.begin() as conn:
             conn.execute(select(requests).where(requests.c.id == rid)).one()
 
+    def notify(
+        conn: Any, moves: list[tuple[Any, str, str | None, str, str, str | None]], at: datetime
+    ) -> None:
+        """Per (row, action, from, to, actor, reason): one audit entry chained from the
+        head (read and written once per transaction) and one outbox row per recipient."""
+        seq, prev = conn.execute(select(heads.c.seq, heads.c.hash).where(heads.c.id == 1)).one()
+        entries, messages = [], []
+        for row, action, before, after, actor, reason in moves:
+            details = {
+                "role": row.role,
+                "requester": row.requester,
+                "starts_at": row.starts_at.isoformat(),
+                "ends_at": row.ends_at.isoformat(),
+            }
+            if action == "activate":
+                details["attempts"] = row.attempts + 1
+            seq += 1
+            entry = AuditEntry(seq, at, actor, action, APP, row.id, before, after, reason, details)
+            digest = chain_hash(prev, entry)
+            entries.append(
+                {
+                    "seq": seq,
+                    "at": at,
+                    "actor": actor,
+                    "action": action,
+                    "app": APP,
+                    "request_id": row.id,
+                    "from_state": before,
+                    "to_state": after,
+                    "reason": reason,
+                    "details": details,
+                    "prev_hash": prev,
+                    "hash": digest,
+                }
+            )
+            prev = digest
+            payload = {
+                "event": action,
+                "from": before,
+                "to": after,
+                "actor": actor,
+                "reason": reason,
+            }
+            recipients = [(row.requester, "requester_update")]
+            recipients += [(a, "approver_card") for a in row.notified_approvers]
+            for recipient, kind in recipients:
+                messages.append(message(row.id, after, kind, recipient, payload, at, at))
+            if action == "activate" and remind_before and row.ends_at - remind_before > at:
+                # The reminder: an outbox row that becomes due before the end.
+                payload = {"event": None, "from": None, "to": after, "actor": "system"}
+                payload["reason"] = None
+                due = row.ends_at - remind_before
+                step = "ending_soon"
+                messages.append(message(row.id, step, step, row.requester, payload, at, due))
+        conn.execute(insert(events), entries)
+        conn.execute(insert(outbox), messages)
+        conn.execute(update(heads).where(heads.c.id == 1).values(seq=seq, hash=prev))
+
+    def message(
+        rid: int,
+        step: str,
+        kind: str,
+        to: str,
+        payload: dict[str, Any],
+        at: datetime,
+        due: datetime,
+    ) -> dict[str, Any]:
+        return {
+            "dedup_key": f"request:{rid}:{step}:{kind}:{to}",
+            "kind": kind,
+            "recipient": to,
+            "request_id": rid,
+            "payload": payload,
+            "created_at": at,
+            "available_at": due,
+            "attempts": 0,
+        }
+
+    class New:  # the columns notify() reads, for a row just inserted
+        def __init__(self, rid: int, justification: str) -> None:
+            self.id, self.justification = rid, justification
+            self.role, self.requester, self.attempts = "Contributor", PUBLISHER, 0
+            self.starts_at, self.ends_at, self.notified_approvers = starts, ends, list(APPROVERS)
+
     t = time.perf_counter()
     ids = []
     for i in range(n):
+        justification = f"ticket OPS-{i}: rotate credentials"
         with db.engine.begin() as conn:
             rid = conn.execute(
                 insert(requests).values(
-                    app_id=app_id,
+                    app_id=app.id,
                     requester=PUBLISHER,
                     role="Contributor",
-                    justification=f"ticket OPS-{i}: rotate credentials",
+                    justification=justification,
                     starts_at=starts,
                     ends_at=ends,
-                    approval_deadline_at=starts,
+                    approval_deadline_at=approval_deadline,
                     state="pending",
                     approval_mode="manual",
                     notified_approvers=list(APPROVERS),
                     created_at=now,
-                    next_deadline_at=starts,
+                    next_deadline_at=approval_deadline,
                     attempts=0,
                     revoke_alerts_sent=0,
-                    version=1,
+                    # The service INSERTs, then UPDATEs next_deadline_at (version 2);
+                    # one INSERT writes the same row.
+                    version=2,
                 )
             ).inserted_primary_key[0]
+            notify(
+                conn,
+                [(New(rid, justification), "submit", None, "pending", PUBLISHER, justification)],
+                now,
+            )
         read_back(rid)
         ids.append(rid)
     t = phase("submit", t)
     for rid in ids:
+        reason = f"CHG-{rid}"
         with db.engine.begin() as conn:
+            row = conn.execute(select(requests).where(requests.c.id == rid)).one()
             done = conn.execute(
                 update(requests)
-                .where(requests.c.id == rid, requests.c.state == "pending")
+                .where(requests.c.id == rid, requests.c.version == row.version)
                 .values(
                     state="approved",
                     decided_by=APPROVERS[0],
                     decided_at=now,
-                    decision_reason=f"CHG-{rid}",
+                    decision_reason=reason,
                     next_deadline_at=starts,
-                    version=requests.c.version + 1,
+                    # The service's approve writes the row in two UPDATEs (the state
+                    # is autoflushed before the audit head is read): version + 2.
+                    version=row.version + 2,
                 )
             )
             assert done.rowcount == 1
+            notify(conn, [(row, "approve", "pending", "approved", APPROVERS[0], reason)], now)
         read_back(rid)
     t = phase("approve", t)
 
     def sweep(at: datetime, before: str, after: str, values: dict[str, Any]) -> int:
+        event = "activate" if after == "active" else "expire"
+        reason = (
+            "the window opened and access was granted"
+            if event == "activate"
+            else "the window ended and access was revoked"
+        )
+        claim: dict[str, Any] = {"next_deadline_at": at + lease, "claimed_by": "bench"}
+        if event == "activate":  # intent before effect, as the service's claim records
+            claim.update(grant_started_at=at, grant_provider=app.provider, grant_config={})
         moved = 0
         while True:
             with db.engine.begin() as conn:  # claim a batch
                 rows = conn.execute(
-                    select(requests.c.id, requests.c.version)
+                    select(requests)
                     .where(requests.c.state == before, requests.c.next_deadline_at <= at)
                     .order_by(requests.c.next_deadline_at)
                     .limit(BATCH)
@@ -189,34 +319,38 @@ def run_raw(url: str, n: int, now: datetime) -> dict[str, Any]:
                     return moved
                 conn.execute(
                     update(requests)
-                    .where(requests.c.id.in_([r.id for r in rows]))
-                    .values(
-                        next_deadline_at=at + timedelta(seconds=60),
-                        claimed_by="bench",
-                        version=requests.c.version + 1,
-                    )
+                    .where(requests.c.id == bindparam("rid"), requests.c.version == bindparam("v"))
+                    .values(version=requests.c.version + 1, **claim),
+                    [{"rid": r.id, "v": r.version} for r in rows],
                 )
-            for row in rows:  # the provider call, one transaction per row
-                with db.engine.begin() as conn:
-                    if after == "active":
-                        conn.execute(
-                            insert(grants).values(
-                                request_id=row.id,
-                                app=APP,
-                                scope=SCOPE,
-                                principal=PUBLISHER,
-                                role="Contributor",
-                                granted_at=at,
-                                grant_calls=1,
-                                revoke_calls=0,
-                            )
+            with db.engine.begin() as conn:  # the log provider: one transaction per batch
+                if event == "activate":
+                    conn.execute(
+                        insert(grants),
+                        [
+                            {
+                                "request_id": r.id,
+                                "standing": False,
+                                "app": APP,
+                                "scope": SCOPE,
+                                "principal": r.requester,
+                                "role": r.role,
+                                "granted_at": at,
+                                "grant_calls": 1,
+                                "revoke_calls": 0,
+                            }
+                            for r in rows
+                        ],
+                    )
+                else:
+                    conn.execute(
+                        update(grants)
+                        .where(
+                            grants.c.request_id == bindparam("rid"), grants.c.standing.is_(False)
                         )
-                    else:
-                        conn.execute(
-                            update(grants)
-                            .where(grants.c.request_id == row.id)
-                            .values(revoked_at=at, revoke_calls=grants.c.revoke_calls + 1)
-                        )
+                        .values(revoked_at=at, revoke_calls=grants.c.revoke_calls + 1),
+                        [{"rid": r.id} for r in rows],
+                    )
             with db.engine.begin() as conn:  # record the outcomes, version-checked
                 done = conn.execute(
                     update(requests)
@@ -225,26 +359,75 @@ def run_raw(url: str, n: int, now: datetime) -> dict[str, Any]:
                         requests.c.version == bindparam("v"),
                         requests.c.state == before,
                     )
-                    .values(state=after, claimed_by=None, version=requests.c.version + 1, **values),
+                    .values(
+                        state=after,
+                        claimed_by=None,
+                        last_attempt_at=at,
+                        attempts=0,
+                        version=requests.c.version + 1,
+                        **values,
+                    ),
                     [{"rid": r.id, "v": r.version + 1} for r in rows],
                 )
                 assert done.rowcount == len(rows)
+                notify(conn, [(r, event, before, after, "system", reason) for r in rows], at)
             moved += len(rows)
 
     activated = sweep(
-        starts, "approved", "active", {"activated_at": starts, "next_deadline_at": ends}
+        starts,
+        "approved",
+        "active",
+        {"activated_at": starts, "last_error": None, "next_deadline_at": ends},
     )
     t = phase("activate", t)
     expired = sweep(
         ends,
         "active",
         "expired",
-        {"ended_at": ends, "ended_by": "system", "end_reason": "expired", "next_deadline_at": None},
+        {
+            "ended_at": ends,
+            "ended_by": "system",
+            "end_reason": "the window ended and access was revoked",
+            "next_deadline_at": None,
+            "revoke_failing_since": None,
+            "revoke_alerts_sent": 0,
+        },
     )
     phase("expire", t)
     assert activated == n and expired == n, (activated, expired)
+    written = fingerprint(db) if check else None
     db.dispose()
-    return {"times": times, "commits": commits}
+    return {"times": times, "commits": commits, "fingerprint": written}
+
+
+def fingerprint(db: Any) -> dict[str, Any]:
+    """What a run left in the database, to check that the raw baseline wrote the same
+    rows as the service: the audit chain's head (its hash covers every entry's
+    content), and every request, outbox and log_grants row (outbox ids aside)."""
+    from jitaccess.store.models import AccessRequest, AuditHead, LogGrant, OutboxMessage
+
+    def rows(table: Any, *, skip: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
+        columns = [c for c in table.c if c.name not in skip]
+        order = [c for c in table.primary_key.columns if c.name not in skip] or [table.c.dedup_key]
+        with db.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(select(*columns).order_by(*order))]
+
+    outbox = OutboxMessage.__table__
+    return {
+        "audit_head": rows(AuditHead.__table__),
+        "access_requests": rows(AccessRequest.__table__),
+        "outbox": sorted(rows(outbox, skip=("id",)), key=lambda r: r[0]),
+        "log_grants": rows(LogGrant.__table__),
+    }
+
+
+def check_same_rows(service: dict[str, Any], raw: dict[str, Any]) -> None:
+    """Fail, naming the first difference, unless both runs left the same rows."""
+    for table, rows in service.items():
+        other = raw[table]
+        assert len(rows) == len(other), (table, len(rows), len(other))
+        for mine, theirs in zip(rows, other, strict=True):
+            assert mine == theirs, (table, mine, theirs)
 
 
 def micro() -> list[list[Any]]:
@@ -299,10 +482,17 @@ def main() -> None:
         for r in range(rounds):
             for kind, fn in (("service", run_service), ("raw", run_raw)):
                 url = f"sqlite:///{Path(tmp) / f'{kind}{r}.db'}"
-                result = fn(url, n, now)
+                result = fn(url, n, now, check=True)
                 total = sum(result["times"].values())
                 results[kind].append(result)
                 print(f"  round {r + 1} {kind}: {n / total:,.0f} requests/s")
+            # Equal work: the same commits per phase, and the same rows written.
+            service_run, raw_run = results["service"][r], results["raw"][r]
+            assert service_run["commits"] == raw_run["commits"], (
+                service_run["commits"],
+                raw_run["commits"],
+            )
+            check_same_rows(service_run.pop("fingerprint"), raw_run.pop("fingerprint"))
 
         def rate(kind: str, phase: str | None = None) -> float:
             per_round = [
@@ -342,23 +532,30 @@ def main() -> None:
                 ]
             )
         report.table(
-            "Commits per request (measured with engine events, round 1)",
+            "Commits per request (engine events, round 1; asserted equal in every round)",
             ["phase", "service write", "raw write", "service read", "raw read"],
             commit_rows,
         )
         # What each piece of machinery costs, in real time: switch it off (ablation),
-        # and what the proposed fixes would buy (bench/_variants.py).
+        # and what the proposed fixes would buy (bench/_variants.py). Interleaved
+        # rounds, median: on a shared machine one run per variant was not enough (a
+        # burst of other work once made two ablations look slower than the service).
+        vn = max(100, n // 3)
+        variant_ms: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        for r in range(rounds):
+            for name in VARIANTS:
+                url = f"sqlite:///{Path(tmp) / f'variant-{name}{r}.db'}"
+                with variant(name):
+                    result = run_service(url, vn, now)
+                variant_ms[name].append(sum(result["times"].values()) / vn * 1e3)
         variant_rows = []
-        base_ms = 0.0
+        base_ms = statistics.median(variant_ms["as_is"])
         for name, label in VARIANTS.items():
-            url = f"sqlite:///{Path(tmp) / f'variant-{name}.db'}"
-            with variant(name):
-                result = run_service(url, n, now)
-            ms = sum(result["times"].values()) / n * 1e3
-            base_ms = base_ms or ms
+            ms = statistics.median(variant_ms[name])
             variant_rows.append([label, 1e3 / ms, ms, base_ms - ms, 1e3 / ms / rate("raw")])
         report.table(
-            "Where the time goes: the service with one piece switched off (1 round each)",
+            f"Where the time goes: the service with one piece switched off "
+            f"({vn} requests, median of {rounds} interleaved rounds)",
             ["variant", "requests/s", "ms/req", "ms/req saved", "ratio vs raw"],
             variant_rows,
         )

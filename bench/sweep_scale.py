@@ -7,7 +7,9 @@
 (b) lag from deadline to expired under serve's real scheduler at default settings
     (``DeadlineScheduler`` from ``Container.scheduler``: sweep every 5 s, a one-off
     sweep at the next deadline, batches of 500, the outbox relay, the real clock), with
-    the due deadlines spread over 20 s, and with all of them due at once;
+    the due deadlines spread over 20 s (500/s), with twice as many over the same 20 s
+    (1,000/s: the due ones and as many not yet due, their deadlines moved), and with
+    all of the due ones at once;
 (c) peak RSS (VmHWM) of the sweeping process, each measurement in its own process.
 
 The rows are realistic: ``db.upgrade()``, an application registered through the
@@ -124,7 +126,8 @@ def scheduler_child(url: str, stop_file: str, variant: str = "as_is") -> dict[st
     """serve's scheduler at default settings, on the real clock, until told to stop.
 
     ``relay_apart``: the sweep asks the relay job to run now instead of draining the
-    outbox itself in the sweep thread (prototype). ``relay_apart_fixes``: that, and the
+    outbox itself in the sweep thread (the P5 prototype; P5 landed, so this is what
+    serve does now and main() no longer runs it). ``relay_apart_fixes``: that, and the
     service fixes of bench._variants."""
     import contextlib
 
@@ -361,20 +364,24 @@ def main() -> None:
         report.set("profile", profiled_run["profile"])
 
         due_ids = seeded["due_ids"]
+        # Twice the arrival rate: as many again of the not-yet-due grants get deadlines
+        # in the same 20 s (measure_lag rewrites the deadlines of the ids it is given).
+        taken = set(due_ids)
+        doubled_ids = due_ids + [r for r in range(1, total + 1) if r not in taken][:due]
         lag_rows = []
         lag_results = {}
-        for label, window, name in (
-            (f"{due:,} deadlines spread over {spread:.0f} s", spread, "as_is"),
-            (f"{due:,} deadlines at the same instant", 0.0, "as_is"),
-            (f"spread over {spread:.0f} s, relay out of the sweep thread", spread, "relay_apart"),
-            (
-                f"spread over {spread:.0f} s, relay apart + service fixes",
+        runs = {
+            "spread": (f"{due:,} deadlines spread over {spread:.0f} s", due_ids, spread),
+            "doubled": (
+                f"{2 * due:,} deadlines spread over {spread:.0f} s (2× the arrival rate)",
+                doubled_ids,
                 spread,
-                "relay_apart_fixes",
             ),
-        ):
-            lag = measure_lag(template, work, due_ids, lead=5.0, spread=window, variant=name)
-            lag_results[label] = lag
+            "instant": (f"{due:,} deadlines at the same instant", due_ids, 0.0),
+        }
+        for key, (label, ids, window) in runs.items():
+            lag = measure_lag(template, work, ids, lead=5.0, spread=window)
+            lag_results[key] = {"label": label, **lag}
             lag_rows.append(
                 [
                     label,
@@ -408,14 +415,18 @@ def main() -> None:
             lag_rows,
         )
         report.set("lag", lag_results)
-        spread_lag = next(iter(lag_results.values()))
-        report.target(
-            "(b) p99 lag, deadlines spread over 20 s",
-            spread_lag["p99"],
-            f"<= {TARGET_P99_LAG} s",
-            spread_lag["p99"] <= TARGET_P99_LAG and spread_lag["expired"] == due,
-            "s",
-        )
+        for key, what in (
+            ("spread", f"(b) p99 lag, {due:,} deadlines over {spread:.0f} s"),
+            ("doubled", f"(b) p99 lag, {2 * due:,} deadlines over {spread:.0f} s (2× rate)"),
+        ):
+            lag = lag_results[key]
+            report.target(
+                what,
+                lag["p99"],
+                f"<= {TARGET_P99_LAG} s",
+                lag["p99"] <= TARGET_P99_LAG and lag["expired"] == lag["due"],
+                "s",
+            )
         peak = max(service["peak_rss_mb"], *(v["peak_rss_mb"] for v in lag_results.values()))
         report.target(
             "(c) peak RSS of the sweeping process",
