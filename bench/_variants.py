@@ -110,7 +110,7 @@ def cached_head_append() -> Any:
 def variant(name: str) -> Iterator[None]:
     """Apply one variant for the duration of the block."""
     import jitaccess.service as service_module
-    from jitaccess.service import JitService
+    from jitaccess import journal
     from jitaccess.store import audit
 
     saved: list[tuple[Any, str, Any]] = []
@@ -121,17 +121,17 @@ def variant(name: str) -> Iterator[None]:
 
     if name in ("no_statemachine", "bare", "fixes"):
         move, bind = fast_move_functions()
-        patch(service_module, "move", move)
+        patch(journal, "move", move)
         patch(service_module, "RequestLifecycle", lambda model: bind(model))
     if name in ("no_audit", "bare"):
         patch(audit, "append", lambda session, **kw: None)
     if name in ("no_outbox", "bare"):
-        patch(JitService, "_enqueue", staticmethod(lambda *a, **kw: None))
+        patch(journal, "enqueue", lambda *a, **kw: None)
     if name == "fixes" and not _head_cached_upstream():
         patch(audit, "append", cached_head_append())
     if name == "fixes_late_audit":
         move, bind = fast_move_functions()
-        patch(service_module, "move", move)
+        patch(journal, "move", move)
         patch(service_module, "RequestLifecycle", lambda model: bind(model))
         patch(audit, "append", late_append)
     if name in ("fixes", "fixes_late_audit"):
@@ -180,55 +180,17 @@ def _head_cached_upstream() -> bool:
 
 
 def _patch_outcome_batching(patch: Any) -> None:
-    """Record a sweep batch's outcomes from rows loaded by one SELECT (not one per row),
-    without an autoflush before every query: one flush at commit, batched INSERTs.
-    Once src/ loads the batch itself (``_lock_many``, 4905b8b), only the no-autoflush
-    part is added."""
-    from sqlalchemy import select
+    """Record a sweep batch's outcomes without an autoflush before every query (the
+    batch is loaded by one SELECT upstream since 4905b8b): one flush at commit."""
+    from jitaccess.sweep import Sweeper
 
-    from jitaccess.service import JitService
-    from jitaccess.store.models import AccessRequest
+    upstream = Sweeper.__dict__["_record_outcome"]
 
-    if hasattr(JitService, "_lock_many"):
-        upstream = JitService.__dict__["_record_outcome"]
-
-        def _record_outcome_no_autoflush(self: Any, session: Any, *args: Any) -> None:
-            with session.no_autoflush:
-                upstream(self, session, *args)
-
-        patch(JitService, "_record_outcome", _record_outcome_no_autoflush)
-        return
-
-    call_provider = JitService.__dict__["_call_provider"]
-    record_outcome = JitService.__dict__["_record_outcome"]
-    lock = JitService.__dict__["_lock"]
-
-    def _call_provider(self: Any, item: Any, now: Any) -> Any:
-        self.__dict__.setdefault("_bench_pending", []).append(item.request_id)
-        return call_provider(self, item, now)
-
-    def _record_outcome(self: Any, session: Any, item: Any, *args: Any) -> None:
-        pending = self.__dict__.pop("_bench_pending", None)
-        if pending:
-            query = (
-                select(AccessRequest)
-                .where(AccessRequest.id.in_(pending))
-                .order_by(AccessRequest.id)
-            )
-            if self.db.is_postgres:
-                query = query.with_for_update(of=AccessRequest)
-            rows = session.execute(query).unique().scalars()
-            session.info.setdefault("bench_rows", {}).update({r.id: r for r in rows})
+    def _record_outcome_no_autoflush(self: Any, session: Any, *args: Any) -> None:
         with session.no_autoflush:
-            record_outcome(self, session, item, *args)
+            upstream(self, session, *args)
 
-    def _lock(self: Any, session: Any, request_id: int) -> Any:
-        row = session.info.get("bench_rows", {}).get(request_id)
-        return row if row is not None else lock(self, session, request_id)
-
-    patch(JitService, "_call_provider", _call_provider)
-    patch(JitService, "_record_outcome", _record_outcome)
-    patch(JitService, "_lock", _lock)
+    patch(Sweeper, "_record_outcome", _record_outcome_no_autoflush)
 
 
 @contextlib.contextmanager
