@@ -109,7 +109,6 @@ def cached_head_append() -> Any:
 @contextlib.contextmanager
 def variant(name: str) -> Iterator[None]:
     """Apply one variant for the duration of the block."""
-    import jitaccess.service as service_module
     from jitaccess import journal
     from jitaccess.store import audit
 
@@ -120,9 +119,8 @@ def variant(name: str) -> Iterator[None]:
         setattr(owner, attr, value)
 
     if name in ("no_statemachine", "bare", "fixes"):
-        move, bind = fast_move_functions()
+        move, _bind = fast_move_functions()
         patch(journal, "move", move)
-        patch(service_module, "RequestLifecycle", lambda model: bind(model))
     if name in ("no_audit", "bare"):
         patch(audit, "append", lambda session, **kw: None)
     if name in ("no_outbox", "bare"):
@@ -130,9 +128,8 @@ def variant(name: str) -> Iterator[None]:
     if name == "fixes" and not _head_cached_upstream():
         patch(audit, "append", cached_head_append())
     if name == "fixes_late_audit":
-        move, bind = fast_move_functions()
+        move, _bind = fast_move_functions()
         patch(journal, "move", move)
-        patch(service_module, "RequestLifecycle", lambda model: bind(model))
         patch(audit, "append", late_append)
     if name in ("fixes", "fixes_late_audit"):
         _patch_outcome_batching(patch)

@@ -15,7 +15,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
@@ -26,8 +26,8 @@ from jitaccess.domain.errors import Conflict, Mention, Part, RuleViolation
 from jitaccess.domain.lifecycle import (
     APPROVED_STATES,
     FINAL_STATES,
-    RequestLifecycle,
     RequestState,
+    initial_state,
 )
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.journal import POLICY_ACTOR as POLICY_ACTOR
@@ -368,19 +368,20 @@ class JitService:
                 requester=requester,
                 role=role,
                 justification=justification,
-                starts_at=window.starts_at,
-                ends_at=window.ends_at,
+                # Stored in UTC, and the view returned shows them as they are stored.
+                starts_at=window.starts_at.astimezone(UTC),
+                ends_at=window.ends_at.astimezone(UTC),
                 approval_deadline_at=rules.approval_deadline(
                     now, view.policy.approval_timeout, window
-                ),
+                ).astimezone(UTC),
                 approval_mode=view.policy.mode.value,
                 notified_approvers=list(view.policy.approvers),
                 created_at=now,
                 attempts=0,
-                state=None,
+                state=initial_state(),  # the machine's initial state
             )
-            # A new row has no state; binding the machine gives it the initial one.
-            RequestLifecycle(model=row)
+            # Pending until a decision or the time-out (an automatic approval moves it).
+            row.next_deadline_at = row.approval_deadline_at
             session.add(row)
             session.flush()
             journal.record(
@@ -399,11 +400,8 @@ class JitService:
                 row.decided_at = now
                 row.decision_reason = "approved automatically by policy"
                 row.next_deadline_at = row.starts_at
-            else:
-                row.next_deadline_at = row.approval_deadline_at
             result = RequestView.of(row)
-        self._after_change(result, now)
-        return self.get_request(result.id)
+        return self._after_change(result, now)
 
     def approve(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
         return self._decide(request_id, actor=actor, reason=reason, now=now, approve=True)
@@ -596,7 +594,8 @@ class JitService:
                 journal.end_by_system(session, row, "time_out", journal.TIMED_OUT, now)
                 timed_out = True
             else:
-                journal.transition(session, row, verb, actor=actor, now=now, reason=reason)
+                # The decision's columns first: the row is then written in one UPDATE,
+                # when the journal's audit append flushes it.
                 row.decided_by = actor
                 row.decided_at = now
                 row.decision_reason = reason
@@ -605,20 +604,23 @@ class JitService:
                 else:
                     row.ended_at = now
                     row.next_deadline_at = None
+                journal.transition(session, row, verb, actor=actor, now=now, reason=reason)
             result = RequestView.of(row)
         if timed_out:
             raise Conflict(_timed_out(request_id, result.approval_deadline_at))
-        self._after_change(result, now)
-        return self.get_request(request_id)
+        return self._after_change(result, now)
 
-    def _after_change(self, view: RequestView, now: datetime) -> None:
-        """Act at once on what is already due (start now), and wake the scheduler."""
+    def _after_change(self, view: RequestView, now: datetime) -> RequestView:
+        """Act at once on what is already due (start now), or wake the scheduler; the
+        request as it is afterwards (read again only if something ran)."""
         if self.inline and view.state in APPROVED_STATES and view.starts_at <= now:
             self.run_due(now, [view.id])
-        elif self.on_deadline is not None and view.state not in FINAL_STATES:
+            return self.get_request(view.id)
+        if self.on_deadline is not None and view.state not in FINAL_STATES:
             self.on_deadline(
                 view.starts_at if view.state in APPROVED_STATES else view.approval_deadline_at
             )
+        return view
 
     def _request_end(
         self, row: AccessRequest, kind: str, *, actor: str, reason: str, now: datetime

@@ -87,6 +87,12 @@ def allowed_events(state: str) -> list[str]:
 
 
 @functools.cache
+def initial_state() -> str:
+    """The state a new request starts in, read from the machine."""
+    return str(RequestLifecycle.initial_state.value)
+
+
+@functools.cache
 def transitions() -> dict[tuple[str, str], str]:
     """(state, event) -> next state, read from ``RequestLifecycle``: the machine stays
     the single source of the moves; this table makes a move cheap on the sweep's hot
