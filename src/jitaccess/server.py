@@ -234,6 +234,9 @@ class Server:
             for thread in self._threads:
                 thread.join(timeout=left())
             self._http = None
+        if self.slack is not None:
+            # What listeners acked and left for after the ack (writes, replies) finishes.
+            self.slack.close(left())
         self.container.close()
         if self._sqlite_lock is not None:
             self._sqlite_lock.close()

@@ -1,8 +1,12 @@
 """Bolt listeners: they only translate between Slack and the service.
 
-Every listener acks first. Modals are opened right after the ack (trigger ids
-expire in three seconds) and filled in after any database work. Buttons carry
-only a request id; the service re-checks from the database who may act.
+Ack first. Before its ``ack()`` a listener only validates: the request's own data,
+the pure rules and cheap reads (so a modal's errors still come back inline, in the
+ack). Writes, Slack calls (modals, replies, cards) and listings follow the ack, handed
+to :class:`~jitaccess.slack.runtime.AfterAck` so that Bolt's listener threads are free
+for the next request's ack. A refusal only the write can discover (someone decided
+meanwhile, the policy changed) reaches the user as an ephemeral message or a DM.
+Buttons carry only a request id; the service re-checks from the database who may act.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from jitaccess.domain import policy as rules
 from jitaccess.domain.durations import format_duration, parse_duration
 from jitaccess.domain.errors import JitError, NotFound, RuleViolation
-from jitaccess.domain.policy import ApprovalMode
+from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.service import JitService
 from jitaccess.slack import blocks
 from jitaccess.slack.commands import HELP, Command, UsageError, parse
@@ -90,13 +95,41 @@ def _origin(body: dict[str, Any]) -> dict[str, str]:
     return {"channel": channel} if channel else {}
 
 
+def run_now(work: Callable[[], None]) -> None:
+    work()
+
+
 class SlackFrontEnd:
     def __init__(
-        self, service: JitService, notifier: SlackNotifier, clock: Callable[[], datetime]
+        self,
+        service: JitService,
+        notifier: SlackNotifier,
+        clock: Callable[[], datetime],
+        after_ack: Callable[[Callable[[], None]], None] = run_now,
     ) -> None:
         self.service = service
         self.notifier = notifier
         self.clock = clock
+        #: Runs what follows an ack (see :class:`~jitaccess.slack.runtime.AfterAck`).
+        self.after_ack = after_ack
+
+    def _later(
+        self, name: str, work: Callable[[], None], sorry: Callable[[str], object] | None
+    ) -> None:
+        """Run ``work`` after the ack; if it fails, log it and ``sorry`` the user."""
+
+        def run() -> None:
+            try:
+                work()
+            except Exception:
+                log.exception("%s failed after its ack", name)
+                if sorry is not None:
+                    try:
+                        sorry(SORRY)
+                    except Exception:
+                        log.exception("could not tell the user about the failure")
+
+        self.after_ack(run)
 
     def register(self, app: App) -> None:
         app.command("/jit")(self.on_command)
@@ -119,28 +152,36 @@ class SlackFrontEnd:
     def on_command(
         self, ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient
     ) -> None:
-        ack()
         user = command["user_id"]
-        try:
-            cmd = parse(command.get("text") or "")
-        except UsageError as exc:
-            respond(text=blocks.escape(str(exc)))
-            return
-        if cmd.name == "request_form":
-            self._open_request_form(client, command["trigger_id"], user)
-            return
-        if cmd.name == "config":
-            self._open_config(client, command["trigger_id"], user, cmd.app or "")
-            return
-        try:
-            text, body = self._run(cmd, user)
-        except JitError as exc:
-            respond(text=blocks.mention_users(exc))
-            return
-        respond(text=text, blocks=body)
-
-    def _run(self, cmd: Command, user: str) -> tuple[str, list[dict[str, Any]] | None]:
         now = self.clock()
+        try:
+            cmd: Command | UsageError = parse(command.get("text") or "")
+        except UsageError as exc:
+            cmd = exc
+        # Everything a command says goes to its response_url, refusals included, so
+        # nothing is worth checking before the ack: the write checks the rules itself.
+        ack()
+
+        def work() -> None:
+            if isinstance(cmd, UsageError):
+                respond(text=blocks.escape(str(cmd)))
+            elif cmd.name == "request_form":
+                self._open_request_form(client, command["trigger_id"], user)
+            elif cmd.name == "config":
+                self._open_config(client, command["trigger_id"], user, cmd.app or "")
+            else:
+                try:
+                    text, body = self._run(cmd, user, now)
+                except JitError as exc:
+                    respond(text=blocks.mention_users(exc))
+                    return
+                respond(text=text, blocks=body)
+
+        self._later("/jit", work, lambda text: respond(text=text))
+
+    def _run(
+        self, cmd: Command, user: str, now: datetime
+    ) -> tuple[str, list[dict[str, Any]] | None]:
         service = self.service
         tz = self.notifier.zones.of(user)
         if cmd.name == "help":
@@ -267,15 +308,21 @@ class SlackFrontEnd:
         except (KeyError, IndexError, TypeError):
             log.warning("ignoring an application pick that names no application")
             return
-        apps = self.service.apps_for_publisher(body["user"]["id"])
-        client.views_update(
-            view_id=body["view"]["id"],
-            hash=body["view"]["hash"],
-            view=blocks.request_modal(apps, selected=selected, now=self.clock()),
-        )
+
+        def work() -> None:
+            apps = self.service.apps_for_publisher(body["user"]["id"])
+            client.views_update(
+                view_id=body["view"]["id"],
+                hash=body["view"]["hash"],
+                view=blocks.request_modal(apps, selected=selected, now=self.clock()),
+            )
+
+        self._later("application pick", work, None)
 
     @guarded
-    def on_request_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+    def on_request_submitted(
+        self, ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
+    ) -> None:
         user = body["user"]["id"]
         try:
             values = view["state"]["values"]
@@ -297,16 +344,11 @@ class SlackFrontEnd:
                 errors={"justification": OUT_OF_DATE.format(again="run /jit request again")},
             )
             return
+        now = self.clock()
+        # The submission's own rules, on a read of the application: errors stay inline.
         try:
-            self.service.submit(
-                app_name,
-                requester=user,
-                role=role,
-                duration=duration,
-                justification=justification,
-                starts_at=starts_at,
-                now=self.clock(),
-            )
+            app = self.service.get_app(app_name)
+            rules.check_submission(app.rules(), user, role, duration, starts_at, justification, now)
         except RuleViolation as exc:
             field = exc.field if exc.field in REQUEST_FIELDS else "justification"
             ack(response_action="errors", errors={field: blocks.truncate(str(exc), 2000)})
@@ -315,6 +357,24 @@ class SlackFrontEnd:
             ack(response_action="errors", errors={"app": str(exc)})
             return
         ack()
+
+        def work() -> None:
+            try:
+                self.service.submit(
+                    app_name,
+                    requester=user,
+                    role=role,
+                    duration=duration,
+                    justification=justification,
+                    starts_at=starts_at,
+                    now=now,
+                )
+            except JitError as exc:  # the policy changed since the check: say so
+                self._tell(client, {}, user, exc, dm=True)
+
+        self._later(
+            "request submission", work, lambda text: self._tell(client, {}, user, text, dm=True)
+        )
 
     # -- decisions -------------------------------------------------------------------
     def _decision_button(self, decision: str) -> Callable[..., None]:
@@ -327,22 +387,28 @@ class SlackFrontEnd:
                 log.warning("ignoring a %s click that carries no request id", decision)
                 return
             origin = _origin(body)
-            opened = client.views_open(
-                trigger_id=body["trigger_id"],
-                view=blocks.decision_modal(
-                    None, request_id=request_id, decision=decision, origin=origin
-                ),
-            )
-            refusal: JitError | None
-            try:
-                refusal = self.service.decision_refusal(request_id, user, decision)
-            except NotFound as exc:
-                refusal = exc
-            if refusal is not None:
-                client.views_update(
-                    view_id=opened["view"]["id"], view=blocks.notice_modal("Nothing to do", refusal)
+
+            def work() -> None:
+                # The modal first: its trigger id expires three seconds after the click.
+                opened = client.views_open(
+                    trigger_id=body["trigger_id"],
+                    view=blocks.decision_modal(
+                        None, request_id=request_id, decision=decision, origin=origin
+                    ),
                 )
-                self._tell(client, origin, user, refusal)
+                refusal: JitError | None
+                try:
+                    refusal = self.service.decision_refusal(request_id, user, decision)
+                except NotFound as exc:
+                    refusal = exc
+                if refusal is not None:
+                    client.views_update(
+                        view_id=opened["view"]["id"],
+                        view=blocks.notice_modal("Nothing to do", refusal),
+                    )
+                    self._tell(client, origin, user, refusal)
+
+            self._later(f"{decision} click", work, None)
 
         on_click.__name__ = f"on_{decision}_clicked"
         return on_click
@@ -368,24 +434,42 @@ class SlackFrontEnd:
             )
             return
         now = self.clock()
+        # Validate on the form and a read of the request: errors come back in the ack.
         try:
-            if decision == "approve":
-                self.service.approve(request_id, actor=user, reason=reason, now=now)
-            elif decision == "deny":
-                self.service.deny(request_id, actor=user, reason=reason, now=now)
-            else:
-                self.service.revoke(request_id, actor=user, reason=reason, now=now)
+            rules.check_reason(reason, decision)
         except RuleViolation as exc:
-            if exc.field == "reason":
-                ack(response_action="errors", errors={"reason": str(exc)})
-                return
-            ack(response_action="update", view=blocks.notice_modal("Nothing changed", exc))
-            self._tell(client, meta, user, exc)
+            ack(response_action="errors", errors={"reason": str(exc)})
             return
+        refusal: JitError | None
+        try:
+            refusal = self.service.decision_refusal(request_id, user, decision)
         except NotFound as exc:
             ack(response_action="update", view=blocks.notice_modal("Nothing changed", exc))
             return
+        if refusal is not None:
+            ack(response_action="update", view=blocks.notice_modal("Nothing changed", refusal))
+            self._later(
+                f"{decision} refusal", lambda: self._tell(client, meta, user, refusal), None
+            )
+            return
         ack()
+
+        def work() -> None:
+            try:
+                if decision == "approve":
+                    self.service.approve(request_id, actor=user, reason=reason, now=now)
+                elif decision == "deny":
+                    self.service.deny(request_id, actor=user, reason=reason, now=now)
+                else:
+                    self.service.revoke(request_id, actor=user, reason=reason, now=now)
+            except JitError as exc:  # e.g. another approver decided since the check
+                self._tell(client, meta, user, exc, dm=True)
+
+        self._later(
+            f"{decision} submission",
+            work,
+            lambda text: self._tell(client, meta, user, text, dm=True),
+        )
 
     def _own_request_button(self, action: str) -> Callable[..., None]:
         @guarded
@@ -397,36 +481,59 @@ class SlackFrontEnd:
                 log.warning("ignoring a %s click that carries no request id", action)
                 return
             now = self.clock()
-            try:
-                if action == "cancel":
-                    self.service.cancel(request_id, actor=user, now=now)
-                else:
-                    self.service.release(request_id, actor=user, now=now)
-            except JitError as exc:
-                origin = _origin(body)
-                if origin:
-                    self._tell(client, origin, user, exc)
-                else:
-                    client.views_open(
-                        trigger_id=body["trigger_id"],
-                        view=blocks.notice_modal("Nothing changed", exc),
-                    )
+            origin = _origin(body)
+
+            def work() -> None:
+                try:
+                    if action == "cancel":
+                        self.service.cancel(request_id, actor=user, now=now)
+                    else:
+                        self.service.release(request_id, actor=user, now=now)
+                except JitError as exc:
+                    if origin:
+                        self._tell(client, origin, user, exc, dm=True)
+                        return
+                    try:
+                        client.views_open(
+                            trigger_id=body["trigger_id"],
+                            view=blocks.notice_modal("Nothing changed", exc),
+                        )
+                    except SlackApiError:  # e.g. the trigger expired: a DM instead
+                        self._tell(client, origin, user, exc, dm=True)
+
+            def sorry(text: str) -> None:
+                self._tell(client, origin, user, text, dm=True)
+
+            self._later(f"{action} click", work, sorry)
 
         on_click.__name__ = f"on_{action}_clicked"
         return on_click
 
     def _tell(
-        self, client: WebClient, origin: dict[str, Any], user: str, message: str | JitError
+        self,
+        client: WebClient,
+        origin: dict[str, Any],
+        user: str,
+        message: str | JitError,
+        *,
+        dm: bool = False,
     ) -> None:
+        """An ephemeral message where the user acted; with ``dm``, a DM when there is
+        no such channel or the ephemeral cannot be posted (the user must hear of it)."""
+        text = blocks.mention_users(message)
         channel = origin.get("channel")
-        if not channel:
+        if channel:
+            try:
+                client.chat_postEphemeral(channel=channel, user=user, text=text)
+                return
+            except SlackApiError as exc:
+                log.info("could not post an ephemeral reply: %s", exc.response.get("error"))
+        if not dm:
             return
         try:
-            client.chat_postEphemeral(
-                channel=channel, user=user, text=blocks.mention_users(message)
-            )
+            client.chat_postMessage(channel=user, text=text)
         except SlackApiError as exc:
-            log.info("could not post an ephemeral reply: %s", exc.response.get("error"))
+            log.warning("could not tell %s by DM: %s", user, exc.response.get("error"))
 
     # -- policy ----------------------------------------------------------------------
     def _open_config(self, client: WebClient, trigger_id: str, user: str, app_name: str) -> None:
@@ -448,7 +555,9 @@ class SlackFrontEnd:
         client.views_update(view_id=opened["view"]["id"], hash=opened["view"]["hash"], view=view)
 
     @guarded
-    def on_config_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+    def on_config_submitted(
+        self, ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
+    ) -> None:
         user = body["user"]["id"]
         try:
             values = view["state"]["values"]
@@ -469,16 +578,19 @@ class SlackFrontEnd:
                 errors={"mode": OUT_OF_DATE.format(again="run /jit config again")},
             )
             return
+        now = self.clock()
+        # The policy's own rules, on a read of the application: errors stay inline.
         try:
-            self.service.set_policy(
-                app_name,
-                actor=user,
-                now=self.clock(),
+            app = self.service.get_app(app_name)
+            rules.check_admin(app.rules(), user)
+            if not app.jit_enabled:
+                raise RuleViolation(rules.disabled_message(app.name))
+            Policy(
                 mode=mode,
                 max_duration=max_duration,
-                approvers=approvers,
+                approvers=tuple(approvers),
                 approval_timeout=timeout,
-            )
+            ).validated()
         except JitError as exc:
             field = getattr(exc, "field", None)
             ack(
@@ -488,6 +600,24 @@ class SlackFrontEnd:
             return
         ack()
 
+        def work() -> None:
+            try:
+                self.service.set_policy(
+                    app_name,
+                    actor=user,
+                    now=now,
+                    mode=mode,
+                    max_duration=max_duration,
+                    approvers=approvers,
+                    approval_timeout=timeout,
+                )
+            except JitError as exc:  # e.g. no longer an admin since the check
+                self._tell(client, {}, user, exc, dm=True)
+
+        self._later(
+            "policy submission", work, lambda text: self._tell(client, {}, user, text, dm=True)
+        )
+
     # -- App Home --------------------------------------------------------------------
     @guarded
     def on_home_opened(
@@ -495,13 +625,18 @@ class SlackFrontEnd:
     ) -> None:
         if event.get("tab", "home") != "home":
             return
-        if not self._first_delivery(body.get("event_id")):
-            return  # Slack retried an event we already handled
         user = event["user"]
-        client.views_publish(
-            user_id=user,
-            view=home_for(self.service, user, self.notifier.zones.of(user), self.clock()),
-        )
+
+        # (Bolt acks events itself, before the listener.)
+        def work() -> None:
+            if not self._first_delivery(body.get("event_id")):
+                return  # Slack retried an event we already handled
+            client.views_publish(
+                user_id=user,
+                view=home_for(self.service, user, self.notifier.zones.of(user), self.clock()),
+            )
+
+        self._later("App Home", work, None)
 
     def _first_delivery(self, event_id: str | None) -> bool:
         if not event_id:

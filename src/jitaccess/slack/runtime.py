@@ -8,10 +8,13 @@ HTTP, and the HTTP entry point verifies the signature before anything reads the 
 
 from __future__ import annotations
 
+import logging
 import random
 import secrets
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -34,11 +37,68 @@ if TYPE_CHECKING:
 
     from jitaccess.slack.socket_mode import GuardedSocketModeHandler
 
+log = logging.getLogger("jitaccess.slack")
+
+#: Threads for the work listeners do after their ack (writes, backend intents, Slack
+#: calls). Few on purpose: they share the process's GIL with the threads that ack, and
+#: SQLite takes one writer at a time anyway.
+AFTER_ACK_THREADS = 2
+
 MISSING_SECRET = (
     "SLACK_SIGNING_SECRET is not set: from the Slack app's Basic Information page; "
     "without it no HTTP request from Slack can be verified (or set SLACK_APP_TOKEN "
     "for Socket Mode, which serves no Slack endpoint over HTTP)"
 )
+
+
+class AfterAck:
+    """Runs what a listener does after its ``ack()``.
+
+    With ``process_before_response=False`` (``serve``, over HTTP and Socket Mode) Slack
+    has its answer at ``ack()``, but the listener still holds one of Bolt's few
+    listener threads until it returns: a write or a Slack call done there made the
+    next requests' acks queue behind it. Here that work goes to threads of its own
+    (``threads``), so Bolt's threads only validate and ack. With ``threads=0`` (for
+    ``process_before_response=True``, where the response waits for the listener
+    anyway) the work runs at once, in the listener."""
+
+    def __init__(self, threads: int) -> None:
+        self._pool = (
+            ThreadPoolExecutor(threads, thread_name_prefix="slack-after-ack") if threads else None
+        )
+        self._pending: set[Future[None]] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, work: Callable[[], None]) -> None:
+        if self._pool is None:
+            work()
+            return
+        future = self._pool.submit(work)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+        error = future.exception()
+        if error is not None:  # the listeners report their own; this is a last resort
+            log.error("work after a Slack ack failed", exc_info=error)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def close(self, timeout: float) -> None:
+        """Take no more work; wait up to ``timeout`` seconds for what was acked."""
+        if self._pool is None:
+            return
+        with self._lock:
+            pending = set(self._pending)
+        self._pool.shutdown(wait=False)
+        _done, left = wait_for(pending, timeout=timeout)
+        if left:
+            log.warning("stopped with %d acked Slack actions not yet done", len(left))
 
 
 @dataclass
@@ -48,6 +108,12 @@ class SlackRuntime:
     notifier: SlackNotifier
     #: The secret HTTP requests are verified with; ``None`` for a Socket-Mode-only app.
     signing_secret: str | None = None
+    after_ack: AfterAck | None = None
+
+    def close(self, timeout: float) -> None:
+        """Finish (within ``timeout``) the work listeners left for after their ack."""
+        if self.after_ack is not None:
+            self.after_ack.close(timeout)
 
     def http_endpoint(self, replay: ReplayCheck | None = None) -> WSGIApplication:
         """The WSGI app for ``POST /slack/events``: signature first, then shape and
@@ -130,6 +196,7 @@ def build_slack(
     process_before_response: bool = False,
     socket_mode: bool = False,
     notifier: SlackNotifier | None = None,
+    after_ack_threads: int = AFTER_ACK_THREADS,
 ) -> SlackRuntime:
     """``signing_secret`` is required unless the app is only used through Socket Mode
     (``socket_mode=True``); such an app refuses :meth:`SlackRuntime.http_endpoint`.
@@ -151,6 +218,9 @@ def build_slack(
         token_verification_enabled=False,
         process_before_response=process_before_response,
     )
-    SlackFrontEnd(service, notifier, clock).register(app)
+    # When Bolt answers only after the listener returns, there is nothing to gain from
+    # other threads: the work after the ack runs in the listener.
+    after_ack = AfterAck(0 if process_before_response else after_ack_threads)
+    SlackFrontEnd(service, notifier, clock, after_ack).register(app)
     # A Socket Mode app is never served over HTTP, even when a secret is configured too.
-    return SlackRuntime(app, client, notifier, None if socket_mode else signing_secret)
+    return SlackRuntime(app, client, notifier, None if socket_mode else signing_secret, after_ack)
