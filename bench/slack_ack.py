@@ -21,8 +21,6 @@ only ``ack()``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.client
 import json
 import tempfile
@@ -64,14 +62,10 @@ def signed(payload: dict[str, Any]) -> tuple[str, dict[str, str]]:
 
 
 def signed_form(fields: dict[str, str]) -> tuple[str, dict[str, str]]:
+    from jitaccess.sandbox.page import sign
+
     body = urlencode(fields)
-    ts = str(int(time.time()))
-    digest = hmac.new(SECRET.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return body, {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": f"v0={digest}",
-    }
+    return body, {"Content-Type": "application/x-www-form-urlencoded", **sign(SECRET, body)}
 
 
 def click(rid: int, n: int) -> tuple[str, dict[str, str]]:
@@ -255,7 +249,9 @@ class Inside:
 
 def instrument(server: Any) -> Inside:
     inside = Inside()
-    service, notifier = server.container.service, server.container.relay.notifier
+    # The Slack app's notifier is the relay's too (one per process, built once); a web
+    # process has no relay, but its listeners still post with that notifier.
+    service, notifier = server.container.service, server.slack.notifier
     approve, deliver = service.approve, notifier.deliver
 
     def timed_approve(*args: Any, **kwargs: Any) -> Any:

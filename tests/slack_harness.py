@@ -4,10 +4,11 @@ Slack Web API over real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
+import socket
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -18,6 +19,7 @@ from slack_bolt.response import BoltResponse
 from conftest import make_service
 from jitaccess.outbox import OutboxRelay, RelayReport
 from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.sandbox.page import sign
 from jitaccess.service import SweepReport
 from jitaccess.slack import blocks
 from jitaccess.slack.runtime import build_slack, slack_client
@@ -38,12 +40,13 @@ def signed_headers(
     timestamp: int | None = None,
     content_type: str = "application/x-www-form-urlencoded",
 ) -> dict[str, str]:
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    """Slack's signature headers for ``body`` (the one signing function, shared with the
+    sandbox page and the benchmarks: ``jitaccess.sandbox.page.sign``)."""
+    signature = sign(secret, body, timestamp)
     return {
         "content-type": content_type,
-        "x-slack-request-timestamp": ts,
-        "x-slack-signature": f"v0={digest}",
+        "x-slack-request-timestamp": signature["X-Slack-Request-Timestamp"],
+        "x-slack-signature": signature["X-Slack-Signature"],
     }
 
 
@@ -300,3 +303,104 @@ def find_button(
 def texts(message: dict[str, Any]) -> str:
     """All the text a person would read in a message or view."""
     return message.get("text", "") + " " + json.dumps(message.get("blocks", []), ensure_ascii=False)
+
+
+def button_click(
+    fake: FakeSlack, user: str, message: dict[str, Any], action_id: str
+) -> dict[str, Any]:
+    """The ``block_actions`` payload Slack sends when ``user`` presses ``action_id`` on
+    ``message`` (a message the fake Slack holds)."""
+    button, block_id = find_button(message["blocks"], action_id)
+    return {
+        "type": "block_actions",
+        "user": {"id": user},
+        "team": {"id": "T0001"},
+        "trigger_id": fake.new_trigger_id(user),
+        "channel": {"id": message["channel"]},
+        "container": {
+            "type": "message",
+            "channel_id": message["channel"],
+            "message_ts": message["ts"],
+        },
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": block_id,
+                "value": button["value"],
+                "type": "button",
+            }
+        ],
+    }
+
+
+def reason_submission(user: str, modal: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The ``view_submission`` payload of the reason modal ``modal`` (as the fake Slack
+    opened it), submitted by ``user`` with ``reason``."""
+    return {
+        "type": "view_submission",
+        "user": {"id": user},
+        "team": {"id": "T0001"},
+        "view": {
+            "id": modal["id"],
+            "type": "modal",
+            "callback_id": modal["view"]["callback_id"],
+            "private_metadata": modal["view"]["private_metadata"],
+            "hash": modal["hash"],
+            "state": {
+                "values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}
+            },
+        },
+    }
+
+
+# -- talking to a `serve` over HTTP (tests/test_serve.py, test_web_worker.py, …) ---------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(
+    method: str, url: str, body: str = "", headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    request = urllib.request.Request(
+        url, data=body.encode() if body else None, headers=headers or {}, method=method
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def post_signed(base: str, fields: dict[str, str], *, secret: str = SECRET) -> tuple[int, str]:
+    body = urlencode(fields)
+    return http("POST", f"{base}/slack/events", body, signed_headers(body, secret=secret))
+
+
+def command_fields(fake: FakeSlack, user: str, text: str, key: str) -> dict[str, str]:
+    return {
+        "command": "/jit",
+        "text": text,
+        "user_id": user,
+        "team_id": "T0001",
+        "channel_id": "C1",
+        "response_url": fake.response_url(key),
+        "trigger_id": fake.new_trigger_id(user),
+    }
+
+
+def serving(base: str) -> bool:
+    try:
+        return http("GET", f"{base}/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+def wait_until(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False

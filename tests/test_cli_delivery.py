@@ -19,8 +19,7 @@ from jitaccess.server import Server
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
-from slack_harness import SECRET, find_button, texts
-from test_serve import _up, free_port, wait_until
+from slack_harness import SECRET, find_button, free_port, serving, texts, wait_until
 
 SLACK_VARS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SLACK_API_URL")
 
@@ -101,7 +100,7 @@ def serve_process(fake_slack: FakeSlack, cli: Cli, tmp_path: Path) -> Iterator[s
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            assert wait_until(lambda: _up(base), 20), log_path.read_text()
+            assert wait_until(lambda: serving(base), 20), log_path.read_text()
             yield base
         finally:
             proc.terminate()

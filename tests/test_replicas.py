@@ -20,8 +20,7 @@ from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.server import Server
 from jitaccess.settings import Settings
 from jitaccess.store.models import AuditEvent, LogGrant, OutboxMessage
-from slack_harness import SECRET, find_button, signed_headers, texts
-from test_serve import http
+from slack_harness import SECRET, find_button, http, signed_headers, texts, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -67,15 +66,6 @@ def replicas(pg_url: str, fake_slack: FakeSlack, tmp_path: Path) -> Iterator[lis
     yield servers
     for server in servers:
         server.stop()
-
-
-def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_two_replicas_expire_300_grants_each_exactly_once(

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,43 +26,19 @@ from jitaccess.server import ConfigurationError, Server
 from jitaccess.settings import Settings
 from jitaccess.slack.runtime import build_slack, slack_client
 from jitaccess.store.db import Database
-from slack_harness import SECRET, find_button, signed_headers, texts
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http(
-    method: str, url: str, body: str = "", headers: dict[str, str] | None = None
-) -> tuple[int, str]:
-    request = urllib.request.Request(
-        url, data=body.encode() if body else None, headers=headers or {}, method=method
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def post_signed(base: str, fields: dict[str, str], *, secret: str = SECRET) -> tuple[int, str]:
-    body = urlencode(fields)
-    return http("POST", f"{base}/slack/events", body, signed_headers(body, secret=secret))
-
-
-def command_fields(fake: FakeSlack, user: str, text: str, key: str) -> dict[str, str]:
-    return {
-        "command": "/jit",
-        "text": text,
-        "user_id": user,
-        "team_id": "T0001",
-        "channel_id": "C1",
-        "response_url": fake.response_url(key),
-        "trigger_id": fake.new_trigger_id(user),
-    }
+from slack_harness import (
+    SECRET,
+    button_click,
+    command_fields,
+    free_port,
+    http,
+    post_signed,
+    reason_submission,
+    serving,
+    signed_headers,
+    texts,
+    wait_until,
+)
 
 
 def test_serve_refuses_to_start_without_slack_settings(
@@ -164,7 +137,7 @@ def test_serve_process_takes_a_request_from_slash_command_to_revoked(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        assert wait_until(lambda: _up(base), 20), (tmp_path / "serve.log").read_text()
+        assert wait_until(lambda: serving(base), 20), (tmp_path / "serve.log").read_text()
         status, _ = post_signed(
             base, command_fields(fake_slack, PUBLISHER, "request crm Contributor 1m patch db", "r1")
         )
@@ -174,49 +147,11 @@ def test_serve_process_takes_a_request_from_slash_command_to_revoked(
         )
         assert "submitted" in fake_slack.responses["r1"][0]["text"]
         card = next(m for m in fake_slack.dms_to(APPROVER) if "Access request #1" in texts(m))
-        button, block_id = find_button(card["blocks"], "jit_approve")
-        click = {
-            "type": "block_actions",
-            "user": {"id": APPROVER},
-            "team": {"id": "T0001"},
-            "trigger_id": fake_slack.new_trigger_id(APPROVER),
-            "channel": {"id": card["channel"]},
-            "container": {
-                "type": "message",
-                "channel_id": card["channel"],
-                "message_ts": card["ts"],
-            },
-            "actions": [
-                {
-                    "action_id": "jit_approve",
-                    "block_id": block_id,
-                    "value": button["value"],
-                    "type": "button",
-                }
-            ],
-        }
+        click = button_click(fake_slack, APPROVER, card, "jit_approve")
         assert post_signed(base, {"payload": json.dumps(click)})[0] == 200
         assert fake_slack.wait_for(lambda: bool(fake_slack.opened_views(APPROVER)), 10)
         modal = fake_slack.opened_views(APPROVER)[-1]
-        submission: dict[str, Any] = {
-            "type": "view_submission",
-            "user": {"id": APPROVER},
-            "team": {"id": "T0001"},
-            "view": {
-                "id": modal["id"],
-                "type": "modal",
-                "callback_id": modal["view"]["callback_id"],
-                "private_metadata": modal["view"]["private_metadata"],
-                "hash": modal["hash"],
-                "state": {
-                    "values": {
-                        "reason": {
-                            "reason": {"type": "plain_text_input", "value": "CHG-9 approved"}
-                        }
-                    }
-                },
-            },
-        }
+        submission = reason_submission(APPROVER, modal, "CHG-9 approved")
         assert post_signed(base, {"payload": json.dumps(submission)})[0] == 200
 
         def requester_saw(fragment: str) -> bool:
@@ -239,26 +174,7 @@ def test_serve_process_takes_a_request_from_slash_command_to_revoked(
         card = active_card()
         assert card is not None
         # The shortest window is a minute: the requester ends it early ("I'm done").
-        button, block_id = find_button(card["blocks"], "jit_release")
-        done = {
-            **click,
-            "user": {"id": PUBLISHER},
-            "trigger_id": fake_slack.new_trigger_id(PUBLISHER),
-            "channel": {"id": card["channel"]},
-            "container": {
-                "type": "message",
-                "channel_id": card["channel"],
-                "message_ts": card["ts"],
-            },
-            "actions": [
-                {
-                    **click["actions"][0],
-                    "action_id": "jit_release",
-                    "block_id": block_id,
-                    "value": button["value"],
-                }
-            ],
-        }
+        done = button_click(fake_slack, PUBLISHER, card, "jit_release")
         assert post_signed(base, {"payload": json.dumps(done)})[0] == 200
         assert fake_slack.wait_for(lambda: requester_saw("was revoked"), 15), (
             [m["text"] for m in fake_slack.dms_to(PUBLISHER)],
@@ -285,22 +201,6 @@ def test_serve_process_takes_a_request_from_slash_command_to_revoked(
     )
     data = json.loads(shown.stdout)
     assert (data["state"], data["decided_by"], data["ended_by"]) == ("revoked", APPROVER, PUBLISHER)
-
-
-def _up(base: str) -> bool:
-    try:
-        return http("GET", f"{base}/healthz")[0] == 200
-    except OSError:
-        return False
-
-
-def wait_until(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_socket_mode_serves_slack_without_a_public_url(

@@ -25,8 +25,18 @@ from jitaccess.server import ConfigurationError, Server
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest
-from slack_harness import SECRET, find_button, texts
-from test_serve import _up, command_fields, free_port, http, post_signed, wait_until
+from slack_harness import (
+    SECRET,
+    button_click,
+    command_fields,
+    free_port,
+    http,
+    post_signed,
+    reason_submission,
+    serving,
+    texts,
+    wait_until,
+)
 
 WEB_TOKEN = "xoxb-web"
 WORKER_TOKEN = "xoxb-worker"
@@ -181,7 +191,7 @@ class Proc:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        assert wait_until(lambda: _up(self.base), 30), self.log()
+        assert wait_until(lambda: serving(self.base), 30), self.log()
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -267,45 +277,11 @@ def test_web_records_and_the_worker_does_the_rest(
             lambda: any("Access request #1" in texts(m) for m in fake_slack.dms_to(APPROVER)), 15
         ), logs()
         card = next(m for m in fake_slack.dms_to(APPROVER) if "Access request #1" in texts(m))
-        button, block_id = find_button(card["blocks"], "jit_approve")
-        click: dict[str, Any] = {
-            "type": "block_actions",
-            "user": {"id": APPROVER},
-            "team": {"id": "T0001"},
-            "trigger_id": fake_slack.new_trigger_id(APPROVER),
-            "channel": {"id": card["channel"]},
-            "container": {
-                "type": "message",
-                "channel_id": card["channel"],
-                "message_ts": card["ts"],
-            },
-            "actions": [
-                {
-                    "action_id": "jit_approve",
-                    "block_id": block_id,
-                    "value": button["value"],
-                    "type": "button",
-                }
-            ],
-        }
+        click = button_click(fake_slack, APPROVER, card, "jit_approve")
         assert post_signed(web.base, {"payload": json.dumps(click)})[0] == 200
         assert fake_slack.wait_for(lambda: bool(fake_slack.opened_views(APPROVER)), 10)
         modal = fake_slack.opened_views(APPROVER)[-1]
-        submission = {
-            "type": "view_submission",
-            "user": {"id": APPROVER},
-            "team": {"id": "T0001"},
-            "view": {
-                "id": modal["id"],
-                "type": "modal",
-                "callback_id": modal["view"]["callback_id"],
-                "private_metadata": modal["view"]["private_metadata"],
-                "hash": modal["hash"],
-                "state": {
-                    "values": {"reason": {"reason": {"type": "plain_text_input", "value": "CHG-1"}}}
-                },
-            },
-        }
+        submission = reason_submission(APPROVER, modal, "CHG-1")
         assert post_signed(web.base, {"payload": json.dumps(submission)})[0] == 200
         assert state(1) in {"approved", "active"}  # recorded before the ack
 
@@ -319,26 +295,7 @@ def test_web_records_and_the_worker_does_the_rest(
         card = active_card()
         assert card is not None and state(1) == "active"
         # The shortest window is a minute: the requester ends it early ("I'm done").
-        button, block_id = find_button(card["blocks"], "jit_release")
-        done = {
-            **click,
-            "user": {"id": PUBLISHER},
-            "trigger_id": fake_slack.new_trigger_id(PUBLISHER),
-            "channel": {"id": card["channel"]},
-            "container": {
-                "type": "message",
-                "channel_id": card["channel"],
-                "message_ts": card["ts"],
-            },
-            "actions": [
-                {
-                    **click["actions"][0],
-                    "action_id": "jit_release",
-                    "block_id": block_id,
-                    "value": button["value"],
-                }
-            ],
-        }
+        done = button_click(fake_slack, PUBLISHER, card, "jit_release")
         assert post_signed(web.base, {"payload": json.dumps(done)})[0] == 200
         assert fake_slack.wait_for(
             lambda: any(
