@@ -200,7 +200,10 @@ def test_a_click_on_one_replica_and_the_reason_on_the_other(
         http("POST", f"http://127.0.0.1:{second.port}/slack/events", body, signed_headers(body))[0]
         == 200
     )
-    view = second.container.service.get_request(rid)
+    # The reason is acked first and the approval written right after (ack first).
+    service_two = second.container.service
+    assert wait_until(lambda: service_two.get_request(rid).state == "approved", 10)
+    view = service_two.get_request(rid)
     assert (view.state, view.decided_by, view.decision_reason) == (
         "approved",
         APPROVER,
