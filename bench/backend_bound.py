@@ -160,6 +160,17 @@ def sweep_child(url: str, at: str, concurrency: int, worker: str, limit: int = 0
     return {"seconds": time.perf_counter() - started, "transitions": done}
 
 
+def sweeper(url: str, at: str, worker: str, concurrency: int = CONCURRENCY) -> Any:
+    """A sweeping process (``sweep_child``) at ``at``; ``.wait()`` returns its timing."""
+    return start_child(
+        "bench.backend_bound:sweep_child",
+        url=url,
+        at=at,
+        concurrency=concurrency,
+        worker=worker,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(__doc__ or "", argv)
     count = 100 if args.quick else 1000
@@ -177,20 +188,8 @@ def main(argv: list[str] | None = None) -> None:
             # 1. one sweeper, concurrent calls
             url = f"sqlite:///{work / 'one.db'}"
             window = seed(url, backend.url, count)
-            grant = start_child(
-                "bench.backend_bound:sweep_child",
-                url=url,
-                at=window["start"],
-                concurrency=CONCURRENCY,
-                worker="one",
-            ).wait(900)
-            revoke = start_child(
-                "bench.backend_bound:sweep_child",
-                url=url,
-                at=window["end"],
-                concurrency=CONCURRENCY,
-                worker="one",
-            ).wait(900)
+            grant = sweeper(url, window["start"], "one").wait(900)
+            revoke = sweeper(url, window["end"], "one").wait(900)
             rows.append(
                 ["grants at the start (one sweeper)", grant["transitions"], grant["seconds"]]
             )
@@ -201,20 +200,8 @@ def main(argv: list[str] | None = None) -> None:
             # 2. serial baseline on a slice, same backend, same run
             serial_url = f"sqlite:///{work / 'serial.db'}"
             serial_window = seed(serial_url, backend.url, SERIAL_SLICE)
-            start_child(
-                "bench.backend_bound:sweep_child",
-                url=serial_url,
-                at=serial_window["start"],
-                concurrency=CONCURRENCY,
-                worker="serial",
-            ).wait(900)
-            serial = start_child(
-                "bench.backend_bound:sweep_child",
-                url=serial_url,
-                at=serial_window["end"],
-                concurrency=1,
-                worker="serial",
-            ).wait(900)
+            sweeper(serial_url, serial_window["start"], "serial").wait(900)
+            serial = sweeper(serial_url, serial_window["end"], "serial", concurrency=1).wait(900)
             serial_full = serial["seconds"] / max(1, serial["transitions"]) * count
             rows.append(
                 [
@@ -227,23 +214,8 @@ def main(argv: list[str] | None = None) -> None:
             # 3. two sweeping processes at once
             pair_url = f"sqlite:///{work / 'pair.db'}"
             pair_window = seed(pair_url, backend.url, count)
-            start_child(
-                "bench.backend_bound:sweep_child",
-                url=pair_url,
-                at=pair_window["start"],
-                concurrency=CONCURRENCY,
-                worker="pair-seed",
-            ).wait(900)
-            children = [
-                start_child(
-                    "bench.backend_bound:sweep_child",
-                    url=pair_url,
-                    at=pair_window["end"],
-                    concurrency=CONCURRENCY,
-                    worker=f"replica-{i}",
-                )
-                for i in range(2)
-            ]
+            sweeper(pair_url, pair_window["start"], "pair-seed").wait(900)
+            children = [sweeper(pair_url, pair_window["end"], f"replica-{i}") for i in range(2)]
             pair = [child.wait(900) for child in children]
             rows.append(
                 [
