@@ -556,3 +556,13 @@ def test_log_lines_follow_the_current_stderr(monkeypatch: pytest.MonkeyPatch) ->
         assert "after the swap" in replaced.getvalue()
     finally:
         root.handlers[:], root.level = saved[0], saved[1]
+
+
+def test_stopping_after_waitress_closed_its_own_loop_is_clean(server: Server) -> None:
+    """A stop racing waitress's own shutdown (its trigger already closed) raises nothing:
+    SIGTERM ends serve with exit 0, not a traceback."""
+    http_server = server._http
+    assert http_server is not None
+    http_server.trigger.close()  # what waitress does once its loop has ended
+    server.stop()
+    assert server._http is None

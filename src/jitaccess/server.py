@@ -220,7 +220,7 @@ class Server:
             # Stop accepting at once. waitress's sockets are closed from its own loop
             # (closing them from here races its thread: "Bad file descriptor").
             # (Only the listening socket: waitress's own close() also closes the trigger.)
-            http.trigger.pull_trigger(lambda: wasyncore.dispatcher.close(http))
+            _in_loop(http, lambda: wasyncore.dispatcher.close(http))
         if self._socket_mode is not None:
             # slack_sdk's close() waits for its listener threads without a bound.
             _bounded(self._socket_mode.close, "socket-mode-close", left())
@@ -230,7 +230,7 @@ class Server:
         if http is not None:
             # Requests in flight finish (bounded), then the connections are closed.
             http.task_dispatcher.shutdown(timeout=left())
-            http.trigger.pull_trigger(lambda: wasyncore.close_all(http._map))
+            _in_loop(http, lambda: wasyncore.close_all(http._map))
             for thread in self._threads:
                 thread.join(timeout=left())
             self._http = None
@@ -250,6 +250,16 @@ def _bounded(action: Callable[[], object], name: str, timeout: float) -> None:
     thread.join(timeout)
     if thread.is_alive():
         log.warning("stopping without waiting for %s", name)
+
+
+def _in_loop(http: Any, action: Callable[[], object]) -> None:
+    """Run ``action`` on waitress's own loop thread. Once that loop has ended it has
+    closed its trigger (and its sockets with it): then there is nothing left to do,
+    and pulling the closed trigger must not turn a clean stop into a traceback."""
+    try:
+        http.trigger.pull_trigger(action)
+    except OSError as exc:
+        log.debug("waitress's loop is already closed (%s): nothing to close", exc)
 
 
 @contextmanager
