@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from waitress import wasyncore
 from waitress.server import create_server
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, register
@@ -69,12 +70,17 @@ class HttpWorld:
             service, slack_client("xoxb-test", fake.base_url), signing_secret=SECRET, clock=now
         )
         self.http = create_server(self.runtime.http_endpoint(), host="127.0.0.1", port=0, threads=4)
-        threading.Thread(target=self.http.run, daemon=True).start()
+        self.loop = threading.Thread(target=self.http.run, daemon=True)
+        self.loop.start()
 
     def close(self) -> None:
         self.service.gate.set()
         self.runtime.close(5)
-        self.http.close()
+        # Close waitress from its own loop thread, as Server.stop does (closing its
+        # sockets from here races the loop's select(): "Bad file descriptor").
+        self.http.task_dispatcher.shutdown(timeout=5)
+        self.http.trigger.pull_trigger(lambda: wasyncore.close_all(self.http._map))
+        self.loop.join(5)
 
     def post(self, fields: dict[str, str]) -> tuple[int, dict[str, Any]]:
         body = urlencode(fields)
