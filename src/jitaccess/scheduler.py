@@ -110,10 +110,10 @@ class DeadlineScheduler:
         self._sweep_interval = sweep_interval
         self._relay_interval = relay_interval
         self.on_sweep = on_sweep
-        #: Seconds between two audit_head log lines (0: never).
-        self._audit_head_interval = audit_head_interval
         for seconds, name, job in jobs:
             self.every(seconds, name, job)
+        if audit_head_interval > 0:  # once at start, then every interval
+            self.every(audit_head_interval, "audit-head", self.log_audit_head, at_start=True)
 
     @property
     def running(self) -> bool:
@@ -137,28 +137,23 @@ class DeadlineScheduler:
             max_instances=1,
             coalesce=True,
         )
-        if self._audit_head_interval > 0:
-            self._scheduler.add_job(
-                self.log_audit_head,
-                "interval",
-                seconds=self._audit_head_interval,
-                id="audit-head",
-                max_instances=1,
-                coalesce=True,
-                next_run_time=datetime.now(UTC),  # once at start, then every interval
-            )
         self._scheduler.start()
 
-    def log_audit_head(self) -> None:
+    def log_audit_head(self, now: datetime | None = None) -> None:
         """Log the audit head as one JSON line, for operators to ship off this box and
-        later pass to ``audit verify --expect``. Errors are logged, never fatal."""
-        try:
-            log_head(self.service.db, self.clock())
-        except Exception:
-            log.exception("could not read the audit head; the next run retries")
+        later pass to ``audit verify --expect``."""
+        log_head(self.service.db, now or self.clock())
 
-    def every(self, seconds: float, name: str, job: Callable[[datetime], object]) -> None:
-        """Run ``job(now)`` every ``seconds`` (e.g. reconciliation); errors are logged."""
+    def every(
+        self,
+        seconds: float,
+        name: str,
+        job: Callable[[datetime], object],
+        *,
+        at_start: bool = False,
+    ) -> None:
+        """Run ``job(now)`` every ``seconds`` (e.g. reconciliation), and once as soon as
+        the scheduler starts with ``at_start``; errors are logged, never fatal."""
 
         def run() -> None:
             try:
@@ -167,7 +162,16 @@ class DeadlineScheduler:
                 log.exception("%s failed; the next run retries", name)
 
         self._scheduler.add_job(
-            run, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True
+            run,
+            "interval",
+            seconds=seconds,
+            id=name,
+            max_instances=1,
+            coalesce=True,
+            # Added before start(): run as soon as the scheduler starts, however late.
+            **(
+                {"next_run_time": datetime.now(UTC), "misfire_grace_time": None} if at_start else {}
+            ),
         )
 
     def shutdown(self, timeout: float = 3.0) -> list[str]:
