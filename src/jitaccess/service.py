@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from jitaccess import journal
+from jitaccess.directory import Directory, StaticDirectory
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, Mention, Part, RuleViolation
 from jitaccess.domain.lifecycle import (
@@ -112,8 +113,11 @@ class JitService:
         stopping: threading.Event | None = None,
         provider_concurrency: int = 32,
         observer: ServiceObserver | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self.db = db
+        #: Who is in an approver group now (Slack's ``usergroups.users.list`` under serve).
+        self.directory: Directory = directory or StaticDirectory()
         self.rows = Rows(db)
         self.providers = providers
         #: Called with a deadline a person's action just made (the scheduler's

@@ -46,6 +46,18 @@ class AccessProvider(Protocol):
 
 
 @runtime_checkable
+class ExpiryAwareProvider(Protocol):
+    """Providers whose backend knows when a grant ends (optional): Azure's scheduled
+    assignments, the webhook's signed ``ends_at``. When a window is extended the sweep
+    calls ``extend`` with ``spec.ends_at`` already moved; the grant itself stays, so
+    access never lapses. Providers without it need nothing: jitaccess revokes at
+    ``ends_at`` whatever it is."""
+
+    def extend(self, spec: GrantSpec, now: datetime) -> None:
+        """Move the backend's end of ``spec``'s grant to ``spec.ends_at``. Idempotent."""
+
+
+@runtime_checkable
 class BatchProvider(Protocol):
     """Providers that can take a sweep's batch in one call (optional). Each returns, per
     spec and in order, None when done or the error people will see for that spec."""
