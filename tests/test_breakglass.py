@@ -1,0 +1,185 @@
+"""Break-glass end to end: the real Bolt app and WebClient against the fake Slack API,
+under frozen time, with the log provider as the backend."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from freezegun import freeze_time
+
+from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, register, utc
+from jitaccess import audit_log
+from jitaccess.directory import StaticDirectory
+from jitaccess.domain.errors import RuleViolation
+from jitaccess.domain.policy import Policy
+from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.slack import blocks
+from jitaccess.store.db import Database
+from slack_harness import SlackWorld, texts
+
+T0 = utc(START)
+H = timedelta(hours=1)
+TAKE = "breakglass crm Owner 30m INC-4711 payments database is down"
+
+
+@pytest.fixture
+def world(fake_slack: FakeSlack, db: Database) -> Iterator[SlackWorld]:
+    with freeze_time(START):
+        world = SlackWorld(fake_slack, db)
+        world.service.directory = StaticDirectory({"SONCALL": [PUBLISHER]})
+        register(world.service)
+        world.service.set_policy("crm", actor=ADMIN, now=T0, breakglass=[PUBLISHER])
+        yield world
+
+
+def take(world: SlackWorld, text: str = TAKE) -> int:
+    reply = world.say(PUBLISHER, text)
+    assert "Break-glass request #" in reply, reply
+    [view] = world.service.list_requests(requester=PUBLISHER, limit=1)
+    return view.id
+
+
+def audit_entries(world: SlackWorld, request_id: int) -> list[dict[str, object]]:
+    return [e for e in audit_log.export_rows(world.db) if e["request_id"] == request_id]
+
+
+def alert_card(world: SlackWorld, person: str, request_id: int) -> dict[str, object]:
+    cards = [
+        m
+        for m in world.fake.dms_to(person)
+        if f"Break-glass access #{request_id}" in json.dumps(m.get("blocks"))
+    ]
+    assert len(cards) == 1, f"expected one alert card for {person}, got {len(cards)}"
+    return cards[0]
+
+
+def test_breakglass_grants_at_once_and_ends_at_the_capped_time(world: SlackWorld) -> None:
+    """The holder's access is on the backend after one sweep and revoked at its end."""
+    rid = take(world)
+    view = world.service.get_request(rid)
+    assert (view.state, view.breakglass, view.incident_ref) == ("auto_approved", True, "INC-4711")
+    assert view.ends_at == T0 + timedelta(minutes=30)
+    world.tick()
+    assert world.service.get_request(rid).state == "active"
+    assert [g.request_id for g in world.log_provider.held()] == [rid]
+    assert "You broke glass for INC-4711" in texts(world.fake.dms_to(PUBLISHER)[0])
+    with freeze_time(T0 + timedelta(minutes=30)):
+        world.tick()
+    assert world.service.get_request(rid).state == "expired"
+    assert world.log_provider.held() == []
+
+
+def test_alerts_reach_every_approver_and_admin_at_once(world: SlackWorld) -> None:
+    """Approvers and admins each get an alert card with Acknowledge and Revoke."""
+    rid = take(world)
+    world.deliver()
+    for person in (APPROVER, APPROVER2, ADMIN):
+        shown = texts(alert_card(world, person, rid))
+        for expected in (f"<@{PUBLISHER}> broke glass", "INC-4711", "payments database is down"):
+            assert expected in shown, (expected, shown)
+        assert blocks.BREAKGLASS_ACK in shown and blocks.REVOKE in shown
+        assert blocks.APPROVE not in shown
+    # The requester hears it was granted, never "sent to the approvers".
+    assert not any("sent to the approvers" in texts(m) for m in world.fake.dms_to(PUBLISHER))
+
+
+def test_audit_marks_every_step_breakglass_with_the_incident(world: SlackWorld) -> None:
+    """Every audit entry of the request carries breakglass and the incident."""
+    rid = take(world)
+    world.tick()
+    entries = audit_entries(world, rid)
+    actions = [e["action"] for e in entries]
+    assert actions == ["submit", "breakglass_used", "auto_approve", "activate"]
+    for entry in entries:
+        details = entry["details"]
+        assert isinstance(details, dict)
+        assert (details["breakglass"], details["incident_ref"]) == (True, "INC-4711")
+    assert audit_log.verify(world.db).problems == []
+
+
+def test_unreviewed_stays_listed_until_acknowledged_with_a_reason(world: SlackWorld) -> None:
+    """Home and /jit pending list it after access ended, until a reviewer acknowledges."""
+    rid = take(world)
+    world.tick()
+    with freeze_time(T0 + H):
+        world.tick()  # access over
+        assert world.service.get_request(rid).state == "expired"
+        for person in (APPROVER, ADMIN):
+            assert "needs review" in world.say(person, "pending")
+            world.home_opened(person, f"Ev-{person}")
+            home = texts(world.fake.current_home(person) or {})
+            assert "Break-glass, needs review" in home and f"#{rid}" in home
+        assert "cannot review your own" in world.say(PUBLISHER, f"ack {rid} all fine")
+        assert "approvers and consumer admins" in world.say(OUTSIDER, f"ack {rid} fine")
+
+        world.click(APPROVER2, alert_card(world, APPROVER2, rid), blocks.BREAKGLASS_ACK)
+        modal = world.last_modal(APPROVER2)
+        assert modal["view"]["callback_id"] == blocks.REVIEW_MODAL
+        reason = {"reason": {"reason": {"type": "plain_text_input", "value": "  "}}}
+        assert json.loads(world.submit(APPROVER2, modal, reason).body)["errors"]["reason"]
+        assert world.service.get_request(rid).reviewed_at is None
+        reason["reason"]["reason"]["value"] = "Checked INC-4711: key rotation only"
+        assert world.submit(APPROVER2, modal, reason).status == 200
+        view = world.service.get_request(rid)
+        assert (view.reviewed_by, view.review_reason) == (
+            APPROVER2,
+            "Checked INC-4711: key rotation only",
+        )
+        world.deliver()
+        for person in (APPROVER, APPROVER2, ADMIN):
+            card = texts(alert_card(world, person, rid))  # the same card, edited in place
+            assert f"Reviewed by <@{APPROVER2}>" in card and blocks.BREAKGLASS_ACK not in card
+        assert "was reviewed by" in texts(world.fake.dms_to(PUBLISHER)[-1])
+        assert "needs review" not in world.say(APPROVER, "pending")
+        assert "already reviewed" in world.say(ADMIN, f"ack {rid} me too")
+        assert "breakglass_reviewed" in [e["action"] for e in audit_entries(world, rid)]
+
+
+@pytest.mark.parametrize(
+    ("user", "text", "message"),
+    [
+        (OUTSIDER, TAKE, "not named for break-glass"),
+        (PUBLISHER, "breakglass crm Owner 2h INC-1 long fix", "at most 1h"),
+        (PUBLISHER, "breakglass crm Janitor 30m INC-1 fix", "not an eligible role"),
+        (PUBLISHER, "breakglass crm Owner 30m INC-1", "Usage: `/jit breakglass"),
+        (PUBLISHER, "breakglass crm Owner 30m database is down", "incident reference"),
+        (PUBLISHER, "breakglass legacy Owner 30m INC-1 fix", "JIT is disabled"),
+        (PUBLISHER, "breakglass erp Owner 30m INC-1 fix", "allows no break-glass"),
+    ],
+)
+def test_refusals_say_what_to_change_and_change_nothing(
+    world: SlackWorld, user: str, text: str, message: str
+) -> None:
+    """Each refusal is an ephemeral message; no request, grant or audit entry appears."""
+    register(world.service, "legacy", jit=False)
+    register(world.service, "erp")
+    before = list(audit_log.export_rows(world.db))
+    assert message in world.say(user, text)
+    world.tick()
+    assert world.service.list_requests() == []
+    assert world.log_provider.held() == []
+    assert list(audit_log.export_rows(world.db)) == before
+
+
+def test_a_person_removed_from_the_breakglass_group_is_refused(world: SlackWorld) -> None:
+    """Groups are expanded when glass is broken: who left the group cannot."""
+    world.service.set_policy("crm", actor=ADMIN, now=T0, breakglass=["SONCALL"])
+    take(world)
+    world.service.directory = StaticDirectory({"SONCALL": [APPROVER]})
+    assert "not named for break-glass" in world.say(PUBLISHER, TAKE)
+    assert len(world.service.list_requests()) == 1
+
+
+def test_policy_refuses_malformed_holders_and_caps() -> None:
+    """Holders must be user or group ids; the cap is validated like other durations."""
+    with pytest.raises(RuleViolation, match="neither a Slack user ID"):
+        Policy(breakglass=("ops@example.com",)).validated()
+    with pytest.raises(RuleViolation, match="Break-glass maximum 31d is too long"):
+        Policy(breakglass=("SONCALL",), breakglass_max=timedelta(days=31)).validated()
+    assert Policy(breakglass=("SONCALL", "UPUB1", "SONCALL")).validated().breakglass == (
+        "SONCALL",
+        "UPUB1",
+    )
