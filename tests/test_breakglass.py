@@ -6,11 +6,23 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from freezegun import freeze_time
 
-from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, register, utc
+from conftest import (
+    ADMIN,
+    APPROVER,
+    APPROVER2,
+    OUTSIDER,
+    PUBLISHER,
+    START,
+    Cli,
+    flat,
+    register,
+    utc,
+)
 from jitaccess import audit_log
 from jitaccess.directory import StaticDirectory
 from jitaccess.domain.errors import RuleViolation
@@ -183,3 +195,84 @@ def test_policy_refuses_malformed_holders_and_caps() -> None:
         "SONCALL",
         "UPUB1",
     )
+
+
+def test_cli_sets_the_policy_breaks_glass_inline_and_reviews(cli: Cli, tmp_path: Path) -> None:
+    """apps policy/apply set holders and cap; requests breakglass grants before returning."""
+    scope = "/subscriptions/s1/resourceGroups/mrg-crm"
+    cli(
+        "apps",
+        "register",
+        "crm",
+        "--scope",
+        scope,
+        "--publisher",
+        PUBLISHER,
+        "--role",
+        "Owner",
+        "--admin",
+        ADMIN,
+        "--mode",
+        "manual",
+        "--approver",
+        APPROVER,
+    )
+    taken = (
+        "requests",
+        "breakglass",
+        "crm",
+        "--as",
+        PUBLISHER,
+        "--role",
+        "Owner",
+        "--duration",
+        "45m",
+        "--incident",
+        "INC-9",
+        "--reason",
+        "disk full",
+    )
+    assert "allows no break-glass" in flat(cli(*taken, code=1).stderr)
+    cli(
+        "apps", "policy", "crm", "--as", ADMIN, "--breakglass", PUBLISHER, "--breakglass-max", "30m"
+    )
+    assert f"{PUBLISHER}, up to 30m" in flat(cli("apps", "show", "crm").stdout)
+    assert "at most 30m" in flat(cli(*taken, code=1).stderr)
+    refused = flat(
+        cli("apps", "policy", "crm", "--as", ADMIN, "--breakglass", "ops", code=1).stderr
+    )
+    assert "neither a Slack user ID" in refused
+
+    file = tmp_path / "apps.yaml"
+    file.write_text(
+        "apps:\n  - name: crm\n    scope: " + scope + "\n    publishers: [" + PUBLISHER + "]\n"
+        "    roles: [Owner]\n    admins: ["
+        + ADMIN
+        + "]\n    policy: {mode: manual, approvers: ["
+        + APPROVER
+        + "], breakglass: ["
+        + PUBLISHER
+        + ", SONCALL], breakglass_max: 1h}\n"
+    )
+    assert "updated: crm" in cli("apps", "apply", "-f", file).stdout
+    assert cli.json("apps", "show", "crm")["policy"]["breakglass"] == [PUBLISHER, "SONCALL"]
+
+    view = cli.json(*taken)
+    assert (view["state"], view["breakglass"], view["incident_ref"]) == ("active", True, "INC-9")
+    rid = view["id"]
+    assert "NEEDS REVIEW" in cli("requests", "show", rid).stdout
+    assert "own" in flat(
+        cli("requests", "review", rid, "--as", PUBLISHER, "--reason", "ok", code=1).stderr
+    )
+    cli("requests", "review", rid, "--as", APPROVER, "--reason", "disk cleaned, fine")
+    assert f"by {APPROVER}" in flat(cli("requests", "show", rid).stdout)
+
+
+def test_review_leaves_the_row_version_alone(world: SlackWorld) -> None:
+    """A review while access is held never invalidates a sweep's in-flight outcome."""
+    rid = take(world)
+    world.tick()
+    before = world.service.get_request(rid).version
+    world.say(APPROVER, f"ack {rid} seen it")
+    after = world.service.get_request(rid)
+    assert (after.version, after.reviewed_by) == (before, APPROVER)
