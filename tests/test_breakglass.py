@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
@@ -27,10 +28,13 @@ from jitaccess import audit_log
 from jitaccess.directory import StaticDirectory
 from jitaccess.domain.errors import RuleViolation
 from jitaccess.domain.policy import Policy
+from jitaccess.sandbox import demo
 from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.sandbox.run import Sandbox
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
 from slack_harness import SlackWorld, texts
+from test_sandbox import call, eventually, open_modal, start_sandbox, state, timeline_text
 
 T0 = utc(START)
 H = timedelta(hours=1)
@@ -276,3 +280,44 @@ def test_review_leaves_the_row_version_alone(world: SlackWorld) -> None:
     world.say(APPROVER, f"ack {rid} seen it")
     after = world.service.get_request(rid)
     assert (after.version, after.reviewed_by) == (before, APPROVER)
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    instance = start_sandbox(tmp_path)
+    yield instance
+    instance.stop()
+
+
+def test_the_sandbox_demo_lets_pat_break_glass_and_ava_acknowledge(sandbox: Sandbox) -> None:
+    """In the sandbox page: Pat breaks glass, Ava's alert card takes her review."""
+    pat, ava = demo.PUBLISHER, demo.APPROVER
+    text = "/jit breakglass contoso-crm Owner 30m INC-4711 CRM database is down"
+    assert call(sandbox, "command", {"user": pat, "text": text})[1]["ok"]
+    eventually(lambda: "Break-glass request #1" in timeline_text(sandbox, pat))
+    eventually(lambda: "is active" in timeline_text(sandbox, pat))
+
+    def alert() -> dict[str, Any] | None:
+        items = state(sandbox, ava)["timeline"]
+        return next((i for i in items if "Break-glass access #1" in i["html"]), None)
+
+    card = eventually(alert)
+    status, body = call(
+        sandbox,
+        "click",
+        {
+            "user": ava,
+            "source": "message",
+            "channel": card["channel"],
+            "ts": card["ts"],
+            "block_id": "breakglass:1",
+            "action_id": blocks.BREAKGLASS_ACK,
+            "value": "1",
+        },
+    )
+    assert body["ok"], body
+    modal = open_modal(sandbox, ava, blocks.REVIEW_MODAL)
+    values = {"reason": "Checked INC-4711 with Pat"}
+    body = call(sandbox, "submit", {"user": ava, "view_id": modal["id"], "values": values})[1]
+    assert body["ok"] and body["response_action"] is None, body
+    eventually(lambda: (found := alert()) and "Reviewed by" in found["html"])
