@@ -21,12 +21,13 @@ from conftest import (
     START,
     Cli,
     flat,
+    make_service,
     register,
     utc,
 )
-from jitaccess import audit_log
+from jitaccess import audit_log, breakglass
 from jitaccess.directory import StaticDirectory
-from jitaccess.domain.errors import RuleViolation
+from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import Policy
 from jitaccess.sandbox import demo
 from jitaccess.sandbox.fake_slack import FakeSlack
@@ -321,3 +322,32 @@ def test_the_sandbox_demo_lets_pat_break_glass_and_ava_acknowledge(sandbox: Sand
     body = call(sandbox, "submit", {"user": ava, "view_id": modal["id"], "values": values})[1]
     assert body["ok"] and body["response_action"] is None, body
     eventually(lambda: (found := alert()) and "Reviewed by" in found["html"])
+
+
+def test_take_grant_and_review_on_postgresql(pg_url: str) -> None:
+    """The same use cases on PostgreSQL: granted inline, reviewed once, audit verifies."""
+    database = Database(pg_url)
+    database.upgrade()
+    try:
+        service, log_provider = make_service(database)
+        register(service)
+        service.set_policy("crm", actor=ADMIN, now=T0, breakglass=[PUBLISHER])
+        view = breakglass.take(
+            service,
+            "crm",
+            actor=PUBLISHER,
+            role="Owner",
+            duration=timedelta(minutes=20),
+            incident_ref="https://status.example.com/incidents/42",
+            reason="checkout is failing",
+            now=T0,
+        )
+        assert view.state == "active" and [g.request_id for g in log_provider.held()] == [view.id]
+        reviewed = breakglass.review(service, view.id, actor=APPROVER, reason="fine", now=T0)
+        assert reviewed.reviewed_by == APPROVER and reviewed.version == view.version
+        with pytest.raises(Conflict, match="already reviewed"):
+            breakglass.review(service, view.id, actor=ADMIN, reason="me too", now=T0)
+        assert breakglass.needs_review(service, ADMIN) == []
+        assert audit_log.verify(database).problems == []
+    finally:
+        database.dispose()
