@@ -54,7 +54,8 @@ def world(fake_slack: FakeSlack, db: Database) -> Iterator[SlackWorld]:
 
 def take(world: SlackWorld, text: str = TAKE) -> int:
     reply = world.say(PUBLISHER, text)
-    assert "Break-glass request #" in reply, reply
+    assert "Break-glass request #" in reply and "being granted now" in reply, reply
+    assert "Every approver and admin was alerted" in reply
     [view] = world.service.list_requests(requester=PUBLISHER, limit=1)
     return view.id
 
@@ -87,6 +88,7 @@ def test_breakglass_grants_at_once_and_ends_at_the_capped_time(world: SlackWorld
         world.tick()
     assert world.service.get_request(rid).state == "expired"
     assert world.log_provider.held() == []
+    assert "you: publisher, break-glass" in world.say(PUBLISHER, "apps")
 
 
 def test_alerts_reach_every_approver_and_admin_at_once(world: SlackWorld) -> None:

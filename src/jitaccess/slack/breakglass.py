@@ -54,11 +54,15 @@ class BreakGlassListeners:
                 now=now,
             )
             tz = self.front.notifier.zones.of(user)
+            granted = (
+                "Your access is active."
+                if view.state == "active"
+                else "Access is being granted now."
+            )
             return (
                 f":rotating_light: Break-glass request #{view.id}: {view.role} on {view.app}, "
                 f"{blocks.window(view, tz)}, for {blocks.escape(view.incident_ref or '')}. "
-                f"It is {view.status_line(now)}: access is granted at once. Every approver "
-                "and admin was alerted; one of them will review it."
+                f"{granted} Every approver and admin was alerted; one of them will review it."
             )
         assert cmd.request_id is not None
         view = breakglass.review(

@@ -287,6 +287,7 @@ class SlackFrontEnd:
                     ("publisher", app.publishers),
                     ("approver", app.policy.approvers),
                     ("admin", app.admins),
+                    ("break-glass", app.policy.breakglass),
                 )
                 if user in members
             ]
