@@ -83,6 +83,8 @@ def record(
             "requester": row.requester,
             "starts_at": row.starts_at.isoformat(),
             "ends_at": row.ends_at.isoformat(),
+            # Every step of a break-glass request says so, with its incident.
+            **({"breakglass": True, "incident_ref": row.incident_ref} if row.breakglass else {}),
             **(details or {}),
         },
     )
@@ -112,12 +114,14 @@ def record(
         event=event,
         before=before,
     )
+    # A break-glass request has no decision card: its alert card follows it instead.
+    card = OutboxKind.BREAKGLASS_ALERT if row.breakglass else OutboxKind.APPROVER_CARD
     for approver in row.notified_approvers:
         enqueue(
             session,
             row,
             after,
-            OutboxKind.APPROVER_CARD,
+            card,
             approver,
             now,
             actor=actor,

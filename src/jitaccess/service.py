@@ -240,6 +240,8 @@ class JitService:
         max_duration: timedelta | None = None,
         approvers: Sequence[str] | None = None,
         approval_timeout: timedelta | None = None,
+        breakglass: Sequence[str] | None = None,
+        breakglass_max: timedelta | None = None,
     ) -> AppView:
         """Change an application's policy. Mode, maximum duration and timeout apply to
         requests submitted afterwards; the approver list applies at once, also to
@@ -261,6 +263,8 @@ class JitService:
                 approval_timeout=(
                     old.approval_timeout if approval_timeout is None else approval_timeout
                 ),
+                breakglass=tuple(breakglass) if breakglass is not None else old.breakglass,
+                breakglass_max=old.breakglass_max if breakglass_max is None else breakglass_max,
             ).validated()
             self._write_policy(row, new, now)
             after = AppView.of(row)
@@ -817,4 +821,6 @@ class JitService:
         row.max_duration_s = int(policy.max_duration.total_seconds())
         row.approvers = list(policy.approvers)
         row.approval_timeout_s = int(policy.approval_timeout.total_seconds())
+        row.breakglass = list(policy.breakglass)
+        row.breakglass_max_s = int(policy.breakglass_max.total_seconds())
         row.updated_at = now

@@ -39,6 +39,8 @@ class AppView:
                 max_duration=timedelta(seconds=row.max_duration_s),
                 approvers=tuple(row.approvers),
                 approval_timeout=timedelta(seconds=row.approval_timeout_s),
+                breakglass=tuple(row.breakglass or ()),
+                breakglass_max=timedelta(seconds=row.breakglass_max_s),
             ),
             provider=row.provider,
             provider_config=dict(row.provider_config or {}),
@@ -68,6 +70,8 @@ class AppView:
                 "max_duration": format_duration(self.policy.max_duration),
                 "approvers": list(self.policy.approvers),
                 "approval_timeout": format_duration(self.policy.approval_timeout),
+                "breakglass": list(self.policy.breakglass),
+                "breakglass_max": format_duration(self.policy.breakglass_max),
             },
             "provider": self.provider,
         }
@@ -104,6 +108,11 @@ class RequestView:
     last_error: str | None
     revoke_failing_since: datetime | None
     version: int
+    breakglass: bool = False
+    incident_ref: str | None = None
+    reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
+    review_reason: str | None = None
 
     @classmethod
     def of(cls, row: AccessRequest) -> RequestView:
@@ -133,7 +142,17 @@ class RequestView:
             last_error=row.last_error,
             revoke_failing_since=row.revoke_failing_since,
             version=row.version,
+            breakglass=bool(row.breakglass),
+            incident_ref=row.incident_ref,
+            reviewed_by=row.reviewed_by,
+            reviewed_at=row.reviewed_at,
+            review_reason=row.review_reason,
         )
+
+    @property
+    def needs_review(self) -> bool:
+        """A break-glass request nobody has reviewed yet (also after access ended)."""
+        return self.breakglass and self.reviewed_at is None
 
     @property
     def duration(self) -> timedelta:

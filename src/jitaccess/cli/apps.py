@@ -32,9 +32,12 @@ def _policy(
     max_duration: str | None,
     approvers: list[str] | None,
     approval_timeout: str | None,
+    breakglass: list[str] | None = None,
+    breakglass_max: str | None = None,
 ) -> Policy:
     from jitaccess.domain.policy import (
         DEFAULT_APPROVAL_TIMEOUT,
+        DEFAULT_BREAKGLASS_MAX,
         DEFAULT_MAX_DURATION,
         ApprovalMode,
         Policy,
@@ -45,7 +48,21 @@ def _policy(
         max_duration=to_duration_or(max_duration, DEFAULT_MAX_DURATION),
         approvers=tuple(approvers or ()),
         approval_timeout=to_duration_or(approval_timeout, DEFAULT_APPROVAL_TIMEOUT),
+        breakglass=tuple(breakglass or ()),
+        breakglass_max=to_duration_or(breakglass_max, DEFAULT_BREAKGLASS_MAX),
     )
+
+
+BreakGlass = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--breakglass",
+        help="May take access at once, without approval: a user U… or user group S… (repeat)",
+    ),
+]
+BreakGlassMax = Annotated[
+    str | None, typer.Option("--breakglass-max", help="Longest break-glass access (1h)")
+]
 
 
 @app.command("register")
@@ -71,6 +88,8 @@ def apps_register(
     max_duration: Annotated[str | None, typer.Option(help="Longest window, e.g. 8h")] = None,
     approver: Annotated[list[str] | None, typer.Option(help="Approver (repeat)")] = None,
     approval_timeout: Annotated[str | None, typer.Option(help="e.g. 24h")] = None,
+    breakglass: BreakGlass = None,
+    breakglass_max: BreakGlassMax = None,
     provider: Annotated[str, typer.Option(help="Access provider: log, azure, webhook, …")] = "log",
     provider_config: Annotated[
         str | None, typer.Option(help="Provider settings as JSON, or @FILE (JSON or YAML)")
@@ -98,7 +117,7 @@ def apps_register(
         admins=tuple(admin or ()),
         provider=provider,
         provider_config=parse_provider_config(provider_config),
-        policy=_policy(mode, max_duration, approver, approval_timeout),
+        policy=_policy(mode, max_duration, approver, approval_timeout, breakglass, breakglass_max),
     )
     with container() as c:
         catalog = Catalog(c.service)
@@ -180,6 +199,8 @@ def apps_policy(
         list[str] | None, typer.Option(help="Approver (repeat); replaces the list")
     ] = None,
     approval_timeout: Annotated[str | None, typer.Option(help="e.g. 24h")] = None,
+    breakglass: BreakGlass = None,
+    breakglass_max: BreakGlassMax = None,
     as_json: Json = False,
 ) -> None:
     """Change an application's JIT policy (consumer admins). Applies to new requests."""
@@ -194,6 +215,8 @@ def apps_policy(
             max_duration=to_duration(max_duration),
             approvers=approver,
             approval_timeout=to_duration(approval_timeout),
+            breakglass=breakglass,
+            breakglass_max=to_duration(breakglass_max),
         )
     if as_json:
         emit_json(view.to_json())
@@ -266,6 +289,12 @@ def _print_app(v: AppView) -> None:
         ("Maximum duration", format_duration(v.policy.max_duration)),
         ("Approvers", ", ".join(v.policy.approvers) or "-"),
         ("Approval timeout", format_duration(v.policy.approval_timeout)),
+        (
+            "Break-glass",
+            f"{', '.join(v.policy.breakglass)}, up to {format_duration(v.policy.breakglass_max)}"
+            if v.policy.breakglass
+            else "-",
+        ),
         ("Provider", v.provider),
     ):
         table.add_row(key, value)

@@ -15,6 +15,7 @@ from jitaccess.catalog import OfferSpec
 from jitaccess.cli.params import to_duration_or
 from jitaccess.domain.policy import (
     DEFAULT_APPROVAL_TIMEOUT,
+    DEFAULT_BREAKGLASS_MAX,
     DEFAULT_MAX_DURATION,
     DEFAULT_ROLES,
     ApprovalMode,
@@ -31,6 +32,8 @@ class PolicyDoc(BaseModel):
     max_duration: str = "8h"
     approvers: list[str] = Field(default_factory=list)
     approval_timeout: str = "24h"
+    breakglass: list[str] = Field(default_factory=list)
+    breakglass_max: str = "1h"
 
 
 class AppDoc(BaseModel):
@@ -98,6 +101,8 @@ def load_apps(path: Path) -> tuple[list[OfferSpec], list[AppEntry]]:
             max_duration=to_duration_or(item.policy.max_duration, DEFAULT_MAX_DURATION),
             approvers=tuple(item.policy.approvers),
             approval_timeout=to_duration_or(item.policy.approval_timeout, DEFAULT_APPROVAL_TIMEOUT),
+            breakglass=tuple(item.policy.breakglass),
+            breakglass_max=to_duration_or(item.policy.breakglass_max, DEFAULT_BREAKGLASS_MAX),
         )
         spec = AppSpec(
             name=item.name,

@@ -53,6 +53,47 @@ def requests_submit(
         out.print(f"Waiting for one of: {', '.join(view.notified_approvers)}.")
 
 
+@app.command("breakglass")
+def requests_breakglass(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    as_user: AsUser,
+    role: Annotated[str, typer.Option(help="An eligible role, e.g. Owner")],
+    duration: Annotated[str, typer.Option(help="At most the policy's break-glass cap (1h)")],
+    incident: Annotated[str, typer.Option(help="Incident reference: INC-4711 or its URL")],
+    reason: Annotated[str, typer.Option(help="Why (required)")],
+    as_json: Json = False,
+) -> None:
+    """Take access at once, without approval (break-glass holders); reviewed afterwards."""
+    from jitaccess.breakglass import take
+
+    length = to_duration(duration)
+    assert length is not None
+    with container() as c:
+        view = take(
+            c.service,
+            app_name,
+            actor=as_user,
+            role=role,
+            duration=length,
+            incident_ref=incident,
+            reason=reason,
+            now=now(),
+        )
+    _print_outcome(view, as_json)
+
+
+@app.command("review")
+def requests_review(
+    request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False
+) -> None:
+    """Acknowledge a break-glass request afterwards (approvers and consumer admins)."""
+    from jitaccess.breakglass import review
+
+    with container() as c:
+        view = review(c.service, request_id, actor=as_user, reason=reason, now=now())
+    _print_outcome(view, as_json)
+
+
 def _decision(command: str) -> Any:
     def run(request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False) -> None:
         with container() as c:
@@ -136,6 +177,13 @@ def requests_show(request_id: int, as_json: Json = False) -> None:
         ("Ended by", view.ended_by or "-"),
         ("End reason", view.end_reason or "-"),
     ]
+    if view.breakglass:
+        review = (
+            f"by {view.reviewed_by} at {fmt_time(view.reviewed_at)}: {view.review_reason}"
+            if view.reviewed_at
+            else "NEEDS REVIEW"
+        )
+        rows += [("Break-glass", view.incident_ref or "-"), ("Review", review)]
     if view.attempts or view.last_error:
         rows.append(("Backend attempts", str(view.attempts)))
         rows.append(("Last error", view.last_error or "-"))

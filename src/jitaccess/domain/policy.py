@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -18,6 +18,8 @@ from jitaccess.domain.text import check_text, check_texts, is_blank, shown
 
 DEFAULT_MAX_DURATION = timedelta(hours=8)
 DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=24)
+#: The longest break-glass access unless the policy says otherwise.
+DEFAULT_BREAKGLASS_MAX = timedelta(hours=1)
 DEFAULT_ROLES = ("Contributor",)
 #: A start this far in the past is accepted as "now" (clocks disagree a little).
 CLOCK_SKEW = timedelta(minutes=1)
@@ -30,6 +32,7 @@ MAX_JUSTIFICATION = 2000
 MIN_DURATION = timedelta(minutes=1)
 
 _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
+_SLACK_GROUP_ID = re.compile(r"^S[A-Z0-9]{1,20}$")
 
 
 class ApprovalMode(StrEnum):
@@ -64,6 +67,26 @@ def check_user_ids(values: Iterable[str], what: str) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def check_breakglass_holders(values: Iterable[str]) -> tuple[str, ...]:
+    """People (``U…``/``W…``) or Slack user groups (``S…``) named for break-glass,
+    de-duplicated in order."""
+    seen: dict[str, None] = {}
+    for value in values:
+        cleaned = value.strip() if isinstance(value, str) else ""
+        if _SLACK_GROUP_ID.fullmatch(cleaned):
+            seen[cleaned] = None
+            continue
+        if not _SLACK_USER_ID.fullmatch(cleaned):
+            raise RuleViolation(
+                f"Break-glass holder '{shown(str(value))}' is neither a Slack user ID (like "
+                "U0123ABCD) nor a user group ID (like S0123ABCD): use the member ID from the "
+                "profile's 'Copy member ID', or the group's ID",
+                field="breakglass",
+            )
+        seen[check_user_id(cleaned, "Break-glass holder")] = None
+    return tuple(seen)
+
+
 @dataclass(frozen=True)
 class Policy:
     """An application's JIT policy. Changes apply to requests submitted afterwards."""
@@ -72,9 +95,14 @@ class Policy:
     max_duration: timedelta = DEFAULT_MAX_DURATION
     approvers: tuple[str, ...] = ()
     approval_timeout: timedelta = DEFAULT_APPROVAL_TIMEOUT
+    #: People or groups (``S…``) who may take access at once, without approval.
+    breakglass: tuple[str, ...] = ()
+    #: The longest break-glass access.
+    breakglass_max: timedelta = DEFAULT_BREAKGLASS_MAX
 
     def validated(self) -> Policy:
         approvers = check_user_ids(self.approvers, "Approver")
+        holders = check_breakglass_holders(self.breakglass)
         if self.mode is ApprovalMode.MANUAL and not approvers:
             raise RuleViolation(
                 "Manual approval needs at least one approver: add one (--approver U…) "
@@ -84,6 +112,7 @@ class Policy:
         for name, key, value in (
             ("Maximum duration", "max_duration", self.max_duration),
             ("Approval timeout", "approval_timeout", self.approval_timeout),
+            ("Break-glass maximum", "breakglass_max", self.breakglass_max),
         ):
             if value <= timedelta(0):
                 raise RuleViolation(
@@ -99,7 +128,7 @@ class Policy:
                     f"at most {format_duration(MAX_POLICY_DURATION)}",
                     field=key,
                 )
-        return Policy(self.mode, self.max_duration, approvers, self.approval_timeout)
+        return replace(self, approvers=approvers, breakglass=holders)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ APPS: tuple[AppSpec, ...] = (
             mode=ApprovalMode.MANUAL,
             max_duration=timedelta(hours=8),
             approvers=(APPROVER, APPROVER2),
+            # Pat may break glass here: `/jit breakglass contoso-crm Owner 1h INC-1 …`.
+            breakglass=(PUBLISHER,),
         ),
         provider="log",
     ),

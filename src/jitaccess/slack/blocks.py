@@ -46,6 +46,8 @@ REVOKE = "jit_revoke"
 CANCEL = "jit_cancel"
 RELEASE = "jit_release"
 APP_PICKED = "jit_request_app"
+BREAKGLASS_ACK = "jit_breakglass_ack"
+REVIEW_MODAL = "jit_breakglass_review"
 
 TRUNCATED = "… (truncated)"
 SECTION_TEXT_MAX = 3000
@@ -343,7 +345,8 @@ def request_list(
                     truncate(
                         f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
                         f"*{escape(view.app)}* · "
-                        f"{escape(view.status_line(now))}\n{window(view, tz)}"
+                        f"{escape(view.status_line(now))}{breakglass_tag(view)}"
+                        f"\n{window(view, tz)}"
                         + (f" · decided by {user(view.decided_by)}" if view.decided_by else "")
                         + (
                             f": {escape(view.decision_reason)}"
@@ -369,10 +372,18 @@ def home_view(
     overseen: Sequence[RequestView] | None,
     tz: tzinfo,
     now: datetime,
+    unreviewed: Sequence[RequestView] = (),
 ) -> dict[str, Any]:
-    """The App Home: the approval inbox across applications, your requests, and
-    (for approvers and admins) the access that is active now."""
-    blocks: list[Block] = [HeaderBlock(text="Waiting for your approval")]
+    """The App Home: break-glass access waiting for review, the approval inbox across
+    applications, your requests, and (for approvers and admins) the access active now."""
+    blocks: list[Block] = []
+    if unreviewed:
+        blocks += [
+            HeaderBlock(text="Break-glass, needs review"),
+            *review_items(unreviewed, tz, now),
+        ]
+        blocks.append(DividerBlock())
+    blocks.append(HeaderBlock(text="Waiting for your approval"))
     if not pending:
         blocks.append(SectionBlock(text=_md("Nothing waits for you.")))
     by_app: dict[str, list[RequestView]] = {}
@@ -446,6 +457,135 @@ def home_view(
                 )
             )
     return View(type="home", blocks=blocks[:100]).to_dict()
+
+
+# -- break-glass -------------------------------------------------------------------
+def breakglass_tag(view: RequestView) -> str:
+    """What a listing adds for a break-glass request: the incident and its review."""
+    if not view.breakglass:
+        return ""
+    tag = f" · :rotating_light: break-glass ({escape(view.incident_ref or '-')})"
+    return tag + (", needs review" if view.needs_review else ", reviewed")
+
+
+def review_lines(view: RequestView, tz: tzinfo) -> str:
+    if view.reviewed_at is None:
+        return (
+            ":warning: *Needs review*: an approver or admin acknowledges it with a reason. "
+            "It stays on your Home tab and in `/jit pending` until then."
+        )
+    return (
+        f":white_check_mark: Reviewed by {user(view.reviewed_by)} {when(view.reviewed_at, tz)}: "
+        f"{escape(view.review_reason or '')}"
+    )
+
+
+def breakglass_alert(
+    view: RequestView, tz: tzinfo, *, current: bool = True
+) -> tuple[str, list[dict[str, Any]]]:
+    """The alert every approver and admin gets when someone breaks glass, edited in
+    place as the request moves; *Acknowledge* until someone reviewed it (only for
+    those who still may), *Revoke* while access is held or about to be."""
+    blocks: list[Block] = [
+        HeaderBlock(text=f"Break-glass access #{view.id}"),
+        SectionBlock(
+            text=_md(
+                truncate(
+                    f":rotating_light: {user(view.requester)} broke glass: "
+                    f"*{escape(view.role)}* on *{escape(view.app)}* without approval, for "
+                    f"incident *{escape(view.incident_ref or '-')}*.",
+                    SECTION_TEXT_MAX,
+                )
+            )
+        ),
+        request_fields(view, tz),
+        justification(view),
+        SectionBlock(text=_md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX))),
+        SectionBlock(text=_md(truncate(review_lines(view, tz), SECTION_TEXT_MAX))),
+    ]
+    buttons: list[ButtonElement] = []
+    if current and view.needs_review:
+        buttons.append(_button("Acknowledge", BREAKGLASS_ACK, view.id, "primary"))
+    if current and view.state in (
+        RequestState.ACTIVE,
+        RequestState.APPROVED,
+        RequestState.AUTO_APPROVED,
+    ):
+        buttons.append(_button("Revoke", REVOKE, view.id, "danger"))
+    if buttons:
+        blocks.append(ActionsBlock(block_id=f"breakglass:{view.id}", elements=buttons))
+    if not current:
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    _md(
+                        f":information_source: You are no longer an approver or admin of "
+                        f"{escape(view.app)}."
+                    )
+                ]
+            )
+        )
+    text = (
+        f"Break-glass: {view.requester} took {view.role} on {view.app} "
+        f"for {view.incident_ref or '-'}"
+    )
+    return truncate(text, 300), _dump(blocks)
+
+
+def review_items(views: Sequence[RequestView], tz: tzinfo, now: datetime) -> list[Block]:
+    """Unreviewed break-glass requests, each with *Acknowledge*."""
+    items: list[Block] = []
+    for view in views[:HOME_ITEMS_MAX]:
+        items.append(
+            SectionBlock(
+                text=_md(
+                    truncate(
+                        f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
+                        f"*{escape(view.app)}* · {escape(view.status_line(now))} · "
+                        f":rotating_light: break-glass, needs review "
+                        f"({escape(view.incident_ref or '-')})\n{window(view, tz)}"
+                        f"\n>{escape(view.justification)}",
+                        SECTION_TEXT_MAX,
+                    )
+                ),
+                accessory=_button("Acknowledge", BREAKGLASS_ACK, view.id, "primary"),
+            )
+        )
+    if len(views) > HOME_ITEMS_MAX:
+        items.append(ContextBlock(elements=[_md(f"…and {len(views) - HOME_ITEMS_MAX} more")]))
+    return items
+
+
+def review_list(views: Sequence[RequestView], tz: tzinfo, now: datetime) -> list[dict[str, Any]]:
+    """The ``/jit pending`` section for break-glass access waiting for review."""
+    title: list[Block] = [SectionBlock(text=_md("*Break-glass, needs review*"))]
+    return _dump([*title, *review_items(views, tz, now)])
+
+
+def review_modal(request_id: int, *, origin: dict[str, str]) -> dict[str, Any]:
+    """Ask for the reason that acknowledging break-glass access requires."""
+    metadata = json.dumps({"request_id": request_id, **origin})
+    return View(
+        type="modal",
+        callback_id=REVIEW_MODAL,
+        title=truncate(f"Review #{request_id}", 24),
+        submit="Acknowledge",
+        close="Cancel",
+        blocks=[
+            SectionBlock(
+                text=_md(
+                    f"Acknowledge break-glass access #{request_id}: say what you checked "
+                    "(the incident, what was done)."
+                )
+            ),
+            InputBlock(
+                block_id="reason",
+                label="Review reason",
+                element=PlainTextInputElement(action_id="reason", multiline=True, max_length=2000),
+            ),
+        ],
+        private_metadata=metadata,
+    ).to_dict()
 
 
 # -- modals ------------------------------------------------------------------------

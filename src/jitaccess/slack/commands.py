@@ -17,6 +17,10 @@ HELP = """*jitaccess*: just-in-time access to managed applications.
 • `/jit cancel ID`: withdraw your request before it starts
 • `/jit release ID`: end your access early ("I'm done")
 • `/jit revoke ID reason…`: end someone's access early (approvers and admins)
+• `/jit breakglass APP ROLE DURATION INCIDENT reason…`: take access at once, without
+  approval, in an emergency (if the policy names you), e.g.
+  `/jit breakglass crm Owner 1h INC-4711 database down`
+• `/jit ack ID reason…`: review break-glass access afterwards (approvers and admins)
 • `/jit apps`: the applications and their policies
 • `/jit history APP [PAGE]`: who asked, who decided, when access began and ended
 • `/jit config APP`: change an application's JIT policy (consumer admins)
@@ -49,6 +53,9 @@ USAGE = {
     "config": "`/jit config APP`",
     "history": "`/jit history APP [PAGE]`",
     "pending": "`/jit pending [APP]`",
+    "breakglass": "`/jit breakglass APP ROLE DURATION INCIDENT reason…` "
+    "(INCIDENT: a ticket like INC-4711 or its URL)",
+    "ack": "`/jit ack ID reason…`",
 }
 
 
@@ -63,6 +70,19 @@ def _request_id(token: str, name: str) -> int:
     if not valid or int(cleaned) > MAX_REQUEST_ID:
         raise UsageError(f"'{token[:50]}' is not a request number. Usage: {USAGE[name]}")
     return int(cleaned)
+
+
+def _duration(token: str, name: str) -> timedelta:
+    try:
+        if len(token) > 40:
+            raise OverflowError(token)
+        return parse_duration(token)
+    except ValueError as exc:
+        raise UsageError(f"{exc}. Usage: {USAGE[name]}") from None
+    except OverflowError:  # more than a timedelta (or int()) holds
+        raise UsageError(
+            f"'{token[:50]}' is far too long a duration. Usage: {USAGE[name]}"
+        ) from None
 
 
 def parse(text: str) -> Command:
@@ -84,24 +104,32 @@ def parse(text: str) -> Command:
                 "A one-line request needs an application, a role, a duration and a reason. "
                 f"Usage: {USAGE['request']}"
             )
-        try:
-            if len(args[2]) > 40:
-                raise OverflowError(args[2])
-            duration = parse_duration(args[2])
-        except ValueError as exc:
-            raise UsageError(f"{exc}. Usage: {USAGE['request']}") from None
-        except OverflowError:  # more than a timedelta (or int()) holds
-            raise UsageError(
-                f"'{args[2][:50]}' is far too long a duration. Usage: {USAGE['request']}"
-            ) from None
         return Command(
-            "request", app=args[0], role=args[1], duration=duration, reason=" ".join(args[3:])
+            "request",
+            app=args[0],
+            role=args[1],
+            duration=_duration(args[2], "request"),
+            reason=" ".join(args[3:]),
+        )
+    if name == "breakglass":
+        if len(args) < 5:
+            raise UsageError(
+                "Break-glass needs an application, a role, a duration, an incident reference "
+                f"and a reason. Usage: {USAGE['breakglass']}"
+            )
+        return Command(
+            name,
+            app=args[0],
+            role=args[1],
+            duration=_duration(args[2], name),
+            reason=" ".join(args[4:]),
+            extra={"incident": args[3]},
         )
     if name in ("cancel", "release"):
         if len(args) != 1:
             raise UsageError(f"Usage: {USAGE[name]}")
         return Command(name, request_id=_request_id(args[0], name))
-    if name in ("revoke", "approve", "deny"):
+    if name in ("revoke", "approve", "deny", "ack"):
         if len(args) < 2:
             raise UsageError(f"A request number and a reason are needed. Usage: {USAGE[name]}")
         return Command(name, request_id=_request_id(args[0], name), reason=" ".join(args[1:]))

@@ -22,6 +22,7 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from jitaccess.breakglass import needs_review
 from jitaccess.domain import policy as rules
 from jitaccess.domain.durations import format_duration, parse_duration
 from jitaccess.domain.errors import JitError, NotFound, RuleViolation
@@ -146,6 +147,13 @@ class SlackFrontEnd:
         app.action(blocks.RELEASE)(self._own_request_button("release"))
         app.view(blocks.CONFIG_MODAL)(self.on_config_submitted)
         app.event("app_home_opened")(self.on_home_opened)
+        self._breakglass().register(app)
+
+    def _breakglass(self) -> Any:
+        """Break-glass's own listeners (``slack/breakglass.py`` builds on this module)."""
+        from jitaccess.slack.breakglass import BreakGlassListeners
+
+        return BreakGlassListeners(self)
 
     # -- /jit ------------------------------------------------------------------------
     @guarded
@@ -199,7 +207,13 @@ class SlackFrontEnd:
             else:
                 views = service.pending_for(user)
                 title = "Waiting for your approval (all applications)"
-            return title, blocks.request_list(title, views, tz, now, empty="Nothing is waiting.")
+            body = blocks.request_list(title, views, tz, now, empty="Nothing is waiting.")
+            unreviewed = [v for v in needs_review(service, user) if cmd.app in (None, v.app)]
+            if unreviewed:
+                body = blocks.review_list(unreviewed, tz, now) + body
+            return title, body
+        if cmd.name in ("breakglass", "ack"):
+            return self._breakglass().run(cmd, user, now), None
         if cmd.name == "request":
             # A zero duration is falsy but is the service's to refuse, with its message.
             assert cmd.app and cmd.role and cmd.duration is not None and cmd.reason is not None
@@ -273,6 +287,7 @@ class SlackFrontEnd:
                     ("publisher", app.publishers),
                     ("approver", app.policy.approvers),
                     ("admin", app.admins),
+                    ("break-glass", app.policy.breakglass),
                 )
                 if user in members
             ]

@@ -25,6 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from jitaccess.breakglass import needs_review, reviewers_of_app
 from jitaccess.domain.errors import NotFound
 from jitaccess.outbox import Notification, OutboxKind, Skipped, Undeliverable
 from jitaccess.service import JitService
@@ -70,6 +71,28 @@ def transition_text(note: Notification) -> str:
         "timed_out": f"Request #{rid} timed out: no approver decided in time.",
         "failed": f"Request #{rid} failed: access could not be granted{why}",
     }.get(to, f"Request #{rid} is now {to}.")
+
+
+def breakglass_text(note: Notification, view: Any) -> str | None:
+    """The requester's headline for a step of their break-glass request, where it
+    differs from an ordinary request's."""
+    payload = note.payload
+    rid = note.request_id
+    incident = blocks.escape(str(view.incident_ref or "-"))
+    if payload.get("event") == "breakglass_reviewed":
+        reason = blocks.escape(str(payload.get("reason") or ""))
+        return (
+            f"Your break-glass request #{rid} ({incident}) was reviewed by "
+            f"{blocks.user(str(payload.get('actor') or ''))}: {reason}"
+        )
+    if payload.get("to") == "pending":
+        raise Skipped(f"break-glass request {rid} never waits for approval")
+    if payload.get("to") == "auto_approved":
+        return (
+            f":rotating_light: You broke glass for {incident}: request #{rid} is granted at "
+            "once; every approver and admin was alerted and one of them will review it."
+        )
+    return None
 
 
 class TimeZones:
@@ -154,14 +177,19 @@ class SlackNotifier:
             raise Undeliverable(f"request {note.request_id} no longer exists") from None
         tz = self.zones.of(note.recipient)
         try:
-            if note.kind == OutboxKind.APPROVER_CARD:
+            if note.kind == OutboxKind.BREAKGLASS_ALERT or (
+                note.kind == OutboxKind.APPROVER_CARD and view.breakglass
+            ):
+                self._breakglass_alert(note, view, tz, now)
+            elif note.kind == OutboxKind.APPROVER_CARD:
                 # Rendered from the current policy: a removed approver gets no buttons.
                 app = self.service.get_app(view.app, include_removed=True)
                 current = note.recipient in app.policy.approvers
                 text, body = blocks.approver_card(view, tz, current=current)
                 self._show_card(note, "approver", text, body, now)
             elif note.kind == OutboxKind.REQUESTER_UPDATE:
-                self._requester_update(note, view, tz, now)
+                headline = breakglass_text(note, view) if view.breakglass else None
+                self._requester_update(note, view, tz, now, headline=headline)
             elif note.kind == OutboxKind.ENDING_SOON:
                 if view.state != "active" or view.end_requested is not None or now >= view.ends_at:
                     raise Skipped(f"request {view.id} is {view.state}: no reminder needed")
@@ -179,6 +207,13 @@ class SlackNotifier:
             if error in PERMANENT_ERRORS:
                 raise Undeliverable(f"Slack said {error}") from None
             raise
+
+    def _breakglass_alert(self, note: Notification, view: Any, tz: tzinfo, now: datetime) -> None:
+        """The alert card, one per person, edited in place; rendered from the current
+        approvers and admins (groups expanded), so one who left gets no buttons."""
+        current = note.recipient in reviewers_of_app(self.service, view.app)
+        text, body = blocks.breakglass_alert(view, tz, current=current)
+        self._show_card(note, "breakglass", text, body, now)
 
     # -- cards -----------------------------------------------------------------------
     def _show_card(
@@ -336,4 +371,5 @@ def home_for(service: JitService, user_id: str, tz: tzinfo, now: datetime) -> di
         overseen=service.overseen_active(user_id) if oversees else None,
         tz=tz,
         now=now,
+        unreviewed=needs_review(service, user_id),
     )

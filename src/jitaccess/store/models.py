@@ -80,6 +80,9 @@ class Application(Base):
     max_duration_s: Mapped[int]
     approvers: Mapped[list[str]]
     approval_timeout_s: Mapped[int]
+    #: People or user groups (``S…``) who may break glass, and for how long at most.
+    breakglass: Mapped[list[str]] = mapped_column(default=list)
+    breakglass_max_s: Mapped[int] = mapped_column(Integer, default=3600)
     provider: Mapped[str] = mapped_column(String(50), default="log")
     provider_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     #: The publisher's always-on role (JIT enabled); JIT disabled holds every eligible role.
@@ -104,6 +107,8 @@ class AccessRequest(Base):
         Index("ix_access_requests_due", "state", "next_deadline_at"),
         Index("ix_access_requests_app_created", "app_id", "created_at"),
         Index("ix_access_requests_requester", "requester"),
+        # "Break-glass requests nobody reviewed yet" (App Home, /jit pending).
+        Index("ix_access_requests_unreviewed", "breakglass", "reviewed_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -150,6 +155,13 @@ class AccessRequest(Base):
     #: is switched to meanwhile.
     grant_provider: Mapped[str | None] = mapped_column(String(50))
     grant_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: Taken with break-glass: granted at once, without approval, reviewed afterwards.
+    breakglass: Mapped[bool] = mapped_column(default=False)
+    incident_ref: Mapped[str | None] = mapped_column(String(200))
+    #: The after-the-fact review of a break-glass request (NULL until someone reviewed).
+    reviewed_by: Mapped[str | None] = mapped_column(String(32))
+    reviewed_at: Mapped[datetime | None]
+    review_reason: Mapped[str | None] = mapped_column(Text)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     app: Mapped[Application] = relationship(back_populates="requests", lazy="joined")

@@ -1,0 +1,93 @@
+"""Break-glass: from the signed ``/jit breakglass`` command to the grant on the backend.
+
+    .venv/bin/python -m bench.breakglass [--quick]
+
+Runs the sandbox (the real Bolt app, scheduler and relay beside the fake Slack, on
+SQLite) with a 5-second sweep interval, so a grant that lands sooner came from the
+scheduler being woken by the break-glass itself, not from its polling. Each round Pat
+types the command on the sandbox page (a correctly signed request to Bolt); the clock
+stops when the ``log`` provider's ``log_grants`` row for the new request exists. Printed,
+not asserted: a number for the closing note, not a target.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bench._common import parse_args, percentile
+from jitaccess.sandbox import demo
+from jitaccess.sandbox.run import Sandbox
+from jitaccess.settings import Settings
+from jitaccess.store.db import Database
+from jitaccess.store.models import LogGrant
+
+COMMAND = "/jit breakglass contoso-crm Owner 30m INC-4711 CRM database is down"
+
+
+def post(url: str, data: dict[str, str]) -> None:
+    request = urllib.request.Request(
+        url, json.dumps(data).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        assert json.loads(response.read())["ok"]
+
+
+def granted(db: Database, request_id: int) -> bool:
+    with db.transaction(readonly=True) as session:
+        found = session.execute(
+            select(LogGrant.request_id).where(LogGrant.request_id == request_id)
+        ).first()
+        return found is not None
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "")
+    rounds = 3 if args.quick else 20
+    with tempfile.TemporaryDirectory() as tmp:
+        configured = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            database_url=f"sqlite:///{Path(tmp) / 'real.db'}",
+            slack_bot_token=None,
+            slack_app_token=None,
+            slack_signing_secret=None,
+            log_level="WARNING",
+        )
+        sandbox = Sandbox(
+            db_path=Path(tmp) / "sandbox.db",
+            port=0,
+            configured=configured,
+            sweep_interval=5.0,
+            relay_interval=0.3,
+        )
+        sandbox.start()
+        db = Database(f"sqlite:///{Path(tmp) / 'sandbox.db'}")
+        seconds: list[float] = []
+        try:
+            for request_id in range(1, rounds + 1):
+                started = time.perf_counter()
+                post(f"{sandbox.url}/command", {"user": demo.PUBLISHER, "text": COMMAND})
+                while not granted(db, request_id):
+                    if time.perf_counter() - started > 30:
+                        raise SystemExit(f"request {request_id} was not granted within 30 s")
+                    time.sleep(0.002)
+                seconds.append(time.perf_counter() - started)
+        finally:
+            db.dispose()
+            sandbox.stop()
+    ms = sorted(s * 1000 for s in seconds)
+    print(f"/jit breakglass → grant on the backend, {rounds} rounds (sweep interval 5 s):")
+    print("  " + ", ".join(f"{m:.0f}" for m in ms) + " ms")
+    print(
+        f"  median {percentile(ms, 50):.0f} ms, p90 {percentile(ms, 90):.0f} ms, "
+        f"max {ms[-1]:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

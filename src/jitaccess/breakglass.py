@@ -1,0 +1,250 @@
+"""Break-glass use cases: take access at once, review it afterwards, list what waits
+for review. One transaction each; ``now`` is an argument.
+
+A break-glass request is an ordinary request that skips the wait: it is created
+already approved (``auto_approve`` by the holder, so the lifecycle machine's states are
+unchanged), starting now, and the sweep grants it at once, like an approval with
+start now. Every approver (groups expanded) and admin is alerted at once with a card
+that offers *Acknowledge*; until one of them reviews it, with a reason, it stays on
+their App Home and in ``/jit pending``, also after the access itself ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from jitaccess import journal
+from jitaccess.directory import DirectoryError, expand, is_group
+from jitaccess.domain import breakglass as rules
+from jitaccess.domain.errors import Conflict, Mention, RuleViolation
+from jitaccess.domain.lifecycle import initial_state
+from jitaccess.domain.policy import check_reason
+from jitaccess.outbox import OutboxKind
+from jitaccess.service import JitService
+from jitaccess.store import audit
+from jitaccess.store.models import AccessRequest, Application
+from jitaccess.views import AppView, RequestView
+
+#: The audit actions that make break-glass findable (``audit export | grep``).
+USED = "breakglass_used"
+REVIEWED = "breakglass_reviewed"
+
+
+def _expanded(service: JitService, entries: Iterable[str]) -> tuple[str, ...]:
+    """People and the members of groups now, or a refusal saying the directory failed."""
+    try:
+        return expand(service.directory, entries)
+    except DirectoryError as exc:
+        raise RuleViolation(
+            f"Could not read the Slack user groups ({exc}); nothing was changed: try again"
+        ) from None
+
+
+def reviewers_of(service: JitService, app: Application) -> tuple[str, ...]:
+    """Who is alerted and may review: approvers (groups expanded) and consumer admins."""
+    return _expanded(service, [*app.approvers, *app.admins])
+
+
+def reviewers_of_app(service: JitService, app_name: str) -> tuple[str, ...]:
+    """:func:`reviewers_of` by application name (also a removed application's)."""
+    app = service.get_app(app_name, include_removed=True)
+    return _expanded(service, [*app.policy.approvers, *app.admins])
+
+
+def take(
+    service: JitService,
+    app_name: str,
+    *,
+    actor: str,
+    role: str,
+    duration: timedelta,
+    incident_ref: str,
+    reason: str,
+    now: datetime,
+) -> RequestView:
+    """Break glass: access granted at once (by the sweep, woken now), everyone alerted."""
+    with service.db.transaction() as session:
+        app = service.rows.app(session, app_name)
+        view = AppView.of(app)
+        holders = _expanded(service, view.policy.breakglass)
+        taken = rules.check_take(
+            view.rules(), holders, actor, role, duration, incident_ref, reason, now
+        )
+        alerted = [p for p in reviewers_of(service, app) if p != actor]
+        justification = f"Break-glass for {taken.incident_ref}: {taken.reason}"
+        row = AccessRequest(
+            app=app,
+            requester=actor,
+            role=taken.role,
+            justification=justification,
+            starts_at=taken.window.starts_at.astimezone(UTC),
+            ends_at=taken.window.ends_at.astimezone(UTC),
+            approval_deadline_at=taken.window.starts_at.astimezone(UTC),
+            approval_mode=view.policy.mode.value,
+            notified_approvers=alerted,
+            created_at=now,
+            attempts=0,
+            state=initial_state(),
+            breakglass=True,
+            incident_ref=taken.incident_ref,
+        )
+        row.next_deadline_at = row.starts_at
+        session.add(row)
+        session.flush()
+        journal.record(session, row, "submit", None, actor=actor, now=now, reason=justification)
+        audit.append(
+            session,
+            at=now,
+            actor=actor,
+            action=USED,
+            app=app.name,
+            request_id=row.id,
+            from_state=row.state,
+            to_state=row.state,
+            reason=taken.reason,
+            details={
+                "breakglass": True,
+                "incident_ref": taken.incident_ref,
+                "role": taken.role,
+                "duration": int(duration.total_seconds()),
+                "cap": int(view.policy.breakglass_max.total_seconds()),
+                "alerted": alerted,
+            },
+        )
+        decision = f"break-glass for {taken.incident_ref}: {taken.reason}"
+        row.decided_by = actor
+        row.decided_at = now
+        row.decision_reason = decision
+        journal.transition(session, row, "auto_approve", actor=actor, now=now, reason=decision)
+        result = RequestView.of(row)
+    return service._after_change(result, now)
+
+
+def review(
+    service: JitService, request_id: int, *, actor: str, reason: str, now: datetime
+) -> RequestView:
+    """An approver or admin acknowledges a break-glass request, with a reason.
+
+    The review's columns are written with one UPDATE that leaves the row's version
+    alone: a review is no change to the grant, so a sweep granting or revoking the
+    request meanwhile keeps its outcome."""
+    with service.db.transaction() as session:
+        row = service.rows.lock(session, request_id)
+        if not row.breakglass:
+            raise RuleViolation(
+                f"Request {row.id} was not taken with break-glass: there is nothing to review"
+            )
+        if row.reviewed_at is not None:
+            raise Conflict(
+                f"Request {row.id} was already reviewed by ",
+                Mention(row.reviewed_by or ""),
+                f" at {row.reviewed_at:%Y-%m-%d %H:%M} UTC: {row.review_reason}",
+            )
+        rules.check_reviewer(reviewers_of(service, row.app), row.requester, actor, row.app.name)
+        cleaned = check_reason(reason, "acknowledge break-glass access")
+        session.execute(
+            update(AccessRequest)
+            .where(AccessRequest.id == row.id)
+            .values(reviewed_by=actor, reviewed_at=now, review_reason=cleaned)
+            .execution_options(synchronize_session=False)
+        )
+        for key, value in (
+            ("reviewed_by", actor),
+            ("reviewed_at", now),
+            ("review_reason", cleaned),
+        ):
+            set_committed_value(row, key, value)
+        audit.append(
+            session,
+            at=now,
+            actor=actor,
+            action=REVIEWED,
+            app=row.app.name,
+            request_id=row.id,
+            from_state=row.state,
+            to_state=row.state,
+            reason=cleaned,
+            details={"breakglass": True, "incident_ref": row.incident_ref},
+        )
+        _alert_cards_changed(session, row, actor=actor, reason=cleaned, now=now)
+        return RequestView.of(row)
+
+
+def _alert_cards_changed(
+    session: Session, row: AccessRequest, *, actor: str, reason: str, now: datetime
+) -> None:
+    """Edit every alert card in place (they lose *Acknowledge*) and tell the requester."""
+    for person in row.notified_approvers:
+        journal.enqueue(
+            session,
+            row,
+            "reviewed",
+            OutboxKind.BREAKGLASS_ALERT,
+            person,
+            now,
+            actor=actor,
+            reason=reason,
+            event=REVIEWED,
+            before=row.state,
+        )
+    journal.enqueue(
+        session,
+        row,
+        "reviewed",
+        OutboxKind.REQUESTER_UPDATE,
+        row.requester,
+        now,
+        actor=actor,
+        reason=reason,
+        event=REVIEWED,
+        before=row.state,
+    )
+
+
+def needs_review(service: JitService, user: str) -> list[RequestView]:
+    """Break-glass requests nobody reviewed yet that ``user`` may review, oldest first."""
+    with service.db.transaction(readonly=True) as session:
+        found = session.scalars(
+            select(AccessRequest)
+            .where(AccessRequest.breakglass.is_(True), AccessRequest.reviewed_at.is_(None))
+            .order_by(AccessRequest.id)
+        ).all()
+        reviewers: dict[int, tuple[str, ...]] = {}
+        views = []
+        for row in found:
+            if row.requester == user:
+                continue
+            if row.app_id not in reviewers:
+                try:
+                    reviewers[row.app_id] = reviewers_of(service, row.app)
+                except RuleViolation:  # the directory failed: the people listed by id
+                    listed = [*row.app.approvers, *row.app.admins]
+                    reviewers[row.app_id] = tuple(p for p in listed if not is_group(p))
+            if user in reviewers[row.app_id]:
+                views.append(RequestView.of(row))
+        return views
+
+
+def review_refusal(service: JitService, request_id: int, actor: str) -> RuleViolation | None:
+    """Why ``actor`` cannot review the request now, or None (a read-only pre-check for
+    the *Acknowledge* button; the review itself checks again)."""
+    with service.db.transaction(readonly=True) as session:
+        row = service.rows.get(session, request_id)
+        try:
+            if not row.breakglass:
+                raise RuleViolation(f"Request {row.id} was not taken with break-glass")
+            if row.reviewed_at is not None:
+                return Conflict(
+                    f"Request {row.id} was already reviewed by ",
+                    Mention(row.reviewed_by or ""),
+                    f": {row.review_reason}",
+                )
+            rules.check_reviewer(reviewers_of(service, row.app), row.requester, actor, row.app.name)
+        except RuleViolation as exc:
+            return exc
+        return None
