@@ -659,7 +659,7 @@ class AzureProvider:
         )
         with self._lock:
             self._notices[spec.key] = notice
-        log.warning("Azure: request %s: %s", spec.request_id, notice)
+        log.info("Azure: request %s: %s", spec.request_id, notice)
 
     def _grant_scheduled(self, spec: GrantSpec, subscription_id: str, now: datetime) -> None:
         already = self._schedule_request(spec, subscription_id, now, "AdminAssign")
