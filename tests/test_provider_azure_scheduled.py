@@ -156,6 +156,19 @@ def test_bad_assignment_mode_says_what_to_change(provider: AzureProvider, arm: F
     assert arm.requests == []
 
 
+def test_403_names_the_pim_permission_and_the_role_to_give(
+    provider: AzureProvider, arm: FakeArm
+) -> None:
+    """Without the right to send schedule requests, the error says what to assign."""
+    arm.fail_next(403, "AuthorizationFailed", "no roleAssignmentScheduleRequests/write")
+    with pytest.raises(ProviderError) as err:
+        provider.grant(spec(), NOW)
+    text = str(err.value)
+    assert "Microsoft.Authorization/roleAssignmentScheduleRequests/write" in text
+    assert "User Access Administrator" in text and "assignment_mode: direct" in text
+    assert arm.at(SCOPE) == []
+
+
 # -- revoke ------------------------------------------------------------------------------
 
 

@@ -771,7 +771,11 @@ class AzureProvider:
         pim: bool = False,
     ) -> ProviderError:
         if pim:
-            permission = "Microsoft.Authorization/roleAssignmentScheduleRequests/write"
+            permission = (
+                "Microsoft.Authorization/roleAssignmentSchedules/read"
+                if verb == "read"
+                else "Microsoft.Authorization/roleAssignmentScheduleRequests/write"
+            )
             action = {
                 "write": "create the PIM role assignment schedule request",
                 "delete": "send the PIM AdminRemove request",
@@ -798,6 +802,17 @@ class AzureProvider:
                 return ProviderError(
                     f"Azure rejected jitaccess's credentials (401 {code}): {detail}. Check the "
                     "tenant id, client id and secret (or the managed identity)"
+                )
+            if (
+                status == 403
+                and pim
+                and code in ("AuthorizationFailed", "LinkedAuthorizationFailed")
+            ):
+                return ProviderError(
+                    f"jitaccess's Azure identity lacks {permission} at {scope}: assign it "
+                    '"User Access Administrator" on the managed resource group, or set '
+                    "assignment_mode: direct to use plain role assignments "
+                    f"(Azure said 403 {code}: {detail})"
                 )
             if status == 403 and code in ("AuthorizationFailed", "LinkedAuthorizationFailed"):
                 return ProviderError(
