@@ -374,7 +374,7 @@ class AzureProvider:
                 self._grant_scheduled(spec, subscription_id, now)
                 return
             except _PimUnavailable as missing:
-                self._fall_back(spec, subscription_id, now, missing.detail)
+                self._fall_back(subscription_id, now, missing.detail)
         self._grant_direct(spec, subscription_id)
         if not spec.standing and assignment_mode(spec.config) == SCHEDULED:
             self._fallback_notice(spec, subscription_id)
@@ -397,7 +397,7 @@ class AzureProvider:
         try:
             absent = self._schedule_request(spec, subscription_id, now, "AdminExtend")
         except _PimUnavailable as missing:
-            self._fall_back(spec, subscription_id, now, missing.detail)
+            self._fall_back(subscription_id, now, missing.detail)
             return
         if absent:
             log.warning(
@@ -460,7 +460,7 @@ class AzureProvider:
             try:
                 absent = self._schedule_request(spec, subscription_id, now, "AdminRemove")
             except _PimUnavailable as missing:
-                self._fall_back(spec, subscription_id, now, missing.detail)
+                self._fall_back(subscription_id, now, missing.detail)
             else:
                 if not absent:
                     log.info(
@@ -638,7 +638,7 @@ class AzureProvider:
                 until = None
         return until is None
 
-    def _fall_back(self, spec: GrantSpec, subscription_id: str, now: datetime, detail: str) -> None:
+    def _fall_back(self, subscription_id: str, now: datetime, detail: str) -> None:
         with self._lock:
             self._pim_unavailable[subscription_id] = now + PIM_FALLBACK_TTL
         log.warning(
