@@ -29,9 +29,12 @@ CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
+#: These tests cover plain role assignments; scheduled (PIM) mode is in
+#: tests/test_provider_azure_scheduled.py.
 CONFIG: dict[str, Any] = {
     "principals": {"UPUB1": {"object_id": USER_OID, "type": "User"}},
     "role_definitions": {"Custom Ops": CUSTOM_ROLE},
+    "assignment_mode": "direct",
 }
 
 
@@ -141,6 +144,7 @@ def test_default_principal_custom_role_and_full_id(provider: AzureProvider, arm:
     config = {
         "default_principal": {"object_id": GROUP_OID, "type": "Group"},
         "role_definitions": {"Custom Ops": CUSTOM_ROLE},
+        "assignment_mode": "direct",
     }
     provider.grant(spec(7, role="Custom Ops", principal="USOMEONE", config=config), NOW)
     provider.grant(spec(8, role=role_id(OWNER), principal="USOMEONE", config=config), NOW)

@@ -33,7 +33,11 @@ T0 = utc(START)
 H = timedelta(hours=1)
 SCOPE = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/mrg-crm"
 OID = "11111111-2222-3333-4444-555555555555"
-CONFIG = {"principals": {PUBLISHER: {"object_id": OID, "type": "User"}}}
+#: Plain role assignments (names, DELETEs); scheduled mode: test_provider_azure_scheduled.py
+CONFIG = {
+    "principals": {PUBLISHER: {"object_id": OID, "type": "User"}},
+    "assignment_mode": "direct",
+}
 
 
 @pytest.fixture(scope="module")

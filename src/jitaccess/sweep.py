@@ -32,7 +32,13 @@ from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestSta
 from jitaccess.journal import LAPSED, SYSTEM, TIMED_OUT
 from jitaccess.leases import LeaseKeeper
 from jitaccess.outbox import OutboxKind
-from jitaccess.providers.base import BatchProvider, GrantSpec, ProviderError, ProviderRegistry
+from jitaccess.providers.base import (
+    BatchProvider,
+    GrantNotices,
+    GrantSpec,
+    ProviderError,
+    ProviderRegistry,
+)
 from jitaccess.store import audit
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest
@@ -153,6 +159,8 @@ class Sweeper:
         #: Calls in flight at once per provider, unless the provider declares its own.
         self.provider_concurrency = provider_concurrency
         self.observer: SweepObserver = observer or _NoObserver()
+        #: Backend notices about grants just made, by request id, until audited.
+        self._grant_notices: dict[int, str] = {}
 
     def sweep(
         self, now: datetime, *, batch_size: int = 500, max_batches: int | None = None
@@ -432,6 +440,10 @@ class Sweeper:
             provider = self.providers.get(item.provider)
             if item.call == "grant":
                 provider.grant(item.spec, now)
+                if isinstance(provider, GrantNotices):
+                    notice = provider.take_notice(item.spec)
+                    if notice is not None:
+                        self._grant_notices[item.request_id] = notice
             else:
                 provider.revoke(item.spec, now)
         except Exception as exc:  # a backend failure must never stop the sweep
@@ -495,7 +507,7 @@ class Sweeper:
                 actor=SYSTEM,
                 now=now,
                 reason="the window opened and access was granted",
-                details={"attempts": row.attempts + 1},
+                details={"attempts": row.attempts + 1, **self._notice_for(row.id)},
             )
             row.activated_at = now
             row.attempts = 0
@@ -532,6 +544,11 @@ class Sweeper:
             return
         self._retry_later(session, row, "grant_failed", error, now)
         report.retrying += 1
+
+    def _notice_for(self, request_id: int) -> dict[str, str]:
+        """The backend's notice about this grant (see ``GrantNotices``), for the audit."""
+        notice = self._grant_notices.pop(request_id, None)
+        return {} if notice is None else {"backend_notice": notice}
 
     def _retry_later(
         self, session: Session, row: AccessRequest, action: str, error: str, now: datetime

@@ -1,4 +1,4 @@
-"""A fake Azure Resource Manager (role assignments only), over HTTPS on 127.0.0.1.
+"""A fake Azure Resource Manager (role assignments and PIM schedules), over HTTPS on 127.0.0.1.
 
 azure-core refuses to send bearer tokens over plain HTTP, so the fake serves TLS with
 a certificate made at start-up by a throwaway CA; clients trust it through
@@ -6,6 +6,14 @@ a certificate made at start-up by a throwaway CA; clients trust it through
 ARM where it matters to us (409 RoleAssignmentExists for a duplicate, 204 for
 deleting what is not there, names unique across the tenant, ``atScope()`` lists) and
 fails on demand (:meth:`FakeArm.fail_next`).
+
+It also serves PIM for Azure resources: role assignment schedule requests
+(``AdminAssign`` / ``AdminExtend`` / ``AdminRemove``), the schedules they make, and
+their instances. An ``AdminAssign`` materialises a role assignment (with a name ARM
+picks, like Azure) that carries its end time; once :attr:`FakeArm.clock` passes that
+end, the fake removes it by itself, as Azure does, whether or not anyone calls.
+``pim_available = False`` makes it answer like a tenant without Entra ID P2
+(400 ``AadPremiumLicenseRequired``).
 
     with FakeArm() as arm:
         client = AuthorizationManagementClient(FakeCredential(), sub, base_url=arm.base_url,
@@ -22,6 +30,8 @@ import ssl
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,10 +47,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 ARM_SCOPE = "https://management.azure.com/.default"
 TOKEN = "fake-arm-token"
 _PATH_RE = re.compile(
-    r"^(?P<scope>/subscriptions/.+?)/providers/Microsoft\.Authorization/roleAssignments"
+    r"^(?P<scope>/subscriptions/.+?)/providers/Microsoft\.Authorization/"
+    r"(?P<kind>roleAssignments|roleAssignmentScheduleRequests|roleAssignmentSchedules"
+    r"|roleAssignmentScheduleInstances)"
     r"(?:/(?P<name>[^/]+))?/?$",
     re.IGNORECASE,
 )
+#: PIM refuses to remove an assignment this soon after it started (ActiveDurationTooShort).
+PIM_MINIMUM_ACTIVE = dt.timedelta(minutes=5)
 
 
 class FakeCredential:
@@ -91,6 +105,60 @@ class Assignment:
     principal_type: str | None
     description: str | None
     created_on: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+    #: Set for an assignment PIM made from a schedule request: Azure removes it then.
+    starts_at: dt.datetime | None = None
+    ends_at: dt.datetime | None = None
+    #: The schedule request that made (or last extended) it.
+    schedule_request: str | None = None
+
+    @property
+    def scheduled(self) -> bool:
+        return self.ends_at is not None
+
+    def schedule_name(self) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"schedule:{self.name}"))
+
+    def schedule_resource(self, kind: str) -> dict[str, Any]:
+        """This assignment as a PIM roleAssignmentSchedule(Instance)."""
+        assert self.starts_at is not None and self.ends_at is not None
+        name = self.schedule_name()
+        schedule_id = (
+            f"{self.scope}/providers/Microsoft.Authorization/roleAssignmentSchedules/{name}"
+        )
+        properties: dict[str, Any] = {
+            "scope": self.scope,
+            "roleDefinitionId": self.role_definition_id,
+            "principalId": self.principal_id,
+            "principalType": self.principal_type or "User",
+            "status": "Provisioned",
+            "assignmentType": "Assigned",
+            "memberType": "Direct",
+            "startDateTime": self.starts_at.isoformat(),
+            "endDateTime": self.ends_at.isoformat(),
+            "createdOn": self.created_on,
+        }
+        if kind == "roleAssignmentSchedules":
+            properties["roleAssignmentScheduleRequestId"] = (
+                f"{self.scope}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/"
+                f"{self.schedule_request}"
+            )
+            return {
+                "id": schedule_id,
+                "name": name,
+                "type": "Microsoft.Authorization/roleAssignmentSchedules",
+                "properties": properties,
+            }
+        properties["roleAssignmentScheduleId"] = schedule_id
+        properties["originRoleAssignmentId"] = (
+            f"{self.scope}/providers/Microsoft.Authorization/roleAssignments/{self.name}"
+        )
+        return {
+            "id": f"{self.scope}/providers/Microsoft.Authorization/"
+            f"roleAssignmentScheduleInstances/{name}",
+            "name": name,
+            "type": "Microsoft.Authorization/roleAssignmentScheduleInstances",
+            "properties": properties,
+        }
 
     def resource(self) -> dict[str, Any]:
         return {
@@ -189,6 +257,12 @@ class FakeArm:
     def __init__(self, *, page_size: int = 100) -> None:
         self.page_size = page_size
         self.assignments: dict[str, Assignment] = {}  # by lower-case name (tenant-wide)
+        #: PIM role assignment schedule requests, by lower-case name, as ARM answers them.
+        self.schedule_requests: dict[str, dict[str, Any]] = {}
+        #: False: the tenant has no Entra ID P2, every PIM endpoint answers 400.
+        self.pim_available = True
+        #: What "now" is for PIM expiry; tests freeze or replace it.
+        self.clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
         self.requests: list[tuple[str, str]] = []  # (method, path?query)
         self.api_versions: set[str] = set()
         self._failures: list[Failure] = []
@@ -226,8 +300,11 @@ class FakeArm:
     def reset(self) -> None:
         with self._lock:
             self.assignments.clear()
+            self.schedule_requests.clear()
             self.requests.clear()
             self._failures.clear()
+            self.pim_available = True
+            self.clock = lambda: dt.datetime.now(dt.UTC)
 
     # -- test controls -----------------------------------------------------------------
 
@@ -266,8 +343,23 @@ class FakeArm:
         return assignment
 
     def at(self, scope: str) -> list[Assignment]:
+        self.expire_due()
         with self._lock:
             return [a for a in self.assignments.values() if _same(a.scope, scope)]
+
+    def arm_calls(self) -> int:
+        """Requests received so far (each SDK call that reached ARM)."""
+        with self._lock:
+            return len(self.requests)
+
+    def expire_due(self) -> list[Assignment]:
+        """Remove scheduled assignments whose end has passed, as Azure does on its own."""
+        now = self.clock()
+        with self._lock:
+            due = [a for a in self.assignments.values() if a.ends_at and a.ends_at <= now]
+            for assignment in due:
+                del self.assignments[assignment.name.lower()]
+        return due
 
     # -- request handling (server threads) -------------------------------------------------
 
@@ -304,7 +396,10 @@ class FakeArm:
             extra = {"Retry-After": str(failure.retry_after)} if failure.retry_after else {}
             status, payload, _ = _error(failure.status, failure.code, failure.message)
             return status, payload, extra
-        scope, name = match.group("scope"), match.group("name")
+        self.expire_due()
+        scope, name, kind = match.group("scope"), match.group("name"), match.group("kind")
+        if kind != "roleAssignments":
+            return self._pim(method, kind, scope, name, body, query)
         if name is None:
             if method != "GET":
                 return _error(405, "MethodNotAllowed", method)
@@ -399,6 +494,143 @@ class FakeArm:
                 + (f"&$filter={flt}" if flt else "")
             )
         return 200, payload, {}
+
+    # -- PIM for Azure resources ---------------------------------------------------------
+
+    def _pim(
+        self,
+        method: str,
+        kind: str,
+        scope: str,
+        name: str | None,
+        body: bytes,
+        query: dict[str, str],
+    ) -> tuple[int, Any, dict[str, str]]:
+        if not self.pim_available:
+            return _error(
+                400, "AadPremiumLicenseRequired", "The tenant needs an AAD Premium 2 license."
+            )
+        if kind == "roleAssignmentScheduleRequests" and name is not None:
+            if method == "PUT":
+                return self._schedule_request(scope, name, body)
+            if method == "GET":
+                with self._lock:
+                    found = self.schedule_requests.get(name.lower())
+                if found is None:
+                    return _error(404, "RoleAssignmentScheduleRequestNotFound", "Not found.")
+                return 200, found, {}
+            return _error(405, "MethodNotAllowed", method)
+        if name is not None or method != "GET":
+            return _error(405, "MethodNotAllowed", method)
+        flt = (query.get("$filter") or "").strip()
+        if flt not in ("", "atScope()"):
+            return _error(400, "UnsupportedFilter", f"fake does not support $filter={flt}")
+        with self._lock:
+            if kind == "roleAssignmentScheduleRequests":
+                items = [
+                    r
+                    for r in self.schedule_requests.values()
+                    if _at_or_above(r["properties"]["scope"], scope)
+                ]
+            else:
+                items = [
+                    a.schedule_resource(kind)
+                    for a in sorted(self.assignments.values(), key=lambda a: a.name)
+                    if a.scheduled and _at_or_above(a.scope, scope)
+                ]
+        return 200, {"value": items}, {}
+
+    def _schedule_request(
+        self, scope: str, name: str, body: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        try:
+            props = json.loads(body)["properties"]
+            request_type = props["requestType"]
+            role_definition_id = props["roleDefinitionId"]
+            principal_id = props["principalId"]
+        except (ValueError, KeyError, TypeError):
+            return _error(
+                400, "InvalidRequestContent", "properties.requestType/roleDefinitionId/principalId"
+            )
+        now = self.clock()
+        schedule = props.get("scheduleInfo") or {}
+        start = _parse_time(schedule.get("startDateTime")) or now
+        expiration = schedule.get("expiration") or {}
+        end = _parse_time(expiration.get("endDateTime"))
+        with self._lock:
+            held = [
+                a
+                for a in self.assignments.values()
+                if _same(a.scope, scope)
+                and a.role_definition_id.lower() == role_definition_id.lower()
+                and a.principal_id.lower() == principal_id.lower()
+            ]
+            scheduled = next((a for a in held if a.scheduled), None)
+            if request_type == "AdminAssign":
+                if held:
+                    return _error(
+                        400, "RoleAssignmentExists", "The Role assignment already exists."
+                    )
+                if expiration.get("type") != "AfterDateTime" or end is None or end <= now:
+                    return _error(
+                        400, "InvalidScheduleInfo", "expiration AfterDateTime with a future end"
+                    )
+                assignment = Assignment(
+                    scope,
+                    str(uuid.uuid4()),
+                    role_definition_id,
+                    principal_id,
+                    props.get("principalType"),
+                    None,
+                    starts_at=start,
+                    ends_at=end,
+                    schedule_request=name,
+                )
+                self.assignments[assignment.name.lower()] = assignment
+            elif request_type in ("AdminExtend", "AdminUpdate"):
+                if scheduled is None:
+                    return _error(
+                        400, "RoleAssignmentDoesNotExist", "The Role assignment does not exist."
+                    )
+                if end is None or end <= now:
+                    return _error(400, "InvalidScheduleInfo", "expiration needs a future end")
+                scheduled.ends_at = end
+                scheduled.schedule_request = name
+            elif request_type == "AdminRemove":
+                if scheduled is None:
+                    return _error(
+                        400, "RoleAssignmentDoesNotExist", "The Role assignment does not exist."
+                    )
+                assert scheduled.starts_at is not None
+                if now - scheduled.starts_at < PIM_MINIMUM_ACTIVE:
+                    return _error(
+                        400,
+                        "ActiveDurationTooShort",
+                        "The role assignment cannot be removed within 5 minutes of its start.",
+                    )
+                del self.assignments[scheduled.name.lower()]
+            else:
+                return _error(400, "InvalidRequestType", f"fake does not support {request_type}")
+            resource = {
+                "id": f"{scope}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/{name}",
+                "name": name,
+                "type": "Microsoft.Authorization/roleAssignmentScheduleRequests",
+                "properties": {
+                    **props,
+                    "scope": scope,
+                    "status": "Revoked" if request_type == "AdminRemove" else "Provisioned",
+                    "createdOn": now.isoformat(),
+                },
+            }
+            self.schedule_requests[name.lower()] = resource
+        return 201, resource, {}
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _same(a: str, b: str) -> bool:

@@ -1,7 +1,21 @@
 """Azure RBAC provider: a role assignment at the application's managed resource group.
 
-One request is one role assignment, named deterministically from the request id
-(:func:`assignment_name`) and described ``jitaccess request <id> ...`` so that it can be
+Two assignment modes (provider config ``assignment_mode``):
+
+- ``scheduled`` (the default): the grant is a PIM for Azure resources *role assignment
+  schedule request* (``AdminAssign`` with an expiration at ``ends_at``), so Azure itself
+  removes the access at the end even if jitaccess is down. jitaccess still revokes at
+  the end (``AdminRemove``), moves the end on an extension (``AdminExtend``), and
+  reconciles. Request names are UUIDs derived from the grant and the action
+  (:func:`schedule_request_name`), so a retried call is the same request. Where the
+  tenant has no PIM (Azure answers ``AadPremiumLicenseRequired``) the grant falls back to
+  a plain role assignment, says so (:meth:`AzureProvider.take_notice`), and the
+  subscription is remembered as PIM-less for :data:`PIM_FALLBACK_TTL`.
+- ``direct``: one request is one plain role assignment, named deterministically from the
+  request id (:func:`assignment_name`), and removed by jitaccess at the end.
+
+Standing grants have no end, so they are always plain role assignments. Every
+assignment is described (or justified) ``jitaccess request <id> ...`` so that it can be
 found again (:meth:`AzureProvider.list_grants`) and never confused with anyone else's.
 
 Each call is a single attempt bounded in time: the core retries with backoff, so the
@@ -15,6 +29,7 @@ Provider config (the application's ``provider_config``)::
     default_principal: {object_id: 00000000-..., type: Group}
     role_definitions:      # extra role names -> role definition GUID or full id
       Custom Ops: 11111111-...
+    assignment_mode: scheduled   # or direct (no PIM: jitaccess alone enforces the end)
 
 The scope is the managed resource group ID:
 ``/subscriptions/<subscription-id>/resourceGroups/<name>``.
@@ -28,7 +43,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import (
@@ -40,6 +55,15 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
+from azure.mgmt.authorization.v2020_10_01 import (
+    AuthorizationManagementClient as PimManagementClient,
+)
+from azure.mgmt.authorization.v2020_10_01.models import (
+    RoleAssignmentSchedule,
+    RoleAssignmentScheduleRequest,
+    RoleAssignmentScheduleRequestPropertiesScheduleInfo,
+    RoleAssignmentScheduleRequestPropertiesScheduleInfoExpiration,
+)
 from azure.mgmt.authorization.v2022_04_01 import AuthorizationManagementClient
 from azure.mgmt.authorization.v2022_04_01.models import (
     RoleAssignment,
@@ -85,12 +109,44 @@ _DESCRIPTION_RE = re.compile(rf"^{DESCRIPTION_PREFIX} (\d+)\b")
 _MAX_RETRY_AFTER = 5.0
 _MAX_DETAIL = 300
 
+SCHEDULED = "scheduled"
+DIRECT = "direct"
+ASSIGNMENT_MODES = (SCHEDULED, DIRECT)
+#: How long a subscription whose tenant answered "no PIM" gets plain role assignments
+#: before the schedule endpoint is tried again (a licence may be bought meanwhile).
+PIM_FALLBACK_TTL = timedelta(hours=1)
+#: What ARM answers on a PIM endpoint when the tenant has no Entra ID P2 / Governance.
+PIM_UNAVAILABLE_CODES = frozenset({"AadPremiumLicenseRequired"})
+#: "already assigned" / "nothing to remove" from PIM: success for an idempotent port.
+_PIM_EXISTS = frozenset({"RoleAssignmentExists"})
+_PIM_ABSENT = frozenset({"RoleAssignmentDoesNotExist", "RoleAssignmentNotFound"})
+
 
 def assignment_name(request_id: int, *, standing: bool = False) -> str:
     """The role assignment name (a GUID) that request ``request_id`` (or standing grant)
     uses, always the same."""
     seed = f"jitaccess:standing:{request_id}" if standing else f"jitaccess:{request_id}"
     return str(uuid.uuid5(ASSIGNMENT_NAMESPACE, seed))
+
+
+def schedule_request_name(spec: GrantSpec, action: str) -> str:
+    """The PIM schedule request name (a GUID) for ``action`` on ``spec``'s grant.
+
+    The end time is part of it: a retry of the same call is the same request (Azure
+    keeps one), while a later extension to a new end is a new one."""
+    seed = f"jitaccess:{spec.key}:{action}:{spec.ends_at.isoformat()}"
+    return str(uuid.uuid5(ASSIGNMENT_NAMESPACE, seed))
+
+
+def assignment_mode(config: Mapping[str, Any]) -> str:
+    """The provider config's ``assignment_mode`` (default scheduled); ProviderError if bad."""
+    mode = config.get("assignment_mode", SCHEDULED)
+    if mode not in ASSIGNMENT_MODES:
+        raise ProviderError(
+            f"Azure provider config assignment_mode is {mode!r}: use scheduled (Azure enforces "
+            "the end through PIM) or direct (plain role assignments, jitaccess enforces it)"
+        )
+    return str(mode)
 
 
 def assignment_description(spec: GrantSpec) -> str:
@@ -262,6 +318,11 @@ class AzureProvider:
         self._timeout = float(timeout)
         self._retry_total = retry_total
         self._clients: dict[str, AuthorizationManagementClient] = {}
+        self._pim: PimManagementClient | None = None
+        #: subscription id -> until when it gets plain assignments (its tenant has no PIM)
+        self._pim_unavailable: dict[str, datetime] = {}
+        #: grant key -> what people should know about how it was granted (taken once)
+        self._notices: dict[str, str] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -308,6 +369,60 @@ class AzureProvider:
 
     def grant(self, spec: GrantSpec, now: datetime) -> None:
         subscription_id = subscription_of(spec.scope)
+        if self._schedules(spec, subscription_id, now):
+            try:
+                self._grant_scheduled(spec, subscription_id, now)
+                return
+            except _PimUnavailable as missing:
+                self._fall_back(subscription_id, now, missing.detail)
+        self._grant_direct(spec, subscription_id)
+        if not spec.standing and assignment_mode(spec.config) == SCHEDULED:
+            self._fallback_notice(spec, subscription_id)
+
+    def extend(self, spec: GrantSpec, now: datetime) -> None:
+        """Move Azure's end of a scheduled grant to ``spec.ends_at`` (``AdminExtend``).
+
+        A plain (direct or fallback) assignment has no end in Azure: nothing to move. If
+        Azure already removed the scheduled one (it ended before the extension reached
+        us), it is assigned again with the new end, so the window is honoured."""
+        subscription_id = subscription_of(spec.scope)
+        if not self._schedules(spec, subscription_id, now):
+            log.info(
+                "Azure: request %s is a plain role assignment; its new end %s is enforced by "
+                "jitaccess",
+                spec.request_id,
+                spec.ends_at.isoformat(),
+            )
+            return
+        try:
+            absent = self._schedule_request(spec, subscription_id, now, "AdminExtend")
+        except _PimUnavailable as missing:
+            self._fall_back(subscription_id, now, missing.detail)
+            return
+        if absent:
+            log.warning(
+                "Azure: no scheduled assignment to extend for request %s at %s; assigning it "
+                "again until %s",
+                spec.request_id,
+                spec.scope,
+                spec.ends_at.isoformat(),
+            )
+            self.grant(spec, now)
+            return
+        log.info(
+            "Azure: request %s at %s now ends at %s (AdminExtend)",
+            spec.request_id,
+            spec.scope,
+            spec.ends_at.isoformat(),
+        )
+
+    def take_notice(self, spec: GrantSpec) -> str | None:
+        """What people should know about how ``spec`` was granted (once), e.g. that the
+        tenant lacks PIM and the end is enforced by jitaccess only."""
+        with self._lock:
+            return self._notices.pop(spec.key, None)
+
+    def _grant_direct(self, spec: GrantSpec, subscription_id: str) -> None:
         principal = resolve_principal(spec.principal, spec.config)
         role_definition_id = resolve_role_definition_id(spec.role, spec.config, subscription_id)
         name = assignment_name(spec.request_id, standing=spec.standing)
@@ -341,6 +456,24 @@ class AzureProvider:
 
     def revoke(self, spec: GrantSpec, now: datetime) -> None:
         subscription_id = subscription_of(spec.scope)
+        if self._schedules(spec, subscription_id, now):
+            try:
+                absent = self._schedule_request(spec, subscription_id, now, "AdminRemove")
+            except _PimUnavailable as missing:
+                self._fall_back(subscription_id, now, missing.detail)
+            else:
+                if not absent:
+                    log.info(
+                        "Azure: removed scheduled assignment of request %s at %s (AdminRemove)",
+                        spec.request_id,
+                        spec.scope,
+                    )
+                    return
+                # No scheduled assignment: Azure ended it already, or the grant was a
+                # plain assignment (made during a fallback): remove that one if present.
+        self._revoke_direct(spec, subscription_id)
+
+    def _revoke_direct(self, spec: GrantSpec, subscription_id: str) -> None:
         name = assignment_name(spec.request_id, standing=spec.standing)
         client = self._client(subscription_id)
         try:
@@ -384,7 +517,8 @@ class AzureProvider:
 
     def list_grants(self, scope: str, config: Mapping[str, Any]) -> list[HeldGrant]:
         """Role assignments made by jitaccess exactly at ``scope`` (not inherited ones)."""
-        client = self._client(subscription_of(scope))
+        subscription_id = subscription_of(scope)
+        client = self._client(subscription_id)
         wanted = scope.rstrip("/").lower()
         held: list[HeldGrant] = []
         try:
@@ -394,13 +528,56 @@ class AzureProvider:
                     held.append(grant)
         except AzureError as err:
             raise self._translate(err, "read", scope, None, None) from None
+        if assignment_mode(config) == SCHEDULED:
+            held.extend(self._scheduled_grants(scope, subscription_id))
+        return held
+
+    def _scheduled_grants(self, scope: str, subscription_id: str) -> list[HeldGrant]:
+        """PIM schedules at ``scope`` that jitaccess's requests made. Azure materialises
+        each as a role assignment with a name of its own and no description, so they are
+        found through the schedule and the justification of the request behind it."""
+        client = self._pim_client()
+        wanted = scope.rstrip("/").lower()
+        try:
+            requests = {
+                (item.name or "").lower(): parse_request_id(item.justification)
+                for item in client.role_assignment_schedule_requests.list_for_scope(
+                    scope, filter="atScope()"
+                )
+            }
+            schedules = list(
+                client.role_assignment_schedules.list_for_scope(scope, filter="atScope()")
+            )
+        except HttpResponseError as err:
+            if _error_code(err) in PIM_UNAVAILABLE_CODES:
+                return []  # no PIM: every grant is a plain assignment, listed above
+            raise self._translate(err, "read", scope, None, None) from None
+        except AzureError as err:
+            raise self._translate(err, "read", scope, None, None) from None
+        held: list[HeldGrant] = []
+        for schedule in schedules:
+            request_id = _request_of(schedule, requests)
+            if request_id is not None and (schedule.scope or "").rstrip("/").lower() == wanted:
+                held.append(
+                    HeldGrant(
+                        request_id=request_id,
+                        principal_id=schedule.principal_id or "",
+                        role_definition_id=schedule.role_definition_id or "",
+                        assignment_name=schedule.name or "",
+                        scope=schedule.scope or "",
+                    )
+                )
         return held
 
     def close(self) -> None:
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
+        with self._lock:
+            pim_clients, self._pim = [self._pim] if self._pim else [], None
         for client in clients:
             client.close()
+        for pim_client in pim_clients:
+            pim_client.close()
         close = getattr(self._credential, "close", None)
         if self._owns_credential and callable(close):
             close()
@@ -411,27 +588,143 @@ class AzureProvider:
         with self._lock:
             client = self._clients.get(subscription_id)
             if client is None:
-                if self._credential is None:
-                    from azure.identity import DefaultAzureCredential
-
-                    self._credential = DefaultAzureCredential()
-                    self._owns_credential = True
                 client = AuthorizationManagementClient(
-                    self._credential,
-                    subscription_id,
-                    base_url=self._base_url,
-                    connection_verify=self._verify,
-                    connection_timeout=min(self._timeout, 10.0),
-                    read_timeout=self._timeout,
-                    retry_policy=_CappedRetryPolicy(
-                        retry_total=self._retry_total,
-                        retry_backoff_factor=0.5,
-                        retry_backoff_max=_MAX_RETRY_AFTER,
-                        timeout=self._timeout,
-                    ),
+                    self._credential_locked(), subscription_id, **self._client_options()
                 )
                 self._clients[subscription_id] = client
             return client
+
+    def _pim_client(self) -> PimManagementClient:
+        """The PIM API (2020-10-01: role assignment schedule requests and schedules); it
+        is addressed by scope, so one client serves every subscription."""
+        with self._lock:
+            if self._pim is None:
+                self._pim = PimManagementClient(self._credential_locked(), **self._client_options())
+            return self._pim
+
+    def _credential_locked(self) -> TokenCredential:
+        if self._credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            self._credential = DefaultAzureCredential()
+            self._owns_credential = True
+        return self._credential
+
+    def _client_options(self) -> dict[str, Any]:
+        return {
+            "base_url": self._base_url,
+            "connection_verify": self._verify,
+            "connection_timeout": min(self._timeout, 10.0),
+            "read_timeout": self._timeout,
+            "retry_policy": _CappedRetryPolicy(
+                retry_total=self._retry_total,
+                retry_backoff_factor=0.5,
+                retry_backoff_max=_MAX_RETRY_AFTER,
+                timeout=self._timeout,
+            ),
+        }
+
+    # -- PIM (scheduled mode) ---------------------------------------------------------
+
+    def _schedules(self, spec: GrantSpec, subscription_id: str, now: datetime) -> bool:
+        """True when ``spec`` goes through PIM: scheduled mode, not standing, and the
+        subscription's tenant not recently found without PIM."""
+        if spec.standing or assignment_mode(spec.config) != SCHEDULED:
+            return False
+        with self._lock:
+            until = self._pim_unavailable.get(subscription_id)
+            if until is not None and until <= now:
+                del self._pim_unavailable[subscription_id]
+                until = None
+        return until is None
+
+    def _fall_back(self, subscription_id: str, now: datetime, detail: str) -> None:
+        with self._lock:
+            self._pim_unavailable[subscription_id] = now + PIM_FALLBACK_TTL
+        log.warning(
+            "Azure: PIM is not available for subscription %s (%s); plain role assignments "
+            "until %s, whose end jitaccess alone enforces",
+            subscription_id,
+            detail,
+            (now + PIM_FALLBACK_TTL).isoformat(),
+        )
+
+    def _fallback_notice(self, spec: GrantSpec, subscription_id: str) -> None:
+        notice = (
+            f"Azure PIM is not available in the tenant of subscription {subscription_id} "
+            "(Azure answered AadPremiumLicenseRequired), so this access is a plain role "
+            f"assignment: its end at {spec.ends_at.isoformat()} is enforced by jitaccess only. "
+            "Give the tenant Microsoft Entra ID P2 (or Governance) to have Azure enforce it "
+            "too, or set assignment_mode: direct in the app's provider config"
+        )
+        with self._lock:
+            self._notices[spec.key] = notice
+        log.info("Azure: request %s: %s", spec.request_id, notice)
+
+    def _grant_scheduled(self, spec: GrantSpec, subscription_id: str, now: datetime) -> None:
+        already = self._schedule_request(spec, subscription_id, now, "AdminAssign")
+        log.info(
+            "Azure: %s %s to %s at %s until %s (PIM AdminAssign, request %s)",
+            "already assigned" if already else "assigned",
+            spec.role,
+            spec.principal,
+            spec.scope,
+            spec.ends_at.isoformat(),
+            spec.request_id,
+        )
+
+    def _schedule_request(
+        self, spec: GrantSpec, subscription_id: str, now: datetime, request_type: str
+    ) -> bool:
+        """Send one PIM role assignment schedule request. True when Azure answered that it
+        is already done (assigned for AdminAssign, nothing held for AdminRemove/Extend).
+
+        Raises :class:`_PimUnavailable` when the tenant has no PIM."""
+        principal = resolve_principal(spec.principal, spec.config)
+        role_definition_id = resolve_role_definition_id(spec.role, spec.config, subscription_id)
+        schedule = None
+        if request_type != "AdminRemove":
+            schedule = RoleAssignmentScheduleRequestPropertiesScheduleInfo(
+                start_date_time=now if request_type == "AdminAssign" else spec.starts_at,
+                expiration=RoleAssignmentScheduleRequestPropertiesScheduleInfoExpiration(
+                    type="AfterDateTime", end_date_time=spec.ends_at
+                ),
+            )
+        request = RoleAssignmentScheduleRequest(
+            role_definition_id=role_definition_id,
+            principal_id=principal.object_id,
+            request_type=request_type,
+            schedule_info=schedule,
+            justification=assignment_description(spec),
+        )
+        name = schedule_request_name(spec, request_type)
+        verb = "delete" if request_type == "AdminRemove" else "write"
+        try:
+            self._pim_client().role_assignment_schedule_requests.create(spec.scope, name, request)
+        except HttpResponseError as err:
+            code = _error_code(err)
+            if code in PIM_UNAVAILABLE_CODES:
+                raise _PimUnavailable(f"{code}: {_error_message(err)}") from None
+            if (
+                err.status_code in (400, 409)
+                and code in _PIM_EXISTS
+                and request_type == "AdminAssign"
+            ):
+                return True
+            if (
+                err.status_code in (400, 404)
+                and code in _PIM_ABSENT
+                and request_type != "AdminAssign"
+            ):
+                return True
+            raise self._translate(
+                err, verb, spec.scope, principal, spec.principal, pim=True
+            ) from None
+        except AzureError as err:
+            raise self._translate(
+                err, verb, spec.scope, principal, spec.principal, pim=True
+            ) from None
+        return False
 
     def _note_existing(
         self,
@@ -474,13 +767,27 @@ class AzureProvider:
         scope: str,
         principal: AzurePrincipal | None,
         slack_user: str | None,
+        *,
+        pim: bool = False,
     ) -> ProviderError:
-        permission = f"Microsoft.Authorization/roleAssignments/{verb}"
-        action = {
-            "write": "create the role assignment",
-            "delete": "delete the role assignment",
-            "read": "list role assignments",
-        }[verb]
+        if pim:
+            permission = (
+                "Microsoft.Authorization/roleAssignmentSchedules/read"
+                if verb == "read"
+                else "Microsoft.Authorization/roleAssignmentScheduleRequests/write"
+            )
+            action = {
+                "write": "create the PIM role assignment schedule request",
+                "delete": "send the PIM AdminRemove request",
+                "read": "list PIM role assignment schedules",
+            }[verb]
+        else:
+            permission = f"Microsoft.Authorization/roleAssignments/{verb}"
+            action = {
+                "write": "create the role assignment",
+                "delete": "delete the role assignment",
+                "read": "list role assignments",
+            }[verb]
         if isinstance(err, ClientAuthenticationError) and err.status_code is None:
             return ProviderError(
                 f"could not get an Azure token to {action} at {scope}: {_shorten(err.message)}. "
@@ -495,6 +802,17 @@ class AzureProvider:
                 return ProviderError(
                     f"Azure rejected jitaccess's credentials (401 {code}): {detail}. Check the "
                     "tenant id, client id and secret (or the managed identity)"
+                )
+            if (
+                status == 403
+                and pim
+                and code in ("AuthorizationFailed", "LinkedAuthorizationFailed")
+            ):
+                return ProviderError(
+                    f"jitaccess's Azure identity lacks {permission} at {scope}: assign it "
+                    '"User Access Administrator" on the managed resource group, or set '
+                    "assignment_mode: direct to use plain role assignments "
+                    f"(Azure said 403 {code}: {detail})"
                 )
             if status == 403 and code in ("AuthorizationFailed", "LinkedAuthorizationFailed"):
                 return ProviderError(
@@ -522,6 +840,11 @@ class AzureProvider:
                     "principals can take minutes to replicate); retrying. If this persists, "
                     "check the object id in the app's provider config"
                 )
+            if code == "ActiveDurationTooShort":
+                return ProviderError(
+                    f"Azure PIM does not remove an assignment within 5 minutes of its start "
+                    f"({status} {code}: {detail}); retrying"
+                )
             if status == 409 and code == "RoleAssignmentUpdateNotPermitted":
                 return ProviderError(
                     f"a different role assignment already uses jitaccess's name for this request "
@@ -547,6 +870,20 @@ class AzureProvider:
         return ProviderError(
             f"Azure error while trying to {action} at {scope}: {_shorten(err.message)}"
         )
+
+
+class _PimUnavailable(Exception):
+    """The tenant has no PIM for Azure resources (no Entra ID P2 / Governance)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _request_of(schedule: RoleAssignmentSchedule, requests: Mapping[str, int | None]) -> int | None:
+    """The jitaccess request id behind a PIM schedule, from its schedule request's name."""
+    request = (schedule.role_assignment_schedule_request_id or "").rstrip("/")
+    return requests.get(request.rsplit("/", 1)[-1].lower())
 
 
 def _held_grant(item: RoleAssignment) -> HeldGrant | None:

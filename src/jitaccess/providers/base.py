@@ -58,6 +58,16 @@ class ExpiryAwareProvider(Protocol):
 
 
 @runtime_checkable
+class GrantNotices(Protocol):
+    """Providers that have something people should know about how a grant was made
+    (optional): e.g. Azure granting a plain role assignment because the tenant lacks
+    PIM. The sweep takes it after a successful grant and audits it with the activation."""
+
+    def take_notice(self, spec: GrantSpec) -> str | None:
+        """The notice for ``spec``'s last grant, once; None when there is nothing to say."""
+
+
+@runtime_checkable
 class BatchProvider(Protocol):
     """Providers that can take a sweep's batch in one call (optional). Each returns, per
     spec and in order, None when done or the error people will see for that spec."""
