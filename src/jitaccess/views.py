@@ -39,6 +39,7 @@ class AppView:
                 max_duration=timedelta(seconds=row.max_duration_s),
                 approvers=tuple(row.approvers),
                 approval_timeout=timedelta(seconds=row.approval_timeout_s),
+                required_approvals=row.required_approvals,
             ),
             provider=row.provider,
             provider_config=dict(row.provider_config or {}),
@@ -68,9 +69,19 @@ class AppView:
                 "max_duration": format_duration(self.policy.max_duration),
                 "approvers": list(self.policy.approvers),
                 "approval_timeout": format_duration(self.policy.approval_timeout),
+                "required_approvals": self.policy.required_approvals,
             },
             "provider": self.provider,
         }
+
+
+@dataclass(frozen=True)
+class ApprovalView:
+    """One approval toward a request's quorum."""
+
+    approver: str
+    reason: str
+    at: datetime
 
 
 #: How a pending end reads ("being cancelled"), by the event that will end the request.
@@ -104,6 +115,9 @@ class RequestView:
     last_error: str | None
     revoke_failing_since: datetime | None
     version: int
+    #: The quorum snapshotted at submission, and the approvals given so far.
+    required_approvals: int = 1
+    approvals: tuple[ApprovalView, ...] = ()
 
     @classmethod
     def of(cls, row: AccessRequest) -> RequestView:
@@ -133,7 +147,13 @@ class RequestView:
             last_error=row.last_error,
             revoke_failing_since=row.revoke_failing_since,
             version=row.version,
+            required_approvals=row.required_approvals,
+            approvals=tuple(ApprovalView(a.approver, a.reason, a.at) for a in row.approvals),
         )
+
+    @property
+    def approved_by(self) -> tuple[str, ...]:
+        return tuple(a.approver for a in self.approvals)
 
     @property
     def duration(self) -> timedelta:
@@ -176,6 +196,10 @@ class RequestView:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["notified_approvers"] = list(self.notified_approvers)
+        data["approvals"] = [
+            {"approver": a.approver, "reason": a.reason, "at": a.at.isoformat()}
+            for a in self.approvals
+        ]
         for key, value in data.items():
             if isinstance(value, datetime):
                 data[key] = value.isoformat()
