@@ -129,8 +129,9 @@ class Policy:
 
 
 def check_required_approvals(required: int, approvers: Sequence[str], mode: ApprovalMode) -> None:
-    """At least one approval, and no more than there are approver entries (a group
-    counts once: how many of its members are around is only known when asked)."""
+    """At least one approval, and no more than there are approvers. With a group
+    among them, how many people that makes is only known when asked: submission
+    checks it then (:func:`check_enough_deciders`)."""
     if required < 1:
         raise RuleViolation(
             f"Required approvals must be at least 1, not {required}",
@@ -141,7 +142,8 @@ def check_required_approvals(required: int, approvers: Sequence[str], mode: Appr
             f"Required approvals {required} is too many: at most {MAX_REQUIRED_APPROVALS}",
             field="required_approvals",
         )
-    if mode is ApprovalMode.MANUAL and required > len(approvers):
+    has_group = any(a.startswith("S") for a in approvers)
+    if mode is ApprovalMode.MANUAL and not has_group and required > len(approvers):
         raise RuleViolation(
             f"{required} approvals are required but only {len(approvers)} approver"
             f"{'s are' if len(approvers) != 1 else ' is'} listed: add approvers or "

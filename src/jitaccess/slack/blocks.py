@@ -31,6 +31,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from jitaccess.directory import is_group
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import JitError, Mention
 from jitaccess.domain.lifecycle import RequestState
@@ -99,7 +100,19 @@ def user(user_id: str | None) -> str:
         return "the policy (automatic mode)"
     if user_id == "system":
         return "jitaccess"
+    if is_group(user_id):
+        return f"<!subteam^{user_id}>"
     return f"<@{user_id}>"
+
+
+def quorum_progress(view: RequestView) -> str | None:
+    """ "1 of 2 approved: <@ava> (reason)", for a request that needs several approvals
+    (or already has some); None otherwise."""
+    if view.required_approvals <= 1 and not (view.approvals and view.state == RequestState.PENDING):
+        return None
+    given = ", ".join(f"{user(a.approver)} ({escape(a.reason)})" for a in view.approvals)
+    line = f"{len(view.approvals)} of {view.required_approvals} approved"
+    return f"{line}: {given}" if given else line
 
 
 def mention_users(message: str | JitError) -> str:
@@ -175,6 +188,9 @@ def outcome_lines(view: RequestView, tz: tzinfo) -> list[str]:
             else ""
         )
         lines.append(f"{verb} by {user(view.decided_by)}{reason}")
+    progress = quorum_progress(view)
+    if progress is not None and (view.approvals or view.state == RequestState.PENDING):
+        lines.append(progress)
     if view.activated_at:
         lines.append(f"Access granted {when(view.activated_at, tz)}")
     if view.ended_at and view.state != RequestState.DENIED:
@@ -201,10 +217,11 @@ def no_longer_approver_text(view: RequestView) -> str:
 
 
 def approver_card(
-    view: RequestView, tz: tzinfo, *, current: bool = True
+    view: RequestView, tz: tzinfo, *, current: bool = True, viewer: str | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
     """The approver's DM card: the request, then buttons or the outcome. An approver
-    no longer on the policy (``current`` False) is told so and gets no buttons."""
+    no longer on the policy (``current`` False) is told so and gets no buttons; one
+    who already approved (``viewer``) sees the quorum's progress without buttons."""
     blocks: list[Block] = [
         HeaderBlock(text=f"Access request #{view.id}"),
         request_fields(view, tz),
@@ -223,24 +240,29 @@ def approver_card(
         )
         return truncate(f"{no_longer_approver_text(view)} ({text})", 300), _dump(blocks)
     if view.state == RequestState.PENDING:
-        blocks.append(
-            ActionsBlock(
-                block_id=f"decide:{view.id}",
-                elements=[
-                    _button("Approve", APPROVE, view.id, "primary"),
-                    _button("Deny", DENY, view.id, "danger"),
-                ],
+        progress = quorum_progress(view)
+        if progress is not None:
+            blocks.append(SectionBlock(text=_md(truncate(progress, SECTION_TEXT_MAX))))
+        if viewer is not None and viewer in view.approved_by:
+            how = "You approved; the other approvers decide the rest."
+        else:
+            blocks.append(
+                ActionsBlock(
+                    block_id=f"decide:{view.id}",
+                    elements=[
+                        _button("Approve", APPROVE, view.id, "primary"),
+                        _button("Deny", DENY, view.id, "danger"),
+                    ],
+                )
             )
-        )
-        blocks.append(
-            ContextBlock(
-                elements=[
-                    _md(
-                        "One approver decides, giving a reason. Times out "
-                        f"{when(view.approval_deadline_at, tz)}."
-                    )
-                ]
+            how = (
+                "One approver decides, giving a reason."
+                if view.required_approvals <= 1
+                else f"{view.required_approvals} approvers must approve, each giving a reason; "
+                "one denial denies."
             )
+        blocks.append(
+            ContextBlock(elements=[_md(f"{how} Times out {when(view.approval_deadline_at, tz)}.")])
         )
     else:
         blocks.append(
@@ -272,13 +294,14 @@ def requester_card(
         SectionBlock(text=_md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX))),
     ]
     if view.state == RequestState.PENDING:
+        waiting_on = [
+            a for a in view.notified_approvers if a not in view.approved_by and a != view.requester
+        ]
+        remaining = view.required_approvals - len(view.approvals)
+        head = "Waiting for one of: " if remaining <= 1 else f"Waiting for {remaining} of: "
         blocks.append(
             ContextBlock(
-                elements=[
-                    _md(
-                        "Waiting for one of: " + ", ".join(user(a) for a in view.notified_approvers)
-                    )
-                ]
+                elements=[_md(truncate(head + ", ".join(user(a) for a in waiting_on), 2000))]
             )
         )
     if with_buttons:
@@ -344,6 +367,7 @@ def request_list(
                         f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
                         f"*{escape(view.app)}* · "
                         f"{escape(view.status_line(now))}\n{window(view, tz)}"
+                        + _progress_suffix(view)
                         + (f" · decided by {user(view.decided_by)}" if view.decided_by else "")
                         + (
                             f": {escape(view.decision_reason)}"
@@ -360,6 +384,13 @@ def request_list(
     if len(views) > HOME_ITEMS_MAX:
         blocks.append(ContextBlock(elements=[_md(f"…and {len(views) - HOME_ITEMS_MAX} more")]))
     return _dump(blocks)
+
+
+def _progress_suffix(view: RequestView) -> str:
+    """ " · 1 of 2 approved" on a pending request that needs several approvals."""
+    if view.state != RequestState.PENDING or view.required_approvals <= 1:
+        return ""
+    return f" · {len(view.approvals)} of {view.required_approvals} approved"
 
 
 def home_view(
@@ -390,7 +421,8 @@ def home_view(
                     text=_md(
                         truncate(
                             f"*#{view.id}* {user(view.requester)} asks for *{escape(view.role)}* · "
-                            f"{window(view, tz)}\n>{escape(view.justification)}",
+                            f"{window(view, tz)}{_progress_suffix(view)}\n"
+                            f">{escape(view.justification)}",
                             SECTION_TEXT_MAX,
                         )
                     )

@@ -159,9 +159,7 @@ class AccessRequest(Base):
 
     app: Mapped[Application] = relationship(back_populates="requests", lazy="joined")
     #: Every approval given so far, oldest first (a quorum counts them).
-    approvals: Mapped[list[Approval]] = relationship(
-        lazy="selectin", order_by="Approval.id"
-    )
+    approvals: Mapped[list[Approval]] = relationship(lazy="selectin", order_by="Approval.id")
 
     __mapper_args__ = {"version_id_col": version}
 
