@@ -42,10 +42,10 @@ USERS: tuple[DemoUser, ...] = (
         "ava",
         "Ava Approver",
         "America/New_York",
-        "approver of every app (approvers group)",
+        "approver of all (in the group)",
     ),
     DemoUser(
-        APPROVER2, "abe", "Abe Approver", "Asia/Tokyo", "approver of contoso-crm (approvers group)"
+        APPROVER2, "abe", "Abe Approver", "Asia/Tokyo", "approver of contoso-crm (in the group)"
     ),
     DemoUser(ADMIN, "ada", "Ada Admin", "Europe/London", "consumer admin: sets policy"),
 )
