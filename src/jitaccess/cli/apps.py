@@ -32,6 +32,7 @@ def _policy(
     max_duration: str | None,
     approvers: list[str] | None,
     approval_timeout: str | None,
+    required_approvals: int | None = None,
 ) -> Policy:
     from jitaccess.domain.policy import (
         DEFAULT_APPROVAL_TIMEOUT,
@@ -45,6 +46,7 @@ def _policy(
         max_duration=to_duration_or(max_duration, DEFAULT_MAX_DURATION),
         approvers=tuple(approvers or ()),
         approval_timeout=to_duration_or(approval_timeout, DEFAULT_APPROVAL_TIMEOUT),
+        required_approvals=1 if required_approvals is None else required_approvals,
     )
 
 
@@ -69,8 +71,13 @@ def apps_register(
     ] = None,
     mode: Annotated[Mode | None, typer.Option(help="Approval mode")] = None,
     max_duration: Annotated[str | None, typer.Option(help="Longest window, e.g. 8h")] = None,
-    approver: Annotated[list[str] | None, typer.Option(help="Approver (repeat)")] = None,
+    approver: Annotated[
+        list[str] | None, typer.Option(help="Approver: a person U… or a user group S… (repeat)")
+    ] = None,
     approval_timeout: Annotated[str | None, typer.Option(help="e.g. 24h")] = None,
+    required_approvals: Annotated[
+        int | None, typer.Option(help="How many approvers must approve (default 1)")
+    ] = None,
     provider: Annotated[str, typer.Option(help="Access provider: log, azure, webhook, …")] = "log",
     provider_config: Annotated[
         str | None, typer.Option(help="Provider settings as JSON, or @FILE (JSON or YAML)")
@@ -98,7 +105,7 @@ def apps_register(
         admins=tuple(admin or ()),
         provider=provider,
         provider_config=parse_provider_config(provider_config),
-        policy=_policy(mode, max_duration, approver, approval_timeout),
+        policy=_policy(mode, max_duration, approver, approval_timeout, required_approvals),
     )
     with container() as c:
         catalog = Catalog(c.service)
@@ -177,9 +184,13 @@ def apps_policy(
     mode: Annotated[Mode | None, typer.Option(help="automatic or manual")] = None,
     max_duration: Annotated[str | None, typer.Option(help="Longest window, e.g. 8h")] = None,
     approver: Annotated[
-        list[str] | None, typer.Option(help="Approver (repeat); replaces the list")
+        list[str] | None,
+        typer.Option(help="Approver: a person U… or a user group S… (repeat); replaces the list"),
     ] = None,
     approval_timeout: Annotated[str | None, typer.Option(help="e.g. 24h")] = None,
+    required_approvals: Annotated[
+        int | None, typer.Option(help="How many approvers must approve (a quorum)")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Change an application's JIT policy (consumer admins). Applies to new requests."""
@@ -194,6 +205,7 @@ def apps_policy(
             max_duration=to_duration(max_duration),
             approvers=approver,
             approval_timeout=to_duration(approval_timeout),
+            required_approvals=required_approvals,
         )
     if as_json:
         emit_json(view.to_json())
@@ -266,6 +278,7 @@ def _print_app(v: AppView) -> None:
         ("Maximum duration", format_duration(v.policy.max_duration)),
         ("Approvers", ", ".join(v.policy.approvers) or "-"),
         ("Approval timeout", format_duration(v.policy.approval_timeout)),
+        ("Required approvals", str(v.policy.required_approvals)),
         ("Provider", v.provider),
     ):
         table.add_row(key, value)

@@ -52,6 +52,8 @@ TRUNCATED = "… (truncated)"
 SECTION_TEXT_MAX = 3000
 FIELD_TEXT_MAX = 2000
 HOME_ITEMS_MAX = 15
+#: The quorums /jit config offers (the CLI takes any up to the policy's maximum).
+QUORUM_CHOICES = 5
 DURATION_CHOICES = (
     timedelta(minutes=15),
     timedelta(minutes=30),
@@ -640,9 +642,13 @@ def config_modal(app: AppView) -> dict[str, Any]:
     current_timeout = format_duration(app.policy.approval_timeout)
     if current_timeout not in {o.value for o in timeouts}:
         timeouts.append(Option(text=current_timeout, value=current_timeout))
-    approvers_element = UserMultiSelectElement(
-        action_id="approvers", initial_users=list(app.policy.approvers) or None
-    )
+    people = [a for a in app.policy.approvers if not is_group(a)]
+    groups = [a for a in app.policy.approvers if is_group(a)]
+    approvers_element = UserMultiSelectElement(action_id="approvers", initial_users=people or None)
+    quorum = [Option(text=str(n), value=str(n)) for n in range(1, QUORUM_CHOICES + 1)]
+    current_quorum = str(app.policy.required_approvals)
+    if current_quorum not in {o.value for o in quorum}:
+        quorum.append(Option(text=current_quorum, value=current_quorum))
     blocks: list[Block] = [
         SectionBlock(
             text=_md(f"JIT policy for *{escape(app.name)}*. Changes apply to new requests only.")
@@ -667,6 +673,27 @@ def config_modal(app: AppView) -> dict[str, Any]:
         ),
         InputBlock(
             block_id="approvers", label="Approvers", optional=True, element=approvers_element
+        ),
+        InputBlock(
+            block_id="approver_groups",
+            label="Approver groups",
+            optional=True,
+            hint="Slack user group IDs (S…), separated by spaces: their members approve.",
+            element=PlainTextInputElement(
+                action_id="approver_groups",
+                initial_value=" ".join(groups) or None,
+                placeholder="S0123ABCD",
+            ),
+        ),
+        InputBlock(
+            block_id="required_approvals",
+            label="Approvals required",
+            hint="How many different approvers must approve. One denial denies.",
+            element=StaticSelectElement(
+                action_id="required_approvals",
+                options=quorum,
+                initial_option=next(o for o in quorum if o.value == current_quorum),
+            ),
         ),
         InputBlock(
             block_id="approval_timeout",
