@@ -265,7 +265,12 @@ def test_racing_approvals_reach_the_quorum_exactly_once_on_postgres(pg_url: str)
             start = threading.Barrier(2)
             outcomes: list[str] = []
 
-            def click(actor: str, rid: int = rid, start: threading.Barrier = start) -> None:
+            def click(
+                actor: str,
+                rid: int = rid,
+                start: threading.Barrier = start,
+                outcomes: list[str] = outcomes,
+            ) -> None:
                 start.wait()
                 try:
                     outcomes.append(service.approve(rid, actor=actor, reason="go", now=T0).state)
