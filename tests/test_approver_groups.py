@@ -21,7 +21,8 @@ from jitaccess.slack.directory import SlackDirectory
 from jitaccess.slack.runtime import slack_client
 from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent
-from slack_harness import SlackWorld, select as picked, texts
+from slack_harness import SlackWorld, texts
+from slack_harness import select as picked
 
 T0 = utc(START)
 H = timedelta(hours=1)
