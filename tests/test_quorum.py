@@ -204,7 +204,10 @@ def test_approvals_short_of_the_quorum_are_audited(service: JitService, db: Data
     [
         (Policy(ApprovalMode.MANUAL, approvers=(APPROVER,), required_approvals=2), "add approvers"),
         (Policy(ApprovalMode.MANUAL, approvers=(APPROVER,), required_approvals=0), "at least 1"),
-        (Policy(ApprovalMode.MANUAL, approvers=("X123",)), "neither a Slack member ID"),
+        (
+            Policy(ApprovalMode.MANUAL, approvers=("X123",)),
+            "is not a Slack user ID nor a user group ID",
+        ),
         (Policy(ApprovalMode.MANUAL, approvers=("s0lower",)), r"user group ID \(like S0123ABCD"),
     ],
 )

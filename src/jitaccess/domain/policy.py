@@ -59,9 +59,9 @@ def check_approver_id(value: str) -> str:
     cleaned = value.strip()
     if not (_SLACK_USER_ID.fullmatch(cleaned) or _SLACK_GROUP_ID.fullmatch(cleaned)):
         raise RuleViolation(
-            f"Approver '{shown(value)}' is neither a Slack member ID (like U0123ABCD, "
-            "from the profile's 'Copy member ID') nor a user group ID (like S0123ABCD, "
-            "from the group's page)",
+            f"Approver '{shown(value)}' is not a Slack user ID nor a user group ID: use the "
+            "member ID (like U0123ABCD, from the profile's 'Copy member ID') or the user "
+            "group ID (like S0123ABCD, from the group's page)",
             field="approvers",
         )
     return cleaned
@@ -96,8 +96,8 @@ class Policy:
         approvers = tuple(dict.fromkeys(check_approver_id(a) for a in self.approvers))
         if self.mode is ApprovalMode.MANUAL and not approvers:
             raise RuleViolation(
-                "Manual approval needs at least one approver: add one (--approver U… "
-                "or a user group S…) or use automatic mode",
+                "Manual approval needs at least one approver: add one (--approver U…) "
+                "or a user group (--approver S…), or use automatic mode",
                 field="approvers",
             )
         check_required_approvals(self.required_approvals, approvers, self.mode)
