@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, select
 
-from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, Cli, utc
+from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, Cli, make_service, utc
+from jitaccess.directory import StaticDirectory
 from jitaccess.domain.policy import ApprovalMode, Policy
+from jitaccess.providers.base import GrantSpec, HeldGrant, ProviderError
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.service import AppSpec
 from jitaccess.slack import blocks
 from jitaccess.slack.directory import SlackDirectory
 from jitaccess.slack.runtime import slack_client
 from jitaccess.store.db import Database
-from jitaccess.store.models import Approval, AuditEvent
+from jitaccess.store.models import Approval, AuditEvent, OutboxMessage
 from slack_harness import SlackWorld, texts
 from slack_harness import select as picked
 
@@ -227,3 +229,48 @@ def test_cards_may_use_a_short_cache_but_decisions_ask_slack_every_time(
     seconds[0] = 61.0
     assert cached.members(GROUP) == (APPROVER2,)
     assert (cached.calls, fresh.calls) == (2, 2)
+
+
+class FailingRevokes:
+    """A backend that grants but cannot revoke (a revoke that keeps failing)."""
+
+    name = "flaky"
+
+    def grant(self, spec: GrantSpec, now: datetime) -> None:
+        return None
+
+    def revoke(self, spec: GrantSpec, now: datetime) -> None:
+        raise ProviderError("flaky answered 503")
+
+    def list_grants(self, scope: str, config: object) -> list[HeldGrant]:
+        return []
+
+
+def test_a_failing_revoke_alerts_the_group_s_members_not_the_group_id(db: Database) -> None:
+    """The "revoke failing" alert reaches each member a card went to, and the admins."""
+    service, _ = make_service(db, directory=StaticDirectory({GROUP: [APPROVER, APPROVER2]}))
+    service.providers.register(FailingRevokes())
+    service.register_app(
+        AppSpec(
+            name="crm",
+            scope="/subscriptions/s1/resourceGroups/mrg-crm",
+            publishers=(PUBLISHER,),
+            admins=(ADMIN,),
+            policy=Policy(ApprovalMode.MANUAL, approvers=(GROUP,)),
+            provider="flaky",
+        ),
+        actor="test",
+        now=T0,
+    )
+    rid = service.submit(
+        "crm", requester=PUBLISHER, role="Contributor", duration=H, justification="x", now=T0
+    ).id
+    assert service.approve(rid, actor=APPROVER, reason="ok", now=T0).state == "active"
+    service.revoke(rid, actor=APPROVER2, reason="done early", now=T0)
+    with db.transaction(readonly=True) as s:
+        alerted = set(
+            s.execute(
+                select(OutboxMessage.recipient).where(OutboxMessage.kind == "revoke_failing")
+            ).scalars()
+        )
+    assert alerted == {APPROVER, APPROVER2, ADMIN}

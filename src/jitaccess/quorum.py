@@ -57,6 +57,17 @@ def people_or_known(directory: Directory, entries: Sequence[str]) -> tuple[str, 
     return tuple(found)
 
 
+def alert_recipients(row: AccessRequest) -> list[str]:
+    """Who hears that a revoke keeps failing: the approvers and admins. The sweep asks
+    no directory inside its transaction, so a group stands for the people it named
+    when the request was made (its cards' recipients)."""
+    entries = list(row.app.approvers)
+    people = [e for e in entries if not is_group(e)]
+    if len(people) < len(entries):
+        people += row.notified_approvers
+    return list(dict.fromkeys([*people, *row.app.admins]))
+
+
 def record_approval(
     session: Session, row: AccessRequest, *, actor: str, reason: str, now: datetime
 ) -> bool:

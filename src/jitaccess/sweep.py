@@ -33,6 +33,7 @@ from jitaccess.journal import LAPSED, SYSTEM, TIMED_OUT
 from jitaccess.leases import LeaseKeeper
 from jitaccess.outbox import OutboxKind
 from jitaccess.providers.base import BatchProvider, GrantSpec, ProviderError, ProviderRegistry
+from jitaccess.quorum import alert_recipients
 from jitaccess.store import audit
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest
@@ -618,7 +619,7 @@ class Sweeper:
             row.revoke_alerts_sent = 0
         self._retry_later(session, row, "revoke_failed", error, now)
         if rules.revoke_alert_due(row.revoke_failing_since, now, row.revoke_alerts_sent):
-            for recipient in dict.fromkeys([*row.app.approvers, *row.app.admins]):
+            for recipient in alert_recipients(row):
                 journal.enqueue(
                     session,
                     row,
