@@ -16,7 +16,9 @@ from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, Cli
 from jitaccess.directory import StaticDirectory
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import GrantSpec, HeldGrant, ProviderError
+from jitaccess.sandbox import demo
 from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.sandbox.run import Sandbox
 from jitaccess.service import AppSpec
 from jitaccess.slack import blocks
 from jitaccess.slack.directory import SlackDirectory
@@ -24,6 +26,9 @@ from jitaccess.slack.runtime import slack_client
 from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent, OutboxMessage
 from slack_harness import SlackWorld, texts
+from test_sandbox import call, eventually, sandbox, timeline_text
+
+__all__ = ["sandbox"]  # the sandbox fixture, shared with test_sandbox
 from slack_harness import select as picked
 
 T0 = utc(START)
@@ -274,3 +279,17 @@ def test_a_failing_revoke_alerts_the_group_s_members_not_the_group_id(db: Databa
             ).scalars()
         )
     assert alerted == {APPROVER, APPROVER2, ADMIN}
+
+
+def test_the_sandbox_demo_needs_two_approvals_from_its_approvers_group(sandbox: Sandbox) -> None:
+    """In the sandbox, northwind-hr's group members each approve; the second approves it."""
+    call(
+        sandbox,
+        "command",
+        {"user": demo.PUBLISHER, "text": "request northwind-hr Contributor 1h payroll fix"},
+    )
+    eventually(lambda: "Access request #1" in timeline_text(sandbox, demo.APPROVER2))
+    call(sandbox, "command", {"user": demo.APPROVER, "text": "approve 1 CHG-7 signed off"})
+    eventually(lambda: "1 of 2 approved" in timeline_text(sandbox, demo.APPROVER2))
+    call(sandbox, "command", {"user": demo.APPROVER2, "text": "approve 1 fine"})
+    eventually(lambda: "is active" in timeline_text(sandbox, demo.PUBLISHER))
