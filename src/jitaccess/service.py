@@ -385,6 +385,9 @@ class JitService:
         now: datetime,
         starts_at: datetime | None = None,
     ) -> RequestView:
+        # Slack is asked who is in the groups before the transaction, never inside it.
+        ahead = self.get_app(app_name).policy
+        known = {ahead.approvers: self._deciders(self.listing_directory, ahead)}
         with self.db.transaction() as session:
             app = self.rows.app(session, app_name)
             view = AppView.of(app)
@@ -392,13 +395,15 @@ class JitService:
                 view.rules(), requester, role, duration, starts_at, justification, now
             )
             # Cards go to the people the approver entries name now (groups expanded).
+            deciders = (
+                known[view.policy.approvers]
+                if view.policy.approvers in known
+                else self._deciders(self.listing_directory, view.policy)
+            )
             if view.policy.mode is ApprovalMode.MANUAL:
-                deciders = quorum.people(self.listing_directory, view.policy.approvers)
                 rules.check_enough_deciders(
                     view.name, deciders, requester, view.policy.required_approvals
                 )
-            else:  # nobody decides: a group that cannot be read only misses a card
-                deciders = self.approvers_of(view.policy.approvers)
             row = AccessRequest(
                 app=app,
                 requester=requester,
@@ -556,6 +561,13 @@ class JitService:
                     found.append(RequestView.of(row))
             return found
 
+    def _deciders(self, directory: Directory, policy: Policy) -> tuple[str, ...]:
+        """The people a policy's approvers name now. Manual mode refuses when a group
+        cannot be read; automatic mode only misses that group's cards."""
+        if policy.mode is ApprovalMode.MANUAL:
+            return quorum.people(directory, policy.approvers)
+        return quorum.people_or_known(directory, policy.approvers)
+
     def approvers_of(self, entries: Sequence[str]) -> tuple[str, ...]:
         """The people approver ``entries`` name (groups expanded), for showing things;
         a group that cannot be read counts as empty here."""
@@ -638,12 +650,20 @@ class JitService:
     ) -> RequestView:
         verb = "approve" if approve else "deny"
         timed_out = False
+        # A fresh look at the groups (someone who left one can no longer decide), taken
+        # before the transaction so no lock is held while Slack answers.
+        with self.db.transaction(readonly=True) as session:
+            ahead = self.rows.get(session, request_id)
+            entries, pending = tuple(ahead.app.approvers), ahead.state == RequestState.PENDING
+        known = {entries: quorum.people(self.directory, entries)} if pending else {}
         with self.db.transaction() as session:
             row = self.rows.lock(session, request_id)
             if row.state != RequestState.PENDING:
                 raise Conflict(*self._already(row))
-            # A fresh look at the groups: someone who left one can no longer decide.
-            deciders = quorum.people(self.directory, tuple(row.app.approvers))
+            entries = tuple(row.app.approvers)  # the policy may have changed meanwhile
+            deciders = (
+                known[entries] if entries in known else quorum.people(self.directory, entries)
+            )
             rules.check_decider(deciders, row.requester, actor, verb)
             reason = rules.check_reason(reason, verb)
             if row.approval_deadline_at <= now:
