@@ -613,6 +613,7 @@ def test_apps_show_and_list(world: Cli) -> None:
         "approval_timeout": "24h",
         "breakglass": [],
         "breakglass_max": "1h",
+        "required_approvals": 1,
     }
     assert crm["roles"] == ["Contributor", "Owner"]
     assert world.json("apps", "show", "legacy")["jit_enabled"] is False

@@ -73,6 +73,7 @@ def test_offer_with_jit_deployed_by_default_enables_jit_and_grants_reader(cli: C
         "approval_timeout": "24h",
         "breakglass": [],
         "breakglass_max": "1h",
+        "required_approvals": 1,
     }
     assert (app["publishers"], app["roles"]) == ([PUBLISHER], ["Contributor", "Owner"])
     assert [(g["role"], g["held"]) for g in app["standing"]] == [("Reader", True)]
@@ -134,6 +135,7 @@ def test_policy_customised_at_deployment_is_applied(cli: Cli) -> None:
         "approval_timeout": "4h",
         "breakglass": [],
         "breakglass_max": "1h",
+        "required_approvals": 1,
     }
 
 

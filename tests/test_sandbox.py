@@ -731,6 +731,7 @@ def test_restart_keeps_the_data_and_the_clock_and_reset_starts_over(tmp_path: Pa
         assert [a.name for a in again.server.container.service.list_apps()] == [
             "contoso-crm",
             "fabrikam-erp",
+            "northwind-hr",
         ]
     finally:
         again.stop()
@@ -745,7 +746,7 @@ def test_restart_keeps_the_data_and_the_clock_and_reset_starts_over(tmp_path: Pa
         assert fresh.server is not None
         service = fresh.server.container.service
         assert service.list_requests() == []
-        assert len(service.list_apps()) == 2
+        assert len(service.list_apps()) == len(demo.APPS)
     finally:
         fresh.stop()
 

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from jitaccess.directory import Directory
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.registry import build_registry
 from jitaccess.service import JitService, ServiceObserver
@@ -211,6 +212,7 @@ def _service(
         max_grant_attempts=settings.grant_max_attempts,
     )
     remind = settings.remind_before_minutes
+    directory, listing_directory = _directories(settings, stopping)
     return JitService(
         db,
         providers,
@@ -222,7 +224,46 @@ def _service(
         inline=inline,
         observer=observer,
         on_deadline=on_deadline,
+        directory=directory,
+        listing_directory=listing_directory,
     )
+
+
+#: How long cards and lists may trust a group's members (decisions never do).
+GROUP_CACHE_SECONDS = 60.0
+
+
+def _directories(
+    settings: Settings, stopping: threading.Event
+) -> tuple[Directory | None, Directory | None]:
+    """Slack's user groups when a bot token is configured: asked afresh for every
+    decision, cached briefly for cards and lists. Without Slack: no groups (None)."""
+    if not settings.slack_bot_token:
+        return None, None
+    return (
+        _SlackGroups(settings, stopping, 0.0),
+        _SlackGroups(settings, stopping, GROUP_CACHE_SECONDS),
+    )
+
+
+class _SlackGroups:
+    """A :class:`~jitaccess.slack.directory.SlackDirectory` made on first use, so a
+    CLI command that never meets a group never imports the Slack SDK."""
+
+    def __init__(self, settings: Settings, stopping: threading.Event, cache: float) -> None:
+        self._settings, self._stopping, self._cache = settings, stopping, cache
+        self._directory: Directory | None = None
+
+    def members(self, group_id: str) -> tuple[str, ...]:
+        if self._directory is None:
+            from jitaccess.slack.directory import SlackDirectory
+            from jitaccess.slack.runtime import slack_client
+
+            token = self._settings.slack_bot_token
+            assert token is not None
+            client = slack_client(token, self._settings.slack_api_url, stopping=self._stopping)
+            self._directory = SlackDirectory(client, cache_seconds=self._cache)
+        return self._directory.members(group_id)
 
 
 def _slack(

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from jitaccess import journal
+from jitaccess import journal, quorum
 from jitaccess.directory import Directory, StaticDirectory
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, Mention, Part, RuleViolation
@@ -98,6 +98,18 @@ def _timed_out(request_id: int, deadline: datetime) -> str:
     )
 
 
+def row_approvers(row: AccessRequest) -> list[str]:
+    """Who has approved ``row`` so far."""
+    return [a.approver for a in row.approvals]
+
+
+def _approvals_detail(row: AccessRequest) -> dict[str, Any] | None:
+    """The approvals behind a quorum decision, for its audit entry."""
+    if row.required_approvals <= 1:
+        return None
+    return {"approvals": [{"approver": a.approver, "reason": a.reason} for a in row.approvals]}
+
+
 class JitService:
     def __init__(
         self,
@@ -114,10 +126,14 @@ class JitService:
         provider_concurrency: int = 32,
         observer: ServiceObserver | None = None,
         directory: Directory | None = None,
+        listing_directory: Directory | None = None,
     ) -> None:
         self.db = db
-        #: Who is in an approver group now (Slack's ``usergroups.users.list`` under serve).
+        #: Who is in an approver group now (Slack's ``usergroups.users.list`` under serve):
+        #: asked afresh for every decision, so someone who left a group cannot decide.
         self.directory: Directory = directory or StaticDirectory()
+        #: The same for sending cards and showing lists, where a short cache is fine.
+        self.listing_directory: Directory = listing_directory or self.directory
         self.rows = Rows(db)
         self.providers = providers
         #: Called with a deadline a person's action just made (the scheduler's
@@ -242,9 +258,10 @@ class JitService:
         approval_timeout: timedelta | None = None,
         breakglass: Sequence[str] | None = None,
         breakglass_max: timedelta | None = None,
+        required_approvals: int | None = None,
     ) -> AppView:
-        """Change an application's policy. Mode, maximum duration and timeout apply to
-        requests submitted afterwards; the approver list applies at once, also to
+        """Change an application's policy. Mode, maximum duration, timeout and quorum
+        apply to requests submitted afterwards; the approver list applies at once, also to
         pending requests (added approvers get their cards, removed ones are told)."""
         with self.db.transaction() as session:
             row = self.rows.app(session, app_name)
@@ -265,6 +282,9 @@ class JitService:
                 ),
                 breakglass=tuple(breakglass) if breakglass is not None else old.breakglass,
                 breakglass_max=old.breakglass_max if breakglass_max is None else breakglass_max,
+                required_approvals=(
+                    old.required_approvals if required_approvals is None else required_approvals
+                ),
             ).validated()
             self._write_policy(row, new, now)
             after = AppView.of(row)
@@ -315,9 +335,13 @@ class JitService:
         from the current policy, so it loses its buttons. ``change`` (the audit entry's
         seq) keeps each change's outbox keys unique, also when an approver comes back.
         """
-        new = tuple(app.approvers)
-        added = [a for a in new if a not in old]
-        removed = [a for a in old if a not in new]
+        if tuple(app.approvers) == tuple(old):
+            return
+        # Approvers are people and groups: compare the people they name now.
+        new = quorum.people(self.listing_directory, tuple(app.approvers))
+        before = quorum.people(self.listing_directory, tuple(old))
+        added = [a for a in new if a not in before]
+        removed = [a for a in before if a not in new]
         if not added and not removed:
             return
         for row in open_rows:
@@ -365,12 +389,25 @@ class JitService:
         now: datetime,
         starts_at: datetime | None = None,
     ) -> RequestView:
+        # Slack is asked who is in the groups before the transaction, never inside it.
+        ahead = self.get_app(app_name).policy
+        known = {ahead.approvers: self._deciders(self.listing_directory, ahead)}
         with self.db.transaction() as session:
             app = self.rows.app(session, app_name)
             view = AppView.of(app)
             role, window, justification = rules.check_submission(
                 view.rules(), requester, role, duration, starts_at, justification, now
             )
+            # Cards go to the people the approver entries name now (groups expanded).
+            deciders = (
+                known[view.policy.approvers]
+                if view.policy.approvers in known
+                else self._deciders(self.listing_directory, view.policy)
+            )
+            if view.policy.mode is ApprovalMode.MANUAL:
+                rules.check_enough_deciders(
+                    view.name, deciders, requester, view.policy.required_approvals
+                )
             row = AccessRequest(
                 app=app,
                 requester=requester,
@@ -383,7 +420,8 @@ class JitService:
                     now, view.policy.approval_timeout, window
                 ).astimezone(UTC),
                 approval_mode=view.policy.mode.value,
-                notified_approvers=list(view.policy.approvers),
+                notified_approvers=list(deciders),
+                required_approvals=view.policy.required_approvals,
                 created_at=now,
                 attempts=0,
                 state=initial_state(),  # the machine's initial state
@@ -465,7 +503,7 @@ class JitService:
         """An approver or consumer admin ends a grant early (or stops an approved one)."""
         with self.db.transaction() as session:
             row = self.rows.lock(session, request_id)
-            rules.check_revoker(AppView.of(row.app).rules(), actor)
+            self._check_revoker(row, actor, self.directory)
             reason = rules.check_reason(reason, "revoke")
             if row.state in APPROVED_STATES:
                 owed = self._end_before_start(
@@ -519,11 +557,31 @@ class JitService:
         """Requests waiting on ``approver``, across every application (or one)."""
         with self.db.transaction(readonly=True) as session:
             app_id = self.rows.app(session, app).id if app is not None else None
-            return [
-                RequestView.of(row)
-                for row in self.rows.in_state(session, RequestState.PENDING, app_id=app_id)
-                if approver in row.app.approvers and approver != row.requester
-            ]
+            found = []
+            for row in self.rows.in_state(session, RequestState.PENDING, app_id=app_id):
+                if approver == row.requester or approver in (a.approver for a in row.approvals):
+                    continue  # their own, or one they already approved (waiting on others)
+                if approver in self.approvers_of(row.app.approvers):
+                    found.append(RequestView.of(row))
+            return found
+
+    def _deciders(self, directory: Directory, policy: Policy) -> tuple[str, ...]:
+        """The people a policy's approvers name now. Manual mode refuses when a group
+        cannot be read; automatic mode only misses that group's cards."""
+        if policy.mode is ApprovalMode.MANUAL:
+            return quorum.people(directory, policy.approvers)
+        return quorum.people_or_known(directory, policy.approvers)
+
+    def approvers_of(self, entries: Sequence[str]) -> tuple[str, ...]:
+        """The people approver ``entries`` name (groups expanded), for showing things;
+        a group that cannot be read counts as empty here."""
+        return quorum.people_or_known(self.listing_directory, tuple(entries))
+
+    def _check_revoker(self, row: AccessRequest, actor: str, directory: Directory) -> None:
+        app = AppView.of(row.app).rules()
+        if actor in app.admins or actor in app.policy.approvers:
+            return
+        rules.check_revoker(app, actor, quorum.people(directory, app.policy.approvers))
 
     def decision_refusal(self, request_id: int, actor: str, verb: str) -> RuleViolation | None:
         """Why ``actor`` cannot ``verb`` the request now, or None if they can.
@@ -533,13 +591,16 @@ class JitService:
             row = self.rows.get(session, request_id)
             try:
                 if verb == "revoke":
-                    rules.check_revoker(AppView.of(row.app).rules(), actor)
+                    self._check_revoker(row, actor, self.directory)
                     if row.state in FINAL_STATES:
                         return Conflict(*self._already(row))
                     return None
                 if row.state != RequestState.PENDING:
                     return Conflict(*self._already(row))
-                rules.check_decider(row.app.approvers, row.requester, actor, verb)
+                deciders = quorum.people(self.directory, tuple(row.app.approvers))
+                rules.check_decider(deciders, row.requester, actor, verb)
+                if verb == "approve":
+                    rules.check_not_yet_approved(row_approvers(row), actor, row.id)
             except RuleViolation as exc:
                 return exc
             return None
@@ -550,7 +611,7 @@ class JitService:
             return [
                 RequestView.of(row)
                 for row in self.rows.in_state(session, RequestState.ACTIVE)
-                if user in row.app.approvers or user in row.app.admins
+                if user in row.app.admins or user in self.approvers_of(row.app.approvers)
             ]
 
     def apps_for_publisher(self, user: str) -> list[AppView]:
@@ -560,7 +621,8 @@ class JitService:
     def check_can_read(self, app_name: str, user: str) -> AppView:
         """Publishers, approvers and consumer admins may read an application's requests."""
         app = self.get_app(app_name, include_removed=True)
-        if user not in (*app.publishers, *app.policy.approvers, *app.admins):
+        readers = (*app.publishers, *app.admins, *self.approvers_of(app.policy.approvers))
+        if user not in readers:
             raise RuleViolation(
                 f"Only {app.name}'s publishers, approvers and consumer admins may see its "
                 "requests, and you are none of these"
@@ -592,15 +654,29 @@ class JitService:
     ) -> RequestView:
         verb = "approve" if approve else "deny"
         timed_out = False
+        # A fresh look at the groups (someone who left one can no longer decide), taken
+        # before the transaction so no lock is held while Slack answers.
+        with self.db.transaction(readonly=True) as session:
+            ahead = self.rows.get(session, request_id)
+            entries, pending = tuple(ahead.app.approvers), ahead.state == RequestState.PENDING
+        known = {entries: quorum.people(self.directory, entries)} if pending else {}
         with self.db.transaction() as session:
             row = self.rows.lock(session, request_id)
             if row.state != RequestState.PENDING:
                 raise Conflict(*self._already(row))
-            rules.check_decider(row.app.approvers, row.requester, actor, verb)
+            entries = tuple(row.app.approvers)  # the policy may have changed meanwhile
+            deciders = (
+                known[entries] if entries in known else quorum.people(self.directory, entries)
+            )
+            rules.check_decider(deciders, row.requester, actor, verb)
             reason = rules.check_reason(reason, verb)
             if row.approval_deadline_at <= now:
                 journal.end_by_system(session, row, "time_out", journal.TIMED_OUT, now)
                 timed_out = True
+            elif approve and not quorum.record_approval(
+                session, row, actor=actor, reason=reason, now=now
+            ):
+                pass  # recorded; the request stays pending until the quorum is reached
             else:
                 # The decision's columns first: the row is then written in one UPDATE,
                 # when the journal's audit append flushes it.
@@ -612,7 +688,15 @@ class JitService:
                 else:
                     row.ended_at = now
                     row.next_deadline_at = None
-                journal.transition(session, row, verb, actor=actor, now=now, reason=reason)
+                journal.transition(
+                    session,
+                    row,
+                    verb,
+                    actor=actor,
+                    now=now,
+                    reason=reason,
+                    details=_approvals_detail(row) if approve else None,
+                )
             result = RequestView.of(row)
         if timed_out:
             raise Conflict(_timed_out(request_id, result.approval_deadline_at))
@@ -823,4 +907,5 @@ class JitService:
         row.approval_timeout_s = int(policy.approval_timeout.total_seconds())
         row.breakglass = list(policy.breakglass)
         row.breakglass_max_s = int(policy.breakglass_max.total_seconds())
+        row.required_approvals = policy.required_approvals
         row.updated_at = now

@@ -39,6 +39,7 @@ from jitaccess.providers.base import (
     ProviderError,
     ProviderRegistry,
 )
+from jitaccess.quorum import alert_recipients
 from jitaccess.store import audit
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest
@@ -635,7 +636,7 @@ class Sweeper:
             row.revoke_alerts_sent = 0
         self._retry_later(session, row, "revoke_failed", error, now)
         if rules.revoke_alert_due(row.revoke_failing_since, now, row.revoke_alerts_sent):
-            for recipient in dict.fromkeys([*row.app.approvers, *row.app.admins]):
+            for recipient in alert_recipients(row):
                 journal.enqueue(
                     session,
                     row,

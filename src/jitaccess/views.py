@@ -41,6 +41,7 @@ class AppView:
                 approval_timeout=timedelta(seconds=row.approval_timeout_s),
                 breakglass=tuple(row.breakglass or ()),
                 breakglass_max=timedelta(seconds=row.breakglass_max_s),
+                required_approvals=row.required_approvals,
             ),
             provider=row.provider,
             provider_config=dict(row.provider_config or {}),
@@ -72,9 +73,19 @@ class AppView:
                 "approval_timeout": format_duration(self.policy.approval_timeout),
                 "breakglass": list(self.policy.breakglass),
                 "breakglass_max": format_duration(self.policy.breakglass_max),
+                "required_approvals": self.policy.required_approvals,
             },
             "provider": self.provider,
         }
+
+
+@dataclass(frozen=True)
+class ApprovalView:
+    """One approval toward a request's quorum."""
+
+    approver: str
+    reason: str
+    at: datetime
 
 
 #: How a pending end reads ("being cancelled"), by the event that will end the request.
@@ -113,6 +124,9 @@ class RequestView:
     reviewed_by: str | None = None
     reviewed_at: datetime | None = None
     review_reason: str | None = None
+    #: The quorum snapshotted at submission, and the approvals given so far.
+    required_approvals: int = 1
+    approvals: tuple[ApprovalView, ...] = ()
 
     @classmethod
     def of(cls, row: AccessRequest) -> RequestView:
@@ -147,12 +161,18 @@ class RequestView:
             reviewed_by=row.reviewed_by,
             reviewed_at=row.reviewed_at,
             review_reason=row.review_reason,
+            required_approvals=row.required_approvals,
+            approvals=tuple(ApprovalView(a.approver, a.reason, a.at) for a in row.approvals),
         )
 
     @property
     def needs_review(self) -> bool:
         """A break-glass request nobody has reviewed yet (also after access ended)."""
         return self.breakglass and self.reviewed_at is None
+
+    @property
+    def approved_by(self) -> tuple[str, ...]:
+        return tuple(a.approver for a in self.approvals)
 
     @property
     def duration(self) -> timedelta:
@@ -195,6 +215,10 @@ class RequestView:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["notified_approvers"] = list(self.notified_approvers)
+        data["approvals"] = [
+            {"approver": a.approver, "reason": a.reason, "at": a.at.isoformat()}
+            for a in self.approvals
+        ]
         for key, value in data.items():
             if isinstance(value, datetime):
                 data[key] = value.isoformat()

@@ -34,6 +34,7 @@ def _policy(
     approval_timeout: str | None,
     breakglass: list[str] | None = None,
     breakglass_max: str | None = None,
+    required_approvals: int | None = None,
 ) -> Policy:
     from jitaccess.domain.policy import (
         DEFAULT_APPROVAL_TIMEOUT,
@@ -50,6 +51,7 @@ def _policy(
         approval_timeout=to_duration_or(approval_timeout, DEFAULT_APPROVAL_TIMEOUT),
         breakglass=tuple(breakglass or ()),
         breakglass_max=to_duration_or(breakglass_max, DEFAULT_BREAKGLASS_MAX),
+        required_approvals=1 if required_approvals is None else required_approvals,
     )
 
 
@@ -86,10 +88,15 @@ def apps_register(
     ] = None,
     mode: Annotated[Mode | None, typer.Option(help="Approval mode")] = None,
     max_duration: Annotated[str | None, typer.Option(help="Longest window, e.g. 8h")] = None,
-    approver: Annotated[list[str] | None, typer.Option(help="Approver (repeat)")] = None,
+    approver: Annotated[
+        list[str] | None, typer.Option(help="Approver: a person U… or a user group S… (repeat)")
+    ] = None,
     approval_timeout: Annotated[str | None, typer.Option(help="e.g. 24h")] = None,
     breakglass: BreakGlass = None,
     breakglass_max: BreakGlassMax = None,
+    required_approvals: Annotated[
+        int | None, typer.Option(help="How many approvers must approve (default 1)")
+    ] = None,
     provider: Annotated[str, typer.Option(help="Access provider: log, azure, webhook, …")] = "log",
     provider_config: Annotated[
         str | None, typer.Option(help="Provider settings as JSON, or @FILE (JSON or YAML)")
@@ -117,7 +124,15 @@ def apps_register(
         admins=tuple(admin or ()),
         provider=provider,
         provider_config=parse_provider_config(provider_config),
-        policy=_policy(mode, max_duration, approver, approval_timeout, breakglass, breakglass_max),
+        policy=_policy(
+            mode,
+            max_duration,
+            approver,
+            approval_timeout,
+            breakglass,
+            breakglass_max,
+            required_approvals,
+        ),
     )
     with container() as c:
         catalog = Catalog(c.service)
@@ -196,11 +211,15 @@ def apps_policy(
     mode: Annotated[Mode | None, typer.Option(help="automatic or manual")] = None,
     max_duration: Annotated[str | None, typer.Option(help="Longest window, e.g. 8h")] = None,
     approver: Annotated[
-        list[str] | None, typer.Option(help="Approver (repeat); replaces the list")
+        list[str] | None,
+        typer.Option(help="Approver: a person U… or a user group S… (repeat); replaces the list"),
     ] = None,
     approval_timeout: Annotated[str | None, typer.Option(help="e.g. 24h")] = None,
     breakglass: BreakGlass = None,
     breakglass_max: BreakGlassMax = None,
+    required_approvals: Annotated[
+        int | None, typer.Option(help="How many approvers must approve (a quorum)")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Change an application's JIT policy (consumer admins). Applies to new requests."""
@@ -217,6 +236,7 @@ def apps_policy(
             approval_timeout=to_duration(approval_timeout),
             breakglass=breakglass,
             breakglass_max=to_duration(breakglass_max),
+            required_approvals=required_approvals,
         )
     if as_json:
         emit_json(view.to_json())
@@ -295,6 +315,7 @@ def _print_app(v: AppView) -> None:
             if v.policy.breakglass
             else "-",
         ),
+        ("Required approvals", str(v.policy.required_approvals)),
         ("Provider", v.provider),
     ):
         table.add_row(key, value)

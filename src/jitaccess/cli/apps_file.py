@@ -34,6 +34,8 @@ class PolicyDoc(BaseModel):
     approval_timeout: str = "24h"
     breakglass: list[str] = Field(default_factory=list)
     breakglass_max: str = "1h"
+    #: How many approvers must approve; approvers may be people (U…) or groups (S…).
+    required_approvals: int = 1
 
 
 class AppDoc(BaseModel):
@@ -103,6 +105,7 @@ def load_apps(path: Path) -> tuple[list[OfferSpec], list[AppEntry]]:
             approval_timeout=to_duration_or(item.policy.approval_timeout, DEFAULT_APPROVAL_TIMEOUT),
             breakglass=tuple(item.policy.breakglass),
             breakglass_max=to_duration_or(item.policy.breakglass_max, DEFAULT_BREAKGLASS_MAX),
+            required_approvals=item.policy.required_approvals,
         )
         spec = AppSpec(
             name=item.name,

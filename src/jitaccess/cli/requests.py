@@ -140,6 +140,12 @@ def _print_outcome(view: RequestView, as_json: bool) -> None:
         emit_json(view.to_json())
         return
     out.print(f"Request {view.id} is {view.status_line(now())}.", highlight=False)
+    if view.state == "pending" and view.approvals:
+        out.print(
+            f"{len(view.approvals)} of {view.required_approvals} approved: "
+            + ", ".join(f"{a.approver} ({a.reason})" for a in view.approvals),
+            highlight=False,
+        )
     if view.last_error:
         out.print(
             f"Last backend error ({view.attempts} attempts): {view.last_error}", highlight=False
@@ -172,6 +178,11 @@ def requests_show(request_id: int, as_json: Json = False) -> None:
         ("Mode", view.approval_mode),
         ("Decided by", view.decided_by or "-"),
         ("Decision reason", view.decision_reason or "-"),
+        (
+            "Approvals",
+            f"{len(view.approvals)} of {view.required_approvals}: "
+            + (", ".join(f"{a.approver} ({a.reason})" for a in view.approvals) or "-"),
+        ),
         ("Activated", fmt_time(view.activated_at) or "-"),
         ("Ended", fmt_time(view.ended_at) or "-"),
         ("Ended by", view.ended_by or "-"),

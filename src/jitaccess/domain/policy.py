@@ -33,6 +33,8 @@ MIN_DURATION = timedelta(minutes=1)
 
 _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
 _SLACK_GROUP_ID = re.compile(r"^S[A-Z0-9]{1,20}$")
+#: The most approvals a policy may require (a quorum, not a committee).
+MAX_REQUIRED_APPROVALS = 10
 
 
 class ApprovalMode(StrEnum):
@@ -49,6 +51,20 @@ def check_user_id(value: str, what: str) -> str:
             f"{what} '{shown(value)}' is not a Slack user ID: use the member ID (like U0123ABCD), "
             "found in the user's Slack profile under 'Copy member ID'",
             field=what.lower() + "s",
+        )
+    return cleaned
+
+
+def check_approver_id(value: str) -> str:
+    """Return ``value`` if it is a person (``U…``/``W…``) or a Slack user group (``S…``)."""
+    check_text(value, f"Approver ID '{shown(value)}'", field="approvers")
+    cleaned = value.strip()
+    if not (_SLACK_USER_ID.fullmatch(cleaned) or _SLACK_GROUP_ID.fullmatch(cleaned)):
+        raise RuleViolation(
+            f"Approver '{shown(value)}' is not a Slack user ID nor a user group ID: use the "
+            "member ID (like U0123ABCD, from the profile's 'Copy member ID') or the user "
+            "group ID (like S0123ABCD, from the group's page)",
+            field="approvers",
         )
     return cleaned
 
@@ -99,16 +115,19 @@ class Policy:
     breakglass: tuple[str, ...] = ()
     #: The longest break-glass access.
     breakglass_max: timedelta = DEFAULT_BREAKGLASS_MAX
+    #: How many different approvers must approve (a quorum); one denial denies.
+    required_approvals: int = 1
 
     def validated(self) -> Policy:
-        approvers = check_user_ids(self.approvers, "Approver")
+        approvers = tuple(dict.fromkeys(check_approver_id(a) for a in self.approvers))
         holders = check_breakglass_holders(self.breakglass)
         if self.mode is ApprovalMode.MANUAL and not approvers:
             raise RuleViolation(
                 "Manual approval needs at least one approver: add one (--approver U…) "
-                "or use automatic mode",
+                "or a user group (--approver S…), or use automatic mode",
                 field="approvers",
             )
+        check_required_approvals(self.required_approvals, approvers, self.mode)
         for name, key, value in (
             ("Maximum duration", "max_duration", self.max_duration),
             ("Approval timeout", "approval_timeout", self.approval_timeout),
@@ -129,6 +148,30 @@ class Policy:
                     field=key,
                 )
         return replace(self, approvers=approvers, breakglass=holders)
+
+
+def check_required_approvals(required: int, approvers: Sequence[str], mode: ApprovalMode) -> None:
+    """At least one approval, and no more than there are approvers. With a group
+    among them, how many people that makes is only known when asked: submission
+    checks it then (:func:`check_enough_deciders`)."""
+    if required < 1:
+        raise RuleViolation(
+            f"Required approvals must be at least 1, not {required}",
+            field="required_approvals",
+        )
+    if required > MAX_REQUIRED_APPROVALS:
+        raise RuleViolation(
+            f"Required approvals {required} is too many: at most {MAX_REQUIRED_APPROVALS}",
+            field="required_approvals",
+        )
+    has_group = any(a.startswith("S") for a in approvers)
+    if mode is ApprovalMode.MANUAL and not has_group and required > len(approvers):
+        raise RuleViolation(
+            f"{required} approvals are required but only {len(approvers)} approver"
+            f"{'s are' if len(approvers) != 1 else ' is'} listed: add approvers or "
+            f"lower required approvals to {len(approvers)}",
+            field="required_approvals",
+        )
 
 
 @dataclass(frozen=True)
@@ -248,6 +291,34 @@ def check_decider(approvers: Sequence[str], requester: str, actor: str, verb: st
         raise RuleViolation(f"You cannot {verb} your own request: another approver must decide")
 
 
+def check_not_yet_approved(approvals: Sequence[str], actor: str, request_id: int) -> None:
+    """The same approver never counts twice toward a quorum."""
+    if actor in approvals:
+        raise RuleViolation(
+            f"You already approved request {request_id}: another approver must approve it"
+        )
+
+
+def check_enough_deciders(
+    app_name: str, deciders: Sequence[str], requester: str, required: int
+) -> None:
+    """Refuse a request nobody could approve: the requester never counts."""
+    others = [d for d in deciders if d != requester]
+    if len(others) < required:
+        who = "approver" if len(others) == 1 else "approvers"
+        raise RuleViolation(
+            f"{app_name} needs {required} approval{'s' if required != 1 else ''} but only "
+            f"{len(others)} {who} other than you can decide: ask {app_name}'s consumer "
+            "admins to add approvers or lower its required approvals",
+            field="app",
+        )
+
+
+def quorum_line(approvals: Sequence[str], required: int) -> str:
+    """How far a quorum has come, e.g. "1 of 2 approved"."""
+    return f"{len(approvals)} of {required} approved"
+
+
 def check_reason(reason: str | None, verb: str) -> str:
     check_text(reason or "", "The reason", field="reason")
     cleaned = " ".join((reason or "").split())
@@ -260,9 +331,11 @@ def check_reason(reason: str | None, verb: str) -> str:
     return cleaned
 
 
-def check_revoker(app: AppRules, actor: str) -> None:
-    """Approvers and consumer admins may end someone's active grant early."""
-    if actor not in app.policy.approvers and actor not in app.admins:
+def check_revoker(app: AppRules, actor: str, approvers: Sequence[str] | None = None) -> None:
+    """Approvers (``approvers``: the policy's people and group members, when known)
+    and consumer admins may end someone's active grant early."""
+    people = app.policy.approvers if approvers is None else approvers
+    if actor not in people and actor not in app.admins:
         raise RuleViolation(
             f"Only {app.name}'s approvers and consumer admins may revoke access; "
             "the requester can end their own access with release"

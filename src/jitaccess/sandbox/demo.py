@@ -1,4 +1,4 @@
-"""The sandbox's demo workspace: four people and two applications.
+"""The sandbox's demo workspace: four people, one user group and three applications.
 
 The people live in the fake Slack workspace (``users.info`` reports their names and
 time zones); the applications are registered through the service on first start,
@@ -19,6 +19,9 @@ PUBLISHER = "UPUBDEMO"
 APPROVER = "UAPPDEMO1"
 APPROVER2 = "UAPPDEMO2"
 ADMIN = "UADMDEMO"
+#: A Slack user group (Ava and Abe): northwind-hr's approvers, two of whom must approve.
+APPROVER_GROUP = "SDEMOAPPROVERS"
+GROUPS: dict[str, tuple[str, ...]] = {APPROVER_GROUP: (APPROVER, APPROVER2)}
 SEEDED_BY = "sandbox"
 
 
@@ -34,8 +37,16 @@ class DemoUser:
 
 USERS: tuple[DemoUser, ...] = (
     DemoUser(PUBLISHER, "pat", "Pat Publisher", "Europe/Berlin", "publisher: asks for access"),
-    DemoUser(APPROVER, "ava", "Ava Approver", "America/New_York", "approver of both apps"),
-    DemoUser(APPROVER2, "abe", "Abe Approver", "Asia/Tokyo", "approver of contoso-crm"),
+    DemoUser(
+        APPROVER,
+        "ava",
+        "Ava Approver",
+        "America/New_York",
+        "approver of all (in the group)",
+    ),
+    DemoUser(
+        APPROVER2, "abe", "Abe Approver", "Asia/Tokyo", "approver of contoso-crm (in the group)"
+    ),
     DemoUser(ADMIN, "ada", "Ada Admin", "Europe/London", "consumer admin: sets policy"),
 )
 
@@ -68,6 +79,20 @@ APPS: tuple[AppSpec, ...] = (
         ),
         provider="log",
     ),
+    AppSpec(
+        name="northwind-hr",
+        scope="/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/mrg-northwind-hr",
+        publishers=(PUBLISHER,),
+        roles=("Contributor",),
+        admins=(ADMIN,),
+        policy=Policy(
+            mode=ApprovalMode.MANUAL,
+            max_duration=timedelta(hours=4),
+            approvers=(APPROVER_GROUP,),
+            required_approvals=2,
+        ),
+        provider="log",
+    ),
 )
 
 
@@ -83,6 +108,8 @@ def add_users(fake: FakeSlack, now: datetime) -> None:
             tz_offset=int(offset.total_seconds()),
             email=f"{person.name}@example.com",
         )
+    for group, members in GROUPS.items():
+        fake.set_group(group, list(members))
 
 
 def seed(service: JitService, now: datetime) -> list[str]:

@@ -34,7 +34,8 @@ every limit ten times faster (``Retry-After`` is then in tenths of a second).
 
 Supported methods: ``auth.test``, ``chat.postMessage``, ``chat.update``,
 ``chat.postEphemeral``, ``views.open``, ``views.push``, ``views.update``,
-``views.publish``, ``conversations.open``, ``users.info``, ``users.lookupByEmail`` and
+``views.publish``, ``conversations.open``, ``users.info``, ``users.lookupByEmail``,
+``usergroups.users.list`` (groups set with :meth:`FakeSlack.set_group`) and
 ``apps.connections.open``.  Anything else answers ``{"ok": false, "error":
 "unknown_method"}`` (HTTP 200).
 
@@ -266,6 +267,8 @@ class FakeSlack:
         self.calls: list[RecordedCall] = []
         #: Workspace users by id, in ``users.info`` shape.
         self.users: dict[str, dict[str, Any]] = {}
+        #: User groups (``S…``) and their members, for ``usergroups.users.list``.
+        self.usergroups: dict[str, list[str]] = {}
         #: Messages per channel id, current (post-update) version, in post order.
         self.messages: dict[str, list[dict[str, Any]]] = {}
         #: Ephemeral messages: ``channel``, ``user``, ``text``, ``blocks``, ``ts``.
@@ -314,6 +317,7 @@ class FakeSlack:
             "conversations.open": self._conversations_open,
             "users.info": self._users_info,
             "users.lookupByEmail": self._users_lookup_by_email,
+            "usergroups.users.list": self._usergroups_users_list,
         }
 
         self.add_user(bot_user_id, name="jitaccess", real_name="jitaccess", is_bot=True)
@@ -445,6 +449,11 @@ class FakeSlack:
         }
         with self._lock:
             self.users[user_id] = user
+
+    def set_group(self, group_id: str, members: list[str]) -> None:
+        """Create a user group or replace its members (what an admin does in Slack)."""
+        with self._lock:
+            self.usergroups[group_id] = list(members)
 
     def _add_user_from_dict(self, user_id: str, info: dict[str, Any]) -> None:
         profile = info.get("profile") or {}
@@ -1073,6 +1082,12 @@ class FakeSlack:
         if user is None:
             raise _ApiError("user_not_found")
         return {"user": copy.deepcopy(user)}
+
+    def _usergroups_users_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        members = self.usergroups.get(str(args.get("usergroup") or ""))
+        if members is None:
+            raise _ApiError("no_such_subteam")
+        return {"users": list(members)}
 
     def _users_lookup_by_email(self, args: dict[str, Any]) -> dict[str, Any]:
         email = str(args.get("email") or "").lower()

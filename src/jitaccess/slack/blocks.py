@@ -31,6 +31,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from jitaccess.directory import is_group
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import JitError, Mention
 from jitaccess.domain.lifecycle import RequestState
@@ -53,6 +54,8 @@ TRUNCATED = "… (truncated)"
 SECTION_TEXT_MAX = 3000
 FIELD_TEXT_MAX = 2000
 HOME_ITEMS_MAX = 15
+#: The quorums /jit config offers (the CLI takes any up to the policy's maximum).
+QUORUM_CHOICES = 5
 DURATION_CHOICES = (
     timedelta(minutes=15),
     timedelta(minutes=30),
@@ -101,7 +104,19 @@ def user(user_id: str | None) -> str:
         return "the policy (automatic mode)"
     if user_id == "system":
         return "jitaccess"
+    if is_group(user_id):
+        return f"<!subteam^{user_id}>"
     return f"<@{user_id}>"
+
+
+def quorum_progress(view: RequestView) -> str | None:
+    """ "1 of 2 approved: <@ava> (reason)", for a request that needs several approvals
+    (or already has some); None otherwise."""
+    if view.required_approvals <= 1 and not (view.approvals and view.state == RequestState.PENDING):
+        return None
+    given = ", ".join(f"{user(a.approver)} ({escape(a.reason)})" for a in view.approvals)
+    line = f"{len(view.approvals)} of {view.required_approvals} approved"
+    return f"{line}: {given}" if given else line
 
 
 def mention_users(message: str | JitError) -> str:
@@ -177,6 +192,9 @@ def outcome_lines(view: RequestView, tz: tzinfo) -> list[str]:
             else ""
         )
         lines.append(f"{verb} by {user(view.decided_by)}{reason}")
+    progress = quorum_progress(view)
+    if progress is not None and (view.approvals or view.state == RequestState.PENDING):
+        lines.append(progress)
     if view.activated_at:
         lines.append(f"Access granted {when(view.activated_at, tz)}")
     if view.ended_at and view.state != RequestState.DENIED:
@@ -203,10 +221,11 @@ def no_longer_approver_text(view: RequestView) -> str:
 
 
 def approver_card(
-    view: RequestView, tz: tzinfo, *, current: bool = True
+    view: RequestView, tz: tzinfo, *, current: bool = True, viewer: str | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
     """The approver's DM card: the request, then buttons or the outcome. An approver
-    no longer on the policy (``current`` False) is told so and gets no buttons."""
+    no longer on the policy (``current`` False) is told so and gets no buttons; one
+    who already approved (``viewer``) sees the quorum's progress without buttons."""
     blocks: list[Block] = [
         HeaderBlock(text=f"Access request #{view.id}"),
         request_fields(view, tz),
@@ -225,24 +244,29 @@ def approver_card(
         )
         return truncate(f"{no_longer_approver_text(view)} ({text})", 300), _dump(blocks)
     if view.state == RequestState.PENDING:
-        blocks.append(
-            ActionsBlock(
-                block_id=f"decide:{view.id}",
-                elements=[
-                    _button("Approve", APPROVE, view.id, "primary"),
-                    _button("Deny", DENY, view.id, "danger"),
-                ],
+        progress = quorum_progress(view)
+        if progress is not None:
+            blocks.append(SectionBlock(text=_md(truncate(progress, SECTION_TEXT_MAX))))
+        if viewer is not None and viewer in view.approved_by:
+            how = "You approved; the other approvers decide the rest."
+        else:
+            blocks.append(
+                ActionsBlock(
+                    block_id=f"decide:{view.id}",
+                    elements=[
+                        _button("Approve", APPROVE, view.id, "primary"),
+                        _button("Deny", DENY, view.id, "danger"),
+                    ],
+                )
             )
-        )
-        blocks.append(
-            ContextBlock(
-                elements=[
-                    _md(
-                        "One approver decides, giving a reason. Times out "
-                        f"{when(view.approval_deadline_at, tz)}."
-                    )
-                ]
+            how = (
+                "One approver decides, giving a reason."
+                if view.required_approvals <= 1
+                else f"{view.required_approvals} approvers must approve, each giving a reason; "
+                "one denial denies."
             )
+        blocks.append(
+            ContextBlock(elements=[_md(f"{how} Times out {when(view.approval_deadline_at, tz)}.")])
         )
     else:
         blocks.append(
@@ -274,13 +298,14 @@ def requester_card(
         SectionBlock(text=_md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX))),
     ]
     if view.state == RequestState.PENDING:
+        waiting_on = [
+            a for a in view.notified_approvers if a not in view.approved_by and a != view.requester
+        ]
+        remaining = view.required_approvals - len(view.approvals)
+        head = "Waiting for one of: " if remaining <= 1 else f"Waiting for {remaining} of: "
         blocks.append(
             ContextBlock(
-                elements=[
-                    _md(
-                        "Waiting for one of: " + ", ".join(user(a) for a in view.notified_approvers)
-                    )
-                ]
+                elements=[_md(truncate(head + ", ".join(user(a) for a in waiting_on), 2000))]
             )
         )
     if with_buttons:
@@ -347,6 +372,7 @@ def request_list(
                         f"*{escape(view.app)}* · "
                         f"{escape(view.status_line(now))}{breakglass_tag(view)}"
                         f"\n{window(view, tz)}"
+                        + _progress_suffix(view)
                         + (f" · decided by {user(view.decided_by)}" if view.decided_by else "")
                         + (
                             f": {escape(view.decision_reason)}"
@@ -363,6 +389,13 @@ def request_list(
     if len(views) > HOME_ITEMS_MAX:
         blocks.append(ContextBlock(elements=[_md(f"…and {len(views) - HOME_ITEMS_MAX} more")]))
     return _dump(blocks)
+
+
+def _progress_suffix(view: RequestView) -> str:
+    """ " · 1 of 2 approved" on a pending request that needs several approvals."""
+    if view.state != RequestState.PENDING or view.required_approvals <= 1:
+        return ""
+    return f" · {len(view.approvals)} of {view.required_approvals} approved"
 
 
 def home_view(
@@ -401,7 +434,8 @@ def home_view(
                     text=_md(
                         truncate(
                             f"*#{view.id}* {user(view.requester)} asks for *{escape(view.role)}* · "
-                            f"{window(view, tz)}\n>{escape(view.justification)}",
+                            f"{window(view, tz)}{_progress_suffix(view)}\n"
+                            f">{escape(view.justification)}",
                             SECTION_TEXT_MAX,
                         )
                     )
@@ -748,9 +782,13 @@ def config_modal(app: AppView) -> dict[str, Any]:
     current_timeout = format_duration(app.policy.approval_timeout)
     if current_timeout not in {o.value for o in timeouts}:
         timeouts.append(Option(text=current_timeout, value=current_timeout))
-    approvers_element = UserMultiSelectElement(
-        action_id="approvers", initial_users=list(app.policy.approvers) or None
-    )
+    people = [a for a in app.policy.approvers if not is_group(a)]
+    groups = [a for a in app.policy.approvers if is_group(a)]
+    approvers_element = UserMultiSelectElement(action_id="approvers", initial_users=people or None)
+    quorum = [Option(text=str(n), value=str(n)) for n in range(1, QUORUM_CHOICES + 1)]
+    current_quorum = str(app.policy.required_approvals)
+    if current_quorum not in {o.value for o in quorum}:
+        quorum.append(Option(text=current_quorum, value=current_quorum))
     blocks: list[Block] = [
         SectionBlock(
             text=_md(f"JIT policy for *{escape(app.name)}*. Changes apply to new requests only.")
@@ -775,6 +813,27 @@ def config_modal(app: AppView) -> dict[str, Any]:
         ),
         InputBlock(
             block_id="approvers", label="Approvers", optional=True, element=approvers_element
+        ),
+        InputBlock(
+            block_id="approver_groups",
+            label="Approver groups",
+            optional=True,
+            hint="Slack user group IDs (S…), separated by spaces: their members approve.",
+            element=PlainTextInputElement(
+                action_id="approver_groups",
+                initial_value=" ".join(groups) or None,
+                placeholder="S0123ABCD",
+            ),
+        ),
+        InputBlock(
+            block_id="required_approvals",
+            label="Approvals required",
+            hint="How many different approvers must approve. One denial denies.",
+            element=StaticSelectElement(
+                action_id="required_approvals",
+                options=quorum,
+                initial_option=next(o for o in quorum if o.value == current_quorum),
+            ),
         ),
         InputBlock(
             block_id="approval_timeout",

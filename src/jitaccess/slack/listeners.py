@@ -23,6 +23,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from jitaccess.breakglass import needs_review
+from jitaccess.directory import is_group
 from jitaccess.domain import policy as rules
 from jitaccess.domain.durations import format_duration, parse_duration
 from jitaccess.domain.errors import JitError, NotFound, RuleViolation
@@ -36,7 +37,14 @@ from jitaccess.slack.replay import first_event_delivery
 log = logging.getLogger("jitaccess.slack")
 F = TypeVar("F", bound=Callable[..., None])
 REQUEST_FIELDS = {"app", "role", "start", "duration", "justification"}
-CONFIG_FIELDS = {"mode", "max_duration", "approvers", "approval_timeout"}
+CONFIG_FIELDS = {
+    "mode",
+    "max_duration",
+    "approvers",
+    "approver_groups",
+    "approval_timeout",
+    "required_approvals",
+}
 SORRY = "Something went wrong on our side and nothing was changed. Please try again."
 HISTORY_PAGE = 10
 
@@ -94,6 +102,20 @@ def _origin(body: dict[str, Any]) -> dict[str, str]:
         "channel_id"
     )
     return {"channel": channel} if channel else {}
+
+
+def check_group_ids(text: str) -> list[str]:
+    """The user group IDs typed in the config form (spaces or commas between them)."""
+    found = []
+    for token in text.replace(",", " ").split():
+        entry = rules.check_approver_id(token)
+        if not is_group(entry):
+            raise RuleViolation(
+                f"'{entry}' is a person, not a user group (S…): pick people under Approvers",
+                field="approver_groups",
+            )
+        found.append(entry)
+    return found
 
 
 def run_now(work: Callable[[], None]) -> None:
@@ -276,6 +298,9 @@ class SlackFrontEnd:
             view = service.deny(rid, actor=user, reason=cmd.reason or "", now=now)
         else:  # pragma: no cover - parse() only returns the names above
             raise UsageError(f"Unknown command {cmd.name}")
+        if cmd.name == "approve" and view.state == "pending":
+            progress = blocks.quorum_progress(view)
+            return f"Your approval of request #{view.id} is recorded: {progress}.", None
         return f"Request #{view.id} is now {view.status_line(now)}.", None
 
     def _apps_text(self, user: str) -> str:
@@ -285,7 +310,7 @@ class SlackFrontEnd:
                 label
                 for label, members in (
                     ("publisher", app.publishers),
-                    ("approver", app.policy.approvers),
+                    ("approver", self.service.approvers_of(app.policy.approvers)),
                     ("admin", app.admins),
                     ("break-glass", app.policy.breakglass),
                 )
@@ -587,6 +612,12 @@ class SlackFrontEnd:
             timeout = parse_duration(
                 values["approval_timeout"]["approval_timeout"]["selected_option"]["value"]
             )
+            # Older modals (opened before groups existed) have neither block.
+            groups_text = _text(
+                (values.get("approver_groups") or {}).get("approver_groups", {}).get("value") or ""
+            )
+            quorum_choice = (values.get("required_approvals") or {}).get("required_approvals")
+            required = int(quorum_choice["selected_option"]["value"]) if quorum_choice else None
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             ack(
                 response_action="errors",
@@ -600,11 +631,15 @@ class SlackFrontEnd:
             rules.check_admin(app.rules(), user)
             if not app.jit_enabled:
                 raise RuleViolation(rules.disabled_message(app.name))
+            approvers += check_group_ids(groups_text)
+            if required is None:
+                required = app.policy.required_approvals
             Policy(
                 mode=mode,
                 max_duration=max_duration,
                 approvers=tuple(approvers),
                 approval_timeout=timeout,
+                required_approvals=required,
             ).validated()
         except JitError as exc:
             field = getattr(exc, "field", None)
@@ -625,6 +660,7 @@ class SlackFrontEnd:
                     max_duration=max_duration,
                     approvers=approvers,
                     approval_timeout=timeout,
+                    required_approvals=required,
                 )
             except JitError as exc:  # e.g. no longer an admin since the check
                 self._tell(client, {}, user, exc, dm=True)

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from jitaccess.breakglass import needs_review, reviewers_of_app
 from jitaccess.domain.errors import NotFound
 from jitaccess.outbox import Notification, OutboxKind, Skipped, Undeliverable
+from jitaccess.quorum import APPROVAL_RECORDED
 from jitaccess.service import JitService
 from jitaccess.slack import blocks
 from jitaccess.slack.pacing import SlackPacer
@@ -59,6 +60,8 @@ def transition_text(note: Notification) -> str:
     reason = payload.get("reason")
     why = f": {blocks.escape(str(reason))}" if reason else ""
     rid = note.request_id
+    if payload.get("event") == APPROVAL_RECORDED:
+        return f"Request #{rid} was approved by {actor}{why}; it still needs more approvals."
     return {
         "pending": f"Request #{rid} was sent to the approvers.",
         "auto_approved": f"Request #{rid} was approved automatically by the policy.",
@@ -184,8 +187,8 @@ class SlackNotifier:
             elif note.kind == OutboxKind.APPROVER_CARD:
                 # Rendered from the current policy: a removed approver gets no buttons.
                 app = self.service.get_app(view.app, include_removed=True)
-                current = note.recipient in app.policy.approvers
-                text, body = blocks.approver_card(view, tz, current=current)
+                current = note.recipient in self.service.approvers_of(app.policy.approvers)
+                text, body = blocks.approver_card(view, tz, current=current, viewer=note.recipient)
                 self._show_card(note, "approver", text, body, now)
             elif note.kind == OutboxKind.REQUESTER_UPDATE:
                 headline = breakglass_text(note, view) if view.breakglass else None
@@ -364,7 +367,9 @@ def _headed(headline: str, view: Any, tz: tzinfo, with_buttons: bool) -> list[di
 
 def home_for(service: JitService, user_id: str, tz: tzinfo, now: datetime) -> dict[str, Any]:
     apps = service.list_apps()
-    oversees = any(user_id in a.policy.approvers or user_id in a.admins for a in apps)
+    oversees = any(
+        user_id in a.admins or user_id in service.approvers_of(a.policy.approvers) for a in apps
+    )
     return blocks.home_view(
         pending=service.pending_for(user_id),
         mine=service.list_requests(requester=user_id, limit=blocks.HOME_ITEMS_MAX),

@@ -83,6 +83,8 @@ class Application(Base):
     #: People or user groups (``S…``) who may break glass, and for how long at most.
     breakglass: Mapped[list[str]] = mapped_column(default=list)
     breakglass_max_s: Mapped[int] = mapped_column(Integer, default=3600)
+    #: How many different approvers must approve a request (a quorum).
+    required_approvals: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     provider: Mapped[str] = mapped_column(String(50), default="log")
     provider_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     #: The publisher's always-on role (JIT enabled); JIT disabled holds every eligible role.
@@ -124,7 +126,10 @@ class AccessRequest(Base):
     approval_mode: Mapped[str] = mapped_column(String(20))
     #: The approvers notified at submission (decisions check the current policy).
     notified_approvers: Mapped[list[str]]
+    #: The policy's quorum when the request was made; a later policy change does not alter it.
+    required_approvals: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime]
+    #: The deciding approval (the one reaching the quorum) or the denial.
     decided_by: Mapped[str | None] = mapped_column(String(32))
     decision_reason: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime | None]
@@ -165,8 +170,24 @@ class AccessRequest(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     app: Mapped[Application] = relationship(back_populates="requests", lazy="joined")
+    #: Every approval given so far, oldest first (a quorum counts them).
+    approvals: Mapped[list[Approval]] = relationship(lazy="selectin", order_by="Approval.id")
 
     __mapper_args__ = {"version_id_col": version}
+
+
+class Approval(Base):
+    """One approver's approval of a request, with their reason. Unique per approver, so
+    nobody counts twice toward a quorum, even under racing clicks."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (UniqueConstraint("request_id", "approver"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("access_requests.id"))
+    approver: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]
 
 
 class AuditEvent(Base):

@@ -1,0 +1,123 @@
+"""Quorum and approver groups: who may decide a request now, and approvals that count
+toward a quorum without deciding it yet.
+
+Approver entries are people (``U…``/``W…``) and Slack user groups (``S…``). A group
+is expanded through the :class:`~jitaccess.directory.Directory` port when cards are
+sent and again, fresh, when someone clicks: a person who left the group can no longer
+decide. If the directory cannot answer, the action is refused and nothing changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from jitaccess import journal
+from jitaccess.directory import Directory, DirectoryError, expand, is_group
+from jitaccess.domain import policy as rules
+from jitaccess.domain.errors import RuleViolation
+from jitaccess.outbox import OutboxKind
+from jitaccess.store import audit
+from jitaccess.store.models import AccessRequest, Approval
+
+log = logging.getLogger("jitaccess.quorum")
+
+#: The audited action of an approval that does not reach the quorum yet.
+APPROVAL_RECORDED = "approval_recorded"
+
+
+def people(directory: Directory, entries: Sequence[str]) -> tuple[str, ...]:
+    """The people the approver ``entries`` name now; refuses (nothing changes) when a
+    group's members cannot be read."""
+    try:
+        return expand(directory, entries)
+    except DirectoryError as exc:
+        groups = ", ".join(e for e in entries if is_group(e))
+        raise RuleViolation(
+            f"Couldn't check who is in the approver group{'s' if ',' in groups else ''} "
+            f"{groups} ({exc}): nothing was changed; try again in a minute"
+        ) from None
+
+
+def people_or_known(directory: Directory, entries: Sequence[str]) -> tuple[str, ...]:
+    """Like :func:`people` for what only shows things (lists, App Home): a group that
+    cannot be read counts as empty there, and is logged."""
+    found: dict[str, None] = {}
+    for entry in entries:
+        if not is_group(entry):
+            found[entry] = None
+            continue
+        try:
+            found.update(dict.fromkeys(directory.members(entry)))
+        except DirectoryError as exc:
+            log.warning("approver group %s could not be read: %s", entry, exc)
+    return tuple(found)
+
+
+def alert_recipients(row: AccessRequest) -> list[str]:
+    """Who hears that a revoke keeps failing: the approvers and admins. The sweep asks
+    no directory inside its transaction, so a group stands for the people it named
+    when the request was made (its cards' recipients)."""
+    entries = list(row.app.approvers)
+    people = [e for e in entries if not is_group(e)]
+    if len(people) < len(entries):
+        people += row.notified_approvers
+    return list(dict.fromkeys([*people, *row.app.admins]))
+
+
+def record_approval(
+    session: Session, row: AccessRequest, *, actor: str, reason: str, now: datetime
+) -> bool:
+    """Record ``actor``'s approval of the locked pending ``row``; True when it reaches
+    the quorum (the caller then makes the ``approve`` transition).
+
+    An approval short of the quorum is audited and every approver's card and the
+    requester's status are updated ("1 of 2 approved: @ava (reason)")."""
+    rules.check_not_yet_approved([a.approver for a in row.approvals], actor, row.id)
+    row.approvals.append(Approval(approver=actor, reason=reason, at=now))
+    session.flush()  # the unique (request, approver) constraint speaks here, not at commit
+    given = len(row.approvals)
+    if given >= row.required_approvals:
+        return True
+    audit.append(
+        session,
+        at=now,
+        actor=actor,
+        action=APPROVAL_RECORDED,
+        app=row.app.name,
+        request_id=row.id,
+        from_state=row.state,
+        to_state=row.state,
+        reason=reason,
+        details={"approvals": given, "required_approvals": row.required_approvals},
+    )
+    step = f"approval{given}"
+    journal.enqueue(
+        session,
+        row,
+        step,
+        OutboxKind.REQUESTER_UPDATE,
+        row.requester,
+        now,
+        actor=actor,
+        reason=reason,
+        event=APPROVAL_RECORDED,
+        before=row.state,
+    )
+    for approver in row.notified_approvers:
+        journal.enqueue(
+            session,
+            row,
+            step,
+            OutboxKind.APPROVER_CARD,
+            approver,
+            now,
+            actor=actor,
+            reason=reason,
+            event=APPROVAL_RECORDED,
+            before=row.state,
+        )
+    return False
