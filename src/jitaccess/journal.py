@@ -127,6 +127,14 @@ def record(
         )
 
 
+#: The messages that mean a request's card changed: each also refreshes the request's
+#: message in the application's feed channel, once per step.
+FEED_FOLLOWS = frozenset(
+    {OutboxKind.REQUESTER_UPDATE, OutboxKind.APPROVER_CARD, OutboxKind.REVOKE_FAILING}
+)
+_FEED_QUEUED = "jit_feed_queued"
+
+
 def enqueue(
     session: Session,
     row: AccessRequest,
@@ -161,6 +169,24 @@ def enqueue(
             "attempts": 0,
         },
     )
+    channel = row.app.feed_channel
+    if channel and kind in FEED_FOLLOWS:
+        queued: set[tuple[int, str]] = session.info.setdefault(_FEED_QUEUED, set())
+        if (row.id, step) not in queued:
+            queued.add((row.id, step))
+            enqueue(
+                session,
+                row,
+                step,
+                OutboxKind.FEED_CARD,
+                channel,
+                now,
+                actor=actor,
+                reason=reason,
+                event=event,
+                before=before,
+                available_at=available_at,
+            )
 
 
 def audit_attempt(

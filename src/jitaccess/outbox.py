@@ -50,12 +50,15 @@ class OutboxKind(StrEnum):
     ENDING_SOON = "ending_soon"
     #: An alert to approvers and admins that a revoke keeps failing.
     REVOKE_FAILING = "revoke_failing"
+    #: The request's message in the application's feed channel (``recipient`` is the
+    #: channel ID), posted once and edited in place as the request moves; no buttons.
+    FEED_CARD = "feed_card"
 
 
 #: Kinds whose messages edit one card in place, rendered from the request as it is
 #: now: of several queued for the same card (same request, recipient and kind) only
 #: the newest needs a Slack call.
-COALESCED_KINDS = frozenset({OutboxKind.APPROVER_CARD.value})
+COALESCED_KINDS = frozenset({OutboxKind.APPROVER_CARD.value, OutboxKind.FEED_CARD.value})
 #: Kinds whose every message is posted, but whose card's buttons only the newest keeps.
 FOLLOWED_KINDS = frozenset({OutboxKind.REQUESTER_UPDATE.value})
 

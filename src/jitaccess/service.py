@@ -240,10 +240,12 @@ class JitService:
         max_duration: timedelta | None = None,
         approvers: Sequence[str] | None = None,
         approval_timeout: timedelta | None = None,
+        feed_channel: str | None = None,
     ) -> AppView:
         """Change an application's policy. Mode, maximum duration and timeout apply to
         requests submitted afterwards; the approver list applies at once, also to
-        pending requests (added approvers get their cards, removed ones are told)."""
+        pending requests (added approvers get their cards, removed ones are told).
+        ``feed_channel`` "" turns the feed off (None leaves it as it is)."""
         with self.db.transaction() as session:
             row = self.rows.app(session, app_name)
             view = AppView.of(row)
@@ -261,6 +263,7 @@ class JitService:
                 approval_timeout=(
                     old.approval_timeout if approval_timeout is None else approval_timeout
                 ),
+                feed_channel=old.feed_channel if feed_channel is None else feed_channel,
             ).validated()
             self._write_policy(row, new, now)
             after = AppView.of(row)
@@ -773,7 +776,13 @@ class JitService:
             self.providers.get(spec.provider)
         except ProviderError as exc:
             raise RuleViolation(f"{name}: {exc}", field="provider") from None
-        policy = spec.policy.validated() if spec.jit_enabled else spec.policy
+        policy = (
+            spec.policy.validated()
+            if spec.jit_enabled
+            else replace(
+                spec.policy, feed_channel=rules.check_feed_channel(spec.policy.feed_channel)
+            )
+        )
         return replace(
             spec,
             name=name,
@@ -817,4 +826,5 @@ class JitService:
         row.max_duration_s = int(policy.max_duration.total_seconds())
         row.approvers = list(policy.approvers)
         row.approval_timeout_s = int(policy.approval_timeout.total_seconds())
+        row.feed_channel = policy.feed_channel
         row.updated_at = now

@@ -39,6 +39,7 @@ class AppView:
                 max_duration=timedelta(seconds=row.max_duration_s),
                 approvers=tuple(row.approvers),
                 approval_timeout=timedelta(seconds=row.approval_timeout_s),
+                feed_channel=row.feed_channel,
             ),
             provider=row.provider,
             provider_config=dict(row.provider_config or {}),
@@ -68,6 +69,7 @@ class AppView:
                 "max_duration": format_duration(self.policy.max_duration),
                 "approvers": list(self.policy.approvers),
                 "approval_timeout": format_duration(self.policy.approval_timeout),
+                "feed_channel": self.policy.feed_channel,
             },
             "provider": self.provider,
         }

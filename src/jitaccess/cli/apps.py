@@ -32,6 +32,7 @@ def _policy(
     max_duration: str | None,
     approvers: list[str] | None,
     approval_timeout: str | None,
+    feed_channel: str | None = None,
 ) -> Policy:
     from jitaccess.domain.policy import (
         DEFAULT_APPROVAL_TIMEOUT,
@@ -45,6 +46,7 @@ def _policy(
         max_duration=to_duration_or(max_duration, DEFAULT_MAX_DURATION),
         approvers=tuple(approvers or ()),
         approval_timeout=to_duration_or(approval_timeout, DEFAULT_APPROVAL_TIMEOUT),
+        feed_channel=feed_channel,
     )
 
 
@@ -71,6 +73,10 @@ def apps_register(
     max_duration: Annotated[str | None, typer.Option(help="Longest window, e.g. 8h")] = None,
     approver: Annotated[list[str] | None, typer.Option(help="Approver (repeat)")] = None,
     approval_timeout: Annotated[str | None, typer.Option(help="e.g. 24h")] = None,
+    feed_channel: Annotated[
+        str | None,
+        typer.Option(help='Slack channel ID (C…) to post every request to; "" turns it off'),
+    ] = None,
     provider: Annotated[str, typer.Option(help="Access provider: log, azure, webhook, …")] = "log",
     provider_config: Annotated[
         str | None, typer.Option(help="Provider settings as JSON, or @FILE (JSON or YAML)")
@@ -98,7 +104,7 @@ def apps_register(
         admins=tuple(admin or ()),
         provider=provider,
         provider_config=parse_provider_config(provider_config),
-        policy=_policy(mode, max_duration, approver, approval_timeout),
+        policy=_policy(mode, max_duration, approver, approval_timeout, feed_channel),
     )
     with container() as c:
         catalog = Catalog(c.service)
@@ -180,6 +186,10 @@ def apps_policy(
         list[str] | None, typer.Option(help="Approver (repeat); replaces the list")
     ] = None,
     approval_timeout: Annotated[str | None, typer.Option(help="e.g. 24h")] = None,
+    feed_channel: Annotated[
+        str | None,
+        typer.Option(help='Slack channel ID (C…) to post every request to; "" turns it off'),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Change an application's JIT policy (consumer admins). Applies to new requests."""
@@ -194,6 +204,7 @@ def apps_policy(
             max_duration=to_duration(max_duration),
             approvers=approver,
             approval_timeout=to_duration(approval_timeout),
+            feed_channel=feed_channel,
         )
     if as_json:
         emit_json(view.to_json())
@@ -266,6 +277,7 @@ def _print_app(v: AppView) -> None:
         ("Maximum duration", format_duration(v.policy.max_duration)),
         ("Approvers", ", ".join(v.policy.approvers) or "-"),
         ("Approval timeout", format_duration(v.policy.approval_timeout)),
+        ("Feed channel", v.policy.feed_channel or "-"),
         ("Provider", v.provider),
     ):
         table.add_row(key, value)

@@ -31,6 +31,8 @@ class PolicyDoc(BaseModel):
     max_duration: str = "8h"
     approvers: list[str] = Field(default_factory=list)
     approval_timeout: str = "24h"
+    #: Slack channel ID every request is posted to; absent or empty: no feed.
+    feed_channel: str | None = None
 
 
 class AppDoc(BaseModel):
@@ -98,6 +100,7 @@ def load_apps(path: Path) -> tuple[list[OfferSpec], list[AppEntry]]:
             max_duration=to_duration_or(item.policy.max_duration, DEFAULT_MAX_DURATION),
             approvers=tuple(item.policy.approvers),
             approval_timeout=to_duration_or(item.policy.approval_timeout, DEFAULT_APPROVAL_TIMEOUT),
+            feed_channel=item.policy.feed_channel,
         )
         spec = AppSpec(
             name=item.name,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -30,6 +30,8 @@ MAX_JUSTIFICATION = 2000
 MIN_DURATION = timedelta(minutes=1)
 
 _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
+#: A public (``C…``) or private (``G…``) channel's ID; never its #name, which can change.
+_SLACK_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,20}$")
 
 
 class ApprovalMode(StrEnum):
@@ -46,6 +48,23 @@ def check_user_id(value: str, what: str) -> str:
             f"{what} '{shown(value)}' is not a Slack user ID: use the member ID (like U0123ABCD), "
             "found in the user's Slack profile under 'Copy member ID'",
             field=what.lower() + "s",
+        )
+    return cleaned
+
+
+def check_feed_channel(value: str | None) -> str | None:
+    """The channel an application's requests are posted to, or None (no feed).
+    Blank turns the feed off."""
+    if value is None or is_blank(value):
+        return None
+    check_text(value, f"Feed channel '{shown(value)}'", field="feed_channel")
+    cleaned = value.strip()
+    if not _SLACK_CHANNEL_ID.fullmatch(cleaned):
+        raise RuleViolation(
+            f"Feed channel '{shown(value)}' is not a Slack channel ID: use the channel's ID "
+            "(like C0123ABCD), found in Slack under the channel's name → About, at the "
+            "bottom; leave it empty to turn the feed off",
+            field="feed_channel",
         )
     return cleaned
 
@@ -72,6 +91,9 @@ class Policy:
     max_duration: timedelta = DEFAULT_MAX_DURATION
     approvers: tuple[str, ...] = ()
     approval_timeout: timedelta = DEFAULT_APPROVAL_TIMEOUT
+    #: The Slack channel every request is posted to and updated in, alongside the
+    #: approvers' DMs (no buttons there: decisions stay in DMs); None: no feed.
+    feed_channel: str | None = None
 
     def validated(self) -> Policy:
         approvers = check_user_ids(self.approvers, "Approver")
@@ -99,7 +121,9 @@ class Policy:
                     f"at most {format_duration(MAX_POLICY_DURATION)}",
                     field=key,
                 )
-        return Policy(self.mode, self.max_duration, approvers, self.approval_timeout)
+        return replace(
+            self, approvers=approvers, feed_channel=check_feed_channel(self.feed_channel)
+        )
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from jitaccess.slack.replay import first_event_delivery
 log = logging.getLogger("jitaccess.slack")
 F = TypeVar("F", bound=Callable[..., None])
 REQUEST_FIELDS = {"app", "role", "start", "duration", "justification"}
-CONFIG_FIELDS = {"mode", "max_duration", "approvers", "approval_timeout"}
+CONFIG_FIELDS = {"mode", "max_duration", "approvers", "approval_timeout", "feed_channel"}
 SORRY = "Something went wrong on our side and nothing was changed. Please try again."
 HISTORY_PAGE = 10
 
@@ -572,6 +572,12 @@ class SlackFrontEnd:
             timeout = parse_duration(
                 values["approval_timeout"]["approval_timeout"]["selected_option"]["value"]
             )
+            # Absent from a modal opened before the field existed: leave the feed as it is.
+            feed_channel = (
+                _text(values["feed_channel"]["feed_channel"].get("value") or "")
+                if "feed_channel" in values
+                else None
+            )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             ack(
                 response_action="errors",
@@ -590,6 +596,7 @@ class SlackFrontEnd:
                 max_duration=max_duration,
                 approvers=tuple(approvers),
                 approval_timeout=timeout,
+                feed_channel=app.policy.feed_channel if feed_channel is None else feed_channel,
             ).validated()
         except JitError as exc:
             field = getattr(exc, "field", None)
@@ -610,6 +617,7 @@ class SlackFrontEnd:
                     max_duration=max_duration,
                     approvers=approvers,
                     approval_timeout=timeout,
+                    feed_channel=feed_channel,
                 )
             except JitError as exc:  # e.g. no longer an admin since the check
                 self._tell(client, {}, user, exc, dm=True)

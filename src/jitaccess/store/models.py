@@ -80,6 +80,8 @@ class Application(Base):
     max_duration_s: Mapped[int]
     approvers: Mapped[list[str]]
     approval_timeout_s: Mapped[int]
+    #: The Slack channel (ID) the application's requests are posted to; NULL: no feed.
+    feed_channel: Mapped[str | None] = mapped_column(String(32))
     provider: Mapped[str] = mapped_column(String(50), default="log")
     provider_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     #: The publisher's always-on role (JIT enabled); JIT disabled holds every eligible role.
@@ -237,7 +239,8 @@ class SlackMessage(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[int] = mapped_column(index=True)
     recipient: Mapped[str] = mapped_column(String(32))
-    #: "approver" (the decision card) or "requester" (the latest status card).
+    #: "approver" (the decision card), "requester" (the latest status card) or
+    #: "feed" (the application's channel; ``recipient`` is then the channel ID).
     role: Mapped[str] = mapped_column(String(20))
     channel: Mapped[str] = mapped_column(String(32))
     ts: Mapped[str] = mapped_column(String(32))
