@@ -169,8 +169,28 @@ def enqueue(
             "attempts": 0,
         },
     )
-    channel = row.app.feed_channel
-    if channel and kind in FEED_FOLLOWS:
+    if kind in FEED_FOLLOWS:
+        _follow_in_feed(session, row, step, now, actor, reason, event, before, available_at)
+
+
+def _follow_in_feed(
+    session: Session,
+    row: AccessRequest,
+    step: str,
+    now: datetime,
+    actor: str,
+    reason: str | None,
+    event: str | None,
+    before: str | None,
+    available_at: datetime | None,
+) -> None:
+    """Queue one update of the request's feed message per step. The channel is taken
+    from the application at submission and kept on the request, so a message once
+    posted stays current even if the feed is turned off later."""
+    if event == "submit" and row.feed_channel is None:
+        row.feed_channel = row.app.feed_channel
+    channel = row.feed_channel
+    if channel:
         queued: set[tuple[int, str]] = session.info.setdefault(_FEED_QUEUED, set())
         if (row.id, step) not in queued:
             queued.add((row.id, step))

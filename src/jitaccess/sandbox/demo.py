@@ -19,6 +19,9 @@ PUBLISHER = "UPUBDEMO"
 APPROVER = "UAPPDEMO1"
 APPROVER2 = "UAPPDEMO2"
 ADMIN = "UADMDEMO"
+#: The demo applications' feed channel: every request posted and updated there.
+FEED_CHANNEL = "CJITFEED"
+FEED_CHANNEL_NAME = "jit-requests"
 SEEDED_BY = "sandbox"
 
 
@@ -50,6 +53,7 @@ APPS: tuple[AppSpec, ...] = (
             mode=ApprovalMode.MANUAL,
             max_duration=timedelta(hours=8),
             approvers=(APPROVER, APPROVER2),
+            feed_channel=FEED_CHANNEL,
         ),
         provider="log",
     ),
@@ -70,7 +74,9 @@ APPS: tuple[AppSpec, ...] = (
 
 
 def add_users(fake: FakeSlack, now: datetime) -> None:
-    """Put the demo people into the fake workspace, with their time zones."""
+    """Put the demo people into the fake workspace, with their time zones, and the
+    feed channel (jitaccess already invited)."""
+    fake.add_channel(FEED_CHANNEL, FEED_CHANNEL_NAME)
     for person in USERS:
         offset = now.astimezone(ZoneInfo(person.tz)).utcoffset() or timedelta(0)
         fake.add_user(

@@ -121,6 +121,9 @@ class AccessRequest(Base):
     approval_mode: Mapped[str] = mapped_column(String(20))
     #: The approvers notified at submission (decisions check the current policy).
     notified_approvers: Mapped[list[str]]
+    #: The application's feed channel at submission: the request's message there is
+    #: kept current to the end, even if the feed is turned off or moved meanwhile.
+    feed_channel: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime]
     decided_by: Mapped[str | None] = mapped_column(String(32))
     decision_reason: Mapped[str | None] = mapped_column(Text)
