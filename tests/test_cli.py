@@ -611,6 +611,7 @@ def test_apps_show_and_list(world: Cli) -> None:
         "max_duration": "4h",
         "approvers": [APPROVER, APPROVER2],
         "approval_timeout": "24h",
+        "feed_channel": None,
     }
     assert crm["roles"] == ["Contributor", "Owner"]
     assert world.json("apps", "show", "legacy")["jit_enabled"] is False

@@ -72,6 +72,7 @@ def test_offer_with_jit_deployed_by_default_enables_jit_and_grants_reader(cli: C
         "max_duration": "8h",
         "approvers": [],
         "approval_timeout": "24h",
+        "feed_channel": None,
     }
     assert (app["publishers"], app["roles"]) == ([PUBLISHER], ["Contributor", "Owner"])
     assert [(g["role"], g["held"]) for g in app["standing"]] == [("Reader", True)]
@@ -131,6 +132,7 @@ def test_policy_customised_at_deployment_is_applied(cli: Cli) -> None:
         "max_duration": "2h",
         "approvers": [APPROVER],
         "approval_timeout": "4h",
+        "feed_channel": None,
     }
 
 
