@@ -67,6 +67,7 @@ APPS: tuple[AppSpec, ...] = (
             mode=ApprovalMode.AUTOMATIC,
             max_duration=timedelta(hours=4),
             approvers=(APPROVER,),
+            feed_channel=FEED_CHANNEL,
         ),
         provider="log",
     ),
