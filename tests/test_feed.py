@@ -130,6 +130,23 @@ def test_automatic_and_denied_requests_show_their_outcome(world: SlackWorld) -> 
     assert f"Denied by <@{APPROVER}>: Use the Reader role for this" in texts(second_msg)
 
 
+def test_queued_steps_of_one_request_make_one_slack_call(world: SlackWorld) -> None:
+    """Submitted and approved before the relay ran: one post shows the approval."""
+    with_feed(world)
+    world.say(PUBLISHER, "request crm Contributor 1h read logs")
+    rid = world.service.list_requests(requester=PUBLISHER)[0].id
+    world.service.approve(rid, actor=APPROVER, reason="CHG-9", now=now())
+    report = world.deliver()
+    assert report.superseded >= 1
+    [message] = world.fake.messages_in(FEED)
+    assert f"Approved by <@{APPROVER}>: CHG-9" in texts(message)
+    assert channel_calls(world.fake, "chat.postMessage") == 1
+    assert channel_calls(world.fake, "chat.update") == 0
+    rows = feed_rows(world.db)
+    assert len(rows) == 2 and all(row.settled_at is not None for row in rows)
+    assert sum(row.delivered_at is not None for row in rows) == 1  # the other: superseded
+
+
 def test_a_redelivered_feed_message_changes_nothing(world: SlackWorld) -> None:
     """A feed message delivered again after a crash makes no second post or edit."""
     with_feed(world)
