@@ -225,6 +225,17 @@ def test_turning_the_feed_off_stops_new_posts(world: SlackWorld) -> None:
     assert world.service.get_app("crm").policy.feed_channel is None
 
 
+def test_jit_apps_names_the_feed_channel(world: SlackWorld) -> None:
+    """/jit apps tells people where an application's requests are posted."""
+    with_feed(world)
+    register(world.service, "erp")
+    listing = world.say(PUBLISHER, "apps")
+    assert f"*crm*: manual approval, up to 8h, roles Contributor, Owner · feed <#{FEED}>" in (
+        listing
+    )
+    assert "*erp*: manual approval, up to 8h, roles Contributor, Owner · you" in listing
+
+
 def test_feed_channel_must_be_a_channel_id(world: SlackWorld) -> None:
     """A #name or user ID is refused with where to find the ID, and changes nothing."""
     register(world.service)

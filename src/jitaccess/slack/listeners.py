@@ -285,7 +285,9 @@ class SlackFrontEnd:
                     f"{', '.join(app.eligible_roles)}"
                 )
             you = f" · you: {', '.join(roles)}" if roles else ""
-            lines.append(f"• *{blocks.escape(app.name)}*: {blocks.escape(policy)}{you}")
+            # A validated channel ID: Slack shows the channel's current name.
+            feed = f" · feed <#{app.policy.feed_channel}>" if app.policy.feed_channel else ""
+            lines.append(f"• *{blocks.escape(app.name)}*: {blocks.escape(policy)}{feed}{you}")
         return "\n".join(lines) or "No applications are registered yet."
 
     # -- request form ----------------------------------------------------------------
