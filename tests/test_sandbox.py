@@ -686,6 +686,10 @@ def test_the_feed_channel_shows_each_request_updated_in_place(sandbox: Sandbox) 
     eventually(lambda: any("Revoked" in m["html"] for m in feed()["messages"]))
     [message] = feed()["messages"]
     assert "Access request #1" in message["html"] and "bk-button" not in message["html"]
+    call(sandbox, "command", {"user": pat, "text": "/jit apps"})
+    eventually(
+        lambda: 'feed <span class="bk-mention">#jit-requests</span>' in timeline_text(sandbox, pat)
+    )
 
 
 def test_polling_answers_unchanged_until_something_happens(sandbox: Sandbox) -> None:

@@ -194,12 +194,14 @@ class SandboxPage:
     # -- what the fake holds -----------------------------------------------------------
     @property
     def names(self) -> dict[str, str]:
-        """Everyone's display name (the bot too), for mentions."""
+        """Everyone's display name (the bot too), and each channel's name, for mentions."""
         users = dict(self.fake.users)
-        return {
+        names = {
             uid: str(info.get("real_name") or info.get("name") or uid)
             for uid, info in users.items()
         }
+        names.update({cid: str(c["name"]) for cid, c in dict(self.fake.channels).items()})
+        return names
 
     def _person(self, user: str) -> DemoUser:
         for person in self.people:
