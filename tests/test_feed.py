@@ -58,6 +58,21 @@ def has_buttons(message: dict[str, object]) -> bool:
 
 def test_a_requests_life_is_one_channel_message_updated_in_place(world: SlackWorld) -> None:
     """Submitted, approved, active, released: one channel message shows each step."""
+    life_in_the_feed(world)
+
+
+def test_the_feed_on_postgresql(fake_slack: FakeSlack, pg_url: str) -> None:
+    """The same life, on PostgreSQL (the migration adds the columns there too)."""
+    db = Database(pg_url)
+    db.upgrade()
+    try:
+        with freeze_time(START):
+            life_in_the_feed(SlackWorld(fake_slack, db))
+    finally:
+        db.dispose()
+
+
+def life_in_the_feed(world: SlackWorld) -> None:
     fake = world.fake
     with_feed(world)
     rid = world.service.submit(
