@@ -205,6 +205,12 @@ def test_a_channel_without_the_bot_is_recorded_not_delivered(
     world.deliver()
     [posted] = world.fake.messages_in(channel)
     assert "Owner" in texts(posted)
+    # The refused request appears with its next step.
+    world.click(APPROVER, world.card_for(APPROVER, rid), blocks.DENY)
+    world.submit_reason(APPROVER, "not today")
+    world.deliver()
+    second, first = world.fake.messages_in(channel)
+    assert f"Access request #{rid}" in texts(first) and "not today" in texts(first)
 
 
 def test_a_channel_outage_is_retried_not_dropped(world: SlackWorld) -> None:
