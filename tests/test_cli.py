@@ -614,6 +614,7 @@ def test_apps_show_and_list(world: Cli) -> None:
         "breakglass": [],
         "breakglass_max": "1h",
         "required_approvals": 1,
+        "feed_channel": None,
     }
     assert crm["roles"] == ["Contributor", "Owner"]
     assert world.json("apps", "show", "legacy")["jit_enabled"] is False

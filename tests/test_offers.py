@@ -74,6 +74,7 @@ def test_offer_with_jit_deployed_by_default_enables_jit_and_grants_reader(cli: C
         "breakglass": [],
         "breakglass_max": "1h",
         "required_approvals": 1,
+        "feed_channel": None,
     }
     assert (app["publishers"], app["roles"]) == ([PUBLISHER], ["Contributor", "Owner"])
     assert [(g["role"], g["held"]) for g in app["standing"]] == [("Reader", True)]
@@ -136,6 +137,7 @@ def test_policy_customised_at_deployment_is_applied(cli: Cli) -> None:
         "breakglass": [],
         "breakglass_max": "1h",
         "required_approvals": 1,
+        "feed_channel": None,
     }
 
 

@@ -671,6 +671,27 @@ def test_a_request_from_the_slash_command_to_expired(sandbox: Sandbox) -> None:
     assert call(sandbox, "time", {"user": pat, "minutes": 0})[0] == 400
 
 
+def test_the_feed_channel_shows_each_request_updated_in_place(sandbox: Sandbox) -> None:
+    """The demo's #jit-requests tab shows one message per request, kept current."""
+    pat = demo.PUBLISHER
+
+    def feed() -> dict[str, Any]:
+        [channel] = state(sandbox, pat)["channels"]
+        return dict(channel)
+
+    assert (feed()["name"], feed()["member"], feed()["messages"]) == ("jit-requests", True, [])
+    call(sandbox, "command", {"user": pat, "text": "/jit request fabrikam-erp Contributor 1h fix"})
+    eventually(lambda: any("Active" in m["html"] for m in feed()["messages"]))
+    call(sandbox, "command", {"user": pat, "text": "/jit release 1"})
+    eventually(lambda: any("Revoked" in m["html"] for m in feed()["messages"]))
+    [message] = feed()["messages"]
+    assert "Access request #1" in message["html"] and "bk-button" not in message["html"]
+    call(sandbox, "command", {"user": pat, "text": "/jit apps"})
+    eventually(
+        lambda: 'feed <span class="bk-mention">#jit-requests</span>' in timeline_text(sandbox, pat)
+    )
+
+
 def test_polling_answers_unchanged_until_something_happens(sandbox: Sandbox) -> None:
     first = state(sandbox, demo.ADMIN)
     status, again = call(sandbox, f"state?user={demo.ADMIN}&since={first['version']}")

@@ -131,6 +131,14 @@ def record(
         )
 
 
+#: The messages that mean a request's card changed: each also refreshes the request's
+#: message in the application's feed channel, once per step.
+FEED_FOLLOWS = frozenset(
+    {OutboxKind.REQUESTER_UPDATE, OutboxKind.APPROVER_CARD, OutboxKind.REVOKE_FAILING}
+)
+_FEED_QUEUED = "jit_feed_queued"
+
+
 def enqueue(
     session: Session,
     row: AccessRequest,
@@ -165,6 +173,44 @@ def enqueue(
             "attempts": 0,
         },
     )
+    if kind in FEED_FOLLOWS:
+        _follow_in_feed(session, row, step, now, actor, reason, event, before, available_at)
+
+
+def _follow_in_feed(
+    session: Session,
+    row: AccessRequest,
+    step: str,
+    now: datetime,
+    actor: str,
+    reason: str | None,
+    event: str | None,
+    before: str | None,
+    available_at: datetime | None,
+) -> None:
+    """Queue one update of the request's feed message per step. The channel is taken
+    from the application at submission and kept on the request, so a message once
+    posted stays current even if the feed is turned off later."""
+    if event == "submit" and row.feed_channel is None:
+        row.feed_channel = row.app.feed_channel
+    channel = row.feed_channel
+    if channel:
+        queued: set[tuple[int, str]] = session.info.setdefault(_FEED_QUEUED, set())
+        if (row.id, step) not in queued:
+            queued.add((row.id, step))
+            enqueue(
+                session,
+                row,
+                step,
+                OutboxKind.FEED_CARD,
+                channel,
+                now,
+                actor=actor,
+                reason=reason,
+                event=event,
+                before=before,
+                available_at=available_at,
+            )
 
 
 def audit_attempt(

@@ -53,12 +53,21 @@ class OutboxKind(StrEnum):
     #: A break-glass alert to every approver and admin, edited in place as the request
     #: moves and once someone reviewed it (with *Acknowledge* until then).
     BREAKGLASS_ALERT = "breakglass_alert"
+    #: The request's message in the application's feed channel (``recipient`` is the
+    #: channel ID), posted once and edited in place as the request moves; no buttons.
+    FEED_CARD = "feed_card"
 
 
 #: Kinds whose messages edit one card in place, rendered from the request as it is
 #: now: of several queued for the same card (same request, recipient and kind) only
 #: the newest needs a Slack call.
-COALESCED_KINDS = frozenset({OutboxKind.APPROVER_CARD.value, OutboxKind.BREAKGLASS_ALERT.value})
+COALESCED_KINDS = frozenset(
+    {
+        OutboxKind.APPROVER_CARD.value,
+        OutboxKind.BREAKGLASS_ALERT.value,
+        OutboxKind.FEED_CARD.value,
+    }
+)
 #: Kinds whose every message is posted, but whose card's buttons only the newest keeps.
 FOLLOWED_KINDS = frozenset({OutboxKind.REQUESTER_UPDATE.value})
 

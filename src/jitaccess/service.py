@@ -259,10 +259,12 @@ class JitService:
         breakglass: Sequence[str] | None = None,
         breakglass_max: timedelta | None = None,
         required_approvals: int | None = None,
+        feed_channel: str | None = None,
     ) -> AppView:
         """Change an application's policy. Mode, maximum duration, timeout and quorum
         apply to requests submitted afterwards; the approver list applies at once, also to
-        pending requests (added approvers get their cards, removed ones are told)."""
+        pending requests (added approvers get their cards, removed ones are told).
+        ``feed_channel`` "" turns the feed off (None leaves it as it is)."""
         with self.db.transaction() as session:
             row = self.rows.app(session, app_name)
             view = AppView.of(row)
@@ -285,6 +287,7 @@ class JitService:
                 required_approvals=(
                     old.required_approvals if required_approvals is None else required_approvals
                 ),
+                feed_channel=old.feed_channel if feed_channel is None else feed_channel,
             ).validated()
             self._write_policy(row, new, now)
             after = AppView.of(row)
@@ -861,7 +864,13 @@ class JitService:
             self.providers.get(spec.provider)
         except ProviderError as exc:
             raise RuleViolation(f"{name}: {exc}", field="provider") from None
-        policy = spec.policy.validated() if spec.jit_enabled else spec.policy
+        policy = (
+            spec.policy.validated()
+            if spec.jit_enabled
+            else replace(
+                spec.policy, feed_channel=rules.check_feed_channel(spec.policy.feed_channel)
+            )
+        )
         return replace(
             spec,
             name=name,
@@ -908,4 +917,5 @@ class JitService:
         row.breakglass = list(policy.breakglass)
         row.breakglass_max_s = int(policy.breakglass_max.total_seconds())
         row.required_approvals = policy.required_approvals
+        row.feed_channel = policy.feed_channel
         row.updated_at = now

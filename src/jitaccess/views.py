@@ -42,6 +42,7 @@ class AppView:
                 breakglass=tuple(row.breakglass or ()),
                 breakglass_max=timedelta(seconds=row.breakglass_max_s),
                 required_approvals=row.required_approvals,
+                feed_channel=row.feed_channel,
             ),
             provider=row.provider,
             provider_config=dict(row.provider_config or {}),
@@ -74,6 +75,7 @@ class AppView:
                 "breakglass": list(self.policy.breakglass),
                 "breakglass_max": format_duration(self.policy.breakglass_max),
                 "required_approvals": self.policy.required_approvals,
+                "feed_channel": self.policy.feed_channel,
             },
             "provider": self.provider,
         }

@@ -35,6 +35,7 @@ def _policy(
     breakglass: list[str] | None = None,
     breakglass_max: str | None = None,
     required_approvals: int | None = None,
+    feed_channel: str | None = None,
 ) -> Policy:
     from jitaccess.domain.policy import (
         DEFAULT_APPROVAL_TIMEOUT,
@@ -52,6 +53,7 @@ def _policy(
         breakglass=tuple(breakglass or ()),
         breakglass_max=to_duration_or(breakglass_max, DEFAULT_BREAKGLASS_MAX),
         required_approvals=1 if required_approvals is None else required_approvals,
+        feed_channel=feed_channel,
     )
 
 
@@ -97,6 +99,10 @@ def apps_register(
     required_approvals: Annotated[
         int | None, typer.Option(help="How many approvers must approve (default 1)")
     ] = None,
+    feed_channel: Annotated[
+        str | None,
+        typer.Option(help='Slack channel ID (C…) to post every request to; "" turns it off'),
+    ] = None,
     provider: Annotated[str, typer.Option(help="Access provider: log, azure, webhook, …")] = "log",
     provider_config: Annotated[
         str | None, typer.Option(help="Provider settings as JSON, or @FILE (JSON or YAML)")
@@ -132,6 +138,7 @@ def apps_register(
             breakglass,
             breakglass_max,
             required_approvals,
+            feed_channel,
         ),
     )
     with container() as c:
@@ -220,6 +227,10 @@ def apps_policy(
     required_approvals: Annotated[
         int | None, typer.Option(help="How many approvers must approve (a quorum)")
     ] = None,
+    feed_channel: Annotated[
+        str | None,
+        typer.Option(help='Slack channel ID (C…) to post every request to; "" turns it off'),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Change an application's JIT policy (consumer admins). Applies to new requests."""
@@ -237,6 +248,7 @@ def apps_policy(
             breakglass=breakglass,
             breakglass_max=to_duration(breakglass_max),
             required_approvals=required_approvals,
+            feed_channel=feed_channel,
         )
     if as_json:
         emit_json(view.to_json())
@@ -316,6 +328,7 @@ def _print_app(v: AppView) -> None:
             else "-",
         ),
         ("Required approvals", str(v.policy.required_approvals)),
+        ("Feed channel", v.policy.feed_channel or "-"),
         ("Provider", v.provider),
     ):
         table.add_row(key, value)

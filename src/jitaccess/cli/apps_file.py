@@ -36,6 +36,8 @@ class PolicyDoc(BaseModel):
     breakglass_max: str = "1h"
     #: How many approvers must approve; approvers may be people (U…) or groups (S…).
     required_approvals: int = 1
+    #: Slack channel ID every request is posted to; absent or empty: no feed.
+    feed_channel: str | None = None
 
 
 class AppDoc(BaseModel):
@@ -106,6 +108,7 @@ def load_apps(path: Path) -> tuple[list[OfferSpec], list[AppEntry]]:
             breakglass=tuple(item.policy.breakglass),
             breakglass_max=to_duration_or(item.policy.breakglass_max, DEFAULT_BREAKGLASS_MAX),
             required_approvals=item.policy.required_approvals,
+            feed_channel=item.policy.feed_channel,
         )
         spec = AppSpec(
             name=item.name,

@@ -35,6 +35,8 @@ _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
 _SLACK_GROUP_ID = re.compile(r"^S[A-Z0-9]{1,20}$")
 #: The most approvals a policy may require (a quorum, not a committee).
 MAX_REQUIRED_APPROVALS = 10
+#: A public (``C…``) or private (``G…``) channel's ID; never its #name, which can change.
+_SLACK_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,20}$")
 
 
 class ApprovalMode(StrEnum):
@@ -65,6 +67,23 @@ def check_approver_id(value: str) -> str:
             "member ID (like U0123ABCD, from the profile's 'Copy member ID') or the user "
             "group ID (like S0123ABCD, from the group's page)",
             field="approvers",
+        )
+    return cleaned
+
+
+def check_feed_channel(value: str | None) -> str | None:
+    """The channel an application's requests are posted to, or None (no feed).
+    Blank turns the feed off."""
+    if value is None or is_blank(value):
+        return None
+    check_text(value, f"Feed channel '{shown(value)}'", field="feed_channel")
+    cleaned = value.strip()
+    if not _SLACK_CHANNEL_ID.fullmatch(cleaned):
+        raise RuleViolation(
+            f"Feed channel '{shown(value)}' is not a Slack channel ID: use the channel's ID "
+            "(like C0123ABCD), found in Slack under the channel's name → About, at the "
+            "bottom; leave it empty to turn the feed off",
+            field="feed_channel",
         )
     return cleaned
 
@@ -117,6 +136,9 @@ class Policy:
     breakglass_max: timedelta = DEFAULT_BREAKGLASS_MAX
     #: How many different approvers must approve (a quorum); one denial denies.
     required_approvals: int = 1
+    #: The Slack channel every request is posted to and updated in, alongside the
+    #: approvers' DMs (no buttons there: decisions stay in DMs); None: no feed.
+    feed_channel: str | None = None
 
     def validated(self) -> Policy:
         approvers = tuple(dict.fromkeys(check_approver_id(a) for a in self.approvers))
@@ -147,7 +169,12 @@ class Policy:
                     f"at most {format_duration(MAX_POLICY_DURATION)}",
                     field=key,
                 )
-        return replace(self, approvers=approvers, breakglass=holders)
+        return replace(
+            self,
+            approvers=approvers,
+            breakglass=holders,
+            feed_channel=check_feed_channel(self.feed_channel),
+        )
 
 
 def check_required_approvals(required: int, approvers: Sequence[str], mode: ApprovalMode) -> None:

@@ -22,6 +22,9 @@ ADMIN = "UADMDEMO"
 #: A Slack user group (Ava and Abe): northwind-hr's approvers, two of whom must approve.
 APPROVER_GROUP = "SDEMOAPPROVERS"
 GROUPS: dict[str, tuple[str, ...]] = {APPROVER_GROUP: (APPROVER, APPROVER2)}
+#: The demo applications' feed channel: every request posted and updated there.
+FEED_CHANNEL = "CJITFEED"
+FEED_CHANNEL_NAME = "jit-requests"
 SEEDED_BY = "sandbox"
 
 
@@ -63,6 +66,7 @@ APPS: tuple[AppSpec, ...] = (
             approvers=(APPROVER, APPROVER2),
             # Pat may break glass here: `/jit breakglass contoso-crm Owner 1h INC-1 …`.
             breakglass=(PUBLISHER,),
+            feed_channel=FEED_CHANNEL,
         ),
         provider="log",
     ),
@@ -76,6 +80,7 @@ APPS: tuple[AppSpec, ...] = (
             mode=ApprovalMode.AUTOMATIC,
             max_duration=timedelta(hours=4),
             approvers=(APPROVER,),
+            feed_channel=FEED_CHANNEL,
         ),
         provider="log",
     ),
@@ -90,6 +95,7 @@ APPS: tuple[AppSpec, ...] = (
             max_duration=timedelta(hours=4),
             approvers=(APPROVER_GROUP,),
             required_approvals=2,
+            feed_channel=FEED_CHANNEL,
         ),
         provider="log",
     ),
@@ -97,7 +103,9 @@ APPS: tuple[AppSpec, ...] = (
 
 
 def add_users(fake: FakeSlack, now: datetime) -> None:
-    """Put the demo people into the fake workspace, with their time zones."""
+    """Put the demo people into the fake workspace, with their time zones, and the
+    feed channel (jitaccess already invited)."""
+    fake.add_channel(FEED_CHANNEL, FEED_CHANNEL_NAME)
     for person in USERS:
         offset = now.astimezone(ZoneInfo(person.tz)).utcoffset() or timedelta(0)
         fake.add_user(

@@ -53,6 +53,13 @@ close frame (1001) on :meth:`FakeSlack.stop`.  Tests push envelopes with
     assert slack.socket_connected()
     ack = slack.send_envelope("slash_commands", {"command": "/jit", "text": "help", ...})
 
+Channels: ``chat.*`` accept any channel id, like a bot with every permission.
+:meth:`FakeSlack.add_channel` declares a channel with a name and whether the bot is a
+member; posting to or editing in a declared channel the bot is not in answers
+``not_in_channel`` (public) or ``channel_not_found`` (private, which a non-member
+cannot see), as Slack does for a bot without ``chat:write.public``;
+:meth:`FakeSlack.invite_bot` is ``/invite @jitaccess``.
+
 Requests may be form-encoded (``application/x-www-form-urlencoded``, what the SDK
 sends for e.g. ``conversations.open`` and ``users.info``), JSON (``application/json``,
 what it sends for ``chat.*`` and ``views.*``) or carry parameters in the query string.
@@ -277,6 +284,8 @@ class FakeSlack:
         self.views: dict[str, dict[str, Any]] = {}
         #: JSON bodies POSTed to :meth:`response_url` endpoints, by key.
         self.responses: dict[str, list[dict[str, Any]]] = {}
+        #: Declared channels by id: ``name``, ``is_private``, ``bot_member``.
+        self.channels: dict[str, dict[str, Any]] = {}
         #: Tracebacks of unexpected exceptions inside the fake (should stay empty).
         self.server_errors: list[str] = []
 
@@ -470,6 +479,24 @@ class FakeSlack:
             user = self.users[user_id]
             user["profile"].update(profile)
             user.update({k: v for k, v in info.items() if k not in ("profile", "email")})
+
+    def add_channel(
+        self, channel_id: str, name: str, *, private: bool = False, bot_member: bool = True
+    ) -> None:
+        """Declare a channel (``C…`` public, ``G…`` or ``private=True`` private); the bot
+        can post there only while it is a member (see the module docstring)."""
+        with self._lock:
+            self.channels[channel_id] = {
+                "id": channel_id,
+                "name": name,
+                "is_private": private or channel_id.startswith("G"),
+                "bot_member": bot_member,
+            }
+
+    def invite_bot(self, channel_id: str) -> None:
+        """``/invite @jitaccess`` in a declared channel."""
+        with self._lock:
+            self.channels[channel_id]["bot_member"] = True
 
     def fail_next(
         self,
@@ -842,6 +869,12 @@ class FakeSlack:
             raise _ApiError("channel_not_found")
         return self._channel_id(channel)
 
+    def _require_membership(self, channel: str) -> None:
+        """The bot may write only in declared channels it is a member of."""
+        declared = self.channels.get(channel)
+        if declared is not None and not declared["bot_member"]:
+            raise _ApiError("channel_not_found" if declared["is_private"] else "not_in_channel")
+
     # ------------------------------------------------------------ API methods
 
     def _apps_connections_open(self, args: dict[str, Any], token: str) -> dict[str, Any]:
@@ -885,6 +918,7 @@ class FakeSlack:
 
     def _chat_post_message(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._require_channel(args)
+        self._require_membership(channel)
         self._check_content(args)
         ts = self._next_ts()
         msg: dict[str, Any] = {
@@ -904,6 +938,7 @@ class FakeSlack:
 
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._require_channel(args)
+        self._require_membership(channel)
         ts = str(args.get("ts") or "")
         msg = next((m for m in self.messages.get(channel, []) if m["ts"] == ts), None)
         if msg is None:

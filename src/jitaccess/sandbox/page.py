@@ -194,12 +194,14 @@ class SandboxPage:
     # -- what the fake holds -----------------------------------------------------------
     @property
     def names(self) -> dict[str, str]:
-        """Everyone's display name (the bot too), for mentions."""
+        """Everyone's display name (the bot too), and each channel's name, for mentions."""
         users = dict(self.fake.users)
-        return {
+        names = {
             uid: str(info.get("real_name") or info.get("name") or uid)
             for uid, info in users.items()
         }
+        names.update({cid: str(c["name"]) for cid, c in dict(self.fake.channels).items()})
+        return names
 
     def _person(self, user: str) -> DemoUser:
         for person in self.people:
@@ -267,6 +269,7 @@ class SandboxPage:
             timeline = self._timeline(user, names)
             modal = self._modal_state(user, names, people, tz)
             counts = {p.id: len(self.fake.dms_to(p.id)) for p in self.people}
+            channels = self._channels(names)
         home = self.fake.current_home(user)
         return {
             "version": version,
@@ -280,7 +283,24 @@ class SandboxPage:
             else None,
             "modal": modal,
             "counts": counts,
+            "channels": channels,
         }
+
+    def _channels(self, names: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The workspace's channels (an application's feed), as anyone in them sees
+        them: each message in its current, edited-in-place version."""
+        return [
+            {
+                "id": channel["id"],
+                "name": channel["name"],
+                "member": bool(channel["bot_member"]),
+                "messages": [
+                    {"ts": m["ts"], "html": render.render_message(m, users=names)}
+                    for m in self.fake.messages_in(channel["id"])
+                ],
+            }
+            for channel in list(self.fake.channels.values())
+        ]
 
     def _timeline(self, user: str, names: Mapping[str, str]) -> list[dict[str, Any]]:
         items: list[tuple[int, dict[str, Any]]] = []

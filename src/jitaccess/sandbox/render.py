@@ -117,7 +117,9 @@ def _special(token: str, users: Users) -> str:
         name = users.get(user_id) or label or user_id
         return f'<span class="bk-mention" data-user="{_e(user_id)}">@{_e(name)}</span>'
     if target.startswith("#"):
-        return f'<span class="bk-mention">#{_e(_unescape_slack(label or target[1:]))}</span>'
+        # A channel by ID shows its name, as Slack does (``users`` carries channels too).
+        name = label or users.get(target[1:]) or target[1:]
+        return f'<span class="bk-mention">#{_e(_unescape_slack(name))}</span>'
     if target.startswith("!"):
         if label:
             return f'<span class="bk-mention">{_e(_unescape_slack(label))}</span>'

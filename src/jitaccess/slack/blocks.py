@@ -282,6 +282,32 @@ def approver_card(
     return truncate(text, 300), _dump(blocks)
 
 
+def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
+    """The request's message in the application's feed channel: the approver card's
+    facts without its buttons (decisions stay in the approvers' DMs). A channel has
+    no one time zone, so times are in UTC."""
+    blocks: list[Block] = [
+        HeaderBlock(text=f"Access request #{view.id}"),
+        request_fields(view, UTC),
+        justification(view),
+        SectionBlock(text=_md(truncate("\n".join(outcome_lines(view, UTC)), SECTION_TEXT_MAX))),
+    ]
+    if view.state == RequestState.PENDING:
+        approvers = ", ".join(user(a) for a in view.notified_approvers) or "the approvers"
+        note = (
+            f"Waiting for {approvers}, who decide in their DMs. Times out "
+            f"{when(view.approval_deadline_at, UTC)}."
+        )
+    else:
+        note = "Times in UTC. Decisions and revokes are made in the approvers' DMs."
+    blocks.append(ContextBlock(elements=[_md(note)]))
+    label = STATE_LABEL.get(RequestState(view.state), view.state)
+    text = (
+        f"#{view.id}: {view.requester} asks for {view.role} on {view.app}: {label.split(': ')[-1]}"
+    )
+    return truncate(text, 300), _dump(blocks)
+
+
 def requester_card(
     view: RequestView, tz: tzinfo, *, with_buttons: bool = True
 ) -> tuple[str, list[dict[str, Any]]]:
@@ -842,6 +868,19 @@ def config_modal(app: AppView) -> dict[str, Any]:
                 action_id="approval_timeout",
                 options=timeouts,
                 initial_option=next(o for o in timeouts if o.value == current_timeout),
+            ),
+        ),
+        InputBlock(
+            block_id="feed_channel",
+            label="Feed channel ID",
+            optional=True,
+            hint="Every request is posted and kept up to date there (channel name → About, "
+            "at the bottom: like C0123ABCD). Invite the bot with /invite @jitaccess. "
+            "Empty: no feed.",
+            element=PlainTextInputElement(
+                action_id="feed_channel",
+                initial_value=app.policy.feed_channel or None,
+                placeholder="C0123ABCD",
             ),
         ),
     ]

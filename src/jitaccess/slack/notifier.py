@@ -51,6 +51,16 @@ PERMANENT_ERRORS = {
     "msg_too_long",
 }
 
+#: Slack's refusals of a feed channel, and what the application's admin should do.
+CHANNEL_ERRORS = {
+    "not_in_channel": "invite the bot: type /invite @jitaccess in the channel",
+    "channel_not_found": (
+        "invite the bot (/invite @jitaccess in the channel; a private channel is "
+        "invisible until then), or check the ID with `apps show`"
+    ),
+    "is_archived": "the channel is archived: name another with `apps policy --feed-channel`",
+}
+
 
 def transition_text(note: Notification) -> str:
     """One sentence about the step this message announces, for the requester."""
@@ -178,6 +188,9 @@ class SlackNotifier:
             view = self.service.get_request(note.request_id)
         except NotFound:
             raise Undeliverable(f"request {note.request_id} no longer exists") from None
+        if note.kind == OutboxKind.FEED_CARD:
+            self._feed_card(note, view, now)
+            return
         tz = self.zones.of(note.recipient)
         try:
             if note.kind == OutboxKind.BREAKGLASS_ALERT or (
@@ -218,10 +231,45 @@ class SlackNotifier:
         text, body = blocks.breakglass_alert(view, tz, current=current)
         self._show_card(note, "breakglass", text, body, now)
 
+    # -- the application's feed channel ----------------------------------------------
+    def _feed_card(self, note: Notification, view: Any, now: datetime) -> None:
+        """Post the request to its application's feed channel, or edit the message
+        already there. A message is never started in a channel the application no
+        longer names (the feed was turned off or moved); one already posted is kept
+        current. No App Home changes: a channel has none."""
+        channel = note.recipient
+        assert channel is not None and note.request_id is not None
+        card = self._card(note.request_id, channel, "feed")
+        if card is None:
+            app = self.service.get_app(view.app, include_removed=True)
+            if app.policy.feed_channel != channel:
+                raise Skipped(f"{view.app} no longer posts to {channel}")
+        text, body = blocks.feed_card(view)
+        try:
+            self._show_card(note, "feed", text, body, now, post_to=channel)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", ""))
+            if error in CHANNEL_ERRORS:
+                raise Undeliverable(
+                    f"Slack said {error} for the feed channel {channel} of {view.app}: "
+                    f"{CHANNEL_ERRORS[error]}"
+                ) from None
+            if error in PERMANENT_ERRORS:
+                raise Undeliverable(f"Slack said {error}") from None
+            raise
+
     # -- cards -----------------------------------------------------------------------
     def _show_card(
-        self, note: Notification, role: str, text: str, body: list[dict[str, Any]], now: datetime
+        self,
+        note: Notification,
+        role: str,
+        text: str,
+        body: list[dict[str, Any]],
+        now: datetime,
+        *,
+        post_to: str | None = None,
     ) -> None:
+        """Edit the card in place, or post it (to the recipient's DM, or ``post_to``)."""
         assert note.recipient is not None and note.request_id is not None
         card = self._card(note.request_id, note.recipient, role)
         if card is not None and card[2] == note.dedup_key:
@@ -234,7 +282,10 @@ class SlackNotifier:
             except SlackApiError as exc:
                 if exc.response.get("error") != "message_not_found":
                     raise
-        channel, ts = self._post(note.recipient, text, body)
+        if post_to is not None:
+            channel, ts = self._post_in(post_to, text, body)
+        else:
+            channel, ts = self._post(note.recipient, text, body)
         self._remember(note, role, channel, ts, now)
 
     def _requester_update(
@@ -270,7 +321,9 @@ class SlackNotifier:
                 log.info("could not refresh an older card: %s", exc.response.get("error"))
 
     def _post(self, user_id: str, text: str, body: list[dict[str, Any]]) -> tuple[str, str]:
-        channel = self._dm_channel(user_id)
+        return self._post_in(self._dm_channel(user_id), text, body)
+
+    def _post_in(self, channel: str, text: str, body: list[dict[str, Any]]) -> tuple[str, str]:
         response = self.pacer.call(
             "chat.postMessage",
             lambda: self.client.chat_postMessage(channel=channel, text=text, blocks=body),

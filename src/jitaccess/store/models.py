@@ -85,6 +85,8 @@ class Application(Base):
     breakglass_max_s: Mapped[int] = mapped_column(Integer, default=3600)
     #: How many different approvers must approve a request (a quorum).
     required_approvals: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    #: The Slack channel (ID) the application's requests are posted to; NULL: no feed.
+    feed_channel: Mapped[str | None] = mapped_column(String(32))
     provider: Mapped[str] = mapped_column(String(50), default="log")
     provider_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     #: The publisher's always-on role (JIT enabled); JIT disabled holds every eligible role.
@@ -128,6 +130,9 @@ class AccessRequest(Base):
     notified_approvers: Mapped[list[str]]
     #: The policy's quorum when the request was made; a later policy change does not alter it.
     required_approvals: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    #: The application's feed channel at submission: the request's message there is
+    #: kept current to the end, even if the feed is turned off or moved meanwhile.
+    feed_channel: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime]
     #: The deciding approval (the one reaching the quorum) or the denial.
     decided_by: Mapped[str | None] = mapped_column(String(32))
@@ -270,7 +275,8 @@ class SlackMessage(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[int] = mapped_column(index=True)
     recipient: Mapped[str] = mapped_column(String(32))
-    #: "approver" (the decision card) or "requester" (the latest status card).
+    #: "approver" (the decision card), "requester" (the latest status card) or
+    #: "feed" (the application's channel; ``recipient`` is then the channel ID).
     role: Mapped[str] = mapped_column(String(20))
     channel: Mapped[str] = mapped_column(String(32))
     ts: Mapped[str] = mapped_column(String(32))

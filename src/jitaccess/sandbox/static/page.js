@@ -8,6 +8,7 @@
   var params = new URLSearchParams(location.search);
   var user = ids.indexOf(params.get("user")) >= 0 ? params.get("user") : ids[0];
   var tab = params.get("tab") === "home" ? "home" : "messages";
+  var channels = [];
   var version = -1, modalKey = "", fastUntil = 0, busy = false, again = false, timer = null;
   var counts = {}, seen = {}, scrollDown = true, toastTimer = null;
   var form = $("#modal-form");
@@ -76,7 +77,27 @@
     renderTimeline(s.timeline || []);
     $("#home-body").innerHTML = s.home ||
       '<p class="empty">Nothing is published on your Home tab yet.</p>';
+    channels = s.channels || [];
+    renderChannels();
     renderModal(s.modal);
+  }
+
+  function renderChannels() {
+    $("#channel-tabs").innerHTML = channels.map(function (c) {
+      return '<button type="button" class="tab' + (tab === "channel:" + c.id ? " active" : "") +
+        '" data-tab="channel:' + esc(c.id) + '" title="A channel: what everyone in it sees">#' +
+        esc(c.name) + "</button>";
+    }).join("");
+    var shown = channels.filter(function (c) { return tab === "channel:" + c.id; })[0];
+    if (!shown) return;
+    $("#channel-body").innerHTML = (shown.member ? "" :
+      '<p class="empty">jitaccess is not in this channel: its posts are refused.</p>') +
+      (shown.messages.length ? shown.messages.map(function (m) {
+        return '<div class="msg kind-channel"><span class="avatar bot">J</span>' +
+          '<div class="msg-main"><div class="msg-head"><b>jitaccess</b>' +
+          '<span class="app-tag">APP</span></div><div class="msg-body">' + m.html +
+          "</div></div></div>";
+      }).join("") : '<p class="empty">Nothing posted in #' + esc(shown.name) + " yet.</p>");
   }
 
   function renderPeople() {
@@ -214,6 +235,8 @@
     $$(".tab").forEach(function (t) { t.classList.toggle("active", t.dataset.tab === name); });
     $("#messages").hidden = name !== "messages";
     $("#home").hidden = name !== "home";
+    $("#channel").hidden = name.indexOf("channel:") !== 0;
+    renderChannels();
     remember();
     if (name === "home") api("home-opened"); else { scrollDown = true; version = -1; poll(); }
   }
