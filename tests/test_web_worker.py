@@ -283,7 +283,8 @@ def test_web_records_and_the_worker_does_the_rest(
         modal = fake_slack.opened_views(APPROVER)[-1]
         submission = reason_submission(APPROVER, modal, "CHG-1")
         assert post_signed(web.base, {"payload": json.dumps(submission)})[0] == 200
-        assert state(1) in {"approved", "active"}  # recorded before the ack
+        # The web records the decision right after its ack (listeners ack first).
+        assert wait_until(lambda: state(1) in {"approved", "active"}, 10), logs()
 
         def active_card() -> dict[str, Any] | None:
             for message in fake_slack.dms_to(PUBLISHER):
