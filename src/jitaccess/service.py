@@ -31,6 +31,7 @@ from jitaccess.domain.lifecycle import (
     initial_state,
 )
 from jitaccess.domain.policy import ApprovalMode, Policy
+from jitaccess.extend import Extensions
 from jitaccess.journal import POLICY_ACTOR as POLICY_ACTOR
 from jitaccess.journal import SYSTEM as SYSTEM
 from jitaccess.outbox import OutboxKind
@@ -142,6 +143,8 @@ class JitService:
         )
         self.retry = self.sweeper.retry
         self.stopping = self.sweeper.stopping
+        #: Extend without a gap (``/jit extend``): see ``extend.py``.
+        self.extensions = Extensions(self)
         db.on_commit(self._committed)
 
     # -- deadlines --------------------------------------------------------------------
@@ -366,6 +369,9 @@ class JitService:
             view = AppView.of(app)
             role, window, justification = rules.check_submission(
                 view.rules(), requester, role, duration, starts_at, justification, now
+            )
+            rules.check_no_overlap(
+                window, self.rows.open_windows(session, requester, app.scope, role)
             )
             row = AccessRequest(
                 app=app,

@@ -104,6 +104,10 @@ class RequestView:
     last_error: str | None
     revoke_failing_since: datetime | None
     version: int
+    #: A pending extension (manual mode): the end asked for, why, and its time-out.
+    extension_ends_at: datetime | None = None
+    extension_reason: str | None = None
+    extension_deadline_at: datetime | None = None
 
     @classmethod
     def of(cls, row: AccessRequest) -> RequestView:
@@ -133,6 +137,9 @@ class RequestView:
             last_error=row.last_error,
             revoke_failing_since=row.revoke_failing_since,
             version=row.version,
+            extension_ends_at=row.extension_ends_at,
+            extension_reason=row.extension_reason,
+            extension_deadline_at=row.extension_deadline_at,
         )
 
     @property
