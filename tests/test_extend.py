@@ -11,7 +11,17 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import select
 
-from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, make_service, register, utc
+from conftest import (
+    ADMIN,
+    APPROVER,
+    APPROVER2,
+    OUTSIDER,
+    PUBLISHER,
+    START,
+    make_service,
+    register,
+    utc,
+)
 from fakes.webhook_receiver import WebhookReceiver
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import ApprovalMode
@@ -351,9 +361,7 @@ def test_extension_approval_to_backend_end_is_measured(
 ) -> None:
     """Measured, not asserted: approval click to the receiver holding the new end."""
     service, rx = webhook_service
-    service.set_policy(
-        "crm", actor=ADMIN, now=T0, mode=ApprovalMode.MANUAL, approvers=[APPROVER]
-    )
+    service.set_policy("crm", actor=ADMIN, now=T0, mode=ApprovalMode.MANUAL, approvers=[APPROVER])
     samples: list[float] = []
     with freeze_time(START, tick=True):
         rid = service.submit(

@@ -152,6 +152,7 @@ class Extensions:
             elif approve:
                 new_end = row.extension_ends_at
                 asked_at = row.extension_requested_at
+                asked_why = row.extension_reason
                 approvers = self._approvers(row)
                 clear_extension(row)
                 move_end(
@@ -164,6 +165,7 @@ class Extensions:
                     now=now,
                     approvers=approvers,
                     asked_at=asked_at,
+                    extension_reason=asked_why,
                 )
             else:
                 details = pending_details(row)
@@ -266,6 +268,7 @@ def move_end(
     now: datetime,
     approvers: list[str] | None = None,
     asked_at: datetime | None = None,
+    extension_reason: str | None = None,
 ) -> None:
     """The extension itself: ``ends_at`` moves on the same request (and grant), audited
     with the old and new end; the sweep's deadline follows, and a reminder is queued
@@ -279,6 +282,7 @@ def move_end(
         "new_ends_at": row.ends_at.isoformat(),
         "requested_by": requested_by,
         "asked_at": (asked_at or now).isoformat(),
+        "extension_reason": extension_reason or reason,
     }
     session.info.setdefault("jit_transitions", []).append((before, row.state))
     _record(

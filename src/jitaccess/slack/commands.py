@@ -16,6 +16,7 @@ HELP = """*jitaccess*: just-in-time access to managed applications.
 • `/jit approve ID reason…` · `/jit deny ID reason…`: decide (approvers)
 • `/jit cancel ID`: withdraw your request before it starts
 • `/jit release ID`: end your access early ("I'm done")
+• `/jit extend ID DURATION reason…`: more time on the same grant, e.g. `/jit extend 12 1h tests`
 • `/jit revoke ID reason…`: end someone's access early (approvers and admins)
 • `/jit apps`: the applications and their policies
 • `/jit history APP [PAGE]`: who asked, who decided, when access began and ended
@@ -43,6 +44,7 @@ USAGE = {
     "request": "`/jit request` or `/jit request APP ROLE DURATION reason…`",
     "cancel": "`/jit cancel ID`",
     "release": "`/jit release ID`",
+    "extend": "`/jit extend ID DURATION reason…`",
     "revoke": "`/jit revoke ID reason…`",
     "approve": "`/jit approve ID reason…`",
     "deny": "`/jit deny ID reason…`",
@@ -63,6 +65,19 @@ def _request_id(token: str, name: str) -> int:
     if not valid or int(cleaned) > MAX_REQUEST_ID:
         raise UsageError(f"'{token[:50]}' is not a request number. Usage: {USAGE[name]}")
     return int(cleaned)
+
+
+def _duration(token: str, name: str) -> timedelta:
+    try:
+        if len(token) > 40:
+            raise OverflowError(token)
+        return parse_duration(token)
+    except ValueError as exc:
+        raise UsageError(f"{exc}. Usage: {USAGE[name]}") from None
+    except OverflowError:  # more than a timedelta (or int()) holds
+        raise UsageError(
+            f"'{token[:50]}' is far too long a duration. Usage: {USAGE[name]}"
+        ) from None
 
 
 def parse(text: str) -> Command:
@@ -96,6 +111,17 @@ def parse(text: str) -> Command:
             ) from None
         return Command(
             "request", app=args[0], role=args[1], duration=duration, reason=" ".join(args[3:])
+        )
+    if name == "extend":
+        if len(args) < 3:
+            raise UsageError(
+                f"A request number, how much longer and a reason are needed. Usage: {USAGE[name]}"
+            )
+        return Command(
+            name,
+            request_id=_request_id(args[0], name),
+            duration=_duration(args[1], name),
+            reason=" ".join(args[2:]),
         )
     if name in ("cancel", "release"):
         if len(args) != 1:
