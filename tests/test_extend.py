@@ -18,6 +18,8 @@ from conftest import (
     OUTSIDER,
     PUBLISHER,
     START,
+    Cli,
+    flat,
     make_service,
     register,
     utc,
@@ -386,3 +388,32 @@ def test_extension_approval_to_backend_end_is_measured(
         f"\nextension approval -> webhook holds new ends_at: median {samples[2]:.1f} ms, "
         f"max {samples[-1]:.1f} ms (SQLite, inline sweep, local receiver)"
     )
+
+
+def test_cli_extends_and_decides_extensions(cli: Cli) -> None:
+    """`requests extend`, `approve-extension`: the same rules, exit 1 on a refusal."""
+    with freeze_time(START):
+        cli(
+            "apps", "register", "ops", "--scope", "/subscriptions/s1/resourceGroups/mrg-ops",
+            "--publisher", PUBLISHER, "--admin", ADMIN, "--mode", "manual",
+            "--approver", APPROVER,
+        )  # fmt: skip
+        rid = cli.json(
+            "requests", "submit", "ops", "--as", PUBLISHER, "--role", "Contributor",
+            "--duration", "2h", "--reason", "deploy",
+        )["id"]  # fmt: skip
+        cli("requests", "approve", rid, "--as", APPROVER, "--reason", "ok")
+        refused = cli(
+            "requests", "extend", rid, "--as", PUBLISHER, "--duration", "7h", "--reason", "x",
+            code=1,
+        )  # fmt: skip
+        assert "at most 6h can still be added" in flat(refused.stderr)
+        asked = cli(
+            "requests", "extend", rid, "--as", PUBLISHER, "--duration", "1h", "--reason", "more",
+        ).stdout  # fmt: skip
+        assert "waits for the approvers" in flat(asked)
+        decided = cli.json(
+            "requests", "approve-extension", rid, "--as", APPROVER, "--reason", "CHG-3"
+        )
+    assert decided["ends_at"] == (T0 + 3 * H).isoformat()
+    assert decided["state"] == "active"
