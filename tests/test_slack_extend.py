@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,3 +199,55 @@ def test_overlapping_slash_request_points_at_extend(world: SlackWorld) -> None:
     reply = world.say(PUBLISHER, "request crm Contributor 1h again")
     assert f"/jit extend {rid} DURATION reason" in reply
     assert len(world.service.list_requests(requester=PUBLISHER)) == 1
+
+
+def test_the_sandbox_lets_a_person_extend(tmp_path: Path) -> None:
+    """In the sandbox, Pat's active fabrikam-erp access has Extend; the form extends it."""
+    from jitaccess.sandbox import demo
+    from test_sandbox import call, eventually, open_modal, start_sandbox, state, timeline_text
+
+    sandbox = start_sandbox(tmp_path)
+    try:
+        pat = demo.PUBLISHER
+        call(sandbox, "command", {"user": pat, "text": "/jit request fabrikam-erp Reader 1h look"})
+        eventually(lambda: "is active" in timeline_text(sandbox, pat))
+
+        def extendable() -> dict[str, Any] | None:
+            return next(
+                (
+                    i
+                    for i in reversed(state(sandbox, pat)["timeline"])
+                    if f'data-action-id="{blocks.EXTEND}"' in i["html"]
+                ),
+                None,
+            )
+
+        card = eventually(extendable)
+        status, body = call(
+            sandbox,
+            "click",
+            {
+                "user": pat,
+                "source": "message",
+                "channel": card["channel"],
+                "ts": card["ts"],
+                "block_id": "mine:1",
+                "action_id": blocks.EXTEND,
+                "value": "1",
+            },
+        )
+        assert body["ok"], body
+        modal = open_modal(sandbox, pat, blocks.EXTEND_MODAL)
+        status, body = call(
+            sandbox,
+            "submit",
+            {
+                "user": pat,
+                "view_id": modal["id"],
+                "values": {"duration": "30m", "reason": "the import is slow"},
+            },
+        )
+        assert body["ok"] and body["response_action"] is None, body
+        eventually(lambda: "was extended" in timeline_text(sandbox, pat))
+    finally:
+        sandbox.stop()
