@@ -221,7 +221,7 @@ def test_undecided_extension_times_out_at_the_current_end(db: Database) -> None:
         view = service.get_request(rid)
         assert view.state == "expired" and view.extension_ends_at is None
         assert ("extension_timed_out", "system") in audit_actions(service, rid)
-        with pytest.raises(Conflict, match="no extension waiting"):
+        with pytest.raises(Conflict, match="is expired: its extension can no longer be decided"):
             service.extensions.approve(rid, actor=APPROVER, reason="late", now=now())
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from jitaccess import journal
-from jitaccess.directory import expand
+from jitaccess.directory import expand, is_group
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.lifecycle import APPROVED_STATES, RequestState, move
@@ -91,6 +91,7 @@ class Extensions:
                     reason=reason,
                     requested_by=actor,
                     now=now,
+                    remind_before=service.sweeper.remind_before,
                 )
                 status = "extended"
             else:
@@ -166,6 +167,7 @@ class Extensions:
                     approvers=approvers,
                     asked_at=asked_at,
                     extension_reason=asked_why,
+                    remind_before=service.sweeper.remind_before,
                 )
             else:
                 details = pending_details(row)
@@ -191,6 +193,11 @@ class Extensions:
         return result
 
     def _check_decidable(self, row: AccessRequest, actor: str, verb: str) -> None:
+        if row.state not in rules.EXTENDABLE_STATES or row.end_requested is not None:
+            raise Conflict(
+                f"Request {row.id} is {row.state if row.end_requested is None else 'being ended'}"
+                ": its extension can no longer be decided"
+            )
         if row.extension_ends_at is None:
             raise Conflict(
                 f"Request {row.id} has no extension waiting: it was already decided or timed "
@@ -269,6 +276,7 @@ def move_end(
     approvers: list[str] | None = None,
     asked_at: datetime | None = None,
     extension_reason: str | None = None,
+    remind_before: timedelta | None = timedelta(minutes=15),
 ) -> None:
     """The extension itself: ``ends_at`` moves on the same request (and grant), audited
     with the old and new end; the sweep's deadline follows, and a reminder is queued
@@ -296,8 +304,25 @@ def move_end(
         details=details,
         post_cards=actor == POLICY_ACTOR,
     )
-    remind_before = timedelta(minutes=15)
-    if row.state == RequestState.ACTIVE and row.ends_at - remind_before > now:
+    for approver in row.notified_approvers:
+        # The request card shows the window: it is edited to show the new end.
+        journal.enqueue(
+            session,
+            row,
+            f"ext:{details['asked_at']}:extend",
+            OutboxKind.APPROVER_CARD,
+            approver,
+            now,
+            actor=actor,
+            reason=reason,
+            event="extend",
+            before=before,
+        )
+    if (
+        remind_before is not None
+        and row.state == RequestState.ACTIVE
+        and row.ends_at - remind_before > now
+    ):
         journal.enqueue(
             session,
             row,
@@ -334,7 +359,8 @@ def time_out_extension(session: Session, row: AccessRequest, now: datetime) -> N
     """A pending extension nobody decided in time: the window stays as it was, and the
     requester and approvers are told (called by the sweep and by a late decision)."""
     details = pending_details(row)
-    approvers = [p for p in row.app.approvers if p != row.requester]
+    # (The sweep has no directory: groups' members were told when the cards were sent.)
+    approvers = [p for p in row.app.approvers if p != row.requester and not is_group(p)]
     clear_extension(row)
     set_next_deadline(row, now)
     _record(

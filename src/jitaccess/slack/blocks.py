@@ -52,6 +52,8 @@ APPROVE_EXTENSION = "jit_approve_extension"
 DENY_EXTENSION = "jit_deny_extension"
 
 TRUNCATED = "… (truncated)"
+#: States whose window can still be extended (Extend buttons, extension cards).
+_EXTENDABLE = (RequestState.APPROVED, RequestState.AUTO_APPROVED, RequestState.ACTIVE)
 SECTION_TEXT_MAX = 3000
 FIELD_TEXT_MAX = 2000
 HOME_ITEMS_MAX = 15
@@ -285,7 +287,7 @@ def requester_card(
                 ]
             )
         )
-    if view.extension_ends_at is not None:
+    if view.extension_ends_at is not None and view.state in _EXTENDABLE:
         blocks.append(
             ContextBlock(
                 elements=[
@@ -371,7 +373,12 @@ def extension_card(
         blocks.append(
             SectionBlock(text=_md(truncate(f"*Why*\n>{escape(str(reason))}", SECTION_TEXT_MAX)))
         )
-    waiting = view.extension_ends_at is not None and view.extension_ends_at == new_end
+    waiting = (
+        view.extension_ends_at is not None
+        and view.extension_ends_at == new_end
+        and view.state in _EXTENDABLE
+        and view.end_requested is None
+    )
     if waiting and event == "extension_requested":
         blocks.append(
             ActionsBlock(
