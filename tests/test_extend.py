@@ -417,3 +417,18 @@ def test_cli_extends_and_decides_extensions(cli: Cli) -> None:
         )
     assert decided["ends_at"] == (T0 + 3 * H).isoformat()
     assert decided["state"] == "active"
+
+
+def test_extension_before_the_start_is_granted_with_the_new_end(
+    webhook_service: tuple[JitService, WebhookReceiver],
+) -> None:
+    """Extended before the window opens: one grant carrying the new end, no extend call."""
+    service, rx = webhook_service
+    with freeze_time(START) as clock:
+        rid = submit(service, start=T0 + H)
+        view = service.extensions.extend(rid, actor=PUBLISHER, added=H, reason="more", now=now())
+        assert view.request.state == "auto_approved" and rx.actions(rid) == []
+        clock.move_to(T0 + H)
+        service.sweep(now())
+        assert rx.actions(rid) == ["grant"]
+        assert rx.held_ends_at(rid) == (T0 + 4 * H).isoformat()

@@ -181,6 +181,14 @@ def requests_show(request_id: int, as_json: Json = False) -> None:
         ("Ended by", view.ended_by or "-"),
         ("End reason", view.end_reason or "-"),
     ]
+    if view.extension_ends_at is not None:
+        rows.append(
+            (
+                "Extension asked",
+                f"to {fmt_time(view.extension_ends_at)}: {view.extension_reason or '-'} "
+                f"(times out {fmt_time(view.extension_deadline_at)})",
+            )
+        )
     if view.attempts or view.last_error:
         rows.append(("Backend attempts", str(view.attempts)))
         rows.append(("Last error", view.last_error or "-"))
