@@ -432,3 +432,44 @@ def test_extension_before_the_start_is_granted_with_the_new_end(
         service.sweep(now())
         assert rx.actions(rid) == ["grant"]
         assert rx.held_ends_at(rid) == (T0 + 4 * H).isoformat()
+
+
+def test_racing_identical_submissions_make_one_request(pg_url: str) -> None:
+    """A double submit on PostgreSQL: exactly one request, the other refused."""
+    db = Database(pg_url)
+    db.upgrade()
+    try:
+        service, _ = make_service(db)
+        register(service, mode=ApprovalMode.AUTOMATIC)
+        barrier = threading.Barrier(2)
+        outcomes: list[str] = []
+
+        def ask() -> None:
+            barrier.wait()
+            try:
+                service.submit(
+                    "crm",
+                    requester=PUBLISHER,
+                    role="Contributor",
+                    duration=H,
+                    justification="double click",
+                    starts_at=T0 + H,
+                    now=T0,
+                )
+                outcomes.append("ok")
+            except RuleViolation as exc:
+                outcomes.append(str(exc))
+
+        for _ in range(5):  # repeat: races are rare events
+            outcomes.clear()
+            for request in service.list_requests(requester=PUBLISHER, state="auto_approved"):
+                service.cancel(request.id, actor=PUBLISHER, now=T0)  # the last round's
+            threads = [threading.Thread(target=ask) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert outcomes.count("ok") == 1, outcomes
+            assert any("extend it instead" in o for o in outcomes)
+    finally:
+        db.dispose()

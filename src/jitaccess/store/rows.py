@@ -122,7 +122,14 @@ class Rows:
         self, session: Session, requester: str, scope: str, role: str
     ) -> list[OpenWindow]:
         """``requester``'s requests not yet final for ``role`` at ``scope`` (whatever
-        application names that scope), as windows for the overlap rule."""
+        application names that scope), as windows for the overlap rule.
+
+        On PostgreSQL a transaction-scoped advisory lock on (requester, scope, role) is
+        taken first, so two submissions racing (a double click) are checked one after
+        the other and the second sees the first; SQLite serialises writers itself."""
+        if self.db.is_postgres:
+            key = f"jit-window:{requester}:{scope}:{role.lower()}"
+            session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
         query = (
             select(AccessRequest.id, AccessRequest.starts_at, AccessRequest.ends_at)
             .join(Application, AccessRequest.app_id == Application.id)
