@@ -365,7 +365,10 @@ def extension_card(
                 _md(f"*Requester*\n{user(view.requester)}"),
                 _md(f"*Application*\n{escape(view.app)}"),
                 _md(f"*Role*\n{escape(view.role)}"),
-                _md(f"*Ends*\n{when(old_end, tz)} → *{when(new_end, tz)}*"),
+                _md(
+                    f"*Ends*\n{when(old_end, tz)} → *{when(new_end, tz)}* "
+                    f"(+{format_duration(new_end - old_end)})"
+                ),
             ]
         ),
     ]
@@ -395,8 +398,8 @@ def extension_card(
                     elements=[
                         _md(
                             "One approver decides, giving a reason. Times out "
-                            f"{when(view.extension_deadline_at, tz)}; the access stays "
-                            "until then."
+                            f"{when(view.extension_deadline_at, tz)}; until then the "
+                            "access ends as before."
                         )
                     ]
                 )
