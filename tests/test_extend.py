@@ -25,6 +25,7 @@ from conftest import (
     utc,
 )
 from fakes.webhook_receiver import WebhookReceiver
+from jitaccess.audit_log import verify
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.providers.log import LogProvider
@@ -187,6 +188,7 @@ def test_manual_extension_is_approved_with_a_reason_and_moves_the_end(
         assert log_grant(service, rid).revoke_calls == 0
     assert ("extension_requested", PUBLISHER) in audit_actions(service, rid)
     assert ("extend", APPROVER2) in audit_actions(service, rid)
+    assert verify(service.db).problems == []  # the chain holds the extension's entries
 
 
 def test_denied_extension_leaves_the_window_and_tells_the_requester(
