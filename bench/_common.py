@@ -398,15 +398,24 @@ def make_service(url: str, *, upgrade: bool = True, **kwargs: Any) -> Any:
     return db, service, provider
 
 
-def register_app(service: Any, now: datetime, *, mode: str = "manual") -> None:
+def register_app(
+    service: Any,
+    now: datetime,
+    *,
+    mode: str = "manual",
+    name: str = APP,
+    publishers: Sequence[str] = (PUBLISHER,),
+) -> None:
+    """The bench application (or another one, on its own resource group: one person's
+    requests for a role on one resource group may not overlap)."""
     from jitaccess.domain.policy import ApprovalMode, Policy
     from jitaccess.service import AppSpec
 
     service.register_app(
         AppSpec(
-            name=APP,
-            scope=SCOPE,
-            publishers=(PUBLISHER,),
+            name=name,
+            scope=SCOPE if name == APP else f"{SCOPE}-{name}",
+            publishers=tuple(publishers),
             roles=("Contributor", "Owner"),
             admins=(ADMIN,),
             policy=Policy(

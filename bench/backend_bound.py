@@ -117,11 +117,14 @@ def seed(url: str, hook: str, count: int) -> dict[str, str]:
     service = _service(url, CONCURRENCY, "seed")
     now = utcnow().replace(microsecond=0)
     start, end = now + timedelta(minutes=5), now + timedelta(minutes=65)
+    # One person's requests for a role on one resource group may not overlap: each of
+    # these same-window grants is another publisher's.
+    people = [f"UPUB{i}" for i in range(1, count + 1)]
     service.register_app(
         AppSpec(
             name="crm",
             scope="/subscriptions/s1/resourceGroups/mrg-crm",
-            publishers=("UPUB1",),
+            publishers=tuple(people),
             roles=("Contributor",),
             policy=Policy(mode=ApprovalMode.AUTOMATIC, max_duration=timedelta(hours=8)),
             provider="webhook",
@@ -130,10 +133,10 @@ def seed(url: str, hook: str, count: int) -> dict[str, str]:
         actor="bench",
         now=now,
     )
-    for i in range(count):
+    for i, who in enumerate(people):
         service.submit(
             "crm",
-            requester="UPUB1",
+            requester=who,
             role="Contributor",
             duration=end - start,
             justification=f"job {i}",

@@ -90,7 +90,8 @@ def seed(url: str) -> int:
                 role="Contributor",
                 duration=timedelta(hours=2),
                 justification=f"ticket {name}-{n}: look at the failing nightly job",
-                starts_at=now + timedelta(minutes=5 * n),
+                # back to back: one person's windows for a role may not overlap
+                starts_at=now + timedelta(hours=2 * n),
                 now=now,
             )
             if manual and n % 3 == 1:

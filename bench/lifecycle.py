@@ -71,9 +71,16 @@ def count_transactions(engine: Engine) -> Counter[str]:
     return counts
 
 
+def people(n: int) -> list[str]:
+    """One publisher per request: one person's requests for a role on one resource group
+    may not overlap, and every request here has the same window."""
+    return [PUBLISHER, *(f"UPUB{i}" for i in range(2, n + 1))]
+
+
 def run_service(url: str, n: int, now: datetime, *, check: bool = False) -> dict[str, Any]:
     db, service, _ = make_service(url, worker_id="bench")
-    register_app(service, now - timedelta(minutes=1))
+    requesters = people(n)
+    register_app(service, now - timedelta(minutes=1), publishers=requesters)
     starts = now + timedelta(hours=1)
     ends = starts + timedelta(hours=2)
     counts = count_transactions(db.engine)
@@ -90,7 +97,7 @@ def run_service(url: str, n: int, now: datetime, *, check: bool = False) -> dict
     ids = [
         service.submit(
             APP,
-            requester=PUBLISHER,
+            requester=requesters[i],
             role="Contributor",
             duration=timedelta(hours=2),
             justification=f"ticket OPS-{i}: rotate credentials",
@@ -130,7 +137,8 @@ def run_raw(url: str, n: int, now: datetime, *, check: bool = False) -> dict[str
     )
 
     db, service, _ = make_service(url, worker_id="bench")
-    register_app(service, now - timedelta(minutes=1))
+    requesters = people(n)
+    register_app(service, now - timedelta(minutes=1), publishers=requesters)
     requests, grants = AccessRequest.__table__, LogGrant.__table__
     events, heads, outbox = AuditEvent.__table__, AuditHead.__table__, OutboxMessage.__table__
     with db.engine.begin() as conn:
@@ -201,6 +209,7 @@ def run_raw(url: str, n: int, now: datetime, *, check: bool = False) -> dict[str
                 # The reminder: an outbox row that becomes due before the end.
                 payload = {"event": None, "from": None, "to": after, "actor": "system"}
                 payload["reason"] = None
+                payload["ends_at"] = row.ends_at.isoformat()
                 due = row.ends_at - remind_before
                 step = "ending_soon"
                 messages.append(message(row.id, step, step, row.requester, payload, at, due))
@@ -229,9 +238,9 @@ def run_raw(url: str, n: int, now: datetime, *, check: bool = False) -> dict[str
         }
 
     class New:  # the columns notify() reads, for a row just inserted
-        def __init__(self, rid: int, justification: str) -> None:
+        def __init__(self, rid: int, justification: str, requester: str) -> None:
             self.id, self.justification = rid, justification
-            self.role, self.requester, self.attempts = "Contributor", PUBLISHER, 0
+            self.role, self.requester, self.attempts = "Contributor", requester, 0
             self.starts_at, self.ends_at, self.notified_approvers = starts, ends, list(APPROVERS)
 
     t = time.perf_counter()
@@ -239,10 +248,18 @@ def run_raw(url: str, n: int, now: datetime, *, check: bool = False) -> dict[str
     for i in range(n):
         justification = f"ticket OPS-{i}: rotate credentials"
         with db.engine.begin() as conn:
+            # The overlap rule's read: this person's open requests for the role here.
+            conn.execute(
+                select(requests.c.id, requests.c.starts_at, requests.c.ends_at).where(
+                    requests.c.requester == requesters[i],
+                    requests.c.role == "Contributor",
+                    requests.c.state.not_in(["expired", "denied", "cancelled", "revoked"]),
+                )
+            ).all()
             rid = conn.execute(
                 insert(requests).values(
                     app_id=app.id,
-                    requester=PUBLISHER,
+                    requester=requesters[i],
                     role="Contributor",
                     justification=justification,
                     starts_at=starts,
@@ -260,7 +277,16 @@ def run_raw(url: str, n: int, now: datetime, *, check: bool = False) -> dict[str
             ).inserted_primary_key[0]
             notify(
                 conn,
-                [(New(rid, justification), "submit", None, "pending", PUBLISHER, justification)],
+                [
+                    (
+                        New(rid, justification, requesters[i]),
+                        "submit",
+                        None,
+                        "pending",
+                        requesters[i],
+                        justification,
+                    )
+                ],
                 now,
             )
         ids.append(rid)

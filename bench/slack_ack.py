@@ -46,6 +46,11 @@ from bench._common import (
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CONCURRENCY = 20
 WARMUP = 20
+#: One publisher per request (seeded or by command): one person's requests for a role
+#: on one resource group may not overlap, and these all share a window. Seeded requests
+#: take the first ``half``, command ``n`` is ``COMMANDS_FROM + n``; enough for a full run.
+PEOPLE = [PUBLISHER, *(f"UPUB{i}" for i in range(2, 3 * (500 + WARMUP) + 1))]
+COMMANDS_FROM = 500 + WARMUP
 TARGET_RATIO = 1.5
 TARGET_P99_MS = 100.0
 WEB = "jitaccess serve --role web"
@@ -129,8 +134,8 @@ def command(n: int, fake_url: str) -> tuple[str, dict[str, str]]:
             "token": "legacy",
             "team_id": "T0001",
             "api_app_id": "A0001",
-            "channel_id": f"D{PUBLISHER}",
-            "user_id": PUBLISHER,
+            "channel_id": f"D{PEOPLE[COMMANDS_FROM + n]}",
+            "user_id": PEOPLE[COMMANDS_FROM + n],
             "command": "/jit",
             "text": f"request {APP} Contributor 1h ticket OPS-{n}",
             "response_url": f"{root}/response/bench-{n}",
@@ -210,6 +215,8 @@ def fake_slack_child(url_file: str, stop_file: str) -> dict[str, Any]:
 
     fake = FakeSlack()
     fake.add_user(PUBLISHER, name="pat", real_name="Pat Publisher", tz="Europe/Paris")
+    for person in PEOPLE[1:]:
+        fake.add_user(person, name=person.lower(), tz="Europe/Paris")
     fake.add_user(APPROVERS[0], name="ava", real_name="Ava Approver", tz="America/New_York")
     fake.add_user(APPROVERS[1], name="abe", real_name="Abe Approver", tz="UTC")
     with fake:
@@ -326,7 +333,7 @@ def start_server(
     )
     server = server_cls(settings)
     server.start()
-    register_app(server.container.service, utcnow())
+    register_app(server.container.service, utcnow(), publishers=PEOPLE)
     return server, server.container.service
 
 
@@ -335,7 +342,7 @@ def pending_ids(service: Any, count: int) -> list[int]:
     return [
         service.submit(
             APP,
-            requester=PUBLISHER,
+            requester=PEOPLE[i],
             role="Contributor",
             duration=timedelta(hours=2),
             justification=f"ticket OPS-{i}",

@@ -85,8 +85,11 @@ def run(grants: int) -> dict[str, Any]:
         relay = OutboxRelay(db, notifier, stopping=stopping)
         starts, ends = t0 + timedelta(hours=1), t0 + timedelta(hours=2)
         for i in range(grants):
+            # Each on its own resource group: one person's requests for a role on one
+            # resource group may not overlap, and these are one person's grants.
+            register_app(service, t0 - timedelta(days=1), name=f"{APP}-{i}")
             rid = service.submit(
-                APP,
+                f"{APP}-{i}",
                 requester=PUBLISHER,
                 role="Contributor",
                 duration=timedelta(hours=1),

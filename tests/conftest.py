@@ -28,6 +28,12 @@ ADMIN = "UADM1"
 OUTSIDER = "UOUT1"
 
 
+def crowd(count: int) -> tuple[str, ...]:
+    """``count`` publishers, PUBLISHER first: overlapping requests for one role and scope
+    are refused per person, so tests that need many at once spread them over people."""
+    return tuple(f"UPUB{i}" for i in range(1, count + 1))
+
+
 def utc(text_: str) -> datetime:
     return datetime.fromisoformat(text_).replace(tzinfo=UTC)
 
@@ -110,12 +116,13 @@ def register(
     roles: tuple[str, ...] = ("Contributor", "Owner"),
     provider: str = "log",
     now: datetime | None = None,
+    publishers: tuple[str, ...] = (PUBLISHER,),
 ) -> None:
     service.register_app(
         AppSpec(
             name=name,
             scope=f"/subscriptions/s1/resourceGroups/mrg-{name}",
-            publishers=(PUBLISHER,),
+            publishers=publishers,
             roles=roles,
             admins=(ADMIN,),
             jit_enabled=jit,

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from freezegun import freeze_time
 
-from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, register, utc
+from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, crowd, register, utc
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.service import AppSpec
@@ -153,11 +153,11 @@ def test_policy_change_racing_an_approval_on_postgres_both_succeed(pg_url: str) 
     database.upgrade()
     try:
         service, _ = make_service(database)
-        register(service)
+        register(service, publishers=crowd(8))
         for round_ in range(8):  # repeat: races are rare events
             view = service.submit(
                 "crm",
-                requester=PUBLISHER,
+                requester=crowd(8)[round_],  # one person's windows for a role may not overlap
                 role="Contributor",
                 duration=H,
                 justification="race",

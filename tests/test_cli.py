@@ -547,7 +547,8 @@ def test_approve_after_the_approval_deadline_says_it_timed_out(cli: Cli) -> None
 
 def test_boundaries_are_accepted(world: Cli) -> None:
     """Exactly the maximum duration and exactly 30 days ahead are allowed."""
-    assert submit(world, duration="4h")["state"] == "pending"
+    # (Owner: request 1 already holds Contributor at 12:00, and requests may not overlap)
+    assert submit(world, duration="4h", role="Owner")["state"] == "pending"
     assert submit(world, start="2026-12-27T10:00Z")["state"] == "pending"
 
 
@@ -820,7 +821,7 @@ def test_requester_cancels_pending_and_approved_requests(cli: Cli) -> None:
     with freeze_time(START) as frozen:
         register_manual(cli)
         pending = submit(cli, start="2026-11-27T12:00Z")["id"]
-        approved = submit(cli, start="2026-11-27T12:00Z")["id"]
+        approved = submit(cli, start="2026-11-27T12:00Z", role="Owner")["id"]
         cli("requests", "approve", approved, "--as", APPROVER, "--reason", "ok")
 
         out = cli("requests", "cancel", pending, "--as", PUBLISHER).stdout

@@ -345,7 +345,7 @@ def test_revoke_and_release_commands_say_being_revoked(world: SlackWorld) -> Non
     """`/jit revoke` and `/jit release` answer "being revoked", then the sweep revokes."""
     register(world.service, mode=ApprovalMode.AUTOMATIC, approvers=(APPROVER,))
     first = world.say(PUBLISHER, "request crm Owner 1h deploy")
-    second = world.say(PUBLISHER, "request crm Owner 1h deploy again")
+    second = world.say(PUBLISHER, "request crm Contributor 1h deploy again")  # no overlap
     assert "submitted" in first and "submitted" in second
     world.tick()
     revokes, releases = (v.id for v in world.service.list_requests()[::-1])

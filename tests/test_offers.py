@@ -194,7 +194,8 @@ def test_removing_an_application_closes_everything_it_granted(cli: Cli) -> None:
             "x",
         )
         pending = cli.json(*submit, "--start", "2026-11-27T12:00Z")["id"]
-        approved = cli.json(*submit, "--start", "2026-11-27T12:00Z")["id"]
+        # (back to back: one person's windows for a role may not overlap)
+        approved = cli.json(*submit, "--start", "2026-11-27T14:00Z")["id"]
         active = cli.json(*submit)["id"]
         cli("requests", "approve", approved, "--as", APPROVER, "--reason", "ok")
         cli("requests", "approve", active, "--as", APPROVER, "--reason", "ok")
@@ -321,14 +322,14 @@ def test_history_pages(world: SlackWorld) -> None:
     from jitaccess.domain.policy import ApprovalMode
 
     register(world.service, mode=ApprovalMode.AUTOMATIC, approvers=())
-    for i in range(12):
+    for i in range(12):  # back to back: one person's windows for a role may not overlap
         world.service.submit(
             "crm",
             requester=PUBLISHER,
             role="Owner",
             duration=H,
             justification=f"job {i}",
-            starts_at=T0 + H,
+            starts_at=T0 + (i + 1) * H,
             now=T0,
         )
     first, second = world.say(ADMIN, "history crm"), world.say(ADMIN, "history crm 2")

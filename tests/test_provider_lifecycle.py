@@ -83,11 +83,13 @@ def azure(db: Database, arm: FakeArm) -> Iterator[JitService]:
     provider.close()
 
 
-def submit(service: JitService, start: datetime, hours: float = 2) -> int:
+def submit(
+    service: JitService, start: datetime, hours: float = 2, role: str = "Contributor"
+) -> int:
     return service.submit(
         "crm",
         requester=PUBLISHER,
-        role="Contributor",
+        role=role,
         duration=timedelta(hours=hours),
         justification="patch",
         starts_at=start,
@@ -205,7 +207,7 @@ def test_reconcile_finds_and_fixes_orphans_and_missing_grants(
 ) -> None:
     active = submit(azure, T0)
     azure.sweep(T0)
-    ended = submit(azure, T0, hours=1)
+    ended = submit(azure, T0, hours=1, role="Owner")  # overlapping: another role
     azure.sweep(T0)
     azure.sweep(T0 + H)
     assert azure.get_request(ended).state == "expired"

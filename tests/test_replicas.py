@@ -72,7 +72,11 @@ def test_two_replicas_expire_300_grants_each_exactly_once(
     replicas: list[Server], fake_slack: FakeSlack
 ) -> None:
     service = replicas[0].container.service
-    register(service, mode=ApprovalMode.AUTOMATIC, approvers=(APPROVER,))
+    # One resource group per request: one person's requests for a role on one resource
+    # group may not overlap, and this is one person's 300 grants ending together.
+    apps = [f"crm{i}" for i in range(300)]
+    for name in apps:
+        register(service, name=name, mode=ApprovalMode.AUTOMATIC, approvers=(APPROVER,))
     now = FAST_CLOCK()
     with service.db.transaction() as s:
         assert s.execute(select(func.count()).select_from(AuditEvent)).scalar_one() >= 1
@@ -81,7 +85,7 @@ def test_two_replicas_expire_300_grants_each_exactly_once(
         now = FAST_CLOCK()
         ids.append(
             service.submit(
-                "crm",
+                apps[i],
                 requester=PUBLISHER,
                 role="Owner",
                 duration=timedelta(minutes=1),

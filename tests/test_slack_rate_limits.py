@@ -76,11 +76,13 @@ def rows(db: Database) -> list[OutboxMessage]:
 def grants_ending_together(world: SlackWorld, count: int) -> list[int]:
     """``count`` approved requests whose cards are in Slack, activated and expired
     while the relay was behind: each card has two queued updates (active, expired)."""
-    register(world.service)
+    # One application (resource group) per request: one person's requests for a role
+    # on one resource group may not overlap, and this is one person's forty grants.
     ids = []
     for i in range(count):
+        register(world.service, name=f"crm{i}")
         rid = world.service.submit(
-            "crm",
+            f"crm{i}",
             requester=PUBLISHER,
             role="Owner",
             duration=H,

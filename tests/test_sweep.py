@@ -8,7 +8,7 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import select, text
 
-from conftest import APPROVER, PUBLISHER, START, make_service, register, utc
+from conftest import APPROVER, PUBLISHER, START, crowd, make_service, register, utc
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.outbox import LoggingNotifier, OutboxRelay
 from jitaccess.providers.base import GrantSpec, ProviderError
@@ -48,10 +48,17 @@ class FlakyProvider:
         self.held.discard(spec.request_id)
 
 
-def auto_submit(service: JitService, *, start: datetime, hours: float = 1, app: str = "crm") -> int:
+def auto_submit(
+    service: JitService,
+    *,
+    start: datetime,
+    hours: float = 1,
+    app: str = "crm",
+    who: str = PUBLISHER,
+) -> int:
     return service.submit(
         app,
-        requester=PUBLISHER,
+        requester=who,
         role="Contributor",
         duration=timedelta(hours=hours),
         justification="maintenance",
@@ -62,10 +69,16 @@ def auto_submit(service: JitService, *, start: datetime, hours: float = 1, app: 
 
 def test_first_sweep_after_downtime_does_everything_once_expiries_first(db: Database) -> None:
     service, log_provider = make_service(db)
-    register(service, mode=ApprovalMode.AUTOMATIC, approvers=())
-    early = [auto_submit(service, start=T0 + timedelta(minutes=i)) for i in range(5)]
+    people = crowd(5)  # one person may not hold overlapping requests for one role
+    register(service, mode=ApprovalMode.AUTOMATIC, approvers=(), publishers=people)
+    early = [
+        auto_submit(service, start=T0 + timedelta(minutes=i), who=p) for i, p in enumerate(people)
+    ]
     service.sweep(T0 + timedelta(minutes=10))  # all five active
-    late = [auto_submit(service, start=T0 + 2 * H + timedelta(minutes=i)) for i in range(5)]
+    late = [
+        auto_submit(service, start=T0 + 2 * H + timedelta(minutes=i), who=p)
+        for i, p in enumerate(people)
+    ]
 
     # Nothing runs for four hours: the early grants should have ended, the late started.
     restarted, _ = make_service(Database(db.url))
@@ -242,8 +255,12 @@ def test_scheduler_calls_the_sweep_and_relays_notifications(db: Database) -> Non
 @pytest.mark.parametrize("batch_size", [1, 7, 500])
 def test_sweep_batches_cover_everything_due(db: Database, batch_size: int) -> None:
     service, _ = make_service(db)
-    register(service, mode=ApprovalMode.AUTOMATIC, approvers=())
-    ids = [auto_submit(service, start=T0 + timedelta(minutes=i + 1)) for i in range(20)]
+    people = crowd(20)
+    register(service, mode=ApprovalMode.AUTOMATIC, approvers=(), publishers=people)
+    ids = [
+        auto_submit(service, start=T0 + timedelta(minutes=i + 1), who=p)
+        for i, p in enumerate(people)
+    ]
     report = service.sweep(T0 + 3 * H, batch_size=batch_size)
     assert report.lapsed == 20
     assert {service.get_request(i).state for i in ids} == {"expired"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
-from conftest import ADMIN, PUBLISHER, START, make_service, utc
+from conftest import ADMIN, START, crowd, make_service, utc
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import GrantSpec, ProviderError
 from jitaccess.service import AppSpec, JitService
@@ -51,7 +51,7 @@ def add_app(service: JitService, name: str, provider: str) -> None:
         AppSpec(
             name=name,
             scope=f"/subscriptions/s1/resourceGroups/mrg-{name}",
-            publishers=(PUBLISHER,),
+            publishers=PEOPLE,
             roles=("Contributor",),
             admins=(ADMIN,),
             policy=Policy(mode=ApprovalMode.AUTOMATIC),
@@ -62,18 +62,22 @@ def add_app(service: JitService, name: str, provider: str) -> None:
     )
 
 
+#: One person may not hold overlapping requests for one role: each request is someone's.
+PEOPLE = crowd(12)
+
+
 def submit(service: JitService, app: str, count: int, start: datetime) -> list[int]:
     return [
         service.submit(
             app,
-            requester=PUBLISHER,
+            requester=PEOPLE[i],
             role="Contributor",
             duration=H,
             justification="maintenance",
             starts_at=start,
             now=T0,
         ).id
-        for _ in range(count)
+        for i in range(count)
     ]
 
 

@@ -218,8 +218,9 @@ def test_web_records_and_the_worker_does_the_rest(
         "JITACCESS_RELAY_INTERVAL_SECONDS": "0.2",
         "JITACCESS_REMIND_BEFORE_MINUTES": "0",
     }
-    scope = "/subscriptions/s/resourceGroups/mrg"
     for name, mode in (("crm", ["--mode", "manual", "--approver", APPROVER]), ("erp", [])):
+        # Two resource groups: one person's requests for a role on one may not overlap.
+        scope = f"/subscriptions/s/resourceGroups/mrg-{name}"
         subprocess.run(
             [*CLI, "apps", "register", name, "--scope", scope, "--publisher", PUBLISHER, *mode],
             env=env,

@@ -30,11 +30,12 @@ def submit(
     hours: float = 2,
     app: str = "crm",
     who: str = PUBLISHER,
+    role: str = "Contributor",
 ) -> int:
     return service.submit(
         app,
         requester=who,
-        role="Contributor",
+        role=role,
         duration=timedelta(hours=hours),
         justification="rotate the keys",
         starts_at=start,
@@ -206,7 +207,7 @@ def test_requester_cancels_before_start_only(service: JitService) -> None:
     with freeze_time(START) as clock:
         register(service)
         pending = submit(service, start=T0 + H)
-        approved = submit(service, start=T0 + H)
+        approved = submit(service, start=T0 + H, role="Owner")  # overlapping: another role
         service.approve(approved, actor=APPROVER, reason="ok", now=now())
         with pytest.raises(RuleViolation, match=r"Only the requester \(UPUB1\) may cancel"):
             service.cancel(pending, actor=APPROVER, now=now())
@@ -236,7 +237,7 @@ def test_approver_or_admin_revokes_early_with_a_reason(
 ) -> None:
     with freeze_time(START):
         register(service, mode=ApprovalMode.AUTOMATIC, approvers=(APPROVER,))
-        first, second = submit(service), submit(service)
+        first, second = submit(service), submit(service, role="Owner")
         with pytest.raises(RuleViolation, match="approvers and consumer admins may revoke"):
             service.revoke(first, actor=PUBLISHER, reason="x", now=now())
         with pytest.raises(RuleViolation, match="reason is required"):
@@ -255,7 +256,7 @@ def test_policy_change_mid_flight_does_not_alter_decided_or_pending_requests(
         register(service, max_duration=8 * H)
         decided = submit(service, start=T0 + H, hours=6)
         service.approve(decided, actor=APPROVER, reason="ok", now=now())
-        pending = submit(service, start=T0 + H, hours=6)
+        pending = submit(service, start=T0 + H, hours=6, role="Owner")
         with pytest.raises(RuleViolation, match="consumer admins may change"):
             service.set_policy("crm", actor=APPROVER, now=now(), max_duration=H)
         service.set_policy(

@@ -152,7 +152,9 @@ def enqueue(
     event: str | None = None,
     before: str | None = None,
     available_at: datetime | None = None,
+    details: dict[str, Any] | None = None,
 ) -> None:
+    """Queue one message; ``details`` (JSON values) join its payload for the renderer."""
     staged.stage(
         session,
         OutboxMessage,
@@ -167,6 +169,7 @@ def enqueue(
                 "to": row.state,
                 "actor": actor,
                 "reason": reason,
+                **(details or {}),
             },
             "created_at": now,
             "available_at": available_at or now,

@@ -48,6 +48,8 @@ class OutboxKind(StrEnum):
     REQUESTER_UPDATE = "requester_update"
     #: The reminder before the end of the window (available then, not before).
     ENDING_SOON = "ending_soon"
+    #: An approver's card for an extension (posted when asked, edited when decided).
+    EXTENSION_CARD = "extension_card"
     #: An alert to approvers and admins that a revoke keeps failing.
     REVOKE_FAILING = "revoke_failing"
     #: A break-glass alert to every approver and admin, edited in place as the request

@@ -31,6 +31,7 @@ from jitaccess.domain.lifecycle import (
     initial_state,
 )
 from jitaccess.domain.policy import ApprovalMode, Policy
+from jitaccess.extend import Extensions
 from jitaccess.journal import POLICY_ACTOR as POLICY_ACTOR
 from jitaccess.journal import SYSTEM as SYSTEM
 from jitaccess.outbox import OutboxKind
@@ -158,6 +159,8 @@ class JitService:
         )
         self.retry = self.sweeper.retry
         self.stopping = self.sweeper.stopping
+        #: Extend without a gap (``/jit extend``): see ``extend.py``.
+        self.extensions = Extensions(self)
         db.on_commit(self._committed)
 
     # -- deadlines --------------------------------------------------------------------
@@ -411,6 +414,9 @@ class JitService:
                 rules.check_enough_deciders(
                     view.name, deciders, requester, view.policy.required_approvals
                 )
+            rules.check_no_overlap(
+                window, self.rows.open_windows(session, requester, app.scope, role)
+            )
             row = AccessRequest(
                 app=app,
                 requester=requester,

@@ -29,11 +29,13 @@ from sqlalchemy.orm import Session
 from jitaccess import journal
 from jitaccess.domain import policy as rules
 from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
+from jitaccess.extend import backend_behind, natural_deadline, set_next_deadline, time_out_extension
 from jitaccess.journal import LAPSED, SYSTEM, TIMED_OUT
 from jitaccess.leases import LeaseKeeper
 from jitaccess.outbox import OutboxKind
 from jitaccess.providers.base import (
     BatchProvider,
+    ExpiryAwareProvider,
     GrantNotices,
     GrantSpec,
     ProviderError,
@@ -105,7 +107,7 @@ class _Work:
 
     request_id: int
     version: int
-    call: str  # "grant" | "revoke"
+    call: str  # "grant" | "revoke" | "extend" (tell the backend the new end)
     #: The lifecycle event recorded once the call succeeded (None: a revoke owed by a
     #: request that has already ended, which changes no state).
     event: str | None
@@ -203,6 +205,9 @@ class Sweeper:
             for row in rows:
                 if self.stopping.is_set():
                     break  # the rows not reached yet stay due, untouched
+                if row.extension_deadline_at is not None and row.extension_deadline_at <= now:
+                    # No approver decided on the extension: the window stays as it was.
+                    time_out_extension(session, row, now)
                 due = self._due_action(row, now)
                 if due is None:
                     row.next_deadline_at = self._natural_deadline(row)
@@ -228,6 +233,10 @@ class Sweeper:
                         row.grant_started_at = now
                         row.grant_provider = row.app.provider
                         row.grant_config = dict(row.app.provider_config or {})
+                        if self._expiry_aware(row.grant_provider):
+                            # The end this grant call tells the backend; an extension
+                            # made later is owed to it as an ``extend`` call.
+                            row.backend_ends_at = row.ends_at
                     claimed.append((row, kind, event, due_at))
             session.flush()  # one flush for the whole batch; it bumps each row's version
             work = [
@@ -288,11 +297,16 @@ class Sweeper:
         tasks: dict[str, list[Callable[[], list[tuple[_Work, str | None]]]]] = {}
         for name, items in groups.items():
             if self._takes_batches(name):
-                tasks[name] = [
+                batched: list[Callable[[], list[tuple[_Work, str | None]]]] = [
                     functools.partial(self._call_batch, name, call, batch, now)
                     # In the order the batch first needs them: overdue expiries first.
                     for call in dict.fromkeys(item.call for item in items)
-                    if (batch := [item for item in items if item.call == call])
+                    if call != "extend" and (batch := [item for item in items if item.call == call])
+                ]
+                tasks[name] = batched + [
+                    functools.partial(self._call_one, item, now)
+                    for item in items
+                    if item.call == "extend"
                 ]
             else:
                 tasks[name] = [functools.partial(self._call_one, item, now) for item in items]
@@ -315,6 +329,12 @@ class Sweeper:
         finally:
             for pool in pools.values():
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _expiry_aware(self, provider: str) -> bool:
+        try:
+            return isinstance(self.providers.get(provider), ExpiryAwareProvider)
+        except ProviderError:
+            return False
 
     def _takes_batches(self, provider: str) -> bool:
         try:
@@ -410,7 +430,10 @@ class Sweeper:
         if state == RequestState.ACTIVE:
             if row.end_requested:
                 return "revoke", row.end_requested
-            return ("revoke", "expire") if row.ends_at <= now else None
+            if row.ends_at <= now:
+                return "revoke", "expire"
+            # The window was extended: the backend still holds the old end.
+            return ("extend", None) if backend_behind(row) else None
         if state == RequestState.PENDING:
             return ("time_out", "time_out") if row.approval_deadline_at <= now else None
         if state in APPROVED_STATES:
@@ -425,13 +448,7 @@ class Sweeper:
 
     @staticmethod
     def _natural_deadline(row: AccessRequest) -> datetime | None:
-        if row.state == RequestState.ACTIVE:
-            return row.ends_at
-        if row.state == RequestState.PENDING:
-            return row.approval_deadline_at
-        if row.state in APPROVED_STATES:
-            return row.starts_at
-        return None
+        return natural_deadline(row)
 
     def _call_provider(self, item: _Work, now: datetime) -> str | None:
         """Run the backend call; return None on success or the error people will see."""
@@ -445,6 +462,9 @@ class Sweeper:
                     notice = provider.take_notice(item.spec)
                     if notice is not None:
                         self._grant_notices[item.request_id] = notice
+            elif item.call == "extend":
+                if isinstance(provider, ExpiryAwareProvider):
+                    provider.extend(item.spec, now)
             else:
                 provider.revoke(item.spec, now)
         except Exception as exc:  # a backend failure must never stop the sweep
@@ -487,6 +507,8 @@ class Sweeper:
         row.last_attempt_at = now
         if item.call == "grant":
             self._record_grant(session, row, error, now, report)
+        elif item.call == "extend":
+            self._record_backend_extend(session, row, item, error, now)
         elif item.event is None:
             self._record_owed_revoke(session, row, error, now)
         else:
@@ -513,7 +535,8 @@ class Sweeper:
             row.activated_at = now
             row.attempts = 0
             row.last_error = None
-            row.next_deadline_at = row.ends_at
+            # The end, or at once when the window was extended while the grant was made.
+            set_next_deadline(row, now)
             if self.remind_before is not None and row.ends_at - self.remind_before > now:
                 # A reminder is a deadline too: an outbox row that becomes due later.
                 journal.enqueue(
@@ -526,6 +549,7 @@ class Sweeper:
                     actor=SYSTEM,
                     reason=None,
                     available_at=row.ends_at - self.remind_before,
+                    details={"ends_at": row.ends_at.isoformat()},
                 )
             report.activated += 1
             report.lags.append((now - row.starts_at).total_seconds())
@@ -550,6 +574,34 @@ class Sweeper:
         """The backend's notice about this grant (see ``GrantNotices``), for the audit."""
         notice = self._grant_notices.pop(request_id, None)
         return {} if notice is None else {"backend_notice": notice}
+
+    def _record_backend_extend(
+        self, session: Session, row: AccessRequest, item: _Work, error: str | None, now: datetime
+    ) -> None:
+        """The backend heard (or not) of an extended end. A failure is retried with
+        backoff, never past the end itself (the expiry revokes then anyway)."""
+        if error is None:
+            audit.append(
+                session,
+                at=now,
+                actor=SYSTEM,
+                action="backend_extended",
+                app=row.app.name,
+                request_id=row.id,
+                from_state=row.state,
+                to_state=row.state,
+                reason=f"the backend now ends the grant at {item.spec.ends_at.isoformat()}",
+            )
+            row.backend_ends_at = item.spec.ends_at
+            row.attempts = 0
+            row.last_error = None
+            set_next_deadline(row, now)
+            return
+        row.attempts += 1
+        row.last_error = error
+        self._retry_later(session, row, "extend_failed", error, now)
+        if row.next_deadline_at is not None and row.next_deadline_at > row.ends_at:
+            row.next_deadline_at = row.ends_at
 
     def _retry_later(
         self, session: Session, row: AccessRequest, action: str, error: str, now: datetime

@@ -129,6 +129,10 @@ class RequestView:
     #: The quorum snapshotted at submission, and the approvals given so far.
     required_approvals: int = 1
     approvals: tuple[ApprovalView, ...] = ()
+    #: A pending extension (manual mode): the end asked for, why, and its time-out.
+    extension_ends_at: datetime | None = None
+    extension_reason: str | None = None
+    extension_deadline_at: datetime | None = None
 
     @classmethod
     def of(cls, row: AccessRequest) -> RequestView:
@@ -165,6 +169,9 @@ class RequestView:
             review_reason=row.review_reason,
             required_approvals=row.required_approvals,
             approvals=tuple(ApprovalView(a.approver, a.reason, a.at) for a in row.approvals),
+            extension_ends_at=row.extension_ends_at,
+            extension_reason=row.extension_reason,
+            extension_deadline_at=row.extension_deadline_at,
         )
 
     @property

@@ -65,6 +65,32 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def actions(self, request_id: int | None = None) -> list[str]:
+        """The accepted events' actions, in order (for one request, or all)."""
+        with self._lock:
+            calls = list(self.calls)
+        return [
+            c.body["action"]
+            for c in calls
+            if request_id is None or c.body["request_id"] == request_id
+        ]
+
+    def held_ends_at(self, request_id: int) -> str | None:
+        """The end a receiver enforcing ``ends_at`` would hold for the request now: the
+        last grant's or extend's ``ends_at``, None if never granted or revoked since."""
+        held: str | None = None
+        with self._lock:
+            calls = list(self.calls)
+        for call in calls:
+            body = call.body
+            if body["request_id"] != request_id or body.get("standing"):
+                continue
+            if body["action"] in ("grant", "extend"):
+                held = body["ends_at"]
+            elif body["action"] == "revoke":
+                held = None
+        return held
+
     def handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, bytes]:
         call = ReceivedCall(path, headers, raw)
         ok = verify_signature(

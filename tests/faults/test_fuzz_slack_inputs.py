@@ -155,7 +155,8 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzz]:
         )
         register(world.service, name="legacy", jit=False, now=t)
         # Requests in every interesting state: ids 1.. exist, others do not.
-        for app, start in (("crm", None), ("auto", None), ("auto", t + timedelta(hours=2))):
+        # (the later one back to back: one person's windows for a role may not overlap)
+        for app, start in (("crm", None), ("auto", None), ("auto", t + timedelta(hours=4))):
             world.service.submit(
                 app,
                 requester=PUBLISHER,

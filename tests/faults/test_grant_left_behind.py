@@ -23,7 +23,7 @@ import pytest
 from fault_support import RecordingProvider, pg_url_or_skip, read_calls, start_sweeper
 from sqlalchemy import select
 
-from conftest import PUBLISHER, START, make_service, register, utc
+from conftest import START, crowd, make_service, register, utc
 from jitaccess.audit_log import verify
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.lifecycle import FINAL_STATES
@@ -51,11 +51,15 @@ def setup(url: str, log: Path, count: int) -> tuple[Database, JitService, list[i
     db.upgrade()
     service, _ = make_service(db)
     service.providers.register(RecordingProvider(log))
-    register(service, mode=ApprovalMode.AUTOMATIC, approvers=(), provider="recording")
+    # One person's requests for a role may not overlap: each is another publisher's.
+    people = crowd(count)
+    register(
+        service, mode=ApprovalMode.AUTOMATIC, approvers=(), provider="recording", publishers=people
+    )
     ids = [
         service.submit(
             "crm",
-            requester=PUBLISHER,
+            requester=people[i],
             role="Contributor",
             duration=END_AT - START_AT,
             justification=f"maintenance {i}",
@@ -108,16 +112,17 @@ def test_cancel_after_a_crash_mid_grant_revokes_before_cancelling(url: str, tmp_
 
         cancelled_at = START_AT + timedelta(seconds=10)
         for rid in ids:
-            view = service.cancel(rid, actor=PUBLISHER, now=cancelled_at)
+            requester = service.get_request(rid).requester
+            view = service.cancel(rid, actor=requester, now=cancelled_at)
             # The dead sweeper's lease still stands: the cancel waits for the revoke.
             assert view.state == "auto_approved" and view.end_requested == "cancel"
 
         sweep_to_completion(url, log, START_AT + LEASE + timedelta(seconds=1), out)
         assert last_call(log) == dict.fromkeys(ids, "revoke")
         after = rows(db)
-        assert {(r.state, r.ended_by, r.next_deadline_at) for r in after.values()} == {
-            ("cancelled", PUBLISHER, None)
-        }
+        assert {
+            (r.state, r.ended_by == r.requester, r.next_deadline_at) for r in after.values()
+        } == {("cancelled", True, None)}
         assert verify(db).problems == []
     finally:
         db.dispose()
@@ -167,14 +172,21 @@ def test_kill_storm_leaves_no_grant_behind(url: str, tmp_path: Path) -> None:
         db.upgrade()
         service, _ = make_service(db)
         service.providers.register(RecordingProvider(log))
-        register(service, mode=ApprovalMode.AUTOMATIC, approvers=(), provider="recording")
+        people = crowd(STORM_REQUESTS)  # one person's requests for a role may not overlap
+        register(
+            service,
+            mode=ApprovalMode.AUTOMATIC,
+            approvers=(),
+            provider="recording",
+            publishers=people,
+        )
         ids = []
         for i in range(STORM_REQUESTS):
             starts = START_AT + STEP * (i % 6)
             ids.append(
                 service.submit(
                     "crm",
-                    requester=PUBLISHER,
+                    requester=people[i],
                     role="Contributor",
                     duration=STEP * 3,
                     justification=f"storm {i}",
@@ -193,9 +205,9 @@ def test_kill_storm_leaves_no_grant_behind(url: str, tmp_path: Path) -> None:
                 try:
                     view = service.get_request(rid)
                     if view.state == "active":
-                        service.release(rid, actor=PUBLISHER, now=now)
+                        service.release(rid, actor=view.requester, now=now)
                     else:
-                        service.cancel(rid, actor=PUBLISHER, now=now)
+                        service.cancel(rid, actor=view.requester, now=now)
                 except (Conflict, RuleViolation):
                     pass  # already ended, or already being ended
             for proc in procs:

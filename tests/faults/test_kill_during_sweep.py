@@ -48,7 +48,7 @@ from fault_support import (
 )
 from sqlalchemy import func, select
 
-from conftest import PUBLISHER, START, make_service, register, utc
+from conftest import START, crowd, make_service, register, utc
 from jitaccess.audit_log import verify
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.service import RetryPolicy
@@ -159,11 +159,18 @@ def test_kill_9_mid_sweep_then_restart_loses_and_doubles_nothing(url: str, tmp_p
         db.upgrade()
         service, _ = make_service(db)
         service.providers.register(RecordingProvider(log))
-        register(service, mode=ApprovalMode.AUTOMATIC, approvers=(), provider="recording")
+        people = crowd(N)  # one person's requests for a role may not overlap
+        register(
+            service,
+            mode=ApprovalMode.AUTOMATIC,
+            approvers=(),
+            provider="recording",
+            publishers=people,
+        )
         ids = [
             service.submit(
                 "crm",
-                requester=PUBLISHER,
+                requester=people[i],
                 role="Contributor",
                 duration=END_AT - START_AT,
                 justification=f"maintenance {i}",

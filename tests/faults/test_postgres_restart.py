@@ -37,7 +37,7 @@ from fault_support import pg_url_or_skip, wait_until
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from conftest import APPROVER, APPROVER2, PUBLISHER, START, make_service, register, utc
+from conftest import APPROVER, APPROVER2, START, crowd, make_service, register, utc
 from jitaccess.audit_log import verify
 from jitaccess.domain.errors import Conflict
 from jitaccess.domain.policy import ApprovalMode
@@ -127,6 +127,11 @@ class Load:
             return self.ops[op]
 
 
+#: The submitters' publishers: one person's requests for a role on one resource group
+#: may not overlap, and every request here has the same window (more than a run makes).
+LOAD_PEOPLE = crowd(20_000)
+
+
 def submitter(service: JitService, load: Load) -> None:
     """Submits to the automatic and the manual app in turn, and approves the manual ones.
     A failed call is the caller's to retry: a failed submit is simply not acknowledged;
@@ -139,7 +144,7 @@ def submitter(service: JitService, load: Load) -> None:
         try:
             view = service.submit(
                 app,
-                requester=PUBLISHER,
+                requester=LOAD_PEOPLE[i // 2],  # one person's windows may not overlap
                 role="Contributor",
                 duration=H,
                 justification=f"load {i}",
@@ -285,8 +290,14 @@ def check_nothing_lost(pg: Database, service: JitService, load: Load) -> None:
 def test_service_rides_through_a_postgres_outage_and_loses_nothing(pg: Database, how: str) -> None:
     # inline=False, as under serve: decisions never call the backend inline.
     service, _ = make_service(pg, inline=False)
-    register(service, name="auto", mode=ApprovalMode.AUTOMATIC, approvers=(APPROVER,))
-    register(service, name="crm", approvers=(APPROVER, APPROVER2))
+    register(
+        service,
+        name="auto",
+        mode=ApprovalMode.AUTOMATIC,
+        approvers=(APPROVER,),
+        publishers=LOAD_PEOPLE,
+    )
+    register(service, name="crm", approvers=(APPROVER, APPROVER2), publishers=LOAD_PEOPLE)
 
     if how == "restart":
         cluster = local_cluster(pg.url)

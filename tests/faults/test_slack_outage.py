@@ -84,8 +84,17 @@ def act(service: JitService, k: int, ids: dict[int, list[int]]) -> None:
         for j in range(PER_TICK):
             n = PER_TICK * k + j
             offset = (n % 4) * TICK
+            # Each on its own resource group, set up like "auto" or "crm": one person's
+            # requests for a role on one resource group may not overlap.
+            app = f"auto-{n}" if n % 3 == 0 else f"crm-{n}"
+            if n % 3 == 0:
+                register(
+                    service, name=app, mode=ApprovalMode.AUTOMATIC, approvers=(APPROVER,), now=t
+                )
+            else:
+                register(service, name=app, approvers=(APPROVER, APPROVER2), now=t)
             request_id = service.submit(
-                "auto" if n % 3 == 0 else "crm",
+                app,
                 requester=PUBLISHER,
                 role="Contributor" if n % 2 else "Owner",
                 duration=TICK * (n % 4 + 2),

@@ -135,6 +135,51 @@ def requests_release(request_id: int, as_user: AsUser, as_json: Json = False) ->
     _print_outcome(view, as_json)
 
 
+@app.command("extend")
+def requests_extend(
+    request_id: int,
+    as_user: AsUser,
+    duration: Annotated[str, typer.Option(help="How much to add to the end, e.g. 1h")],
+    reason: Reason,
+    as_json: Json = False,
+) -> None:
+    """Add time to your approved or active request, on the same grant (no gap)."""
+    added = to_duration(duration)
+    assert added is not None
+    with container() as c:
+        outcome = c.service.extensions.extend(
+            request_id, actor=as_user, added=added, reason=reason, now=now()
+        )
+    view = outcome.request
+    if as_json:
+        emit_json({**view.to_json(), "extension": outcome.status})
+        return
+    if outcome.status == "extended":
+        out.print(f"Request {view.id} extended: it now ends {fmt_time(view.ends_at)}.")
+    else:
+        out.print(
+            f"Request {view.id}: the extension to {fmt_time(view.extension_ends_at)} waits for "
+            "the approvers (`requests approve-extension` / `deny-extension`).",
+            highlight=False,
+        )
+
+
+def _extension_decision(command: str) -> Any:
+    def run(request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False) -> None:
+        with container() as c:
+            extensions = c.service.extensions
+            method = extensions.approve if command == "approve" else extensions.deny
+            view = method(request_id, actor=as_user, reason=reason, now=now())
+        _print_outcome(view, as_json)
+
+    run.__doc__ = f"{command.capitalize()} a request's pending extension (approvers)."
+    return run
+
+
+app.command("approve-extension")(_extension_decision("approve"))
+app.command("deny-extension")(_extension_decision("deny"))
+
+
 def _print_outcome(view: RequestView, as_json: bool) -> None:
     if as_json:
         emit_json(view.to_json())
@@ -195,6 +240,14 @@ def requests_show(request_id: int, as_json: Json = False) -> None:
             else "NEEDS REVIEW"
         )
         rows += [("Break-glass", view.incident_ref or "-"), ("Review", review)]
+    if view.extension_ends_at is not None:
+        rows.append(
+            (
+                "Extension asked",
+                f"to {fmt_time(view.extension_ends_at)}: {view.extension_reason or '-'} "
+                f"(times out {fmt_time(view.extension_deadline_at)})",
+            )
+        )
     if view.attempts or view.last_error:
         rows.append(("Backend attempts", str(view.attempts)))
         rows.append(("Last error", view.last_error or "-"))

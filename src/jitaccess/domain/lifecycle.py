@@ -51,6 +51,7 @@ class RequestLifecycle(StateMachine):
     request ends without ever granting rather than granting for zero seconds.
     ``release`` is the requester's own early end ("I'm done"); it lands in
     ``revoked`` like an approver's revoke, and the audit says who and why.
+    ``extend`` keeps the state and moves ``ends_at`` later (see ``extend.py``).
     """
 
     pending = State("Pending", initial=True, value=RequestState.PENDING.value)
@@ -74,6 +75,12 @@ class RequestLifecycle(StateMachine):
     expire = active.to(expired) | approved.to(expired) | auto_approved.to(expired)
     revoke = active.to(revoked)
     release = active.to(revoked)
+    #: The window's end moves later on the same grant: never a revoke and re-grant.
+    extend = (
+        approved.to.itself()  # type: ignore[no-untyped-call]
+        | auto_approved.to.itself()  # type: ignore[no-untyped-call]
+        | active.to.itself()  # type: ignore[no-untyped-call]
+    )
 
 
 def allowed_events(state: str) -> list[str]:

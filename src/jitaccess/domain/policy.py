@@ -395,3 +395,100 @@ def revoke_alert_due(failing_since: datetime, now: datetime, alerts_sent: int) -
     else:
         threshold = schedule[-1] + timedelta(days=alerts_sent - len(schedule) + 1)
     return now - failing_since >= threshold
+
+
+#: States in which a request's window can still be extended.
+EXTENDABLE_STATES = frozenset({"approved", "auto_approved", "active"})
+
+
+def check_extension(
+    app: AppRules,
+    *,
+    request_id: int,
+    requester: str,
+    actor: str,
+    state: str,
+    window: Window,
+    added: timedelta,
+    reason: str,
+    ending: bool,
+    now: datetime,
+) -> tuple[datetime, str]:
+    """Check an extension of ``window`` by ``added``; return (new end, cleaned reason).
+
+    The whole window, from the original start to the new end, must stay within the
+    application's maximum duration: an extension is not a way around the policy."""
+    if actor != requester:
+        raise RuleViolation(
+            f"Only the requester may extend request {request_id}; approvers and admins can "
+            "revoke it instead"
+        )
+    if state not in EXTENDABLE_STATES or ending:
+        what = "being ended" if ending else state
+        raise RuleViolation(
+            f"Request {request_id} is {what}: only an approved or active request can be "
+            "extended; submit a new request instead",
+            field="duration",
+        )
+    if window.ends_at <= now:
+        raise RuleViolation(
+            f"Request {request_id}'s window already ended: submit a new request instead",
+            field="duration",
+        )
+    if added < MIN_DURATION:
+        raise RuleViolation(
+            "An extension must add at least a minute: ask for 15m, 1h, …", field="duration"
+        )
+    maximum = app.policy.max_duration
+    new_end = window.ends_at + added
+    if new_end - window.starts_at > maximum:
+        room = maximum - (window.ends_at - window.starts_at)
+        most = (
+            f"at most {format_duration(room)} can still be added"
+            if room >= MIN_DURATION
+            else "nothing more can be added: submit a new request when this one ends"
+        )
+        raise RuleViolation(
+            f"Extending request {request_id} by {format_duration(added)} would make its window "
+            f"{format_duration(new_end - window.starts_at)} long, more than {app.name}'s maximum "
+            f"of {format_duration(maximum)} counted from the original start: {most}",
+            field="duration",
+        )
+    check_text(reason, "The reason", field="reason")
+    cleaned = " ".join(reason.split())
+    if is_blank(cleaned):
+        raise RuleViolation("A reason is required to extend: say why", field="reason")
+    if len(cleaned) > MAX_JUSTIFICATION:
+        raise RuleViolation(
+            f"The reason is too long: keep it under {MAX_JUSTIFICATION} characters",
+            field="reason",
+        )
+    return new_end, cleaned
+
+
+def extension_deadline(requested_at: datetime, timeout: timedelta, ends_at: datetime) -> datetime:
+    """A pending extension no approver decided times out at this moment: never after
+    the current end, since an extension decided later would reopen a closed window."""
+    return min(requested_at + timeout, ends_at)
+
+
+@dataclass(frozen=True)
+class OpenWindow:
+    """Another open request of the same requester for the same scope and role."""
+
+    request_id: int
+    window: Window
+
+
+def check_no_overlap(window: Window, others: Iterable[OpenWindow]) -> None:
+    """Two requests for the same person, role and scope must not overlap: the first to
+    end would revoke the grant both rely on. Back-to-back windows are fine."""
+    for other in others:
+        if window.starts_at < other.window.ends_at and other.window.starts_at < window.ends_at:
+            raise RuleViolation(
+                f"Request {other.request_id} already gives you this role here until "
+                f"{other.window.ends_at:%Y-%m-%d %H:%M} UTC and overlaps this window: extend it "
+                f"instead (`/jit extend {other.request_id} DURATION reason…` or its Extend "
+                "button), or start after it ends",
+                field="start",
+            )

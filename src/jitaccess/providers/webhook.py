@@ -11,6 +11,10 @@ Receivers check them with :func:`verify_signature` (or its few lines copied), wh
 also rejects timestamps more than five minutes away from their clock. The same event
 may be delivered more than once: act on ``idempotency_key`` at most once.
 
+An ``extend`` event (key ``extend:<request id>:<new ends_at>``) moves the end of a grant
+already made to its ``ends_at``. Receivers should enforce ``ends_at`` themselves, so
+access ends on time even while jitaccess is down; jitaccess still revokes at the end.
+
 Provider config (the application's ``provider_config``)::
 
     url: https://ops.example.com/jitaccess      # required, http or https
@@ -100,6 +104,9 @@ def _event(action: str, spec: GrantSpec) -> dict[str, Any]:
 
 
 def _idempotency_key(action: str, spec: GrantSpec) -> str:
+    if action == "extend":
+        # Each extension is its own event: the key names the end it moves to.
+        return f"extend:{spec.request_id}:{spec.ends_at.isoformat()}"
     return (
         f"{action}:standing:{spec.request_id}" if spec.standing else f"{action}:{spec.request_id}"
     )
@@ -154,6 +161,11 @@ class WebhookProvider:
 
     def revoke(self, spec: GrantSpec, now: datetime) -> None:
         self._deliver("revoke", spec, now)
+
+    def extend(self, spec: GrantSpec, now: datetime) -> None:
+        """The window was extended: the same grant now ends at ``spec.ends_at``
+        (an ``extend`` event, signed like the others; never a revoke and re-grant)."""
+        self._deliver("extend", spec, now)
 
     # -- internals ------------------------------------------------------------------
 

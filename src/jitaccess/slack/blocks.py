@@ -49,8 +49,14 @@ RELEASE = "jit_release"
 APP_PICKED = "jit_request_app"
 BREAKGLASS_ACK = "jit_breakglass_ack"
 REVIEW_MODAL = "jit_breakglass_review"
+EXTEND = "jit_extend"
+EXTEND_MODAL = "jit_extend_modal"
+APPROVE_EXTENSION = "jit_approve_extension"
+DENY_EXTENSION = "jit_deny_extension"
 
 TRUNCATED = "… (truncated)"
+#: States whose window can still be extended (Extend buttons, extension cards).
+_EXTENDABLE = (RequestState.APPROVED, RequestState.AUTO_APPROVED, RequestState.ACTIVE)
 SECTION_TEXT_MAX = 3000
 FIELD_TEXT_MAX = 2000
 HOME_ITEMS_MAX = 15
@@ -334,11 +340,38 @@ def requester_card(
                 elements=[_md(truncate(head + ", ".join(user(a) for a in waiting_on), 2000))]
             )
         )
+    if view.extension_ends_at is not None and view.state in _EXTENDABLE:
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    _md(
+                        f"Extension to {when(view.extension_ends_at, tz)} waiting for the approvers"
+                    )
+                ]
+            )
+        )
     if with_buttons:
         if view.state == RequestState.ACTIVE and view.end_requested is None:
             blocks.append(
                 ActionsBlock(
-                    block_id=f"mine:{view.id}", elements=[_button("I'm done", RELEASE, view.id)]
+                    block_id=f"mine:{view.id}",
+                    elements=[
+                        _button("Extend", EXTEND, view.id, "primary"),
+                        _button("I'm done", RELEASE, view.id),
+                    ],
+                )
+            )
+        elif view.end_requested is None and view.state in (
+            RequestState.APPROVED,
+            RequestState.AUTO_APPROVED,
+        ):
+            blocks.append(
+                ActionsBlock(
+                    block_id=f"mine:{view.id}",
+                    elements=[
+                        _button("Extend", EXTEND, view.id),
+                        _button("Cancel request", CANCEL, view.id),
+                    ],
                 )
             )
         elif view.end_requested is None and view.state in (
@@ -355,10 +388,143 @@ def requester_card(
     return truncate(text, 300), _dump(blocks)
 
 
+#: What an extension card says once the extension is no longer waiting.
+_EXTENSION_OUTCOME = {
+    "extend": "Extended",
+    "extension_denied": "Denied",
+    "extension_timed_out": "Timed out: no approver decided in time",
+}
+
+
+def extension_card(
+    view: RequestView, tz: tzinfo, details: dict[str, Any]
+) -> tuple[str, list[dict[str, Any]]]:
+    """An approver's card for one extension: what is asked and why, then Approve/Deny
+    while it waits, or the outcome. ``details`` is the extension as queued (its old
+    and new end, the actor and reason of the step)."""
+    new_end = datetime.fromisoformat(str(details.get("new_ends_at")))
+    old_end = datetime.fromisoformat(str(details.get("old_ends_at")))
+    event = str(details.get("event") or "")
+    reason = details.get("extension_reason") or (
+        details.get("reason") if event in ("extend", "extension_requested") else None
+    )
+    text = f"{view.requester} asks to extend {view.role} on {view.app} (request #{view.id})"
+    if event == "extend" and str(details.get("actor", "")).startswith("policy:"):
+        text = f"{view.requester} extended {view.role} on {view.app} (request #{view.id})"
+    blocks: list[Block] = [
+        HeaderBlock(text=f"Extension of request #{view.id}"),
+        SectionBlock(
+            fields=[
+                _md(f"*Requester*\n{user(view.requester)}"),
+                _md(f"*Application*\n{escape(view.app)}"),
+                _md(f"*Role*\n{escape(view.role)}"),
+                _md(
+                    f"*Ends*\n{when(old_end, tz)} → *{when(new_end, tz)}* "
+                    f"(+{format_duration(new_end - old_end)})"
+                ),
+            ]
+        ),
+    ]
+    if reason:
+        blocks.append(
+            SectionBlock(text=_md(truncate(f"*Why*\n>{escape(str(reason))}", SECTION_TEXT_MAX)))
+        )
+    waiting = (
+        view.extension_ends_at is not None
+        and view.extension_ends_at == new_end
+        and view.state in _EXTENDABLE
+        and view.end_requested is None
+    )
+    if waiting and event == "extension_requested":
+        blocks.append(
+            ActionsBlock(
+                block_id=f"extension:{view.id}",
+                elements=[
+                    _button("Approve", APPROVE_EXTENSION, view.id, "primary"),
+                    _button("Deny", DENY_EXTENSION, view.id, "danger"),
+                ],
+            )
+        )
+        if view.extension_deadline_at is not None:
+            blocks.append(
+                ContextBlock(
+                    elements=[
+                        _md(
+                            "One approver decides, giving a reason. Times out "
+                            f"{when(view.extension_deadline_at, tz)}; until then the "
+                            "access ends as before."
+                        )
+                    ]
+                )
+            )
+    elif event in _EXTENSION_OUTCOME:
+        actor = str(details.get("actor") or "")
+        by = "the policy (automatic mode)" if actor.startswith("policy:") else user(actor)
+        line = f"*{_EXTENSION_OUTCOME[event]}*"
+        if event != "extension_timed_out":
+            why = details.get("reason")
+            decided = f": {escape(str(why))}" if why and not actor.startswith("policy:") else ""
+            line += f" by {by}{decided}"
+        blocks.append(SectionBlock(text=_md(truncate(line, SECTION_TEXT_MAX))))
+    else:
+        blocks.append(
+            SectionBlock(
+                text=_md(f"No longer waiting: request #{view.id} is {escape(view.state)}.")
+            )
+        )
+    return truncate(text, 300), _dump(blocks)
+
+
+def extend_modal(
+    view: RequestView, maximum: timedelta, *, origin: dict[str, str], tz: tzinfo = UTC
+) -> dict[str, Any]:
+    """How much longer, and why: ``/jit extend`` as a form."""
+    room = maximum - view.duration
+    choices = [d for d in DURATION_CHOICES if d <= room]
+    if room >= timedelta(minutes=1) and room not in choices:
+        choices.append(room)
+    options = [Option(text=format_duration(d), value=format_duration(d)) for d in choices]
+    if not options:
+        return notice_modal(
+            f"Extend #{view.id}",
+            f"Request #{view.id} already lasts {format_duration(view.duration)}, the "
+            f"maximum for {view.app}: nothing can be added. Submit a new request when it ends.",
+        )
+    blocks: list[Block] = [
+        SectionBlock(
+            text=_md(
+                f"*#{view.id}* {escape(view.role)} on *{escape(view.app)}*\n{window(view, tz)}"
+            )
+        ),
+        InputBlock(
+            block_id="duration",
+            label="Add",
+            element=StaticSelectElement(
+                action_id="duration", options=options, initial_option=options[0]
+            ),
+            hint=f"Up to {format_duration(room)} more ({format_duration(maximum)} in all).",
+        ),
+        InputBlock(
+            block_id="reason",
+            label="Why do you need longer?",
+            element=PlainTextInputElement(action_id="reason", multiline=True, max_length=2000),
+        ),
+    ]
+    return View(
+        type="modal",
+        callback_id=EXTEND_MODAL,
+        title=truncate(f"Extend #{view.id}", 24),
+        submit="Extend",
+        close="Cancel",
+        blocks=blocks,
+        private_metadata=json.dumps({"request_id": view.id, **origin}),
+    ).to_dict()
+
+
 def ending_soon_text(view: RequestView, tz: tzinfo) -> str:
     return (
         f":hourglass: Your {escape(view.role)} access to *{escape(view.app)}* ends "
-        f"{when(view.ends_at, tz)} (request #{view.id})."
+        f"{when(view.ends_at, tz)} (request #{view.id}). Need longer? *Extend* it."
     )
 
 
@@ -763,7 +929,13 @@ def decision_modal(
     tz: tzinfo = UTC,
 ) -> dict[str, Any]:
     """Ask for the reason an approve, deny or revoke requires."""
-    verb = {"approve": "Approve", "deny": "Deny", "revoke": "Revoke"}[decision]
+    verb = {
+        "approve": "Approve",
+        "deny": "Deny",
+        "revoke": "Revoke",
+        "approve_extension": "Extend",
+        "deny_extension": "Refuse",
+    }[decision]
     blocks: list[Block] = []
     if view is not None:
         blocks.append(
@@ -778,7 +950,7 @@ def decision_modal(
     blocks.append(
         InputBlock(
             block_id="reason",
-            label=f"Reason to {decision}",
+            label=f"Reason to {decision.replace('_', ' the ')}",
             element=PlainTextInputElement(action_id="reason", multiline=True, max_length=2000),
         )
     )

@@ -16,6 +16,7 @@ HELP = """*jitaccess*: just-in-time access to managed applications.
 • `/jit approve ID reason…` · `/jit deny ID reason…`: decide (approvers)
 • `/jit cancel ID`: withdraw your request before it starts
 • `/jit release ID`: end your access early ("I'm done")
+• `/jit extend ID DURATION reason…`: more time on the same grant, e.g. `/jit extend 12 1h tests`
 • `/jit revoke ID reason…`: end someone's access early (approvers and admins)
 • `/jit breakglass APP ROLE DURATION INCIDENT reason…`: take access at once, without
   approval, in an emergency (if the policy names you), e.g.
@@ -47,6 +48,7 @@ USAGE = {
     "request": "`/jit request` or `/jit request APP ROLE DURATION reason…`",
     "cancel": "`/jit cancel ID`",
     "release": "`/jit release ID`",
+    "extend": "`/jit extend ID DURATION reason…`",
     "revoke": "`/jit revoke ID reason…`",
     "approve": "`/jit approve ID reason…`",
     "deny": "`/jit deny ID reason…`",
@@ -124,6 +126,17 @@ def parse(text: str) -> Command:
             duration=_duration(args[2], name),
             reason=" ".join(args[4:]),
             extra={"incident": args[3]},
+        )
+    if name == "extend":
+        if len(args) < 3:
+            raise UsageError(
+                f"A request number, how much longer and a reason are needed. Usage: {USAGE[name]}"
+            )
+        return Command(
+            name,
+            request_id=_request_id(args[0], name),
+            duration=_duration(args[1], name),
+            reason=" ".join(args[2:]),
         )
     if name in ("cancel", "release"):
         if len(args) != 1:

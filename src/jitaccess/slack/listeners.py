@@ -28,6 +28,7 @@ from jitaccess.domain import policy as rules
 from jitaccess.domain.durations import format_duration, parse_duration
 from jitaccess.domain.errors import JitError, NotFound, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
+from jitaccess.extend import ExtensionOutcome
 from jitaccess.service import JitService
 from jitaccess.slack import blocks
 from jitaccess.slack.commands import HELP, Command, UsageError, parse
@@ -48,6 +49,8 @@ CONFIG_FIELDS = {
 }
 SORRY = "Something went wrong on our side and nothing was changed. Please try again."
 HISTORY_PAGE = 10
+#: What a reason modal can decide.
+DECISIONS = ("approve", "deny", "revoke", "approve_extension", "deny_extension")
 
 
 def guarded(handler: F) -> F:
@@ -119,6 +122,20 @@ def check_group_ids(text: str) -> list[str]:
     return found
 
 
+def _extension_reply(outcome: ExtensionOutcome, tz: Any) -> str:
+    view = outcome.request
+    if outcome.status == "extended":
+        return (
+            f"Request #{view.id} extended: it now ends {blocks.when(view.ends_at, tz)} "
+            "(same access, no gap)."
+        )
+    assert view.extension_ends_at is not None
+    return (
+        f"The extension of request #{view.id} to {blocks.when(view.extension_ends_at, tz)} "
+        "was sent to the approvers; your access stays as it is meanwhile."
+    )
+
+
 def run_now(work: Callable[[], None]) -> None:
     work()
 
@@ -163,11 +180,15 @@ class SlackFrontEnd:
             (blocks.APPROVE, "approve"),
             (blocks.DENY, "deny"),
             (blocks.REVOKE, "revoke"),
+            (blocks.APPROVE_EXTENSION, "approve_extension"),
+            (blocks.DENY_EXTENSION, "deny_extension"),
         ):
             app.action(action)(self._decision_button(decision))
         app.view(blocks.DECISION_MODAL)(self.on_decision_submitted)
         app.action(blocks.CANCEL)(self._own_request_button("cancel"))
         app.action(blocks.RELEASE)(self._own_request_button("release"))
+        app.action(blocks.EXTEND)(self.on_extend_clicked)
+        app.view(blocks.EXTEND_MODAL)(self.on_extend_submitted)
         app.view(blocks.CONFIG_MODAL)(self.on_config_submitted)
         app.event("app_home_opened")(self.on_home_opened)
         self._breakglass().register(app)
@@ -287,6 +308,12 @@ class SlackFrontEnd:
             return title, body
         assert cmd.request_id is not None
         rid = cmd.request_id
+        if cmd.name == "extend":
+            assert cmd.duration is not None
+            outcome = service.extensions.extend(
+                rid, actor=user, added=cmd.duration, reason=cmd.reason or "", now=now
+            )
+            return _extension_reply(outcome, tz), None
         if cmd.name == "cancel":
             view = service.cancel(rid, actor=user, now=now)
         elif cmd.name == "release":
@@ -441,7 +468,7 @@ class SlackFrontEnd:
                 )
                 refusal: JitError | None
                 try:
-                    refusal = self.service.decision_refusal(request_id, user, decision)
+                    refusal = self._refusal(request_id, user, decision)
                 except NotFound as exc:
                     refusal = exc
                 if refusal is not None:
@@ -466,7 +493,7 @@ class SlackFrontEnd:
             typed = view["state"]["values"].get("reason", {}).get("reason", {}).get("value")
             reason = typed if isinstance(typed, str) else ""
             request_id, decision = int(meta["request_id"]), meta["decision"]
-            if decision not in ("approve", "deny", "revoke"):
+            if decision not in DECISIONS:
                 raise ValueError(f"unknown decision {decision!r}")
             if not 0 < request_id <= MAX_REQUEST_ID:
                 raise ValueError(f"no request {request_id}")
@@ -479,13 +506,13 @@ class SlackFrontEnd:
         now = self.clock()
         # Validate on the form and a read of the request: errors come back in the ack.
         try:
-            rules.check_reason(reason, decision)
+            rules.check_reason(reason, decision.replace("_", " the "))
         except RuleViolation as exc:
             ack(response_action="errors", errors={"reason": str(exc)})
             return
         refusal: JitError | None
         try:
-            refusal = self.service.decision_refusal(request_id, user, decision)
+            refusal = self._refusal(request_id, user, decision)
         except NotFound as exc:
             ack(response_action="update", view=blocks.notice_modal("Nothing changed", exc))
             return
@@ -499,7 +526,11 @@ class SlackFrontEnd:
 
         def work() -> None:
             try:
-                if decision == "approve":
+                if decision == "approve_extension":
+                    self.service.extensions.approve(request_id, actor=user, reason=reason, now=now)
+                elif decision == "deny_extension":
+                    self.service.extensions.deny(request_id, actor=user, reason=reason, now=now)
+                elif decision == "approve":
                     self.service.approve(request_id, actor=user, reason=reason, now=now)
                 elif decision == "deny":
                     self.service.deny(request_id, actor=user, reason=reason, now=now)
@@ -512,6 +543,109 @@ class SlackFrontEnd:
             f"{decision} submission",
             work,
             lambda text: self._tell(client, meta, user, text, dm=True),
+        )
+
+    def _refusal(self, request_id: int, user: str, decision: str) -> JitError | None:
+        if decision.endswith("_extension"):
+            return self.service.extensions.refusal(request_id, user)
+        return self.service.decision_refusal(request_id, user, decision)
+
+    # -- extend ----------------------------------------------------------------------
+    @guarded
+    def on_extend_clicked(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        """*Extend* on the status card or the reminder: the form, or why not."""
+        ack()
+        user = body["user"]["id"]
+        request_id = _clicked_request_id(body)
+        if request_id is None:
+            log.warning("ignoring an extend click that carries no request id")
+            return
+        origin = _origin(body)
+        now = self.clock()
+
+        def work() -> None:
+            try:
+                view = self.service.get_request(request_id)
+                app = self.service.get_app(view.app)
+                rules.check_extension(
+                    app.rules(),
+                    request_id=view.id,
+                    requester=view.requester,
+                    actor=user,
+                    state=view.state,
+                    window=rules.Window(view.starts_at, view.ends_at),
+                    added=rules.MIN_DURATION,
+                    reason="-",
+                    ending=view.end_requested is not None,
+                    now=now,
+                )
+                modal = blocks.extend_modal(
+                    view, app.policy.max_duration, origin=origin, tz=self.notifier.zones.of(user)
+                )
+            except JitError as exc:
+                modal = blocks.notice_modal("Nothing to extend", exc)
+            client.views_open(trigger_id=body["trigger_id"], view=modal)
+
+        self._later("extend click", work, lambda text: self._tell(client, origin, user, text))
+
+    @guarded
+    def on_extend_submitted(
+        self, ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
+    ) -> None:
+        user = body["user"]["id"]
+        try:
+            meta = json.loads(view.get("private_metadata") or "{}")
+            request_id = int(meta["request_id"])
+            if not 0 < request_id <= MAX_REQUEST_ID:
+                raise ValueError(f"no request {request_id}")
+            values = view["state"]["values"]
+            added = parse_duration(
+                _text(values["duration"]["duration"]["selected_option"]["value"])
+            )
+            typed = values.get("reason", {}).get("reason", {}).get("value")
+            reason = typed if isinstance(typed, str) else ""
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            ack(
+                response_action="errors",
+                errors={"reason": OUT_OF_DATE.format(again="click Extend again")},
+            )
+            return
+        now = self.clock()
+        # The extension's own rules, on a read of the request: errors stay inline.
+        try:
+            current = self.service.get_request(request_id)
+            app = self.service.get_app(current.app)
+            rules.check_extension(
+                app.rules(),
+                request_id=current.id,
+                requester=current.requester,
+                actor=user,
+                state=current.state,
+                window=rules.Window(current.starts_at, current.ends_at),
+                added=added,
+                reason=reason,
+                ending=current.end_requested is not None,
+                now=now,
+            )
+        except RuleViolation as exc:
+            field = "reason" if exc.field == "reason" else "duration"
+            ack(response_action="errors", errors={field: blocks.truncate(str(exc), 2000)})
+            return
+        except NotFound as exc:
+            ack(response_action="update", view=blocks.notice_modal("Nothing changed", exc))
+            return
+        ack()
+
+        def work() -> None:
+            try:
+                self.service.extensions.extend(
+                    request_id, actor=user, added=added, reason=reason, now=now
+                )
+            except JitError as exc:  # e.g. an extension is already waiting
+                self._tell(client, meta, user, exc, dm=True)
+
+        self._later(
+            "extend submission", work, lambda text: self._tell(client, meta, user, text, dm=True)
         )
 
     def _own_request_button(self, action: str) -> Callable[..., None]:

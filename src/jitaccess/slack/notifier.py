@@ -72,6 +72,11 @@ def transition_text(note: Notification) -> str:
     rid = note.request_id
     if payload.get("event") == APPROVAL_RECORDED:
         return f"Request #{rid} was approved by {actor}{why}; it still needs more approvals."
+    event = payload.get("event")
+    if event in _EXTENSION_TEXT:
+        new_end = payload.get("new_ends_at")
+        until = f" (to {str(new_end)[:16].replace('T', ' ')} UTC)" if new_end else ""
+        return _EXTENSION_TEXT[str(event)].format(rid=rid, actor=actor, why=why, until=until)
     return {
         "pending": f"Request #{rid} was sent to the approvers.",
         "auto_approved": f"Request #{rid} was approved automatically by the policy.",
@@ -106,6 +111,17 @@ def breakglass_text(note: Notification, view: Any) -> str | None:
             "once; every approver and admin was alerted and one of them will review it."
         )
     return None
+
+
+#: The requester's one sentence for each extension step.
+_EXTENSION_TEXT = {
+    "extend": "Request #{rid} was extended{until} by {actor}{why}",
+    "extension_requested": "Your extension of request #{rid}{until} was sent to the approvers.",
+    "extension_denied": "The extension of request #{rid} was denied by {actor}{why}. "
+    "Your access still ends as before.",
+    "extension_timed_out": "The extension of request #{rid} timed out: no approver decided "
+    "in time. Your access still ends as before.",
+}
 
 
 class TimeZones:
@@ -209,9 +225,14 @@ class SlackNotifier:
             elif note.kind == OutboxKind.ENDING_SOON:
                 if view.state != "active" or view.end_requested is not None or now >= view.ends_at:
                     raise Skipped(f"request {view.id} is {view.state}: no reminder needed")
+                reminded_end = note.payload.get("ends_at")
+                if reminded_end is not None and reminded_end != view.ends_at.isoformat():
+                    raise Skipped(f"request {view.id} was extended: a reminder for the new end")
                 self._requester_update(
                     note, view, tz, now, headline=blocks.ending_soon_text(view, tz)
                 )
+            elif note.kind == OutboxKind.EXTENSION_CARD:
+                self._extension_card(note, view, tz, now)
             elif note.kind == OutboxKind.REVOKE_FAILING:
                 text, body = blocks.revoke_failing(view, tz)
                 self._post(note.recipient, text, body)
@@ -287,6 +308,25 @@ class SlackNotifier:
         else:
             channel, ts = self._post(note.recipient, text, body)
         self._remember(note, role, channel, ts, now)
+
+    def _extension_card(self, note: Notification, view: Any, tz: tzinfo, now: datetime) -> None:
+        """An approver's extension card: posted when an extension is asked (or made by
+        the policy), so they are notified; edited in place when it is decided."""
+        assert note.recipient is not None and note.request_id is not None
+        text, body = blocks.extension_card(view, tz, dict(note.payload))
+        card = self._card(note.request_id, note.recipient, "extension")
+        if card is not None and card[2] == note.dedup_key:
+            return
+        if card is not None and not note.payload.get("post"):
+            try:
+                self._update(card[0], card[1], text, body)
+                self._remember(note, "extension", card[0], card[1], now)
+                return
+            except SlackApiError as exc:
+                if exc.response.get("error") != "message_not_found":
+                    raise
+        channel, ts = self._post(note.recipient, text, body)
+        self._remember(note, "extension", channel, ts, now)
 
     def _requester_update(
         self, note: Notification, view: Any, tz: tzinfo, now: datetime, headline: str | None = None

@@ -172,6 +172,15 @@ class AccessRequest(Base):
     reviewed_by: Mapped[str | None] = mapped_column(String(32))
     reviewed_at: Mapped[datetime | None]
     review_reason: Mapped[str | None] = mapped_column(Text)
+    #: A pending extension (manual mode; at most one): the end asked for, why, when,
+    #: and when it times out (the sweep looks then). NULL when none is pending.
+    extension_ends_at: Mapped[datetime | None]
+    extension_reason: Mapped[str | None] = mapped_column(Text)
+    extension_requested_at: Mapped[datetime | None]
+    extension_deadline_at: Mapped[datetime | None]
+    #: The end an expiry-aware backend (``ExpiryAwareProvider``) was last told; NULL for
+    #: other backends. While it differs from ``ends_at`` the sweep owes an ``extend``.
+    backend_ends_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     app: Mapped[Application] = relationship(back_populates="requests", lazy="joined")

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from jitaccess.domain.errors import NotFound
 from jitaccess.domain.lifecycle import FINAL_STATES, RequestState
+from jitaccess.domain.policy import OpenWindow, Window
 from jitaccess.store.db import Database
 from jitaccess.store.models import (
     AccessRequest,
@@ -116,6 +117,34 @@ class Rows:
                 query = query.with_for_update(skip_locked=not wait_for_locks, of=AccessRequest)
             rows.extend(session.execute(query).unique().scalars())
         return rows
+
+    def open_windows(
+        self, session: Session, requester: str, scope: str, role: str
+    ) -> list[OpenWindow]:
+        """``requester``'s requests not yet final for ``role`` at ``scope`` (whatever
+        application names that scope), as windows for the overlap rule.
+
+        On PostgreSQL a transaction-scoped advisory lock on (requester, scope, role) is
+        taken first, so two submissions racing (a double click) are checked one after
+        the other and the second sees the first; SQLite serialises writers itself."""
+        if self.db.is_postgres:
+            key = f"jit-window:{requester}:{scope}:{role.lower()}"
+            session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+        query = (
+            select(AccessRequest.id, AccessRequest.starts_at, AccessRequest.ends_at)
+            .join(Application, AccessRequest.app_id == Application.id)
+            .where(
+                AccessRequest.requester == requester,
+                Application.scope == scope,
+                func.lower(AccessRequest.role) == role.lower(),
+                AccessRequest.state.not_in([s.value for s in FINAL_STATES]),
+            )
+            .order_by(AccessRequest.id)
+        )
+        return [
+            OpenWindow(rid, Window(starts_at, ends_at))
+            for rid, starts_at, ends_at in session.execute(query)
+        ]
 
     def open_requests(self, session: Session, app_ids: list[int]) -> list[AccessRequest]:
         """The applications' requests not yet final, locked (PostgreSQL) in id order."""

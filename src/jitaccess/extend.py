@@ -1,0 +1,434 @@
+"""Extend without a gap: move a request's ``ends_at`` later on the same grant.
+
+``/jit extend ID DURATION reason…`` (and the *Extend* buttons) land here. Automatic
+mode extends at once; manual mode stores one pending extension on the request (the
+``extension_*`` columns) for an approver to decide with a reason, like a request.
+Either way the grant is never revoked and re-granted: the window's end moves, the
+sweep's deadline moves with it, and an expiry-aware backend (``ExpiryAwareProvider``)
+is told the new end by the sweep (``backend_ends_at`` lags ``ends_at`` until it
+confirmed), with retries, before the old end.
+
+Everything here is one use case in one transaction with ``now`` as an argument; the
+helpers at the bottom are shared with the sweep (deadlines, extension time-outs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from jitaccess import journal
+from jitaccess.directory import expand, is_group
+from jitaccess.domain import policy as rules
+from jitaccess.domain.errors import Conflict, RuleViolation
+from jitaccess.domain.lifecycle import APPROVED_STATES, RequestState, move
+from jitaccess.domain.policy import ApprovalMode, Window
+from jitaccess.journal import POLICY_ACTOR, SYSTEM
+from jitaccess.outbox import OutboxKind
+from jitaccess.store import audit
+from jitaccess.store.models import AccessRequest
+from jitaccess.views import AppView, RequestView
+
+if TYPE_CHECKING:
+    from jitaccess.service import JitService
+
+#: Why a pending extension ended without a decision.
+EXTENSION_TIMED_OUT = "no approver decided on the extension in time"
+
+
+@dataclass(frozen=True)
+class ExtensionOutcome:
+    """What an extension did: ``extended`` (the end moved) or ``pending`` (approvers
+    were asked), and the request as it is now."""
+
+    status: str
+    request: RequestView
+
+
+class Extensions:
+    """The extension use cases, on the service's database, rows and directory."""
+
+    def __init__(self, service: JitService) -> None:
+        self.service = service
+
+    def extend(
+        self, request_id: int, *, actor: str, added: timedelta, reason: str, now: datetime
+    ) -> ExtensionOutcome:
+        """The requester asks for ``added`` more time: extended at once (automatic mode)
+        or sent to the approvers (manual mode)."""
+        service = self.service
+        with service.db.transaction() as session:
+            row = service.rows.lock(session, request_id)
+            app = AppView.of(row.app)
+            new_end, reason = rules.check_extension(
+                app.rules(),
+                request_id=row.id,
+                requester=row.requester,
+                actor=actor,
+                state=row.state,
+                window=Window(row.starts_at, row.ends_at),
+                added=added,
+                reason=reason,
+                ending=row.end_requested is not None,
+                now=now,
+            )
+            if row.extension_ends_at is not None:
+                raise Conflict(
+                    f"Request {row.id} already has an extension to "
+                    f"{row.extension_ends_at:%Y-%m-%d %H:%M} UTC waiting for the approvers "
+                    f"(asked {row.extension_requested_at:%Y-%m-%d %H:%M} UTC): wait for their "
+                    "decision, then extend again if you need more"
+                )
+            if app.policy.mode is ApprovalMode.AUTOMATIC:
+                move_end(
+                    session,
+                    row,
+                    new_end,
+                    actor=POLICY_ACTOR,
+                    reason=reason,
+                    requested_by=actor,
+                    now=now,
+                    remind_before=service.sweeper.remind_before,
+                )
+                status = "extended"
+            else:
+                row.extension_ends_at = new_end.astimezone(UTC)
+                row.extension_reason = reason
+                row.extension_requested_at = now
+                row.extension_deadline_at = rules.extension_deadline(
+                    now, app.policy.approval_timeout, row.ends_at
+                )
+                set_next_deadline(row, now)
+                _record(
+                    session,
+                    row,
+                    "extension_requested",
+                    actor=actor,
+                    reason=reason,
+                    now=now,
+                    approvers=self._approvers(row),
+                    post_cards=True,
+                )
+                status = "pending"
+            result = RequestView.of(row)
+        self._wake(result, now)
+        return ExtensionOutcome(status, result)
+
+    def approve(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
+        return self._decide(request_id, actor=actor, reason=reason, now=now, approve=True)
+
+    def deny(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
+        return self._decide(request_id, actor=actor, reason=reason, now=now, approve=False)
+
+    def refusal(self, request_id: int, actor: str) -> RuleViolation | None:
+        """Why ``actor`` cannot decide the request's extension now, or None (a read-only
+        pre-check for buttons; the decision checks again under the row lock)."""
+        with self.service.db.transaction(readonly=True) as session:
+            row = self.service.rows.get(session, request_id)
+            try:
+                self._check_decidable(row, actor, "decide on")
+            except RuleViolation as exc:
+                return exc
+            return None
+
+    def _decide(
+        self, request_id: int, *, actor: str, reason: str, now: datetime, approve: bool
+    ) -> RequestView:
+        """One approval decides an extension (the row lock makes exactly one decision
+        win). Kept in one place so a quorum can be plugged in later."""
+        verb = "approve" if approve else "deny"
+        service = self.service
+        timed_out = False
+        with service.db.transaction() as session:
+            row = service.rows.lock(session, request_id)
+            self._check_decidable(row, actor, verb)
+            reason = rules.check_reason(reason, f"{verb} the extension")
+            assert row.extension_ends_at is not None
+            if row.extension_deadline_at is not None and row.extension_deadline_at <= now:
+                time_out_extension(session, row, now)
+                timed_out = True
+            elif approve:
+                new_end = row.extension_ends_at
+                asked_at = row.extension_requested_at
+                asked_why = row.extension_reason
+                approvers = self._approvers(row)
+                clear_extension(row)
+                move_end(
+                    session,
+                    row,
+                    new_end,
+                    actor=actor,
+                    reason=reason,
+                    requested_by=row.requester,
+                    now=now,
+                    approvers=approvers,
+                    asked_at=asked_at,
+                    extension_reason=asked_why,
+                    remind_before=service.sweeper.remind_before,
+                )
+            else:
+                details = pending_details(row)
+                clear_extension(row)
+                set_next_deadline(row, now)
+                _record(
+                    session,
+                    row,
+                    "extension_denied",
+                    actor=actor,
+                    reason=reason,
+                    now=now,
+                    approvers=self._approvers(row),
+                    details=details,
+                )
+            result = RequestView.of(row)
+        if timed_out:
+            raise Conflict(
+                f"The extension of request {request_id} timed out before anyone decided; "
+                "the window is unchanged: the requester can ask again"
+            )
+        self._wake(result, now)
+        return result
+
+    def _check_decidable(self, row: AccessRequest, actor: str, verb: str) -> None:
+        if row.state not in rules.EXTENDABLE_STATES or row.end_requested is not None:
+            raise Conflict(
+                f"Request {row.id} is {row.state if row.end_requested is None else 'being ended'}"
+                ": its extension can no longer be decided"
+            )
+        if row.extension_ends_at is None:
+            raise Conflict(
+                f"Request {row.id} has no extension waiting: it was already decided or timed "
+                f"out (request {row.id} is {row.state}, its window ends "
+                f"{row.ends_at:%Y-%m-%d %H:%M} UTC)"
+            )
+        approvers = expand(self.service.directory, row.app.approvers)
+        if actor not in approvers:
+            raise RuleViolation(
+                f"Only {row.app.name}'s approvers may {verb} extensions, and you are not one"
+            )
+        if actor == row.requester:
+            raise RuleViolation(
+                f"You cannot {verb} the extension of your own request: another approver must"
+            )
+
+    def _approvers(self, row: AccessRequest) -> list[str]:
+        """Who hears of an extension: the current approvers (groups expanded), never
+        the requester."""
+        people = expand(self.service.directory, row.app.approvers)
+        return [p for p in people if p != row.requester]
+
+    def _wake(self, view: RequestView, now: datetime) -> None:
+        """A backend to tell at once (inline, e.g. the CLI), or the scheduler to wake."""
+        if self.service.inline and view.state == RequestState.ACTIVE:
+            self.service.run_due(now, [view.id])
+        elif self.service.on_deadline is not None:
+            self.service.on_deadline(now)
+
+
+# -- shared with the sweep --------------------------------------------------------------
+
+
+def backend_behind(row: AccessRequest) -> bool:
+    """Does an expiry-aware backend still hold an older end than ``ends_at``?"""
+    return row.backend_ends_at is not None and row.backend_ends_at != row.ends_at
+
+
+def natural_deadline(row: AccessRequest) -> datetime | None:
+    """When the sweep must next look at ``row`` with nothing in flight: the start, the
+    end or the approval deadline, and a pending extension's time-out if sooner."""
+    if row.state == RequestState.ACTIVE:
+        due: datetime | None = row.ends_at
+    elif row.state == RequestState.PENDING:
+        due = row.approval_deadline_at
+    elif row.state in APPROVED_STATES:
+        due = row.starts_at
+    else:
+        return None
+    if row.extension_deadline_at is not None and due is not None:
+        due = min(due, row.extension_deadline_at)
+    return due
+
+
+def set_next_deadline(row: AccessRequest, now: datetime) -> None:
+    """Point the sweep at what is due next, unless a sweeper holds the row with a call
+    in flight: its outcome is then dropped (the version moved) and the row made due."""
+    claimed = row.claimed_by is not None and row.next_deadline_at is not None
+    if claimed and row.next_deadline_at is not None and row.next_deadline_at > now:
+        return
+    due = natural_deadline(row)
+    if row.state == RequestState.ACTIVE and backend_behind(row):
+        due = now
+    row.next_deadline_at = due
+
+
+def move_end(
+    session: Session,
+    row: AccessRequest,
+    new_end: datetime,
+    *,
+    actor: str,
+    reason: str,
+    requested_by: str,
+    now: datetime,
+    approvers: list[str] | None = None,
+    asked_at: datetime | None = None,
+    extension_reason: str | None = None,
+    remind_before: timedelta | None = timedelta(minutes=15),
+) -> None:
+    """The extension itself: ``ends_at`` moves on the same request (and grant), audited
+    with the old and new end; the sweep's deadline follows, and a reminder is queued
+    for the new end."""
+    old_end = row.ends_at
+    row.ends_at = new_end.astimezone(UTC)
+    before, _ = move(row, "extend")
+    set_next_deadline(row, now)
+    details = {
+        "old_ends_at": old_end.isoformat(),
+        "new_ends_at": row.ends_at.isoformat(),
+        "requested_by": requested_by,
+        "asked_at": (asked_at or now).isoformat(),
+        "extension_reason": extension_reason or reason,
+    }
+    session.info.setdefault("jit_transitions", []).append((before, row.state))
+    _record(
+        session,
+        row,
+        "extend",
+        actor=actor,
+        reason=reason,
+        now=now,
+        approvers=approvers if approvers is not None else list(row.notified_approvers),
+        details=details,
+        post_cards=actor == POLICY_ACTOR,
+    )
+    for approver in row.notified_approvers:
+        # The request card shows the window: it is edited to show the new end.
+        journal.enqueue(
+            session,
+            row,
+            f"ext:{details['asked_at']}:extend",
+            OutboxKind.APPROVER_CARD,
+            approver,
+            now,
+            actor=actor,
+            reason=reason,
+            event="extend",
+            before=before,
+        )
+    if (
+        remind_before is not None
+        and row.state == RequestState.ACTIVE
+        and row.ends_at - remind_before > now
+    ):
+        journal.enqueue(
+            session,
+            row,
+            f"ending_soon:{row.ends_at.isoformat()}",
+            OutboxKind.ENDING_SOON,
+            row.requester,
+            now,
+            actor=SYSTEM,
+            reason=None,
+            available_at=row.ends_at - remind_before,
+            details={"ends_at": row.ends_at.isoformat()},
+        )
+
+
+def clear_extension(row: AccessRequest) -> None:
+    row.extension_ends_at = None
+    row.extension_reason = None
+    row.extension_requested_at = None
+    row.extension_deadline_at = None
+
+
+def pending_details(row: AccessRequest) -> dict[str, Any]:
+    """The pending extension, for the audit entry and the cards that outlive it."""
+    assert row.extension_ends_at is not None
+    return {
+        "old_ends_at": row.ends_at.isoformat(),
+        "new_ends_at": row.extension_ends_at.isoformat(),
+        "extension_reason": row.extension_reason,
+        "asked_at": (row.extension_requested_at or row.ends_at).isoformat(),
+    }
+
+
+def time_out_extension(session: Session, row: AccessRequest, now: datetime) -> None:
+    """A pending extension nobody decided in time: the window stays as it was, and the
+    requester and approvers are told (called by the sweep and by a late decision)."""
+    details = pending_details(row)
+    # (The sweep has no directory: groups' members were told when the cards were sent.)
+    approvers = [p for p in row.app.approvers if p != row.requester and not is_group(p)]
+    clear_extension(row)
+    set_next_deadline(row, now)
+    _record(
+        session,
+        row,
+        "extension_timed_out",
+        actor=SYSTEM,
+        reason=EXTENSION_TIMED_OUT,
+        now=now,
+        approvers=approvers,
+        details=details,
+    )
+
+
+def _record(
+    session: Session,
+    row: AccessRequest,
+    event: str,
+    *,
+    actor: str,
+    reason: str | None,
+    now: datetime,
+    approvers: list[str],
+    details: dict[str, Any] | None = None,
+    post_cards: bool = False,
+) -> None:
+    """Audit an extension step and queue the requester's status card and each
+    approver's extension card (posted anew with ``post_cards``, else edited in place).
+    The step key carries when the extension was asked, so each one is its own news."""
+    details = details if details is not None else pending_details(row)
+    audit.append(
+        session,
+        at=now,
+        actor=actor,
+        action=event,
+        app=row.app.name,
+        request_id=row.id,
+        from_state=row.state,
+        to_state=row.state,
+        reason=reason,
+        details={"role": row.role, "requester": row.requester, **details},
+    )
+    step = f"ext:{details['asked_at']}:{event}"
+    payload = {**details, "post": post_cards}
+    journal.enqueue(
+        session,
+        row,
+        step,
+        OutboxKind.REQUESTER_UPDATE,
+        row.requester,
+        now,
+        actor=actor,
+        reason=reason,
+        event=event,
+        before=row.state,
+        details=payload,
+    )
+    for approver in approvers:
+        journal.enqueue(
+            session,
+            row,
+            step,
+            OutboxKind.EXTENSION_CARD,
+            approver,
+            now,
+            actor=actor,
+            reason=reason,
+            event=event,
+            before=row.state,
+            details=payload,
+        )

@@ -1,0 +1,253 @@
+"""Extend through Slack: the real Bolt app and WebClient against the fake Slack API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from freezegun import freeze_time
+
+from conftest import APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, register, utc
+from jitaccess.domain.policy import ApprovalMode
+from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.slack import blocks
+from jitaccess.store.db import Database
+from slack_harness import SlackWorld, find_button, now, select, text_value, texts
+
+T0 = utc(START)
+H = timedelta(hours=1)
+M = timedelta(minutes=1)
+
+
+@pytest.fixture
+def world(fake_slack: FakeSlack, db: Database) -> Iterator[SlackWorld]:
+    with freeze_time(START):
+        yield SlackWorld(fake_slack, db)
+
+
+def active(world: SlackWorld, mode: ApprovalMode, hours: float = 2) -> int:
+    register(world.service, mode=mode)
+    rid = world.service.submit(
+        "crm",
+        requester=PUBLISHER,
+        role="Contributor",
+        duration=timedelta(hours=hours),
+        justification="rotate the keys",
+        now=now(),
+    ).id
+    if mode is ApprovalMode.MANUAL:
+        world.service.approve(rid, actor=APPROVER, reason="CHG-1", now=now())
+    world.tick()
+    assert world.service.get_request(rid).state == "active"
+    return rid
+
+
+def extension_cards(world: SlackWorld, approver: str, rid: int) -> list[dict[str, Any]]:
+    return [
+        m
+        for m in world.fake.dms_to(approver)
+        if f"Extension of request #{rid}" in json.dumps(m.get("blocks"))
+    ]
+
+
+def submit_extension(world: SlackWorld, user: str, duration: str, reason: str) -> Any:
+    modal = world.last_modal(user)
+    assert modal["view"]["callback_id"] == blocks.EXTEND_MODAL, modal["view"]
+    values = {"duration": {"duration": select(duration)}, "reason": {"reason": text_value(reason)}}
+    return world.submit(user, modal, values)
+
+
+def test_extend_button_extends_at_once_in_automatic_mode(world: SlackWorld) -> None:
+    """Status card → Extend → modal (duration, reason) → the same request ends later."""
+    rid = active(world, ApprovalMode.AUTOMATIC)
+    card = world.fake.dms_to(PUBLISHER)[-1]
+    assert world.click(PUBLISHER, card, blocks.EXTEND).status == 200
+    modal = world.last_modal(PUBLISHER)["view"]
+    shown = json.dumps(modal)
+    assert "Up to 6h more (8h in all)" in shown
+    blank = submit_extension(world, PUBLISHER, "1h", "  ")
+    assert json.loads(blank.body)["response_action"] == "errors"
+    assert world.service.get_request(rid).ends_at == T0 + 2 * H
+    assert submit_extension(world, PUBLISHER, "1h", "migration runs long").status == 200
+    assert world.service.get_request(rid).ends_at == T0 + 3 * H
+    world.deliver()
+    latest = world.fake.dms_to(PUBLISHER)[-1]
+    assert "was extended" in texts(latest) and "the policy (automatic mode)" in texts(latest)
+    assert blocks.EXTEND in texts(latest)  # the newest card can extend again
+    for approver in (APPROVER, APPROVER2):
+        [told] = extension_cards(world, approver, rid)
+        assert "Extended" in texts(told) and "migration runs long" in texts(told)
+        assert blocks.APPROVE_EXTENSION not in texts(told)
+    with freeze_time(T0 + 2 * H + M):
+        world.tick()
+        assert world.service.get_request(rid).state == "active"
+
+
+def test_too_long_an_extension_is_refused_in_the_modal_and_nothing_changes(
+    world: SlackWorld,
+) -> None:
+    """Beyond the maximum counted from the start: the modal says how much is left."""
+    rid = active(world, ApprovalMode.AUTOMATIC, hours=7)
+    world.click(PUBLISHER, world.fake.dms_to(PUBLISHER)[-1], blocks.EXTEND)
+    response = submit_extension(world, PUBLISHER, "2h", "more")  # forged: the form offers 1h
+    errors = json.loads(response.body)["errors"]
+    assert "at most 1h can still be added" in errors["duration"]
+    assert world.service.get_request(rid).ends_at == T0 + 7 * H
+
+
+def test_manual_extension_card_is_approved_with_a_reason(world: SlackWorld) -> None:
+    """Manual mode: approvers get an extension card; Approve asks a reason; the end moves."""
+    rid = active(world, ApprovalMode.MANUAL)
+    world.click(PUBLISHER, world.fake.dms_to(PUBLISHER)[-1], blocks.EXTEND)
+    assert submit_extension(world, PUBLISHER, "30m", "tests still running").status == 200
+    view = world.service.get_request(rid)
+    assert view.ends_at == T0 + 2 * H and view.extension_ends_at == T0 + 150 * M
+    world.deliver()
+    assert "sent to the approvers" in texts(world.fake.dms_to(PUBLISHER)[-1])
+    [card] = extension_cards(world, APPROVER2, rid)
+    assert "tests still running" in texts(card) and blocks.APPROVE_EXTENSION in texts(card)
+
+    # an outsider clicking the card is refused before any modal can decide
+    world.click(OUTSIDER, card, blocks.APPROVE_EXTENSION)
+    assert "Nothing to do" in json.dumps(world.last_modal(OUTSIDER))
+
+    world.click(APPROVER2, card, blocks.APPROVE_EXTENSION)
+    assert world.last_modal(APPROVER2)["view"]["callback_id"] == blocks.DECISION_MODAL
+    blank = world.submit_reason(APPROVER2, "")
+    assert json.loads(blank.body)["response_action"] == "errors"
+    assert world.submit_reason(APPROVER2, "CHG-9 covers it").status == 200
+    assert world.service.get_request(rid).ends_at == T0 + 150 * M
+    world.deliver()
+    for approver in (APPROVER, APPROVER2):
+        [card] = extension_cards(world, approver, rid)  # edited in place, not posted again
+        assert f"Extended* by <@{APPROVER2}>: CHG-9 covers it" in texts(card)
+        assert blocks.APPROVE_EXTENSION not in texts(card)
+    assert "was extended" in texts(world.fake.dms_to(PUBLISHER)[-1])
+
+    # a late click on the decided card is told there is nothing waiting any more
+    late = world.service.extensions.refusal(rid, APPROVER)
+    assert late is not None and "no extension waiting" in str(late)
+    with freeze_time(T0 + 2 * H + M):
+        world.tick()
+        assert world.service.get_request(rid).state == "active"
+        [held] = [g for g in world.log_provider.held() if g.request_id == rid]
+        assert (held.grant_calls, held.revoke_calls) == (1, 0)
+
+
+def test_slash_extend_sends_manual_extension_and_deny_keeps_the_window(
+    world: SlackWorld,
+) -> None:
+    """`/jit extend ID DURATION reason…` asks; a denial is explained to the requester."""
+    rid = active(world, ApprovalMode.MANUAL)
+    reply = world.say(PUBLISHER, f"extend {rid} 1h need more time")
+    assert "sent to the approvers" in reply
+    again = world.say(PUBLISHER, f"extend {rid} 1h more")
+    assert "already has an extension" in again
+    world.deliver()
+    [card] = extension_cards(world, APPROVER, rid)
+    world.click(APPROVER, card, blocks.DENY_EXTENSION)
+    assert world.submit_reason(APPROVER, "not in the change window").status == 200
+    world.deliver()
+    latest = texts(world.fake.dms_to(PUBLISHER)[-1])
+    assert "denied" in latest and "not in the change window" in latest
+    assert "still ends as before" in latest
+    assert world.service.get_request(rid).ends_at == T0 + 2 * H
+
+
+def test_slash_extend_refusals_say_what_to_change(world: SlackWorld) -> None:
+    """Bad input gets a usage message; the rules' refusals name the maximum."""
+    rid = active(world, ApprovalMode.AUTOMATIC, hours=7)
+    assert "Usage: `/jit extend ID DURATION reason…`" in world.say(PUBLISHER, f"extend {rid}")
+    assert "Usage" in world.say(PUBLISHER, f"extend {rid} forever reason")
+    too_long = world.say(PUBLISHER, f"extend {rid} 2h reason")
+    assert "maximum of 8h" in too_long and "at most 1h can still be added" in too_long
+    assert "Only the requester" in world.say(OUTSIDER, f"extend {rid} 30m reason")
+    assert world.service.get_request(rid).ends_at == T0 + 7 * H
+
+
+def test_reminder_has_extend_and_the_old_reminder_is_not_sent_again(
+    world: SlackWorld,
+) -> None:
+    """The 15-minute reminder carries Extend; after extending, it comes before the new end."""
+    rid = active(world, ApprovalMode.AUTOMATIC)
+    with freeze_time(T0 + 105 * M):
+        world.deliver()
+        reminder = world.fake.dms_to(PUBLISHER)[-1]
+        assert "ends" in reminder["text"]
+        find_button(reminder["blocks"], blocks.EXTEND)
+        world.click(PUBLISHER, reminder, blocks.EXTEND)
+        assert submit_extension(world, PUBLISHER, "30m", "almost done").status == 200
+        assert world.service.get_request(rid).ends_at == T0 + 150 * M
+        world.deliver()
+    sent = len(world.fake.dms_to(PUBLISHER))
+    with freeze_time(T0 + 2 * H + M):
+        world.tick()
+        assert world.service.get_request(rid).state == "active"
+        assert len(world.fake.dms_to(PUBLISHER)) == sent  # no revoke, no message
+    with freeze_time(T0 + 135 * M):
+        world.deliver()
+        assert "ends" in world.fake.dms_to(PUBLISHER)[-1]["text"]  # the new reminder
+
+
+def test_overlapping_slash_request_points_at_extend(world: SlackWorld) -> None:
+    """A second overlapping request for the same role is refused with the extend command."""
+    rid = active(world, ApprovalMode.AUTOMATIC)
+    reply = world.say(PUBLISHER, "request crm Contributor 1h again")
+    assert f"/jit extend {rid} DURATION reason" in reply
+    assert len(world.service.list_requests(requester=PUBLISHER)) == 1
+
+
+def test_the_sandbox_lets_a_person_extend(tmp_path: Path) -> None:
+    """In the sandbox, Pat's active fabrikam-erp access has Extend; the form extends it."""
+    from jitaccess.sandbox import demo
+    from test_sandbox import call, eventually, open_modal, start_sandbox, state, timeline_text
+
+    sandbox = start_sandbox(tmp_path)
+    try:
+        pat = demo.PUBLISHER
+        call(sandbox, "command", {"user": pat, "text": "/jit request fabrikam-erp Reader 1h look"})
+        eventually(lambda: "is active" in timeline_text(sandbox, pat))
+
+        def extendable() -> dict[str, Any] | None:
+            return next(
+                (
+                    i
+                    for i in reversed(state(sandbox, pat)["timeline"])
+                    if f'data-action-id="{blocks.EXTEND}"' in i["html"]
+                ),
+                None,
+            )
+
+        card = eventually(extendable)
+        status, body = call(
+            sandbox,
+            "click",
+            {
+                "user": pat,
+                "source": "message",
+                "channel": card["channel"],
+                "ts": card["ts"],
+                "block_id": "mine:1",
+                "action_id": blocks.EXTEND,
+                "value": "1",
+            },
+        )
+        assert body["ok"], body
+        modal = open_modal(sandbox, pat, blocks.EXTEND_MODAL)
+        status, body = call(
+            sandbox,
+            "submit",
+            {
+                "user": pat,
+                "view_id": modal["id"],
+                "values": {"duration": "30m", "reason": "the import is slow"},
+            },
+        )
+        assert body["ok"] and body["response_action"] is None, body
+        eventually(lambda: "was extended" in timeline_text(sandbox, pat))
+    finally:
+        sandbox.stop()
