@@ -1,11 +1,15 @@
-"""A fake Azure Resource Manager (role assignments only), over HTTPS on 127.0.0.1.
+"""A fake Azure Resource Manager (role assignments and the Activity Log), over HTTPS
+on 127.0.0.1.
 
 azure-core refuses to send bearer tokens over plain HTTP, so the fake serves TLS with
 a certificate made at start-up by a throwaway CA; clients trust it through
 ``connection_verify=fake.ca_file``. It holds role assignments in memory, behaves like
 ARM where it matters to us (409 RoleAssignmentExists for a duplicate, 204 for
 deleting what is not there, names unique across the tenant, ``atScope()`` lists) and
-fails on demand (:meth:`FakeArm.fail_next`).
+fails on demand (:meth:`FakeArm.fail_next`). It also serves the subscription's
+Activity Log (``Microsoft.Insights/eventtypes/management/values``) from events a test
+adds (:meth:`FakeArm.add_event`), honouring the filter patterns Azure allows (time
+window, then resource group or resource URI) and paging with ``nextLink``.
 
     with FakeArm() as arm:
         client = AuthorizationManagementClient(FakeCredential(), sub, base_url=arm.base_url,
@@ -22,11 +26,12 @@ import ssl
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from cryptography import x509
@@ -36,6 +41,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ARM_SCOPE = "https://management.azure.com/.default"
 TOKEN = "fake-arm-token"
+_ACTIVITY_RE = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.Insights/eventtypes/management/values/?$",
+    re.IGNORECASE,
+)
+_ACTIVITY_FILTER_RE = re.compile(
+    r"^eventTimestamp ge '(?P<start>[^']+)' and eventTimestamp le '(?P<end>[^']+)'"
+    r"(?: and (?P<field>resourceGroupName|resourceUri) eq '(?P<value>[^']+)')?$",
+    re.IGNORECASE,
+)
+OBJECT_ID_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier"
 _PATH_RE = re.compile(
     r"^(?P<scope>/subscriptions/.+?)/providers/Microsoft\.Authorization/roleAssignments"
     r"(?:/(?P<name>[^/]+))?/?$",
@@ -106,6 +121,43 @@ class Assignment:
                 "createdOn": self.created_on,
                 "updatedOn": self.created_on,
             },
+        }
+
+
+@dataclass
+class ActivityEvent:
+    """One Activity Log record, as ARM serves it."""
+
+    subscription_id: str
+    caller: str
+    operation_name: str
+    resource_id: str
+    status: str
+    event_timestamp: dt.datetime
+    object_id: str | None = None
+    operation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def resource_group(self) -> str:
+        match = re.search(r"/resourceGroups/([^/]+)", self.resource_id, re.IGNORECASE)
+        return match.group(1) if match else ""
+
+    def resource(self) -> dict[str, Any]:
+        event_id = str(uuid.uuid4())
+        return {
+            "id": f"{self.resource_id}/events/{event_id}/ticks/0",
+            "eventDataId": event_id,
+            "caller": self.caller,
+            "claims": {OBJECT_ID_CLAIM: self.object_id} if self.object_id else {},
+            "operationId": self.operation_id,
+            "operationName": {"value": self.operation_name, "localizedValue": self.operation_name},
+            "status": {"value": self.status, "localizedValue": self.status},
+            "resourceId": self.resource_id,
+            "resourceGroupName": self.resource_group,
+            "eventTimestamp": self.event_timestamp.isoformat().replace("+00:00", "Z"),
+            "subscriptionId": self.subscription_id,
+            "category": {"value": "Administrative", "localizedValue": "Administrative"},
+            "level": "Informational",
         }
 
 
@@ -189,6 +241,9 @@ class FakeArm:
     def __init__(self, *, page_size: int = 100) -> None:
         self.page_size = page_size
         self.assignments: dict[str, Assignment] = {}  # by lower-case name (tenant-wide)
+        self.events: list[ActivityEvent] = []
+        #: The ``$filter`` of every Activity Log query (first pages only).
+        self.activity_filters: list[str] = []
         self.requests: list[tuple[str, str]] = []  # (method, path?query)
         self.api_versions: set[str] = set()
         self._failures: list[Failure] = []
@@ -226,6 +281,8 @@ class FakeArm:
     def reset(self) -> None:
         with self._lock:
             self.assignments.clear()
+            self.events.clear()
+            self.activity_filters.clear()
             self.requests.clear()
             self._failures.clear()
 
@@ -265,6 +322,36 @@ class FakeArm:
             self.assignments[name.lower()] = assignment
         return assignment
 
+    def add_event(
+        self,
+        scope: str,
+        *,
+        operation: str,
+        at: dt.datetime,
+        object_id: str | None,
+        caller: str | None = None,
+        resource: str = "",
+        status: str = "Succeeded",
+        operation_id: str | None = None,
+    ) -> ActivityEvent:
+        """Put an event in the Activity Log: ``operation`` on ``scope`` + ``resource``
+        (e.g. ``/providers/Microsoft.Storage/storageAccounts/st1``) by ``object_id``."""
+        subscription = scope.split("/")[2]
+        event = ActivityEvent(
+            subscription_id=subscription,
+            caller=caller or object_id or "someone@example.com",
+            operation_name=operation,
+            resource_id=scope.rstrip("/") + resource,
+            status=status,
+            event_timestamp=at,
+            object_id=object_id,
+        )
+        if operation_id is not None:
+            event.operation_id = operation_id
+        with self._lock:
+            self.events.append(event)
+        return event
+
     def at(self, scope: str) -> list[Assignment]:
         with self._lock:
             return [a for a in self.assignments.values() if _same(a.scope, scope)]
@@ -296,6 +383,14 @@ class FakeArm:
         with self._lock:
             self.api_versions.add(api_version)
         path = "/" + parts.path.lstrip("/")
+        activity = _ACTIVITY_RE.match(path)
+        if activity is not None:
+            failure = self._take_failure(method)
+            if failure is not None:
+                extra = {"Retry-After": str(failure.retry_after)} if failure.retry_after else {}
+                status, payload, _ = _error(failure.status, failure.code, failure.message)
+                return status, payload, extra
+            return self._activity(activity.group("sub"), query)
         match = _PATH_RE.match(path)
         if match is None:
             return _error(404, "InvalidResourceType", f"No route for {path}")
@@ -397,6 +492,46 @@ class FakeArm:
                 f"{self.base_url}{scope}/providers/Microsoft.Authorization/roleAssignments"
                 f"?$skipToken={skip + self.page_size}&api-version={query['api-version']}"
                 + (f"&$filter={flt}" if flt else "")
+            )
+        return 200, payload, {}
+
+    def _activity(
+        self, subscription: str, query: dict[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
+        """The Activity Log: only the filter patterns Azure allows; newest first, paged."""
+        flt = (query.get("$filter") or "").strip()
+        match = _ACTIVITY_FILTER_RE.match(flt)
+        if match is None:
+            return _error(400, "BadRequest", f"The $filter is not supported: {flt!r}")
+        start = dt.datetime.fromisoformat(match.group("start").replace("Z", "+00:00"))
+        end = dt.datetime.fromisoformat(match.group("end").replace("Z", "+00:00"))
+        field_name, value = (match.group("field") or "").lower(), match.group("value")
+        skip = int(query.get("$skipToken") or 0)
+        if not skip:
+            with self._lock:
+                self.activity_filters.append(flt)
+        with self._lock:
+            events = [
+                e
+                for e in self.events
+                if e.subscription_id.lower() == subscription.lower()
+                and start <= e.event_timestamp <= end
+                and (
+                    not field_name
+                    or (
+                        field_name == "resourcegroupname"
+                        and e.resource_group.lower() == value.lower()
+                    )
+                    or (field_name == "resourceuri" and _same(e.resource_id, value))
+                )
+            ]
+        events.sort(key=lambda e: e.event_timestamp, reverse=True)
+        page = events[skip : skip + self.page_size]
+        payload: dict[str, Any] = {"value": [e.resource() for e in page]}
+        if skip + self.page_size < len(events):
+            payload["nextLink"] = (
+                f"{self.base_url}/subscriptions/{subscription}/providers/Microsoft.Insights/"
+                f"eventtypes/management/values?{urlencode({'api-version': query['api-version'], '$filter': flt, '$skipToken': skip + self.page_size})}"
             )
         return 200, payload, {}
 
