@@ -50,6 +50,9 @@ class OutboxKind(StrEnum):
     ENDING_SOON = "ending_soon"
     #: An alert to approvers and admins that a revoke keeps failing.
     REVOKE_FAILING = "revoke_failing"
+    #: What the publisher did during the window (Azure Activity Log), once access ended;
+    #: the summary travels in the payload, as audited.
+    ACTIVITY_SUMMARY = "activity_summary"
 
 
 #: Kinds whose messages edit one card in place, rendered from the request as it is

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from jitaccess import journal
+from jitaccess.activity import ActivityReporter
 from jitaccess.directory import Directory, StaticDirectory
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, Mention, Part, RuleViolation
@@ -114,6 +115,7 @@ class JitService:
         provider_concurrency: int = 32,
         observer: ServiceObserver | None = None,
         directory: Directory | None = None,
+        activity: ActivityReporter | None = None,
     ) -> None:
         self.db = db
         #: Who is in an approver group now (Slack's ``usergroups.users.list`` under serve).
@@ -139,6 +141,7 @@ class JitService:
             stopping=stopping,
             provider_concurrency=provider_concurrency,
             observer=self.observer,
+            activity=activity,
         )
         self.retry = self.sweeper.retry
         self.stopping = self.sweeper.stopping

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,9 @@ from jitaccess.store import audit
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest
 from jitaccess.store.rows import Rows
+
+if TYPE_CHECKING:
+    from jitaccess.activity import ActivityReporter
 
 log = logging.getLogger("jitaccess.service")
 
@@ -138,6 +141,7 @@ class Sweeper:
         stopping: threading.Event | None = None,
         provider_concurrency: int = 32,
         observer: SweepObserver | None = None,
+        activity: ActivityReporter | None = None,
     ) -> None:
         self.db = db
         self.rows = Rows(db)
@@ -153,6 +157,8 @@ class Sweeper:
         #: Calls in flight at once per provider, unless the provider declares its own.
         self.provider_concurrency = provider_concurrency
         self.observer: SweepObserver = observer or _NoObserver()
+        #: Activity-log summaries owed when access ends, read once due (None: none).
+        self.activity = activity
 
     def sweep(
         self, now: datetime, *, batch_size: int = 500, max_batches: int | None = None
@@ -167,6 +173,8 @@ class Sweeper:
                 break
             report.add(batch)
             batches += 1
+        if self.activity is not None and not self.stopping.is_set():
+            self.activity.run(now)  # its own claims and transactions, after the requests
         return report
 
     def run_due(self, now: datetime, ids: Iterable[int]) -> SweepReport:
@@ -574,6 +582,8 @@ class Sweeper:
             if row.end_requested_at is not None:
                 report.lags.append((now - row.end_requested_at).total_seconds())
         journal.transition(session, row, event, actor=actor, now=now, reason=reason)
+        if self.activity is not None:
+            self.activity.access_ended(session, row, now)
         row.ended_at = now
         row.ended_by = actor
         row.end_reason = reason

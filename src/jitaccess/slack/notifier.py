@@ -25,6 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.errors import NotFound
 from jitaccess.outbox import Notification, OutboxKind, Skipped, Undeliverable
 from jitaccess.service import JitService
@@ -170,6 +171,14 @@ class SlackNotifier:
                 )
             elif note.kind == OutboxKind.REVOKE_FAILING:
                 text, body = blocks.revoke_failing(view, tz)
+                self._post(note.recipient, text, body)
+            elif note.kind == OutboxKind.ACTIVITY_SUMMARY:
+                data = note.payload.get("summary")
+                if not isinstance(data, dict):
+                    raise Undeliverable(f"activity summary for request {view.id} has no summary")
+                summary = ActivitySummary.from_dict(data)
+                digest = str(note.payload.get("sha256") or "")
+                text, body = blocks.activity_summary(view, summary, digest, tz)
                 self._post(note.recipient, text, body)
             else:
                 raise Undeliverable(f"unknown outbox kind {note.kind!r}")
