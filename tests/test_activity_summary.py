@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from conftest import ADMIN, APPROVER, APPROVER2, PUBLISHER, START, utc
 from fakes.fake_arm import FakeArm, FakeCredential
 from jitaccess.activity import ActivityPolicy, ActivityReporter
 from jitaccess.audit_log import verify
+from jitaccess.container import build
 from jitaccess.domain.activity import ActivityEvent, canonical_json, summarise
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.outbox import OutboxKind
@@ -25,6 +28,7 @@ from jitaccess.providers.azure import AzureProvider
 from jitaccess.providers.azure_activity import AzureActivityLog
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.service import AppSpec
+from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 from jitaccess.store.models import ActivityReport, AuditEvent, OutboxMessage
 from slack_harness import SlackWorld, texts
@@ -424,3 +428,66 @@ def test_reading_the_log_for_a_window_of_no_interest_is_an_empty_list(
     arm.add_event(SCOPE, operation="x/write", at=T0 + 2 * M, object_id=None, caller=OID)
     [only] = activity_log.read(SCOPE, PUBLISHER, CONFIG, T0, T0 + 60 * M)
     assert only.operation == "x/write" and only.at == T0 + 2 * M
+
+
+# -- replicas and wiring ---------------------------------------------------------------
+
+
+def test_two_sweepers_on_postgresql_post_each_summary_once(
+    pg_url: str, fake_slack: FakeSlack, arm: FakeArm, activity_log: AzureActivityLog
+) -> None:
+    """Two replicas sweeping at the same instant: one reads the log, one summary is sent."""
+    db = Database(pg_url)
+    db.upgrade()
+    try:
+        with freeze_time(START):
+            world = make_world(fake_slack, db, arm, activity_log)
+            register(world)
+            rid = granted_request(world)
+        publisher_did(arm)
+        with freeze_time(T0 + 60 * M):
+            world.say(PUBLISHER, f"release {rid}")
+            world.tick()
+        first = world.service.sweeper.activity
+        assert first is not None
+        second = ActivityReporter(
+            db, {"azure": lambda: activity_log}, policy=first.policy, worker_id="replica-2"
+        )
+        with freeze_time(T0 + 60 * M + DELAY):
+            due = T0 + 60 * M + DELAY
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                runs = list(pool.map(lambda reporter: reporter.run(due), [first, second]))
+            world.deliver()
+        assert sum(run.posted for run in runs) == 1
+        assert len(arm.activity_filters) == 1
+        for person in (PUBLISHER, APPROVER, APPROVER2):
+            assert len(summaries_to(world, person)) == 1
+        actions = [e.action for e in audit_actions(world, rid)]
+        assert actions.count("activity_summary") == 1
+        assert verify(db).problems == []
+    finally:
+        db.dispose()
+
+
+def test_serve_and_the_cli_summarise_azure_apps_unless_turned_off(tmp_path: Path) -> None:
+    """The composition root gives the sweep an Azure activity log; 0 attempts turns it off."""
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    on = build(Settings(_env_file=None, JITACCESS_DATABASE_URL=url))  # type: ignore[call-arg]
+    off = build(
+        Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            JITACCESS_DATABASE_URL=url,
+            JITACCESS_ACTIVITY_SUMMARY_DELAY_MINUTES=5,
+            JITACCESS_ACTIVITY_SUMMARY_MAX_ATTEMPTS=0,
+        )
+    )
+    try:
+        reporter = on.service.sweeper.activity
+        assert reporter is not None and set(reporter.logs) == {"azure"}
+        assert reporter.policy.delay == DELAY
+        disabled = off.service.sweeper.activity
+        assert disabled is not None and dict(disabled.logs) == {}
+        assert disabled.policy.delay == timedelta(minutes=5)
+    finally:
+        on.close()
+        off.close()
