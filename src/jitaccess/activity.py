@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -45,6 +46,12 @@ class ActivityLog(Protocol):
         start: datetime,
         end: datetime,
     ) -> list[ActivityEvent]: ...
+
+
+class CallObserver(Protocol):
+    def provider_called(
+        self, provider: str, operation: str, error: str | None, seconds: float
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -119,14 +126,18 @@ class ActivityReporter:
         )
 
     # -- in the sweep --------------------------------------------------------------------
-    def run(self, now: datetime, *, limit: int = 50) -> ActivityRun:
-        """Read the logs of every summary due at ``now``, then record each outcome."""
+    def run(
+        self, now: datetime, *, limit: int = 50, observer: CallObserver | None = None
+    ) -> ActivityRun:
+        """Read the logs of every summary due at ``now``, then record each outcome.
+        ``observer`` hears of each read (the provider call metrics, as ``activity_log``)."""
         report = ActivityRun()
         for job in self._claim(now, limit):
             if self.stopping.is_set():
                 break  # the claim lapses; the next sweep takes it over
             events: list[ActivityEvent] = []
             error: str | None = None
+            started = time.perf_counter()
             try:
                 events = self._log(job.provider).read(
                     job.scope, job.principal, job.config, job.start, job.end
@@ -134,6 +145,10 @@ class ActivityReporter:
             except Exception as exc:  # a backend failure must never stop the sweep
                 log.warning("activity log of request %s not read: %s", job.request_id, exc)
                 error = str(exc) or type(exc).__name__
+            if observer is not None:
+                observer.provider_called(
+                    job.provider, "activity_log", error, time.perf_counter() - started
+                )
             report.events_read += len(events)
             self._record(job, events, error, now, report)
         return report

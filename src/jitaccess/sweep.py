@@ -174,7 +174,8 @@ class Sweeper:
             report.add(batch)
             batches += 1
         if self.activity is not None and not self.stopping.is_set():
-            self.activity.run(now)  # its own claims and transactions, after the requests
+            # Its own claims and transactions, after the requests' transitions.
+            self.activity.run(now, observer=self.observer)
         return report
 
     def run_due(self, now: datetime, ids: Iterable[int]) -> SweepReport:
