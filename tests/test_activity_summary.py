@@ -16,7 +16,7 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import select
 
-from conftest import ADMIN, APPROVER, APPROVER2, PUBLISHER, START, utc
+from conftest import ADMIN, APPROVER, APPROVER2, PUBLISHER, START, Cli, utc
 from fakes.fake_arm import FakeArm, FakeCredential
 from jitaccess.activity import ActivityPolicy, ActivityReporter
 from jitaccess.audit_log import verify
@@ -216,7 +216,7 @@ def publisher_did(arm: FakeArm) -> None:
 
 
 def test_after_the_delay_requester_and_approvers_get_what_the_publisher_did(
-    world: SlackWorld, arm: FakeArm
+    world: SlackWorld, arm: FakeArm, cli: Cli, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Release, wait for the log to catch up: everyone concerned reads the same summary."""
     arm.page_size = 2  # the SDK's pager follows nextLink across pages
@@ -260,6 +260,11 @@ def test_after_the_delay_requester_and_approvers_get_what_the_publisher_did(
     assert entry.details["summary"]["operations_total"] == 4
     assert digest[:12] in texts(summaries_to(world, APPROVER)[0])
     assert verify(world.db).problems == []
+    monkeypatch.setenv("JITACCESS_DATABASE_URL", sqlite_url)
+    assert "Head:" in cli("audit", "verify").stdout
+    exported = [json.loads(line) for line in cli("audit", "export").stdout.splitlines()]
+    [line] = [e for e in exported if e["action"] == "activity_summary"]
+    assert line["details"]["sha256"] == digest and line["request_id"] == rid
 
     # At most once: later sweeps read nothing and post nothing more.
     with freeze_time(T0 + 5 * 60 * M):
