@@ -16,9 +16,9 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import select
 
-from conftest import ADMIN, APPROVER, APPROVER2, PUBLISHER, START, Cli, utc
+from conftest import ADMIN, APPROVER, APPROVER2, PUBLISHER, START, Cli, flat, utc
 from fakes.fake_arm import FakeArm, FakeCredential
-from jitaccess.activity import ActivityPolicy, ActivityReporter
+from jitaccess.activity import ActivityPolicy, ActivityReporter, status_line
 from jitaccess.audit_log import verify
 from jitaccess.container import build
 from jitaccess.domain.activity import ActivityEvent, canonical_json, summarise
@@ -265,6 +265,7 @@ def test_after_the_delay_requester_and_approvers_get_what_the_publisher_did(
     exported = [json.loads(line) for line in cli("audit", "export").stdout.splitlines()]
     [line] = [e for e in exported if e["action"] == "activity_summary"]
     assert line["details"]["sha256"] == digest and line["request_id"] == rid
+    assert f"sha256 {digest}" in flat(cli("requests", "show", rid).stdout)
 
     # At most once: later sweeps read nothing and post nothing more.
     with freeze_time(T0 + 5 * 60 * M):
@@ -305,6 +306,9 @@ def test_an_arm_error_is_retried_with_backoff_then_the_summary_is_posted(
         assert summaries_to(world, PUBLISHER) == []
         [failed] = [e for e in audit_actions(world, rid) if e.action == "activity_read_failed"]
         assert "503" in (failed.reason or "") and failed.details["attempt"] == 1
+        assert status_line(world.db, rid) == (
+            "due 2026-11-27 11:16 UTC (attempt 2; last error: " + (failed.reason or "") + ")"
+        )
     with freeze_time(T0 + 60 * M + DELAY + M):  # base backoff 1 minute
         world.tick()
     assert len(summaries_to(world, PUBLISHER)) == 1
@@ -331,6 +335,7 @@ def test_after_the_last_attempt_the_failure_is_audited_and_nothing_is_posted(
     [gave_up] = [e for e in audit_actions(world, rid) if e.action == "activity_summary_failed"]
     assert "after 3 attempts" in (gave_up.reason or "")
     assert "Reader or Monitoring Reader" in (gave_up.reason or "")
+    assert (status_line(world.db, rid) or "").startswith("given up after 3 attempts: ")
     assert summaries_to(world, PUBLISHER) == [] and summaries_to(world, APPROVER) == []
     with freeze_time(at + timedelta(days=1)):
         world.tick()
@@ -348,7 +353,7 @@ def test_an_app_not_on_azure_gets_no_summary(world: SlackWorld, arm: FakeArm) ->
         world.tick()
     assert world.service.get_request(rid).state == "revoked"
     assert summaries_to(world, PUBLISHER) == []
-    assert arm.activity_filters == []
+    assert arm.activity_filters == [] and status_line(world.db, rid) is None
     with world.db.transaction(readonly=True) as session:
         assert session.execute(select(ActivityReport)).first() is None
         kinds = session.execute(select(OutboxMessage.kind)).scalars().all()

@@ -304,3 +304,24 @@ class ActivityReporter:
             reason=reason,
             details=details,
         )
+
+
+def status_line(db: Database, request_id: int) -> str | None:
+    """Where the request's activity summary stands, for ``requests show`` (None: none owed)."""
+    with db.transaction(readonly=True) as session:
+        report = session.get(ActivityReport, request_id)
+        if report is None:
+            return None
+        if report.outcome == "posted":
+            assert report.done_at is not None and report.summary_sha256 is not None
+            return (
+                f"sent {report.done_at:%Y-%m-%d %H:%M} UTC, sha256 {report.summary_sha256} "
+                "(the summary is the activity_summary entry of `audit export`)"
+            )
+        if report.outcome == "gave_up":
+            return f"given up after {report.attempts} attempts: {report.last_error}"
+        assert report.due_at is not None
+        due = f"due {report.due_at:%Y-%m-%d %H:%M} UTC"
+        if report.attempts:
+            return f"{due} (attempt {report.attempts + 1}; last error: {report.last_error})"
+        return due
