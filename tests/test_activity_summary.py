@@ -252,6 +252,8 @@ def test_after_the_delay_requester_and_approvers_get_what_the_publisher_did(
     assert "eventTimestamp le '2026-11-27T11:00:00.000000Z'" in flt
     pages = [p for m, p in arm.requests if m == "GET" and "eventtypes/management/values" in p]
     assert len(pages) > 2
+    # Only the properties the summary needs travel ($select), on every page.
+    assert all("select=" in page and "claims" in page for page in pages)
 
     # Audited once, with the summary and its hash; the chain still verifies.
     [entry] = [e for e in audit_actions(world, rid) if e.action == "activity_summary"]

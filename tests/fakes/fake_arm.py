@@ -527,11 +527,19 @@ class FakeArm:
             ]
         events.sort(key=lambda e: e.event_timestamp, reverse=True)
         page = events[skip : skip + self.page_size]
-        payload: dict[str, Any] = {"value": [e.resource() for e in page]}
+        # $select returns only the named properties, as ARM does.
+        wanted = {p.strip() for p in (query.get("$select") or "").split(",") if p.strip()}
+        values = [e.resource() for e in page]
+        if wanted:
+            values = [{k: v for k, v in value.items() if k in wanted} for value in values]
+        payload: dict[str, Any] = {"value": values}
         if skip + self.page_size < len(events):
+            params = {"api-version": query["api-version"], "$filter": flt}
+            if wanted:
+                params["$select"] = query["$select"]
             payload["nextLink"] = (
                 f"{self.base_url}/subscriptions/{subscription}/providers/Microsoft.Insights/"
-                f"eventtypes/management/values?{urlencode({'api-version': query['api-version'], '$filter': flt, '$skipToken': skip + self.page_size})}"
+                f"eventtypes/management/values?{urlencode(params | {'$skipToken': skip + self.page_size})}"
             )
         return 200, payload, {}
 
