@@ -23,7 +23,7 @@ from jitaccess.audit_log import verify
 from jitaccess.container import build
 from jitaccess.domain.activity import ActivityEvent, canonical_json, summarise
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.outbox import OutboxKind
+from jitaccess.outbox import Notification, OutboxKind
 from jitaccess.providers.azure import AzureProvider
 from jitaccess.providers.azure_activity import AzureActivityLog
 from jitaccess.sandbox.fake_slack import FakeSlack
@@ -268,6 +268,20 @@ def test_after_the_delay_requester_and_approvers_get_what_the_publisher_did(
     [line] = [e for e in exported if e["action"] == "activity_summary"]
     assert line["details"]["sha256"] == digest and line["request_id"] == rid
     assert f"sha256 {digest}" in flat(cli("requests", "show", rid).stdout)
+
+    # A redelivery (the relay crashed after Slack accepted it) posts nothing new.
+    with world.db.transaction(readonly=True) as session:
+        sent = session.execute(
+            select(OutboxMessage).where(
+                OutboxMessage.kind == OutboxKind.ACTIVITY_SUMMARY.value,
+                OutboxMessage.recipient == APPROVER,
+            )
+        ).scalar_one()
+        again = Notification(
+            sent.id, sent.dedup_key, sent.kind, sent.recipient, sent.request_id, sent.payload, 1
+        )
+    world.runtime.notifier.deliver(again, T0 + 2 * 60 * M)
+    assert len(summaries_to(world, APPROVER)) == 1
 
     # At most once: later sweeps read nothing and post nothing more.
     with freeze_time(T0 + 5 * 60 * M):

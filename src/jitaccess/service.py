@@ -16,12 +16,11 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from jitaccess import journal
-from jitaccess.activity import ActivityReporter
 from jitaccess.directory import Directory, StaticDirectory
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, Mention, Part, RuleViolation
@@ -44,6 +43,9 @@ from jitaccess.sweep import RetryPolicy as RetryPolicy
 from jitaccess.sweep import Sweeper, grant_spec_of
 from jitaccess.sweep import SweepReport as SweepReport
 from jitaccess.views import AppView, RequestView
+
+if TYPE_CHECKING:
+    from jitaccess.activity import ActivityReporter
 
 log = logging.getLogger("jitaccess.service")
 

@@ -179,7 +179,10 @@ class SlackNotifier:
                 summary = ActivitySummary.from_dict(data)
                 digest = str(note.payload.get("sha256") or "")
                 text, body = blocks.activity_summary(view, summary, digest, tz)
-                self._post(note.recipient, text, body)
+                # Posted once: a redelivery after a crash finds it remembered.
+                if self._card(view.id, note.recipient, "activity") is None:
+                    channel, ts = self._post(note.recipient, text, body)
+                    self._remember(note, "activity", channel, ts, now)
             else:
                 raise Undeliverable(f"unknown outbox kind {note.kind!r}")
             self._stale_homes.add(note.recipient)

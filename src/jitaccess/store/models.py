@@ -237,7 +237,8 @@ class SlackMessage(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[int] = mapped_column(index=True)
     recipient: Mapped[str] = mapped_column(String(32))
-    #: "approver" (the decision card) or "requester" (the latest status card).
+    #: "approver" (the decision card), "requester" (the latest status card) or
+    #: "activity" (the activity summary, posted once).
     role: Mapped[str] = mapped_column(String(20))
     channel: Mapped[str] = mapped_column(String(32))
     ts: Mapped[str] = mapped_column(String(32))
