@@ -17,6 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -32,6 +33,8 @@ from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, ActivityReport, OutboxMessage
 
 log = logging.getLogger("jitaccess.activity")
+#: A read never started because the process is stopping.
+_UNREAD = "\0unread"
 
 
 class ActivityLog(Protocol):
@@ -104,6 +107,8 @@ class ActivityReporter:
     worker_id: str = "worker"
     rng: Callable[[], float] = random.random
     stopping: threading.Event = field(default_factory=threading.Event)
+    #: Activity Log reads in flight at once.
+    concurrency: int = 4
     _made: dict[str, ActivityLog] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -132,26 +137,43 @@ class ActivityReporter:
         """Read the logs of every summary due at ``now``, then record each outcome.
         ``observer`` hears of each read (the provider call metrics, as ``activity_log``)."""
         report = ActivityRun()
-        for job in self._claim(now, limit):
-            if self.stopping.is_set():
-                break  # the claim lapses; the next sweep takes it over
-            events: list[ActivityEvent] = []
-            error: str | None = None
-            started = time.perf_counter()
-            try:
-                events = self._log(job.provider).read(
-                    job.scope, job.principal, job.config, job.start, job.end
-                )
-            except Exception as exc:  # a backend failure must never stop the sweep
-                log.warning("activity log of request %s not read: %s", job.request_id, exc)
-                error = str(exc) or type(exc).__name__
-            if observer is not None:
-                observer.provider_called(
-                    job.provider, "activity_log", error, time.perf_counter() - started
-                )
-            report.events_read += len(events)
-            self._record(job, events, error, now, report)
+        jobs = self._claim(now, limit)
+        if not jobs:
+            return report
+        # Reads wait on Azure (pages of 100 events each), so a few run at once; each
+        # outcome is recorded as soon as its read ends.
+        with ThreadPoolExecutor(
+            max_workers=min(self.concurrency, len(jobs)), thread_name_prefix="activity"
+        ) as pool:
+            futures = [pool.submit(self._read, job, observer) for job in jobs]
+            for future in as_completed(futures):
+                job, events, error = future.result()
+                if error is _UNREAD:
+                    continue  # stopping: the claim lapses; the next sweep takes it over
+                report.events_read += len(events)
+                self._record(job, events, error, now, report)
         return report
+
+    def _read(
+        self, job: _Job, observer: CallObserver | None
+    ) -> tuple[_Job, list[ActivityEvent], str | None]:
+        if self.stopping.is_set():
+            return job, [], _UNREAD
+        started = time.perf_counter()
+        events: list[ActivityEvent] = []
+        error: str | None = None
+        try:
+            events = self._log(job.provider).read(
+                job.scope, job.principal, job.config, job.start, job.end
+            )
+        except Exception as exc:  # a backend failure must never stop the sweep
+            log.warning("activity log of request %s not read: %s", job.request_id, exc)
+            error = str(exc) or type(exc).__name__
+        if observer is not None:
+            observer.provider_called(
+                job.provider, "activity_log", error, time.perf_counter() - started
+            )
+        return job, events, error
 
     def _log(self, provider: str) -> ActivityLog:
         with self._lock:
