@@ -19,6 +19,7 @@ window, then resource group or resource URI) and paging with ``nextLink``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import json
 import re
@@ -137,7 +138,7 @@ class ActivityEvent:
     object_id: str | None = None
     operation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
-    @property
+    @functools.cached_property
     def resource_group(self) -> str:
         match = re.search(r"/resourceGroups/([^/]+)", self.resource_id, re.IGNORECASE)
         return match.group(1) if match else ""
@@ -244,6 +245,7 @@ class FakeArm:
         self.events: list[ActivityEvent] = []
         #: The ``$filter`` of every Activity Log query (first pages only).
         self.activity_filters: list[str] = []
+        self._activity_cache: dict[tuple[str, str], tuple[int, list[ActivityEvent]]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path?query)
         self.api_versions: set[str] = set()
         self._failures: list[Failure] = []
@@ -282,6 +284,7 @@ class FakeArm:
         with self._lock:
             self.assignments.clear()
             self.events.clear()
+            self._activity_cache.clear()
             self.activity_filters.clear()
             self.requests.clear()
             self._failures.clear()
@@ -511,6 +514,40 @@ class FakeArm:
             with self._lock:
                 self.activity_filters.append(flt)
         with self._lock:
+            # The pages of one query see the same list (and pay for filtering it once).
+            cached = self._activity_cache.get((subscription, flt))
+        if cached is not None and cached[0] == len(self.events):
+            events = cached[1]
+        else:
+            events = self._matching(subscription, start, end, field_name, value)
+            with self._lock:
+                self._activity_cache[(subscription, flt)] = (len(self.events), events)
+        page = events[skip : skip + self.page_size]
+        # $select returns only the named properties, as ARM does.
+        wanted = {p.strip() for p in (query.get("$select") or "").split(",") if p.strip()}
+        values = [e.resource() for e in page]
+        if wanted:
+            values = [{k: v for k, v in item.items() if k in wanted} for item in values]
+        payload: dict[str, Any] = {"value": values}
+        if skip + self.page_size < len(events):
+            params = {"api-version": query["api-version"], "$filter": flt}
+            if wanted:
+                params["$select"] = query["$select"]
+            payload["nextLink"] = (
+                f"{self.base_url}/subscriptions/{subscription}/providers/Microsoft.Insights/"
+                f"eventtypes/management/values?{urlencode(params | {'$skipToken': skip + self.page_size})}"
+            )
+        return 200, payload, {}
+
+    def _matching(
+        self,
+        subscription: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        field_name: str,
+        value: str,
+    ) -> list[ActivityEvent]:
+        with self._lock:
             events = [
                 e
                 for e in self.events
@@ -526,22 +563,7 @@ class FakeArm:
                 )
             ]
         events.sort(key=lambda e: e.event_timestamp, reverse=True)
-        page = events[skip : skip + self.page_size]
-        # $select returns only the named properties, as ARM does.
-        wanted = {p.strip() for p in (query.get("$select") or "").split(",") if p.strip()}
-        values = [e.resource() for e in page]
-        if wanted:
-            values = [{k: v for k, v in value.items() if k in wanted} for value in values]
-        payload: dict[str, Any] = {"value": values}
-        if skip + self.page_size < len(events):
-            params = {"api-version": query["api-version"], "$filter": flt}
-            if wanted:
-                params["$select"] = query["$select"]
-            payload["nextLink"] = (
-                f"{self.base_url}/subscriptions/{subscription}/providers/Microsoft.Insights/"
-                f"eventtypes/management/values?{urlencode(params | {'$skipToken': skip + self.page_size})}"
-            )
-        return 200, payload, {}
+        return events
 
 
 def _same(a: str, b: str) -> bool:
