@@ -25,7 +25,7 @@ from jitaccess.domain.activity import ActivityEvent, canonical_json, summarise
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.outbox import Notification, OutboxKind
 from jitaccess.providers.azure import AzureProvider
-from jitaccess.providers.azure_activity import AzureActivityLog
+from jitaccess.providers.azure_activity import AzureActivityLog, activity_filter
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.service import AppSpec
 from jitaccess.settings import Settings
@@ -517,3 +517,17 @@ def test_serve_and_the_cli_summarise_azure_apps_unless_turned_off(tmp_path: Path
     finally:
         on.close()
         off.close()
+
+
+def test_a_scope_below_a_resource_group_is_read_by_its_group_and_kept_to_the_scope(
+    activity_log: AzureActivityLog, arm: FakeArm
+) -> None:
+    """An application scoped to one resource counts only what was done to that resource."""
+    storage = SCOPE + STORAGE
+    arm.add_event(SCOPE, operation="s/write", resource=STORAGE, at=T0 + M, object_id=OID)
+    arm.add_event(SCOPE, operation="vm/write", resource=VM, at=T0 + M, object_id=OID)
+    [only] = activity_log.read(storage, PUBLISHER, CONFIG, T0, T0 + 60 * M)
+    assert only.operation == "s/write"
+    assert activity_filter(storage, T0, T0 + M).endswith("resourceGroupName eq 'mrg-crm'")
+    whole = f"/subscriptions/{SUB}"
+    assert activity_filter(whole, T0, T0 + M).endswith("le '2026-11-27T10:01:00.000000Z'")

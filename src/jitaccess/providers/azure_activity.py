@@ -54,11 +54,12 @@ def _timestamp(moment: datetime) -> str:
 
 
 def activity_filter(scope: str, start: datetime, end: datetime) -> str:
-    """The ``$filter`` for the resource group of ``scope`` between ``start`` and ``end``."""
+    """The ``$filter`` for the resource group of ``scope`` between ``start`` and ``end``
+    (what lies outside ``scope`` within its group is dropped when read)."""
     window = f"eventTimestamp ge '{_timestamp(start)}' and eventTimestamp le '{_timestamp(end)}'"
     match = _RESOURCE_GROUP_RE.search(scope)
     if match is None:
-        return f"{window} and resourceUri eq '{scope}'"
+        return window  # a whole subscription: Azure's subscription-wide pattern
     return f"{window} and resourceGroupName eq '{match.group('name')}'"
 
 
