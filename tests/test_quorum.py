@@ -57,14 +57,15 @@ def register_quorum(
     )
 
 
-def submit(service: JitService) -> int:
+def submit(service: JitService, *, slot: int = 0) -> int:
+    """A request for two hours; each ``slot`` is a later window, so they never overlap."""
     view = service.submit(
         "crm",
         requester=PUBLISHER,
         role="Contributor",
         duration=2 * H,
         justification="rotate keys",
-        starts_at=T0 + H,
+        starts_at=T0 + H + slot * 2 * H,
         now=T0,
     )
     return view.id
@@ -262,8 +263,8 @@ def test_racing_approvals_reach_the_quorum_exactly_once_on_postgres(pg_url: str)
     try:
         service, _ = make_service(db, inline=False)
         register_quorum(service, approvers=(APPROVER, APPROVER2, ADMIN, OUTSIDER), required=2)
-        for _ in range(5):
-            rid = submit(service)
+        for slot in range(5):
+            rid = submit(service, slot=slot)
             service.approve(rid, actor=APPROVER, reason="first", now=T0)
             start = threading.Barrier(2)
             outcomes: list[str] = []

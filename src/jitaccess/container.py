@@ -36,6 +36,7 @@ from jitaccess.store.db import Database
 from jitaccess.sweep import RetryPolicy
 
 if TYPE_CHECKING:
+    from jitaccess.activity import ActivityReporter
     from jitaccess.metrics import Metrics
     from jitaccess.outbox import Notifier, OutboxRelay
     from jitaccess.roles import Role
@@ -226,6 +227,30 @@ def _service(
         on_deadline=on_deadline,
         directory=directory,
         listing_directory=listing_directory,
+        activity=_activity(settings, db, stopping),
+    )
+
+
+def _activity(settings: Settings, db: Database, stopping: threading.Event) -> ActivityReporter:
+    """Activity-log summaries at access end, for apps on Azure (the only backend here
+    with an activity log). The Azure SDK is imported when the first one is due."""
+    from jitaccess.activity import ActivityLog, ActivityPolicy, ActivityReporter
+
+    def azure_log() -> ActivityLog:
+        from jitaccess.providers.azure_activity import AzureActivityLog
+
+        return AzureActivityLog.from_settings(settings)
+
+    attempts = settings.activity_summary_max_attempts
+    return ActivityReporter(
+        db,
+        {"azure": azure_log} if attempts > 0 else {},
+        policy=ActivityPolicy(
+            delay=timedelta(minutes=settings.activity_summary_delay_minutes),
+            max_attempts=max(attempts, 1),
+        ),
+        worker_id=worker_id(),
+        stopping=stopping,
     )
 
 

@@ -58,6 +58,9 @@ class OutboxKind(StrEnum):
     #: The request's message in the application's feed channel (``recipient`` is the
     #: channel ID), posted once and edited in place as the request moves; no buttons.
     FEED_CARD = "feed_card"
+    #: What the publisher did during the window (Azure Activity Log), once access ended;
+    #: the summary travels in the payload, as audited.
+    ACTIVITY_SUMMARY = "activity_summary"
 
 
 #: Kinds whose messages edit one card in place, rendered from the request as it is

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -44,6 +44,9 @@ from jitaccess.sweep import RetryPolicy as RetryPolicy
 from jitaccess.sweep import Sweeper, grant_spec_of
 from jitaccess.sweep import SweepReport as SweepReport
 from jitaccess.views import AppView, RequestView
+
+if TYPE_CHECKING:
+    from jitaccess.activity import ActivityReporter
 
 log = logging.getLogger("jitaccess.service")
 
@@ -128,6 +131,7 @@ class JitService:
         observer: ServiceObserver | None = None,
         directory: Directory | None = None,
         listing_directory: Directory | None = None,
+        activity: ActivityReporter | None = None,
     ) -> None:
         self.db = db
         #: Who is in an approver group now (Slack's ``usergroups.users.list`` under serve):
@@ -156,6 +160,7 @@ class JitService:
             stopping=stopping,
             provider_concurrency=provider_concurrency,
             observer=self.observer,
+            activity=activity,
         )
         self.retry = self.sweeper.retry
         self.stopping = self.sweeper.stopping

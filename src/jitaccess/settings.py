@@ -71,6 +71,19 @@ class Settings(BaseSettings):
         validation_alias="JITACCESS_REMIND_BEFORE_MINUTES",
         description="Remind the requester this long before access ends (0: never)",
     )
+    activity_summary_delay_minutes: float = Field(
+        default=15.0,
+        ge=0,
+        validation_alias="JITACCESS_ACTIVITY_SUMMARY_DELAY_MINUTES",
+        description="After Azure access ends, wait this long (the Activity Log lags) before "
+        "summarising what the publisher did",
+    )
+    activity_summary_max_attempts: int = Field(
+        default=6,
+        ge=0,
+        validation_alias="JITACCESS_ACTIVITY_SUMMARY_MAX_ATTEMPTS",
+        description="Failed Activity Log reads before the summary is given up (0: no summaries)",
+    )
     host: str = Field(
         default="0.0.0.0",
         validation_alias="JITACCESS_HOST",

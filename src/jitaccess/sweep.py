@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -46,6 +46,9 @@ from jitaccess.store import audit
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest
 from jitaccess.store.rows import Rows
+
+if TYPE_CHECKING:
+    from jitaccess.activity import ActivityReporter
 
 log = logging.getLogger("jitaccess.service")
 
@@ -147,6 +150,7 @@ class Sweeper:
         stopping: threading.Event | None = None,
         provider_concurrency: int = 32,
         observer: SweepObserver | None = None,
+        activity: ActivityReporter | None = None,
     ) -> None:
         self.db = db
         self.rows = Rows(db)
@@ -164,6 +168,8 @@ class Sweeper:
         self.observer: SweepObserver = observer or _NoObserver()
         #: Backend notices about grants just made, by request id, until audited.
         self._grant_notices: dict[int, str] = {}
+        #: Activity-log summaries owed when access ends, read once due (None: none).
+        self.activity = activity
 
     def sweep(
         self, now: datetime, *, batch_size: int = 500, max_batches: int | None = None
@@ -178,6 +184,9 @@ class Sweeper:
                 break
             report.add(batch)
             batches += 1
+        if self.activity is not None and not self.stopping.is_set():
+            # Its own claims and transactions, after the requests' transitions.
+            self.activity.run(now, observer=self.observer)
         return report
 
     def run_due(self, now: datetime, ids: Iterable[int]) -> SweepReport:
@@ -644,6 +653,8 @@ class Sweeper:
             if row.end_requested_at is not None:
                 report.lags.append((now - row.end_requested_at).total_seconds())
         journal.transition(session, row, event, actor=actor, now=now, reason=reason)
+        if self.activity is not None:
+            self.activity.access_ended(session, row, now)
         row.ended_at = now
         row.ended_by = actor
         row.end_reason = reason

@@ -1,11 +1,15 @@
-"""A fake Azure Resource Manager (role assignments and PIM schedules), over HTTPS on 127.0.0.1.
+"""A fake Azure Resource Manager (role assignments, PIM schedules and the Activity Log),
+over HTTPS on 127.0.0.1.
 
 azure-core refuses to send bearer tokens over plain HTTP, so the fake serves TLS with
 a certificate made at start-up by a throwaway CA; clients trust it through
 ``connection_verify=fake.ca_file``. It holds role assignments in memory, behaves like
 ARM where it matters to us (409 RoleAssignmentExists for a duplicate, 204 for
 deleting what is not there, names unique across the tenant, ``atScope()`` lists) and
-fails on demand (:meth:`FakeArm.fail_next`).
+fails on demand (:meth:`FakeArm.fail_next`). It also serves the subscription's
+Activity Log (``Microsoft.Insights/eventtypes/management/values``) from events a test
+adds (:meth:`FakeArm.add_event`), honouring the filter patterns Azure allows (time
+window, then resource group or resource URI) and paging with ``nextLink``.
 
 It also serves PIM for Azure resources: role assignment schedule requests
 (``AdminAssign`` / ``AdminExtend`` / ``AdminRemove``), the schedules they make, and
@@ -23,6 +27,7 @@ end, the fake removes it by itself, as Azure does, whether or not anyone calls.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import json
 import re
@@ -36,7 +41,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from cryptography import x509
@@ -46,6 +51,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ARM_SCOPE = "https://management.azure.com/.default"
 TOKEN = "fake-arm-token"
+_ACTIVITY_RE = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.Insights/eventtypes/management/values/?$",
+    re.IGNORECASE,
+)
+_ACTIVITY_FILTER_RE = re.compile(
+    r"^eventTimestamp ge '(?P<start>[^']+)' and eventTimestamp le '(?P<end>[^']+)'"
+    r"(?: and (?P<field>resourceGroupName|resourceUri) eq '(?P<value>[^']+)')?$",
+    re.IGNORECASE,
+)
+OBJECT_ID_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier"
 _PATH_RE = re.compile(
     r"^(?P<scope>/subscriptions/.+?)/providers/Microsoft\.Authorization/"
     r"(?P<kind>roleAssignments|roleAssignmentScheduleRequests|roleAssignmentSchedules"
@@ -177,6 +192,43 @@ class Assignment:
         }
 
 
+@dataclass
+class ActivityEvent:
+    """One Activity Log record, as ARM serves it."""
+
+    subscription_id: str
+    caller: str
+    operation_name: str
+    resource_id: str
+    status: str
+    event_timestamp: dt.datetime
+    object_id: str | None = None
+    operation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @functools.cached_property
+    def resource_group(self) -> str:
+        match = re.search(r"/resourceGroups/([^/]+)", self.resource_id, re.IGNORECASE)
+        return match.group(1) if match else ""
+
+    def resource(self) -> dict[str, Any]:
+        event_id = str(uuid.uuid4())
+        return {
+            "id": f"{self.resource_id}/events/{event_id}/ticks/0",
+            "eventDataId": event_id,
+            "caller": self.caller,
+            "claims": {OBJECT_ID_CLAIM: self.object_id} if self.object_id else {},
+            "operationId": self.operation_id,
+            "operationName": {"value": self.operation_name, "localizedValue": self.operation_name},
+            "status": {"value": self.status, "localizedValue": self.status},
+            "resourceId": self.resource_id,
+            "resourceGroupName": self.resource_group,
+            "eventTimestamp": self.event_timestamp.isoformat().replace("+00:00", "Z"),
+            "subscriptionId": self.subscription_id,
+            "category": {"value": "Administrative", "localizedValue": "Administrative"},
+            "level": "Informational",
+        }
+
+
 def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     """A throwaway CA and a server certificate for 127.0.0.1/localhost: (ca, cert, key)."""
     now = dt.datetime.now(dt.UTC)
@@ -263,6 +315,10 @@ class FakeArm:
         self.pim_available = True
         #: What "now" is for PIM expiry; tests freeze or replace it.
         self.clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+        self.events: list[ActivityEvent] = []
+        #: The ``$filter`` of every Activity Log query (first pages only).
+        self.activity_filters: list[str] = []
+        self._activity_cache: dict[tuple[str, str], tuple[int, list[ActivityEvent]]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path?query)
         self.api_versions: set[str] = set()
         self._failures: list[Failure] = []
@@ -301,6 +357,9 @@ class FakeArm:
         with self._lock:
             self.assignments.clear()
             self.schedule_requests.clear()
+            self.events.clear()
+            self._activity_cache.clear()
+            self.activity_filters.clear()
             self.requests.clear()
             self._failures.clear()
             self.pim_available = True
@@ -341,6 +400,36 @@ class FakeArm:
         with self._lock:
             self.assignments[name.lower()] = assignment
         return assignment
+
+    def add_event(
+        self,
+        scope: str,
+        *,
+        operation: str,
+        at: dt.datetime,
+        object_id: str | None,
+        caller: str | None = None,
+        resource: str = "",
+        status: str = "Succeeded",
+        operation_id: str | None = None,
+    ) -> ActivityEvent:
+        """Put an event in the Activity Log: ``operation`` on ``scope`` + ``resource``
+        (e.g. ``/providers/Microsoft.Storage/storageAccounts/st1``) by ``object_id``."""
+        subscription = scope.split("/")[2]
+        event = ActivityEvent(
+            subscription_id=subscription,
+            caller=caller or object_id or "someone@example.com",
+            operation_name=operation,
+            resource_id=scope.rstrip("/") + resource,
+            status=status,
+            event_timestamp=at,
+            object_id=object_id,
+        )
+        if operation_id is not None:
+            event.operation_id = operation_id
+        with self._lock:
+            self.events.append(event)
+        return event
 
     def at(self, scope: str) -> list[Assignment]:
         self.expire_due()
@@ -388,6 +477,14 @@ class FakeArm:
         with self._lock:
             self.api_versions.add(api_version)
         path = "/" + parts.path.lstrip("/")
+        activity = _ACTIVITY_RE.match(path)
+        if activity is not None:
+            failure = self._take_failure(method)
+            if failure is not None:
+                extra = {"Retry-After": str(failure.retry_after)} if failure.retry_after else {}
+                status, payload, _ = _error(failure.status, failure.code, failure.message)
+                return status, payload, extra
+            return self._activity(activity.group("sub"), query)
         match = _PATH_RE.match(path)
         if match is None:
             return _error(404, "InvalidResourceType", f"No route for {path}")
@@ -631,6 +728,73 @@ def _parse_time(value: Any) -> dt.datetime | None:
         return None
     parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+    def _activity(
+        self, subscription: str, query: dict[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
+        """The Activity Log: only the filter patterns Azure allows; newest first, paged."""
+        flt = (query.get("$filter") or "").strip()
+        match = _ACTIVITY_FILTER_RE.match(flt)
+        if match is None:
+            return _error(400, "BadRequest", f"The $filter is not supported: {flt!r}")
+        start = dt.datetime.fromisoformat(match.group("start").replace("Z", "+00:00"))
+        end = dt.datetime.fromisoformat(match.group("end").replace("Z", "+00:00"))
+        field_name, value = (match.group("field") or "").lower(), match.group("value")
+        skip = int(query.get("$skipToken") or 0)
+        if not skip:
+            with self._lock:
+                self.activity_filters.append(flt)
+        with self._lock:
+            # The pages of one query see the same list (and pay for filtering it once).
+            cached = self._activity_cache.get((subscription, flt))
+        if cached is not None and cached[0] == len(self.events):
+            events = cached[1]
+        else:
+            events = self._matching(subscription, start, end, field_name, value)
+            with self._lock:
+                self._activity_cache[(subscription, flt)] = (len(self.events), events)
+        page = events[skip : skip + self.page_size]
+        # $select returns only the named properties, as ARM does.
+        wanted = {p.strip() for p in (query.get("$select") or "").split(",") if p.strip()}
+        values = [e.resource() for e in page]
+        if wanted:
+            values = [{k: v for k, v in item.items() if k in wanted} for item in values]
+        payload: dict[str, Any] = {"value": values}
+        if skip + self.page_size < len(events):
+            params = {"api-version": query["api-version"], "$filter": flt}
+            if wanted:
+                params["$select"] = query["$select"]
+            payload["nextLink"] = (
+                f"{self.base_url}/subscriptions/{subscription}/providers/Microsoft.Insights/"
+                f"eventtypes/management/values?{urlencode(params | {'$skipToken': skip + self.page_size})}"
+            )
+        return 200, payload, {}
+
+    def _matching(
+        self,
+        subscription: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        field_name: str,
+        value: str,
+    ) -> list[ActivityEvent]:
+        with self._lock:
+            events = [
+                e
+                for e in self.events
+                if e.subscription_id.lower() == subscription.lower()
+                and start <= e.event_timestamp <= end
+                and (
+                    not field_name
+                    or (
+                        field_name == "resourcegroupname"
+                        and e.resource_group.lower() == value.lower()
+                    )
+                    or (field_name == "resourceuri" and _same(e.resource_id, value))
+                )
+            ]
+        events.sort(key=lambda e: e.event_timestamp, reverse=True)
+        return events
 
 
 def _same(a: str, b: str) -> bool:

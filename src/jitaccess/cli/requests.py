@@ -200,10 +200,12 @@ def _print_outcome(view: RequestView, as_json: bool) -> None:
 @app.command("show")
 def requests_show(request_id: int, as_json: Json = False) -> None:
     """Show one request in full."""
+    from jitaccess.activity import status_line
     from jitaccess.domain.durations import format_duration
 
     with container() as c:
         view = c.service.get_request(request_id)
+        activity = status_line(c.db, request_id)
     if as_json:
         emit_json(view.to_json())
         return
@@ -251,6 +253,8 @@ def requests_show(request_id: int, as_json: Json = False) -> None:
     if view.attempts or view.last_error:
         rows.append(("Backend attempts", str(view.attempts)))
         rows.append(("Last error", view.last_error or "-"))
+    if activity is not None:
+        rows.append(("Activity summary", activity))
     for key, value in rows:
         table.add_row(key, value)
     out.print(table)

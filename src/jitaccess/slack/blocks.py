@@ -32,6 +32,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from jitaccess.directory import is_group
+from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import JitError, Mention
 from jitaccess.domain.lifecycle import RequestState
@@ -1065,3 +1066,62 @@ def config_modal(app: AppView) -> dict[str, Any]:
         blocks=blocks,
         private_metadata=json.dumps({"app": app.name}),
     ).to_dict()
+
+
+def activity_summary(
+    view: RequestView, summary: ActivitySummary, digest: str, tz: tzinfo
+) -> tuple[str, list[dict[str, Any]]]:
+    """What the publisher did during the window, from the Azure Activity Log."""
+    start = datetime.fromisoformat(summary.window_start)
+    end = datetime.fromisoformat(summary.window_end)
+    counts = (
+        f"{summary.operations_total} operation{'s' * (summary.operations_total != 1)}, "
+        f"{summary.failures_total} failed, on {summary.resources_total} "
+        f"resource{'s' * (summary.resources_total != 1)}"
+    )
+    text = f"What {view.requester} did on {view.app} (request #{view.id}): {counts}"
+    head = (
+        f":mag: *What {user(view.requester)} did* with {escape(view.role)} on "
+        f"*{escape(view.app)}* (request #{view.id}), {when(start, tz)} – {when(end, tz)}"
+    )
+    blocks: list[Block] = [SectionBlock(text=_md(truncate(head, SECTION_TEXT_MAX)))]
+    if summary.empty:
+        blocks.append(
+            SectionBlock(text=_md("No operations by them in the managed resource group."))
+        )
+    else:
+        operations = [f"• `{escape(name)}` × {count}" for name, count in summary.operations]
+        more = summary.operations_total - sum(count for _, count in summary.operations)
+        if more:
+            operations.append(f"…and {more} more")
+        resources = ", ".join(f"`{escape(name)}`" for name in summary.resources)
+        if summary.resources_total > len(summary.resources):
+            resources += f" …and {summary.resources_total - len(summary.resources)} more"
+        lines = [
+            f"*Operations* ({summary.operations_total})",
+            *operations,
+            f"*Resources touched* ({summary.resources_total}): {resources}",
+        ]
+        if summary.failures_total:
+            lines.append(f"*Failures* ({summary.failures_total})")
+            lines += [
+                f"• {when(datetime.fromisoformat(f.at), tz)} `{escape(f.operation)}` on "
+                f"`{escape(f.resource)}`"
+                for f in summary.failures
+            ]
+            if summary.failures_total > len(summary.failures):
+                lines.append(f"…and {summary.failures_total - len(summary.failures)} more")
+        else:
+            lines.append("*Failures*: none")
+        blocks.append(SectionBlock(text=_md(truncate("\n".join(lines), SECTION_TEXT_MAX))))
+    blocks.append(
+        ContextBlock(
+            elements=[
+                _md(
+                    f"From the Azure Activity Log · audited as `activity_summary`, "
+                    f"sha256 `{digest[:12]}…`"
+                )
+            ]
+        )
+    )
+    return truncate(text, 300), _dump(blocks)

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jitaccess.breakglass import needs_review, reviewers_of_app
+from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.errors import NotFound
 from jitaccess.outbox import Notification, OutboxKind, Skipped, Undeliverable
 from jitaccess.quorum import APPROVAL_RECORDED
@@ -236,6 +237,17 @@ class SlackNotifier:
             elif note.kind == OutboxKind.REVOKE_FAILING:
                 text, body = blocks.revoke_failing(view, tz)
                 self._post(note.recipient, text, body)
+            elif note.kind == OutboxKind.ACTIVITY_SUMMARY:
+                data = note.payload.get("summary")
+                if not isinstance(data, dict):
+                    raise Undeliverable(f"activity summary for request {view.id} has no summary")
+                summary = ActivitySummary.from_dict(data)
+                digest = str(note.payload.get("sha256") or "")
+                text, body = blocks.activity_summary(view, summary, digest, tz)
+                # Posted once: a redelivery after a crash finds it remembered.
+                if self._card(view.id, note.recipient, "activity") is None:
+                    channel, ts = self._post(note.recipient, text, body)
+                    self._remember(note, "activity", channel, ts, now)
             else:
                 raise Undeliverable(f"unknown outbox kind {note.kind!r}")
             self._stale_homes.add(note.recipient)

@@ -286,6 +286,7 @@ class SlackMessage(Base):
     recipient: Mapped[str] = mapped_column(String(32))
     #: "approver" (the decision card), "requester" (the latest status card) or
     #: "feed" (the application's channel; ``recipient`` is then the channel ID).
+    #: "activity" (the activity summary, posted once).
     role: Mapped[str] = mapped_column(String(20))
     channel: Mapped[str] = mapped_column(String(32))
     ts: Mapped[str] = mapped_column(String(32))
@@ -342,3 +343,25 @@ class SlackSignature(Base):
     signature: Mapped[str] = mapped_column(String(100), primary_key=True)
     received_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ActivityReport(Base):
+    """The activity-log summary owed for a request whose access ended (Azure apps):
+    written in the transaction that ended the request, due once the activity log has
+    caught up (``due_at``), done once (the request id is the key)."""
+
+    __tablename__ = "activity_reports"
+
+    request_id: Mapped[int] = mapped_column(ForeignKey("access_requests.id"), primary_key=True)
+    #: The window the summary covers: from the grant to the end of access.
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    #: When the sweep should next read the log (also a claim's lease); NULL once done.
+    due_at: Mapped[datetime | None] = mapped_column(index=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: "posted" (summary audited and sent) or "gave_up" (the log could not be read).
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    summary_sha256: Mapped[str | None] = mapped_column(String(64))
+    done_at: Mapped[datetime | None]
