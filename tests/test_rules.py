@@ -106,7 +106,14 @@ def test_machine_allows_only_the_designed_moves() -> None:
         "deny",
         "time_out",
     ]
-    assert allowed_events(RequestState.ACTIVE) == ["expire", "release", "revoke"]
+    assert allowed_events(RequestState.ACTIVE) == ["expire", "extend", "release", "revoke"]
+    assert allowed_events(RequestState.APPROVED) == [
+        "activate",
+        "cancel",
+        "expire",
+        "extend",
+        "fail",
+    ]
     assert allowed_events(RequestState.EXPIRED) == []
 
 
@@ -117,3 +124,4 @@ def test_diagram_is_drawn_from_the_machine() -> None:
         assert f" as {state.value}" in text
     assert "pending --> approved" in text
     assert "active --> expired" in text
+    assert "active --> active : Extend" in text  # the extension, on the same grant

@@ -722,13 +722,6 @@ class FakeArm:
             self.schedule_requests[name.lower()] = resource
         return 201, resource, {}
 
-
-def _parse_time(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
     def _activity(
         self, subscription: str, query: dict[str, str]
     ) -> tuple[int, Any, dict[str, str]]:
@@ -795,6 +788,13 @@ def _parse_time(value: Any) -> dt.datetime | None:
             ]
         events.sort(key=lambda e: e.event_timestamp, reverse=True)
         return events
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _same(a: str, b: str) -> bool:
