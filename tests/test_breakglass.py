@@ -353,3 +353,26 @@ def test_take_grant_and_review_on_postgresql(pg_url: str) -> None:
         assert audit_log.verify(database).problems == []
     finally:
         database.dispose()
+
+
+def test_breakglass_over_an_open_request_for_the_same_role_is_refused_with_the_way_out(
+    world: SlackWorld,
+) -> None:
+    """Glass broken while a request for the same role is open is refused, naming it."""
+    first = world.service.submit(
+        "crm",
+        requester=PUBLISHER,
+        role="Owner",
+        duration=2 * H,
+        justification="deploy",
+        now=T0,
+    )
+    before = world.service.list_requests(requester=PUBLISHER, limit=10)
+    reply = world.say(PUBLISHER, TAKE)
+    assert f"Request {first.id} already covers this role here" in reply, reply
+    assert f"/jit cancel {first.id}" in reply and f"/jit extend {first.id}" in reply
+    assert world.service.list_requests(requester=PUBLISHER, limit=10) == before
+    # Another role is not an overlap: glass breaks.
+    assert "being granted now" in world.say(
+        PUBLISHER, "breakglass crm Contributor 30m INC-4711 payments database is down"
+    )

@@ -75,6 +75,9 @@ def take(
         taken = rules.check_take(
             view.rules(), holders, actor, role, duration, incident_ref, reason, now
         )
+        rules.check_no_overlap(
+            taken.window, service.rows.open_windows(session, actor, app.scope, taken.role)
+        )
         alerted = [p for p in reviewers_of(service, app) if p != actor]
         justification = f"Break-glass for {taken.incident_ref}: {taken.reason}"
         row = AccessRequest(

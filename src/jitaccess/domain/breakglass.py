@@ -8,7 +8,7 @@ so someone who left a group is refused at once.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,6 +17,7 @@ from jitaccess.domain.errors import RuleViolation
 from jitaccess.domain.policy import (
     MIN_DURATION,
     AppRules,
+    OpenWindow,
     Window,
     check_reason,
     disabled_message,
@@ -109,6 +110,21 @@ def check_take(
     incident = check_incident(incident_ref)
     cleaned = check_reason(reason, "break glass")
     return BreakGlassTake(canonical_role, Window(now, now + duration), incident, cleaned)
+
+
+def check_no_overlap(window: Window, others: Iterable[OpenWindow]) -> None:
+    """Break-glass obeys the overlap rule too: its end would revoke the grant another
+    request of the same person, role and scope still relies on. In an emergency the
+    way out must be one command, so the message names it."""
+    for other in others:
+        if window.starts_at < other.window.ends_at and other.window.starts_at < window.ends_at:
+            raise RuleViolation(
+                f"Request {other.request_id} already covers this role here until "
+                f"{other.window.ends_at:%Y-%m-%d %H:%M} UTC: if it is active, extend it "
+                f"(`/jit extend {other.request_id} DURATION reason…`); if it is still waiting, "
+                f"cancel it (`/jit cancel {other.request_id}`) and break glass again",
+                field="role",
+            )
 
 
 def check_reviewer(reviewers: Collection[str], requester: str, actor: str, app_name: str) -> None:
