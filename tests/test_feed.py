@@ -339,3 +339,36 @@ def test_cli_sets_shows_and_clears_the_feed_channel(cli: Cli, tmp_path: Path) ->
     )
     assert "updated: crm" in cli("apps", "apply", "-f", apps_file).stdout
     assert cli.json("apps", "show", "crm")["policy"]["feed_channel"] == "G0PRIVATE"
+
+
+def test_break_glass_extension_and_quorum_show_in_the_channel(world: SlackWorld) -> None:
+    """The feed says break-glass with its incident and review, a waiting extension,
+    and how far a quorum has come."""
+    with_feed(world)
+    world.service.set_policy(
+        "crm", actor=ADMIN, now=now(), breakglass=[PUBLISHER], required_approvals=2
+    )
+    world.say(PUBLISHER, "breakglass crm Owner 30m INC-4711 payments database is down")
+    world.tick()
+    [glass] = world.fake.messages_in(FEED)
+    assert "Break-glass access #1" in texts(glass)
+    assert "INC-4711" in texts(glass) and "needs review" in texts(glass)
+    world.say(APPROVER, "ack 1 checked the incident timeline")
+    world.deliver()
+    assert "reviewed" in texts(world.fake.messages_in(FEED)[0])
+    assert "needs review" not in texts(world.fake.messages_in(FEED)[0])
+
+    world.say(PUBLISHER, "request crm Contributor 1h read logs")
+    world.deliver()
+    world.click(APPROVER, world.card_for(APPROVER, 2), blocks.APPROVE)
+    world.submit_reason(APPROVER, "CHG-1 is approved")
+    world.deliver()
+    assert f"1 of 2 approved: <@{APPROVER}> (CHG-1 is approved)" in texts(
+        world.fake.messages_in(FEED)[1]
+    )
+    world.click(APPROVER2, world.card_for(APPROVER2, 2), blocks.APPROVE)
+    world.submit_reason(APPROVER2, "fine by me")
+    world.tick()
+    world.say(PUBLISHER, "extend 2 30m tests still running")
+    world.deliver()
+    assert "Extension to" in texts(world.fake.messages_in(FEED)[1])

@@ -293,12 +293,33 @@ def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
     """The request's message in the application's feed channel: the approver card's
     facts without its buttons (decisions stay in the approvers' DMs). A channel has
     no one time zone, so times are in UTC."""
+    kind = "Break-glass access" if view.breakglass else "Access request"
     blocks: list[Block] = [
-        HeaderBlock(text=f"Access request #{view.id}"),
+        HeaderBlock(text=f"{kind} #{view.id}"),
         request_fields(view, UTC),
         justification(view),
         SectionBlock(text=_md(truncate("\n".join(outcome_lines(view, UTC)), SECTION_TEXT_MAX))),
     ]
+    if view.breakglass:
+        blocks.append(
+            SectionBlock(
+                text=_md(
+                    truncate(
+                        f":rotating_light: Break-glass for *{escape(view.incident_ref or '-')}*"
+                        f"{breakglass_tag(view).split(')', 1)[-1]}",
+                        SECTION_TEXT_MAX,
+                    )
+                )
+            )
+        )
+    if view.extension_ends_at is not None and view.state in _EXTENDABLE:
+        blocks.append(
+            SectionBlock(
+                text=_md(
+                    f"Extension to {when(view.extension_ends_at, UTC)} waiting for the approvers"
+                )
+            )
+        )
     if view.state == RequestState.PENDING:
         approvers = ", ".join(user(a) for a in view.notified_approvers) or "the approvers"
         note = (
