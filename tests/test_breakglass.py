@@ -194,7 +194,7 @@ def test_a_person_removed_from_the_breakglass_group_is_refused(world: SlackWorld
 
 def test_policy_refuses_malformed_holders_and_caps() -> None:
     """Holders must be user or group ids; the cap is validated like other durations."""
-    with pytest.raises(RuleViolation, match="neither a Slack user ID"):
+    with pytest.raises(RuleViolation, match="not a Slack user ID nor a user group ID"):
         Policy(breakglass=("ops@example.com",)).validated()
     with pytest.raises(RuleViolation, match="Break-glass maximum 31d is too long"):
         Policy(breakglass=("SONCALL",), breakglass_max=timedelta(days=31)).validated()
@@ -248,7 +248,7 @@ def test_cli_sets_the_policy_breaks_glass_inline_and_reviews(cli: Cli, tmp_path:
     refused = flat(
         cli("apps", "policy", "crm", "--as", ADMIN, "--breakglass", "ops", code=1).stderr
     )
-    assert "neither a Slack user ID" in refused
+    assert "not a Slack user ID nor a user group ID" in refused
 
     file = tmp_path / "apps.yaml"
     file.write_text(

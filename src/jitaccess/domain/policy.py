@@ -57,18 +57,23 @@ def check_user_id(value: str, what: str) -> str:
     return cleaned
 
 
-def check_approver_id(value: str) -> str:
-    """Return ``value`` if it is a person (``U…``/``W…``) or a Slack user group (``S…``)."""
-    check_text(value, f"Approver ID '{shown(value)}'", field="approvers")
+def check_person_or_group(value: str, what: str = "Approver", field: str = "approvers") -> str:
+    """Return ``value`` if it is a person (``U…``/``W…``) or a Slack user group (``S…``):
+    approvers and break-glass holders may be either."""
+    check_text(value, f"{what} ID '{shown(value)}'", field=field)
     cleaned = value.strip()
     if not (_SLACK_USER_ID.fullmatch(cleaned) or _SLACK_GROUP_ID.fullmatch(cleaned)):
         raise RuleViolation(
-            f"Approver '{shown(value)}' is not a Slack user ID nor a user group ID: use the "
+            f"{what} '{shown(value)}' is not a Slack user ID nor a user group ID: use the "
             "member ID (like U0123ABCD, from the profile's 'Copy member ID') or the user "
             "group ID (like S0123ABCD, from the group's page)",
-            field="approvers",
+            field=field,
         )
     return cleaned
+
+
+def check_approver_id(value: str) -> str:
+    return check_person_or_group(value)
 
 
 def check_feed_channel(value: str | None) -> str | None:
@@ -105,21 +110,9 @@ def check_user_ids(values: Iterable[str], what: str) -> tuple[str, ...]:
 def check_breakglass_holders(values: Iterable[str]) -> tuple[str, ...]:
     """People (``U…``/``W…``) or Slack user groups (``S…``) named for break-glass,
     de-duplicated in order."""
-    seen: dict[str, None] = {}
-    for value in values:
-        cleaned = value.strip() if isinstance(value, str) else ""
-        if _SLACK_GROUP_ID.fullmatch(cleaned):
-            seen[cleaned] = None
-            continue
-        if not _SLACK_USER_ID.fullmatch(cleaned):
-            raise RuleViolation(
-                f"Break-glass holder '{shown(str(value))}' is neither a Slack user ID (like "
-                "U0123ABCD) nor a user group ID (like S0123ABCD): use the member ID from the "
-                "profile's 'Copy member ID', or the group's ID",
-                field="breakglass",
-            )
-        seen[check_user_id(cleaned, "Break-glass holder")] = None
-    return tuple(seen)
+    return tuple(
+        dict.fromkeys(check_person_or_group(v, "Break-glass holder", "breakglass") for v in values)
+    )
 
 
 @dataclass(frozen=True)
