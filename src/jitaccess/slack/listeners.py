@@ -547,7 +547,7 @@ class SlackFrontEnd:
 
     def _refusal(self, request_id: int, user: str, decision: str) -> JitError | None:
         if decision.endswith("_extension"):
-            return self.service.extensions.refusal(request_id, user)
+            return self.service.extensions.refusal(request_id, user, decision)
         return self.service.decision_refusal(request_id, user, decision)
 
     # -- extend ----------------------------------------------------------------------
