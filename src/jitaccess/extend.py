@@ -148,6 +148,18 @@ class Extensions:
                 return exc
             return None
 
+    def overlap_refusal(self, request_id: int, added: timedelta) -> RuleViolation | None:
+        """Why extending the request by ``added`` would overlap another open request of
+        the requester, or None (a read-only pre-check for the Extend form, so the
+        refusal shows inline; :meth:`extend` checks again under the row lock)."""
+        with self.service.db.transaction(readonly=True) as session:
+            row = self.service.rows.get(session, request_id)
+            try:
+                self._check_no_overlap(session, row, row.ends_at + added, asked=True)
+            except RuleViolation as exc:
+                return exc
+            return None
+
     def _decide(
         self, request_id: int, *, actor: str, reason: str, now: datetime, approve: bool
     ) -> RequestView:
@@ -515,6 +527,5 @@ def _check_not_yet_approved(row: AccessRequest, actor: str) -> None:
         needed = max(row.required_approvals - len(row.extension_approvals or ()), 1)
         others = "another approver" if needed == 1 else f"{needed} other approvers"
         raise RuleViolation(
-            f"You already approved the extension of request {row.id}: {others} must "
-            "approve it too"
+            f"You already approved the extension of request {row.id}: {others} must approve it too"
         )

@@ -529,8 +529,7 @@ def check_extension_no_overlap(
         less = "extend that request instead, since it starts when this one ends"
     if asked:
         way_out = (
-            f"cancel request {first.request_id} first (`/jit cancel {first.request_id}`), "
-            f"or {less}"
+            f"cancel request {first.request_id} first (`/jit cancel {first.request_id}`), or {less}"
         )
     else:
         way_out = (

@@ -627,6 +627,9 @@ class SlackFrontEnd:
                 ending=current.end_requested is not None,
                 now=now,
             )
+            overlap = self.service.extensions.overlap_refusal(request_id, added)
+            if overlap is not None:
+                raise overlap
         except RuleViolation as exc:
             field = "reason" if exc.field == "reason" else "duration"
             ack(response_action="errors", errors={field: blocks.truncate(str(exc), 2000)})
