@@ -2,7 +2,11 @@
 
 ``/jit extend ID DURATION reason…`` (and the *Extend* buttons) land here. Automatic
 mode extends at once; manual mode stores one pending extension on the request (the
-``extension_*`` columns) for an approver to decide with a reason, like a request.
+``extension_*`` columns) for the approvers to decide with reasons, like a request: it
+needs the request's quorum (``required_approvals``) of different approvers, one
+denial denies, and the requester never counts. An extension never makes the window
+overlap another open request of the same person, role and scope (checked when asked
+and again at each approval, since a later request may have been submitted meanwhile).
 Either way the grant is never revoked and re-granted: the window's end moves, the
 sweep's deadline moves with it, and an expiry-aware backend (``ExpiryAwareProvider``)
 is told the new end by the sweep (``backend_ends_at`` lags ``ends_at`` until it
@@ -37,6 +41,9 @@ if TYPE_CHECKING:
 
 #: Why a pending extension ended without a decision.
 EXTENSION_TIMED_OUT = "no approver decided on the extension in time"
+
+#: The audited action of an extension approval that does not reach the quorum yet.
+EXTENSION_APPROVAL_RECORDED = "extension_approval_recorded"
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,7 @@ class Extensions:
                     f"(asked {row.extension_requested_at:%Y-%m-%d %H:%M} UTC): wait for their "
                     "decision, then extend again if you need more"
                 )
+            self._check_no_overlap(session, row, new_end, asked=True)
             if app.policy.mode is ApprovalMode.AUTOMATIC:
                 move_end(
                     session,
@@ -101,6 +109,7 @@ class Extensions:
                 row.extension_deadline_at = rules.extension_deadline(
                     now, app.policy.approval_timeout, row.ends_at
                 )
+                row.extension_approvals = []
                 set_next_deadline(row, now)
                 _record(
                     session,
@@ -123,13 +132,30 @@ class Extensions:
     def deny(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
         return self._decide(request_id, actor=actor, reason=reason, now=now, approve=False)
 
-    def refusal(self, request_id: int, actor: str) -> RuleViolation | None:
-        """Why ``actor`` cannot decide the request's extension now, or None (a read-only
-        pre-check for buttons; the decision checks again under the row lock)."""
+    def refusal(
+        self, request_id: int, actor: str, decision: str = "decide_extension"
+    ) -> RuleViolation | None:
+        """Why ``actor`` cannot make ``decision`` (``approve_extension``, …) on the
+        request's extension now, or None (a read-only pre-check for buttons; the
+        decision checks again under the row lock)."""
         with self.service.db.transaction(readonly=True) as session:
             row = self.service.rows.get(session, request_id)
             try:
                 self._check_decidable(row, actor, "decide on")
+                if decision == "approve_extension":
+                    _check_not_yet_approved(row, actor)
+            except RuleViolation as exc:
+                return exc
+            return None
+
+    def overlap_refusal(self, request_id: int, added: timedelta) -> RuleViolation | None:
+        """Why extending the request by ``added`` would overlap another open request of
+        the requester, or None (a read-only pre-check for the Extend form, so the
+        refusal shows inline; :meth:`extend` checks again under the row lock)."""
+        with self.service.db.transaction(readonly=True) as session:
+            row = self.service.rows.get(session, request_id)
+            try:
+                self._check_no_overlap(session, row, row.ends_at + added, asked=True)
             except RuleViolation as exc:
                 return exc
             return None
@@ -137,8 +163,9 @@ class Extensions:
     def _decide(
         self, request_id: int, *, actor: str, reason: str, now: datetime, approve: bool
     ) -> RequestView:
-        """One approval decides an extension (the row lock makes exactly one decision
-        win). Kept in one place so a quorum can be plugged in later."""
+        """An approval counts toward the extension's quorum and the one reaching it
+        moves the end; a denial decides at once. The row lock serialises racing
+        clicks, so the end moves exactly once."""
         verb = "approve" if approve else "deny"
         service = self.service
         timed_out = False
@@ -151,24 +178,8 @@ class Extensions:
                 time_out_extension(session, row, now)
                 timed_out = True
             elif approve:
-                new_end = row.extension_ends_at
-                asked_at = row.extension_requested_at
-                asked_why = row.extension_reason
-                approvers = self._approvers(row)
-                clear_extension(row)
-                move_end(
-                    session,
-                    row,
-                    new_end,
-                    actor=actor,
-                    reason=reason,
-                    requested_by=row.requester,
-                    now=now,
-                    approvers=approvers,
-                    asked_at=asked_at,
-                    extension_reason=asked_why,
-                    remind_before=service.sweeper.remind_before,
-                )
+                if self._count_approval(session, row, actor, reason, now):
+                    self._extend_approved(session, row, actor=actor, reason=reason, now=now)
             else:
                 details = pending_details(row)
                 clear_extension(row)
@@ -191,6 +202,74 @@ class Extensions:
             )
         self._wake(result, now)
         return result
+
+    def _extend_approved(
+        self, session: Session, row: AccessRequest, *, actor: str, reason: str, now: datetime
+    ) -> None:
+        """The quorum is reached: the end moves, on the same grant. With a quorum above
+        one, the audit entry and the cards list every approval that counted."""
+        assert row.extension_ends_at is not None
+        new_end = row.extension_ends_at
+        asked_at = row.extension_requested_at
+        asked_why = row.extension_reason
+        approvals = list(row.extension_approvals or [])
+        approvers = self._approvers(row)
+        clear_extension(row)
+        move_end(
+            session,
+            row,
+            new_end,
+            actor=actor,
+            reason=reason,
+            requested_by=row.requester,
+            now=now,
+            approvers=approvers,
+            asked_at=asked_at,
+            extension_reason=asked_why,
+            remind_before=self.service.sweeper.remind_before,
+            approvals=approvals if row.required_approvals > 1 else None,
+        )
+
+    def _count_approval(
+        self, session: Session, row: AccessRequest, actor: str, reason: str, now: datetime
+    ) -> bool:
+        """Record ``actor``'s approval of the locked row's pending extension; True when
+        it reaches the quorum (the caller then moves the end). Refused, changing
+        nothing, if they already approved it or it now overlaps another request."""
+        assert row.extension_ends_at is not None
+        _check_not_yet_approved(row, actor)
+        self._check_no_overlap(session, row, row.extension_ends_at, asked=False)
+        given = [
+            *(row.extension_approvals or []),
+            {"approver": actor, "reason": reason, "at": now.astimezone(UTC).isoformat()},
+        ]
+        row.extension_approvals = given  # a new list: the JSON column sees the change
+        if len(given) >= row.required_approvals:
+            return True
+        counts = {"approvals": len(given), "required_approvals": row.required_approvals}
+        _record(
+            session,
+            row,
+            EXTENSION_APPROVAL_RECORDED,
+            actor=actor,
+            reason=reason,
+            now=now,
+            approvers=self._approvers(row),
+            details={**pending_details(row), **counts},
+            step_suffix=str(len(given)),
+        )
+        return False
+
+    def _check_no_overlap(
+        self, session: Session, row: AccessRequest, new_end: datetime, *, asked: bool
+    ) -> None:
+        """Refuse an end that would run into another open request of the requester for
+        the same role and scope (``asked``: the requester is asking; else an approver
+        is approving)."""
+        others = self.service.rows.open_windows(session, row.requester, row.app.scope, row.role)
+        rules.check_extension_no_overlap(
+            row.id, Window(row.starts_at, row.ends_at), new_end, others, asked=asked
+        )
 
     def _check_decidable(self, row: AccessRequest, actor: str, verb: str) -> None:
         if row.state not in rules.EXTENDABLE_STATES or row.end_requested is not None:
@@ -277,6 +356,7 @@ def move_end(
     asked_at: datetime | None = None,
     extension_reason: str | None = None,
     remind_before: timedelta | None = timedelta(minutes=15),
+    approvals: list[dict[str, str]] | None = None,
 ) -> None:
     """The extension itself: ``ends_at`` moves on the same request (and grant), audited
     with the old and new end; the sweep's deadline follows, and a reminder is queued
@@ -285,13 +365,16 @@ def move_end(
     row.ends_at = new_end.astimezone(UTC)
     before, _ = move(row, "extend")
     set_next_deadline(row, now)
-    details = {
+    details: dict[str, Any] = {
         "old_ends_at": old_end.isoformat(),
         "new_ends_at": row.ends_at.isoformat(),
         "requested_by": requested_by,
         "asked_at": (asked_at or now).isoformat(),
         "extension_reason": extension_reason or reason,
     }
+    if approvals:
+        # The approvals that made the quorum (audited, and shown on the cards).
+        details["approvals"] = approvals
     session.info.setdefault("jit_transitions", []).append((before, row.state))
     _record(
         session,
@@ -338,6 +421,8 @@ def move_end(
 
 
 def clear_extension(row: AccessRequest) -> None:
+    """The pending extension is gone (decided or timed out): its approvals with it."""
+    row.extension_approvals = None
     row.extension_ends_at = None
     row.extension_reason = None
     row.extension_requested_at = None
@@ -386,10 +471,12 @@ def _record(
     approvers: list[str],
     details: dict[str, Any] | None = None,
     post_cards: bool = False,
+    step_suffix: str = "",
 ) -> None:
     """Audit an extension step and queue the requester's status card and each
     approver's extension card (posted anew with ``post_cards``, else edited in place).
-    The step key carries when the extension was asked, so each one is its own news."""
+    The step key carries when the extension was asked, so each one is its own news
+    (and ``step_suffix`` tells apart steps of one kind, e.g. the 1st and 2nd approval)."""
     details = details if details is not None else pending_details(row)
     audit.append(
         session,
@@ -403,7 +490,7 @@ def _record(
         reason=reason,
         details={"role": row.role, "requester": row.requester, **details},
     )
-    step = f"ext:{details['asked_at']}:{event}"
+    step = f"ext:{details['asked_at']}:{event}{step_suffix}"
     payload = {**details, "post": post_cards}
     journal.enqueue(
         session,
@@ -431,4 +518,14 @@ def _record(
             event=event,
             before=row.state,
             details=payload,
+        )
+
+
+def _check_not_yet_approved(row: AccessRequest, actor: str) -> None:
+    """The same approver never counts twice toward an extension's quorum."""
+    if any(a["approver"] == actor for a in row.extension_approvals or ()):
+        needed = max(row.required_approvals - len(row.extension_approvals or ()), 1)
+        others = "another approver" if needed == 1 else f"{needed} other approvers"
+        raise RuleViolation(
+            f"You already approved the extension of request {row.id}: {others} must approve it too"
         )

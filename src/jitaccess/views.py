@@ -133,6 +133,8 @@ class RequestView:
     extension_ends_at: datetime | None = None
     extension_reason: str | None = None
     extension_deadline_at: datetime | None = None
+    #: The pending extension's approvals so far (its quorum is ``required_approvals``).
+    extension_approvals: tuple[ApprovalView, ...] = ()
 
     @classmethod
     def of(cls, row: AccessRequest) -> RequestView:
@@ -172,6 +174,10 @@ class RequestView:
             extension_ends_at=row.extension_ends_at,
             extension_reason=row.extension_reason,
             extension_deadline_at=row.extension_deadline_at,
+            extension_approvals=tuple(
+                ApprovalView(a["approver"], a["reason"], datetime.fromisoformat(a["at"]))
+                for a in row.extension_approvals or ()
+            ),
         )
 
     @property

@@ -485,3 +485,52 @@ def check_no_overlap(window: Window, others: Iterable[OpenWindow]) -> None:
                 "button), or start after it ends",
                 field="start",
             )
+
+
+def check_extension_no_overlap(
+    request_id: int,
+    window: Window,
+    new_end: datetime,
+    others: Iterable[OpenWindow],
+    *,
+    asked: bool = True,
+) -> None:
+    """An extension must not run into another open request of the same person, role
+    and scope: the first of the two to end would revoke the grant both rely on.
+    Checked when the requester asks (``asked``) and again when an approver approves (a
+    later request may have been submitted meanwhile). The message names the other
+    request and the ways out: cancel it, or extend less."""
+    extended = Window(window.starts_at, new_end)
+    clashing = [
+        o
+        for o in others
+        if o.request_id != request_id
+        and extended.starts_at < o.window.ends_at
+        and o.window.starts_at < extended.ends_at
+    ]
+    if not clashing:
+        return
+    first = min(clashing, key=lambda o: o.window.starts_at)
+    room = first.window.starts_at - window.ends_at
+    other = (
+        f"request {first.request_id} for the same person, role and scope "
+        f"({first.window.starts_at:%Y-%m-%d %H:%M}–{first.window.ends_at:%H:%M} UTC)"
+    )
+    if room >= MIN_DURATION:
+        less = f"extend by at most {format_duration(room)}, to end when it starts"
+    else:
+        less = "extend that request instead, since it starts when this one ends"
+    if asked:
+        way_out = (
+            f"cancel request {first.request_id} first (`/jit cancel {first.request_id}`), or {less}"
+        )
+    else:
+        way_out = (
+            f"deny this extension; the requester can cancel request {first.request_id} and "
+            f"ask again, or {less}"
+        )
+    raise RuleViolation(
+        f"Extending request {request_id} to {new_end:%Y-%m-%d %H:%M} UTC would overlap "
+        f"{other}: {way_out}. Nothing was changed",
+        field="duration",
+    )

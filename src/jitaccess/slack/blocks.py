@@ -36,7 +36,7 @@ from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import JitError, Mention
 from jitaccess.domain.lifecycle import RequestState
-from jitaccess.views import AppView, RequestView
+from jitaccess.views import ApprovalView, AppView, RequestView
 
 # callback ids (modals) and action ids (buttons); listeners route on these.
 REQUEST_MODAL = "jit_request"
@@ -123,6 +123,22 @@ def quorum_progress(view: RequestView) -> str | None:
         return None
     given = ", ".join(f"{user(a.approver)} ({escape(a.reason)})" for a in view.approvals)
     line = f"{len(view.approvals)} of {view.required_approvals} approved"
+    return f"{line}: {given}" if given else line
+
+
+def extension_progress(view: RequestView) -> str | None:
+    """ "1 of 2 approved: <@ava> (reason)" for a pending extension that needs several
+    approvals (or already has some); None otherwise."""
+    if view.extension_ends_at is None:
+        return None
+    if view.required_approvals <= 1 and not view.extension_approvals:
+        return None
+    return _approvals_line(view.extension_approvals, view.required_approvals)
+
+
+def _approvals_line(approvals: Sequence[ApprovalView], required: int) -> str:
+    given = ", ".join(f"{user(a.approver)} ({escape(a.reason)})" for a in approvals)
+    line = f"{len(approvals)} of {required} approved"
     return f"{line}: {given}" if given else line
 
 
@@ -363,13 +379,11 @@ def requester_card(
             )
         )
     if view.extension_ends_at is not None and view.state in _EXTENDABLE:
+        progress = extension_progress(view)
+        waiting = f"Extension to {when(view.extension_ends_at, tz)} waiting for the approvers"
         blocks.append(
             ContextBlock(
-                elements=[
-                    _md(
-                        f"Extension to {when(view.extension_ends_at, tz)} waiting for the approvers"
-                    )
-                ]
+                elements=[_md(truncate(waiting + (f" · {progress}" if progress else ""), 2000))]
             )
         )
     if with_buttons:
@@ -419,11 +433,12 @@ _EXTENSION_OUTCOME = {
 
 
 def extension_card(
-    view: RequestView, tz: tzinfo, details: dict[str, Any]
+    view: RequestView, tz: tzinfo, details: dict[str, Any], *, viewer: str | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
     """An approver's card for one extension: what is asked and why, then Approve/Deny
-    while it waits, or the outcome. ``details`` is the extension as queued (its old
-    and new end, the actor and reason of the step)."""
+    while it waits (with the quorum's progress; no buttons for a ``viewer`` who already
+    approved), or the outcome. ``details`` is the extension as queued (its old and new
+    end, the actor and reason of the step)."""
     new_end = datetime.fromisoformat(str(details.get("new_ends_at")))
     old_end = datetime.fromisoformat(str(details.get("old_ends_at")))
     event = str(details.get("event") or "")
@@ -457,24 +472,37 @@ def extension_card(
         and view.state in _EXTENDABLE
         and view.end_requested is None
     )
-    if waiting and event == "extension_requested":
-        blocks.append(
-            ActionsBlock(
-                block_id=f"extension:{view.id}",
-                elements=[
-                    _button("Approve", APPROVE_EXTENSION, view.id, "primary"),
-                    _button("Deny", DENY_EXTENSION, view.id, "danger"),
-                ],
+    if waiting and event in ("extension_requested", "extension_approval_recorded"):
+        progress = extension_progress(view)
+        if progress:
+            blocks.append(SectionBlock(text=_md(truncate(progress, SECTION_TEXT_MAX))))
+        approved = viewer is not None and viewer in {a.approver for a in view.extension_approvals}
+        if not approved:
+            blocks.append(
+                ActionsBlock(
+                    block_id=f"extension:{view.id}",
+                    elements=[
+                        _button("Approve", APPROVE_EXTENSION, view.id, "primary"),
+                        _button("Deny", DENY_EXTENSION, view.id, "danger"),
+                    ],
+                )
             )
-        )
         if view.extension_deadline_at is not None:
+            if approved:
+                who = "You approved; waiting for the other approvers."
+            elif view.required_approvals > 1:
+                who = (
+                    f"{view.required_approvals} approvers must approve, each giving a reason; "
+                    "one denial denies."
+                )
+            else:
+                who = "One approver decides, giving a reason."
             blocks.append(
                 ContextBlock(
                     elements=[
                         _md(
-                            "One approver decides, giving a reason. Times out "
-                            f"{when(view.extension_deadline_at, tz)}; until then the "
-                            "access ends as before."
+                            f"{who} Times out {when(view.extension_deadline_at, tz)}; until "
+                            "then the access ends as before."
                         )
                     ]
                 )
@@ -483,7 +511,13 @@ def extension_card(
         actor = str(details.get("actor") or "")
         by = "the policy (automatic mode)" if actor.startswith("policy:") else user(actor)
         line = f"*{_EXTENSION_OUTCOME[event]}*"
-        if event != "extension_timed_out":
+        quorum = details.get("approvals")
+        if event == "extend" and isinstance(quorum, list) and quorum:
+            approvals = [
+                ApprovalView(str(a["approver"]), str(a["reason"]), view.ends_at) for a in quorum
+            ]
+            line += f" · {_approvals_line(approvals, len(approvals))}"
+        elif event != "extension_timed_out":
             why = details.get("reason")
             decided = f": {escape(str(why))}" if why and not actor.startswith("policy:") else ""
             line += f" by {by}{decided}"

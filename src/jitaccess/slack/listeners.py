@@ -547,7 +547,7 @@ class SlackFrontEnd:
 
     def _refusal(self, request_id: int, user: str, decision: str) -> JitError | None:
         if decision.endswith("_extension"):
-            return self.service.extensions.refusal(request_id, user)
+            return self.service.extensions.refusal(request_id, user, decision)
         return self.service.decision_refusal(request_id, user, decision)
 
     # -- extend ----------------------------------------------------------------------
@@ -627,6 +627,9 @@ class SlackFrontEnd:
                 ending=current.end_requested is not None,
                 now=now,
             )
+            overlap = self.service.extensions.overlap_refusal(request_id, added)
+            if overlap is not None:
+                raise overlap
         except RuleViolation as exc:
             field = "reason" if exc.field == "reason" else "duration"
             ack(response_action="errors", errors={field: blocks.truncate(str(exc), 2000)})

@@ -118,6 +118,8 @@ def breakglass_text(note: Notification, view: Any) -> str | None:
 _EXTENSION_TEXT = {
     "extend": "Request #{rid} was extended{until} by {actor}{why}",
     "extension_requested": "Your extension of request #{rid}{until} was sent to the approvers.",
+    "extension_approval_recorded": "The extension of request #{rid}{until} was approved by "
+    "{actor}{why}; it still needs more approvals.",
     "extension_denied": "The extension of request #{rid} was denied by {actor}{why}. "
     "Your access still ends as before.",
     "extension_timed_out": "The extension of request #{rid} timed out: no approver decided "
@@ -325,7 +327,7 @@ class SlackNotifier:
         """An approver's extension card: posted when an extension is asked (or made by
         the policy), so they are notified; edited in place when it is decided."""
         assert note.recipient is not None and note.request_id is not None
-        text, body = blocks.extension_card(view, tz, dict(note.payload))
+        text, body = blocks.extension_card(view, tz, dict(note.payload), viewer=note.recipient)
         card = self._card(note.request_id, note.recipient, "extension")
         if card is not None and card[2] == note.dedup_key:
             return

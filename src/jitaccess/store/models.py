@@ -178,6 +178,10 @@ class AccessRequest(Base):
     extension_reason: Mapped[str | None] = mapped_column(Text)
     extension_requested_at: Mapped[datetime | None]
     extension_deadline_at: Mapped[datetime | None]
+    #: The pending extension's approvals so far (``{approver, reason, at}``, oldest
+    #: first): it is approved when they reach ``required_approvals``. Replaced, never
+    #: mutated in place (a plain JSON column does not track changes inside it).
+    extension_approvals: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
     #: The end an expiry-aware backend (``ExpiryAwareProvider``) was last told; NULL for
     #: other backends. While it differs from ``ends_at`` the sweep owes an ``extend``.
     backend_ends_at: Mapped[datetime | None]
