@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from jitaccess.providers.azure import AzureProvider
 from jitaccess.sandbox import demo
 from jitaccess.sandbox.run import Sandbox
+from jitaccess.service import JitService
 from jitaccess.slack import blocks
 from test_sandbox import call, eventually, open_modal, start_sandbox, state, timeline_text
 
@@ -80,6 +82,20 @@ def test_the_demo_has_an_azure_app_and_the_panel_starts_empty(sandbox: Sandbox) 
     assert panel["enabled"] is True
     assert (panel["assignments"], panel["schedule_requests"]) == ([], [])
     assert call(sandbox, "azure?user=UNOBODY")[0] == 400
+
+
+def test_an_older_sandbox_database_gains_the_azure_app_on_its_next_start(
+    service: JitService,
+) -> None:
+    """Seeding registers only the demo apps missing by name, so tailspin-azure appears."""
+    now = datetime(2026, 11, 27, 10, 0).astimezone()
+    service.providers.register(AzureProvider())  # never called: registering asks no Azure
+    for spec in demo.APPS:
+        if spec.name != demo.AZURE_APP:
+            service.register_app(spec, actor=demo.SEEDED_BY, now=now)
+    assert demo.seed(service, now) == [demo.AZURE_APP]
+    assert demo.seed(service, now) == []
+    assert service.get_app(demo.AZURE_APP).provider == "azure"
 
 
 def test_azure_grant_extend_expire_and_summary_in_the_sandbox(sandbox: Sandbox) -> None:
