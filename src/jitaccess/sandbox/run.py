@@ -76,7 +76,7 @@ def display_path(path: Path) -> str:
 
 
 class Sandbox:
-    """The app, the fake Slack and the page, startable and stoppable in-process.
+    """The app, the fake Slack, the fake ARM and the page, startable and stoppable in-process.
 
     ``configured`` is the real configuration (environment and ``.env``; read when not
     given): only its port, log settings and, for the refusal, its database and Slack
