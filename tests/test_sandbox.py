@@ -753,6 +753,7 @@ def test_restart_keeps_the_data_and_the_clock_and_reset_starts_over(tmp_path: Pa
             "contoso-crm",
             "fabrikam-erp",
             "northwind-hr",
+            "tailspin-azure",
         ]
     finally:
         again.stop()

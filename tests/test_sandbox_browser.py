@@ -258,3 +258,36 @@ def test_a_person_takes_a_request_from_slash_command_to_expired(
 
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert severe == [], severe
+
+
+def test_the_azure_panel_shows_pims_assignment_and_its_expiry(
+    browser: WebDriver, sandbox: Sandbox
+) -> None:
+    """The Azure panel lists the PIM assignment with its end, then drops it past the end."""
+    driver = browser
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.get(sandbox.url)
+    panel = wait(driver, lambda: visible(driver, "#azure"), "the Azure panel")
+    assert "Role assignments" in panel.text and "none" in panel.text
+    command = driver.find_element(By.ID, "command")
+    command.send_keys("/jit request tailspin-azure Contributor 1h deploy the fix", Keys.ENTER)
+    wait(driver, lambda: message_with(driver, "was sent to the approvers"), "submitted")
+    act_as(driver, demo.APPROVER)
+    driver.find_element(By.ID, "command").send_keys("/jit approve 1 CHG-7", Keys.ENTER)
+    held = wait(
+        driver,
+        lambda: visible(driver, "#azure .az-assignment"),
+        "the PIM assignment in the panel",
+    )
+    assert "Contributor for Pat Publisher" in held.text and "Azure ends it" in held.text
+    assert "AdminAssign Provisioned" in driver.find_element(By.ID, "azure").text
+    driver.save_screenshot(str(ARTIFACTS / "sandbox-azure.png"))
+    for _ in range(2):
+        driver.find_element(By.CSS_SELECTOR, 'button[data-minutes="60"]').click()
+    wait(
+        driver,
+        lambda: not driver.find_elements(By.CSS_SELECTOR, "#azure .az-assignment"),
+        "Azure to remove the assignment past its end",
+    )
+    severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert severe == [], severe

@@ -36,6 +36,8 @@ from jitaccess.store.db import Database
 from jitaccess.sweep import RetryPolicy
 
 if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
     from jitaccess.activity import ActivityReporter
     from jitaccess.metrics import Metrics
     from jitaccess.outbox import Notifier, OutboxRelay
@@ -116,19 +118,24 @@ def build(
     role: Role | None = None,
     clock: Callable[[], datetime] | None = None,
     notifier: Notifier | None = None,
+    azure_credential: TokenCredential | None = None,
 ) -> Container:
     """Build everything ``role`` runs (None: a CLI command), each piece once.
 
     ``clock`` is what the Slack listeners and the scheduler read (the sandbox moves
     it); the wall clock by default. The relay delivers with ``notifier`` if given,
     else with the Slack app's notifier where Slack is answered, else with one made
-    from ``SLACK_BOT_TOKEN``, else not at all (messages stay queued)."""
+    from ``SLACK_BOT_TOKEN``, else not at all (messages stay queued).
+    ``azure_credential`` is the identity the Azure provider and the Activity Log reader
+    use instead of the settings' (the sandbox passes its fake ARM's)."""
     settings = settings or Settings()
     db = Database(settings.database_url)
-    providers = build_registry(settings, db)
+    providers = build_registry(settings, db, azure_credential=azure_credential)
     stopping = threading.Event()
     if role is None:
-        service = _service(settings, db, providers, stopping, inline=True)
+        service = _service(
+            settings, db, providers, stopping, inline=True, azure_credential=azure_credential
+        )
         return Container(settings, db, providers, service, stopping, notifier=notifier)
 
     from jitaccess.metrics import Metrics
@@ -158,6 +165,7 @@ def build(
         observer=metrics,
         # A web process wakes nothing: a worker's next sweep picks the intent up.
         on_deadline=wake_at if role.does_work else None,
+        azure_credential=azure_credential,
     )
     slack = _slack(settings, role, service, stopping, clock) if role.answers_slack else None
     relay: OutboxRelay | None = None
@@ -206,6 +214,7 @@ def _service(
     inline: bool,
     observer: ServiceObserver | None = None,
     on_deadline: Callable[[datetime], None] | None = None,
+    azure_credential: TokenCredential | None = None,
 ) -> JitService:
     retry = RetryPolicy(
         base=timedelta(seconds=settings.retry_base_seconds),
@@ -227,11 +236,16 @@ def _service(
         on_deadline=on_deadline,
         directory=directory,
         listing_directory=listing_directory,
-        activity=_activity(settings, db, stopping),
+        activity=_activity(settings, db, stopping, azure_credential),
     )
 
 
-def _activity(settings: Settings, db: Database, stopping: threading.Event) -> ActivityReporter:
+def _activity(
+    settings: Settings,
+    db: Database,
+    stopping: threading.Event,
+    azure_credential: TokenCredential | None = None,
+) -> ActivityReporter:
     """Activity-log summaries at access end, for apps on Azure (the only backend here
     with an activity log). The Azure SDK is imported when the first one is due."""
     from jitaccess.activity import ActivityLog, ActivityPolicy, ActivityReporter
@@ -239,7 +253,7 @@ def _activity(settings: Settings, db: Database, stopping: threading.Event) -> Ac
     def azure_log() -> ActivityLog:
         from jitaccess.providers.azure_activity import AzureActivityLog
 
-        return AzureActivityLog.from_settings(settings)
+        return AzureActivityLog.from_settings(settings, azure_credential)
 
     attempts = settings.activity_summary_max_attempts
     return ActivityReporter(

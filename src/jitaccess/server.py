@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from wsgiref.types import StartResponse, WSGIEnvironment
 
+    from azure.core.credentials import TokenCredential
+
 log = logging.getLogger("jitaccess.serve")
 #: How long ``stop`` gives the work in flight (a sweep batch, a delivery, an HTTP
 #: request) to reach a safe point before the process goes without it.
@@ -81,7 +83,13 @@ def worker_notice(environ: WSGIEnvironment, start_response: StartResponse) -> It
 class Server:
     """Everything ``serve`` runs, startable and stoppable (tests run it in-process)."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        azure_credential: TokenCredential | None = None,
+    ) -> None:
         self.role: Role = settings.role
         missing = settings.missing_slack_settings(self.role)
         if missing:
@@ -92,7 +100,9 @@ class Server:
             )
         self.settings = settings
         #: Everything this role runs, built once (see ``container.build``).
-        self.container: Container = build(settings, role=self.role, clock=clock)
+        self.container: Container = build(
+            settings, role=self.role, clock=clock, azure_credential=azure_credential
+        )
         assert self.container.metrics is not None  # built for every serve role
         self.metrics: Metrics = self.container.metrics
         #: The Bolt app; None on a worker.

@@ -90,10 +90,18 @@ class AzureActivityLog:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AzureActivityLog:
-        """The ``azure`` provider's identity: a service principal if its three settings
-        are given, else DefaultAzureCredential (managed identity, az login …)."""
-        credential: TokenCredential | None = None
+    def from_settings(
+        cls, settings: Settings, credential: TokenCredential | None = None
+    ) -> AzureActivityLog:
+        """The ``azure`` provider's identity: ``credential`` if given (the sandbox's),
+        else a service principal if its three settings are given, else
+        DefaultAzureCredential (managed identity, az login …)."""
+        if credential is not None:
+            return cls(
+                credential,
+                base_url=settings.azure_arm_url or None,
+                connection_verify=settings.azure_ca_bundle or True,
+            )
         given = (settings.azure_tenant_id, settings.azure_client_id, settings.azure_client_secret)
         if all(given):
             from azure.identity import ClientSecretCredential

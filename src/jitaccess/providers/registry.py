@@ -11,25 +11,32 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from jitaccess.providers.base import AccessProvider, GrantSpec, ProviderError, ProviderRegistry
 from jitaccess.providers.log import LogProvider
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
 log = logging.getLogger("jitaccess.providers")
 ENTRY_POINT_GROUP = "jitaccess.providers"
 
 
-def build_registry(settings: Settings, db: Database) -> ProviderRegistry:
+def build_registry(
+    settings: Settings, db: Database, *, azure_credential: TokenCredential | None = None
+) -> ProviderRegistry:
     """The built-in providers and the plug-ins. Only the log provider is made now: the
     others (Azure's SDK, the webhook's HTTP client) and the plug-in scan are slow to
     import, so they are made on the first lookup (or ``load_all()``), in the same
-    order as ever: a plug-in of the same name replaces a built-in provider."""
+    order as ever: a plug-in of the same name replaces a built-in provider.
+    ``azure_credential`` replaces the one the settings describe (the sandbox's fake ARM)."""
     registry = ProviderRegistry()
     registry.register(LogProvider(db))
     registry.register_factory("webhook", _webhook)
-    registry.register_factory("azure", lambda: _azure(settings))
+    registry.register_factory("azure", lambda: _azure(settings, azure_credential))
     registry.add_loader(lambda registry: _plugins(registry, settings))
     return registry
 
@@ -50,10 +57,14 @@ def _webhook() -> AccessProvider:
     return WebhookProvider()
 
 
-def _azure(settings: Settings) -> AccessProvider:
+def _azure(settings: Settings, credential: TokenCredential | None = None) -> AccessProvider:
     from jitaccess.providers.azure import AzureProvider
 
     verify: str | bool = settings.azure_ca_bundle or True
+    if credential is not None:
+        return AzureProvider(
+            credential, base_url=settings.azure_arm_url or None, connection_verify=verify
+        )
     if settings.azure_client_secret or settings.azure_client_id or settings.azure_tenant_id:
         try:
             return AzureProvider.from_settings(

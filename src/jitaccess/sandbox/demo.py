@@ -1,17 +1,23 @@
-"""The sandbox's demo workspace: four people, one user group and three applications.
+"""The sandbox's demo workspace: four people, one user group and four applications.
 
 The people live in the fake Slack workspace (``users.info`` reports their names and
 time zones); the applications are registered through the service on first start,
-exactly as ``jitaccess apps register`` would.
+exactly as ``jitaccess apps register`` would. One of them, ``tailspin-azure``, is on
+the ``azure`` provider (PIM scheduled mode) against the sandbox's fake Azure Resource
+Manager: Pat is mapped to an Entra object id there, and every scheduled assignment
+comes with a few Activity Log events by Pat (:func:`demo_activity`), so the summary
+after access ends has something to say.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from jitaccess.domain.policy import ApprovalMode, Policy
+from jitaccess.sandbox.fake_arm import Assignment, FakeArm
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.service import AppSpec, JitService
 
@@ -26,6 +32,12 @@ GROUPS: dict[str, tuple[str, ...]] = {APPROVER_GROUP: (APPROVER, APPROVER2)}
 FEED_CHANNEL = "CJITFEED"
 FEED_CHANNEL_NAME = "jit-requests"
 SEEDED_BY = "sandbox"
+#: The demo Azure application: its managed resource group and Pat's Entra object id.
+AZURE_APP = "tailspin-azure"
+AZURE_SCOPE = (
+    "/subscriptions/5a1db0c5-0000-4000-8000-000000000000/resourceGroups/mrg-tailspin-azure"
+)
+PUBLISHER_OBJECT_ID = "0b5e5a1d-7a7a-4c4c-9d9d-000000000001"
 
 
 @dataclass(frozen=True)
@@ -36,10 +48,19 @@ class DemoUser:
     tz: str
     role: str
     """What this person does in the demo, shown in the page's user picker."""
+    azure_object_id: str | None = None
+    """Their Entra object id in the fake ARM (the Azure panel names them by it)."""
 
 
 USERS: tuple[DemoUser, ...] = (
-    DemoUser(PUBLISHER, "pat", "Pat Publisher", "Europe/Berlin", "publisher: asks for access"),
+    DemoUser(
+        PUBLISHER,
+        "pat",
+        "Pat Publisher",
+        "Europe/Berlin",
+        "publisher: asks for access",
+        azure_object_id=PUBLISHER_OBJECT_ID,
+    ),
     DemoUser(
         APPROVER,
         "ava",
@@ -99,6 +120,56 @@ APPS: tuple[AppSpec, ...] = (
         ),
         provider="log",
     ),
+    AppSpec(
+        name=AZURE_APP,
+        scope=AZURE_SCOPE,
+        publishers=(PUBLISHER,),
+        roles=("Reader", "Contributor"),
+        admins=(ADMIN,),
+        policy=Policy(
+            mode=ApprovalMode.MANUAL,
+            max_duration=timedelta(hours=8),
+            approvers=(APPROVER,),
+            feed_channel=FEED_CHANNEL,
+        ),
+        # The real Azure provider (PIM: Azure itself removes the access at the end),
+        # talking to the sandbox's fake ARM.
+        provider="azure",
+        provider_config={
+            "principals": {PUBLISHER: {"object_id": PUBLISHER_OBJECT_ID, "type": "User"}},
+            "assignment_mode": "scheduled",
+        },
+    ),
+)
+
+#: What Pat "does" while a demo Azure grant is active: (minutes after its start,
+#: operation, resource under the resource group, status). All within PIM's first five
+#: minutes, so even access released as early as Azure allows covers them.
+DEMO_ACTIVITY: tuple[tuple[float, str, str, str], ...] = (
+    (
+        0.5,
+        "Microsoft.Web/sites/config/write",
+        "/providers/Microsoft.Web/sites/app-tailspin",
+        "Succeeded",
+    ),
+    (
+        1.5,
+        "Microsoft.Web/sites/restart/action",
+        "/providers/Microsoft.Web/sites/app-tailspin",
+        "Succeeded",
+    ),
+    (
+        2.5,
+        "Microsoft.Storage/storageAccounts/write",
+        "/providers/Microsoft.Storage/storageAccounts/sttailspin",
+        "Succeeded",
+    ),
+    (
+        3.5,
+        "Microsoft.KeyVault/vaults/delete",
+        "/providers/Microsoft.KeyVault/vaults/kv-tailspin",
+        "Failed",
+    ),
 )
 
 
@@ -120,8 +191,36 @@ def add_users(fake: FakeSlack, now: datetime) -> None:
         fake.set_group(group, list(members))
 
 
+def demo_activity(arm: FakeArm) -> Callable[[Assignment], None]:
+    """The fake ARM's ``on_scheduled``: Activity Log events by the assignee in the
+    assignment's resource group, timed from its start (see :data:`DEMO_ACTIVITY`)."""
+
+    def add(assignment: Assignment) -> None:
+        start = assignment.starts_at or arm.clock()
+        for minutes, operation, resource, status in DEMO_ACTIVITY:
+            arm.add_event(
+                assignment.scope,
+                operation=operation,
+                at=start + timedelta(minutes=minutes),
+                object_id=assignment.principal_id,
+                caller=(
+                    "pat@example.com"
+                    if assignment.principal_id == PUBLISHER_OBJECT_ID
+                    else assignment.principal_id
+                ),
+                resource=resource,
+                status=status,
+            )
+
+    return add
+
+
 def seed(service: JitService, now: datetime) -> list[str]:
-    """Register the demo applications when none is registered; returns their names."""
-    if service.list_apps():
-        return []
-    return [service.register_app(spec, actor=SEEDED_BY, now=now).name for spec in APPS]
+    """Register the demo applications not registered yet (all on first start; one
+    added to the demo later on the next start); returns their names."""
+    registered = {app.name for app in service.list_apps()}
+    return [
+        service.register_app(spec, actor=SEEDED_BY, now=now).name
+        for spec in APPS
+        if spec.name not in registered
+    ]

@@ -18,6 +18,9 @@ Routes (``POST`` bodies are JSON; every one names the ``user`` acting):
 * ``GET /sandbox/state?user=U…&since=N``: that person's timeline, App Home and open
   modal as rendered HTML, with a version number (``{"unchanged": true}`` while it
   is still ``N``): the page polls it;
+* ``GET /sandbox/azure?user=U…``: what the fake Azure Resource Manager holds (role
+  assignments with their end, PIM schedule requests), times in that person's zone:
+  the page's Azure panel polls it;
 * ``POST /sandbox/command`` ``{text}``, ``/click`` ``{source, channel, ts, view_id,
   block_id, action_id, value, selected, values}``, ``/submit`` ``{view_id, values}``,
   ``/close`` ``{view_id}``, ``/home-opened``, ``/time`` ``{minutes}``.
@@ -142,9 +145,11 @@ class SandboxPage:
         on_time: Callable[[], None] | None = None,
         prefix: str = "/sandbox",
         db_label: str = "",
+        azure: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         """``app_url`` returns the app's root URL (``http://127.0.0.1:PORT``) once it is
-        listening; ``on_time`` runs after the clock moved (the sandbox sweeps then)."""
+        listening; ``on_time`` runs after the clock moved (the sandbox sweeps then);
+        ``azure`` returns what the fake ARM holds (:meth:`FakeArm.snapshot`), if any."""
         self.fake = fake
         self.secret = signing_secret
         self.app_url = app_url
@@ -153,6 +158,7 @@ class SandboxPage:
         self.on_time = on_time
         self.prefix = prefix.rstrip("/")
         self.db_label = db_label
+        self.azure = azure
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._version = 0
@@ -799,6 +805,44 @@ class SandboxPage:
             self.on_time()
         return {"ok": True, "now": now.isoformat()}
 
+    def azure_state(self, user: str) -> dict[str, Any]:
+        """The Azure panel: the fake ARM's role assignments and PIM schedule requests,
+        with their times labelled in ``user``'s zone (``enabled`` False: no fake ARM)."""
+        self._person(user)
+        if self.azure is None:
+            return {"enabled": False}
+        tz = self._tz(user)
+        names = {p.azure_object_id: p.real_name for p in self.people if p.azure_object_id}
+
+        def label(value: Any) -> str | None:
+            if not value:
+                return None
+            return when(datetime.fromisoformat(str(value).replace("Z", "+00:00")), tz)
+
+        held = self.azure()
+        return {
+            "enabled": True,
+            "now_label": label(held["now"]),
+            "assignments": [
+                {
+                    **a,
+                    "who": names.get(a["principal_id"], a["principal_id"]),
+                    "ends_label": label(a["ends_at"]),
+                }
+                for a in held["assignments"]
+            ],
+            "schedule_requests": [
+                {
+                    **r,
+                    "who": names.get(str(r["principal_id"]), r["principal_id"]),
+                    "created_label": label(r["created_on"]),
+                    "ends_label": label(r["ends_at"]),
+                }
+                for r in held["schedule_requests"]
+            ],
+            "activity_events": held["activity_events"],
+        }
+
     # -- WSGI --------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO") or "/")
@@ -816,6 +860,10 @@ class SandboxPage:
                 since_raw = (query.get("since") or [""])[0]
                 since = int(since_raw) if since_raw.lstrip("-").isdigit() else None
                 return _json(start_response, "200 OK", self.state(user, since))
+            if route == "/azure" and method == "GET":
+                query = parse_qs(str(environ.get("QUERY_STRING") or ""))
+                user = (query.get("user") or [""])[0]
+                return _json(start_response, "200 OK", self.azure_state(user))
             handlers: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
                 "/command": lambda u, d: self.command(u, str(d.get("text") or "")),
                 "/click": self.click,

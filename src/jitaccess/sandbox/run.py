@@ -8,6 +8,12 @@ into signed Slack requests to the app's ``/slack/events`` and shows what the app
 sent back to the fake. Time is the real time plus an offset the page's time control
 moves forward; the server, its scheduler and the listeners all read that clock.
 
+Beside the fake Slack runs a :class:`~jitaccess.sandbox.fake_arm.FakeArm` (HTTPS on
+127.0.0.1, its own throwaway CA): the demo application on the ``azure`` provider goes
+through the real Azure SDK to it. Its clock is the sandbox's, so moving time past a
+grant's end shows Azure itself removing the assignment; the page's Azure panel
+(``/sandbox/azure``) shows what it holds.
+
 The sandbox always uses its own SQLite file (``./jitaccess-sandbox.db`` unless told
 otherwise) and refuses one that the configured real Slack app uses.
 """
@@ -30,6 +36,7 @@ from sqlalchemy.exc import ArgumentError
 from jitaccess import logs
 from jitaccess.roles import Role
 from jitaccess.sandbox import demo
+from jitaccess.sandbox.fake_arm import FakeArm, FakeCredential
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.sandbox.page import SandboxClock, SandboxPage
 from jitaccess.server import (
@@ -69,7 +76,7 @@ def display_path(path: Path) -> str:
 
 
 class Sandbox:
-    """The app, the fake Slack and the page, startable and stoppable in-process.
+    """The app, the fake Slack, the fake ARM and the page, startable and stoppable in-process.
 
     ``configured`` is the real configuration (environment and ``.env``; read when not
     given): only its port, log settings and, for the refusal, its database and Slack
@@ -95,6 +102,7 @@ class Sandbox:
         self.secret = secrets.token_hex(16)
         self.clock = SandboxClock(self.clock_path)
         self.fake: FakeSlack | None = None
+        self.arm: FakeArm | None = None
         self.server: Server | None = None
         self.page: SandboxPage | None = None
         self._sweeps: list[threading.Thread] = []
@@ -146,7 +154,7 @@ class Sandbox:
         port = self.server.port if self.server is not None else self.port
         return f"http://127.0.0.1:{port}"
 
-    def settings(self, api_url: str) -> Settings:
+    def settings(self, api_url: str, arm: FakeArm | None = None) -> Settings:
         return Settings(
             _env_file=None,
             database_url=f"sqlite:///{self.db_path}",
@@ -161,6 +169,12 @@ class Sandbox:
             relay_interval_seconds=self.relay_interval,
             log_level=self.configured.log_level,
             log_format=self.configured.log_format,
+            # No real Azure identity is ever used: the fake ARM's credential is passed in.
+            azure_tenant_id=None,
+            azure_client_id=None,
+            azure_client_secret=None,
+            azure_arm_url=arm.base_url if arm is not None else None,
+            azure_ca_bundle=str(arm.ca_file) if arm is not None else None,
         )
 
     @contextlib.contextmanager
@@ -197,7 +211,16 @@ class Sandbox:
                 demo.add_users(fake, self.clock())
                 fake.start()
                 self.fake = fake
-                server = Server(self.settings(fake.base_url), clock=self.clock)
+                arm = FakeArm()
+                arm.clock = self.clock
+                arm.on_scheduled = demo.demo_activity(arm)
+                arm.start()
+                self.arm = arm
+                server = Server(
+                    self.settings(fake.base_url, arm),
+                    clock=self.clock,
+                    azure_credential=FakeCredential(),
+                )
                 self.server = server
                 db = server.container.db
                 db.upgrade()
@@ -217,6 +240,7 @@ class Sandbox:
                 on_time=self._after_time_moved,
                 prefix=PAGE_PREFIX,
                 db_label=display_path(self.db_path),
+                azure=arm.snapshot,
             )
             self.page = page
             server.router.mount(PAGE_PREFIX, page)
@@ -246,8 +270,9 @@ class Sandbox:
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop within about ``timeout`` seconds (see :meth:`Server.stop`)."""
         deadline = time.monotonic() + timeout
-        page, server, fake = self.page, self.server, self.fake
+        page, server, fake, arm = self.page, self.server, self.fake, self.arm
         self.page = self.server = self.fake = None
+        self.arm = None
         if server is not None:
             server.container.stopping.set()  # the sweeps below stop at their next row
         if page is not None:
@@ -260,6 +285,8 @@ class Sandbox:
                 server.stop(timeout=max(0.5, deadline - time.monotonic()))
         if fake is not None:
             fake.stop()
+        if arm is not None:
+            arm.stop()
 
 
 def run_sandbox(

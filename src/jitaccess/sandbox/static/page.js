@@ -63,6 +63,38 @@
       });
   }
 
+  // The Azure panel: what the fake ARM holds (role assignments with the end Azure
+  // enforces, PIM schedule requests), polled on its own.
+  var azureTimer = null;
+  function pollAzure() {
+    clearTimeout(azureTimer);
+    fetch(P + "/azure?user=" + encodeURIComponent(user))
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (a) { if (a) renderAzure(a); }, function () {})
+      .then(function () { azureTimer = setTimeout(pollAzure, 2000); });
+  }
+  function renderAzure(a) {
+    var box = $("#azure");
+    box.hidden = !a.enabled;
+    if (!a.enabled) return;
+    var held = a.assignments.map(function (x) {
+      return "<li class=\"az-assignment\"><b>" + esc(x.role) + "</b> for " + esc(x.who) +
+        (x.ends_label ? "<br>Azure ends it <span class=\"ends\">" + esc(x.ends_label) +
+          "</span>" : "<br>no end (a plain assignment)") + "</li>";
+    }).join("");
+    var asked = a.schedule_requests.map(function (r) {
+      return "<li class=\"az-request\"><b>" + esc(r.type) + "</b> " + esc(r.status) +
+        " (" + esc(r.created_label) + ")" +
+        (r.ends_label ? "<br>until " + esc(r.ends_label) : "") + "</li>";
+    }).join("");
+    $("#azure-body").innerHTML =
+      "<h3>Role assignments</h3>" +
+      (held ? "<ul>" + held + "</ul>" : "<p class=\"none\">none</p>") +
+      "<h3>PIM schedule requests</h3>" +
+      (asked ? "<ul>" + asked + "</ul>" : "<p class=\"none\">none</p>") +
+      "<p class=\"none\">" + esc(a.activity_events) + " Activity Log events</p>";
+  }
+
   function apply(s) {
     if (s.unchanged) return;
     version = s.version;
@@ -253,7 +285,10 @@
     el = t.closest("button.tab");
     if (el) { switchTab(el.dataset.tab); return; }
     el = t.closest("button[data-minutes]");
-    if (el) { api("time", {minutes: Number(el.dataset.minutes)}); return; }
+    if (el) {
+      api("time", {minutes: Number(el.dataset.minutes)}).then(function () { pollAzure(); });
+      return;
+    }
     el = t.closest(".bk-close, #modal-x");
     if (el) { closeModal(); return; }
     el = t.closest("button.bk-button[data-action-id]");
@@ -294,5 +329,6 @@
   if (CONFIG.db) $("#dbnote").textContent = "The demo data is in " + CONFIG.db + ".";
   renderPeople();
   switchTab(tab);
+  pollAzure();
   $("#command").focus();
 })();
