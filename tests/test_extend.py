@@ -475,3 +475,17 @@ def test_racing_identical_submissions_make_one_request(pg_url: str) -> None:
             assert any("extend it instead" in o for o in outcomes)
     finally:
         db.dispose()
+
+
+def test_two_extensions_in_the_same_instant_are_both_recorded(service: JitService) -> None:
+    """A double extension at one instant extends twice; it never fails on a duplicate key."""
+    with freeze_time(START):
+        rid = active_request(service, mode=ApprovalMode.AUTOMATIC)
+        for _ in range(2):
+            outcome = service.extensions.extend(
+                rid, actor=PUBLISHER, added=30 * M, reason="one more run", now=now()
+            )
+            assert outcome.status == "extended"
+        assert service.get_request(rid).ends_at == T0 + 3 * H
+    assert [a for a, _ in audit_actions(service, rid)].count("extend") == 2
+    assert len(outbox(service, rid, "requester_update")) >= 2

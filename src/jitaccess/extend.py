@@ -376,7 +376,7 @@ def move_end(
         # The approvals that made the quorum (audited, and shown on the cards).
         details["approvals"] = approvals
     session.info.setdefault("jit_transitions", []).append((before, row.state))
-    _record(
+    step = _record(
         session,
         row,
         "extend",
@@ -392,7 +392,7 @@ def move_end(
         journal.enqueue(
             session,
             row,
-            f"ext:{details['asked_at']}:extend",
+            step,
             OutboxKind.APPROVER_CARD,
             approver,
             now,
@@ -472,13 +472,14 @@ def _record(
     details: dict[str, Any] | None = None,
     post_cards: bool = False,
     step_suffix: str = "",
-) -> None:
+) -> str:
     """Audit an extension step and queue the requester's status card and each
     approver's extension card (posted anew with ``post_cards``, else edited in place).
-    The step key carries when the extension was asked, so each one is its own news
-    (and ``step_suffix`` tells apart steps of one kind, e.g. the 1st and 2nd approval)."""
+    The step key carries the audit entry's sequence number, so each step is its own
+    news even when two happen in the same instant (and ``step_suffix`` tells apart
+    steps of one kind, e.g. the 1st and 2nd approval). Returns the step key."""
     details = details if details is not None else pending_details(row)
-    audit.append(
+    entry = audit.append(
         session,
         at=now,
         actor=actor,
@@ -490,7 +491,7 @@ def _record(
         reason=reason,
         details={"role": row.role, "requester": row.requester, **details},
     )
-    step = f"ext:{details['asked_at']}:{event}{step_suffix}"
+    step = f"ext:{entry.seq}:{event}{step_suffix}"
     payload = {**details, "post": post_cards}
     journal.enqueue(
         session,
@@ -519,6 +520,7 @@ def _record(
             before=row.state,
             details=payload,
         )
+    return step
 
 
 def _check_not_yet_approved(row: AccessRequest, actor: str) -> None:
