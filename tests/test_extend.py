@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -360,36 +359,31 @@ def test_failing_extend_call_is_retried_before_the_old_end(
     assert ("extend_failed", "system") in audit_actions(service, rid)
 
 
-def test_extension_approval_to_backend_end_is_measured(
+def test_each_approved_extension_reaches_the_webhook_before_the_approval_returns(
     webhook_service: tuple[JitService, WebhookReceiver],
 ) -> None:
-    """Measured, not asserted: approval click to the receiver holding the new end."""
+    """Inline (the CLI), an approval returns only once the receiver holds the new end.
+    (How long that takes is measured by bench.azure_extend, never asserted here.)"""
     service, rx = webhook_service
     service.set_policy("crm", actor=ADMIN, now=T0, mode=ApprovalMode.MANUAL, approvers=[APPROVER])
-    samples: list[float] = []
-    with freeze_time(START, tick=True):
+    with freeze_time(START) as clock:
         rid = service.submit(
             "crm",
             requester=PUBLISHER,
             role="Contributor",
             duration=15 * M,
-            justification="bench",
+            justification="migration",
             now=now(),
         ).id
         service.approve(rid, actor=APPROVER, reason="ok", now=now())
-        for _ in range(5):
+        for _ in range(3):
+            clock.tick(M)
             service.extensions.extend(rid, actor=PUBLISHER, added=M, reason="more", now=now())
             wanted = service.get_request(rid).extension_ends_at
-            assert wanted is not None
-            started = time.perf_counter()
+            assert wanted is not None and rx.held_ends_at(rid) != wanted.isoformat()
             service.extensions.approve(rid, actor=APPROVER, reason="ok", now=now())
             assert rx.held_ends_at(rid) == wanted.isoformat()
-            samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    print(
-        f"\nextension approval -> webhook holds new ends_at: median {samples[2]:.1f} ms, "
-        f"max {samples[-1]:.1f} ms (SQLite, inline sweep, local receiver)"
-    )
+    assert rx.actions(rid) == ["grant", "extend", "extend", "extend"]
 
 
 def test_cli_extends_and_decides_extensions(cli: Cli) -> None:
