@@ -388,7 +388,7 @@ def test_construction_is_lazy_and_from_settings(monkeypatch: pytest.MonkeyPatch)
     assert made == []
 
     p = AzureProvider.from_settings("tenant", "client", "secret", "https://127.0.0.1:1")
-    assert type(p._credential).__name__ == "ClientSecretCredential"
+    assert type(p._arm.credential()).__name__ == "ClientSecretCredential"
     p.close()
     with pytest.raises(ProviderError, match="missing client_secret"):
         AzureProvider.from_settings("tenant", "client", None)

@@ -162,15 +162,12 @@ def review(
             ("review_reason", cleaned),
         ):
             set_committed_value(row, key, value)
-        audit.append(
+        journal.record_step(
             session,
-            at=now,
+            row,
+            REVIEWED,
             actor=actor,
-            action=REVIEWED,
-            app=row.app.name,
-            request_id=row.id,
-            from_state=row.state,
-            to_state=row.state,
+            now=now,
             reason=cleaned,
             details={"breakglass": True, "incident_ref": row.incident_ref},
         )
@@ -182,19 +179,18 @@ def _alert_cards_changed(
     session: Session, row: AccessRequest, *, actor: str, reason: str, now: datetime
 ) -> None:
     """Edit every alert card in place (they lose *Acknowledge*) and tell the requester."""
-    for person in row.notified_approvers:
-        journal.enqueue(
-            session,
-            row,
-            "reviewed",
-            OutboxKind.BREAKGLASS_ALERT,
-            person,
-            now,
-            actor=actor,
-            reason=reason,
-            event=REVIEWED,
-            before=row.state,
-        )
+    journal.enqueue_each(
+        session,
+        row,
+        "reviewed",
+        OutboxKind.BREAKGLASS_ALERT,
+        row.notified_approvers,
+        now,
+        actor=actor,
+        reason=reason,
+        event=REVIEWED,
+        before=row.state,
+    )
     journal.enqueue(
         session,
         row,

@@ -32,7 +32,6 @@ from jitaccess.domain.lifecycle import APPROVED_STATES, RequestState, move
 from jitaccess.domain.policy import ApprovalMode, Window
 from jitaccess.journal import POLICY_ACTOR, SYSTEM
 from jitaccess.outbox import OutboxKind
-from jitaccess.store import audit
 from jitaccess.store.models import AccessRequest
 from jitaccess.views import AppView, RequestView
 
@@ -387,20 +386,19 @@ def move_end(
         details=details,
         post_cards=actor == POLICY_ACTOR,
     )
-    for approver in row.notified_approvers:
-        # The request card shows the window: it is edited to show the new end.
-        journal.enqueue(
-            session,
-            row,
-            step,
-            OutboxKind.APPROVER_CARD,
-            approver,
-            now,
-            actor=actor,
-            reason=reason,
-            event="extend",
-            before=before,
-        )
+    # The request card shows the window: it is edited to show the new end.
+    journal.enqueue_each(
+        session,
+        row,
+        step,
+        OutboxKind.APPROVER_CARD,
+        row.notified_approvers,
+        now,
+        actor=actor,
+        reason=reason,
+        event="extend",
+        before=before,
+    )
     if (
         remind_before is not None
         and row.state == RequestState.ACTIVE
@@ -479,15 +477,12 @@ def _record(
     news even when two happen in the same instant (and ``step_suffix`` tells apart
     steps of one kind, e.g. the 1st and 2nd approval). Returns the step key."""
     details = details if details is not None else pending_details(row)
-    entry = audit.append(
+    entry = journal.record_step(
         session,
-        at=now,
+        row,
+        event,
         actor=actor,
-        action=event,
-        app=row.app.name,
-        request_id=row.id,
-        from_state=row.state,
-        to_state=row.state,
+        now=now,
         reason=reason,
         details={"role": row.role, "requester": row.requester, **details},
     )
@@ -506,20 +501,19 @@ def _record(
         before=row.state,
         details=payload,
     )
-    for approver in approvers:
-        journal.enqueue(
-            session,
-            row,
-            step,
-            OutboxKind.EXTENSION_CARD,
-            approver,
-            now,
-            actor=actor,
-            reason=reason,
-            event=event,
-            before=row.state,
-            details=payload,
-        )
+    journal.enqueue_each(
+        session,
+        row,
+        step,
+        OutboxKind.EXTENSION_CARD,
+        approvers,
+        now,
+        actor=actor,
+        reason=reason,
+        event=event,
+        before=row.state,
+        details=payload,
+    )
     return step
 
 

@@ -8,11 +8,13 @@ transition is recorded the same way, whoever makes it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from jitaccess.domain.audit_chain import AuditEntry
 from jitaccess.domain.lifecycle import move
 from jitaccess.outbox import OutboxKind
 from jitaccess.store import audit, staged
@@ -116,19 +118,18 @@ def record(
     )
     # A break-glass request has no decision card: its alert card follows it instead.
     card = OutboxKind.BREAKGLASS_ALERT if row.breakglass else OutboxKind.APPROVER_CARD
-    for approver in row.notified_approvers:
-        enqueue(
-            session,
-            row,
-            after,
-            card,
-            approver,
-            now,
-            actor=actor,
-            reason=reason,
-            event=event,
-            before=before,
-        )
+    enqueue_each(
+        session,
+        row,
+        after,
+        card,
+        row.notified_approvers,
+        now,
+        actor=actor,
+        reason=reason,
+        event=event,
+        before=before,
+    )
 
 
 #: The messages that mean a request's card changed: each also refreshes the request's
@@ -180,6 +181,20 @@ def enqueue(
         _follow_in_feed(session, row, step, now, actor, reason, event, before, available_at)
 
 
+def enqueue_each(
+    session: Session,
+    row: AccessRequest,
+    step: str,
+    kind: OutboxKind,
+    recipients: Iterable[str],
+    now: datetime,
+    **message: Any,
+) -> None:
+    """:func:`enqueue` the same step to each of ``recipients``."""
+    for recipient in recipients:
+        enqueue(session, row, step, kind, recipient, now, **message)
+
+
 def _follow_in_feed(
     session: Session,
     row: AccessRequest,
@@ -216,6 +231,32 @@ def _follow_in_feed(
             )
 
 
+def record_step(
+    session: Session,
+    row: AccessRequest,
+    action: str,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Audit a step of ``row`` that keeps its state (an approval short of the quorum,
+    an extension asked, a backend told the new end, a review, a failed attempt)."""
+    return audit.append(
+        session,
+        at=now,
+        actor=actor,
+        action=action,
+        app=row.app.name,
+        request_id=row.id,
+        from_state=row.state,
+        to_state=row.state,
+        reason=reason,
+        details=details,
+    )
+
+
 def audit_attempt(
     session: Session, row: AccessRequest, action: str, error: str, now: datetime
 ) -> None:
@@ -223,15 +264,12 @@ def audit_attempt(
     details: dict[str, Any] = {"attempt": row.attempts}
     if row.next_deadline_at is not None and row.next_deadline_at > now:
         details["retry_at"] = row.next_deadline_at.isoformat()
-    audit.append(
+    record_step(
         session,
-        at=now,
+        row,
+        action,
         actor=SYSTEM,
-        action=action,
-        app=row.app.name,
-        request_id=row.id,
-        from_state=row.state,
-        to_state=row.state,
+        now=now,
         reason=error,
         details=details,
     )

@@ -20,7 +20,6 @@ from jitaccess.directory import Directory, DirectoryError, expand, is_group
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import RuleViolation
 from jitaccess.outbox import OutboxKind
-from jitaccess.store import audit
 from jitaccess.store.models import AccessRequest, Approval
 
 log = logging.getLogger("jitaccess.quorum")
@@ -82,15 +81,12 @@ def record_approval(
     given = len(row.approvals)
     if given >= row.required_approvals:
         return True
-    audit.append(
+    journal.record_step(
         session,
-        at=now,
+        row,
+        APPROVAL_RECORDED,
         actor=actor,
-        action=APPROVAL_RECORDED,
-        app=row.app.name,
-        request_id=row.id,
-        from_state=row.state,
-        to_state=row.state,
+        now=now,
         reason=reason,
         details={"approvals": given, "required_approvals": row.required_approvals},
     )
@@ -107,17 +103,16 @@ def record_approval(
         event=APPROVAL_RECORDED,
         before=row.state,
     )
-    for approver in row.notified_approvers:
-        journal.enqueue(
-            session,
-            row,
-            step,
-            OutboxKind.APPROVER_CARD,
-            approver,
-            now,
-            actor=actor,
-            reason=reason,
-            event=APPROVAL_RECORDED,
-            before=row.state,
-        )
+    journal.enqueue_each(
+        session,
+        row,
+        step,
+        OutboxKind.APPROVER_CARD,
+        row.notified_approvers,
+        now,
+        actor=actor,
+        reason=reason,
+        event=APPROVAL_RECORDED,
+        before=row.state,
+    )
     return False

@@ -42,7 +42,6 @@ from jitaccess.providers.base import (
     ProviderRegistry,
 )
 from jitaccess.quorum import alert_recipients
-from jitaccess.store import audit
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest
 from jitaccess.store.rows import Rows
@@ -590,15 +589,12 @@ class Sweeper:
         """The backend heard (or not) of an extended end. A failure is retried with
         backoff, never past the end itself (the expiry revokes then anyway)."""
         if error is None:
-            audit.append(
+            journal.record_step(
                 session,
-                at=now,
+                row,
+                "backend_extended",
                 actor=SYSTEM,
-                action="backend_extended",
-                app=row.app.name,
-                request_id=row.id,
-                from_state=row.state,
-                to_state=row.state,
+                now=now,
                 reason=f"the backend now ends the grant at {item.spec.ends_at.isoformat()}",
             )
             row.backend_ends_at = item.spec.ends_at
@@ -670,15 +666,12 @@ class Sweeper:
         if error is not None:
             self._revoke_failed(session, row, error, now)
             return
-        audit.append(
+        journal.record_step(
             session,
-            at=now,
+            row,
+            "owed_revoke",
             actor=SYSTEM,
-            action="owed_revoke",
-            app=row.app.name,
-            request_id=row.id,
-            from_state=row.state,
-            to_state=row.state,
+            now=now,
             reason="a grant that landed after the request ended was revoked",
         )
         row.next_deadline_at = None

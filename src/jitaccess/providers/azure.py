@@ -53,8 +53,6 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline import PipelineResponse
-from azure.core.pipeline.policies import RetryPolicy
 from azure.mgmt.authorization.v2020_10_01 import (
     AuthorizationManagementClient as PimManagementClient,
 )
@@ -70,6 +68,7 @@ from azure.mgmt.authorization.v2022_04_01.models import (
     RoleAssignmentCreateParameters,
 )
 
+from jitaccess.providers.arm import ArmConnection, credential_from_settings
 from jitaccess.providers.base import GrantSpec, ProviderError
 
 if TYPE_CHECKING:
@@ -85,7 +84,6 @@ ASSIGNMENT_NAMESPACE = uuid.UUID("2c9b9925-6fb7-4c26-8665-87a4a598b974")
 DESCRIPTION_PREFIX = "jitaccess request"
 STANDING_PREFIX = "jitaccess standing"
 
-DEFAULT_BASE_URL = "https://management.azure.com"
 
 BUILTIN_ROLES: Mapping[str, str] = {
     "owner": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
@@ -106,7 +104,6 @@ _ROLE_ID_RE = re.compile(
     re.IGNORECASE,
 )
 _DESCRIPTION_RE = re.compile(rf"^{DESCRIPTION_PREFIX} (\d+)\b")
-_MAX_RETRY_AFTER = 5.0
 _MAX_DETAIL = 300
 
 SCHEDULED = "scheduled"
@@ -274,14 +271,6 @@ def resolve_role_definition_id(role: str, config: Mapping[str, Any], subscriptio
     )
 
 
-class _CappedRetryPolicy(RetryPolicy[Any, Any]):
-    """azure-core's retry policy, but a server's Retry-After cannot stall us for long."""
-
-    def get_retry_after(self, response: PipelineResponse[Any, Any]) -> float | None:
-        value = super().get_retry_after(response)
-        return None if value is None else min(value, _MAX_RETRY_AFTER)
-
-
 def _shorten(text: str | None) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
@@ -310,13 +299,16 @@ class AzureProvider:
         connection_verify: str | bool = True,
         timeout: float = 30,
         retry_total: int = 2,
+        owns_credential: bool = False,
     ) -> None:
-        self._credential = credential
-        self._owns_credential = False
-        self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._verify = connection_verify
-        self._timeout = float(timeout)
-        self._retry_total = retry_total
+        self._arm = ArmConnection(
+            credential,
+            base_url=base_url,
+            connection_verify=connection_verify,
+            timeout=timeout,
+            retry_total=retry_total,
+            owns_credential=owns_credential,
+        )
         self._clients: dict[str, AuthorizationManagementClient] = {}
         self._pim: PimManagementClient | None = None
         #: subscription id -> until when it gets plain assignments (its tenant has no PIM)
@@ -342,28 +334,14 @@ class AzureProvider:
         DefaultAzureCredential covers managed identity, workload identity, the AZURE_*
         environment variables and ``az login``; it is created at first use.
         """
-        given = {"tenant_id": tenant_id, "client_id": client_id, "client_secret": client_secret}
-        credential: TokenCredential | None = None
-        if tenant_id and client_id and client_secret:
-            from azure.identity import ClientSecretCredential
-
-            credential = ClientSecretCredential(tenant_id, client_id, client_secret)
-        elif any(given.values()):
-            missing = ", ".join(k for k, v in given.items() if not v)
-            raise ProviderError(
-                f"Azure settings are incomplete (missing {missing}): set tenant id, client id and "
-                "client secret together, or none of them to use managed identity / "
-                "DefaultAzureCredential"
-            )
-        provider = cls(
-            credential,
+        return cls(
+            credential_from_settings(tenant_id, client_id, client_secret),
             base_url=base_url,
             connection_verify=connection_verify,
             timeout=timeout,
             retry_total=retry_total,
+            owns_credential=True,
         )
-        provider._owns_credential = credential is not None
-        return provider
 
     # -- the port -----------------------------------------------------------------
 
@@ -578,9 +556,7 @@ class AzureProvider:
             client.close()
         for pim_client in pim_clients:
             pim_client.close()
-        close = getattr(self._credential, "close", None)
-        if self._owns_credential and callable(close):
-            close()
+        self._arm.close()
 
     # -- internals ------------------------------------------------------------------
 
@@ -589,7 +565,7 @@ class AzureProvider:
             client = self._clients.get(subscription_id)
             if client is None:
                 client = AuthorizationManagementClient(
-                    self._credential_locked(), subscription_id, **self._client_options()
+                    self._arm.credential(), subscription_id, **self._arm.client_options()
                 )
                 self._clients[subscription_id] = client
             return client
@@ -599,30 +575,10 @@ class AzureProvider:
         is addressed by scope, so one client serves every subscription."""
         with self._lock:
             if self._pim is None:
-                self._pim = PimManagementClient(self._credential_locked(), **self._client_options())
+                self._pim = PimManagementClient(
+                    self._arm.credential(), **self._arm.client_options()
+                )
             return self._pim
-
-    def _credential_locked(self) -> TokenCredential:
-        if self._credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            self._credential = DefaultAzureCredential()
-            self._owns_credential = True
-        return self._credential
-
-    def _client_options(self) -> dict[str, Any]:
-        return {
-            "base_url": self._base_url,
-            "connection_verify": self._verify,
-            "connection_timeout": min(self._timeout, 10.0),
-            "read_timeout": self._timeout,
-            "retry_policy": _CappedRetryPolicy(
-                retry_total=self._retry_total,
-                retry_backoff_factor=0.5,
-                retry_backoff_max=_MAX_RETRY_AFTER,
-                timeout=self._timeout,
-            ),
-        }
 
     # -- PIM (scheduled mode) ---------------------------------------------------------
 
@@ -859,12 +815,13 @@ class AzureProvider:
             return ProviderError(f"Azure refused to {action} at {scope}: {status} {code}: {detail}")
         if isinstance(err, ServiceResponseError):
             return ProviderError(
-                f"Azure Resource Manager at {self._base_url} did not answer in time "
-                f"(timeout {self._timeout:g}s) or dropped the connection: {_shorten(err.message)}"
+                f"Azure Resource Manager at {self._arm.base_url} did not answer in time "
+                f"(timeout {self._arm.timeout:g}s) or dropped the connection: "
+                f"{_shorten(err.message)}"
             )
         if isinstance(err, ServiceRequestError):
             return ProviderError(
-                f"could not reach Azure Resource Manager at {self._base_url}: "
+                f"could not reach Azure Resource Manager at {self._arm.base_url}: "
                 f"{_shorten(err.message)}"
             )
         return ProviderError(

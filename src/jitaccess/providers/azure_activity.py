@@ -19,13 +19,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, HttpResponseError
-from azure.core.pipeline import PipelineResponse
-from azure.core.pipeline.policies import RetryPolicy
 from azure.mgmt.monitor import MonitorManagementClient
 from azure.mgmt.monitor.models import EventData
 
 from jitaccess.domain.activity import ActivityEvent
-from jitaccess.providers.azure import DEFAULT_BASE_URL, resolve_principal, subscription_of
+from jitaccess.providers.arm import ArmConnection, credential_from_settings
+from jitaccess.providers.azure import resolve_principal, subscription_of
 from jitaccess.providers.base import ProviderError
 
 if TYPE_CHECKING:
@@ -38,15 +37,6 @@ OBJECT_ID_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier
 #: Only what the summary needs travels back.
 SELECT = "eventTimestamp,operationName,resourceId,status,caller,claims,operationId"
 _RESOURCE_GROUP_RE = re.compile(r"/resourceGroups/(?P<name>[^/]+)", re.IGNORECASE)
-_MAX_RETRY_AFTER = 5.0
-
-
-class _CappedRetryPolicy(RetryPolicy[Any, Any]):
-    """azure-core's retry policy, but a server's Retry-After cannot stall the sweep."""
-
-    def get_retry_after(self, response: PipelineResponse[Any, Any]) -> float | None:
-        value = super().get_retry_after(response)
-        return None if value is None else min(value, _MAX_RETRY_AFTER)
 
 
 def _timestamp(moment: datetime) -> str:
@@ -79,13 +69,16 @@ class AzureActivityLog:
         connection_verify: str | bool = True,
         timeout: float = 30,
         retry_total: int = 2,
+        owns_credential: bool = False,
     ) -> None:
-        self._credential = credential
-        self._owns_credential = False
-        self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._verify = connection_verify
-        self._timeout = float(timeout)
-        self._retry_total = retry_total
+        self._arm = ArmConnection(
+            credential,
+            base_url=base_url,
+            connection_verify=connection_verify,
+            timeout=timeout,
+            retry_total=retry_total,
+            owns_credential=owns_credential,
+        )
         self._clients: dict[str, MonitorManagementClient] = {}
         self._lock = threading.Lock()
 
@@ -96,24 +89,17 @@ class AzureActivityLog:
         """The ``azure`` provider's identity: ``credential`` if given (the sandbox's),
         else a service principal if its three settings are given, else
         DefaultAzureCredential (managed identity, az login …)."""
-        if credential is not None:
-            return cls(
-                credential,
-                base_url=settings.azure_arm_url or None,
-                connection_verify=settings.azure_ca_bundle or True,
+        owned = credential is None
+        if credential is None:
+            credential = credential_from_settings(
+                settings.azure_tenant_id, settings.azure_client_id, settings.azure_client_secret
             )
-        given = (settings.azure_tenant_id, settings.azure_client_id, settings.azure_client_secret)
-        if all(given):
-            from azure.identity import ClientSecretCredential
-
-            credential = ClientSecretCredential(*given)  # type: ignore[arg-type]
-        reader = cls(
+        return cls(
             credential,
             base_url=settings.azure_arm_url or None,
             connection_verify=settings.azure_ca_bundle or True,
+            owns_credential=owned,
         )
-        reader._owns_credential = credential is not None
-        return reader
 
     def read(
         self,
@@ -138,7 +124,7 @@ class AzureActivityLog:
             raise _translate(err, scope) from None
         except AzureError as err:
             raise ProviderError(
-                f"could not read the Azure Activity Log of {scope} at {self._base_url}: "
+                f"could not read the Azure Activity Log of {scope} at {self._arm.base_url}: "
                 f"{err.message}"
             ) from None
         return events
@@ -148,32 +134,14 @@ class AzureActivityLog:
             clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             client.close()
-        close = getattr(self._credential, "close", None)
-        if self._owns_credential and callable(close):
-            close()
+        self._arm.close()
 
     def _client(self, subscription_id: str) -> MonitorManagementClient:
         with self._lock:
             client = self._clients.get(subscription_id)
             if client is None:
-                if self._credential is None:
-                    from azure.identity import DefaultAzureCredential
-
-                    self._credential = DefaultAzureCredential()
-                    self._owns_credential = True
                 client = MonitorManagementClient(
-                    self._credential,
-                    subscription_id,
-                    base_url=self._base_url,
-                    connection_verify=self._verify,
-                    connection_timeout=min(self._timeout, 10.0),
-                    read_timeout=self._timeout,
-                    retry_policy=_CappedRetryPolicy(
-                        retry_total=self._retry_total,
-                        retry_backoff_factor=0.5,
-                        retry_backoff_max=_MAX_RETRY_AFTER,
-                        timeout=self._timeout,
-                    ),
+                    self._arm.credential(), subscription_id, **self._arm.client_options()
                 )
                 self._clients[subscription_id] = client
             return client

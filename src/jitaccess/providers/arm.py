@@ -1,0 +1,107 @@
+"""One connection to Azure Resource Manager, shared by every ARM client here.
+
+The ``azure`` provider (role assignments, PIM schedule requests) and the Activity Log
+reader talk to the same endpoint with the same identity, TLS trust, timeouts and
+retry policy; this is where those live, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from azure.core.pipeline import PipelineResponse
+from azure.core.pipeline.policies import RetryPolicy
+
+from jitaccess.providers.base import ProviderError
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+DEFAULT_BASE_URL = "https://management.azure.com"
+#: The longest a server's Retry-After may hold up a call (the sweep has work to do).
+MAX_RETRY_AFTER = 5.0
+
+
+class CappedRetryPolicy(RetryPolicy[Any, Any]):
+    """azure-core's retry policy, but a server's Retry-After cannot stall us for long."""
+
+    def get_retry_after(self, response: PipelineResponse[Any, Any]) -> float | None:
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, MAX_RETRY_AFTER)
+
+
+def credential_from_settings(
+    tenant_id: str | None, client_id: str | None, client_secret: str | None
+) -> TokenCredential | None:
+    """A service principal (client secret) if all three are given; None (then
+    DefaultAzureCredential, made at first use) if none is; refused if only some are."""
+    given = {"tenant_id": tenant_id, "client_id": client_id, "client_secret": client_secret}
+    if tenant_id and client_id and client_secret:
+        from azure.identity import ClientSecretCredential
+
+        return ClientSecretCredential(tenant_id, client_id, client_secret)
+    if any(given.values()):
+        missing = ", ".join(k for k, v in given.items() if not v)
+        raise ProviderError(
+            f"Azure settings are incomplete (missing {missing}): set tenant id, client id and "
+            "client secret together, or none of them to use managed identity / "
+            "DefaultAzureCredential"
+        )
+    return None
+
+
+class ArmConnection:
+    """The endpoint, TLS trust, timeouts and retries every ARM client shares, and one
+    credential: the one given, or DefaultAzureCredential (managed identity, workload
+    identity, the AZURE_* variables, ``az login``) made at first use. ``close`` closes
+    the credential only when this connection owns it."""
+
+    def __init__(
+        self,
+        credential: TokenCredential | None = None,
+        *,
+        base_url: str | None = None,
+        connection_verify: str | bool = True,
+        timeout: float = 30,
+        retry_total: int = 2,
+        owns_credential: bool = False,
+    ) -> None:
+        self._credential = credential
+        self._owns_credential = owns_credential and credential is not None
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.verify = connection_verify
+        self.timeout = float(timeout)
+        self.retry_total = retry_total
+        self._lock = threading.Lock()
+
+    def credential(self) -> TokenCredential:
+        with self._lock:
+            if self._credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                self._credential = DefaultAzureCredential()
+                self._owns_credential = True
+            return self._credential
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for any azure-mgmt client's constructor."""
+        return {
+            "base_url": self.base_url,
+            "connection_verify": self.verify,
+            "connection_timeout": min(self.timeout, 10.0),
+            "read_timeout": self.timeout,
+            "retry_policy": CappedRetryPolicy(
+                retry_total=self.retry_total,
+                retry_backoff_factor=0.5,
+                retry_backoff_max=MAX_RETRY_AFTER,
+                timeout=self.timeout,
+            ),
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            credential, owned = self._credential, self._owns_credential
+        close = getattr(credential, "close", None)
+        if owned and callable(close):
+            close()
