@@ -46,6 +46,14 @@ def granted(db: Database, request_id: int) -> bool:
         return found is not None
 
 
+def revoked(db: Database, request_id: int) -> bool:
+    with db.transaction(readonly=True) as session:
+        found = session.execute(
+            select(LogGrant.revoked_at).where(LogGrant.request_id == request_id)
+        ).scalar()
+        return found is not None
+
+
 def main() -> None:
     args = parse_args(__doc__ or "")
     rounds = 3 if args.quick else 20
@@ -77,6 +85,15 @@ def main() -> None:
                         raise SystemExit(f"request {request_id} was not granted within 30 s")
                     time.sleep(0.002)
                 seconds.append(time.perf_counter() - started)
+                # Released before the next round: break-glass obeys the overlap rule.
+                post(
+                    f"{sandbox.url}/command",
+                    {"user": demo.PUBLISHER, "text": f"/jit release {request_id}"},
+                )
+                while not revoked(db, request_id):
+                    if time.perf_counter() - started > 60:
+                        raise SystemExit(f"request {request_id} was not revoked within 60 s")
+                    time.sleep(0.01)
         finally:
             db.dispose()
             sandbox.stop()
