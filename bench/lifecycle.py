@@ -130,6 +130,7 @@ def run_raw(url: str, n: int, now: datetime, *, check: bool = False) -> dict[str
     from jitaccess.store.models import (
         AccessRequest,
         Application,
+        Approval,
         AuditEvent,
         AuditHead,
         LogGrant,
@@ -140,6 +141,7 @@ def run_raw(url: str, n: int, now: datetime, *, check: bool = False) -> dict[str
     requesters = people(n)
     register_app(service, now - timedelta(minutes=1), publishers=requesters)
     requests, grants = AccessRequest.__table__, LogGrant.__table__
+    approvals = Approval.__table__
     events, heads, outbox = AuditEvent.__table__, AuditHead.__table__, OutboxMessage.__table__
     with db.engine.begin() as conn:
         app = conn.execute(select(Application.id, Application.provider)).one()
@@ -308,6 +310,12 @@ def run_raw(url: str, n: int, now: datetime, *, check: bool = False) -> dict[str
                 )
             )
             assert done.rowcount == 1
+            # Every approval is recorded (the quorum counts them), as the service does.
+            conn.execute(
+                insert(approvals).values(
+                    request_id=rid, approver=APPROVERS[0], reason=reason, at=now
+                )
+            )
             notify(conn, [(row, "approve", "pending", "approved", APPROVERS[0], reason)], now)
     t = phase("approve", t)
 
@@ -419,7 +427,13 @@ def fingerprint(db: Any) -> dict[str, Any]:
     """What a run left in the database, to check that the raw baseline wrote the same
     rows as the service: the audit chain's head (its hash covers every entry's
     content), and every request, outbox and log_grants row (outbox ids aside)."""
-    from jitaccess.store.models import AccessRequest, AuditHead, LogGrant, OutboxMessage
+    from jitaccess.store.models import (
+        AccessRequest,
+        Approval,
+        AuditHead,
+        LogGrant,
+        OutboxMessage,
+    )
 
     def rows(table: Any, *, skip: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
         columns = [c for c in table.c if c.name not in skip]
@@ -433,6 +447,7 @@ def fingerprint(db: Any) -> dict[str, Any]:
         "access_requests": rows(AccessRequest.__table__),
         "outbox": sorted(rows(outbox, skip=("id",)), key=lambda r: r[0]),
         "log_grants": rows(LogGrant.__table__),
+        "approvals": rows(Approval.__table__, skip=("id",)),
     }
 
 

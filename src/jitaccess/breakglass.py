@@ -95,6 +95,7 @@ def take(
             state=initial_state(),
             breakglass=True,
             incident_ref=taken.incident_ref,
+            feed_channel=app.feed_channel,
         )
         row.next_deadline_at = row.starts_at
         session.add(row)

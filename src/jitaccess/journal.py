@@ -209,7 +209,8 @@ def _follow_in_feed(
     """Queue one update of the request's feed message per step. The channel is taken
     from the application at submission and kept on the request, so a message once
     posted stays current even if the feed is turned off later."""
-    if event == "submit" and row.feed_channel is None:
+    if event == "submit" and row.feed_channel is None and row.app.feed_channel is not None:
+        # Requests are made with their app's channel; this covers any made without.
         row.feed_channel = row.app.feed_channel
     channel = row.feed_channel
     if channel:

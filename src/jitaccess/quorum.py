@@ -10,19 +10,22 @@ decide. If the directory cannot answer, the action is refused and nothing change
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from jitaccess import journal
 from jitaccess.directory import Directory, DirectoryError, expand, is_group
 from jitaccess.domain import policy as rules
-from jitaccess.domain.errors import RuleViolation
+from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.outbox import OutboxKind
 from jitaccess.store.models import AccessRequest, Approval
 
 log = logging.getLogger("jitaccess.quorum")
+T = TypeVar("T")
 
 #: The audited action of an approval that does not reach the quorum yet.
 APPROVAL_RECORDED = "approval_recorded"
@@ -39,6 +42,45 @@ def people(directory: Directory, entries: Sequence[str]) -> tuple[str, ...]:
             f"Couldn't check who is in the approver group{'s' if ',' in groups else ''} "
             f"{groups} ({exc}): nothing was changed; try again in a minute"
         ) from None
+
+
+class GroupsUnknown(Exception):
+    """Raised inside a transaction that met approver entries naming a group whose
+    members were not looked up yet: the caller leaves the transaction (nothing is
+    written), asks ``resolve()`` (Slack, outside any lock) and tries again. Policies
+    without groups never pay for it: their people are known without asking."""
+
+    def __init__(self, entries: tuple[str, ...], resolve: Callable[[], tuple[str, ...]]) -> None:
+        super().__init__(f"members of {', '.join(e for e in entries if is_group(e))} not known")
+        self.entries = entries
+        self.resolve = resolve
+
+
+def known_people(
+    known: Mapping[tuple[str, ...], tuple[str, ...]],
+    entries: Sequence[str],
+    resolve: Callable[[], tuple[str, ...]],
+) -> tuple[str, ...]:
+    """The people ``entries`` name, without asking the directory here: people as they
+    are, groups from ``known``; raises :class:`GroupsUnknown` with ``resolve`` otherwise."""
+    key = tuple(entries)
+    if key in known:
+        return known[key]
+    if not any(is_group(e) for e in key):
+        return tuple(dict.fromkeys(key))
+    raise GroupsUnknown(key, resolve)
+
+
+def with_groups_resolved(attempt: Callable[[dict[tuple[str, ...], tuple[str, ...]]], T]) -> T:
+    """Run ``attempt(known)`` (one transaction), resolving the groups it asks for
+    between attempts; the approver list changing every time is refused."""
+    known: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for _ in range(3):
+        try:
+            return attempt(known)
+        except GroupsUnknown as unknown:
+            known[unknown.entries] = unknown.resolve()
+    raise Conflict("The approvers kept changing while this was being recorded: try again")
 
 
 def people_or_known(directory: Directory, entries: Sequence[str]) -> tuple[str, ...]:
@@ -76,8 +118,12 @@ def record_approval(
     An approval short of the quorum is audited and every approver's card and the
     requester's status are updated ("1 of 2 approved: @ava (reason)")."""
     rules.check_not_yet_approved([a.approver for a in row.approvals], actor, row.id)
-    row.approvals.append(Approval(approver=actor, reason=reason, at=now))
+    approval = Approval(request_id=row.id, approver=actor, reason=reason, at=now)
+    session.add(approval)
     session.flush()  # the unique (request, approver) constraint speaks here, not at commit
+    # Shown on the row without dirtying it: appending to the collection would cost the
+    # request an UPDATE of its version alone, on top of the decision's own.
+    set_committed_value(row, "approvals", [*row.approvals, approval])
     given = len(row.approvals)
     if given >= row.required_approvals:
         return True

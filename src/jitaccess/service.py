@@ -400,9 +400,35 @@ class JitService:
         now: datetime,
         starts_at: datetime | None = None,
     ) -> RequestView:
-        # Slack is asked who is in the groups before the transaction, never inside it.
-        ahead = self.get_app(app_name).policy
-        known = {ahead.approvers: self._deciders(self.listing_directory, ahead)}
+        # Slack is asked who is in the groups between transactions, never inside one.
+        return self._after_change(
+            quorum.with_groups_resolved(
+                lambda known: self._submit(
+                    known,
+                    app_name,
+                    requester=requester,
+                    role=role,
+                    duration=duration,
+                    justification=justification,
+                    now=now,
+                    starts_at=starts_at,
+                )
+            ),
+            now,
+        )
+
+    def _submit(
+        self,
+        known: dict[tuple[str, ...], tuple[str, ...]],
+        app_name: str,
+        *,
+        requester: str,
+        role: str,
+        duration: timedelta,
+        justification: str,
+        now: datetime,
+        starts_at: datetime | None,
+    ) -> RequestView:
         with self.db.transaction() as session:
             app = self.rows.app(session, app_name)
             view = AppView.of(app)
@@ -410,10 +436,11 @@ class JitService:
                 view.rules(), requester, role, duration, starts_at, justification, now
             )
             # Cards go to the people the approver entries name now (groups expanded).
-            deciders = (
-                known[view.policy.approvers]
-                if view.policy.approvers in known
-                else self._deciders(self.listing_directory, view.policy)
+            policy = view.policy
+            deciders = quorum.known_people(
+                known,
+                policy.approvers,
+                lambda: self._deciders(self.listing_directory, policy),
             )
             if view.policy.mode is ApprovalMode.MANUAL:
                 rules.check_enough_deciders(
@@ -437,6 +464,7 @@ class JitService:
                 notified_approvers=list(deciders),
                 required_approvals=view.policy.required_approvals,
                 created_at=now,
+                feed_channel=app.feed_channel,
                 attempts=0,
                 state=initial_state(),  # the machine's initial state
             )
@@ -460,8 +488,7 @@ class JitService:
                 row.decided_at = now
                 row.decision_reason = "approved automatically by policy"
                 row.next_deadline_at = row.starts_at
-            result = RequestView.of(row)
-        return self._after_change(result, now)
+            return RequestView.of(row)
 
     def approve(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
         return self._decide(request_id, actor=actor, reason=reason, now=now, approve=True)
@@ -666,21 +693,36 @@ class JitService:
     def _decide(
         self, request_id: int, *, actor: str, reason: str, now: datetime, approve: bool
     ) -> RequestView:
+        # A fresh look at the groups (someone who left one can no longer decide), taken
+        # between transactions so no lock is held while Slack answers.
+        result, timed_out = quorum.with_groups_resolved(
+            lambda known: self._record_decision(
+                known, request_id, actor=actor, reason=reason, now=now, approve=approve
+            )
+        )
+        if timed_out:
+            raise Conflict(_timed_out(request_id, result.approval_deadline_at))
+        return self._after_change(result, now)
+
+    def _record_decision(
+        self,
+        known: dict[tuple[str, ...], tuple[str, ...]],
+        request_id: int,
+        *,
+        actor: str,
+        reason: str,
+        now: datetime,
+        approve: bool,
+    ) -> tuple[RequestView, bool]:
         verb = "approve" if approve else "deny"
         timed_out = False
-        # A fresh look at the groups (someone who left one can no longer decide), taken
-        # before the transaction so no lock is held while Slack answers.
-        with self.db.transaction(readonly=True) as session:
-            ahead = self.rows.get(session, request_id)
-            entries, pending = tuple(ahead.app.approvers), ahead.state == RequestState.PENDING
-        known = {entries: quorum.people(self.directory, entries)} if pending else {}
         with self.db.transaction() as session:
             row = self.rows.lock(session, request_id)
             if row.state != RequestState.PENDING:
                 raise Conflict(*self._already(row))
-            entries = tuple(row.app.approvers)  # the policy may have changed meanwhile
-            deciders = (
-                known[entries] if entries in known else quorum.people(self.directory, entries)
+            entries = tuple(row.app.approvers)
+            deciders = quorum.known_people(
+                known, entries, lambda: quorum.people(self.directory, entries)
             )
             rules.check_decider(deciders, row.requester, actor, verb)
             reason = rules.check_reason(reason, verb)
@@ -711,10 +753,7 @@ class JitService:
                     reason=reason,
                     details=_approvals_detail(row) if approve else None,
                 )
-            result = RequestView.of(row)
-        if timed_out:
-            raise Conflict(_timed_out(request_id, result.approval_deadline_at))
-        return self._after_change(result, now)
+            return RequestView.of(row), timed_out
 
     def _after_change(self, view: RequestView, now: datetime) -> RequestView:
         """Act at once on what is already due (start now), or wake the scheduler; the
