@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bench._common import parse_args, percentile
 from bench.azure_extend import call, wait
@@ -26,7 +26,7 @@ from jitaccess.sandbox import demo
 from jitaccess.sandbox.run import Sandbox
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
-from jitaccess.store.models import LogGrant
+from jitaccess.store.models import Approval, LogGrant
 
 
 def grant_row(db: Database, request_id: int) -> tuple[bool, bool]:
@@ -36,6 +36,15 @@ def grant_row(db: Database, request_id: int) -> tuple[bool, bool]:
             select(LogGrant.revoked_at).where(LogGrant.request_id == request_id)
         ).first()
         return (found is not None, found is not None and found[0] is not None)
+
+
+def approvals(db: Database, request_id: int) -> int:
+    with db.transaction(readonly=True) as session:
+        return int(
+            session.execute(
+                select(func.count()).select_from(Approval).where(Approval.request_id == request_id)
+            ).scalar_one()
+        )
 
 
 def main() -> None:
@@ -73,6 +82,8 @@ def main() -> None:
                 assert sandbox.fake is not None
                 before = len(sandbox.fake.calls_to("usergroups.users.list"))
                 call(sandbox, "command", {"user": ava, "text": f"approve {rid} first look"})
+                # Commands are handled after their ack: count once the approval is in.
+                wait("the first approval", lambda rid=rid: approvals(db, rid) == 1)
                 after_first = len(sandbox.fake.calls_to("usergroups.users.list"))
                 started = time.perf_counter()
                 call(sandbox, "command", {"user": abe, "text": f"approve {rid} second look"})
