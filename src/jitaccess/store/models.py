@@ -188,8 +188,12 @@ class AccessRequest(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     app: Mapped[Application] = relationship(back_populates="requests", lazy="joined")
-    #: Every approval given so far, oldest first (a quorum counts them).
-    approvals: Mapped[list[Approval]] = relationship(lazy="selectin", order_by="Approval.id")
+    #: Every approval given so far, oldest first (a quorum counts them). Read-only:
+    #: approvals are inserted as rows of their own (``quorum.record_approval``), so a
+    #: flush of many requests (the sweep's) does no bookkeeping for this collection.
+    approvals: Mapped[list[Approval]] = relationship(
+        lazy="selectin", order_by="Approval.id", viewonly=True
+    )
 
     __mapper_args__ = {"version_id_col": version}
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, lazyload, selectinload
 
 from jitaccess.domain.errors import NotFound
 from jitaccess.domain.lifecycle import FINAL_STATES, RequestState
@@ -29,6 +29,9 @@ MAX_ID = 2**31
 #: A batch's rows load their applications with one more query, not joined into every
 #: row: joined, each row re-decoded its application's JSON columns.
 _APPS_ONCE = selectinload(AccessRequest.app)
+#: The sweep's batches: their applications once per batch, and no approvals (the sweep
+#: never reads them; one touched anyway is loaded then, correct if slower).
+_SWEEP_BATCH = (_APPS_ONCE, lazyload(AccessRequest.approvals))
 
 
 class Rows:
@@ -65,7 +68,7 @@ class Rows:
             select(AccessRequest)
             .where(AccessRequest.id.in_(ids))
             .order_by(AccessRequest.id)
-            .options(_APPS_ONCE)
+            .options(*_SWEEP_BATCH)
         )
         if self.db.is_postgres:
             query = query.with_for_update(of=AccessRequest)
@@ -107,7 +110,7 @@ class Rows:
                 .where(AccessRequest.state == state.value, AccessRequest.next_deadline_at <= now)
                 .order_by(AccessRequest.next_deadline_at)
                 .limit(limit - len(rows))
-                .options(_APPS_ONCE)
+                .options(*_SWEEP_BATCH)
             )
             if ids is not None:
                 query = query.where(AccessRequest.id.in_(ids))
