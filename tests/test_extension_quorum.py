@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, make_service, utc
 from jitaccess.domain.errors import Conflict, RuleViolation
@@ -21,7 +21,7 @@ from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.service import AppSpec, JitService
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
-from jitaccess.store.models import AuditEvent, OutboxMessage
+from jitaccess.store.models import AccessRequest, AuditEvent, OutboxMessage
 from slack_harness import SlackWorld, text_value, texts
 from slack_harness import select as choose
 
@@ -205,13 +205,35 @@ def test_extension_into_a_later_request_is_refused_when_asked(service: JitServic
         assert outcome.request.ends_at == T0 + 3 * H
 
 
-def test_overlap_is_checked_again_when_the_extension_is_approved(service: JitService) -> None:
-    """A request submitted while the extension waits: the approval is refused (nothing
-    changes, the extension still waits); once that request is cancelled it goes through."""
+def test_a_request_into_a_waiting_extension_is_refused_at_submission(
+    service: JitService,
+) -> None:
+    """A window runs to its waiting extension's end: a request into it is refused."""
     with freeze_time(START):
         rid = active(service, approvers=(APPROVER, APPROVER2), required=1)
         service.extensions.extend(rid, actor=PUBLISHER, added=H, reason="more", now=now())
-        later = submit(service, hours=1, start=T0 + 150 * M)
+        before = counts(service.db)
+        with pytest.raises(RuleViolation, match=f"Request {rid} already gives you this role"):
+            submit(service, hours=1, start=T0 + 150 * M)
+        assert counts(service.db) == before
+        # After the waiting extension's end, it is back to back: allowed.
+        assert submit(service, hours=1, start=T0 + 3 * H)
+
+
+def test_overlap_is_checked_again_when_the_extension_is_approved(service: JitService) -> None:
+    """Defence in depth: a request that overlaps the waiting extension anyway (here
+    moved by hand, as a writer without the rule could) makes the approval refused,
+    nothing changes, and once that request is cancelled it goes through."""
+    with freeze_time(START):
+        rid = active(service, approvers=(APPROVER, APPROVER2), required=1)
+        service.extensions.extend(rid, actor=PUBLISHER, added=H, reason="more", now=now())
+        later = submit(service, hours=1, start=T0 + 3 * H)
+        with service.db.transaction() as s:
+            s.execute(
+                update(AccessRequest)
+                .where(AccessRequest.id == later)
+                .values(starts_at=T0 + 150 * M, ends_at=T0 + 210 * M)
+            )
         before = counts(service.db)
         with pytest.raises(RuleViolation) as refused:
             service.extensions.approve(rid, actor=APPROVER, reason="ok", now=now())

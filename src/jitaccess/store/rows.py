@@ -125,7 +125,9 @@ class Rows:
         self, session: Session, requester: str, scope: str, role: str
     ) -> list[OpenWindow]:
         """``requester``'s requests not yet final for ``role`` at ``scope`` (whatever
-        application names that scope), as windows for the overlap rule.
+        application names that scope), as windows for the overlap rule. A window runs to
+        its pending extension's end, if one waits: approving it must not be what makes
+        two windows overlap.
 
         On PostgreSQL a transaction-scoped advisory lock on (requester, scope, role) is
         taken first, so two submissions racing (a double click) are checked one after
@@ -134,7 +136,12 @@ class Rows:
             key = f"jit-window:{requester}:{scope}:{role.lower()}"
             session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
         query = (
-            select(AccessRequest.id, AccessRequest.starts_at, AccessRequest.ends_at)
+            select(
+                AccessRequest.id,
+                AccessRequest.starts_at,
+                AccessRequest.ends_at,
+                AccessRequest.extension_ends_at,
+            )
             .join(Application, AccessRequest.app_id == Application.id)
             .where(
                 AccessRequest.requester == requester,
@@ -145,8 +152,8 @@ class Rows:
             .order_by(AccessRequest.id)
         )
         return [
-            OpenWindow(rid, Window(starts_at, ends_at))
-            for rid, starts_at, ends_at in session.execute(query)
+            OpenWindow(rid, Window(starts_at, max(ends_at, extension_ends_at or ends_at)))
+            for rid, starts_at, ends_at, extension_ends_at in session.execute(query)
         ]
 
     def open_requests(self, session: Session, app_ids: list[int]) -> list[AccessRequest]:
