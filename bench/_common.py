@@ -215,6 +215,49 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[rank - 1]
 
 
+def print_latencies(what: str, seconds: Sequence[float]) -> None:
+    """Each round in ms, then median, p90 and max (the sandbox benches' one report)."""
+    ms = sorted(s * 1000 for s in seconds)
+    print(f"{what}, {len(ms)} rounds (sweep interval 5 s):")
+    print("  " + ", ".join(f"{m:.0f}" for m in ms) + " ms")
+    print(
+        f"  median {percentile(ms, 50):.0f} ms, p90 {percentile(ms, 90):.0f} ms, "
+        f"max {ms[-1]:.0f} ms"
+    )
+
+
+@contextlib.contextmanager
+def running_sandbox() -> Iterator[Any]:
+    """The sandbox (the real Bolt app, scheduler and relay beside the fake Slack and the
+    fake ARM) on throwaway SQLite files, sweeping every 5 s: a latency well under that
+    comes from a person's action waking the scheduler, not from its polling. Its
+    database is ``sqlite:///{sandbox.db_path}``."""
+    from jitaccess.sandbox.run import Sandbox
+    from jitaccess.settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        configured = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            database_url=f"sqlite:///{Path(tmp) / 'real.db'}",
+            slack_bot_token=None,
+            slack_app_token=None,
+            slack_signing_secret=None,
+            log_level="WARNING",
+        )
+        sandbox = Sandbox(
+            db_path=Path(tmp) / "sandbox.db",
+            port=0,
+            configured=configured,
+            sweep_interval=5.0,
+            relay_interval=0.3,
+        )
+        sandbox.start()
+        try:
+            yield sandbox
+        finally:
+            sandbox.stop()
+
+
 # -- memory and child processes ---------------------------------------------------------
 def _status_kb(field: str) -> int:
     with open("/proc/self/status") as status:

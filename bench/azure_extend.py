@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
-from bench._common import parse_args, percentile
+from bench._common import parse_args, print_latencies, running_sandbox
 from jitaccess.sandbox import demo
 from jitaccess.sandbox.run import Sandbox
-from jitaccess.settings import Settings
 from jitaccess.slack import blocks
 
 T = TypeVar("T")
@@ -134,37 +131,9 @@ def one_round(sandbox: Sandbox, rid: int) -> float:
 def main() -> None:
     args = parse_args(__doc__ or "")
     rounds = 3 if args.quick else 20
-    with tempfile.TemporaryDirectory() as tmp:
-        configured = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            database_url=f"sqlite:///{Path(tmp) / 'real.db'}",
-            slack_bot_token=None,
-            slack_app_token=None,
-            slack_signing_secret=None,
-            log_level="WARNING",
-        )
-        sandbox = Sandbox(
-            db_path=Path(tmp) / "sandbox.db",
-            port=0,
-            configured=configured,
-            sweep_interval=5.0,
-            relay_interval=0.3,
-        )
-        sandbox.start()
-        try:
-            seconds = [one_round(sandbox, rid) for rid in range(1, rounds + 1)]
-        finally:
-            sandbox.stop()
-    ms = sorted(s * 1000 for s in seconds)
-    print(
-        f"extension approved (reason submitted) → new end on the fake ARM, {rounds} rounds "
-        "(sweep interval 5 s):"
-    )
-    print("  " + ", ".join(f"{m:.0f}" for m in ms) + " ms")
-    print(
-        f"  median {percentile(ms, 50):.0f} ms, p90 {percentile(ms, 90):.0f} ms, "
-        f"max {ms[-1]:.0f} ms"
-    )
+    with running_sandbox() as sandbox:
+        seconds = [one_round(sandbox, rid) for rid in range(1, rounds + 1)]
+    print_latencies("extension approved (reason submitted) → new end on the fake ARM", seconds)
 
 
 if __name__ == "__main__":

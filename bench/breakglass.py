@@ -13,17 +13,13 @@ not asserted: a number for the closing note, not a target.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
 from sqlalchemy import select
 
-from bench._common import parse_args, percentile
+from bench._common import parse_args, print_latencies, running_sandbox
 from jitaccess.sandbox import demo
-from jitaccess.sandbox.run import Sandbox
-from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 from jitaccess.store.models import LogGrant
 
@@ -57,25 +53,9 @@ def revoked(db: Database, request_id: int) -> bool:
 def main() -> None:
     args = parse_args(__doc__ or "")
     rounds = 3 if args.quick else 20
-    with tempfile.TemporaryDirectory() as tmp:
-        configured = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            database_url=f"sqlite:///{Path(tmp) / 'real.db'}",
-            slack_bot_token=None,
-            slack_app_token=None,
-            slack_signing_secret=None,
-            log_level="WARNING",
-        )
-        sandbox = Sandbox(
-            db_path=Path(tmp) / "sandbox.db",
-            port=0,
-            configured=configured,
-            sweep_interval=5.0,
-            relay_interval=0.3,
-        )
-        sandbox.start()
-        db = Database(f"sqlite:///{Path(tmp) / 'sandbox.db'}")
-        seconds: list[float] = []
+    seconds: list[float] = []
+    with running_sandbox() as sandbox:
+        db = Database(f"sqlite:///{sandbox.db_path}")
         try:
             for request_id in range(1, rounds + 1):
                 started = time.perf_counter()
@@ -96,14 +76,7 @@ def main() -> None:
                     time.sleep(0.01)
         finally:
             db.dispose()
-            sandbox.stop()
-    ms = sorted(s * 1000 for s in seconds)
-    print(f"/jit breakglass → grant on the backend, {rounds} rounds (sweep interval 5 s):")
-    print("  " + ", ".join(f"{m:.0f}" for m in ms) + " ms")
-    print(
-        f"  median {percentile(ms, 50):.0f} ms, p90 {percentile(ms, 90):.0f} ms, "
-        f"max {ms[-1]:.0f} ms"
-    )
+    print_latencies("/jit breakglass → grant on the backend", seconds)
 
 
 if __name__ == "__main__":

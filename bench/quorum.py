@@ -14,19 +14,15 @@ decision). Pat releases before the next round. Printed, not asserted.
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
 from sqlalchemy import func, select
 
-from bench._common import parse_args, percentile
+from bench._common import parse_args, print_latencies, running_sandbox
 from bench.azure_extend import call, wait
 from jitaccess.sandbox import demo
-from jitaccess.sandbox.run import Sandbox
-from jitaccess.settings import Settings
 from jitaccess.store.db import Database
-from jitaccess.store.models import Approval, LogGrant
+from jitaccess.store.models import AccessRequest, Approval, LogGrant
 
 
 def grant_row(db: Database, request_id: int) -> tuple[bool, bool]:
@@ -36,6 +32,11 @@ def grant_row(db: Database, request_id: int) -> tuple[bool, bool]:
             select(LogGrant.revoked_at).where(LogGrant.request_id == request_id)
         ).first()
         return (found is not None, found is not None and found[0] is not None)
+
+
+def exists(db: Database, request_id: int) -> bool:
+    with db.transaction(readonly=True) as session:
+        return session.get(AccessRequest, request_id) is not None
 
 
 def approvals(db: Database, request_id: int) -> int:
@@ -51,26 +52,10 @@ def main() -> None:
     args = parse_args(__doc__ or "")
     rounds = 3 if args.quick else 20
     pat, ava, abe = demo.PUBLISHER, demo.APPROVER, demo.APPROVER2
-    with tempfile.TemporaryDirectory() as tmp:
-        configured = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            database_url=f"sqlite:///{Path(tmp) / 'real.db'}",
-            slack_bot_token=None,
-            slack_app_token=None,
-            slack_signing_secret=None,
-            log_level="WARNING",
-        )
-        sandbox = Sandbox(
-            db_path=Path(tmp) / "sandbox.db",
-            port=0,
-            configured=configured,
-            sweep_interval=5.0,
-            relay_interval=0.3,
-        )
-        sandbox.start()
-        db = Database(f"sqlite:///{Path(tmp) / 'sandbox.db'}")
-        seconds: list[float] = []
-        lookups: list[int] = []
+    seconds: list[float] = []
+    lookups: list[int] = []
+    with running_sandbox() as sandbox:
+        db = Database(f"sqlite:///{sandbox.db_path}")
         try:
             for rid in range(1, rounds + 1):
                 call(
@@ -95,17 +80,7 @@ def main() -> None:
                 wait("the revoke", lambda rid=rid: grant_row(db, rid)[1], timeout=60)
         finally:
             db.dispose()
-            sandbox.stop()
-    ms = sorted(s * 1000 for s in seconds)
-    print(
-        f"second approval (/jit approve) → grant on the backend, 2-of-group quorum, {rounds} "
-        "rounds (sweep interval 5 s):"
-    )
-    print("  " + ", ".join(f"{m:.0f}" for m in ms) + " ms")
-    print(
-        f"  median {percentile(ms, 50):.0f} ms, p90 {percentile(ms, 90):.0f} ms, "
-        f"max {ms[-1]:.0f} ms"
-    )
+    print_latencies("second approval (/jit approve) of a 2-of-group quorum → grant", seconds)
     print(
         f"usergroups.users.list calls per approval: {min(lookups)}–{max(lookups)} "
         f"(mean {sum(lookups) / len(lookups):.1f})"
