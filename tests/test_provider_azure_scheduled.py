@@ -35,6 +35,7 @@ USER_OID = "aaaaaaaa-0000-0000-0000-000000000001"
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 H = timedelta(hours=1)
+M = timedelta(minutes=1)
 CONFIG: dict[str, Any] = {"principals": {"UPUB1": {"object_id": USER_OID, "type": "User"}}}
 SCHEDULE_REQUESTS = "/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/"
 
@@ -374,3 +375,77 @@ def test_reconcile_sees_scheduled_assignments(service: JitService, arm: FakeArm)
     arm.assignments.clear()  # someone removed it by hand in the portal
     [finding] = reconcile(service, NOW + H, db=service.db, providers=service.providers)
     assert (finding.kind, finding.request_id) == ("missing", rid)
+
+
+# -- one PIM assignment per principal, role and scope ------------------------------------
+
+
+def test_reconcile_fix_removes_a_scheduled_orphan_whose_request_is_gone(
+    service: JitService, arm: FakeArm, provider: AzureProvider
+) -> None:
+    """An orphan with no request row (a restored database) is removed by PIM too."""
+    provider.grant(spec(999), NOW)
+    at(arm, NOW + H)
+    [finding] = reconcile(service, NOW + H, db=service.db, providers=service.providers, fix=True)
+    assert finding.kind == "orphan" and finding.error is None, finding
+    assert arm.at(SCOPE) == []
+
+
+def test_a_request_never_relies_on_or_removes_anothers_pim_assignment(
+    provider: AzureProvider, arm: FakeArm
+) -> None:
+    """Two Slack users on one principal: the second waits for the first's assignment to
+    go, its revoke leaves the first's in place, and then it is granted its own."""
+    config = {"default_principal": {"object_id": USER_OID, "type": "Group"}}
+    first = spec(1, config=config)
+    second = replace(spec(2, config=config), principal="UOTHER")
+    provider.grant(first, NOW)
+    with pytest.raises(ProviderError, match="through request 1's assignment"):
+        provider.grant(second, NOW)
+    at(arm, NOW + 10 * M)
+    provider.revoke(second, NOW + 10 * M)  # the second never held one: nothing removed
+    assert len(arm.at(SCOPE)) == 1
+    provider.extend(replace(second, ends_at=second.ends_at + H), NOW + 10 * M)
+    [held] = arm.at(SCOPE)
+    assert held.ends_at == first.ends_at  # another request's end is never moved
+    provider.revoke(first, NOW + 10 * M)
+    assert arm.at(SCOPE) == []
+    provider.grant(second, NOW + 10 * M)
+    assert len(arm.at(SCOPE)) == 1
+
+
+def test_a_late_revoke_of_the_first_of_back_to_back_requests_spares_the_second(
+    service: JitService, arm: FakeArm
+) -> None:
+    """The first window's revoke fails and is retried after the second was granted:
+    the retry leaves the second request's PIM assignment alone."""
+    service.sweeper.provider_concurrency = 1
+    first = service.submit(
+        "crm",
+        requester=PUBLISHER,
+        role="Contributor",
+        duration=2 * H,
+        justification="first",
+        starts_at=NOW,
+        now=NOW,
+    ).id
+    service.sweep(NOW)
+    second = service.submit(
+        "crm",
+        requester=PUBLISHER,
+        role="Contributor",
+        duration=2 * H,
+        justification="second",
+        starts_at=NOW + 2 * H,
+        now=NOW + H,
+    ).id
+    end = NOW + 2 * H
+    at(arm, end)
+    arm.fail_next(503, "ServiceUnavailable", method="PUT")  # the first's AdminRemove
+    service.sweep(end)
+    assert service.get_request(second).state == "active"
+    at(arm, end + 6 * M)
+    service.sweep(end + 6 * M)  # the first's revoke, retried
+    assert service.get_request(first).state == "expired"
+    assert service.get_request(second).state == "active"
+    assert len(arm.at(SCOPE)) == 1, "the second request's access was removed"

@@ -180,7 +180,7 @@ def _one_backend(
         if not revoke or grant.request_id is None:
             findings.append(Finding(app.name, "orphan", grant.request_id, detail))
             continue
-        spec = _spec(app, grant.request_id, row, now, config)
+        spec = _spec(app, grant.request_id, row, now, _held_identity(config, grant, row))
         findings.append(
             _attempt(
                 app.name,
@@ -287,6 +287,24 @@ def _attempt(
     except Exception as exc:  # report every failure, keep reconciling the rest
         return Finding(app, kind, request_id, detail, error=str(exc) or type(exc).__name__)
     return Finding(app, kind, request_id, detail, fixed=True)
+
+
+def _held_identity(
+    config: Mapping[str, Any], grant: HeldGrantLike, row: AccessRequest | None
+) -> Mapping[str, Any]:
+    """For a grant whose request row is gone, name the backend's own principal and
+    role to the provider (as the mapping for the empty user and role the spec then
+    carries), so a backend that revokes by principal and role (Azure PIM) can still
+    remove it. Backends that revoke by the grant's name ignore them."""
+    principal = getattr(grant, "principal_id", "")
+    role = getattr(grant, "role_definition_id", "")
+    if row is not None or not principal or not role:
+        return config
+    return {
+        **config,
+        "principals": {"": {"object_id": principal}},
+        "role_definitions": {"": role},
+    }
 
 
 def _spec(

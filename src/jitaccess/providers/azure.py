@@ -372,6 +372,19 @@ class AzureProvider:
                 spec.ends_at.isoformat(),
             )
             return
+        owner = self._held_by_another(spec, subscription_id)
+        if owner is not False:
+            log.warning(
+                "Azure: the PIM assignment of %s at %s is %s, not request %s's: its end is "
+                "left alone; request %s's new end %s is enforced by jitaccess",
+                spec.role,
+                spec.scope,
+                f"request {owner}'s" if owner is not None else "not jitaccess's",
+                spec.request_id,
+                spec.request_id,
+                spec.ends_at.isoformat(),
+            )
+            return
         try:
             absent = self._schedule_request(spec, subscription_id, now, "AdminExtend")
         except _PimUnavailable as missing:
@@ -435,6 +448,17 @@ class AzureProvider:
     def revoke(self, spec: GrantSpec, now: datetime) -> None:
         subscription_id = subscription_of(spec.scope)
         if self._schedules(spec, subscription_id, now):
+            owner = self._held_by_another(spec, subscription_id)
+            if owner is not False:
+                log.info(
+                    "Azure: the PIM assignment of %s at %s is %s, not request %s's: left in place",
+                    spec.role,
+                    spec.scope,
+                    f"request {owner}'s" if owner is not None else "not jitaccess's",
+                    spec.request_id,
+                )
+                self._revoke_direct(spec, subscription_id)
+                return
             try:
                 absent = self._schedule_request(spec, subscription_id, now, "AdminRemove")
             except _PimUnavailable as missing:
@@ -514,6 +538,11 @@ class AzureProvider:
         """PIM schedules at ``scope`` that jitaccess's requests made. Azure materialises
         each as a role assignment with a name of its own and no description, so they are
         found through the schedule and the justification of the request behind it."""
+        return [g for g in self._live_schedules(scope) if g.request_id is not None]
+
+    def _live_schedules(self, scope: str) -> list[HeldGrant]:
+        """Every PIM assignment schedule at exactly ``scope``, with the jitaccess request
+        behind it (None: not made by jitaccess)."""
         client = self._pim_client()
         wanted = scope.rstrip("/").lower()
         try:
@@ -532,20 +561,32 @@ class AzureProvider:
             raise self._translate(err, "read", scope, None, None) from None
         except AzureError as err:
             raise self._translate(err, "read", scope, None, None) from None
-        held: list[HeldGrant] = []
-        for schedule in schedules:
-            request_id = _request_of(schedule, requests)
-            if request_id is not None and (schedule.scope or "").rstrip("/").lower() == wanted:
-                held.append(
-                    HeldGrant(
-                        request_id=request_id,
-                        principal_id=schedule.principal_id or "",
-                        role_definition_id=schedule.role_definition_id or "",
-                        assignment_name=schedule.name or "",
-                        scope=schedule.scope or "",
-                    )
-                )
-        return held
+        return [
+            HeldGrant(
+                request_id=_request_of(schedule, requests),
+                principal_id=schedule.principal_id or "",
+                role_definition_id=schedule.role_definition_id or "",
+                assignment_name=schedule.name or "",
+                scope=schedule.scope or "",
+            )
+            for schedule in schedules
+            if (schedule.scope or "").rstrip("/").lower() == wanted
+        ]
+
+    def _held_by_another(self, spec: GrantSpec, subscription_id: str) -> int | bool | None:
+        """Whether the PIM assignment of this role to this principal at the scope belongs
+        to another jitaccess request (its id), to nobody we know (None), or to ``spec``'s
+        own request or none at all (False).
+
+        PIM keys an assignment by principal, role and scope, not by request: two Slack
+        users mapped to one principal (``default_principal``) share it, and the one that
+        did not create it must neither remove nor move it."""
+        principal = resolve_principal(spec.principal, spec.config).object_id.lower()
+        role = _guid_of(resolve_role_definition_id(spec.role, spec.config, subscription_id))
+        for held in self._live_schedules(spec.scope):
+            if held.principal_id.lower() == principal and _guid_of(held.role_definition_id) == role:
+                return False if held.request_id == spec.request_id else held.request_id
+        return False
 
     def close(self) -> None:
         with self._lock:
@@ -619,6 +660,16 @@ class AzureProvider:
 
     def _grant_scheduled(self, spec: GrantSpec, subscription_id: str, now: datetime) -> None:
         already = self._schedule_request(spec, subscription_id, now, "AdminAssign")
+        if already:
+            owner = self._held_by_another(spec, subscription_id)
+            if owner is not False and owner is not None:
+                # Another request's assignment (its revoke may still be due, or two Slack
+                # users share this principal): relying on it would lose the access when
+                # that one is removed. Not granted yet; the sweep retries.
+                raise ProviderError(
+                    f"Azure PIM already holds {spec.role} at {spec.scope} for this principal "
+                    f"through request {owner}'s assignment; granting once that one is removed"
+                )
         log.info(
             "Azure: %s %s to %s at %s until %s (PIM AdminAssign, request %s)",
             "already assigned" if already else "assigned",
@@ -835,6 +886,11 @@ class _PimUnavailable(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+def _guid_of(role_definition_id: str) -> str:
+    """A role definition's GUID, whichever form (bare, or with or without subscription)."""
+    return role_definition_id.rstrip("/").rsplit("/", 1)[-1].lower()
 
 
 def _request_of(schedule: RoleAssignmentSchedule, requests: Mapping[str, int | None]) -> int | None:
