@@ -15,6 +15,7 @@ from freezegun import freeze_time
 from sqlalchemy import func, select, update
 
 from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, make_service, utc
+from jitaccess.directory import DirectoryError, StaticDirectory
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.sandbox.fake_slack import FakeSlack
@@ -396,3 +397,102 @@ def test_extending_into_a_later_request_is_refused_in_the_form(world: SlackWorld
     assert f"overlap request {later}" in errors["duration"]
     assert f"/jit cancel {later}" in errors["duration"] and "at most 1h" in errors["duration"]
     assert world.service.get_request(rid).ends_at == T0 + 2 * H
+
+
+def test_an_old_extension_card_cannot_decide_a_later_extension(world: SlackWorld) -> None:
+    """Approve on a card for an extension that is over refuses the one waiting now."""
+    rid = active(world.service, world.tick, required=1)
+    world.deliver()
+    ask_to_extend(world, rid, "30m", "a bit more")
+    world.deliver()
+    old_card = extension_card(world, APPROVER, rid)  # as a stale client still shows it
+    world.click(APPROVER2, extension_card(world, APPROVER2, rid), blocks.DENY_EXTENSION)
+    world.submit_reason(APPROVER2, "not today")
+    world.deliver()
+    ask_to_extend(world, rid, "5h", "much more")
+    world.deliver()
+    before = counts(world.db)
+    world.click(APPROVER, old_card, blocks.APPROVE_EXTENSION)
+    world.submit_reason(APPROVER, "sure")
+    world.deliver()
+    view = world.service.get_request(rid)
+    assert view.ends_at == T0 + 2 * H and view.extension_ends_at == T0 + 7 * H
+    assert counts(world.db)[0] == before[0]  # nothing audited
+    told = [
+        json.dumps(c.args) for c in world.fake.calls if "earlier extension" in json.dumps(c.args)
+    ]
+    assert told and "decide on its own card" in told[-1]
+    assert APPROVER in told[-1]  # told to the approver who clicked
+
+
+def test_an_approval_by_someone_who_left_the_group_no_longer_counts(
+    service: JitService,
+) -> None:
+    """Quorum of two from a group: the first approver leaves; one more is still needed."""
+    groups = StaticDirectory({"SOPS": [APPROVER, APPROVER2, ADMIN]})
+    service.directory = service.listing_directory = groups
+    with freeze_time(START):
+        register(service, approvers=("SOPS",), required=2)
+        rid = submit(service)
+        service.approve(rid, actor=APPROVER, reason="ok", now=now())
+        groups.groups["SOPS"] = (APPROVER2, ADMIN)
+        assert service.approve(rid, actor=APPROVER2, reason="ok", now=now()).state == "pending"
+        assert service.approve(rid, actor=ADMIN, reason="ok", now=now()).state in (
+            "approved",
+            "active",
+        )
+        # The same holds for an extension of it.
+        service.sweep(now() + H)
+        service.extensions.extend(rid, actor=PUBLISHER, added=H, reason="more", now=now() + H)
+        service.extensions.approve(rid, actor=APPROVER2, reason="ok", now=now() + H)
+        groups.groups["SOPS"] = (ADMIN, OUTSIDER)
+        view = service.extensions.approve(rid, actor=ADMIN, reason="ok", now=now() + H)
+        assert view.extension_ends_at is not None, "a former member's approval counted"
+
+
+def test_slack_failing_to_list_a_group_refuses_an_extension_decision(
+    service: JitService,
+) -> None:
+    """If Slack cannot say who is in the group, the decision is refused; nothing changes."""
+
+    class Unreachable(StaticDirectory):
+        broken = False
+
+        def members(self, group_id: str) -> tuple[str, ...]:
+            if self.broken:
+                raise DirectoryError("Slack said ratelimited")
+            return super().members(group_id)
+
+    groups = Unreachable({"SOPS": [APPROVER, APPROVER2]})
+    service.directory = service.listing_directory = groups
+    with freeze_time(START):
+        rid = active(service, approvers=("SOPS",), required=1)
+        service.extensions.extend(rid, actor=PUBLISHER, added=H, reason="more", now=now())
+        groups.broken = True
+        before = counts(service.db)
+        with pytest.raises(RuleViolation, match="Couldn't check who is in the approver group"):
+            service.extensions.approve(rid, actor=APPROVER, reason="ok", now=now())
+        refusal = service.extensions.refusal(rid, APPROVER, "approve_extension")
+        assert refusal is not None and "Couldn't check" in str(refusal)
+        assert counts(service.db) == before
+
+
+def test_a_timed_out_extension_takes_the_buttons_off_every_card_it_sent(
+    service: JitService,
+) -> None:
+    """Group members' cards are updated too when an extension times out."""
+    groups = StaticDirectory({"SOPS": [APPROVER, APPROVER2]})
+    service.directory = service.listing_directory = groups
+    with freeze_time(START):
+        rid = active(service, approvers=("SOPS",), required=1)
+        service.extensions.extend(rid, actor=PUBLISHER, added=H, reason="more", now=now())
+        deadline = service.get_request(rid).extension_deadline_at
+    assert deadline is not None
+    service.sweep(deadline)
+    with service.db.transaction(readonly=True) as s:
+        told = {
+            m.recipient
+            for m in s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "extension_card"))
+            if (m.payload or {}).get("event") == "extension_timed_out"
+        }
+    assert told == {APPROVER, APPROVER2}

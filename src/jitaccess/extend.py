@@ -22,17 +22,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jitaccess import journal
-from jitaccess.directory import expand, is_group
+from jitaccess import journal, quorum
+from jitaccess.directory import is_group
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.lifecycle import APPROVED_STATES, RequestState, move
 from jitaccess.domain.policy import ApprovalMode, Window
 from jitaccess.journal import POLICY_ACTOR, SYSTEM
 from jitaccess.outbox import OutboxKind
-from jitaccess.store.models import AccessRequest
+from jitaccess.store.models import AccessRequest, OutboxMessage, SlackMessage
 from jitaccess.views import AppView, RequestView
 
 if TYPE_CHECKING:
@@ -65,6 +66,24 @@ class Extensions:
     ) -> ExtensionOutcome:
         """The requester asks for ``added`` more time: extended at once (automatic mode)
         or sent to the approvers (manual mode)."""
+        status, result = quorum.with_groups_resolved(
+            lambda known: self._extend(
+                known, request_id, actor=actor, added=added, reason=reason, now=now
+            )
+        )
+        self._wake(result, now)
+        return ExtensionOutcome(status, result)
+
+    def _extend(
+        self,
+        known: dict[tuple[str, ...], tuple[str, ...]],
+        request_id: int,
+        *,
+        actor: str,
+        added: timedelta,
+        reason: str,
+        now: datetime,
+    ) -> tuple[str, RequestView]:
         service = self.service
         with service.db.transaction() as session:
             row = service.rows.lock(session, request_id)
@@ -117,19 +136,39 @@ class Extensions:
                     actor=actor,
                     reason=reason,
                     now=now,
-                    approvers=self._approvers(row),
+                    approvers=self._approvers(row, known),
                     post_cards=True,
                 )
                 status = "pending"
-            result = RequestView.of(row)
-        self._wake(result, now)
-        return ExtensionOutcome(status, result)
+            return status, RequestView.of(row)
 
-    def approve(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
-        return self._decide(request_id, actor=actor, reason=reason, now=now, approve=True)
+    def approve(
+        self,
+        request_id: int,
+        *,
+        actor: str,
+        reason: str,
+        now: datetime,
+        shown_end: datetime | None = None,
+    ) -> RequestView:
+        """Approve the waiting extension; ``shown_end`` (from the card clicked) refuses
+        it if the waiting one is not the one the approver saw."""
+        return self._decide(
+            request_id, actor=actor, reason=reason, now=now, approve=True, shown_end=shown_end
+        )
 
-    def deny(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
-        return self._decide(request_id, actor=actor, reason=reason, now=now, approve=False)
+    def deny(
+        self,
+        request_id: int,
+        *,
+        actor: str,
+        reason: str,
+        now: datetime,
+        shown_end: datetime | None = None,
+    ) -> RequestView:
+        return self._decide(
+            request_id, actor=actor, reason=reason, now=now, approve=False, shown_end=shown_end
+        )
 
     def refusal(
         self, request_id: int, actor: str, decision: str = "decide_extension"
@@ -137,15 +176,22 @@ class Extensions:
         """Why ``actor`` cannot make ``decision`` (``approve_extension``, …) on the
         request's extension now, or None (a read-only pre-check for buttons; the
         decision checks again under the row lock)."""
-        with self.service.db.transaction(readonly=True) as session:
-            row = self.service.rows.get(session, request_id)
-            try:
-                self._check_decidable(row, actor, "decide on")
-                if decision == "approve_extension":
-                    _check_not_yet_approved(row, actor)
-            except RuleViolation as exc:
-                return exc
-            return None
+
+        def check(known: dict[tuple[str, ...], tuple[str, ...]]) -> RuleViolation | None:
+            with self.service.db.transaction(readonly=True) as session:
+                row = self.service.rows.get(session, request_id)
+                try:
+                    self._check_decidable(row, actor, "decide on", self._deciders(row, known))
+                    if decision == "approve_extension":
+                        _check_not_yet_approved(row, actor)
+                except RuleViolation as exc:
+                    return exc
+                return None
+
+        try:
+            return quorum.with_groups_resolved(check)
+        except RuleViolation as exc:  # Slack could not say who is in a group
+            return exc
 
     def overlap_refusal(self, request_id: int, added: timedelta) -> RuleViolation | None:
         """Why extending the request by ``added`` would overlap another open request of
@@ -160,25 +206,65 @@ class Extensions:
             return None
 
     def _decide(
-        self, request_id: int, *, actor: str, reason: str, now: datetime, approve: bool
+        self,
+        request_id: int,
+        *,
+        actor: str,
+        reason: str,
+        now: datetime,
+        approve: bool,
+        shown_end: datetime | None,
     ) -> RequestView:
         """An approval counts toward the extension's quorum and the one reaching it
         moves the end; a denial decides at once. The row lock serialises racing
-        clicks, so the end moves exactly once."""
+        clicks, so the end moves exactly once. Groups are asked between transactions."""
+        result, timed_out = quorum.with_groups_resolved(
+            lambda known: self._decide_tx(
+                known,
+                request_id,
+                actor=actor,
+                reason=reason,
+                now=now,
+                approve=approve,
+                shown_end=shown_end,
+            )
+        )
+        if timed_out:
+            raise Conflict(
+                f"The extension of request {request_id} timed out before anyone decided; "
+                "the window is unchanged: the requester can ask again"
+            )
+        self._wake(result, now)
+        return result
+
+    def _decide_tx(
+        self,
+        known: dict[tuple[str, ...], tuple[str, ...]],
+        request_id: int,
+        *,
+        actor: str,
+        reason: str,
+        now: datetime,
+        approve: bool,
+        shown_end: datetime | None,
+    ) -> tuple[RequestView, bool]:
         verb = "approve" if approve else "deny"
-        service = self.service
         timed_out = False
-        with service.db.transaction() as session:
-            row = service.rows.lock(session, request_id)
-            self._check_decidable(row, actor, verb)
+        with self.service.db.transaction() as session:
+            row = self.service.rows.lock(session, request_id)
+            deciders = self._deciders(row, known)
+            self._check_decidable(row, actor, verb, deciders)
+            _check_shown(row, shown_end)
             reason = rules.check_reason(reason, f"{verb} the extension")
             assert row.extension_ends_at is not None
             if row.extension_deadline_at is not None and row.extension_deadline_at <= now:
                 time_out_extension(session, row, now)
                 timed_out = True
             elif approve:
-                if self._count_approval(session, row, actor, reason, now):
-                    self._extend_approved(session, row, actor=actor, reason=reason, now=now)
+                if self._count_approval(session, row, actor, reason, now, deciders):
+                    self._extend_approved(
+                        session, row, actor=actor, reason=reason, now=now, deciders=deciders
+                    )
             else:
                 details = pending_details(row)
                 clear_extension(row)
@@ -190,20 +276,20 @@ class Extensions:
                     actor=actor,
                     reason=reason,
                     now=now,
-                    approvers=self._approvers(row),
+                    approvers=self._recipients(session, row, deciders),
                     details=details,
                 )
-            result = RequestView.of(row)
-        if timed_out:
-            raise Conflict(
-                f"The extension of request {request_id} timed out before anyone decided; "
-                "the window is unchanged: the requester can ask again"
-            )
-        self._wake(result, now)
-        return result
+            return RequestView.of(row), timed_out
 
     def _extend_approved(
-        self, session: Session, row: AccessRequest, *, actor: str, reason: str, now: datetime
+        self,
+        session: Session,
+        row: AccessRequest,
+        *,
+        actor: str,
+        reason: str,
+        now: datetime,
+        deciders: tuple[str, ...],
     ) -> None:
         """The quorum is reached: the end moves, on the same grant. With a quorum above
         one, the audit entry and the cards list every approval that counted."""
@@ -211,8 +297,8 @@ class Extensions:
         new_end = row.extension_ends_at
         asked_at = row.extension_requested_at
         asked_why = row.extension_reason
-        approvals = list(row.extension_approvals or [])
-        approvers = self._approvers(row)
+        approvals = [a for a in row.extension_approvals or [] if a["approver"] in deciders]
+        approvers = self._recipients(session, row, deciders)
         clear_extension(row)
         move_end(
             session,
@@ -230,11 +316,19 @@ class Extensions:
         )
 
     def _count_approval(
-        self, session: Session, row: AccessRequest, actor: str, reason: str, now: datetime
+        self,
+        session: Session,
+        row: AccessRequest,
+        actor: str,
+        reason: str,
+        now: datetime,
+        deciders: tuple[str, ...],
     ) -> bool:
         """Record ``actor``'s approval of the locked row's pending extension; True when
-        it reaches the quorum (the caller then moves the end). Refused, changing
-        nothing, if they already approved it or it now overlaps another request."""
+        it reaches the quorum (the caller then moves the end). Only approvals of people
+        who are approvers now count: one who left the group since no longer does.
+        Refused, changing nothing, if they already approved it or it now overlaps
+        another request."""
         assert row.extension_ends_at is not None
         _check_not_yet_approved(row, actor)
         self._check_no_overlap(session, row, row.extension_ends_at, asked=False)
@@ -243,9 +337,10 @@ class Extensions:
             {"approver": actor, "reason": reason, "at": now.astimezone(UTC).isoformat()},
         ]
         row.extension_approvals = given  # a new list: the JSON column sees the change
-        if len(given) >= row.required_approvals:
+        counted = sum(1 for a in given if a["approver"] in deciders)
+        if counted >= row.required_approvals:
             return True
-        counts = {"approvals": len(given), "required_approvals": row.required_approvals}
+        counts = {"approvals": counted, "required_approvals": row.required_approvals}
         _record(
             session,
             row,
@@ -253,7 +348,7 @@ class Extensions:
             actor=actor,
             reason=reason,
             now=now,
-            approvers=self._approvers(row),
+            approvers=self._recipients(session, row, deciders),
             details={**pending_details(row), **counts},
             step_suffix=str(len(given)),
         )
@@ -270,7 +365,9 @@ class Extensions:
             row.id, Window(row.starts_at, row.ends_at), new_end, others, asked=asked
         )
 
-    def _check_decidable(self, row: AccessRequest, actor: str, verb: str) -> None:
+    def _check_decidable(
+        self, row: AccessRequest, actor: str, verb: str, deciders: tuple[str, ...]
+    ) -> None:
         if row.state not in rules.EXTENDABLE_STATES or row.end_requested is not None:
             raise Conflict(
                 f"Request {row.id} is {row.state if row.end_requested is None else 'being ended'}"
@@ -282,8 +379,7 @@ class Extensions:
                 f"out (request {row.id} is {row.state}, its window ends "
                 f"{row.ends_at:%Y-%m-%d %H:%M} UTC)"
             )
-        approvers = expand(self.service.directory, row.app.approvers)
-        if actor not in approvers:
+        if actor not in deciders:
             raise RuleViolation(
                 f"Only {row.app.name}'s approvers may {verb} extensions, and you are not one"
             )
@@ -292,11 +388,29 @@ class Extensions:
                 f"You cannot {verb} the extension of your own request: another approver must"
             )
 
-    def _approvers(self, row: AccessRequest) -> list[str]:
-        """Who hears of an extension: the current approvers (groups expanded), never
+    def _deciders(
+        self, row: AccessRequest, known: dict[tuple[str, ...], tuple[str, ...]]
+    ) -> tuple[str, ...]:
+        """The people the application's approver entries name now (groups read fresh,
+        outside the transaction: see ``quorum.with_groups_resolved``)."""
+        entries = tuple(row.app.approvers)
+        return quorum.known_people(
+            known, entries, lambda: quorum.people(self.service.directory, entries)
+        )
+
+    def _approvers(
+        self, row: AccessRequest, known: dict[tuple[str, ...], tuple[str, ...]]
+    ) -> list[str]:
+        """Who gets an extension's card: the current approvers (groups expanded), never
         the requester."""
-        people = expand(self.service.directory, row.app.approvers)
-        return [p for p in people if p != row.requester]
+        return [p for p in self._deciders(row, known) if p != row.requester]
+
+    def _recipients(
+        self, session: Session, row: AccessRequest, deciders: tuple[str, ...]
+    ) -> list[str]:
+        """Who hears of a decided extension: today's approvers and everyone whose card
+        showed it, so no card keeps live buttons for an extension that is over."""
+        return _with_card_holders(session, row, [p for p in deciders if p != row.requester])
 
     def _wake(self, view: RequestView, now: datetime) -> None:
         """A backend to tell at once (inline, e.g. the CLI), or the scheduler to wake."""
@@ -442,8 +556,9 @@ def time_out_extension(session: Session, row: AccessRequest, now: datetime) -> N
     """A pending extension nobody decided in time: the window stays as it was, and the
     requester and approvers are told (called by the sweep and by a late decision)."""
     details = pending_details(row)
-    # (The sweep has no directory: groups' members were told when the cards were sent.)
-    approvers = [p for p in row.app.approvers if p != row.requester and not is_group(p)]
+    # The sweep asks no directory: the people listed, and whoever holds a card for it.
+    listed = [p for p in row.app.approvers if p != row.requester and not is_group(p)]
+    approvers = _with_card_holders(session, row, listed)
     clear_extension(row)
     set_next_deadline(row, now)
     _record(
@@ -515,6 +630,36 @@ def _record(
         details=payload,
     )
     return step
+
+
+def _check_shown(row: AccessRequest, shown_end: datetime | None) -> None:
+    """A card's buttons decide the extension it showed, never a later one."""
+    if shown_end is None or row.extension_ends_at is None:
+        return
+    if int(row.extension_ends_at.timestamp()) != int(shown_end.timestamp()):
+        raise Conflict(
+            f"That card showed an earlier extension of request {row.id} (to "
+            f"{shown_end:%Y-%m-%d %H:%M} UTC), which is over; the one waiting now asks for "
+            f"{row.extension_ends_at:%Y-%m-%d %H:%M} UTC: decide on its own card"
+        )
+
+
+def _with_card_holders(session: Session, row: AccessRequest, people: list[str]) -> list[str]:
+    """``people`` and everyone holding an extension card of ``row``: posted (the Slack
+    message table) or still queued (the outbox), each once."""
+    posted = session.execute(
+        select(SlackMessage.recipient).where(
+            SlackMessage.request_id == row.id, SlackMessage.role == "extension"
+        )
+    ).scalars()
+    queued = session.execute(
+        select(OutboxMessage.recipient).where(
+            OutboxMessage.request_id == row.id,
+            OutboxMessage.kind == OutboxKind.EXTENSION_CARD.value,
+        )
+    ).scalars()
+    holders = [h for h in (*posted, *queued) if h and h != row.requester]
+    return list(dict.fromkeys([*people, *holders]))
 
 
 def _check_not_yet_approved(row: AccessRequest, actor: str) -> None:

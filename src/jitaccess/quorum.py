@@ -110,7 +110,13 @@ def alert_recipients(row: AccessRequest) -> list[str]:
 
 
 def record_approval(
-    session: Session, row: AccessRequest, *, actor: str, reason: str, now: datetime
+    session: Session,
+    row: AccessRequest,
+    *,
+    actor: str,
+    reason: str,
+    now: datetime,
+    deciders: Sequence[str],
 ) -> bool:
     """Record ``actor``'s approval of the locked pending ``row``; True when it reaches
     the quorum (the caller then makes the ``approve`` transition).
@@ -124,7 +130,9 @@ def record_approval(
     # Shown on the row without dirtying it: appending to the collection would cost the
     # request an UPDATE of its version alone, on top of the decision's own.
     set_committed_value(row, "approvals", [*row.approvals, approval])
-    given = len(row.approvals)
+    # Only approvals of people who are approvers now count: one who left the group (or
+    # the list) since approving no longer does.
+    given = sum(1 for a in row.approvals if a.approver in deciders)
     if given >= row.required_approvals:
         return True
     journal.record_step(
@@ -136,7 +144,7 @@ def record_approval(
         reason=reason,
         details={"approvals": given, "required_approvals": row.required_approvals},
     )
-    step = f"approval{given}"
+    step = f"approval{len(row.approvals)}"  # every approval is its own news
     journal.enqueue(
         session,
         row,

@@ -730,7 +730,7 @@ class JitService:
                 journal.end_by_system(session, row, "time_out", journal.TIMED_OUT, now)
                 timed_out = True
             elif approve and not quorum.record_approval(
-                session, row, actor=actor, reason=reason, now=now
+                session, row, actor=actor, reason=reason, now=now, deciders=deciders
             ):
                 pass  # recorded; the request stays pending until the quorum is reached
             else:

@@ -432,6 +432,20 @@ _EXTENSION_OUTCOME = {
 }
 
 
+def extension_block_id(request_id: int, new_end: datetime) -> str:
+    """The buttons' block on an extension card names the extension it shows, so a
+    click on an old card can never decide a later extension."""
+    return f"extension:{request_id}:{int(new_end.timestamp())}"
+
+
+def shown_extension_end(block_id: str) -> datetime | None:
+    """The end an extension card's buttons were showing (see :func:`extension_block_id`)."""
+    parts = block_id.split(":")
+    if len(parts) != 3 or parts[0] != "extension" or not parts[2].isdigit() or len(parts[2]) > 12:
+        return None
+    return datetime.fromtimestamp(int(parts[2]), UTC)
+
+
 def extension_card(
     view: RequestView, tz: tzinfo, details: dict[str, Any], *, viewer: str | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
@@ -480,7 +494,7 @@ def extension_card(
         if not approved:
             blocks.append(
                 ActionsBlock(
-                    block_id=f"extension:{view.id}",
+                    block_id=extension_block_id(view.id, new_end),
                     elements=[
                         _button("Approve", APPROVE_EXTENSION, view.id, "primary"),
                         _button("Deny", DENY_EXTENSION, view.id, "danger"),

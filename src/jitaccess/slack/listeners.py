@@ -93,6 +93,15 @@ def _clicked_request_id(body: dict[str, Any]) -> int | None:
     return number if 0 < number <= MAX_REQUEST_ID else None
 
 
+def _clicked_block_id(body: dict[str, Any]) -> str:
+    """The block id of the clicked button ("" if there is none)."""
+    try:
+        value = body["actions"][0]["block_id"]
+    except (KeyError, IndexError, TypeError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
 def _text(value: Any) -> str:
     """A form value that must be text (raises TypeError for anything else)."""
     if not isinstance(value, str):
@@ -457,6 +466,11 @@ class SlackFrontEnd:
                 log.warning("ignoring a %s click that carries no request id", decision)
                 return
             origin = _origin(body)
+            if decision.endswith("_extension"):
+                # The extension this card showed travels with the form to the decision.
+                shown = blocks.shown_extension_end(_clicked_block_id(body))
+                if shown is not None:
+                    origin["shown_end"] = str(int(shown.timestamp()))
 
             def work() -> None:
                 # The modal first: its trigger id expires three seconds after the click.
@@ -524,12 +538,18 @@ class SlackFrontEnd:
             return
         ack()
 
+        shown_end = blocks.shown_extension_end(f"extension:{request_id}:{meta.get('shown_end')}")
+
         def work() -> None:
             try:
                 if decision == "approve_extension":
-                    self.service.extensions.approve(request_id, actor=user, reason=reason, now=now)
+                    self.service.extensions.approve(
+                        request_id, actor=user, reason=reason, now=now, shown_end=shown_end
+                    )
                 elif decision == "deny_extension":
-                    self.service.extensions.deny(request_id, actor=user, reason=reason, now=now)
+                    self.service.extensions.deny(
+                        request_id, actor=user, reason=reason, now=now, shown_end=shown_end
+                    )
                 elif decision == "approve":
                     self.service.approve(request_id, actor=user, reason=reason, now=now)
                 elif decision == "deny":
