@@ -579,13 +579,36 @@ class AzureProvider:
         own request or none at all (False).
 
         PIM keys an assignment by principal, role and scope, not by request: two Slack
-        users mapped to one principal (``default_principal``) share it, and the one that
-        did not create it must neither remove nor move it."""
+        users mapped to one principal (``default_principal``), or back-to-back windows
+        whose first revoke is late, meet on one assignment, and a request that did not
+        create it must neither remove nor move it. Two reads, bounded whatever the
+        history: the scope's live schedules, and the one request behind the match."""
         principal = resolve_principal(spec.principal, spec.config).object_id.lower()
         role = _guid_of(resolve_role_definition_id(spec.role, spec.config, subscription_id))
-        for held in self._live_schedules(spec.scope):
-            if held.principal_id.lower() == principal and _guid_of(held.role_definition_id) == role:
-                return False if held.request_id == spec.request_id else held.request_id
+        client = self._pim_client()
+        wanted = spec.scope.rstrip("/").lower()
+        try:
+            for schedule in client.role_assignment_schedules.list_for_scope(
+                spec.scope, filter="atScope()"
+            ):
+                if (
+                    (schedule.scope or "").rstrip("/").lower() != wanted
+                    or (schedule.principal_id or "").lower() != principal
+                    or _guid_of(schedule.role_definition_id or "") != role
+                ):
+                    continue
+                name = (schedule.role_assignment_schedule_request_id or "").rstrip("/")
+                request = client.role_assignment_schedule_requests.get(
+                    spec.scope, name.rsplit("/", 1)[-1]
+                )
+                owner = parse_request_id(request.justification)
+                return False if owner == spec.request_id else owner
+        except HttpResponseError as err:
+            if _error_code(err) in PIM_UNAVAILABLE_CODES:
+                return False
+            raise self._translate(err, "read", spec.scope, None, None) from None
+        except AzureError as err:
+            raise self._translate(err, "read", spec.scope, None, None) from None
         return False
 
     def close(self) -> None:
