@@ -270,17 +270,33 @@ def test_without_pim_it_falls_back_to_a_plain_assignment_and_says_so(
     # The subscription is remembered: the next grants go straight to plain assignments.
     tried = len(pim_calls(arm))
     provider.grant(spec(43, role="Owner"), NOW + timedelta(minutes=1))
-    provider.revoke(spec(42), NOW + timedelta(minutes=2))
     assert len(pim_calls(arm)) == tried
+    # A revoke still asks PIM first (a grant made there before must be removed there),
+    # then removes the plain assignment.
+    provider.revoke(spec(42), NOW + timedelta(minutes=2))
     assert [a.name for a in arm.at(SCOPE)] == [assignment_name(43)]
     assert provider.take_notice(spec(43, role="Owner")) is not None
 
     # After a while PIM is tried again (a licence may have been bought).
+    tried = len(pim_calls(arm))
     arm.pim_available = True
-    provider.grant(spec(44), NOW + PIM_FALLBACK_TTL)
+    provider.grant(spec(44), NOW + timedelta(minutes=2) + PIM_FALLBACK_TTL)
     assert len(pim_calls(arm)) == tried + 1
     assert any(a.ends_at == NOW + 2 * H for a in arm.at(SCOPE))
     assert provider.take_notice(spec(44)) is None
+
+
+def test_a_pim_grant_is_removed_from_pim_even_while_the_tenant_is_remembered_without_it(
+    provider: AzureProvider, arm: FakeArm
+) -> None:
+    """A grant made through PIM, then a "no PIM" answer: its revoke still goes to PIM."""
+    provider.grant(spec(41), NOW)
+    arm.pim_available = False
+    provider.grant(spec(42, role="Owner"), NOW + timedelta(minutes=6))  # falls back
+    arm.pim_available = True  # PIM answers again, within the remembered hour
+    at(arm, NOW + timedelta(minutes=7))
+    provider.revoke(spec(41), NOW + timedelta(minutes=7))
+    assert [a.name for a in arm.at(SCOPE)] == [assignment_name(42)]
 
 
 def test_revoke_finds_a_fallback_assignment_once_pim_is_back(

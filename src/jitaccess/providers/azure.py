@@ -364,7 +364,7 @@ class AzureProvider:
         Azure already removed the scheduled one (it ended before the extension reached
         us), it is assigned again with the new end, so the window is honoured."""
         subscription_id = subscription_of(spec.scope)
-        if not self._schedules(spec, subscription_id, now):
+        if not self._may_be_scheduled(spec):
             log.info(
                 "Azure: request %s is a plain role assignment; its new end %s is enforced by "
                 "jitaccess",
@@ -447,7 +447,7 @@ class AzureProvider:
 
     def revoke(self, spec: GrantSpec, now: datetime) -> None:
         subscription_id = subscription_of(spec.scope)
-        if self._schedules(spec, subscription_id, now):
+        if self._may_be_scheduled(spec):
             owner = self._held_by_another(spec, subscription_id)
             if owner is not False:
                 log.info(
@@ -657,6 +657,13 @@ class AzureProvider:
                 del self._pim_unavailable[subscription_id]
                 until = None
         return until is None
+
+    def _may_be_scheduled(self, spec: GrantSpec) -> bool:
+        """True when ``spec``'s grant may be held through PIM: scheduled mode and not
+        standing. Revoke and extend ask this, never the remembered "no PIM": a grant
+        made through PIM before the tenant answered "no PIM" must still be removed
+        there (asking PIM of a tenant without it costs one call and falls back)."""
+        return not spec.standing and assignment_mode(spec.config) == SCHEDULED
 
     def _fall_back(self, subscription_id: str, now: datetime, detail: str) -> None:
         with self._lock:
