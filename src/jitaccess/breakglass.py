@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from jitaccess import journal
+from jitaccess import journal, quorum
 from jitaccess.directory import DirectoryError, expand, is_group
 from jitaccess.domain import breakglass as rules
 from jitaccess.domain.errors import Conflict, Mention, RuleViolation
@@ -45,9 +45,20 @@ def _expanded(service: JitService, entries: Iterable[str]) -> tuple[str, ...]:
         ) from None
 
 
-def reviewers_of(service: JitService, app: Application) -> tuple[str, ...]:
+def _people(
+    service: JitService, known: dict[tuple[str, ...], tuple[str, ...]], entries: Iterable[str]
+) -> tuple[str, ...]:
+    """The people ``entries`` name, asking Slack only between transactions (see
+    ``quorum.with_groups_resolved``)."""
+    key = tuple(entries)
+    return quorum.known_people(known, key, lambda: _expanded(service, key))
+
+
+def reviewers_of(
+    service: JitService, app: Application, known: dict[tuple[str, ...], tuple[str, ...]]
+) -> tuple[str, ...]:
     """Who is alerted and may review: approvers (groups expanded) and consumer admins."""
-    return _expanded(service, [*app.approvers, *app.admins])
+    return _people(service, known, [*app.approvers, *app.admins])
 
 
 def reviewers_of_app(service: JitService, app_name: str) -> tuple[str, ...]:
@@ -68,17 +79,45 @@ def take(
     now: datetime,
 ) -> RequestView:
     """Break glass: access granted at once (by the sweep, woken now), everyone alerted."""
+    result = quorum.with_groups_resolved(
+        lambda known: _take(
+            service,
+            known,
+            app_name,
+            actor=actor,
+            role=role,
+            duration=duration,
+            incident_ref=incident_ref,
+            reason=reason,
+            now=now,
+        )
+    )
+    return service._after_change(result, now)
+
+
+def _take(
+    service: JitService,
+    known: dict[tuple[str, ...], tuple[str, ...]],
+    app_name: str,
+    *,
+    actor: str,
+    role: str,
+    duration: timedelta,
+    incident_ref: str,
+    reason: str,
+    now: datetime,
+) -> RequestView:
     with service.db.transaction() as session:
         app = service.rows.app(session, app_name)
         view = AppView.of(app)
-        holders = _expanded(service, view.policy.breakglass)
+        holders = _people(service, known, view.policy.breakglass)
         taken = rules.check_take(
             view.rules(), holders, actor, role, duration, incident_ref, reason, now
         )
         rules.check_no_overlap(
             taken.window, service.rows.open_windows(session, actor, app.scope, taken.role)
         )
-        alerted = [p for p in reviewers_of(service, app) if p != actor]
+        alerted = [p for p in reviewers_of(service, app, known) if p != actor]
         justification = f"Break-glass for {taken.incident_ref}: {taken.reason}"
         row = AccessRequest(
             app=app,
@@ -125,8 +164,7 @@ def take(
         row.decided_at = now
         row.decision_reason = decision
         journal.transition(session, row, "auto_approve", actor=actor, now=now, reason=decision)
-        result = RequestView.of(row)
-    return service._after_change(result, now)
+        return RequestView.of(row)
 
 
 def review(
@@ -137,6 +175,20 @@ def review(
     The review's columns are written with one UPDATE that leaves the row's version
     alone: a review is no change to the grant, so a sweep granting or revoking the
     request meanwhile keeps its outcome."""
+    return quorum.with_groups_resolved(
+        lambda known: _review(service, known, request_id, actor=actor, reason=reason, now=now)
+    )
+
+
+def _review(
+    service: JitService,
+    known: dict[tuple[str, ...], tuple[str, ...]],
+    request_id: int,
+    *,
+    actor: str,
+    reason: str,
+    now: datetime,
+) -> RequestView:
     with service.db.transaction() as session:
         row = service.rows.lock(session, request_id)
         if not row.breakglass:
@@ -149,7 +201,9 @@ def review(
                 Mention(row.reviewed_by or ""),
                 f" at {row.reviewed_at:%Y-%m-%d %H:%M} UTC: {row.review_reason}",
             )
-        rules.check_reviewer(reviewers_of(service, row.app), row.requester, actor, row.app.name)
+        rules.check_reviewer(
+            reviewers_of(service, row.app, known), row.requester, actor, row.app.name
+        )
         cleaned = check_reason(reason, "acknowledge break-glass access")
         session.execute(
             update(AccessRequest)
@@ -221,7 +275,9 @@ def needs_review(service: JitService, user: str) -> list[RequestView]:
                 continue
             if row.app_id not in reviewers:
                 try:
-                    reviewers[row.app_id] = reviewers_of(service, row.app)
+                    reviewers[row.app_id] = _expanded(
+                        service, [*row.app.approvers, *row.app.admins]
+                    )
                 except RuleViolation:  # the directory failed: the people listed by id
                     listed = [*row.app.approvers, *row.app.admins]
                     reviewers[row.app_id] = tuple(p for p in listed if not is_group(p))
@@ -244,7 +300,8 @@ def review_refusal(service: JitService, request_id: int, actor: str) -> RuleViol
                     Mention(row.reviewed_by or ""),
                     f": {row.review_reason}",
                 )
-            rules.check_reviewer(reviewers_of(service, row.app), row.requester, actor, row.app.name)
+            reviewers = _expanded(service, [*row.app.approvers, *row.app.admins])
+            rules.check_reviewer(reviewers, row.requester, actor, row.app.name)
         except RuleViolation as exc:
             return exc
         return None
