@@ -25,7 +25,7 @@ from jitaccess.slack.directory import SlackDirectory
 from jitaccess.slack.runtime import slack_client
 from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent, OutboxMessage
-from slack_harness import SlackWorld, texts
+from slack_harness import SlackWorld, signed_headers, texts
 from test_sandbox import call, eventually, sandbox, timeline_text
 
 __all__ = ["sandbox"]  # the sandbox fixture, shared with test_sandbox
@@ -293,3 +293,45 @@ def test_the_sandbox_demo_needs_two_approvals_from_its_approvers_group(sandbox: 
     eventually(lambda: "1 of 2 approved" in timeline_text(sandbox, demo.APPROVER2))
     call(sandbox, "command", {"user": demo.APPROVER2, "text": "approve 1 fine"})
     eventually(lambda: "is active" in timeline_text(sandbox, demo.PUBLISHER))
+
+
+def group_changed(world: SlackWorld, group: str, event_id: str) -> None:
+    """Slack's signed ``subteam_members_changed`` event, as the Events API sends it."""
+    body = json.dumps(
+        {
+            "token": "legacy",
+            "team_id": "T0001",
+            "api_app_id": "A0001",
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": 1,
+            "event": {
+                "type": "subteam_members_changed",
+                "subteam_id": group,
+                "team_id": "T0001",
+                "added_users": [],
+                "removed_users": [],
+                "event_ts": "1.0",
+            },
+        }
+    )
+    assert world.post(body, signed_headers(body, content_type="application/json")).status == 200
+
+
+def test_cards_follow_the_group_when_slack_says_its_members_changed(world: SlackWorld) -> None:
+    """A new member gets a card for the pending request; one who left sees theirs go."""
+    register_group_app(world)
+    rid = request(world)
+    world.fake.set_group(GROUP, [APPROVER2, ADMIN])  # Ava leaves, Ada joins
+    group_changed(world, GROUP, "Ev1")
+    world.deliver()
+    assert world.service.get_request(rid).notified_approvers == (APPROVER, APPROVER2, ADMIN)
+    assert blocks.APPROVE in texts(world.card_for(ADMIN, rid))
+    assert blocks.APPROVE not in texts(world.card_for(APPROVER, rid))
+    world.click(ADMIN, world.card_for(ADMIN, rid), blocks.APPROVE)
+    world.submit_reason(ADMIN, "on call now")
+    assert world.service.get_request(rid).state == "approved"
+    # Slack retrying the same event changes nothing more.
+    before = unchanged(world.db)
+    group_changed(world, GROUP, "Ev1")
+    assert unchanged(world.db) == before

@@ -45,7 +45,10 @@ def test_manifest_asks_for_exactly_the_scopes_and_features_used(name: str) -> No
     manifest = load(name)
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == SCOPES
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/jit"]
-    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == [
+        "app_home_opened",
+        "subteam_members_changed",
+    ]
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["features"]["app_home"]["home_tab_enabled"] is True
     socket = name == "manifest.socket-mode.yaml"

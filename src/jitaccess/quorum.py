@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -21,8 +21,13 @@ from jitaccess import journal
 from jitaccess.directory import Directory, DirectoryError, expand, is_group
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, RuleViolation
+from jitaccess.domain.lifecycle import RequestState
 from jitaccess.outbox import OutboxKind
+from jitaccess.store import audit
 from jitaccess.store.models import AccessRequest, Approval
+
+if TYPE_CHECKING:
+    from jitaccess.service import JitService
 
 log = logging.getLogger("jitaccess.quorum")
 T = TypeVar("T")
@@ -170,3 +175,71 @@ def record_approval(
         before=row.state,
     )
     return False
+
+
+#: The audited action when a user group's members changed under open requests.
+GROUP_CHANGED = "approver_group_changed"
+
+
+def group_members_changed(service: JitService, group_id: str, *, now: datetime) -> int:
+    """Slack says ``group_id``'s members changed (the ``subteam_members_changed``
+    event): every pending request of an application naming the group gets cards for
+    its new members, and members who left see their cards say they no longer decide
+    (decisions already ask Slack at every click; this makes the cards follow). Returns
+    how many requests were touched. One transaction per application; Slack is asked
+    before each."""
+    forget = getattr(service.listing_directory, "forget", None)
+    if callable(forget):
+        forget(group_id)  # the card cache must not answer with the old members
+    with service.db.transaction(readonly=True) as session:
+        naming = [
+            (app.id, tuple(app.approvers))
+            for app in service.rows.apps(session)
+            if group_id in app.approvers
+        ]
+    touched = 0
+    for app_id, entries in naming:
+        try:
+            now_people = people(service.listing_directory, entries)
+        except RuleViolation as exc:
+            log.warning("group %s changed but could not be read: %s", group_id, exc)
+            continue
+        with service.db.transaction() as session:
+            rows = service.rows.open_requests(session, [app_id])
+            pending = [r for r in rows if r.state == RequestState.PENDING]
+            if not pending or tuple(pending[0].app.approvers) != entries:
+                continue  # nothing waits, or the policy changed (that change told people)
+            app = pending[0].app
+            entry = audit.append(
+                session,
+                at=now,
+                actor="slack",
+                action=GROUP_CHANGED,
+                app=app.name,
+                details={"group": group_id, "members": list(now_people)},
+            )
+            for row in pending:
+                added = [p for p in now_people if p not in row.notified_approvers]
+                added = [p for p in added if p != row.requester]
+                left = [p for p in row.notified_approvers if p not in now_people]
+                if not added and not left:
+                    continue
+                touched += 1
+                row.notified_approvers = [*row.notified_approvers, *added]
+                for person, event in [
+                    *((p, "approver_added") for p in added),
+                    *((p, "approver_removed") for p in left),
+                ]:
+                    journal.enqueue(
+                        session,
+                        row,
+                        f"group:{entry.seq}",
+                        OutboxKind.APPROVER_CARD,
+                        person,
+                        now,
+                        actor="slack",
+                        reason=None,
+                        event=event,
+                        before=row.state,
+                    )
+    return touched

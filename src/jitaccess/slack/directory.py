@@ -44,6 +44,11 @@ class SlackDirectory:
         #: Slack calls made, for the benchmark and the closing note.
         self.calls = 0
 
+    def forget(self, group_id: str) -> None:
+        """Drop what the cache holds for ``group_id`` (Slack said its members changed)."""
+        with self._lock:
+            self._cache.pop(group_id, None)
+
     def members(self, group_id: str) -> tuple[str, ...]:
         if self._cache_seconds > 0:
             with self._lock:

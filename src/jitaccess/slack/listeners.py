@@ -22,6 +22,7 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from jitaccess import quorum
 from jitaccess.breakglass import needs_review
 from jitaccess.directory import is_group
 from jitaccess.domain import policy as rules
@@ -200,6 +201,7 @@ class SlackFrontEnd:
         app.view(blocks.EXTEND_MODAL)(self.on_extend_submitted)
         app.view(blocks.CONFIG_MODAL)(self.on_config_submitted)
         app.event("app_home_opened")(self.on_home_opened)
+        app.event("subteam_members_changed")(self.on_group_members_changed)
         self._breakglass().register(app)
 
     def _breakglass(self) -> Any:
@@ -856,6 +858,22 @@ class SlackFrontEnd:
             )
 
         self._later("App Home", work, None)
+
+    def on_group_members_changed(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        """A user group's members changed: pending requests naming it get cards for new
+        members, and members who left see theirs lose the buttons."""
+        group = event.get("subteam_id")
+        if not isinstance(group, str) or not group:
+            log.warning("ignoring a subteam_members_changed event without a subteam_id")
+            return
+
+        def work() -> None:
+            if not self._first_delivery(body.get("event_id")):
+                return
+            touched = quorum.group_members_changed(self.service, group, now=self.clock())
+            log.info("user group %s changed: %d pending request(s) updated", group, touched)
+
+        self._later("user group change", work, None)
 
     def _first_delivery(self, event_id: str | None) -> bool:
         if not event_id:
