@@ -25,12 +25,12 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from jitaccess import journal
 from jitaccess.domain.activity import ActivityEvent, summarise
 from jitaccess.journal import SYSTEM
 from jitaccess.outbox import OutboxKind
-from jitaccess.store import audit, staged
 from jitaccess.store.db import Database
-from jitaccess.store.models import AccessRequest, ActivityReport, OutboxMessage
+from jitaccess.store.models import AccessRequest, ActivityReport
 
 log = logging.getLogger("jitaccess.activity")
 #: A read never started because the process is stopping.
@@ -243,11 +243,12 @@ class ActivityReporter:
             report.last_error = error
             if report.attempts >= self.policy.max_attempts:
                 report.outcome, report.due_at, report.done_at = "gave_up", None, now
-                self._audit(
+                journal.record_step(
                     session,
                     request,
                     "activity_summary_failed",
-                    now,
+                    actor=SYSTEM,
+                    now=now,
                     reason=f"the activity log could not be read after {report.attempts} "
                     f"attempts: {error}",
                     details={"attempts": report.attempts},
@@ -255,11 +256,12 @@ class ActivityReporter:
                 run.gave_up += 1
                 return
             report.due_at = now + self.policy.backoff(report.attempts, self.rng)
-            self._audit(
+            journal.record_step(
                 session,
                 request,
                 "activity_read_failed",
-                now,
+                actor=SYSTEM,
+                now=now,
                 reason=error,
                 details={"attempt": report.attempts, "retry_at": report.due_at.isoformat()},
             )
@@ -277,54 +279,26 @@ class ActivityReporter:
         digest = summary.sha256()
         report.outcome, report.due_at, report.done_at = "posted", None, now
         report.summary_sha256 = digest
-        self._audit(
+        journal.record_step(
             session,
             request,
             "activity_summary",
-            now,
+            actor=SYSTEM,
+            now=now,
             reason=f"{summary.operations_total} operations, {summary.failures_total} failed, "
             f"on {summary.resources_total} resources",
             details={"sha256": digest, "summary": summary.as_dict()},
         )
-        recipients = dict.fromkeys([request.requester, *request.notified_approvers])
-        for recipient in recipients:
-            staged.stage(
-                session,
-                OutboxMessage,
-                {
-                    "dedup_key": f"request:{request.id}:activity:"
-                    f"{OutboxKind.ACTIVITY_SUMMARY.value}:{recipient}",
-                    "kind": OutboxKind.ACTIVITY_SUMMARY.value,
-                    "recipient": recipient,
-                    "request_id": request.id,
-                    "payload": {"summary": summary.as_dict(), "sha256": digest},
-                    "created_at": now,
-                    "available_at": now,
-                    "attempts": 0,
-                },
-            )
-
-    @staticmethod
-    def _audit(
-        session: Session,
-        request: AccessRequest,
-        action: str,
-        now: datetime,
-        *,
-        reason: str,
-        details: dict[str, Any],
-    ) -> None:
-        audit.append(
+        journal.enqueue_each(
             session,
-            at=now,
+            request,
+            "activity",
+            OutboxKind.ACTIVITY_SUMMARY,
+            dict.fromkeys([request.requester, *request.notified_approvers]),
+            now,
             actor=SYSTEM,
-            action=action,
-            app=request.app.name,
-            request_id=request.id,
-            from_state=request.state,
-            to_state=request.state,
-            reason=reason,
-            details=details,
+            reason=None,
+            details={"summary": summary.as_dict(), "sha256": digest},
         )
 
 

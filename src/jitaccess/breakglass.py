@@ -26,7 +26,6 @@ from jitaccess.domain.lifecycle import initial_state
 from jitaccess.domain.policy import check_reason
 from jitaccess.outbox import OutboxKind
 from jitaccess.service import JitService
-from jitaccess.store import audit
 from jitaccess.store.models import AccessRequest, Application
 from jitaccess.views import AppView, RequestView
 
@@ -140,15 +139,12 @@ def _take(
         session.add(row)
         session.flush()
         journal.record(session, row, "submit", None, actor=actor, now=now, reason=justification)
-        audit.append(
+        journal.record_step(
             session,
-            at=now,
+            row,
+            USED,
             actor=actor,
-            action=USED,
-            app=app.name,
-            request_id=row.id,
-            from_state=row.state,
-            to_state=row.state,
+            now=now,
             reason=taken.reason,
             details={
                 "breakglass": True,
