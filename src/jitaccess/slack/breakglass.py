@@ -4,7 +4,6 @@ then write; a refusal is ephemeral (or a DM) and says what to change."""
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 from typing import Any
@@ -13,13 +12,9 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from jitaccess import breakglass
-from jitaccess.domain import policy as rules
-from jitaccess.domain.errors import JitError, NotFound, RuleViolation
 from jitaccess.slack import blocks
 from jitaccess.slack.commands import Command
 from jitaccess.slack.listeners import (
-    MAX_REQUEST_ID,
-    OUT_OF_DATE,
     SlackFrontEnd,
     _clicked_request_id,
     _origin,
@@ -80,69 +75,34 @@ class BreakGlassListeners:
             return
         origin = _origin(body)
 
-        def work() -> None:
-            # The modal first: its trigger id expires three seconds after the click.
-            opened = client.views_open(
-                trigger_id=body["trigger_id"],
-                view=blocks.review_modal(request_id, origin=origin),
-            )
-            refusal: JitError | None
-            try:
-                refusal = breakglass.review_refusal(self.front.service, request_id, user)
-            except NotFound as exc:
-                refusal = exc
-            if refusal is not None:
-                client.views_update(
-                    view_id=opened["view"]["id"],
-                    view=blocks.notice_modal("Nothing to do", refusal),
-                )
-                self.front._tell(client, origin, user, refusal)
-
-        self.front._later("acknowledge click", work, None)
+        self.front._open_reason_form(
+            "acknowledge click",
+            client,
+            body,
+            blocks.review_modal(request_id, origin=origin),
+            lambda: breakglass.review_refusal(self.front.service, request_id, user),
+            origin,
+        )
 
     def on_review_submitted(
         self, ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
     ) -> None:
-        user = body["user"]["id"]
-        try:
-            meta = json.loads(view.get("private_metadata") or "{}")
-            typed = view["state"]["values"].get("reason", {}).get("reason", {}).get("value")
-            reason = typed if isinstance(typed, str) else ""
-            request_id = int(meta["request_id"])
-            if not 0 < request_id <= MAX_REQUEST_ID:
-                raise ValueError(f"no request {request_id}")
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
-            ack(
-                response_action="errors",
-                errors={"reason": OUT_OF_DATE.format(again="click the button again")},
-            )
+        form = self.front._read_reason_form(ack, view)
+        if form is None:
             return
-        now = self.front.clock()
-        try:
-            rules.check_reason(reason, "acknowledge break-glass access")
-        except RuleViolation as exc:
-            ack(response_action="errors", errors={"reason": str(exc)})
-            return
-        refusal: JitError | None
-        try:
-            refusal = breakglass.review_refusal(self.front.service, request_id, user)
-        except NotFound as exc:
-            refusal = exc
-        if refusal is not None:
-            ack(response_action="update", view=blocks.notice_modal("Nothing changed", refusal))
-            return
-        ack()
+        user, request_id, service = body["user"]["id"], form.request_id, self.front.service
 
-        def work() -> None:
-            try:
-                breakglass.review(
-                    self.front.service, request_id, actor=user, reason=reason, now=now
-                )
-            except JitError as exc:  # e.g. another approver reviewed it since the check
-                self.front._tell(client, meta, user, exc, dm=True)
+        def act(reason: str, now: datetime) -> None:
+            breakglass.review(service, request_id, actor=user, reason=reason, now=now)
 
-        self.front._later(
-            "review submission",
-            work,
-            lambda text: self.front._tell(client, meta, user, text, dm=True),
+        self.front._act_on_reason_form(
+            ack,
+            client,
+            user,
+            form,
+            what="review",
+            verb="acknowledge break-glass access",
+            refusal_of=lambda: breakglass.review_refusal(service, request_id, user),
+            act=act,
+            tell_refusal=False,
         )

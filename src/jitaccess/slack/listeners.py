@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -92,6 +93,17 @@ def _clicked_request_id(body: dict[str, Any]) -> int | None:
         return None
     number = int(value)
     return number if 0 < number <= MAX_REQUEST_ID else None
+
+
+@dataclass(frozen=True)
+class ReasonForm:
+    """A submitted reason form (a decision, a revoke, a break-glass review)."""
+
+    meta: dict[str, Any]
+    request_id: int
+    reason: str
+    #: approve, deny, revoke, approve_extension, deny_extension ("" for a review).
+    decision: str
 
 
 def _clicked_block_id(body: dict[str, Any]) -> str:
@@ -474,42 +486,101 @@ class SlackFrontEnd:
                 if shown is not None:
                     origin["shown_end"] = str(int(shown.timestamp()))
 
-            def work() -> None:
-                # The modal first: its trigger id expires three seconds after the click.
-                opened = client.views_open(
-                    trigger_id=body["trigger_id"],
-                    view=blocks.decision_modal(
-                        None, request_id=request_id, decision=decision, origin=origin
-                    ),
-                )
-                refusal: JitError | None
-                try:
-                    refusal = self._refusal(request_id, user, decision)
-                except NotFound as exc:
-                    refusal = exc
-                if refusal is not None:
-                    client.views_update(
-                        view_id=opened["view"]["id"],
-                        view=blocks.notice_modal("Nothing to do", refusal),
-                    )
-                    self._tell(client, origin, user, refusal)
-
-            self._later(f"{decision} click", work, None)
+            self._open_reason_form(
+                f"{decision} click",
+                client,
+                body,
+                blocks.decision_modal(
+                    None, request_id=request_id, decision=decision, origin=origin
+                ),
+                lambda: self._refusal(request_id, user, decision),
+                origin,
+            )
 
         on_click.__name__ = f"on_{decision}_clicked"
         return on_click
+
+    def _open_reason_form(
+        self,
+        what: str,
+        client: WebClient,
+        body: dict[str, Any],
+        modal: dict[str, Any],
+        refusal_of: Callable[[], JitError | None],
+        origin: dict[str, str],
+    ) -> None:
+        """After a button's ack: open the reason form at once (its trigger id expires
+        three seconds after the click), then check whether the clicker may act and, if
+        not, turn the form into the refusal and tell them."""
+        user = body["user"]["id"]
+
+        def work() -> None:
+            opened = client.views_open(trigger_id=body["trigger_id"], view=modal)
+            refusal: JitError | None
+            try:
+                refusal = refusal_of()
+            except NotFound as exc:
+                refusal = exc
+            if refusal is not None:
+                client.views_update(
+                    view_id=opened["view"]["id"],
+                    view=blocks.notice_modal("Nothing to do", refusal),
+                )
+                self._tell(client, origin, user, refusal)
+
+        self._later(what, work, None)
 
     @guarded
     def on_decision_submitted(
         self, ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
     ) -> None:
-        user = body["user"]["id"]
+        form = self._read_reason_form(ack, view, needs_decision=True)
+        if form is None:
+            return
+        user, request_id, decision = body["user"]["id"], form.request_id, form.decision
+        shown_end = blocks.shown_extension_end(
+            f"extension:{request_id}:{form.meta.get('shown_end')}"
+        )
+
+        def act(reason: str, now: datetime) -> None:
+            if decision == "approve_extension":
+                self.service.extensions.approve(
+                    request_id, actor=user, reason=reason, now=now, shown_end=shown_end
+                )
+            elif decision == "deny_extension":
+                self.service.extensions.deny(
+                    request_id, actor=user, reason=reason, now=now, shown_end=shown_end
+                )
+            elif decision == "approve":
+                self.service.approve(request_id, actor=user, reason=reason, now=now)
+            elif decision == "deny":
+                self.service.deny(request_id, actor=user, reason=reason, now=now)
+            else:
+                self.service.revoke(request_id, actor=user, reason=reason, now=now)
+
+        self._act_on_reason_form(
+            ack,
+            client,
+            user,
+            form,
+            what=decision,
+            verb=decision.replace("_", " the "),
+            refusal_of=lambda: self._refusal(request_id, user, decision),
+            act=act,
+            tell_refusal=True,
+        )
+
+    def _read_reason_form(
+        self, ack: Ack, view: dict[str, Any], *, needs_decision: bool = False
+    ) -> ReasonForm | None:
+        """The reason form as submitted, or None after telling Slack it is out of date
+        (metadata this version did not write)."""
         try:
             meta = json.loads(view.get("private_metadata") or "{}")
             typed = view["state"]["values"].get("reason", {}).get("reason", {}).get("value")
-            reason = typed if isinstance(typed, str) else ""
-            request_id, decision = int(meta["request_id"]), meta["decision"]
-            if decision not in DECISIONS:
+            request_id = int(meta["request_id"])
+            decision = str(meta["decision"]) if needs_decision else ""
+            if needs_decision and decision not in DECISIONS:
                 raise ValueError(f"unknown decision {decision!r}")
             if not 0 < request_id <= MAX_REQUEST_ID:
                 raise ValueError(f"no request {request_id}")
@@ -518,53 +589,57 @@ class SlackFrontEnd:
                 response_action="errors",
                 errors={"reason": OUT_OF_DATE.format(again="click the button again")},
             )
-            return
+            return None
+        return ReasonForm(meta, request_id, typed if isinstance(typed, str) else "", decision)
+
+    def _act_on_reason_form(
+        self,
+        ack: Ack,
+        client: WebClient,
+        user: str,
+        form: ReasonForm,
+        *,
+        what: str,
+        verb: str,
+        refusal_of: Callable[[], JitError | None],
+        act: Callable[[str, datetime], None],
+        tell_refusal: bool,
+    ) -> None:
+        """Validate on the form and a read of the request, so errors come back in the
+        ack (inline, or the form turned into the refusal); act after the ack, and DM a
+        refusal only the write could discover (someone decided meanwhile)."""
         now = self.clock()
-        # Validate on the form and a read of the request: errors come back in the ack.
         try:
-            rules.check_reason(reason, decision.replace("_", " the "))
+            rules.check_reason(form.reason, verb)
         except RuleViolation as exc:
             ack(response_action="errors", errors={"reason": str(exc)})
             return
         refusal: JitError | None
         try:
-            refusal = self._refusal(request_id, user, decision)
+            refusal = refusal_of()
         except NotFound as exc:
             ack(response_action="update", view=blocks.notice_modal("Nothing changed", exc))
             return
         if refusal is not None:
             ack(response_action="update", view=blocks.notice_modal("Nothing changed", refusal))
-            self._later(
-                f"{decision} refusal", lambda: self._tell(client, meta, user, refusal), None
-            )
+            if tell_refusal:
+                told = refusal
+                self._later(
+                    f"{what} refusal", lambda: self._tell(client, form.meta, user, told), None
+                )
             return
         ack()
 
-        shown_end = blocks.shown_extension_end(f"extension:{request_id}:{meta.get('shown_end')}")
-
         def work() -> None:
             try:
-                if decision == "approve_extension":
-                    self.service.extensions.approve(
-                        request_id, actor=user, reason=reason, now=now, shown_end=shown_end
-                    )
-                elif decision == "deny_extension":
-                    self.service.extensions.deny(
-                        request_id, actor=user, reason=reason, now=now, shown_end=shown_end
-                    )
-                elif decision == "approve":
-                    self.service.approve(request_id, actor=user, reason=reason, now=now)
-                elif decision == "deny":
-                    self.service.deny(request_id, actor=user, reason=reason, now=now)
-                else:
-                    self.service.revoke(request_id, actor=user, reason=reason, now=now)
-            except JitError as exc:  # e.g. another approver decided since the check
-                self._tell(client, meta, user, exc, dm=True)
+                act(form.reason, now)
+            except JitError as exc:
+                self._tell(client, form.meta, user, exc, dm=True)
 
         self._later(
-            f"{decision} submission",
+            f"{what} submission",
             work,
-            lambda text: self._tell(client, meta, user, text, dm=True),
+            lambda text: self._tell(client, form.meta, user, text, dm=True),
         )
 
     def _refusal(self, request_id: int, user: str, decision: str) -> JitError | None:
