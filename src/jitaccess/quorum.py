@@ -225,21 +225,44 @@ def group_members_changed(service: JitService, group_id: str, *, now: datetime) 
                 if not added and not left:
                     continue
                 touched += 1
-                row.notified_approvers = [*row.notified_approvers, *added]
-                for person, event in [
-                    *((p, "approver_added") for p in added),
-                    *((p, "approver_removed") for p in left),
-                ]:
-                    journal.enqueue(
-                        session,
-                        row,
-                        f"group:{entry.seq}",
-                        OutboxKind.APPROVER_CARD,
-                        person,
-                        now,
-                        actor="slack",
-                        reason=None,
-                        event=event,
-                        before=row.state,
-                    )
+                tell_approver_changes(
+                    session, row, added, left, step=f"group:{entry.seq}", actor="slack", now=now
+                )
     return touched
+
+
+def tell_approver_changes(
+    session: Session,
+    row: AccessRequest,
+    added: Sequence[str],
+    removed: Sequence[str],
+    *,
+    step: str,
+    actor: str,
+    now: datetime,
+) -> None:
+    """Cards for people who became approvers of a pending ``row`` (now among its
+    notified approvers), and card updates for those who no longer are: they lose the
+    buttons. Approved or active rows only tell those who left (the sweep may hold them,
+    and bumping their version would make it drop its outcome); people added then see
+    the request, with Revoke, in their App Home."""
+    pending = row.state == RequestState.PENDING
+    if pending:
+        missing = [a for a in added if a not in row.notified_approvers]
+        if missing:
+            row.notified_approvers = [*row.notified_approvers, *missing]
+    for person in [*added, *removed] if pending else removed:
+        if person in removed and person not in row.notified_approvers:
+            continue  # never had a card for this request
+        journal.enqueue(
+            session,
+            row,
+            step,
+            OutboxKind.APPROVER_CARD,
+            person,
+            now,
+            actor=actor,
+            reason=None,
+            event="approver_added" if person in added else "approver_removed",
+            before=row.state,
+        )

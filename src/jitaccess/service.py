@@ -34,7 +34,6 @@ from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.extend import Extensions
 from jitaccess.journal import POLICY_ACTOR as POLICY_ACTOR
 from jitaccess.journal import SYSTEM as SYSTEM
-from jitaccess.outbox import OutboxKind
 from jitaccess.providers.base import GrantSpec, ProviderError, ProviderRegistry
 from jitaccess.store import audit
 from jitaccess.store.db import Database
@@ -356,29 +355,9 @@ class JitService:
         if not added and not removed:
             return
         for row in open_rows:
-            # Only pending rows are changed: an approved or active row may be claimed by
-            # the sweep, and bumping its version would make the sweep drop its outcome.
-            # Approvers added to those see them on their App Home, with Revoke.
-            recipients = removed if row.state != RequestState.PENDING else [*added, *removed]
-            if row.state == RequestState.PENDING:
-                missing = [a for a in added if a not in row.notified_approvers]
-                if missing:
-                    row.notified_approvers = [*row.notified_approvers, *missing]
-            for approver in recipients:
-                if approver in removed and approver not in row.notified_approvers:
-                    continue  # never had a card for this request
-                journal.enqueue(
-                    session,
-                    row,
-                    f"approvers:{change}",
-                    OutboxKind.APPROVER_CARD,
-                    approver,
-                    now,
-                    actor=actor,
-                    reason=None,
-                    event="approver_added" if approver in added else "approver_removed",
-                    before=row.state,
-                )
+            quorum.tell_approver_changes(
+                session, row, added, removed, step=f"approvers:{change}", actor=actor, now=now
+            )
 
     def get_app(self, name: str, *, include_removed: bool = False) -> AppView:
         with self.db.transaction(readonly=True) as session:
