@@ -193,6 +193,28 @@ class Extensions:
         except RuleViolation as exc:  # Slack could not say who is in a group
             return exc
 
+    def precheck(
+        self, request_id: int, *, actor: str, added: timedelta, reason: str, now: datetime
+    ) -> tuple[RequestView, AppView]:
+        """The extension's own rules on a read of the request (for the Extend button
+        and form, so a refusal shows inline); :meth:`extend` checks again under the row
+        lock. Returns the request and its application as read."""
+        view = self.service.get_request(request_id)
+        app = self.service.get_app(view.app)
+        rules.check_extension(
+            app.rules(),
+            request_id=view.id,
+            requester=view.requester,
+            actor=actor,
+            state=view.state,
+            window=Window(view.starts_at, view.ends_at),
+            added=added,
+            reason=reason,
+            ending=view.end_requested is not None,
+            now=now,
+        )
+        return view, app
+
     def overlap_refusal(self, request_id: int, added: timedelta) -> RuleViolation | None:
         """Why extending the request by ``added`` would overlap another open request of
         the requester, or None (a read-only pre-check for the Extend form, so the

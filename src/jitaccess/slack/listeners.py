@@ -662,19 +662,9 @@ class SlackFrontEnd:
 
         def work() -> None:
             try:
-                view = self.service.get_request(request_id)
-                app = self.service.get_app(view.app)
-                rules.check_extension(
-                    app.rules(),
-                    request_id=view.id,
-                    requester=view.requester,
-                    actor=user,
-                    state=view.state,
-                    window=rules.Window(view.starts_at, view.ends_at),
-                    added=rules.MIN_DURATION,
-                    reason="-",
-                    ending=view.end_requested is not None,
-                    now=now,
+                # Could anything be added at all? (The form then asks how much.)
+                view, app = self.service.extensions.precheck(
+                    request_id, actor=user, added=rules.MIN_DURATION, reason="-", now=now
                 )
                 modal = blocks.extend_modal(
                     view, app.policy.max_duration, origin=origin, tz=self.notifier.zones.of(user)
@@ -710,19 +700,8 @@ class SlackFrontEnd:
         now = self.clock()
         # The extension's own rules, on a read of the request: errors stay inline.
         try:
-            current = self.service.get_request(request_id)
-            app = self.service.get_app(current.app)
-            rules.check_extension(
-                app.rules(),
-                request_id=current.id,
-                requester=current.requester,
-                actor=user,
-                state=current.state,
-                window=rules.Window(current.starts_at, current.ends_at),
-                added=added,
-                reason=reason,
-                ending=current.end_requested is not None,
-                now=now,
+            self.service.extensions.precheck(
+                request_id, actor=user, added=added, reason=reason, now=now
             )
             overlap = self.service.extensions.overlap_refusal(request_id, added)
             if overlap is not None:
