@@ -45,7 +45,8 @@ class RecordingProvider:
     point rather than wherever the scheduler happens to let the test run. With
     ``die_after``, the process SIGKILLs itself right after the backend recorded that
     many calls: the grant is made, and the caller never learns it.
-    Both calls are idempotent, as the provider contract requires.
+    All three calls (grant, revoke, extend) are idempotent, as the provider contract
+    requires.
     """
 
     name = "recording"
@@ -73,6 +74,10 @@ class RecordingProvider:
 
     def revoke(self, spec: GrantSpec, now: datetime) -> None:
         self._record("revoke", spec.request_id)
+
+    def extend(self, spec: GrantSpec, now: datetime) -> None:
+        """The backend learns the new end (so this is an ``ExpiryAwareProvider``)."""
+        self._record("extend", spec.request_id)
 
     def _record(self, action: str, request_id: int) -> None:
         if self.hang_after is not None and self.calls >= self.hang_after:

@@ -157,6 +157,45 @@ def test_window_ending_after_a_crash_mid_grant_revokes_before_expiring(
         db.dispose()
 
 
+def test_a_crash_mid_extension_never_revokes_early_and_never_leaves_the_grant(
+    url: str, tmp_path: Path
+) -> None:
+    """A sweeper SIGKILLed right after the backend heard an extension, before recording
+    it: past the old end nothing is revoked and the lost extend is sent again; at the
+    new end every grant is revoked."""
+    log, out = tmp_path / "calls.log", tmp_path / "out.log"
+    db, service, ids = setup(url, log, 3)
+    try:
+        sweep_to_completion(url, log, START_AT, out)
+        asked = START_AT + timedelta(minutes=10)
+        slack_side, _ = make_service(db, inline=False)  # as under serve: the sweep calls
+        for rid in ids:
+            requester = service.get_request(rid).requester
+            view = slack_side.extensions.extend(
+                rid, actor=requester, added=timedelta(hours=1), reason="runs long", now=asked
+            ).request
+            assert view.ends_at == END_AT + timedelta(hours=1)
+        proc = start_sweeper(url, log, asked, out, batch=100, die_after=2)
+        assert proc.wait(timeout=60) == -signal.SIGKILL, out.read_text()[-2000:]
+        assert sorted(c.request_id for c in read_calls(log) if c.action == "extend") == ids[:2]
+
+        # Past the old end, with the dead sweeper's leases lapsed: nothing is revoked,
+        # and the backends that missed the new end (or whose hearing was never
+        # recorded) are told again.
+        sweep_to_completion(url, log, END_AT + timedelta(seconds=1), out)
+        assert "revoke" not in last_call(log).values()
+        assert last_call(log) == dict.fromkeys(ids, "extend")
+        assert {r.state for r in rows(db).values()} == {"active"}
+        assert all(r.backend_ends_at == r.ends_at for r in rows(db).values())
+
+        sweep_to_completion(url, log, END_AT + timedelta(hours=1, seconds=1), out)
+        assert last_call(log) == dict.fromkeys(ids, "revoke")
+        assert {r.state for r in rows(db).values()} == {"expired"}
+        assert verify(db).problems == []
+    finally:
+        db.dispose()
+
+
 STORM_REQUESTS = 120
 STORM_ROUNDS = 10
 STEP = LEASE + timedelta(seconds=1)  # each round, the last round's leases have lapsed
