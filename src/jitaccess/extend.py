@@ -390,10 +390,14 @@ class Extensions:
     def _check_decidable(
         self, row: AccessRequest, actor: str, verb: str, deciders: tuple[str, ...]
     ) -> None:
-        if row.state not in rules.EXTENDABLE_STATES or row.end_requested is not None:
+        if row.state not in rules.EXTENDABLE_STATES:
             raise Conflict(
-                f"Request {row.id} is {row.state if row.end_requested is None else 'being ended'}"
-                ": its extension can no longer be decided"
+                f"Request {row.id} is {row.state}: its extension can no longer be decided"
+            )
+        if row.end_requested is not None:
+            raise Conflict(
+                f"Request {row.id} is ending: its access is being revoked, so its extension "
+                "can no longer be decided; the requester can submit a new request"
             )
         if row.extension_ends_at is None:
             raise Conflict(

@@ -765,6 +765,12 @@ class JitService:
     ) -> None:
         """Record that the request must end with ``event`` once its grant is revoked;
         the sweep revokes, then makes the transition."""
+        if row.end_requested == "expire":
+            raise Conflict(
+                f"Request {row.id} is already ending: its window ended at "
+                f"{row.ends_at:%Y-%m-%d %H:%M} UTC and its access is being revoked"
+                + (f"; the backend keeps failing: {row.last_error}" if row.last_error else "")
+            )
         if row.end_requested:
             raise Conflict(
                 f"Request {row.id} is already being ended ({row.end_requested} by ",

@@ -236,6 +236,11 @@ class Sweeper:
                     due_at = row.next_deadline_at
                     row.next_deadline_at = now + self.retry.lease
                     row.claimed_by = self.worker_id
+                    if kind == "revoke" and event == "expire" and not row.end_requested:
+                        # The expiry is under way from this commit on: an extension,
+                        # a release or a revoke that arrives later is refused ("the
+                        # access is ending") instead of racing the revoke in flight.
+                        mark_expiring(row, now)
                     if kind == "grant" and row.grant_started_at is None:
                         # Intent before effect: from this commit on, a revoke is owed.
                         row.grant_started_at = now
@@ -498,7 +503,7 @@ class Sweeper:
         now: datetime,
         report: SweepReport,
     ) -> None:
-        if row.version != item.version:
+        if row.version != item.version and not self._grant_still_stands(row, item):
             # Someone acted while we called the backend (e.g. the requester cancelled
             # while we granted): our outcome is stale, and what they asked for is due.
             if row.state in FINAL_STATES and item.call == "grant":
@@ -521,6 +526,19 @@ class Sweeper:
             self._record_owed_revoke(session, row, error, now)
         else:
             self._record_revoke(session, row, item.event, error, now, report)
+
+    def _grant_still_stands(self, row: AccessRequest, item: _Work) -> bool:
+        """Does a grant's outcome still apply although the row changed during the call?
+        It does when the row is still ours, still approved and nobody asked it to end:
+        the change was an extension (a new end, told to the backend next) or a review.
+        Recording it keeps the promise of one grant call per row; dropping it would
+        make the row due again and call ``grant`` a second time."""
+        return (
+            item.call == "grant"
+            and row.claimed_by == self.worker_id
+            and row.state in APPROVED_STATES
+            and row.end_requested is None
+        )
 
     def _record_grant(
         self,
@@ -705,6 +723,15 @@ class Sweeper:
                     reason=error,
                 )
             row.revoke_alerts_sent += 1
+
+
+def mark_expiring(row: AccessRequest, now: datetime) -> None:
+    """Record that the window's end is being enforced: the revoke is owed and the
+    request ends as ``expired`` once it succeeds, whatever anyone asks meanwhile."""
+    row.end_requested = "expire"
+    row.end_requested_by = SYSTEM
+    row.end_requested_at = now
+    row.end_requested_reason = "the window ended"
 
 
 def grant_spec_of(row: AccessRequest) -> GrantSpec:

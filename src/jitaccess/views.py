@@ -203,15 +203,16 @@ class RequestView:
         if self.state == RequestState.ACTIVE:
             # A revoke or release is recorded: the sweep takes the grant back. Until
             # then the grant still holds, but "active" would read as if nothing happened.
-            ending = "being revoked" if self.end_requested is not None else "active"
+            # "expire": the sweep is revoking at the window's end (see sweep.mark_expiring).
+            ending = "being revoked" if self.end_requested not in (None, "expire") else "active"
             if self.revoke_failing_since is not None:
                 return (
                     f"{ending} (revoke failing since "
                     f"{self.revoke_failing_since:%Y-%m-%d %H:%M} UTC)"
                 )
-            if self.end_requested is not None:
+            if self.end_requested not in (None, "expire"):
                 return ending
-            if not self.holds_access(now):
+            if self.end_requested == "expire" or not self.holds_access(now):
                 return "active (window over, revoking)"
         if self.state in (RequestState.APPROVED, RequestState.AUTO_APPROVED):
             if self.end_requested is not None:

@@ -6,6 +6,9 @@
 
 ``mode`` makes it answer 500 ("error") or hang ("hang", for ``hang_seconds`` or until
 stopped); ``clock`` is the receiver's clock (unix seconds) used for the freshness check.
+``hook(point, body)``, if set, runs on the handler's thread at two points of each accepted
+call: ``"received"`` (before the receiver acts on it) and ``"held"`` (after it acted, before
+it answers), so a test can hold a backend call at either point (tests/test_races.py).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class WebhookReceiver:
         self.hang_seconds = 5.0
         self.calls: list[ReceivedCall] = []  # accepted (signature verified)
         self.rejected: list[ReceivedCall] = []  # signature or timestamp refused
+        self.hook: Callable[[str, dict[str, Any]], None] | None = None
         self._released = threading.Event()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -109,8 +113,13 @@ class WebhookReceiver:
             return 200, b'{"ok": true, "late": true}'
         if self.mode == "error":
             return 500, b'{"error": "backend exploded: database is locked"}'
+        hook = self.hook
+        if hook is not None:
+            hook("received", call.body)
         with self._lock:
             self.calls.append(call)
+        if hook is not None:
+            hook("held", call.body)
         return 200, b'{"ok": true}'
 
 

@@ -416,11 +416,16 @@ def check_extension(
             f"Only the requester may extend request {request_id}; approvers and admins can "
             "revoke it instead"
         )
-    if state not in EXTENDABLE_STATES or ending:
-        what = "being ended" if ending else state
+    if state not in EXTENDABLE_STATES:
         raise RuleViolation(
-            f"Request {request_id} is {what}: only an approved or active request can be "
+            f"Request {request_id} is {state}: only an approved or active request can be "
             "extended; submit a new request instead",
+            field="duration",
+        )
+    if ending:
+        raise RuleViolation(
+            f"Request {request_id} is ending: its access is being revoked, so it can no "
+            "longer be extended; submit a new request if you need more time",
             field="duration",
         )
     if window.ends_at <= now:
