@@ -12,10 +12,15 @@ import pytest
 from freezegun import freeze_time
 
 from conftest import APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, register, utc
+from fakes.webhook_receiver import WebhookReceiver
 from jitaccess.domain.policy import ApprovalMode
+from jitaccess.providers.webhook import WebhookProvider
 from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.service import AppSpec
 from jitaccess.slack import blocks
+from jitaccess.slack.runtime import AfterAck
 from jitaccess.store.db import Database
+from jitaccess.store.models import AuditEvent
 from slack_harness import SlackWorld, find_button, now, select, text_value, texts
 
 T0 = utc(START)
@@ -251,3 +256,69 @@ def test_the_sandbox_lets_a_person_extend(tmp_path: Path) -> None:
         eventually(lambda: "was extended" in timeline_text(sandbox, pat))
     finally:
         sandbox.stop()
+
+
+def test_slash_extend_written_after_the_expiry_claimed_is_refused_and_told(
+    world: SlackWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16, item 1, as Pat met it: `/jit extend` one second before the end is
+    acknowledged, but the work after the ack runs only once the expiry's revoke is in
+    flight. The extension is refused ("ending"), Pat is told, the request expires, the
+    backend hears no extend after its revoke and the audit has no extension."""
+    rx = WebhookReceiver("race-secret", clock=lambda: now().timestamp()).start()
+    try:
+        world.service.providers.register(WebhookProvider())
+        world.service.register_app(
+            AppSpec(
+                name="crm",
+                scope="/subscriptions/s1/resourceGroups/mrg-crm",
+                publishers=(PUBLISHER,),
+                roles=("Contributor",),
+                admins=(APPROVER,),
+                provider="webhook",
+                provider_config={"url": rx.url, "secret": "race-secret"},
+            ),
+            actor="test",
+            now=T0,
+        )
+        rid = world.service.submit(
+            "crm",
+            requester=PUBLISHER,
+            role="Contributor",
+            duration=2 * H,
+            justification="rotate the keys",
+            now=now(),
+        ).id
+        world.tick()
+        assert rx.actions(rid) == ["grant"]
+        held: list[Any] = []
+        # The after-ack threads are busy: what follows the ack waits its turn.
+        monkeypatch.setattr(AfterAck, "__call__", lambda self, work: held.append(work))
+        end = T0 + 2 * H
+        with freeze_time(end - timedelta(seconds=1)):
+            response, key = world.command(PUBLISHER, f"extend {rid} 30m the deploy is slow")
+            assert response.status == 200 and held
+        ran: list[str] = []
+
+        def late_work(point: str, body: dict[str, Any]) -> None:
+            if point == "received" and body["action"] == "revoke" and not ran:
+                ran.append(point)
+                for work in held:
+                    work()
+
+        rx.hook = late_work
+        with freeze_time(end):
+            world.tick()
+        assert ran, "the revoke never reached the backend"
+        [reply] = world.replies(key)
+        assert f"Request {rid} is ending" in reply and "submit a new request" in reply
+        view = world.service.get_request(rid)
+        assert (view.state, view.ends_at) == ("expired", end)
+        assert rx.actions(rid) == ["grant", "revoke"]
+        with world.db.transaction(readonly=True) as session:
+            actions = [
+                e.action for e in session.query(AuditEvent).filter(AuditEvent.request_id == rid)
+            ]
+        assert "extend" not in actions and actions[-1] == "expire"
+    finally:
+        rx.stop()
