@@ -118,6 +118,8 @@ def check_no_overlap(window: Window, others: Iterable[OpenWindow]) -> None:
     way out must be one command, so the message names it."""
     for other in others:
         if window.starts_at < other.window.ends_at and other.window.starts_at < window.ends_at:
+            if other.ending:
+                raise other.ending_refusal("break glass again", field="role")
             raise RuleViolation(
                 f"Request {other.request_id} already covers this role here until "
                 f"{other.window.ends_at:%Y-%m-%d %H:%M} UTC: if it is active, extend it "

@@ -476,6 +476,18 @@ class OpenWindow:
 
     request_id: int
     window: Window
+    #: Its access is being revoked (an end was asked for, or its window ended and the
+    #: sweep is revoking): extending it is no longer a way out, waiting for it is.
+    ending: bool = False
+
+    def ending_refusal(self, again: str, field: str = "start") -> RuleViolation:
+        """The overlap refusal while this request is ending: wait for it, then ``again``."""
+        return RuleViolation(
+            f"Request {self.request_id} still holds this role here and is ending: its access "
+            "is being revoked. Once it has ended (`/jit list` shows it), "
+            f"{again}",
+            field=field,
+        )
 
 
 def check_no_overlap(window: Window, others: Iterable[OpenWindow]) -> None:
@@ -483,6 +495,8 @@ def check_no_overlap(window: Window, others: Iterable[OpenWindow]) -> None:
     end would revoke the grant both rely on. Back-to-back windows are fine."""
     for other in others:
         if window.starts_at < other.window.ends_at and other.window.starts_at < window.ends_at:
+            if other.ending:
+                raise other.ending_refusal("submit this request again")
             raise RuleViolation(
                 f"Request {other.request_id} already gives you this role here until "
                 f"{other.window.ends_at:%Y-%m-%d %H:%M} UTC and overlaps this window: extend it "

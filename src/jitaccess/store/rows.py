@@ -141,6 +141,7 @@ class Rows:
                 AccessRequest.starts_at,
                 AccessRequest.ends_at,
                 AccessRequest.extension_ends_at,
+                AccessRequest.end_requested,
             )
             .join(Application, AccessRequest.app_id == Application.id)
             .where(
@@ -152,8 +153,12 @@ class Rows:
             .order_by(AccessRequest.id)
         )
         return [
-            OpenWindow(rid, Window(starts_at, max(ends_at, extension_ends_at or ends_at)))
-            for rid, starts_at, ends_at, extension_ends_at in session.execute(query)
+            OpenWindow(
+                rid,
+                Window(starts_at, max(ends_at, extension_ends_at or ends_at)),
+                ending=end_requested is not None,
+            )
+            for rid, starts_at, ends_at, extension_ends_at, end_requested in session.execute(query)
         ]
 
     def open_requests(self, session: Session, app_ids: list[int]) -> list[AccessRequest]:
