@@ -500,3 +500,20 @@ def test_state_audit_and_backend_agree_after_every_race(
         view = world.service.get_request(rid)
         assert view.state in FINAL_STATES, view.state
         check_all(world)
+
+
+@pytest.mark.parametrize("point", ["claimed", "applied"])
+def test_an_extension_during_the_grant_call_gets_one_grant_then_the_new_end(
+    world: World, point: str
+) -> None:
+    """Issue 16, item 5: the README promises one backend call per row. An extension made
+    while the first grant call is in flight keeps that grant's outcome; the backend then
+    hears the new end once (before, the sweep dropped the outcome and granted again)."""
+    with freeze_time(START) as clock:
+        world.clock = clock
+        rid, due, refusal = run_pair(world, "extend", "grant", point)
+        assert refusal is None
+        view = world.service.get_request(rid)
+        assert view.state == RequestState.ACTIVE and view.ends_at == due + 2 * H + 30 * M
+        assert world.rx.actions(rid) == ["grant", "extend"]
+        assert world.rx.held_ends_at(rid) == view.ends_at.isoformat()
