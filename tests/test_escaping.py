@@ -468,3 +468,19 @@ def test_the_request_form_offers_a_hostile_role_as_typed(world: SlackWorld) -> N
         blocks.plain(long_role, blocks.OPTION_TEXT_MAX),
     ]
     assert [o["value"] for o in options] == ["<!channel> & co", long_role]
+
+
+@pytest.mark.parametrize(
+    ("named", "shown"),
+    [
+        ("UAPP1", "<@UAPP1>"),
+        ("SONCALL", "<!subteam^SONCALL>"),
+        ("U1><!here", "U1&gt;&lt;!here"),  # not an id: text, never a mention
+        ("<!channel>", "&lt;!channel&gt;"),
+        ("policy:automatic", "the policy (automatic mode)"),
+    ],
+)
+def test_only_real_ids_become_mentions(named: str, shown: str) -> None:
+    """The people the service names are mentions only when they are Slack ids; an
+    answer from a directory that is not one stays escaped text."""
+    assert blocks.user(named) == shown

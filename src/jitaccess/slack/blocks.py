@@ -133,13 +133,21 @@ def truncate(text: str, limit: int) -> str:
     return cut + TRUNCATED
 
 
+#: The ids Slack mentions: people (U…/W…) and user groups (S…).
+_MENTIONABLE = re.compile(r"[UWS][A-Z0-9]{1,20}")
+
+
 def user(user_id: str | None) -> str:
+    """A person or user group the service names, as a mention; anything that is not
+    such an id (whatever a directory answered) is shown as escaped text instead."""
     if not user_id:
         return "-"
     if user_id.startswith("policy:"):
         return "the policy (automatic mode)"
     if user_id == "system":
         return "jitaccess"
+    if not _MENTIONABLE.fullmatch(user_id):
+        return escape(user_id)
     if is_group(user_id):
         return f"<!subteam^{user_id}>"
     return f"<@{user_id}>"
