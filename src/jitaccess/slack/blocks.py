@@ -8,6 +8,7 @@ Pure: views in, JSON-able dicts out.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -88,8 +89,36 @@ STATE_LABEL = {
 
 
 def escape(text: str) -> str:
-    """Escape the three characters Slack's mrkdwn treats as markup."""
+    """The one escaping of text people typed, for every field Slack renders as mrkdwn.
+
+    Slack parses ``<…>`` in mrkdwn (a message's top-level ``text``, section and
+    context blocks, ephemeral replies and ``respond()``, the feed, the App Home) as
+    mentions (``<@U…>``, ``<!here>``, ``<!channel>``, ``<!subteam^S…>``) and links
+    (``<https://evil|https://good>`` shows ``https://good``). Its documented escaping
+    (api.slack.com, "Formatting text for app surfaces", Escaping text) turns ``&``,
+    ``<`` and ``>`` into ``&amp;``, ``&lt;`` and ``&gt;``, and nothing else: every
+    justification, reason, incident reference, application name, role, scope and
+    backend error goes through here before it joins mrkdwn; only the people and
+    channels the service itself names (:func:`user`, ``<#C…>``) stay markup.
+    Text for ``plain_text`` fields goes through :func:`plain` instead."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+#: Block Kit's limits on plain_text fields that can show what people typed.
+OPTION_TEXT_MAX = 75
+BUTTON_TEXT_MAX = 75
+MODAL_TITLE_MAX = 24
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def plain(text: str, limit: int) -> str:
+    """Text people typed, for a ``plain_text`` field (option text, headers, buttons,
+    modal titles): Slack parses no markup there and shows the text as given, so it
+    is *not* escaped (``&lt;`` would show as ``&lt;``). It is one line (line breaks
+    and other control characters become a space), never empty (Slack refuses an
+    empty text: ``-``) and at most ``limit`` characters, cut with a visible marker."""
+    line = " ".join(_CONTROL.sub(" ", text).split())
+    return truncate(line or "-", limit)
 
 
 def truncate(text: str, limit: int) -> str:
@@ -104,13 +133,21 @@ def truncate(text: str, limit: int) -> str:
     return cut + TRUNCATED
 
 
+#: The ids Slack mentions: people (U…/W…) and user groups (S…).
+_MENTIONABLE = re.compile(r"[UWS][A-Z0-9]{1,20}")
+
+
 def user(user_id: str | None) -> str:
+    """A person or user group the service names, as a mention; anything that is not
+    such an id (whatever a directory answered) is shown as escaped text instead."""
     if not user_id:
         return "-"
     if user_id.startswith("policy:"):
         return "the policy (automatic mode)"
     if user_id == "system":
         return "jitaccess"
+    if not _MENTIONABLE.fullmatch(user_id):
+        return escape(user_id)
     if is_group(user_id):
         return f"<!subteam^{user_id}>"
     return f"<@{user_id}>"
@@ -178,7 +215,9 @@ def _md(text: str) -> MarkdownTextObject:
 
 
 def _button(text: str, action_id: str, request_id: int, style: str | None = None) -> ButtonElement:
-    return ButtonElement(text=text, action_id=action_id, value=str(request_id), style=style)
+    return ButtonElement(
+        text=plain(text, BUTTON_TEXT_MAX), action_id=action_id, value=str(request_id), style=style
+    )
 
 
 def _dump(blocks: Sequence[Block]) -> list[dict[str, Any]]:
@@ -254,7 +293,7 @@ def approver_card(
         request_fields(view, tz),
         justification(view),
     ]
-    text = f"{view.requester} asks for {view.role} on {view.app}"
+    text = f"{view.requester} asks for {escape(view.role)} on {escape(view.app)}"
     if not current:
         if view.state != RequestState.PENDING:
             blocks.append(
@@ -347,7 +386,8 @@ def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
     blocks.append(ContextBlock(elements=[_md(note)]))
     label = STATE_LABEL.get(RequestState(view.state), view.state)
     text = (
-        f"#{view.id}: {view.requester} asks for {view.role} on {view.app}: {label.split(': ')[-1]}"
+        f"#{view.id}: {view.requester} asks for {escape(view.role)} on {escape(view.app)}: "
+        f"{label.split(': ')[-1]}"
     )
     return truncate(text, 300), _dump(blocks)
 
@@ -357,7 +397,10 @@ def requester_card(
 ) -> tuple[str, list[dict[str, Any]]]:
     """The requester's status card; buttons only on the latest one."""
     label = STATE_LABEL.get(RequestState(view.state), view.state)
-    text = f"Your request #{view.id} for {view.role} on {view.app}: {label.split(': ')[-1]}"
+    text = (
+        f"Your request #{view.id} for {escape(view.role)} on {escape(view.app)}: "
+        f"{label.split(': ')[-1]}"
+    )
     blocks: list[Block] = [
         SectionBlock(
             text=_md(
@@ -459,9 +502,10 @@ def extension_card(
     reason = details.get("extension_reason") or (
         details.get("reason") if event in ("extend", "extension_requested") else None
     )
-    text = f"{view.requester} asks to extend {view.role} on {view.app} (request #{view.id})"
+    what = f"{escape(view.role)} on {escape(view.app)} (request #{view.id})"
+    text = f"{view.requester} asks to extend {what}"
     if event == "extend" and str(details.get("actor", "")).startswith("policy:"):
-        text = f"{view.requester} extended {view.role} on {view.app} (request #{view.id})"
+        text = f"{view.requester} extended {what}"
     blocks: list[Block] = [
         HeaderBlock(text=f"Extension of request #{view.id}"),
         SectionBlock(
@@ -600,8 +644,8 @@ def ending_soon_text(view: RequestView, tz: tzinfo) -> str:
 
 def revoke_failing(view: RequestView, tz: tzinfo) -> tuple[str, list[dict[str, Any]]]:
     text = (
-        f"Revoking {view.requester}'s {view.role} on {view.app} is failing: "
-        f"{view.last_error or 'unknown error'}"
+        f"Revoking {view.requester}'s {escape(view.role)} on {escape(view.app)} is failing: "
+        f"{escape(view.last_error or 'unknown error')}"
     )
     blocks: list[Block] = [
         SectionBlock(
@@ -622,7 +666,9 @@ def revoke_failing(view: RequestView, tz: tzinfo) -> tuple[str, list[dict[str, A
 def request_list(
     title: str, views: Sequence[RequestView], tz: tzinfo, now: datetime, *, empty: str
 ) -> list[dict[str, Any]]:
-    blocks: list[Block] = [SectionBlock(text=_md(f"*{escape(title)}*"))]
+    """A listing under ``title``, which is mrkdwn: the caller escaped what people typed
+    in it (the same title is the reply's ``text``)."""
+    blocks: list[Block] = [SectionBlock(text=_md(f"*{title}*"))]
     if not views:
         blocks.append(SectionBlock(text=_md(empty)))
     for view in views[:HOME_ITEMS_MAX]:
@@ -822,8 +868,8 @@ def breakglass_alert(
             )
         )
     text = (
-        f"Break-glass: {view.requester} took {view.role} on {view.app} "
-        f"for {view.incident_ref or '-'}"
+        f"Break-glass: {view.requester} took {escape(view.role)} on {escape(view.app)} "
+        f"for {escape(view.incident_ref or '-')}"
     )
     return truncate(text, 300), _dump(blocks)
 
@@ -903,8 +949,8 @@ def request_modal(
             "with JIT enabled, so there is nothing to request.",
         )
     chosen = next((a for a in apps if a.name == selected), apps[0])
-    app_options = [Option(text=truncate(a.name, 75), value=a.name) for a in apps]
-    role_options = [Option(text=truncate(r, 75), value=r) for r in chosen.eligible_roles]
+    app_options = [Option(text=plain(a.name, OPTION_TEXT_MAX), value=a.name) for a in apps]
+    role_options = [Option(text=plain(r, OPTION_TEXT_MAX), value=r) for r in chosen.eligible_roles]
     durations = _duration_options(chosen.policy.max_duration)
     default_duration = next((o for o in durations if o.value == "1h"), durations[-1])
     blocks: list[Block] = [
@@ -975,7 +1021,7 @@ def request_modal(
 def loading_modal(title: str) -> dict[str, Any]:
     return View(
         type="modal",
-        title=truncate(title, 24),
+        title=plain(title, MODAL_TITLE_MAX),
         close="Close",
         blocks=[SectionBlock(text=_md(":hourglass_flowing_sand: Loading…"))],
     ).to_dict()
@@ -984,7 +1030,7 @@ def loading_modal(title: str) -> dict[str, Any]:
 def notice_modal(title: str, message: str | JitError) -> dict[str, Any]:
     return View(
         type="modal",
-        title=truncate(title, 24),
+        title=plain(title, MODAL_TITLE_MAX),
         close="Close",
         blocks=[SectionBlock(text=_md(truncate(mention_users(message), SECTION_TEXT_MAX)))],
     ).to_dict()
@@ -1148,7 +1194,7 @@ def activity_summary(
         f"{summary.failures_total} failed, on {summary.resources_total} "
         f"resource{'s' * (summary.resources_total != 1)}"
     )
-    text = f"What {view.requester} did on {view.app} (request #{view.id}): {counts}"
+    text = f"What {view.requester} did on {escape(view.app)} (request #{view.id}): {counts}"
     head = (
         f":mag: *What {user(view.requester)} did* with {escape(view.role)} on "
         f"*{escape(view.app)}* (request #{view.id}), {when(start, tz)} – {when(end, tz)}"

@@ -55,7 +55,8 @@ class BreakGlassListeners:
                 else "Access is being granted now."
             )
             return (
-                f":rotating_light: Break-glass request #{view.id}: {view.role} on {view.app}, "
+                f":rotating_light: Break-glass request #{view.id}: {blocks.escape(view.role)} on "
+                f"{blocks.escape(view.app)}, "
                 f"{blocks.window(view, tz)}, for {blocks.escape(view.incident_ref or '')}. "
                 f"{granted} Every approver and admin was alerted; one of them will review it."
             )

@@ -270,7 +270,7 @@ class SlackFrontEnd:
             if cmd.app:
                 service.check_can_read(cmd.app, user)
                 views = [v for v in service.list_requests(app=cmd.app, state="pending")][::-1]
-                title = f"Waiting for approval on {cmd.app}"
+                title = f"Waiting for approval on {blocks.escape(cmd.app)}"
             else:
                 views = service.pending_for(user)
                 title = "Waiting for your approval (all applications)"
@@ -300,7 +300,8 @@ class SlackFrontEnd:
                 else ""
             )
             return (
-                f"Request #{view.id} submitted: {view.role} on {view.app}, "
+                f"Request #{view.id} submitted: {blocks.escape(view.role)} on "
+                f"{blocks.escape(view.app)}, "
                 f"{blocks.window(view, tz)}. It is {view.state}.{waiting}"
             ), None
         if cmd.name == "apps":
@@ -312,7 +313,8 @@ class SlackFrontEnd:
                 cmd.app, limit=HISTORY_PAGE + 1, offset=(cmd.page - 1) * HISTORY_PAGE
             )
             more = len(views) > HISTORY_PAGE
-            title = f"History of {cmd.app}, page {cmd.page}"
+            app_md = blocks.escape(cmd.app)
+            title = f"History of {app_md}, page {cmd.page}"
             body = blocks.request_list(
                 title, views[:HISTORY_PAGE], tz, now, empty="No requests on this page."
             )
@@ -323,7 +325,7 @@ class SlackFrontEnd:
                         "elements": [
                             {
                                 "type": "mrkdwn",
-                                "text": f"More: `/jit history {cmd.app} {cmd.page + 1}`",
+                                "text": f"More: `/jit history {app_md} {cmd.page + 1}`",
                             }
                         ],
                     }
