@@ -55,6 +55,59 @@ def test_serve_refuses_to_start_without_slack_settings(
     assert "Traceback" not in result.output + result.stderr
 
 
+def test_serve_without_slack_settings_prints_real_line_breaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JITACCESS_DATABASE_URL", f"sqlite:///{tmp_path}/j.db")
+    monkeypatch.setenv("COLUMNS", "300")
+    result = CliRunner().invoke(cli_app, ["serve"])
+    assert result.exit_code == 1
+    assert "\\x0a" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("jitaccess serve cannot start; set these")
+    assert lines[1].startswith("  - SLACK_BOT_TOKEN: the bot token")
+    assert lines[2].startswith("  - SLACK_SIGNING_SECRET: from the Slack app's")
+
+
+@pytest.mark.parametrize(
+    "command", [["serve"], ["apps", "list"], ["sweep"], ["serve", "--sandbox"]]
+)
+def test_a_bad_setting_is_one_line_naming_it_not_a_traceback(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JITACCESS_DATABASE_URL", f"sqlite:///{tmp_path}/j.db")
+    monkeypatch.setenv("JITACCESS_PORT", "abc")
+    monkeypatch.setenv("JITACCESS_LOG_FORMAT", "xml")
+    monkeypatch.setenv("COLUMNS", "300")
+    result = CliRunner().invoke(cli_app, command)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        "JITACCESS_PORT is 'abc': expected a whole number from 0 to 65535 (environment or .env)",
+        "JITACCESS_LOG_FORMAT is 'xml': expected text or json (environment or .env)",
+    ]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "j.db").exists()  # nothing was started or created
+
+
+def test_a_bad_log_level_is_refused_with_the_levels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JITACCESS_DATABASE_URL", f"sqlite:///{tmp_path}/j.db")
+    monkeypatch.setenv("JITACCESS_LOG_LEVEL", "loud\x1b[31m")
+    monkeypatch.setenv("COLUMNS", "300")
+    result = CliRunner().invoke(cli_app, ["apps", "list"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "JITACCESS_LOG_LEVEL is 'loud\\x1b[31m': expected DEBUG, INFO, WARNING, ERROR or "
+        "CRITICAL (environment or .env)"
+    ]
+
+
 @pytest.fixture
 def server(fake_slack: FakeSlack, tmp_path: Path) -> Iterator[Server]:
     settings = Settings(
