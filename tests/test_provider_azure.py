@@ -392,3 +392,36 @@ def test_construction_is_lazy_and_from_settings(monkeypatch: pytest.MonkeyPatch)
     p.close()
     with pytest.raises(ProviderError, match="missing client_secret"):
         AzureProvider.from_settings("tenant", "client", None)
+
+
+# -- logs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("level", "headers_logged"), [("INFO", False), ("DEBUG", True)])
+def test_the_sdks_request_and_response_headers_are_logged_only_at_debug(
+    provider: AzureProvider,
+    arm: FakeArm,
+    caplog: pytest.LogCaptureFixture,
+    level: str,
+    headers_logged: bool,
+) -> None:
+    """JITACCESS_LOG_LEVEL=INFO: no multi-line header dumps from the Azure SDK (its
+    warnings still show); DEBUG: they are there for whoever debugs."""
+    import logging
+
+    from jitaccess import logs
+
+    root = logging.getLogger()
+    http_logger = logging.getLogger(logs.AZURE_HTTP_LOGGER)
+    saved = (root.handlers[:], root.level, http_logger.level)
+    try:
+        logs.configure(level)
+        root.addHandler(caplog.handler)  # configure() replaced the handlers
+        provider.grant(spec(), NOW)
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        http_logger.setLevel(saved[2])
+    dumps = [r for r in caplog.records if r.name == logs.AZURE_HTTP_LOGGER]
+    assert bool(dumps) is headers_logged
+    assert all(r.levelno >= logging.WARNING for r in dumps) or headers_logged
+    assert arm.at(SCOPE)  # the grant itself went through
