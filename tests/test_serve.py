@@ -619,3 +619,41 @@ def test_stopping_after_waitress_closed_its_own_loop_is_clean(server: Server) ->
     http_server.trigger.close()  # what waitress does once its loop has ended
     server.stop()
     assert server._http is None
+
+
+def test_a_web_start_logs_no_bolt_warning_and_bolt_reads_no_environment(
+    fake_slack: FakeSlack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The settings come from the environment, as in any deployment: Bolt used to read
+    SLACK_BOT_TOKEN again on its own and warn "`token` will be unused" at every start
+    (and SLACK_CLIENT_ID with SLACK_CLIENT_SECRET would turn on its OAuth flow)."""
+    for name, value in {
+        "JITACCESS_DATABASE_URL": f"sqlite:///{tmp_path}/env.db",
+        "JITACCESS_HOST": "127.0.0.1",
+        "JITACCESS_PORT": "0",
+        "SLACK_BOT_TOKEN": "xoxb-from-env",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": fake_slack.base_url,
+        "SLACK_CLIENT_ID": "123.456",
+        "SLACK_CLIENT_SECRET": "client-secret",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
+    caplog.set_level("INFO")
+    instance = Server(Settings(_env_file=None, JITACCESS_ROLE="web"))
+    try:
+        instance.start()
+        assert instance.slack is not None
+        assert instance.slack.app.oauth_flow is None  # the bot token, not OAuth installs
+        assert instance.slack.app.client.token == "xoxb-from-env"
+    finally:
+        instance.stop()
+    bolt = [r.getMessage() for r in caplog.records if r.name.startswith("slack_bolt")]
+    assert not [m for m in bolt if "unused" in m or "ignored" in m], bolt
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
+    # The environment is as it was: only Bolt was kept from reading it.
+    assert os.environ["SLACK_BOT_TOKEN"] == "xoxb-from-env"
+    assert os.environ["SLACK_CLIENT_ID"] == "123.456"
