@@ -425,3 +425,56 @@ def test_the_sdks_request_and_response_headers_are_logged_only_at_debug(
     assert bool(dumps) is headers_logged
     assert all(r.levelno >= logging.WARNING for r in dumps) or headers_logged
     assert arm.at(SCOPE)  # the grant itself went through
+
+
+# -- what an application may name ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        f"/subscriptions/{SUB}",
+        SCOPE,
+        f"{SCOPE}/providers/Microsoft.Web/sites/contoso",
+    ],
+)
+def test_validate_scope_accepts_what_the_provider_grants_at(
+    provider: AzureProvider, scope: str
+) -> None:
+    provider.validate_scope(scope)
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        ("not-a-scope", "is malformed"),
+        ("hello world", "is malformed"),
+        ("/subscriptions/not-a-guid/resourceGroups/x", "is malformed"),
+        ("/providers/Microsoft.Management/managementGroups/mg1", "is a management group"),
+    ],
+)
+def test_validate_scope_refuses_what_it_could_never_grant_at(
+    provider: AzureProvider, scope: str, expected: str
+) -> None:
+    with pytest.raises(ProviderError, match=expected) as refused:
+        provider.validate_scope(scope)
+    assert "/subscriptions/<subscription-id>/resourceGroups/" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "role", ["Contributor", "reader", "Custom Ops", "custom ops", CUSTOM_ROLE, role_id(OWNER)]
+)
+def test_validate_role_accepts_what_the_provider_resolves(
+    provider: AzureProvider, role: str
+) -> None:
+    provider.validate_role(role, CONFIG)
+
+
+def test_validate_role_refuses_an_unknown_role_with_what_is_accepted(
+    provider: AzureProvider,
+) -> None:
+    with pytest.raises(ProviderError) as refused:
+        provider.validate_role("NotARole", CONFIG)
+    message = str(refused.value)
+    assert "use one of Owner, Contributor, Reader, Custom Ops, a role definition GUID" in message
+    assert "role_definitions (NotARole: <role definition GUID>)" in message
