@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from jitaccess.cli.output import EXIT_USAGE, print_lines, refuse
+from jitaccess.cli.output import EXIT_REFUSED, EXIT_USAGE, print_lines, refuse
 
 # The container (and with it the service, the store and SQLAlchemy) is imported when
 # a command enters `container()`, never when the CLI loads.
@@ -27,7 +27,7 @@ def now() -> datetime:
 def container() -> Iterator[Container]:
     """Build the service for one command; rule refusals become exit code 1."""
     from jitaccess.container import build
-    from jitaccess.domain.errors import JitError
+    from jitaccess.domain.errors import JitError, Problems
     from jitaccess.providers.base import ProviderError
     from jitaccess.settings import SettingsError
 
@@ -40,6 +40,9 @@ def container() -> Iterator[Container]:
     except SettingsError as exc:
         print_lines(exc.lines)
         raise typer.Exit(EXIT_USAGE) from None
+    except Problems as exc:
+        print_lines([f"error: {line}" for line in exc.lines()])
+        raise typer.Exit(EXIT_REFUSED) from None
     except (JitError, ProviderError) as exc:
         refuse(str(exc))
     finally:
