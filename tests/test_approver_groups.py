@@ -335,3 +335,26 @@ def test_cards_follow_the_group_when_slack_says_its_members_changed(world: Slack
     before = unchanged(world.db)
     group_changed(world, GROUP, "Ev1")
     assert unchanged(world.db) == before
+
+
+def test_config_modal_shows_every_problem_beside_its_field(world: SlackWorld) -> None:
+    """Two mistakes in /jit config: both are shown at once, each beside its field, and
+    nothing changes."""
+    register_group_app(world, approvers=(APPROVER,))
+    before = world.service.get_app("crm").policy
+    world.command(ADMIN, "config crm")
+    modal = world.last_modal(ADMIN)
+    values = {
+        "mode": {"mode": picked("manual")},
+        "max_duration": {"max_duration": picked("4h")},
+        "approvers": {"approvers": {"type": "multi_users_select", "selected_users": [OUTSIDER]}},
+        "approver_groups": {"approver_groups": {"type": "plain_text_input", "value": ""}},
+        "required_approvals": {"required_approvals": picked("3")},
+        "approval_timeout": {"approval_timeout": picked("1h")},
+        "feed_channel": {"feed_channel": {"type": "plain_text_input", "value": "#ops"}},
+    }
+    refused = json.loads(world.submit(ADMIN, modal, values).body)
+    assert refused["response_action"] == "errors"
+    assert "3 approvals are required but only 1 approver" in refused["errors"]["required_approvals"]
+    assert "is not a Slack channel ID" in refused["errors"]["feed_channel"]
+    assert world.service.get_app("crm").policy == before

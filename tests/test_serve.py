@@ -55,6 +55,59 @@ def test_serve_refuses_to_start_without_slack_settings(
     assert "Traceback" not in result.output + result.stderr
 
 
+def test_serve_without_slack_settings_prints_real_line_breaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JITACCESS_DATABASE_URL", f"sqlite:///{tmp_path}/j.db")
+    monkeypatch.setenv("COLUMNS", "300")
+    result = CliRunner().invoke(cli_app, ["serve"])
+    assert result.exit_code == 1
+    assert "\\x0a" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("jitaccess serve cannot start; set these")
+    assert lines[1].startswith("  - SLACK_BOT_TOKEN: the bot token")
+    assert lines[2].startswith("  - SLACK_SIGNING_SECRET: from the Slack app's")
+
+
+@pytest.mark.parametrize(
+    "command", [["serve"], ["apps", "list"], ["sweep"], ["serve", "--sandbox"]]
+)
+def test_a_bad_setting_is_one_line_naming_it_not_a_traceback(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JITACCESS_DATABASE_URL", f"sqlite:///{tmp_path}/j.db")
+    monkeypatch.setenv("JITACCESS_PORT", "abc")
+    monkeypatch.setenv("JITACCESS_LOG_FORMAT", "xml")
+    monkeypatch.setenv("COLUMNS", "300")
+    result = CliRunner().invoke(cli_app, command)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        "JITACCESS_PORT is 'abc': expected a whole number from 0 to 65535 (environment or .env)",
+        "JITACCESS_LOG_FORMAT is 'xml': expected text or json (environment or .env)",
+    ]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "j.db").exists()  # nothing was started or created
+
+
+def test_a_bad_log_level_is_refused_with_the_levels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JITACCESS_DATABASE_URL", f"sqlite:///{tmp_path}/j.db")
+    monkeypatch.setenv("JITACCESS_LOG_LEVEL", "loud\x1b[31m")
+    monkeypatch.setenv("COLUMNS", "300")
+    result = CliRunner().invoke(cli_app, ["apps", "list"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "JITACCESS_LOG_LEVEL is 'loud\\x1b[31m': expected DEBUG, INFO, WARNING, ERROR or "
+        "CRITICAL (environment or .env)"
+    ]
+
+
 @pytest.fixture
 def server(fake_slack: FakeSlack, tmp_path: Path) -> Iterator[Server]:
     settings = Settings(
@@ -566,3 +619,41 @@ def test_stopping_after_waitress_closed_its_own_loop_is_clean(server: Server) ->
     http_server.trigger.close()  # what waitress does once its loop has ended
     server.stop()
     assert server._http is None
+
+
+def test_a_web_start_logs_no_bolt_warning_and_bolt_reads_no_environment(
+    fake_slack: FakeSlack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The settings come from the environment, as in any deployment: Bolt used to read
+    SLACK_BOT_TOKEN again on its own and warn "`token` will be unused" at every start
+    (and SLACK_CLIENT_ID with SLACK_CLIENT_SECRET would turn on its OAuth flow)."""
+    for name, value in {
+        "JITACCESS_DATABASE_URL": f"sqlite:///{tmp_path}/env.db",
+        "JITACCESS_HOST": "127.0.0.1",
+        "JITACCESS_PORT": "0",
+        "SLACK_BOT_TOKEN": "xoxb-from-env",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": fake_slack.base_url,
+        "SLACK_CLIENT_ID": "123.456",
+        "SLACK_CLIENT_SECRET": "client-secret",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
+    caplog.set_level("INFO")
+    instance = Server(Settings(_env_file=None, JITACCESS_ROLE="web"))
+    try:
+        instance.start()
+        assert instance.slack is not None
+        assert instance.slack.app.oauth_flow is None  # the bot token, not OAuth installs
+        assert instance.slack.app.client.token == "xoxb-from-env"
+    finally:
+        instance.stop()
+    bolt = [r.getMessage() for r in caplog.records if r.name.startswith("slack_bolt")]
+    assert not [m for m in bolt if "unused" in m or "ignored" in m], bolt
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
+    # The environment is as it was: only Bolt was kept from reading it.
+    assert os.environ["SLACK_BOT_TOKEN"] == "xoxb-from-env"
+    assert os.environ["SLACK_CLIENT_ID"] == "123.456"

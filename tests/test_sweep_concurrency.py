@@ -111,6 +111,20 @@ def test_the_service_wide_limit_applies_to_a_provider_without_its_own(db: Databa
     assert backend.most_in_flight == 3
 
 
+def test_the_service_wide_limit_caps_a_provider_that_declares_more(db: Database) -> None:
+    """JITACCESS_PROVIDER_CONCURRENCY=2 with a provider that declares 8: two at a time."""
+    together = threading.Barrier(2, timeout=10)
+    backend = CountingBackend("arm", gate=together.wait, max_concurrency=8)
+    service, _ = make_service(db, provider_concurrency=2)
+    service.providers.register(backend)
+    add_app(service, "crm", "arm")
+    ids = submit(service, "crm", 12, T0 + H)
+    assert service.sweeper.concurrency_of("arm") == 2
+    assert service.sweep(T0 + H).activated == 12
+    assert backend.most_in_flight == 2
+    assert sorted(backend.granted) == ids
+
+
 def test_a_stuck_backend_does_not_hold_up_another_backends_grants(db: Database) -> None:
     """While one backend hangs, another's grants go through in the same sweep."""
     fast_done = threading.Event()

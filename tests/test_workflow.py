@@ -315,3 +315,22 @@ def test_every_transition_queues_its_notifications_exactly_once(service: JitServ
         PUBLISHER,
         T0 + 2 * H - timedelta(minutes=15),
     )
+
+
+def test_the_transition_log_names_a_new_requests_first_state(
+    service: JitService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A submission logs `request N new -> pending`, not `None -> pending`."""
+    import logging
+
+    with freeze_time(START):
+        register(service)
+        caplog.set_level(logging.INFO, logger="jitaccess.service")
+        rid = submit(service, start=T0 + timedelta(minutes=30))
+        service.approve(rid, actor=APPROVER, reason="CHG-1", now=now())
+    lines = [r.getMessage() for r in caplog.records if r.name == "jitaccess.service"]
+    assert f"request {rid} new -> pending by {PUBLISHER}" in lines
+    assert f"request {rid} pending -> approved by {APPROVER}" in lines
+    assert not [line for line in lines if "None" in line]
+    [first] = [r for r in caplog.records if getattr(r, "to_state", None) == "pending"]
+    assert first.from_state is None  # JSON logs keep the structured value

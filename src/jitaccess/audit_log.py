@@ -72,3 +72,16 @@ def export_rows(db: Database) -> Iterator[dict[str, Any]]:
         for row in audit.iter_entries(session):
             stored = audit.to_stored(row)
             yield {**stored.entry.canonical(), "prev_hash": stored.prev_hash, "hash": stored.hash}
+
+
+#: A spreadsheet reads a cell starting with one of these as a formula (or, tab and
+#: carriage return, as the lead-in to one): OWASP's "CSV Injection" list.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """``value`` made inert for a spreadsheet, the way OWASP recommends: a cell that
+    starts with a formula trigger gets a single quote in front, so Excel, LibreOffice
+    and Google Sheets show it as text instead of evaluating it. (The writer also quotes
+    every cell and doubles the quotes inside, OWASP's other two rules.)"""
+    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from jitaccess.domain import policy as rules
-from jitaccess.domain.errors import NotFound, RuleViolation
+from jitaccess.domain.errors import Findings, NotFound, RuleViolation
 from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
 from jitaccess.providers.base import GrantSpec
 from jitaccess.service import ApplyResult, AppSpec, JitService
@@ -101,23 +102,7 @@ class Catalog:
 
     # -- offers ----------------------------------------------------------------------
     def register_offer(self, spec: OfferSpec, *, actor: str, now: datetime) -> OfferView:
-        rules.check_definition(
-            "The offer",
-            name=spec.name,
-            roles=spec.roles,
-            standing_role=spec.standing_role,
-            provider_config=spec.provider_config,
-        )
-        if not _NAME.match(spec.name.strip()):
-            raise RuleViolation(
-                f"'{spec.name}' is not a valid offer name: use letters, digits, '.', '_' or '-'"
-            )
-        publishers = rules.check_user_ids(spec.publishers, "Publisher")
-        if not publishers:
-            raise RuleViolation(f"Offer {spec.name} needs at least one publisher (--publisher U…)")
-        roles = tuple(dict.fromkeys(r.strip() for r in spec.roles if r.strip()))
-        if not roles:
-            raise RuleViolation(f"Offer {spec.name} needs at least one eligible role")
+        publishers, roles = self._checked_offer(spec)
         with self.db.transaction() as session:
             if self.rows.offer(session, spec.name) is not None:
                 raise RuleViolation(f"Offer {spec.name} is already registered")
@@ -137,6 +122,42 @@ class Catalog:
                 session, at=now, actor=actor, action="offer_registered", details=view.to_json()
             )
             return view
+
+    @staticmethod
+    def _checked_offer(spec: OfferSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The offer's publishers and roles, cleaned; every problem at once."""
+        rules.check_definition(
+            "The offer",
+            name=spec.name,
+            roles=spec.roles,
+            standing_role=spec.standing_role,
+            provider_config=spec.provider_config,
+        )
+        found = Findings(spec.name)
+        if not _NAME.match(spec.name.strip()):
+            found.add(
+                RuleViolation(
+                    f"'{spec.name}' is not a valid offer name: use letters, digits, '.', '_' "
+                    "or '-'",
+                    field="name",
+                )
+            )
+        publishers = found(lambda: rules.check_user_ids(spec.publishers, "Publisher"), None)
+        if publishers == ():
+            found.add(
+                RuleViolation(
+                    f"Offer {spec.name} needs at least one publisher (--publisher U…)",
+                    field="publishers",
+                )
+            )
+        roles = found(lambda: rules.check_roles(spec.roles), None)
+        if roles == ():
+            found.add(
+                RuleViolation(f"Offer {spec.name} needs at least one eligible role", field="roles")
+            )
+        found.raise_any()
+        assert publishers and roles
+        return publishers, roles
 
     def list_offers(self) -> list[OfferView]:
         with self.db.transaction(readonly=True) as session:
@@ -201,12 +222,32 @@ class Catalog:
                 )
         self.sync_standing(now, app=name, actor=actor)
 
-    def resolve(self, spec: AppSpec, *, offer: str | None, jit: bool | None) -> AppSpec:
+    def resolve(
+        self,
+        spec: AppSpec,
+        *,
+        offer: str | None,
+        jit: bool | None,
+        new_offers: Mapping[str, OfferSpec] | None = None,
+    ) -> AppSpec:
         """The application as deployed: publishers and roles from the offer, JIT enabled
-        by default when the offer makes it available."""
+        by default when the offer makes it available. ``new_offers``: offers about to be
+        registered with it (``apps apply``), looked up before the registered ones."""
         if offer is None:
             return replace(spec, jit_enabled=True if jit is None else jit)
-        source = self.get_offer(offer)
+        pending = (new_offers or {}).get(offer)
+        source = (
+            OfferView(
+                pending.name,
+                pending.publishers,
+                pending.roles,
+                pending.standing_role,
+                pending.jit_available,
+                pending.provider_config,
+            )
+            if pending is not None
+            else self.get_offer(offer)
+        )
         if jit and not source.jit_available:
             raise RuleViolation(
                 f"Offer {offer} does not make JIT available, so {spec.name} cannot enable "
@@ -231,28 +272,13 @@ class Catalog:
     ) -> tuple[list[str], ApplyResult]:
         """Config as code: register missing offers, then create or update every
         application in one transaction; new applications get their standing access."""
-        known = {o.name: o for o in self.list_offers()}
+        resolved = self.check(offers, apps)
+        known = {o.name for o in self.list_offers()}
         created_offers = []
-        for offer in offers:
-            existing = known.get(offer.name)
-            if existing is None:
-                continue
-            if (
-                existing.publishers,
-                existing.eligible_roles,
-                existing.standing_role,
-                existing.jit_available,
-            ) != (offer.publishers, offer.roles, offer.standing_role, offer.jit_available):
-                raise RuleViolation(
-                    f"Offer {offer.name} already exists with other settings; offers do not "
-                    "change once registered: give the new definition a new name "
-                    "(nothing was applied)"
-                )
         for offer in offers:
             if offer.name not in known:
                 self.register_offer(offer, actor=actor, now=now)
                 created_offers.append(offer.name)
-        resolved = [self.resolve(spec, offer=offer, jit=jit) for spec, offer, jit in apps]
         result = self.service.apply_apps(resolved, actor=actor, now=now)
         offer_of = {spec.name: offer for spec, offer, _ in apps}
         for name in result.created:
@@ -261,6 +287,54 @@ class Catalog:
             # Publishers, roles or the backend may have changed: standing access follows.
             self._align_standing(name, actor=actor, now=now)
         return created_offers, result
+
+    def check(
+        self, offers: list[OfferSpec], apps: list[tuple[AppSpec, str | None, bool | None]]
+    ) -> list[AppSpec]:
+        """Every problem of a set of offers and applications (``apps apply``), at once
+        (:class:`Problems`, each with its offer's or application's name), before anything
+        is written; else the applications as they will be deployed."""
+        found = Findings()
+        known = {o.name: o for o in self.list_offers()}
+        new_offers = {}
+        for offer in offers:
+            existing = known.get(offer.name)
+            if existing is None:
+                try:
+                    self._checked_offer(offer)
+                except RuleViolation as exc:
+                    found.add(exc, subject=offer.name)
+                new_offers[offer.name] = offer
+            elif (
+                existing.publishers,
+                existing.eligible_roles,
+                existing.standing_role,
+                existing.jit_available,
+            ) != (offer.publishers, offer.roles, offer.standing_role, offer.jit_available):
+                found.add(
+                    RuleViolation(
+                        f"Offer {offer.name} already exists with other settings; offers do not "
+                        "change once registered: give the new definition a new name "
+                        "(nothing was applied)"
+                    ),
+                    subject=offer.name,
+                )
+        resolved = []
+        for spec, offer_name, jit in apps:
+            try:
+                resolved.append(
+                    self.resolve(spec, offer=offer_name, jit=jit, new_offers=new_offers)
+                )
+            except RuleViolation as exc:
+                found.add(exc, subject=spec.name)
+            except NotFound as exc:
+                found.add(RuleViolation(str(exc), field="offer"), subject=spec.name)
+        try:
+            self.service.check_apps(resolved)
+        except RuleViolation as exc:
+            found.add(exc)
+        found.raise_any()
+        return resolved
 
     def standing(self, app: str) -> list[StandingView]:
         with self.db.transaction(readonly=True) as session:

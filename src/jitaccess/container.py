@@ -31,7 +31,7 @@ from jitaccess.directory import Directory
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.registry import build_registry
 from jitaccess.service import JitService, ServiceObserver
-from jitaccess.settings import Settings
+from jitaccess.settings import Settings, load_settings
 from jitaccess.store.db import Database
 from jitaccess.sweep import RetryPolicy
 
@@ -128,7 +128,7 @@ def build(
     from ``SLACK_BOT_TOKEN``, else not at all (messages stay queued).
     ``azure_credential`` is the identity the Azure provider and the Activity Log reader
     use instead of the settings' (the sandbox passes its fake ARM's)."""
-    settings = settings or Settings()
+    settings = settings or load_settings()
     db = Database(settings.database_url)
     providers = build_registry(settings, db, azure_credential=azure_credential)
     stopping = threading.Event()

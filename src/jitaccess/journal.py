@@ -93,7 +93,7 @@ def record(
     log.info(
         "request %s %s -> %s by %s",
         row.id,
-        before,
+        before or "new",  # a request's first entry has no state before it
         after,
         actor,
         extra={

@@ -8,6 +8,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+#: The Azure SDK's request/response logger (``HttpLoggingPolicy``).
+AZURE_HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -55,3 +58,8 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # "skipped: maximum number of running instances" just means a sweep is still busy.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    # The Azure SDK logs every request's and response's headers, several lines each, at
+    # INFO: that is debugging detail. Its warnings and errors still show.
+    logging.getLogger(AZURE_HTTP_LOGGER).setLevel(
+        logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    )

@@ -35,9 +35,10 @@ from jitaccess.container import Container, build, uses_socket_mode
 from jitaccess.metrics import Metrics
 from jitaccess.roles import Role
 from jitaccess.scheduler import DeadlineScheduler, utcnow
-from jitaccess.settings import Settings
+from jitaccess.settings import Settings, load_settings
 from jitaccess.slack.replay import ReplayGuard
 from jitaccess.slack.runtime import SlackRuntime
+from jitaccess.terminal import visible
 from jitaccess.web import Router, json_response
 
 if TYPE_CHECKING:
@@ -205,7 +206,8 @@ class Server:
             holder = handle.read().strip() or "another process"
             handle.close()
             raise ConfigurationError(
-                f"Another jitaccess serve ({holder}) is already using {path}. SQLite is for "
+                f"Another jitaccess serve ({visible(holder)}) is already using {visible(path)}. "
+                "SQLite is for "
                 "one process only: stop the other one, or use PostgreSQL "
                 "(JITACCESS_DATABASE_URL=postgresql://…) to run several replicas."
             ) from None
@@ -318,7 +320,7 @@ def exit_watchdog(timeout: float = STOP_TIMEOUT) -> None:
 
 def run(settings: Settings | None = None, stop: threading.Event | None = None) -> None:
     """``jitaccess serve``: run until SIGTERM/SIGINT (or ``stop`` is set)."""
-    settings = settings or Settings()
+    settings = settings or load_settings()
     logs.configure(settings.log_level, settings.log_format)
     server = Server(settings)
     from_signals = stop is None

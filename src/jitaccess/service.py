@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from jitaccess import journal, quorum
 from jitaccess.directory import Directory, StaticDirectory
 from jitaccess.domain import policy as rules
-from jitaccess.domain.errors import Conflict, Mention, Part, RuleViolation
+from jitaccess.domain.errors import Conflict, Findings, Mention, Part, RuleViolation
 from jitaccess.domain.lifecycle import (
     APPROVED_STATES,
     FINAL_STATES,
@@ -34,7 +34,7 @@ from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.extend import Extensions
 from jitaccess.journal import POLICY_ACTOR as POLICY_ACTOR
 from jitaccess.journal import SYSTEM as SYSTEM
-from jitaccess.providers.base import GrantSpec, ProviderError, ProviderRegistry
+from jitaccess.providers.base import DefinitionChecker, GrantSpec, ProviderError, ProviderRegistry
 from jitaccess.store import audit
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application
@@ -196,16 +196,47 @@ class JitService:
             row = self._create_app(session, spec, actor=actor, now=now)
             return AppView.of(row)
 
-    def apply_apps(self, specs: Sequence[AppSpec], *, actor: str, now: datetime) -> ApplyResult:
-        """Create or update every application, all or nothing."""
-        validated = [self._validated(spec) for spec in specs]
-        names = [spec.name for spec in validated]
+    def check_apps(self, specs: Sequence[AppSpec]) -> list[AppSpec]:
+        """``specs`` cleaned, or every problem of every application at once
+        (:class:`Problems`, each with its name), including what cannot change since
+        registration. Writes nothing."""
+        found = Findings()
+        validated = []
+        for spec in specs:
+            try:
+                validated.append(self._validated(spec))
+            except RuleViolation as exc:
+                found.add(exc, subject=spec.name)
+        names = [spec.name.strip() for spec in specs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise RuleViolation(f"{', '.join(duplicates)} defined more than once: keep one")
+            found.add(
+                RuleViolation(
+                    f"{', '.join(duplicates)} defined more than once: keep one", field="name"
+                )
+            )
+        with self.db.transaction(readonly=True) as session:
+            for spec in validated:
+                row = self.rows.find_app(session, spec.name)
+                try:
+                    if row is not None:
+                        self._check_fixed(row, spec)
+                except RuleViolation as exc:
+                    found.add(exc, subject=spec.name)
+        found.raise_any()
+        return validated
+
+    def apply_apps(self, specs: Sequence[AppSpec], *, actor: str, now: datetime) -> ApplyResult:
+        """Create or update every application, all or nothing. Every problem of every
+        application is reported at once (:class:`Problems`), each with its name."""
+        validated = self.check_apps(specs)
+        names = [spec.name for spec in validated]
         result = ApplyResult()
         with self.db.transaction() as session:
             apps = [self.rows.find_app(session, name) for name in names]
+            for spec, row in zip(validated, apps, strict=True):
+                if row is not None:  # changed since check_apps: still refused
+                    self._check_fixed(row, spec)
             open_rows = self._open_requests(session, [a.id for a in apps if a is not None])
             for spec in validated:
                 row = self.rows.find_app(session, spec.name)
@@ -213,18 +244,6 @@ class JitService:
                     self._create_app(session, spec, actor=actor, now=now)
                     result.created.append(spec.name)
                     continue
-                if row.jit_enabled != spec.jit_enabled:
-                    state = "enabled" if row.jit_enabled else "disabled"
-                    raise RuleViolation(
-                        f"{spec.name} was registered with JIT {state}; JIT cannot be "
-                        f"{'disabled' if row.jit_enabled else 'enabled'} after registration: "
-                        f"set jit_enabled: {str(row.jit_enabled).lower()} (nothing was applied)"
-                    )
-                if row.scope != spec.scope:
-                    raise RuleViolation(
-                        f"{spec.name}'s scope is fixed at registration ({row.scope}): register "
-                        "a new application for another scope (nothing was applied)"
-                    )
                 before = AppView.of(row).to_json()
                 old_approvers = tuple(row.approvers)
                 self._write_app(row, spec, now)
@@ -252,6 +271,24 @@ class JitService:
                 )
                 result.updated.append(spec.name)
         return result
+
+    @staticmethod
+    def _check_fixed(row: Application, spec: AppSpec) -> None:
+        """What cannot change after registration: whether JIT is enabled, and the scope."""
+        if row.jit_enabled != spec.jit_enabled:
+            state = "enabled" if row.jit_enabled else "disabled"
+            raise RuleViolation(
+                f"{spec.name} was registered with JIT {state}; JIT cannot be "
+                f"{'disabled' if row.jit_enabled else 'enabled'} after registration: "
+                f"set jit_enabled: {str(row.jit_enabled).lower()} (nothing was applied)",
+                field="jit_enabled",
+            )
+        if row.scope != spec.scope:
+            raise RuleViolation(
+                f"{spec.name}'s scope is fixed at registration ({row.scope}): register "
+                "a new application for another scope (nothing was applied)",
+                field="scope",
+            )
 
     def set_policy(
         self,
@@ -871,6 +908,8 @@ class JitService:
             return grant_spec_of(self.rows.get(session, request_id))
 
     def _validated(self, spec: AppSpec) -> AppSpec:
+        """``spec`` cleaned, or every rule it breaks at once (:class:`Problems`; a single
+        one is raised as it is)."""
         rules.check_definition(
             "The application",
             name=spec.name,
@@ -879,33 +918,52 @@ class JitService:
             provider=spec.provider,
             provider_config=spec.provider_config,
         )
+        found = Findings(spec.name)
         name = spec.name.strip()
         if not _APP_NAME.match(name):
-            raise RuleViolation(
-                f"'{spec.name}' is not a valid application name: use letters, digits, "
-                "'.', '_' or '-' (at most 100 characters)"
+            found.add(
+                RuleViolation(
+                    f"'{spec.name}' is not a valid application name: use letters, digits, "
+                    "'.', '_' or '-' (at most 100 characters)",
+                    field="name",
+                )
             )
-        scope = spec.scope.strip()
-        if not scope:
-            raise RuleViolation("A scope is required: the managed resource group's ID")
-        publishers = rules.check_user_ids(spec.publishers, "Publisher")
-        if not publishers:
-            raise RuleViolation(f"{name} needs at least one publisher (--publisher U…)")
-        roles = tuple(dict.fromkeys(r.strip() for r in spec.roles if r.strip()))
-        if not roles:
-            raise RuleViolation(f"{name} needs at least one eligible role (--role Contributor)")
-        admins = rules.check_user_ids(spec.admins, "Admin")
+        scope = found(lambda: rules.check_scope(spec.scope), None)
+        publishers = found(lambda: rules.check_user_ids(spec.publishers, "Publisher"), None)
+        if publishers == ():
+            found.add(
+                RuleViolation(
+                    f"{name} needs at least one publisher (--publisher U…)", field="publishers"
+                )
+            )
+        roles = found(lambda: rules.check_roles(spec.roles), None)
+        if roles == ():
+            found.add(
+                RuleViolation(
+                    f"{name} needs at least one eligible role (--role Contributor)", field="roles"
+                )
+            )
+        no_admins: tuple[str, ...] = ()
+        admins = found(lambda: rules.check_user_ids(spec.admins, "Admin"), no_admins)
         try:
-            self.providers.get(spec.provider)
+            provider = self.providers.get(spec.provider)
         except ProviderError as exc:
-            raise RuleViolation(f"{name}: {exc}", field="provider") from None
-        policy = (
-            spec.policy.validated()
-            if spec.jit_enabled
-            else replace(
-                spec.policy, feed_channel=rules.check_feed_channel(spec.policy.feed_channel)
-            )
+            found.add(RuleViolation(f"{name}: {exc}", field="provider"))
+        else:
+            if isinstance(provider, DefinitionChecker):
+                self._check_backend(provider, spec, scope, roles or (), found)
+        policy = found(
+            lambda: (
+                spec.policy.validated()
+                if spec.jit_enabled
+                else replace(
+                    spec.policy, feed_channel=rules.check_feed_channel(spec.policy.feed_channel)
+                )
+            ),
+            spec.policy,
         )
+        found.raise_any()
+        assert scope is not None and publishers and roles
         return replace(
             spec,
             name=name,
@@ -915,6 +973,26 @@ class JitService:
             admins=admins,
             policy=policy,
         )
+
+    @staticmethod
+    def _check_backend(
+        provider: DefinitionChecker,
+        spec: AppSpec,
+        scope: str | None,
+        roles: Sequence[str],
+        found: Findings,
+    ) -> None:
+        """What the application's provider says about its scope and roles."""
+        if scope is not None:
+            try:
+                provider.validate_scope(scope)
+            except ProviderError as exc:
+                found.add(RuleViolation(str(exc), field="scope"))
+        for role in roles:
+            try:
+                provider.validate_role(role, spec.provider_config)
+            except ProviderError as exc:
+                found.add(RuleViolation(str(exc), field="roles"))
 
     def _create_app(
         self, session: Session, spec: AppSpec, *, actor: str, now: datetime

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from enum import Enum
+from typing import Any, Literal
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jitaccess.roles import Role
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -160,14 +166,23 @@ class Settings(BaseSettings):
         description="How often serve logs the audit head (SEQ:HASH) to ship off-box (0: never)",
     )
     log_level: str = Field(
-        default="INFO", validation_alias="JITACCESS_LOG_LEVEL", description="Python log level"
+        default="INFO",
+        validation_alias="JITACCESS_LOG_LEVEL",
+        description="Python log level: DEBUG, INFO, WARNING, ERROR or CRITICAL",
     )
-    log_format: str = Field(
+    log_format: Literal["text", "json"] = Field(
         default="text",
-        pattern="^(text|json)$",
         validation_alias="JITACCESS_LOG_FORMAT",
         description="text for people, json for log pipelines",
     )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError("not a log level")
+        return level
 
     def missing_slack_settings(self, role: Role | None = None) -> list[str]:
         """One line per Slack setting ``serve --role role`` (default: this role) needs
@@ -187,6 +202,70 @@ class Settings(BaseSettings):
                 "HTTP requests come from Slack (or set SLACK_APP_TOKEN for Socket Mode)"
             )
         return missing
+
+
+class SettingsError(Exception):
+    """Some settings are invalid. ``lines`` has one line per bad setting: its name, what
+    it got and what it accepts; ``str(err)`` joins them."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def load_settings(**values: Any) -> Settings:
+    """The settings from the environment (and ``.env``); :class:`SettingsError` naming
+    each bad one instead of pydantic's report."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise SettingsError(_problems(exc)) from None
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    by_alias = {str(f.validation_alias): name for name, f in Settings.model_fields.items()}
+    lines = []
+    for error in exc.errors():
+        alias = str(error["loc"][0]) if error["loc"] else "?"
+        got = repr(error.get("input"))
+        if len(got) > 60:
+            got = got[:59] + "…"
+        name = by_alias.get(alias)
+        accepts = _accepts(name) if name else error["msg"]
+        lines.append(f"{alias} is {got}: expected {accepts} (environment or .env)")
+    return lines
+
+
+def _accepts(name: str) -> str:
+    """What setting ``name`` accepts, in words, from its type and bounds."""
+    if name == "log_level":
+        return ", ".join(LOG_LEVELS[:-1]) + " or " + LOG_LEVELS[-1]
+    field = Settings.model_fields[name]
+    kind: Any = field.annotation
+    choices: list[str] = []
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        choices = [str(member.value) for member in kind]
+    elif getattr(kind, "__origin__", None) is Literal:
+        choices = [str(arg) for arg in kind.__args__]
+    if choices:
+        return ", ".join(choices[:-1]) + " or " + choices[-1]
+    words = {int: "a whole number", float: "a number"}.get(kind, "text")
+    low = high = None
+    bounds = []
+    for rule in field.metadata:
+        if isinstance(rule, Gt):
+            bounds.append(f"above {rule.gt}")
+        elif isinstance(rule, Ge):
+            low = rule.ge
+            bounds.append(f"at least {rule.ge}")
+        elif isinstance(rule, Lt):
+            bounds.append(f"below {rule.lt}")
+        elif isinstance(rule, Le):
+            high = rule.le
+            bounds.append(f"at most {rule.le}")
+    if len(bounds) == 2 and low is not None and high is not None:
+        bounds = [f"from {low} to {high}"]
+    return words + (" " + " and ".join(bounds) if bounds else "")
 
 
 def env_example() -> str:

@@ -385,13 +385,17 @@ class Sweeper:
         return list(zip(items, errors, strict=True))
 
     def concurrency_of(self, provider: str) -> int:
-        """How many calls to ``provider`` may be in flight at once: the provider's own
-        ``max_concurrency`` if it declares one, else the service-wide limit."""
+        """How many calls to ``provider`` may be in flight at once: the service-wide
+        limit (JITACCESS_PROVIDER_CONCURRENCY), or the provider's own ``max_concurrency``
+        when it declares a smaller one. Both are limits: the smaller wins."""
         try:
             declared = getattr(self.providers.get(provider), "max_concurrency", None)
         except ProviderError:
             declared = None
-        return max(1, int(declared or self.provider_concurrency))
+        limit = self.provider_concurrency
+        if declared:
+            limit = min(limit, int(declared))
+        return max(1, limit)
 
     def _call_unless_stopping(self, item: _Work, now: datetime) -> str | None:
         if self.stopping.is_set():

@@ -5,17 +5,26 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.markup import escape
 
 from jitaccess.cli.context import container, now
-from jitaccess.cli.output import EXIT_REFUSED, Table, emit_json, err, out
+from jitaccess.cli.output import (
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    Table,
+    emit_json,
+    err,
+    out,
+    print_lines,
+)
 from jitaccess.cli.params import AsUser, Json, parse_provider_config, to_duration, to_duration_or
 
 if TYPE_CHECKING:
     from jitaccess.catalog import StandingView
+    from jitaccess.cli.apps_file import FileProblem
     from jitaccess.domain.policy import Policy
     from jitaccess.views import AppView
 
@@ -262,14 +271,25 @@ def apps_apply(
         Path, typer.Option("-f", "--file", help="YAML with `offers:` and `apps:` lists")
     ],
 ) -> None:
-    """Create or update offers and applications from a YAML file (config as code)."""
+    """Create or update offers and applications from a YAML file (config as code).
+    Every problem of the file is reported in one run, and then nothing is applied."""
     from jitaccess.catalog import Catalog
     from jitaccess.cli.apps_file import load_apps
+    from jitaccess.domain.errors import Problems, RuleViolation
 
-    offers, apps = load_apps(file)
+    loaded = load_apps(file)
     with container() as c:
-        created_offers, result = Catalog(c.service).apply(
-            offers, apps, actor="cli:apply", now=now()
+        catalog = Catalog(c.service)
+        problems = list(loaded.problems)
+        try:
+            catalog.check(loaded.offers, loaded.apps)
+        except RuleViolation as exc:
+            found = exc.problems if isinstance(exc, Problems) else ((None, exc),)
+            problems += [loaded.locate(subject, v.field, str(v)) for subject, v in found]
+        if problems:
+            _report_file_problems(file, problems)
+        created_offers, result = catalog.apply(
+            loaded.offers, loaded.apps, actor="cli:apply", now=now()
         )
     if created_offers:
         out.print(f"offers created: {', '.join(created_offers)}")
@@ -280,6 +300,19 @@ def apps_apply(
     ):
         if names:
             out.print(f"{label}: {', '.join(names)}")
+
+
+def _report_file_problems(file: Path, problems: list[FileProblem]) -> NoReturn:
+    """Every problem of an apps file, one per line; exit 2 if the file is malformed,
+    else 1 (refused by the rules). Nothing was applied."""
+    shape = any(p.shape for p in problems)
+    count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+    head = "is not a valid apps file" if shape else "was refused"
+    print_lines(
+        [f"error: {file} {head} ({count}; nothing was applied):"]
+        + [f"  - {problem}" for problem in problems]
+    )
+    raise typer.Exit(EXIT_USAGE if shape else EXIT_REFUSED)
 
 
 @app.command("list")

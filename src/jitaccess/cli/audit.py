@@ -79,7 +79,7 @@ def audit_export(
     ] = None,
 ) -> None:
     """Write the whole audit log."""
-    from jitaccess.audit_log import export_rows
+    from jitaccess.audit_log import csv_cell, export_rows
 
     with container() as c:
         try:
@@ -100,10 +100,15 @@ def audit_export(
                 writer: Any = None
                 for row in export_rows(c.db):
                     flat = {**row, "details": json.dumps(row["details"], default=str)}
+                    # Every cell that a spreadsheet would run as a formula is neutralised
+                    # (csv_cell); None stays an empty cell.
+                    flat = {k: v if v is None else csv_cell(str(v)) for k, v in flat.items()}
                     if terminal:
-                        flat = {k: v if v is None else visible(str(v)) for k, v in flat.items()}
+                        flat = {k: v if v is None else visible(v) for k, v in flat.items()}
                     if writer is None:
-                        writer = csv.DictWriter(handle, fieldnames=list(flat))
+                        writer = csv.DictWriter(
+                            handle, fieldnames=list(flat), quoting=csv.QUOTE_ALL
+                        )
                         writer.writeheader()
                     writer.writerow(flat)
                     count += 1

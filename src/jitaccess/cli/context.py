@@ -9,7 +9,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from jitaccess.cli.output import refuse
+import typer
+
+from jitaccess.cli.output import EXIT_REFUSED, EXIT_USAGE, print_lines, refuse
 
 # The container (and with it the service, the store and SQLAlchemy) is imported when
 # a command enters `container()`, never when the CLI loads.
@@ -25,8 +27,9 @@ def now() -> datetime:
 def container() -> Iterator[Container]:
     """Build the service for one command; rule refusals become exit code 1."""
     from jitaccess.container import build
-    from jitaccess.domain.errors import JitError
+    from jitaccess.domain.errors import JitError, Problems
     from jitaccess.providers.base import ProviderError
+    from jitaccess.settings import SettingsError
 
     built: Container | None = None
     try:
@@ -34,6 +37,12 @@ def container() -> Iterator[Container]:
         built.db.upgrade()
         end_gc_pause()
         yield built
+    except SettingsError as exc:
+        print_lines(exc.lines)
+        raise typer.Exit(EXIT_USAGE) from None
+    except Problems as exc:
+        print_lines([f"error: {line}" for line in exc.lines()])
+        raise typer.Exit(EXIT_REFUSED) from None
     except (JitError, ProviderError) as exc:
         refuse(str(exc))
     finally:

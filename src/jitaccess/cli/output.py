@@ -50,6 +50,14 @@ def refuse(message: str) -> NoReturn:
     raise typer.Exit(EXIT_REFUSED) from None
 
 
+def print_lines(lines: list[str]) -> None:
+    """A message of several lines on stderr, one print per line: the line breaks are
+    ours and stay line breaks, while a control character inside a line (from what
+    people or files supplied) is still shown as an escape."""
+    for line in lines:
+        err.print(line, markup=False, highlight=False)
+
+
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 

@@ -52,8 +52,13 @@ def parse_provider_config(value: str | None) -> dict[str, Any]:
     if not value:
         return {}
     try:
-        text = Path(value[1:]).read_text() if value.startswith("@") else value
+        text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
         parsed = yaml.safe_load(text)  # YAML is a superset of JSON
+    except UnicodeDecodeError:
+        raise typer.BadParameter(
+            f"cannot read the provider config: {visible(value[1:])} is not UTF-8 text; save "
+            "it as UTF-8"
+        ) from None
     except (OSError, yaml.YAMLError) as exc:
         raise typer.BadParameter(f"cannot read the provider config: {exc}") from None
     if not isinstance(parsed, dict):

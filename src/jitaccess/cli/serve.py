@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from jitaccess.cli.context import end_gc_pause
-from jitaccess.cli.output import EXIT_REFUSED, EXIT_USAGE, err
+from jitaccess.cli.output import EXIT_REFUSED, EXIT_USAGE, err, print_lines
 from jitaccess.roles import Role
 
 
@@ -37,6 +37,7 @@ def serve(
     """Run the service: Slack app, deadline scheduler, notification relay, reconciliation
     (all of them, or one side with --role web|worker)."""
     from jitaccess.server import ConfigurationError, run
+    from jitaccess.settings import SettingsError
 
     end_gc_pause()
 
@@ -49,12 +50,17 @@ def serve(
 
             run_sandbox(reset=sandbox_reset)
             return
-        from jitaccess.settings import Settings
+        from jitaccess.settings import load_settings
 
-        settings = Settings()
+        settings = load_settings()
         if role is not None:
             settings = settings.model_copy(update={"role": role})
         run(settings)
+    except SettingsError as exc:
+        print_lines(exc.lines)
+        raise typer.Exit(EXIT_USAGE) from None
     except ConfigurationError as exc:
-        err.print(str(exc), highlight=False)
+        # Our message's own line breaks stay line breaks; what it quotes from outside
+        # (a path, a lock file's content) was made visible where it was written.
+        print_lines(str(exc).split("\n"))
         raise typer.Exit(EXIT_REFUSED) from None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,3 +51,51 @@ class NotFound(JitError):
 
 class Conflict(RuleViolation):
     """Someone else changed the request first; the message says who and how."""
+
+
+class Problems(RuleViolation):
+    """Every rule a definition (an application, a file of them) breaks, at once, so that
+    one run shows all there is to fix. ``problems`` holds each as ``(subject, violation)``:
+    the subject is the application or offer it is about (None: the whole)."""
+
+    def __init__(self, problems: Sequence[tuple[str | None, RuleViolation]]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [f"{subject}: {v}" if subject else str(v) for subject, v in self.problems]
+
+
+class Findings:
+    """Collects rule violations instead of stopping at the first one.
+
+    ``found(check, default)`` runs ``check()`` and returns its value; a violation is
+    kept (with :attr:`subject`) and ``default`` returned, so the next check still runs.
+    :meth:`raise_any` then raises nothing, the one violation as it is, or
+    :class:`Problems` with all of them."""
+
+    def __init__(self, subject: str | None = None) -> None:
+        self.subject = subject
+        self.problems: list[tuple[str | None, RuleViolation]] = []
+
+    def __call__(self, check: Callable[[], T], default: T) -> T:
+        try:
+            return check()
+        except RuleViolation as exc:
+            self.add(exc)
+            return default
+
+    def add(self, exc: RuleViolation, subject: str | None = None) -> None:
+        if isinstance(exc, Problems):
+            self.problems += [(s or subject or self.subject, v) for s, v in exc.problems]
+        else:
+            self.problems.append((subject or self.subject, exc))
+
+    def __bool__(self) -> bool:
+        return bool(self.problems)
+
+    def raise_any(self) -> None:
+        if len(self.problems) == 1 and self.problems[0][0] == self.subject:
+            raise self.problems[0][1]
+        if self.problems:
+            raise Problems(self.problems)

@@ -7,13 +7,15 @@ change. Times are arguments: nothing here reads a clock.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 
 from jitaccess.domain.durations import format_duration
-from jitaccess.domain.errors import RuleViolation
+from jitaccess.domain.errors import Findings, RuleViolation
 from jitaccess.domain.text import check_text, check_texts, is_blank, shown
 
 DEFAULT_MAX_DURATION = timedelta(hours=8)
@@ -100,11 +102,66 @@ def check_definition(what: str, **parts: object) -> None:
 
 
 def check_user_ids(values: Iterable[str], what: str) -> tuple[str, ...]:
-    """Validate and de-duplicate a list of Slack user IDs, keeping their order."""
+    """Validate and de-duplicate a list of Slack user IDs, keeping their order; every
+    bad one is reported (:class:`Problems`), not just the first."""
+    found = Findings()
     seen: dict[str, None] = {}
     for value in values:
-        seen[check_user_id(value, what)] = None
+        seen[found(partial(check_user_id, value, what), value)] = None
+    found.raise_any()
     return tuple(seen)
+
+
+def _invisible_char(value: str) -> str | None:
+    """The first whitespace or control (or other invisible) character in ``value``."""
+    for char in value:
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Zs", "Zl", "Zp"):
+            return char
+    return None
+
+
+def check_scope(value: str) -> str:
+    """A scope is one identifier (a resource ID): no whitespace or control characters
+    anywhere, not even at the ends (a pasted line break would be stored and then sent to
+    the backend). What else a scope must look like is the provider's business
+    (``validate_scope``)."""
+    check_text(value, f"Scope '{shown(value)}'", field="scope")
+    if not value:
+        raise RuleViolation("A scope is required: the managed resource group's ID", field="scope")
+    bad = _invisible_char(value)
+    if bad is not None:
+        kind = "a space" if bad == " " else f"an invisible or control character (U+{ord(bad):04X})"
+        raise RuleViolation(
+            f"Scope '{shown(value)}' contains {kind}: a scope is one resource ID with no "
+            "spaces, line breaks or control characters, like "
+            "/subscriptions/<subscription-id>/resourceGroups/<name>",
+            field="scope",
+        )
+    return value
+
+
+def check_roles(values: Iterable[str]) -> tuple[str, ...]:
+    """Eligible roles, trimmed and de-duplicated in order. A role name may hold spaces
+    ("Custom Ops") but no line break, tab or other control character."""
+    found = Findings()
+    roles: dict[str, None] = {}
+    for value in values:
+        role = value.strip()
+        if not role:
+            continue
+        bad = next((c for c in role if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+        if bad is not None:
+            found.add(
+                RuleViolation(
+                    f"Role '{shown(role)}' contains a control character (U+{ord(bad):04X}): "
+                    "type the role name on one line, without tabs or line breaks",
+                    field="roles",
+                )
+            )
+            continue
+        roles[role] = None
+    found.raise_any()
+    return tuple(roles)
 
 
 def check_breakglass_holders(values: Iterable[str]) -> tuple[str, ...]:
@@ -134,39 +191,52 @@ class Policy:
     feed_channel: str | None = None
 
     def validated(self) -> Policy:
-        approvers = tuple(dict.fromkeys(check_approver_id(a) for a in self.approvers))
-        holders = check_breakglass_holders(self.breakglass)
+        """The policy, cleaned; every rule it breaks is reported at once."""
+        found = Findings()
+        approvers = found(
+            lambda: tuple(dict.fromkeys(check_approver_id(a) for a in self.approvers)),
+            self.approvers,
+        )
+        holders = found(lambda: check_breakglass_holders(self.breakglass), self.breakglass)
         if self.mode is ApprovalMode.MANUAL and not approvers:
-            raise RuleViolation(
-                "Manual approval needs at least one approver: add one (--approver U…) "
-                "or a user group (--approver S…), or use automatic mode",
-                field="approvers",
+            found.add(
+                RuleViolation(
+                    "Manual approval needs at least one approver: add one (--approver U…) "
+                    "or a user group (--approver S…), or use automatic mode",
+                    field="approvers",
+                )
             )
-        check_required_approvals(self.required_approvals, approvers, self.mode)
+        if not found:  # without approvers, the quorum has nothing to be checked against
+            found(
+                lambda: check_required_approvals(self.required_approvals, approvers, self.mode),
+                None,
+            )
         for name, key, value in (
             ("Maximum duration", "max_duration", self.max_duration),
             ("Approval timeout", "approval_timeout", self.approval_timeout),
             ("Break-glass maximum", "breakglass_max", self.breakglass_max),
         ):
-            if value <= timedelta(0):
-                raise RuleViolation(
-                    f"{name} must be positive, not {format_duration(value)}", field=key
-                )
-            if value < MIN_DURATION:
-                raise RuleViolation(
-                    f"{name} {format_duration(value)} is too short: at least 1m", field=key
-                )
-            if value > MAX_POLICY_DURATION:
-                raise RuleViolation(
-                    f"{name} {format_duration(value)} is too long: "
-                    f"at most {format_duration(MAX_POLICY_DURATION)}",
-                    field=key,
-                )
+            found(partial(check_policy_duration, name, key, value), None)
+        feed_channel = found(lambda: check_feed_channel(self.feed_channel), None)
+        found.raise_any()
         return replace(
             self,
             approvers=approvers,
             breakglass=holders,
-            feed_channel=check_feed_channel(self.feed_channel),
+            feed_channel=feed_channel,
+        )
+
+
+def check_policy_duration(name: str, key: str, value: timedelta) -> None:
+    if value <= timedelta(0):
+        raise RuleViolation(f"{name} must be positive, not {format_duration(value)}", field=key)
+    if value < MIN_DURATION:
+        raise RuleViolation(f"{name} {format_duration(value)} is too short: at least 1m", field=key)
+    if value > MAX_POLICY_DURATION:
+        raise RuleViolation(
+            f"{name} {format_duration(value)} is too long: "
+            f"at most {format_duration(MAX_POLICY_DURATION)}",
+            field=key,
         )
 
 

@@ -164,6 +164,25 @@ def parse_request_id(description: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
+#: Only formats role definition ids while validating a role; never sent anywhere.
+_ANY_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+_MANAGEMENT_GROUP_RE = re.compile(
+    r"^/providers/Microsoft\.Management/managementGroups/[^/]+$", re.IGNORECASE
+)
+
+
+def check_scope(scope: str) -> None:
+    """ProviderError unless ``scope`` is an ARM scope this provider can grant at: a
+    subscription, a resource group in it, or a resource in that."""
+    if _MANAGEMENT_GROUP_RE.match(scope):
+        raise ProviderError(
+            f"Azure scope '{scope}' is a management group: jitaccess grants at a "
+            "subscription, a resource group or a resource, "
+            "/subscriptions/<subscription-id>/resourceGroups/<resource-group-name>"
+        )
+    subscription_of(scope)
+
+
 def subscription_of(scope: str) -> str:
     """The subscription id in an ARM scope; ProviderError if the scope is not an ARM scope."""
     match = _SCOPE_RE.match(scope)
@@ -254,8 +273,9 @@ def resolve_role_definition_id(role: str, config: Mapping[str, Any], subscriptio
     if value is None:
         known = ["Owner", "Contributor", "Reader", *(str(k) for k in custom)]
         raise ProviderError(
-            f"unknown Azure role '{role}' (known: {', '.join(known)}): add it to the app's "
-            f"provider config role_definitions ({role}: <role definition GUID>)"
+            f"unknown Azure role '{role}': use one of {', '.join(known)}, a role definition "
+            "GUID or a full role definition ID, or map the name in the app's provider config "
+            f"role_definitions ({role}: <role definition GUID>)"
         )
     text = str(value).strip()
     if _is_guid(text):
@@ -344,6 +364,15 @@ class AzureProvider:
         )
 
     # -- the port -----------------------------------------------------------------
+
+    def validate_scope(self, scope: str) -> None:
+        """The application's scope must be one this provider can grant at."""
+        check_scope(scope)
+
+    def validate_role(self, role: str, config: Mapping[str, Any]) -> None:
+        """The role must be one this provider can resolve: a built-in name it knows, a
+        role definition GUID or full ID, or a name mapped in ``role_definitions``."""
+        resolve_role_definition_id(role, config, _ANY_SUBSCRIPTION)
 
     def grant(self, spec: GrantSpec, now: datetime) -> None:
         subscription_id = subscription_of(spec.scope)

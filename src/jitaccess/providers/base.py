@@ -58,6 +58,18 @@ class ExpiryAwareProvider(Protocol):
 
 
 @runtime_checkable
+class DefinitionChecker(Protocol):
+    """Providers that know what a scope and a role must look like for them (optional):
+    an application naming them is refused at registration (``apps register``, ``apps
+    apply``) when its scope or a role could never be granted, instead of failing at the
+    first request. Each raises :class:`ProviderError` saying what is accepted."""
+
+    def validate_scope(self, scope: str) -> None: ...
+
+    def validate_role(self, role: str, config: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
 class GrantNotices(Protocol):
     """Providers that have something people should know about how a grant was made
     (optional): e.g. Azure granting a plain role assignment because the tenant lacks

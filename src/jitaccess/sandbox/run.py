@@ -46,8 +46,9 @@ from jitaccess.server import (
     exit_watchdog,
     stop_on_signals,
 )
-from jitaccess.settings import Settings
+from jitaccess.settings import Settings, load_settings
 from jitaccess.store.models import SlackMessage
+from jitaccess.terminal import visible
 
 log = logging.getLogger("jitaccess.sandbox")
 
@@ -92,7 +93,7 @@ class Sandbox:
         sweep_interval: float = 1.0,
         relay_interval: float = 0.3,
     ) -> None:
-        configured = configured if configured is not None else Settings()
+        configured = configured if configured is not None else load_settings()
         self.db_path = Path(db_path)
         self.reset = reset
         self.port = configured.port if port is None else port
@@ -137,7 +138,7 @@ class Sandbox:
             and real == self.db_path.expanduser().resolve()
         ):
             raise ConfigurationError(
-                f"jitaccess serve --sandbox will not use {display_path(self.db_path)}: "
+                f"jitaccess serve --sandbox will not use {visible(display_path(self.db_path))}: "
                 "JITACCESS_DATABASE_URL points at it and SLACK_BOT_TOKEN is set, so a real "
                 "Slack app uses that database. The sandbox keeps its demo data in a file of its "
                 "own: point JITACCESS_DATABASE_URL at another file (or unset SLACK_BOT_TOKEN "
@@ -189,8 +190,8 @@ class Sandbox:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
                 raise ConfigurationError(
-                    f"Another jitaccess sandbox ({holder}) is already using "
-                    f"{display_path(self.db_path)}: open its page, or stop it first."
+                    f"Another jitaccess sandbox ({visible(holder)}) is already using "
+                    f"{visible(display_path(self.db_path))}: open its page, or stop it first."
                 ) from None
             try:
                 yield
@@ -249,7 +250,8 @@ class Sandbox:
                 server.start()
             except OSError as exc:
                 raise ConfigurationError(
-                    f"jitaccess serve --sandbox cannot listen on 127.0.0.1:{self.port} ({exc}): "
+                    f"jitaccess serve --sandbox cannot listen on 127.0.0.1:{self.port} "
+                    f"({visible(str(exc))}): "
                     "stop what runs there or set JITACCESS_PORT to a free port"
                 ) from exc
         except BaseException:
@@ -293,7 +295,7 @@ def run_sandbox(
     *, reset: bool = False, stop: threading.Event | None = None, port: int | None = None
 ) -> None:
     """``jitaccess serve --sandbox``: run until SIGINT/SIGTERM (or ``stop`` is set)."""
-    configured = Settings()
+    configured = load_settings()
     logs.configure(configured.log_level, configured.log_format)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line matters here: the URL
     sandbox = Sandbox(reset=reset, port=port, configured=configured)

@@ -28,7 +28,7 @@ from jitaccess.breakglass import needs_review
 from jitaccess.directory import is_group
 from jitaccess.domain import policy as rules
 from jitaccess.domain.durations import format_duration, parse_duration
-from jitaccess.domain.errors import JitError, NotFound, RuleViolation
+from jitaccess.domain.errors import JitError, NotFound, Problems, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.extend import ExtensionOutcome
 from jitaccess.service import JitService
@@ -867,11 +867,14 @@ class SlackFrontEnd:
                 feed_channel=app.policy.feed_channel if feed_channel is None else feed_channel,
             ).validated()
         except JitError as exc:
-            field = getattr(exc, "field", None)
-            ack(
-                response_action="errors",
-                errors={field if field in CONFIG_FIELDS else "mode": str(exc)},
-            )
+            # Every problem of the form at once, each beside its field.
+            errors: dict[str, str] = {}
+            parts = exc.problems if isinstance(exc, Problems) else [(None, exc)]
+            for _, problem in parts:
+                field = getattr(problem, "field", None)
+                key = field if field in CONFIG_FIELDS else "mode"
+                errors[key] = f"{errors[key]} {problem}" if key in errors else str(problem)
+            ack(response_action="errors", errors=errors)
             return
         ack()
 

@@ -9,15 +9,17 @@ HTTP, and the HTTP entry point verifies the signature before anything reads the 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -187,6 +189,40 @@ def slack_client(
     return client
 
 
+#: What Bolt's ``App`` reads from the environment on its own when not given it. jitaccess
+#: gives the app its client and secret from its own settings (environment or .env), so
+#: Bolt must not read these: SLACK_BOT_TOKEN beside the client it is given made every
+#: start log "As you gave `client` as well, `token` will be unused", and
+#: SLACK_CLIENT_ID with SLACK_CLIENT_SECRET would quietly turn on Bolt's OAuth
+#: installation flow (with a file installation store) instead of the bot token.
+BOLT_ENVIRONMENT = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_VERIFICATION_TOKEN",
+    "SLACK_CLIENT_ID",
+    "SLACK_CLIENT_SECRET",
+)
+_environment_lock = threading.Lock()
+
+
+@contextmanager
+def _bolt_reads_no_environment() -> Iterator[None]:
+    """Hide :data:`BOLT_ENVIRONMENT` while a Bolt ``App`` is made (at start, once)."""
+    with _environment_lock:
+        hidden = {name: os.environ.pop(name) for name in BOLT_ENVIRONMENT if name in os.environ}
+        try:
+            yield
+        finally:
+            os.environ.update(hidden)
+
+
+def bolt_app(client: WebClient, signing_secret: str, **options: Any) -> App:
+    """A Bolt app configured only by what it is given: ``client`` (and its token), the
+    signing secret and ``options``, never by Bolt's own reading of the environment."""
+    with _bolt_reads_no_environment():
+        return App(client=client, signing_secret=signing_secret, **options)
+
+
 def build_slack(
     service: JitService,
     client: WebClient,
@@ -207,12 +243,12 @@ def build_slack(
         raise ValueError(MISSING_SECRET)
     if notifier is None:
         notifier = SlackNotifier(client, service)
-    app = App(
-        client=client,
+    app = bolt_app(
+        client,
         # Never empty (anyone can sign with an empty key): a Socket-Mode-only app gets
         # a random secret nobody knows, so even a request dispatched to it over HTTP
         # fails verification. Bolt skips the check for Socket Mode requests only.
-        signing_secret=signing_secret or secrets.token_hex(32),
+        signing_secret or secrets.token_hex(32),
         request_verification_enabled=True,
         # Do not call auth.test at start: a Slack outage must not stop the service.
         token_verification_enabled=False,
