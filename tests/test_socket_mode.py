@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 from slack_bolt import Ack, App, Respond
 from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.adapter.socket_mode.base_handler import BaseSocketModeHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -64,11 +65,11 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
         yield f
 
 
-def close_handler(handler: SocketModeHandler) -> None:
+def close_handler(handler: BaseSocketModeHandler) -> None:
     """``handler.close()``, without its up-to-1-s stall: the SDK client's message
     processor blocks in ``message_queue.get(timeout=1)`` and ``close()`` joins it, so
     once ``close()`` has flagged the client closed, wake it with a ``None`` (which the
-    processor skips)."""
+    processor skips; ours has no such processor and never reads that queue)."""
     client = handler.client
     closer = threading.Thread(target=handler.close, name="close-socket-mode-handler")
     closer.start()
@@ -82,7 +83,10 @@ class Bolt:
     """A real Bolt app in Socket Mode, connected to the fake."""
 
     def __init__(
-        self, fake: FakeSlack, handler: type[SocketModeHandler] = SocketModeHandler
+        self,
+        fake: FakeSlack,
+        handler: type[BaseSocketModeHandler] = SocketModeHandler,
+        **handler_options: Any,
     ) -> None:
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bolt-listener")
         self.app = App(
@@ -106,7 +110,7 @@ class Bolt:
 
         # The handler's socket client issues apps.connections.open through app.client
         # (its default web_client), which already points at the fake.
-        self.handler = handler(self.app, APP_TOKEN)
+        self.handler = handler(self.app, APP_TOKEN, **handler_options)
 
     def close(self) -> None:
         close_handler(self.handler)
@@ -374,6 +378,32 @@ def test_a_connection_slack_drops_without_notice_is_replaced(
     ack = server.wait_ack(server.send_envelope(2, "slash_commands", slash_payload(fake, "help")))
     assert ack.seconds < ACK_WITHIN and ack.connection == 2
     assert len(fake.calls_to("apps.connections.open")) == 2
+
+
+def test_a_socket_out_of_reach_at_start_is_retried_in_the_background(
+    fake: FakeSlack, slack_socket: SocketModeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The WebSocket cannot be opened when serve starts: one warning line, no
+    exception, and the connection is opened as soon as it can be."""
+    with socket.socket() as closed_port:
+        closed_port.bind(("127.0.0.1", 0))
+        unreachable = f"ws://127.0.0.1:{closed_port.getsockname()[1]}/link"
+    fake.socket_mode_url = unreachable
+    b = Bolt(fake, GuardedSocketModeHandler, reconnect_delays=(0.05,))
+    try:
+        b.handler.connect()
+        assert fake.wait_for(lambda: len(fake.calls_to("apps.connections.open")) >= 2)
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert warnings and all(r.exc_info is None for r in warnings)
+        assert "could not open the Socket Mode connection" in warnings[0].getMessage()
+        fake.socket_mode_url = slack_socket.url
+        slack_socket.wait_connection(1)
+        ack = slack_socket.wait_ack(
+            slack_socket.send_envelope(1, "slash_commands", slash_payload(fake, "help"))
+        )
+        assert ack.seconds < ACK_WITHIN
+    finally:
+        b.close()
 
 
 def test_a_frame_that_is_not_json_is_logged_on_one_line(

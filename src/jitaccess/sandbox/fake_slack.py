@@ -53,6 +53,9 @@ close frame (1001) on :meth:`FakeSlack.stop`.  Tests push envelopes with
     assert slack.socket_connected()
     ack = slack.send_envelope("slash_commands", {"command": "/jit", "text": "help", ...})
 
+With :attr:`FakeSlack.socket_mode_url` set, ``apps.connections.open`` hands out that
+URL instead (a test's own Socket Mode server, e.g. one that sends ``disconnect``).
+
 Channels: ``chat.*`` accept any channel id, like a bot with every permission.
 :meth:`FakeSlack.add_channel` declares a channel with a name and whether the bot is a
 member; posting to or editing in a declared channel the bot is not in answers

@@ -118,12 +118,14 @@ class SocketModeClient(BaseSocketModeClient):
             max_size=MAX_MESSAGE_BYTES,
         )
         with self._cond:
-            if self.closed:
-                ws.close()
-                return
-            number = next(self._numbers)
-            old, self._current = self._current, ws
-            self._open[ws] = number
+            closed = self.closed
+            if not closed:
+                number = next(self._numbers)
+                old, self._current = self._current, ws
+                self._open[ws] = number
+        if closed:  # closed while connecting
+            ws.close()
+            return
         self._spawn(self._read, ws, name=f"socket-mode-read-{number}")
         self.logger.info("Socket Mode connection %d is open", number)
         if old is not None:
@@ -249,7 +251,12 @@ class SocketModeClient(BaseSocketModeClient):
                 raise SlackClientNotConnectedError(
                     f"the Socket Mode connection closed: {error}"
                 ) from error
-            current.send(message)
+            try:
+                current.send(message)
+            except ConnectionClosed as again:
+                raise SlackClientNotConnectedError(
+                    f"the Socket Mode connection closed: {again}"
+                ) from again
 
     # ------------------------------------------------------------ closing
 
