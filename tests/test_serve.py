@@ -39,6 +39,7 @@ from slack_harness import (
     texts,
     wait_until,
 )
+from socket_mode_server import SocketModeServer
 
 
 def test_serve_refuses_to_start_without_slack_settings(
@@ -282,6 +283,47 @@ def test_socket_mode_serves_slack_without_a_public_url(
         assert http("GET", f"http://127.0.0.1:{server.port}/healthz")[0] == 200
     finally:
         server.stop()
+
+
+def test_socket_mode_acks_across_slacks_connection_refresh(
+    fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    """``serve`` in Socket Mode against a server that behaves as Slack's: around a
+    ``disconnect``/``refresh_requested``, commands on the old and on the new connection
+    are acked well within Slack's 3 s (slack_sdk's builtin client: 3.0 and 3.1 s)."""
+    with SocketModeServer(app_id=fake_slack.app_id) as slack_socket:
+        fake_slack.socket_mode_url = slack_socket.url
+        settings = Settings(
+            JITACCESS_DATABASE_URL=f"sqlite:///{tmp_path}/socket.db",
+            JITACCESS_HOST="127.0.0.1",
+            JITACCESS_PORT=0,
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_APP_TOKEN="xapp-1-test",
+            SLACK_API_URL=fake_slack.base_url,
+            JITACCESS_SWEEP_INTERVAL_SECONDS=60,
+        )
+        server = Server(settings)
+        server.start()
+        try:
+            slack_socket.wait_connection(1)
+            slack_socket.disconnect(1)
+            fields = command_fields(fake_slack, PUBLISHER, "help", "before")
+            before = slack_socket.send_envelope(1, "slash_commands", fields)
+            slack_socket.wait_connection(2)
+            fields = command_fields(fake_slack, PUBLISHER, "help", "after")
+            after = slack_socket.send_envelope(2, "slash_commands", fields)
+            for envelope_id, connection in ((before, 1), (after, 2)):
+                ack = slack_socket.wait_ack(envelope_id)
+                assert ack.seconds < 1.0 and ack.connection == connection
+            for key in ("before", "after"):
+                assert fake_slack.wait_for(lambda k=key: bool(fake_slack.responses.get(k)), 5)
+                assert "/jit request" in fake_slack.responses[key][0]["text"]
+            assert slack_socket.wait_closed(1)
+        finally:
+            started = time.monotonic()
+            server.stop()
+            assert time.monotonic() - started < 3
+        assert not slack_socket.is_open(2)
 
 
 def test_metrics_describe_transitions_requests_and_the_outbox(

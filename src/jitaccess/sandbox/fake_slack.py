@@ -53,6 +53,9 @@ close frame (1001) on :meth:`FakeSlack.stop`.  Tests push envelopes with
     assert slack.socket_connected()
     ack = slack.send_envelope("slash_commands", {"command": "/jit", "text": "help", ...})
 
+With :attr:`FakeSlack.socket_mode_url` set, ``apps.connections.open`` hands out that
+URL instead (a test's own Socket Mode server, e.g. one that sends ``disconnect``).
+
 Channels: ``chat.*`` accept any channel id, like a bot with every permission.
 :meth:`FakeSlack.add_channel` declares a channel with a name and whether the bot is a
 member; posting to or editing in a declared channel the bot is not in answers
@@ -311,6 +314,9 @@ class FakeSlack:
         #: not a JSON object is recorded as ``{"unparsed": text}``.
         self.socket_messages: list[dict[str, Any]] = []
         self._tickets: set[str] = set()  # issued by apps.connections.open (under _lock)
+        #: Where ``apps.connections.open`` sends clients instead of this fake's own
+        #: WebSocket server (a test's Socket Mode server), or ``None``.
+        self.socket_mode_url: str | None = None
         self._token_methods: dict[str, _TokenMethodHandler] = {
             "apps.connections.open": self._apps_connections_open,
         }
@@ -882,6 +888,8 @@ class FakeSlack:
             # Slack: a bot/user token is the wrong type, anything else is not a token.
             raise _ApiError("not_allowed_token_type" if token.startswith("xox") else "invalid_auth")
         ticket = uuid.uuid4().hex
+        if self.socket_mode_url is not None:
+            return {"url": f"{self.socket_mode_url}?ticket={ticket}"}
         self._tickets.add(ticket)
         return {"url": f"ws://127.0.0.1:{self._port}{_SOCKET_PREFIX}{ticket}"}
 

@@ -5,19 +5,27 @@ interaction without a user, a click without an ``action_id``, an event without i
 event...) made it raise inside the socket client's worker thread: a traceback in the
 log and no ack, so Slack sent it again. Here an envelope is checked first
 (:func:`jitaccess.web.slack_payload_problem`, as the HTTP gate does); a malformed one
-is acked, so Slack does not retry it, logged on one line, and goes no further."""
+is acked, so Slack does not retry it, logged on one line, and goes no further.
+
+The connection itself is :class:`jitaccess.slack.socket_client.SocketModeClient`
+(on ``websockets``), not slack_sdk's builtin client: that one stops reading for about
+3 s each time Slack refreshes the connection, so acks arrived past Slack's 3 s."""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from slack_bolt import App
-from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.adapter.socket_mode.base_handler import BaseSocketModeHandler
+from slack_bolt.adapter.socket_mode.internals import run_bolt_app, send_response
+from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode.client import BaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
+from jitaccess.slack.socket_client import SocketModeClient
 from jitaccess.web import slack_payload_problem
 
 log = logging.getLogger("jitaccess.slack")
@@ -37,16 +45,38 @@ def envelope_problem(message: dict[str, Any]) -> str | None:
     return slack_payload_problem(message["type"], message["payload"])
 
 
-class GuardedSocketModeHandler(SocketModeHandler):
-    """slack_bolt's builtin Socket Mode handler whose entry point checks each envelope
-    before Bolt sees it. The check is a message listener, which the socket client runs
-    before it builds a request from the envelope (which alone can raise), and Bolt's
-    own request listener is replaced by it."""
+class GuardedSocketModeHandler(BaseSocketModeHandler):
+    """Bolt's Socket Mode handler on :class:`SocketModeClient`, whose entry point
+    checks each envelope before Bolt sees it. The check is a message listener, which
+    the socket client runs before it builds a request from the envelope (which alone
+    can raise); there is no request listener."""
 
-    def __init__(self, app: App, app_token: str, **kwargs: Any) -> None:
-        super().__init__(app, app_token, **kwargs)
-        self.client.socket_mode_request_listeners.remove(self.handle)  # type: ignore[arg-type]
+    client: SocketModeClient
+
+    def __init__(self, app: App, app_token: str, **client_options: Any) -> None:
+        self.app = app
+        self.app_token = app_token
+        self.client = SocketModeClient(app_token, web_client=app.client, **client_options)
         self.client.message_listeners.append(self.guard)
+
+    def connect(self) -> None:
+        """Open the connection. Refused by Slack (a wrong token): raises. Slack out of
+        reach: logged on one line, and the client keeps trying in the background."""
+        try:
+            self.client.connect()
+        except SlackApiError:
+            raise
+        except Exception as error:
+            log.warning(
+                "could not open the Socket Mode connection (%s: %s); retrying in the background",
+                type(error).__name__,
+                error,
+            )
+            self.client.reconnect_in_background()
+
+    def handle(self, client: BaseSocketModeClient, req: SocketModeRequest) -> None:
+        start = time.time()
+        send_response(client, req, run_bolt_app(self.app, req), start)
 
     def guard(self, client: BaseSocketModeClient, message: dict[Any, Any], raw: str | None) -> None:
         if "envelope_id" not in message:
