@@ -1255,6 +1255,10 @@ class _Handler(BaseHTTPRequestHandler):
         delay = getattr(fake._delay, "seconds", 0.0)
         if delay > 0:
             time.sleep(delay)  # a slow Slack: this server thread only, never the lock
+            self.close_connection = True
+            with contextlib.suppress(OSError):  # the client may have given up meanwhile
+                self._reply(status, payload, headers)
+            return
         self._reply(status, payload, headers)
 
     def _reply(self, status: int, payload: Any, headers: dict[str, str]) -> None:
