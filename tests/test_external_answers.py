@@ -252,3 +252,59 @@ def test_rejections_are_counted_on_the_metrics_page(world: SlackWorld) -> None:
     page = generate_latest(metrics.registry).decode()
     line = 'jitaccess_external_answer_rejected_total{call="usergroups.users.list",service="slack"}'
     assert line in page
+
+
+# -- every decision that reads a group ------------------------------------------------
+
+EXPLOIT = {"ok": True, "users": {"UOUT": True}}
+
+
+def _active(world: SlackWorld) -> int:
+    rid = request(world)
+    world.say(APPROVER, f"approve {rid} ok")
+    world.tick()
+    assert world.service.get_request(rid).state == "active"
+    return rid
+
+
+@pytest.mark.parametrize("decision", ["deny", "revoke", "review", "extension", "breakglass"])
+def test_every_decision_that_reads_the_group_refuses_a_strange_answer(
+    world: SlackWorld, decision: str
+) -> None:
+    """Deny, revoke, a break-glass review, an extension's approval, and breaking glass
+    as a member of a holders' group: each reads the group, and each is refused by the
+    issue's answer, saying what happened, with nothing recorded."""
+    from jitaccess.domain.errors import RuleViolation
+
+    register_group_app(world)
+    if decision == "deny":
+        rid = request(world)
+        act = f"deny {rid} no"
+    elif decision == "revoke":
+        rid = _active(world)
+        act = f"revoke {rid} stop"
+    elif decision == "review":
+        world.service.set_policy("crm", actor="UADM1", now=now(), breakglass=[PUBLISHER])
+        world.say(PUBLISHER, "breakglass crm Contributor 30m INC-1 database down")
+        rid = world.service.list_requests()[0].id
+        act = f"ack {rid} fine"
+    elif decision == "breakglass":
+        world.service.set_policy("crm", actor="UADM1", now=now(), breakglass=["SONCALL"])
+        act = "breakglass crm Contributor 30m INC-1 database down"
+    else:
+        rid = _active(world)
+        world.say(PUBLISHER, f"extend {rid} 30m tests still running")
+        world.deliver()
+    state = {r.id: (r.state, r.ends_at) for r in world.service.list_requests()}
+    before = unchanged(world.db)
+    world.fake.answer_next("usergroups.users.list", EXPLOIT)
+    if decision == "extension":
+        with pytest.raises(RuleViolation) as refused:
+            world.service.extensions.approve(rid, actor="UOUT", reason="ok", now=now())
+        reply = str(refused.value)
+    else:
+        reply = world.say(PUBLISHER if decision == "breakglass" else "UOUT", act)
+    assert "not a list of the group's members" in reply, reply
+    assert "try again" in reply
+    assert unchanged(world.db) == before
+    assert {r.id: (r.state, r.ends_at) for r in world.service.list_requests()} == state
