@@ -51,7 +51,9 @@ def strange(field: str, good: Any) -> dict[str, Any]:
     }
 
 
-GROUP_ANSWERS = strange("users", ["UOUT1"])
+GROUP_ANSWERS = strange("users", ["UOUT1"]) | {
+    "strings that are no user ids": {"ok": True, "users": ["<!channel>", "UOUT1 "]},
+}
 
 
 def rejected(service: str, call: str) -> float:
