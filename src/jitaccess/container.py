@@ -295,12 +295,14 @@ class _SlackGroups:
 
     def members(self, group_id: str) -> tuple[str, ...]:
         if self._directory is None:
-            from jitaccess.slack.directory import SlackDirectory
+            from jitaccess.slack.directory import SlackDirectory, decision_client
             from jitaccess.slack.runtime import slack_client
 
             token = self._settings.slack_bot_token
             assert token is not None
             client = slack_client(token, self._settings.slack_api_url, stopping=self._stopping)
+            if not self._cache:  # decisions wait on it: a budget, no retries
+                client = decision_client(client)
             self._directory = SlackDirectory(client, cache_seconds=self._cache)
         return self._directory.members(group_id)
 

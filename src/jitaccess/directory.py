@@ -8,7 +8,9 @@ a person who left the group can no longer decide. The Slack adapter asks
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Protocol
 
 
@@ -39,10 +41,52 @@ class StaticDirectory:
         return self.groups.get(group_id, ())
 
 
+#: Groups read while a decision's check runs (see :func:`recording`).
+_recorded: ContextVar[dict[str, tuple[str, ...]] | None] = ContextVar("recorded", default=None)
+#: Groups a decision's write takes from its check (see :func:`answered`).
+_answered: ContextVar[Mapping[str, tuple[str, ...]] | None] = ContextVar("answered", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[dict[str, tuple[str, ...]]]:
+    """Within: every group :func:`expand` reads is kept in the yielded mapping, so the
+    write that follows a decision's check can use what the check saw (:func:`answered`)
+    instead of asking again, where a second lookup could fail after the approver was
+    already told the decision is recorded."""
+    found: dict[str, tuple[str, ...]] = {}
+    token = _recorded.set(found)
+    try:
+        yield found
+    finally:
+        _recorded.reset(token)
+
+
+@contextmanager
+def answered(found: Mapping[str, tuple[str, ...]]) -> Iterator[None]:
+    """Within: :func:`expand` answers the groups in ``found`` from it."""
+    token = _answered.set(found)
+    try:
+        yield
+    finally:
+        _answered.reset(token)
+
+
+def members_of(directory: Directory, group_id: str) -> tuple[str, ...]:
+    """``directory.members(group_id)``, or what this decision's check read."""
+    given = _answered.get()
+    if given is not None and group_id in given:
+        return given[group_id]
+    people = directory.members(group_id)
+    seen = _recorded.get()
+    if seen is not None:
+        seen[group_id] = people
+    return people
+
+
 def expand(directory: Directory, entries: Iterable[str]) -> tuple[str, ...]:
     """People and the members of groups, in order, each once."""
     people: dict[str, None] = {}
     for entry in entries:
-        for person in directory.members(entry) if is_group(entry) else (entry,):
+        for person in members_of(directory, entry) if is_group(entry) else (entry,):
             people[person] = None
     return tuple(people)

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_a
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from jitaccess import answers
 from jitaccess.store.db import Database
 from jitaccess.store.rows import Rows
 from jitaccess.sweep import SweepReport
@@ -58,6 +59,9 @@ class Metrics:
             ["provider", "operation"],
             registry=self.registry,
         )
+        #: ``jitaccess_external_answer_rejected_total{service,call}``: answers of the
+        #: wrong shape (see :mod:`jitaccess.answers`).
+        self.registry.register(answers.REJECTED)
         self.registry.register(DatabaseCollector(db))
 
     def transitions_committed(self, moves: list[tuple[str | None, str]]) -> None:

@@ -45,7 +45,7 @@ def people(directory: Directory, entries: Sequence[str]) -> tuple[str, ...]:
         groups = ", ".join(e for e in entries if is_group(e))
         raise RuleViolation(
             f"Couldn't check who is in the approver group{'s' if ',' in groups else ''} "
-            f"{groups} ({exc}): nothing was changed; try again in a minute"
+            f"{groups} ({exc}): nothing was recorded; try again"
         ) from None
 
 

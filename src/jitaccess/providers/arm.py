@@ -2,7 +2,8 @@
 
 The ``azure`` provider (role assignments, PIM schedule requests) and the Activity Log
 reader talk to the same endpoint with the same identity, TLS trust, timeouts and
-retry policy; this is where those live, so the two cannot drift apart.
+retry policy, and every answer is checked for its shape (``arm_answers``); this is
+where those live, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
 
+from jitaccess.providers import arm_answers
 from jitaccess.providers.base import ProviderError
 
 if TYPE_CHECKING:
@@ -91,6 +93,9 @@ class ArmConnection:
             "connection_verify": self.verify,
             "connection_timeout": min(self.timeout, 10.0),
             "read_timeout": self.timeout,
+            # Every successful answer is checked for its documented shape before the
+            # SDK deserializes it (providers/arm_answers.py).
+            "raw_response_hook": arm_answers.check,
             "retry_policy": CappedRetryPolicy(
                 retry_total=self.retry_total,
                 retry_backoff_factor=0.5,

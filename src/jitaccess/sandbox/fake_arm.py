@@ -120,6 +120,11 @@ class Failure:
     method: str | None = None
     retry_after: int | None = None
     times: int = 1
+    #: ``answer_next``: only requests whose path contains this.
+    path: str | None = None
+    #: ``answer_next``: this body as it is, with ``status``, instead of an ARM error.
+    body: Any = None
+    raw: bool = False
 
 
 @dataclass
@@ -397,6 +402,24 @@ class FakeArm:
                 Failure(status, code, message or code, method, retry_after, times)
             )
 
+    def answer_next(
+        self,
+        body: Any,
+        *,
+        path: str,
+        method: str = "GET",
+        status: int = 200,
+        times: int = 1,
+    ) -> None:
+        """The next ``times`` ``method`` requests whose path contains ``path`` are
+        answered with ``body`` as it is (any JSON value: ``{"value": {"a": 1}}``, a
+        string, ``None``…): what an ARM that changed, broke or was impersonated might
+        send, for the shape tests of the providers' strict reading."""
+        with self._lock:
+            self._failures.append(
+                Failure(status, "", "", method, None, times, path=path, body=body, raw=True)
+            )
+
     def add(
         self,
         scope: str,
@@ -511,9 +534,11 @@ class FakeArm:
 
     # -- request handling (server threads) -------------------------------------------------
 
-    def _take_failure(self, method: str) -> Failure | None:
+    def _take_failure(self, method: str, path: str = "") -> Failure | None:
         with self._lock:
             for failure in self._failures:
+                if failure.path is not None and failure.path not in path:
+                    continue
                 if failure.method in (None, method):
                     failure.times -= 1
                     if failure.times <= 0:
@@ -523,7 +548,7 @@ class FakeArm:
 
     def handle(
         self, method: str, target: str, headers: Any, body: bytes
-    ) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
+    ) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
             self.requests.append((method, target))
         if headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -538,7 +563,9 @@ class FakeArm:
         path = "/" + parts.path.lstrip("/")
         activity = _ACTIVITY_RE.match(path)
         if activity is not None:
-            failure = self._take_failure(method)
+            failure = self._take_failure(method, path)
+            if failure is not None and failure.raw:
+                return failure.status, json.dumps(failure.body).encode(), {}
             if failure is not None:
                 extra = {"Retry-After": str(failure.retry_after)} if failure.retry_after else {}
                 status, payload, _ = _error(failure.status, failure.code, failure.message)
@@ -547,7 +574,9 @@ class FakeArm:
         match = _PATH_RE.match(path)
         if match is None:
             return _error(404, "InvalidResourceType", f"No route for {path}")
-        failure = self._take_failure(method)
+        failure = self._take_failure(method, path)
+        if failure is not None and failure.raw:
+            return failure.status, json.dumps(failure.body).encode(), {}
         if failure is not None:
             extra = {"Retry-After": str(failure.retry_after)} if failure.retry_after else {}
             status, payload, _ = _error(failure.status, failure.code, failure.message)
@@ -882,7 +911,10 @@ def _handler_for(arm: FakeArm) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             status, payload, extra = arm.handle(self.command, self.path, self.headers, body)
-            data = b"" if payload is None else json.dumps(payload).encode()
+            if isinstance(payload, bytes):  # answer_next: the body as given
+                data = payload
+            else:
+                data = b"" if payload is None else json.dumps(payload).encode()
             self.send_response(status)
             if data:
                 self.send_header("Content-Type", "application/json; charset=utf-8")

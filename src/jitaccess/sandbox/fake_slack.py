@@ -21,7 +21,9 @@ It exists for two reasons:
 Besides answering API calls it keeps the state of the fake workspace (messages per
 channel, ephemeral messages, modal and App Home views, posts to ``response_url``\\ s),
 records every call (:attr:`FakeSlack.calls`) and can inject failures
-(:meth:`FakeSlack.fail_next`, :meth:`FakeSlack.set_down`).
+(:meth:`FakeSlack.fail_next`, :meth:`FakeSlack.set_down`), slow answers (``delay=``)
+and answers of any shape (:meth:`FakeSlack.answer_next`: any JSON body, for the
+shape tests of the app's strict reading of Slack's answers).
 
 Rate limits (opt-in): ``FakeSlack(rate_limits=SlackRateLimiter())`` (or
 :meth:`FakeSlack.set_rate_limits`) enforces Slack's published limits: ``chat.update``
@@ -111,7 +113,8 @@ RESPONSE_URL_METHOD = "response_url"
 _JSON_PARAMS = ("blocks", "view", "attachments", "metadata")
 _BASE_TS = 1_700_000_000
 
-_Reply = tuple[int, dict[str, Any], dict[str, str]]
+#: status, body (any JSON value: a dict, except where a test asks for another shape), headers
+_Reply = tuple[int, Any, dict[str, str]]
 _MethodHandler = Callable[[dict[str, Any]], dict[str, Any]]
 _TokenMethodHandler = Callable[[dict[str, Any], str], dict[str, Any]]
 
@@ -229,6 +232,11 @@ class _Failure:
     status: int
     retry_after: int | None
     error: str | None
+    #: Seconds the fake waits before it answers (a slow Slack).
+    delay: float = 0.0
+    #: With ``raw`` (``answer_next``): the whole body to answer, as given.
+    body: Any = None
+    raw: bool = False
 
 
 class _ApiError(Exception):
@@ -295,6 +303,8 @@ class FakeSlack:
         self._homes: dict[str, str] = {}  # user id -> view id of their App Home
         self._triggers: dict[str, str] = {}  # trigger id -> user id
         self._failures: list[_Failure] = []
+        #: Seconds the answer being made on this server thread waits before it is sent.
+        self._delay = threading.local()
         self._down = False
         self.rate_limits = rate_limits
         self._ts_counter = 0
@@ -512,6 +522,7 @@ class FakeSlack:
         status: int = 500,
         retry_after: int | None = None,
         error: str | None = None,
+        delay: float = 0.0,
     ) -> None:
         """Make the next ``times`` calls to ``method`` (``None``: any API method) fail.
 
@@ -523,12 +534,33 @@ class FakeSlack:
 
         Posts to :meth:`response_url` endpoints can be targeted with
         ``method="response_url"`` (``None`` does not match them).  Rules are consumed in
-        the order they were added.
+        the order they were added.  ``delay``: seconds the fake waits before answering.
         """
         if times < 1:
             raise ValueError("times must be >= 1")
         with self._lock:
-            self._failures.append(_Failure(method, times, status, retry_after, error))
+            self._failures.append(_Failure(method, times, status, retry_after, error, delay))
+
+    def answer_next(
+        self,
+        method: str,
+        body: Any,
+        *,
+        times: int = 1,
+        status: int = 200,
+        delay: float = 0.0,
+        retry_after: int | None = None,
+    ) -> None:
+        """Answer the next ``times`` calls to ``method`` with ``body`` as it is (any JSON
+        value: ``{"ok": True, "users": {"U1": True}}``, a list, a string, ``None``), after
+        ``delay`` seconds, with HTTP ``status`` (and ``Retry-After`` if given). What a
+        Slack that changed, broke or was impersonated might send."""
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._failures.append(
+                _Failure(method, times, status, retry_after, None, delay, body, raw=True)
+            )
 
     def set_rate_limits(self, limiter: SlackRateLimiter | None) -> None:
         """Enforce (or, with ``None``, stop enforcing) rate limits from now on."""
@@ -793,6 +825,7 @@ class FakeSlack:
                 return 503, {"ok": False, "error": "service_unavailable"}, {}
             failure = self._take_failure(method, api=True)
             if failure is not None:
+                self._delay.seconds = failure.delay
                 return _failure_reply(failure)
             if parse_error:
                 return 200, {"ok": False, "error": "invalid_json"}, {}
@@ -1170,6 +1203,10 @@ def _parse_params(query: str, body: bytes, content_type: str) -> dict[str, Any]:
 
 def _failure_reply(rule: _Failure) -> _Reply:
     headers: dict[str, str] = {}
+    if rule.raw:
+        if rule.retry_after is not None:
+            headers["Retry-After"] = str(rule.retry_after)
+        return rule.status, copy.deepcopy(rule.body), headers
     if rule.status == 429:
         error = rule.error or "ratelimited"
         headers["Retry-After"] = str(rule.retry_after if rule.retry_after is not None else 1)
@@ -1218,13 +1255,21 @@ class _Handler(BaseHTTPRequestHandler):
                 authorization=self.headers.get("Authorization"),
                 verb=self.command,
             )
+            fake._delay.seconds = 0.0
             status, payload, headers = fake._handle(request)
         except Exception:
             fake._record_server_error()
             status, payload, headers = 500, {"ok": False, "error": "fatal_error"}, {}
+        delay = getattr(fake._delay, "seconds", 0.0)
+        if delay > 0:
+            time.sleep(delay)  # a slow Slack: this server thread only, never the lock
+            self.close_connection = True
+            with contextlib.suppress(OSError):  # the client may have given up meanwhile
+                self._reply(status, payload, headers)
+            return
         self._reply(status, payload, headers)
 
-    def _reply(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
+    def _reply(self, status: int, payload: Any, headers: dict[str, str]) -> None:
         data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")

@@ -4,6 +4,12 @@
 Two uses, two instances: decisions ask Slack every time (``cache_seconds=0``), so a
 person removed from a group is refused at their next click; cards and lists may use
 a short cache, so an App Home with many requests costs one call per group.
+
+The answer is read by :mod:`jitaccess.slack.answers`: anything but ``ok: true`` with a
+list of user ids is a failed lookup (:class:`~jitaccess.directory.DirectoryError`),
+never members. A decision's instance is built with :func:`decision_client`: a budget
+of :data:`DECISION_BUDGET_SECONDS` and no retries, so a slow or rate-limited Slack
+fails the lookup in time for the answer Slack shows the approver.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from collections.abc import Callable
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from jitaccess.answers import AnswerRejected
 from jitaccess.directory import DirectoryError
+from jitaccess.slack import answers
 
 log = logging.getLogger("jitaccess.slack.directory")
 
@@ -26,6 +34,40 @@ _EXPLAINED = {
     "missing_scope": "the Slack app lacks the usergroups:read scope: reinstall it",
     "paid_teams_only": "user groups need a paid Slack plan",
 }
+
+
+#: How long a decision waits for ``usergroups.users.list``: Slack shows its answer to a
+#: click or a form within 3 s, and the check, the ack and the way back need the rest.
+DECISION_BUDGET_SECONDS = 1.5
+
+
+def decision_client(client: WebClient, budget: float = DECISION_BUDGET_SECONDS) -> WebClient:
+    """A copy of ``client`` for lookups a decision waits on: ``budget`` seconds per
+    socket operation and no retries (neither the SDK's reconnect nor a 429's
+    ``Retry-After`` sleep), so the lookup ends within the budget, answered or failed."""
+    copy = WebClient(
+        token=client.token,
+        base_url=client.base_url,
+        ssl=client.ssl,
+        proxy=client.proxy,
+        headers=dict(client.headers),
+        retry_handlers=[],
+    )
+    # urllib takes seconds as a float; the SDK only annotates its timeout as int.
+    copy.timeout = budget  # type: ignore[assignment]
+    return copy
+
+
+def _rate_limited(exc: SlackApiError) -> str:
+    headers = exc.response.headers or {}
+    wait = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if isinstance(wait, list):
+        wait = wait[0] if wait else None
+    try:
+        seconds = max(1, int(float(str(wait))))
+    except ValueError:
+        return "Slack is limiting how often the app may ask: try again in a minute"
+    return f"Slack is limiting how often the app may ask: try again in {seconds} s"
 
 
 class SlackDirectory:
@@ -57,14 +99,24 @@ class SlackDirectory:
                 return hit[1]
         try:
             self.calls += 1
-            response = self._client.usergroups_users_list(usergroup=group_id)
+            people = answers.group_members(
+                answers.call(
+                    "usergroups.users.list",
+                    lambda: self._client.usergroups_users_list(usergroup=group_id),
+                )
+            )
+        except AnswerRejected as exc:
+            raise DirectoryError(
+                f"Slack's answer was not a list of the group's members: {exc.reason}"
+            ) from None
         except SlackApiError as exc:
+            if exc.response.status_code == 429:
+                raise DirectoryError(_rate_limited(exc)) from None
             error = str(exc.response.get("error", ""))
             raise DirectoryError(_EXPLAINED.get(error, f"Slack said {error}")) from None
         except (SlackClientError, OSError) as exc:
             log.warning("usergroups.users.list failed for %s: %s", group_id, exc)
-            raise DirectoryError("Slack could not be reached") from None
-        people = tuple(str(u) for u in response.get("users") or ())
+            raise DirectoryError("Slack could not be reached in time") from None
         if self._cache_seconds > 0:
             with self._lock:
                 self._cache[group_id] = (self._clock(), people)

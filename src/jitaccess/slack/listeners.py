@@ -14,7 +14,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as CheckTimedOut
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -25,14 +29,14 @@ from slack_sdk.errors import SlackApiError
 
 from jitaccess import quorum
 from jitaccess.breakglass import needs_review
-from jitaccess.directory import is_group
+from jitaccess.directory import answered, is_group, recording
 from jitaccess.domain import policy as rules
 from jitaccess.domain.durations import format_duration, parse_duration
 from jitaccess.domain.errors import JitError, NotFound, Problems, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.extend import ExtensionOutcome
 from jitaccess.service import JitService
-from jitaccess.slack import blocks
+from jitaccess.slack import answers, blocks
 from jitaccess.slack.commands import HELP, Command, UsageError, parse
 from jitaccess.slack.notifier import SlackNotifier, home_for
 from jitaccess.slack.replay import first_event_delivery
@@ -53,6 +57,53 @@ SORRY = "Something went wrong on our side and nothing was changed. Please try ag
 HISTORY_PAGE = 10
 #: What a reason modal can decide.
 DECISIONS = ("approve", "deny", "revoke", "approve_extension", "deny_extension")
+#: The longest a reason form's check (a read of the request, and of the approver groups
+#: through Slack) may take before the ack: Slack shows the approver an error after 3 s,
+#: and a check that did not finish in time must not be written later.
+CHECK_BUDGET_SECONDS = 2.0
+#: How long the write may reuse the group members its check read (it normally runs
+#: at once; a write that waited longer asks Slack again).
+CHECK_REUSE_SECONDS = 30.0
+CHECK_TOO_SLOW = (
+    "Couldn't check in time whether you may {verb} request {rid} (Slack was slow to say "
+    "who is in the approver group): nothing was recorded; try again"
+)
+_checks: ThreadPoolExecutor | None = None
+_checks_lock = threading.Lock()
+
+
+def _check_pool() -> ThreadPoolExecutor:
+    """Threads the reason forms' checks run on, so the listener can stop waiting at the
+    budget (one pool per process, made on first use)."""
+    global _checks
+    with _checks_lock:
+        if _checks is None:
+            _checks = ThreadPoolExecutor(8, thread_name_prefix="slack-check")
+        return _checks
+
+
+def _monotonic() -> float:
+    # Not time.monotonic: freezegun replaces it, and a frozen clock never runs out.
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def checked_in_time(
+    refusal_of: Callable[[], JitError | None], budget: float = CHECK_BUDGET_SECONDS
+) -> tuple[JitError | None, dict[str, tuple[str, ...]]] | None:
+    """Run a decision's check with the approver groups it reads recorded; None when
+    it did not finish within ``budget`` seconds (it may still be running: its result
+    is dropped, and nothing is written for it)."""
+
+    def run() -> tuple[JitError | None, dict[str, tuple[str, ...]]]:
+        with recording() as found:
+            return refusal_of(), found
+
+    future = _check_pool().submit(run)
+    try:
+        return future.result(timeout=budget)
+    except CheckTimedOut:
+        log.warning("a decision's check took more than %.1f s: refused, nothing recorded", budget)
+        return None
 
 
 def guarded(handler: F) -> F:
@@ -385,13 +436,19 @@ class SlackFrontEnd:
 
     # -- request form ----------------------------------------------------------------
     def _open_request_form(self, client: WebClient, trigger_id: str, user: str) -> None:
-        opened = client.views_open(
-            trigger_id=trigger_id, view=blocks.loading_modal("Request access")
+        view_id, view_hash = answers.opened_view(
+            "views.open",
+            answers.call(
+                "views.open",
+                lambda: client.views_open(
+                    trigger_id=trigger_id, view=blocks.loading_modal("Request access")
+                ),
+            ),
         )
         apps = self.service.apps_for_publisher(user)
         client.views_update(
-            view_id=opened["view"]["id"],
-            hash=opened["view"]["hash"],
+            view_id=view_id,
+            hash=view_hash,
             view=blocks.request_modal(apps, selected=None, now=self.clock()),
         )
 
@@ -517,7 +574,13 @@ class SlackFrontEnd:
         user = body["user"]["id"]
 
         def work() -> None:
-            opened = client.views_open(trigger_id=body["trigger_id"], view=modal)
+            view_id, _ = answers.opened_view(
+                "views.open",
+                answers.call(
+                    "views.open",
+                    lambda: client.views_open(trigger_id=body["trigger_id"], view=modal),
+                ),
+            )
             refusal: JitError | None
             try:
                 refusal = refusal_of()
@@ -525,7 +588,7 @@ class SlackFrontEnd:
                 refusal = exc
             if refusal is not None:
                 client.views_update(
-                    view_id=opened["view"]["id"],
+                    view_id=view_id,
                     view=blocks.notice_modal("Nothing to do", refusal),
                 )
                 self._tell(client, origin, user, refusal)
@@ -618,10 +681,16 @@ class SlackFrontEnd:
             return
         refusal: JitError | None
         try:
-            refusal = refusal_of()
+            outcome = checked_in_time(refusal_of)
         except NotFound as exc:
             ack(response_action="update", view=blocks.notice_modal("Nothing changed", exc))
             return
+        if outcome is None:
+            slow = RuleViolation(CHECK_TOO_SLOW.format(verb=verb, rid=form.request_id))
+            ack(response_action="update", view=blocks.notice_modal("Nothing changed", slow))
+            return
+        refusal, groups = outcome
+        checked_at = _monotonic()
         if refusal is not None:
             ack(response_action="update", view=blocks.notice_modal("Nothing changed", refusal))
             if tell_refusal:
@@ -633,8 +702,12 @@ class SlackFrontEnd:
         ack()
 
         def work() -> None:
+            # The groups as the check read them: the approver was just told it is
+            # recorded, and a second lookup failing now would make that untrue.
+            fresh = _monotonic() - checked_at < CHECK_REUSE_SECONDS
             try:
-                act(form.reason, now)
+                with answered(groups if fresh else {}):
+                    act(form.reason, now)
             except JitError as exc:
                 self._tell(client, form.meta, user, exc, dm=True)
 
@@ -795,7 +868,15 @@ class SlackFrontEnd:
 
     # -- policy ----------------------------------------------------------------------
     def _open_config(self, client: WebClient, trigger_id: str, user: str, app_name: str) -> None:
-        opened = client.views_open(trigger_id=trigger_id, view=blocks.loading_modal("JIT policy"))
+        view_id, view_hash = answers.opened_view(
+            "views.open",
+            answers.call(
+                "views.open",
+                lambda: client.views_open(
+                    trigger_id=trigger_id, view=blocks.loading_modal("JIT policy")
+                ),
+            ),
+        )
         try:
             app = self.service.get_app(app_name)
             if user not in app.admins:
@@ -810,7 +891,7 @@ class SlackFrontEnd:
             view = blocks.config_modal(app)
         except JitError as exc:
             view = blocks.notice_modal("JIT policy", exc)
-        client.views_update(view_id=opened["view"]["id"], hash=opened["view"]["hash"], view=view)
+        client.views_update(view_id=view_id, hash=view_hash, view=view)
 
     @guarded
     def on_config_submitted(

@@ -25,13 +25,15 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from jitaccess import quorum
+from jitaccess.answers import AnswerRejected
 from jitaccess.breakglass import needs_review, reviewers_of_app
 from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.errors import NotFound
 from jitaccess.outbox import Notification, OutboxKind, Skipped, Undeliverable
 from jitaccess.quorum import APPROVAL_RECORDED
 from jitaccess.service import JitService
-from jitaccess.slack import blocks
+from jitaccess.slack import answers, blocks
 from jitaccess.slack.pacing import SlackPacer
 from jitaccess.store.models import SlackMessage
 
@@ -144,16 +146,19 @@ class TimeZones:
             hit = self._cache.get(user_id)
         if hit and time.monotonic() - hit[0] < self._ttl:
             return hit[1]
+
+        def ask() -> answers.Answer:
+            return answers.call("users.info", lambda: self._client.users_info(user=user_id))
+
         try:
-            if self._pacer is None:
-                info = self._client.users_info(user=user_id)
-            else:
-                info = self._pacer.call("users.info", lambda: self._client.users_info(user=user_id))
-            tz = blocks.zone(str((info.get("user") or {}).get("tz") or ""))
+            info = ask() if self._pacer is None else self._pacer.call("users.info", ask)
+            tz = blocks.zone(answers.time_zone(info) or "")
         except SlackApiError as exc:
             log.info(
                 "users.info failed for %s (%s); showing UTC", user_id, exc.response.get("error")
             )
+            return blocks.zone(None)
+        except AnswerRejected:  # logged and counted; asked again next time
             return blocks.zone(None)
         with self._lock:
             self._cache[user_id] = (time.monotonic(), tz)
@@ -219,7 +224,10 @@ class SlackNotifier:
             elif note.kind == OutboxKind.APPROVER_CARD:
                 # Rendered from the current policy: a removed approver gets no buttons.
                 app = self.service.get_app(view.app, include_removed=True)
-                current = note.recipient in self.service.approvers_of(app.policy.approvers)
+                # A group Slack cannot answer for is a failed delivery (retried), never
+                # "no members": that would take the buttons off a current approver's card.
+                deciders = quorum.people(self.service.listing_directory, app.policy.approvers)
+                current = note.recipient in deciders
                 text, body = blocks.approver_card(view, tz, current=current, viewer=note.recipient)
                 self._show_card(note, "approver", text, body, now)
             elif note.kind == OutboxKind.REQUESTER_UPDATE:
@@ -380,15 +388,21 @@ class SlackNotifier:
     def _post_in(self, channel: str, text: str, body: list[dict[str, Any]]) -> tuple[str, str]:
         response = self.pacer.call(
             "chat.postMessage",
-            lambda: self.client.chat_postMessage(channel=channel, text=text, blocks=body),
+            lambda: answers.call(
+                "chat.postMessage",
+                lambda: self.client.chat_postMessage(channel=channel, text=text, blocks=body),
+            ),
             channel=channel,
         )
-        return str(response["channel"]), str(response["ts"])
+        return answers.posted(response)
 
     def _update(self, channel: str, ts: str, text: str, body: list[dict[str, Any]]) -> None:
         self.pacer.call(
             "chat.update",
-            lambda: self.client.chat_update(channel=channel, ts=ts, text=text, blocks=body),
+            lambda: answers.call(
+                "chat.update",
+                lambda: self.client.chat_update(channel=channel, ts=ts, text=text, blocks=body),
+            ),
             channel=channel,
         )
 
@@ -398,9 +412,12 @@ class SlackNotifier:
         if cached is not None:
             return cached
         response = self.pacer.call(
-            "conversations.open", lambda: self.client.conversations_open(users=user_id)
+            "conversations.open",
+            lambda: answers.call(
+                "conversations.open", lambda: self.client.conversations_open(users=user_id)
+            ),
         )
-        channel = str(response["channel"]["id"])
+        channel = answers.dm_channel(response)
         with self._dm_lock:
             self._dm_channels[user_id] = channel
         return channel
@@ -463,7 +480,10 @@ class SlackNotifier:
     def publish_home(self, user_id: str, now: datetime) -> None:
         view = home_for(self.service, user_id, self.zones.of(user_id), now)
         self.pacer.call(
-            "views.publish", lambda: self.client.views_publish(user_id=user_id, view=view)
+            "views.publish",
+            lambda: answers.call(
+                "views.publish", lambda: self.client.views_publish(user_id=user_id, view=view)
+            ),
         )
 
 
