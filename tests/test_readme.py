@@ -72,3 +72,22 @@ def test_shell_examples_paste_into_bash_without_placeholders() -> None:
     assert shell_placeholders("```sh\ncmd --scope /s/<sub>/rg\n```\n") != []  # the check works
     assert shell_placeholders("```sh\ncmd --x '<ok>' \"<ok>\"  # <ok>\n```\n") == []
     assert shell_placeholders(README) == []
+
+
+def test_every_proof_the_correctness_section_names_exists() -> None:
+    """'How it stays correct' names, next to each promise, the tests that prove it: each
+    named file exists under tests/, and each named test is defined in that file."""
+    section = README.split("### How it stays correct", 1)[1].split("\n## ", 1)[0]
+    promises = section.split("\n- **")[1:]
+    assert len(promises) >= 10
+    named = re.findall(r"`((?:faults/)?test_\w+\.py)(?:::(\w+))?", section)
+    assert named, "no test named in the section"
+    for promise in promises:
+        assert re.search(r"`(?:faults/)?test_\w+\.py", promise), f"no proof named: {promise[:60]}"
+    for path, test in named:
+        source = ROOT / "tests" / path
+        assert source.is_file(), f"README names {path}, which does not exist"
+        if test:
+            assert re.search(rf"^(async )?def {test}\(", source.read_text(), re.M), (
+                f"README names {path}::{test}, which is not defined there"
+            )
