@@ -21,8 +21,10 @@ from sqlalchemy import func, select
 
 from conftest import APPROVER, APPROVER2, PUBLISHER
 from jitaccess.answers import REJECTED
+from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.outbox import OutboxKind
 from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess.service import AppSpec
 from jitaccess.slack import blocks
 from jitaccess.slack.listeners import SORRY
 from jitaccess.slack.notifier import TimeZones
@@ -310,3 +312,32 @@ def test_every_decision_that_reads_the_group_refuses_a_strange_answer(
     assert "try again" in reply
     assert unchanged(world.db) == before
     assert {r.id: (r.state, r.ends_at) for r in world.service.list_requests()} == state
+
+
+@pytest.mark.parametrize("mode", [ApprovalMode.AUTOMATIC, ApprovalMode.MANUAL])
+def test_a_submission_whose_approver_group_cannot_be_read_is_refused(
+    world: SlackWorld, mode: ApprovalMode
+) -> None:
+    """Every approver is told of each request, automatic mode included: a request whose
+    approver group Slack answers strangely is refused, and nothing is recorded (before,
+    automatic mode granted it with the group's members never told)."""
+    world.service.register_app(
+        AppSpec(
+            name="crm",
+            scope="/subscriptions/s1/resourceGroups/mrg-crm",
+            publishers=(PUBLISHER,),
+            roles=("Contributor",),
+            admins=(APPROVER2,),
+            policy=Policy(mode=mode, approvers=(GROUP,)),
+        ),
+        actor="test",
+        now=now(),
+    )
+    before = unchanged(world.db)
+    world.fake.answer_next("usergroups.users.list", {"ok": True, "users": {"UOUT1": True}})
+    reply = world.say(PUBLISHER, "request crm Contributor 2h rotate keys")
+    assert f"Couldn't check who is in the approver group {GROUP}" in reply, reply
+    assert "nothing was recorded; try again" in reply
+    assert unchanged(world.db) == before and world.service.list_requests() == []
+    # Slack answering properly again, the same command goes through.
+    assert "Request #" in world.say(PUBLISHER, "request crm Contributor 2h rotate keys")

@@ -623,11 +623,11 @@ class JitService:
             return found
 
     def _deciders(self, directory: Directory, policy: Policy) -> tuple[str, ...]:
-        """The people a policy's approvers name now. Manual mode refuses when a group
-        cannot be read; automatic mode only misses that group's cards."""
-        if policy.mode is ApprovalMode.MANUAL:
-            return quorum.people(directory, policy.approvers)
-        return quorum.people_or_known(directory, policy.approvers)
+        """The people a policy's approvers name now; a group that cannot be read refuses
+        the submission, in either mode (nothing is recorded). In automatic mode every
+        approver must be told of the access the policy grants: granting it while a group
+        could not be read would grant it with nobody told."""
+        return quorum.people(directory, policy.approvers)
 
     def approvers_of(self, entries: Sequence[str]) -> tuple[str, ...]:
         """The people approver ``entries`` name (groups expanded), for showing things;
