@@ -117,7 +117,11 @@ def register(
     provider: str = "log",
     now: datetime | None = None,
     publishers: tuple[str, ...] = (PUBLISHER,),
+    provider_config: dict[str, object] | None = None,
+    policy: Policy | None = None,
 ) -> None:
+    """Register ``name`` (scope ``…/mrg-NAME``); ``policy`` replaces the one made of
+    ``mode``, ``approvers`` and ``max_duration``."""
     service.register_app(
         AppSpec(
             name=name,
@@ -126,8 +130,9 @@ def register(
             roles=roles,
             admins=(ADMIN,),
             jit_enabled=jit,
-            policy=Policy(mode=mode, max_duration=max_duration, approvers=approvers),
+            policy=policy or Policy(mode=mode, max_duration=max_duration, approvers=approvers),
             provider=provider,
+            provider_config=provider_config or {},
         ),
         actor="test",
         now=now or utc(START),

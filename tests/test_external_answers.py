@@ -19,12 +19,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from conftest import APPROVER, APPROVER2, PUBLISHER
+from conftest import APPROVER, APPROVER2, PUBLISHER, register
 from jitaccess.answers import REJECTED
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.outbox import OutboxKind
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.service import AppSpec
 from jitaccess.slack import blocks
 from jitaccess.slack.listeners import SORRY
 from jitaccess.slack.notifier import TimeZones
@@ -321,18 +320,7 @@ def test_a_submission_whose_approver_group_cannot_be_read_is_refused(
     """Every approver is told of each request, automatic mode included: a request whose
     approver group Slack answers strangely is refused, and nothing is recorded (before,
     automatic mode granted it with the group's members never told)."""
-    world.service.register_app(
-        AppSpec(
-            name="crm",
-            scope="/subscriptions/s1/resourceGroups/mrg-crm",
-            publishers=(PUBLISHER,),
-            roles=("Contributor",),
-            admins=(APPROVER2,),
-            policy=Policy(mode=mode, approvers=(GROUP,)),
-        ),
-        actor="test",
-        now=now(),
-    )
+    register(world.service, policy=Policy(mode=mode, approvers=(GROUP,)), now=now())
     before = unchanged(world.db)
     world.fake.answer_next("usergroups.users.list", {"ok": True, "users": {"UOUT1": True}})
     reply = world.say(PUBLISHER, "request crm Contributor 2h rotate keys")

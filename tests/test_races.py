@@ -37,7 +37,8 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import select
 
-from conftest import ADMIN, APPROVER, PUBLISHER, START, make_service, utc
+from conftest import APPROVER, PUBLISHER, START, make_service, utc
+from conftest import register as register_app
 from fakes.webhook_receiver import WebhookReceiver
 from jitaccess import breakglass
 from jitaccess.audit_log import verify
@@ -45,7 +46,7 @@ from jitaccess.domain.errors import JitError
 from jitaccess.domain.lifecycle import FINAL_STATES, RequestState
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.webhook import WebhookProvider
-from jitaccess.service import AppSpec, JitService
+from jitaccess.service import JitService
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, AuditEvent
 
@@ -223,20 +224,13 @@ def world(database: Database) -> Iterator[World]:
 
 
 def register(world: World, mode: ApprovalMode) -> None:
-    world.service.register_app(
-        AppSpec(
-            name="crm",
-            scope="/subscriptions/s1/resourceGroups/mrg-crm",
-            publishers=(PUBLISHER,),
-            roles=("Contributor",),
-            admins=(ADMIN,),
-            policy=Policy(
-                mode=mode, approvers=(APPROVER,), breakglass=(PUBLISHER,), approval_timeout=H
-            ),
-            provider="webhook",
-            provider_config={"url": world.rx.url, "secret": SECRET},
+    register_app(
+        world.service,
+        policy=Policy(
+            mode=mode, approvers=(APPROVER,), breakglass=(PUBLISHER,), approval_timeout=H
         ),
-        actor="test",
+        provider="webhook",
+        provider_config={"url": world.rx.url, "secret": SECRET},
         now=T0,
     )
 

@@ -16,7 +16,6 @@ from fakes.webhook_receiver import WebhookReceiver
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.providers.webhook import WebhookProvider
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.service import AppSpec
 from jitaccess.slack import blocks
 from jitaccess.slack.runtime import AfterAck
 from jitaccess.store.db import Database
@@ -268,18 +267,11 @@ def test_slash_extend_written_after_the_expiry_claimed_is_refused_and_told(
     rx = WebhookReceiver("race-secret", clock=lambda: now().timestamp()).start()
     try:
         world.service.providers.register(WebhookProvider())
-        world.service.register_app(
-            AppSpec(
-                name="crm",
-                scope="/subscriptions/s1/resourceGroups/mrg-crm",
-                publishers=(PUBLISHER,),
-                roles=("Contributor",),
-                admins=(APPROVER,),
-                provider="webhook",
-                provider_config={"url": rx.url, "secret": "race-secret"},
-            ),
-            actor="test",
-            now=T0,
+        register(
+            world.service,
+            mode=ApprovalMode.AUTOMATIC,
+            provider="webhook",
+            provider_config={"url": rx.url, "secret": "race-secret"},
         )
         rid = world.service.submit(
             "crm",

@@ -209,6 +209,14 @@ def _extension_reply(outcome: ExtensionOutcome, tz: Any) -> str:
     )
 
 
+def _open_view(client: WebClient, trigger_id: str, view: dict[str, Any]) -> tuple[str, str]:
+    """``views.open``, read strictly: the opened view's id and hash (to update it)."""
+    return answers.opened_view(
+        "views.open",
+        answers.call("views.open", lambda: client.views_open(trigger_id=trigger_id, view=view)),
+    )
+
+
 def run_now(work: Callable[[], None]) -> None:
     work()
 
@@ -436,15 +444,7 @@ class SlackFrontEnd:
 
     # -- request form ----------------------------------------------------------------
     def _open_request_form(self, client: WebClient, trigger_id: str, user: str) -> None:
-        view_id, view_hash = answers.opened_view(
-            "views.open",
-            answers.call(
-                "views.open",
-                lambda: client.views_open(
-                    trigger_id=trigger_id, view=blocks.loading_modal("Request access")
-                ),
-            ),
-        )
+        view_id, view_hash = _open_view(client, trigger_id, blocks.loading_modal("Request access"))
         apps = self.service.apps_for_publisher(user)
         client.views_update(
             view_id=view_id,
@@ -574,13 +574,7 @@ class SlackFrontEnd:
         user = body["user"]["id"]
 
         def work() -> None:
-            view_id, _ = answers.opened_view(
-                "views.open",
-                answers.call(
-                    "views.open",
-                    lambda: client.views_open(trigger_id=body["trigger_id"], view=modal),
-                ),
-            )
+            view_id, _ = _open_view(client, body["trigger_id"], modal)
             refusal: JitError | None
             try:
                 refusal = refusal_of()
@@ -868,15 +862,7 @@ class SlackFrontEnd:
 
     # -- policy ----------------------------------------------------------------------
     def _open_config(self, client: WebClient, trigger_id: str, user: str, app_name: str) -> None:
-        view_id, view_hash = answers.opened_view(
-            "views.open",
-            answers.call(
-                "views.open",
-                lambda: client.views_open(
-                    trigger_id=trigger_id, view=blocks.loading_modal("JIT policy")
-                ),
-            ),
-        )
+        view_id, view_hash = _open_view(client, trigger_id, blocks.loading_modal("JIT policy"))
         try:
             app = self.service.get_app(app_name)
             if user not in app.admins:
