@@ -346,12 +346,12 @@ PROFILE_SPOTS: dict[str, tuple[str, str]] = {
     "  StateMachine.__init__ (new machine per move/submit)": ("statemachine/", "__init__"),
     "audit.append (head SELECT + hash + row)": ("store/audit.py", "append"),
     "  chain_hash (canonical JSON + SHA-256)": ("domain/audit_chain.py", "chain_hash"),
-    "_enqueue (outbox rows)": ("jitaccess/service.py", "_enqueue"),
-    "_lock (row re-read per outcome)": ("jitaccess/service.py", "_lock"),
-    "_due_rows (due-row SELECTs)": ("jitaccess/service.py", "_due_rows"),
-    "_call_provider (log provider txn per row)": ("jitaccess/service.py", "_call_provider"),
-    "RequestView.of": ("jitaccess/views.py", "of"),
-    "get_request (read txn after submit/approve)": ("jitaccess/service.py", "get_request"),
+    "_enqueue (outbox rows)": ("jitaccess/app/", "_enqueue"),
+    "_lock (row re-read per outcome)": ("jitaccess/app/", "_lock"),
+    "_due_rows (due-row SELECTs)": ("jitaccess/app/", "_due_rows"),
+    "_call_provider (log provider txn per row)": ("jitaccess/app/", "_call_provider"),
+    "RequestView.of": ("jitaccess/app/views.py", "of"),
+    "get_request (read txn after submit/approve)": ("jitaccess/app/", "get_request"),
     "Session.flush (ORM unit of work)": ("sqlalchemy/orm/session.py", "flush"),
     "Session.commit (incl. its flush)": ("sqlalchemy/orm/session.py", "commit"),
     "Session.execute (ORM SELECTs)": ("sqlalchemy/orm/session.py", "execute"),
@@ -426,9 +426,9 @@ def print_breakdown(report: Report, title: str, data: dict[str, Any], per: int) 
 # -- the service, wired like production ---------------------------------------------------
 def make_service(url: str, *, upgrade: bool = True, **kwargs: Any) -> Any:
     """(db, service, log provider) on ``url`` with the log provider, as ``build()`` wires it."""
+    from jitaccess.app.service import JitService
     from jitaccess.providers.base import ProviderRegistry
     from jitaccess.providers.log import LogProvider
-    from jitaccess.service import JitService
     from jitaccess.store.db import Database
 
     db = Database(url)
@@ -451,8 +451,8 @@ def register_app(
 ) -> None:
     """The bench application (or another one, on its own resource group: one person's
     requests for a role on one resource group may not overlap)."""
+    from jitaccess.app.service import AppSpec
     from jitaccess.domain.policy import ApprovalMode, Policy
-    from jitaccess.service import AppSpec
 
     service.register_app(
         AppSpec(

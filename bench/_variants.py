@@ -109,7 +109,7 @@ def cached_head_append() -> Any:
 @contextlib.contextmanager
 def variant(name: str) -> Iterator[None]:
     """Apply one variant for the duration of the block."""
-    from jitaccess import journal
+    from jitaccess.app import journal
     from jitaccess.store import audit
 
     saved: list[tuple[Any, str, Any]] = []
@@ -179,7 +179,7 @@ def _head_cached_upstream() -> bool:
 def _patch_outcome_batching(patch: Any) -> None:
     """Record a sweep batch's outcomes without an autoflush before every query (the
     batch is loaded by one SELECT upstream since 4905b8b): one flush at commit."""
-    from jitaccess.sweep import Sweeper
+    from jitaccess.app.sweep import Sweeper
 
     upstream = Sweeper.__dict__["_record_outcome"]
 

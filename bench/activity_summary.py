@@ -58,13 +58,13 @@ def sweep_to_summaries(arm: FakeArm, requests: int, per_request: int) -> tuple[f
     """``requests`` publishers, each granted the same hour; all end at once."""
     from sqlalchemy import func, select
 
-    from jitaccess.activity import ActivityPolicy, ActivityReporter
-    from jitaccess.audit_log import verify
+    from jitaccess.app.activity_reports import ActivityPolicy, ActivityReporter
+    from jitaccess.app.audit_log import verify
+    from jitaccess.app.service import AppSpec, JitService
     from jitaccess.domain.policy import ApprovalMode, Policy
     from jitaccess.providers.azure import AzureProvider
     from jitaccess.providers.azure_activity import AzureActivityLog
     from jitaccess.providers.base import ProviderRegistry
-    from jitaccess.service import AppSpec, JitService
     from jitaccess.store.db import Database
     from jitaccess.store.models import ActivityReport
 

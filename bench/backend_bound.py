@@ -94,9 +94,9 @@ class Backend:
 
 # -- the sweeping side ----------------------------------------------------------------------
 def _service(url: str, concurrency: int, worker: str) -> Any:
+    from jitaccess.app.service import JitService
     from jitaccess.providers.base import ProviderRegistry
     from jitaccess.providers.webhook import WebhookProvider
-    from jitaccess.service import JitService
     from jitaccess.store.db import Database
 
     db = Database(url)
@@ -109,8 +109,8 @@ def _service(url: str, concurrency: int, worker: str) -> Any:
 
 def seed(url: str, hook: str, count: int) -> dict[str, str]:
     """``count`` auto-approved requests with the same window; returns its start and end."""
+    from jitaccess.app.service import AppSpec
     from jitaccess.domain.policy import ApprovalMode, Policy
-    from jitaccess.service import AppSpec
     from jitaccess.store.db import Database
 
     Database(url).upgrade()

@@ -59,8 +59,8 @@ def jitaccess_command() -> list[str]:
 def seed(url: str) -> int:
     """A few applications (automatic and manual policies) and requests in several
     states; returns the id of a request to show."""
+    from jitaccess.app.service import AppSpec
     from jitaccess.domain.policy import ApprovalMode, Policy
-    from jitaccess.service import AppSpec
 
     db, service, _ = make_service(url)
     now = utcnow()

@@ -27,10 +27,10 @@ METHODS = ("chat.postMessage", "chat.update", "views.publish", "conversations.op
 
 
 def run(requests: int, *, feed: bool, behind: bool) -> dict[str, Any]:
+    from jitaccess.app.outbox import OutboxRelay
+    from jitaccess.app.service import AppSpec
     from jitaccess.domain.policy import ApprovalMode, Policy
-    from jitaccess.outbox import OutboxRelay
     from jitaccess.sandbox.fake_slack import FakeSlack
-    from jitaccess.service import AppSpec
     from jitaccess.slack.notifier import SlackNotifier
     from jitaccess.slack.runtime import slack_client
 

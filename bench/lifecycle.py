@@ -437,7 +437,9 @@ def fingerprint(db: Any) -> dict[str, Any]:
 
     def rows(table: Any, *, skip: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
         columns = [c for c in table.c if c.name not in skip]
-        order = [c for c in table.primary_key.columns if c.name not in skip] or [table.c.dedup_key]
+        # Rows whose key is a surrogate id (skipped: the two runs number them apart) are
+        # compared in the order of everything else they hold.
+        order = [c for c in table.primary_key.columns if c.name not in skip] or columns
         with db.engine.connect() as conn:
             return [tuple(r) for r in conn.execute(select(*columns).order_by(*order))]
 

@@ -133,7 +133,7 @@ def system_cpu() -> tuple[int, int]:
 def run(replicas: int, n: int, now: datetime, variant: str, tmp: Path) -> dict[str, Any]:
     from sqlalchemy import create_engine, text
 
-    from jitaccess.audit_log import verify
+    from jitaccess.app.audit_log import verify
     from jitaccess.store.db import Database, normalise_url
 
     url = recreate(DB, TEMPLATE)

@@ -62,7 +62,7 @@ def load_fake() -> Any:
 
 
 def run(grants: int) -> dict[str, Any]:
-    from jitaccess.outbox import OutboxRelay
+    from jitaccess.app.outbox import OutboxRelay
     from jitaccess.slack.notifier import SlackNotifier
     from jitaccess.slack.runtime import slack_client
 

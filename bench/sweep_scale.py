@@ -132,8 +132,8 @@ def scheduler_child(url: str, stop_file: str, variant: str = "as_is") -> dict[st
     import contextlib
 
     from bench._variants import variant as apply_variant
+    from jitaccess.app.outbox import LoggingNotifier
     from jitaccess.container import build
-    from jitaccess.outbox import LoggingNotifier
     from jitaccess.roles import Role
     from jitaccess.settings import Settings
 

@@ -202,8 +202,8 @@ def aps_catchup_child(
 
 
 def ours_catchup_child(jit_url: str, overdue: int, timeout: float) -> dict[str, Any]:
+    from jitaccess.app.outbox import LoggingNotifier
     from jitaccess.container import build
-    from jitaccess.outbox import LoggingNotifier
     from jitaccess.roles import Role
     from jitaccess.settings import Settings
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from jitaccess.app.service import AppSpec, JitService, RetryPolicy
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.service import AppSpec, JitService, RetryPolicy
 from jitaccess.store.db import Database, normalise_url
 
 PG_ENV = "JITACCESS_TEST_DATABASE_URL"

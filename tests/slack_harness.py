@@ -17,10 +17,10 @@ from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 
 from conftest import make_service
-from jitaccess.outbox import OutboxRelay, RelayReport
+from jitaccess.app.outbox import OutboxRelay, RelayReport
+from jitaccess.app.service import SweepReport
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.sandbox.page import sign
-from jitaccess.service import SweepReport
 from jitaccess.slack import blocks
 from jitaccess.slack.runtime import build_slack, slack_client
 from jitaccess.store.db import Database

@@ -23,15 +23,15 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, register
+from jitaccess.app.service import JitService, RetryPolicy
+from jitaccess.app.views import RequestView
 from jitaccess.domain.errors import Conflict
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.service import JitService, RetryPolicy
 from jitaccess.slack import blocks
 from jitaccess.slack.runtime import SlackRuntime, build_slack, slack_client
 from jitaccess.store.db import Database
-from jitaccess.views import RequestView
 from slack_harness import SECRET, TEAM, now, signed_headers
 
 

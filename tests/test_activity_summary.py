@@ -18,16 +18,16 @@ from sqlalchemy import select
 
 from conftest import ADMIN, APPROVER, APPROVER2, PUBLISHER, START, Cli, flat, utc
 from fakes.fake_arm import FakeArm, FakeCredential
-from jitaccess.activity import ActivityPolicy, ActivityReporter, status_line
-from jitaccess.audit_log import verify
+from jitaccess.app.activity_reports import ActivityPolicy, ActivityReporter, status_line
+from jitaccess.app.audit_log import verify
+from jitaccess.app.outbox import Notification, OutboxKind
+from jitaccess.app.service import AppSpec
 from jitaccess.container import build
 from jitaccess.domain.activity import ActivityEvent, canonical_json, summarise
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.outbox import Notification, OutboxKind
 from jitaccess.providers.azure import AzureProvider
 from jitaccess.providers.azure_activity import AzureActivityLog, activity_filter
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.service import AppSpec
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 from jitaccess.store.models import ActivityReport, AuditEvent, OutboxMessage

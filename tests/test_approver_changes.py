@@ -10,9 +10,9 @@ import pytest
 from freezegun import freeze_time
 
 from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, crowd, register, utc
+from jitaccess.app.service import AppSpec
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.service import AppSpec
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
 from slack_harness import SlackWorld, now, texts

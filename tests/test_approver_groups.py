@@ -13,13 +13,13 @@ from freezegun import freeze_time
 from sqlalchemy import func, select
 
 from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, Cli, make_service, utc
-from jitaccess.directory import StaticDirectory
+from jitaccess.app.directory import StaticDirectory
+from jitaccess.app.service import AppSpec
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import GrantSpec, HeldGrant, ProviderError
 from jitaccess.sandbox import demo
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.sandbox.run import Sandbox
-from jitaccess.service import AppSpec
 from jitaccess.slack import blocks
 from jitaccess.slack.directory import SlackDirectory
 from jitaccess.slack.runtime import slack_client

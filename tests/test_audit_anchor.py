@@ -11,7 +11,7 @@ import pytest
 from freezegun import freeze_time
 
 from conftest import ADMIN, APPROVER, START, Cli, flat, make_service, register
-from jitaccess.outbox import LoggingNotifier, OutboxRelay
+from jitaccess.app.outbox import LoggingNotifier, OutboxRelay
 from jitaccess.scheduler import DeadlineScheduler
 from jitaccess.store.db import Database
 from test_audit_cli import make_history, tamper
@@ -99,7 +99,7 @@ def test_scheduler_logs_the_head_as_one_json_line(
     db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The scheduler's audit-head job logs {"event": "audit_head", "seq", "hash"} as JSON."""
-    from jitaccess.audit_log import verify
+    from jitaccess.app.audit_log import verify
 
     service, _ = make_service(db)
     scheduler = DeadlineScheduler(

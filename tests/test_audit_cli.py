@@ -274,7 +274,7 @@ def test_jsonl_export_keeps_the_exact_justification(cli: Cli, tmp_path: Path) ->
 
 @pytest.mark.parametrize("trigger", ["=", "+", "-", "@", "\t", "\r"])
 def test_csv_cell_quotes_each_owasp_trigger(trigger: str) -> None:
-    from jitaccess.audit_log import csv_cell
+    from jitaccess.app.audit_log import csv_cell
 
     assert csv_cell(trigger + "1+1") == "'" + trigger + "1+1"
     assert csv_cell("a" + trigger + "1") == "a" + trigger + "1"

@@ -25,8 +25,8 @@ from conftest import (
     register,
     utc,
 )
-from jitaccess import audit_log, breakglass
-from jitaccess.directory import StaticDirectory
+from jitaccess.app import audit_log, breakglass
+from jitaccess.app.directory import StaticDirectory
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import Policy
 from jitaccess.sandbox import demo

@@ -201,7 +201,7 @@ BACKENDS = {"azure", "jitaccess.providers.azure"}
 
 def test_help_imports_neither_the_store_nor_the_service(tmp_path: Path) -> None:
     modules = imported_by(tmp_path, "--help")
-    heavy = {"sqlalchemy", "alembic", "pydantic_settings", "jitaccess.service", "yaml"}
+    heavy = {"sqlalchemy", "alembic", "pydantic_settings", "jitaccess.app.service", "yaml"}
     assert modules & (heavy | SERVE_ONLY | BACKENDS) == set()
 
 
@@ -211,7 +211,7 @@ def test_read_commands_import_no_migration_tool_scheduler_slack_or_backend(
     Database(f"sqlite:///{tmp_path / 'j.db'}").upgrade()
     for args in (("apps", "list"), ("requests", "list")):
         modules = imported_by(tmp_path, *args)
-        assert "jitaccess.service" in modules
+        assert "jitaccess.app.service" in modules
         assert modules & ({"alembic", "statemachine.contrib"} | SERVE_ONLY | BACKENDS) == set()
 
 

@@ -14,18 +14,18 @@ from typing import Any
 import pytest
 
 import jitaccess
+from jitaccess.app.outbox import OutboxRelay
+from jitaccess.app.service import JitService
+from jitaccess.app.sweep import Sweeper
 from jitaccess.container import Container, build
 from jitaccess.metrics import Metrics
-from jitaccess.outbox import OutboxRelay
 from jitaccess.roles import Role
 from jitaccess.scheduler import DeadlineScheduler
 from jitaccess.server import Server
-from jitaccess.service import JitService
 from jitaccess.settings import Settings
 from jitaccess.slack import runtime
 from jitaccess.slack.notifier import SlackNotifier
 from jitaccess.store.db import Database
-from jitaccess.sweep import Sweeper
 
 SRC = Path(jitaccess.__file__).parent
 PIECES: dict[str, type] = {

@@ -22,11 +22,11 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, register
+from jitaccess.app.service import RetryPolicy
 from jitaccess.container import _directories
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.service import RetryPolicy
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent

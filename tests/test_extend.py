@@ -24,12 +24,12 @@ from conftest import (
     utc,
 )
 from fakes.webhook_receiver import WebhookReceiver
-from jitaccess.audit_log import verify
+from jitaccess.app.audit_log import verify
+from jitaccess.app.service import AppSpec, JitService
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.providers.log import LogProvider
 from jitaccess.providers.webhook import WebhookProvider
-from jitaccess.service import AppSpec, JitService
 from jitaccess.store.db import Database
 from jitaccess.store.models import AuditEvent, LogGrant, OutboxMessage
 

@@ -15,11 +15,11 @@ from freezegun import freeze_time
 from sqlalchemy import func, select, update
 
 from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, make_service, utc
-from jitaccess.directory import DirectoryError, StaticDirectory
+from jitaccess.app.directory import DirectoryError, StaticDirectory
+from jitaccess.app.service import AppSpec, JitService
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.service import AppSpec, JitService
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, AuditEvent, OutboxMessage

@@ -21,8 +21,8 @@ from sqlalchemy import func, select
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, register
 from jitaccess.answers import REJECTED
+from jitaccess.app.outbox import OutboxKind
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.outbox import OutboxKind
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.slack.listeners import SORRY

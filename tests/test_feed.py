@@ -13,9 +13,9 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from conftest import ADMIN, APPROVER, APPROVER2, PUBLISHER, START, Cli, flat, register, utc
+from jitaccess.app.outbox import Notification, OutboxKind
 from jitaccess.domain.errors import RuleViolation
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.outbox import Notification, OutboxKind
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database

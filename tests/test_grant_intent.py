@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from conftest import ADMIN, APPROVER, PUBLISHER, START, make_service, utc
-from jitaccess.catalog import Catalog
+from jitaccess.app.catalog import Catalog
+from jitaccess.app.reconcile import reconcile
+from jitaccess.app.service import AppSpec, JitService, RetryPolicy
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import GrantSpec, HeldGrant, ProviderError
-from jitaccess.reconcile import reconcile
-from jitaccess.service import AppSpec, JitService, RetryPolicy
 from jitaccess.store.db import Database, normalise_url
 from jitaccess.store.models import AccessRequest, AuditEvent, OutboxMessage
 

@@ -25,6 +25,7 @@ from conftest import (
     register,
     utc,
 )
+from jitaccess.app.service import AppSpec, JitService
 from jitaccess.domain.durations import parse_duration
 from jitaccess.domain.errors import RuleViolation
 from jitaccess.domain.policy import (
@@ -35,7 +36,6 @@ from jitaccess.domain.policy import (
     check_submission,
 )
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.service import AppSpec, JitService
 from jitaccess.slack import blocks
 from jitaccess.slack.listeners import SORRY
 from jitaccess.store.db import Database

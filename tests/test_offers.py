@@ -15,7 +15,7 @@ from freezegun import freeze_time
 
 from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, Cli, utc
 from fakes.fake_arm import FakeArm
-from jitaccess.catalog import Catalog
+from jitaccess.app.catalog import Catalog
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.store.db import Database
 from slack_harness import SlackWorld, texts
@@ -257,8 +257,8 @@ def test_removal_is_refused_while_a_revoke_is_failing_unless_forced(db: Database
     flaky = FlakyProvider(revoke_failures=99)
     service.providers.register(flaky)
     catalog = Catalog(service)
+    from jitaccess.app.service import AppSpec
     from jitaccess.domain.policy import Policy
-    from jitaccess.service import AppSpec
 
     catalog.deploy(
         AppSpec(
@@ -464,7 +464,7 @@ def test_five_steps_through_the_cli_and_slack_with_real_azure_grants(
 
 def world_init(world: SlackWorld, fake: FakeSlack, container) -> None:  # type: ignore[no-untyped-def]
     """A SlackWorld on the CLI's own container (its providers include the plug-in)."""
-    from jitaccess.outbox import OutboxRelay
+    from jitaccess.app.outbox import OutboxRelay
     from jitaccess.slack.runtime import build_slack, slack_client
     from slack_harness import SECRET, now
 

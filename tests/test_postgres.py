@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import APPROVER, APPROVER2, START, crowd, make_service, register, utc
-from jitaccess.audit_log import verify
+from jitaccess.app.audit_log import verify
 from jitaccess.domain.errors import Conflict
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.store.db import Database

@@ -15,6 +15,8 @@ from sqlalchemy import select
 
 from conftest import ADMIN, APPROVER, PUBLISHER, make_service
 from fakes.fake_arm import FakeArm, FakeCredential
+from jitaccess.app.reconcile import reconcile
+from jitaccess.app.service import AppSpec, JitService, RetryPolicy
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.azure import (
     ASSIGNMENT_NAMESPACE,
@@ -24,8 +26,6 @@ from jitaccess.providers.azure import (
     schedule_request_name,
 )
 from jitaccess.providers.base import GrantSpec, ProviderError
-from jitaccess.reconcile import reconcile
-from jitaccess.service import AppSpec, JitService, RetryPolicy
 from jitaccess.store.db import Database
 from jitaccess.store.models import AuditEvent
 

@@ -18,12 +18,12 @@ from typer.testing import CliRunner
 from conftest import ADMIN, APPROVER, PUBLISHER, START, make_service, utc
 from fakes.fake_arm import FakeArm, FakeCredential
 from fakes.webhook_receiver import WebhookReceiver
+from jitaccess.app.reconcile import reconcile
+from jitaccess.app.service import AppSpec, JitService, RetryPolicy
 from jitaccess.cli import app as cli_app
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.azure import AzureProvider, assignment_name
 from jitaccess.providers.registry import build_registry
-from jitaccess.reconcile import reconcile
-from jitaccess.service import AppSpec, JitService, RetryPolicy
 from jitaccess.settings import Settings
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database

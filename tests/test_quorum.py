@@ -23,10 +23,10 @@ from conftest import (
     make_service,
     utc,
 )
+from jitaccess.app.service import AppSpec, JitService
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.service import AppSpec, JitService
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent, OutboxMessage

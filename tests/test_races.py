@@ -40,13 +40,13 @@ from sqlalchemy import select
 from conftest import APPROVER, PUBLISHER, START, make_service, utc
 from conftest import register as register_app
 from fakes.webhook_receiver import WebhookReceiver
-from jitaccess import breakglass
-from jitaccess.audit_log import verify
+from jitaccess.app import breakglass
+from jitaccess.app.audit_log import verify
+from jitaccess.app.service import JitService
 from jitaccess.domain.errors import JitError
 from jitaccess.domain.lifecycle import FINAL_STATES, RequestState
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.webhook import WebhookProvider
-from jitaccess.service import JitService
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, AuditEvent
 

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 
 from conftest import PUBLISHER, START, make_service, register, utc
+from jitaccess.app.outbox import Notification, OutboxRelay
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.outbox import Notification, OutboxRelay
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
 

@@ -26,6 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import APPROVER, PUBLISHER
+from jitaccess.app.service import AppSpec, JitService
 from jitaccess.cli import app as cli_app
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.sandbox import demo, render
@@ -33,7 +34,6 @@ from jitaccess.sandbox import page as sandbox_page
 from jitaccess.sandbox.page import REQUIRED, SandboxClock
 from jitaccess.sandbox.run import Sandbox, run_sandbox
 from jitaccess.server import ConfigurationError
-from jitaccess.service import AppSpec, JitService
 from jitaccess.settings import Settings
 from jitaccess.slack import blocks
 

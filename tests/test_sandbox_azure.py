@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from jitaccess.app.service import JitService
 from jitaccess.providers.azure import AzureProvider
 from jitaccess.sandbox import demo
 from jitaccess.sandbox.run import Sandbox
-from jitaccess.service import JitService
 from jitaccess.slack import blocks
 from test_sandbox import call, eventually, open_modal, start_sandbox, state, timeline_text
 

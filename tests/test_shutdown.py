@@ -30,7 +30,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, make_service, register
-from jitaccess.audit_log import verify
+from jitaccess.app.audit_log import verify
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application, AuditEvent, OutboxMessage

@@ -12,7 +12,7 @@ from freezegun import freeze_time
 from sqlalchemy import func, select
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, START, register, utc
-from jitaccess.outbox import Notification
+from jitaccess.app.outbox import Notification
 from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database

@@ -14,10 +14,10 @@ from freezegun import freeze_time
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, START, utc
 from fakes.fake_arm import FakeArm, FakeCredential
+from jitaccess.app.service import AppSpec
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.azure import AzureProvider
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.service import AppSpec
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
 from slack_harness import SlackWorld, now, texts

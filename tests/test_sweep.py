@@ -9,11 +9,11 @@ from freezegun import freeze_time
 from sqlalchemy import select, text
 
 from conftest import APPROVER, PUBLISHER, START, crowd, make_service, register, utc
+from jitaccess.app.outbox import LoggingNotifier, OutboxRelay
+from jitaccess.app.service import JitService, RetryPolicy
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.outbox import LoggingNotifier, OutboxRelay
 from jitaccess.providers.base import GrantSpec, ProviderError
 from jitaccess.scheduler import DeadlineScheduler
-from jitaccess.service import JitService, RetryPolicy
 from jitaccess.store.db import Database
 from jitaccess.store.models import AuditEvent, LogGrant
 

@@ -7,9 +7,9 @@ import threading
 from datetime import datetime, timedelta
 
 from conftest import ADMIN, START, crowd, make_service, utc
+from jitaccess.app.service import AppSpec, JitService
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import GrantSpec, ProviderError
-from jitaccess.service import AppSpec, JitService
 from jitaccess.store.db import Database
 
 T0 = utc(START)

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import event, insert, select
 
 from conftest import APPROVER, PUBLISHER, START, make_service, register, utc
-from jitaccess.service import JitService
+from jitaccess.app.service import JitService
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application
 

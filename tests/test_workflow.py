@@ -9,10 +9,10 @@ from freezegun import freeze_time
 from sqlalchemy import func, select
 
 from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, register, utc
+from jitaccess.app.service import JitService
 from jitaccess.domain.errors import Conflict, NotFound, RuleViolation
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.providers.log import LogProvider
-from jitaccess.service import JitService
 from jitaccess.store.models import AuditEvent, OutboxMessage
 
 T0 = utc(START)
@@ -328,7 +328,7 @@ def test_the_transition_log_names_a_new_requests_first_state(
         caplog.set_level(logging.INFO, logger="jitaccess.service")
         rid = submit(service, start=T0 + timedelta(minutes=30))
         service.approve(rid, actor=APPROVER, reason="CHG-1", now=now())
-    lines = [r.getMessage() for r in caplog.records if r.name == "jitaccess.service"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "jitaccess.app.service"]
     assert f"request {rid} new -> pending by {PUBLISHER}" in lines
     assert f"request {rid} pending -> approved by {APPROVER}" in lines
     assert not [line for line in lines if "None" in line]

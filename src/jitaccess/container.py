@@ -27,20 +27,20 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from jitaccess.directory import Directory
+from jitaccess.app.directory import Directory
+from jitaccess.app.service import JitService, ServiceObserver
+from jitaccess.app.sweep import RetryPolicy
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.registry import build_registry
-from jitaccess.service import JitService, ServiceObserver
 from jitaccess.settings import Settings, load_settings
 from jitaccess.store.db import Database
-from jitaccess.sweep import RetryPolicy
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
-    from jitaccess.activity import ActivityReporter
+    from jitaccess.app.activity_reports import ActivityReporter
+    from jitaccess.app.outbox import Notifier, OutboxRelay
     from jitaccess.metrics import Metrics
-    from jitaccess.outbox import Notifier, OutboxRelay
     from jitaccess.roles import Role
     from jitaccess.scheduler import DeadlineScheduler, Periodic
     from jitaccess.slack.runtime import SlackRuntime
@@ -77,7 +77,7 @@ class Container:
             return self._relay
         if self.role is not None:
             raise RuntimeError(f"serve --role {self.role} runs no outbox relay (a worker does)")
-        from jitaccess.outbox import OutboxRelay
+        from jitaccess.app.outbox import OutboxRelay
 
         notifier = self.notifier or slack_notifier(self.settings, self.service, self.stopping)
         return OutboxRelay(self.db, notifier, worker_id=worker_id(), stopping=self.stopping)
@@ -170,7 +170,7 @@ def build(
     slack = _slack(settings, role, service, stopping, clock) if role.answers_slack else None
     relay: OutboxRelay | None = None
     if role.does_work:
-        from jitaccess.outbox import OutboxRelay
+        from jitaccess.app.outbox import OutboxRelay
         from jitaccess.scheduler import DeadlineScheduler
 
         if notifier is None:
@@ -248,7 +248,7 @@ def _activity(
 ) -> ActivityReporter:
     """Activity-log summaries at access end, for apps on Azure (the only backend here
     with an activity log). The Azure SDK is imported when the first one is due."""
-    from jitaccess.activity import ActivityLog, ActivityPolicy, ActivityReporter
+    from jitaccess.app.activity_reports import ActivityLog, ActivityPolicy, ActivityReporter
 
     def azure_log() -> ActivityLog:
         from jitaccess.providers.azure_activity import AzureActivityLog
@@ -336,8 +336,8 @@ def _reconcile_jobs(
     minutes = settings.reconcile_interval_minutes
     if minutes <= 0:
         return []
-    from jitaccess.catalog import Catalog
-    from jitaccess.reconcile import reconcile
+    from jitaccess.app.catalog import Catalog
+    from jitaccess.app.reconcile import reconcile
 
     catalog = Catalog(service)
 

@@ -15,9 +15,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from jitaccess import answers
+from jitaccess.app.sweep import SweepReport
 from jitaccess.store.db import Database
 from jitaccess.store.rows import Rows
-from jitaccess.sweep import SweepReport
 
 if TYPE_CHECKING:
     from wsgiref.types import WSGIApplication

@@ -25,10 +25,10 @@ from typing import Any
 from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from jitaccess.audit_log import log_head
-from jitaccess.outbox import OutboxRelay
-from jitaccess.service import JitService
-from jitaccess.sweep import SweepReport
+from jitaccess.app.audit_log import log_head
+from jitaccess.app.outbox import OutboxRelay
+from jitaccess.app.service import JitService
+from jitaccess.app.sweep import SweepReport
 
 log = logging.getLogger("jitaccess.scheduler")
 WAKE_JOB = "wake-at-next-deadline"

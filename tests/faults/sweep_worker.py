@@ -18,8 +18,8 @@ from datetime import datetime
 
 from fault_support import RecordingProvider
 
+from jitaccess.app.service import JitService
 from jitaccess.providers.base import ProviderRegistry
-from jitaccess.service import JitService
 from jitaccess.store.db import Database
 
 

@@ -24,11 +24,11 @@ from fault_support import RecordingProvider, pg_url_or_skip, read_calls, start_s
 from sqlalchemy import select
 
 from conftest import START, crowd, make_service, register, utc
-from jitaccess.audit_log import verify
+from jitaccess.app.audit_log import verify
+from jitaccess.app.service import JitService, RetryPolicy
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.lifecycle import FINAL_STATES
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.service import JitService, RetryPolicy
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, AuditEvent
 

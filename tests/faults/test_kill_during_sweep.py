@@ -49,9 +49,9 @@ from fault_support import (
 from sqlalchemy import func, select
 
 from conftest import START, crowd, make_service, register, utc
-from jitaccess.audit_log import verify
+from jitaccess.app.audit_log import verify
+from jitaccess.app.service import RetryPolicy
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.service import RetryPolicy
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, AuditEvent, OutboxMessage
 

@@ -38,10 +38,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from conftest import APPROVER, APPROVER2, START, crowd, make_service, register, utc
-from jitaccess.audit_log import verify
+from jitaccess.app.audit_log import verify
+from jitaccess.app.service import JitService
 from jitaccess.domain.errors import Conflict
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.service import JitService
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, AuditEvent, LogGrant
 

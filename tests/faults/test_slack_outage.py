@@ -28,11 +28,11 @@ from freezegun import freeze_time
 from sqlalchemy import func, select
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, START, register, utc
+from jitaccess.app.outbox import Notification
+from jitaccess.app.service import JitService
 from jitaccess.domain.lifecycle import RequestState
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.outbox import Notification
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.service import JitService
 from jitaccess.slack import blocks
 from jitaccess.slack.notifier import transition_text
 from jitaccess.store.db import Database

@@ -23,10 +23,10 @@ from jitaccess.cli.output import (
 from jitaccess.cli.params import AsUser, Json, parse_provider_config, to_duration, to_duration_or
 
 if TYPE_CHECKING:
-    from jitaccess.catalog import StandingView
+    from jitaccess.app.catalog import StandingView
+    from jitaccess.app.views import AppView
     from jitaccess.cli.apps_file import FileProblem
     from jitaccess.domain.policy import Policy
-    from jitaccess.views import AppView
 
 app = typer.Typer(help="Managed applications and their JIT policies.", no_args_is_help=True)
 
@@ -119,9 +119,9 @@ def apps_register(
     as_json: Json = False,
 ) -> None:
     """Register (deploy) a managed application, and grant the publishers standing access."""
-    from jitaccess.catalog import Catalog
+    from jitaccess.app.catalog import Catalog
+    from jitaccess.app.service import AppSpec
     from jitaccess.domain.policy import DEFAULT_ROLES
-    from jitaccess.service import AppSpec
 
     if offer is None and not publisher:
         raise typer.BadParameter(
@@ -182,7 +182,7 @@ def apps_remove(
     as_json: Json = False,
 ) -> None:
     """Delete an application: cancel its requests, revoke its grants and standing access."""
-    from jitaccess.catalog import Catalog
+    from jitaccess.app.catalog import Catalog
 
     with container() as c:
         report = Catalog(c.service).remove(
@@ -273,7 +273,7 @@ def apps_apply(
 ) -> None:
     """Create or update offers and applications from a YAML file (config as code).
     Every problem of the file is reported in one run, and then nothing is applied."""
-    from jitaccess.catalog import Catalog
+    from jitaccess.app.catalog import Catalog
     from jitaccess.cli.apps_file import load_apps
     from jitaccess.domain.errors import Problems, RuleViolation
 
@@ -371,7 +371,7 @@ def _print_app(v: AppView) -> None:
 @app.command("show")
 def apps_show(name: str, as_json: Json = False) -> None:
     """Show one application and its policy."""
-    from jitaccess.catalog import Catalog
+    from jitaccess.app.catalog import Catalog
 
     with container() as c:
         view = c.service.get_app(name)

@@ -13,7 +13,8 @@ import typer
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jitaccess.catalog import OfferSpec
+from jitaccess.app.catalog import OfferSpec
+from jitaccess.app.service import AppSpec
 from jitaccess.domain.durations import parse_duration
 from jitaccess.domain.policy import (
     DEFAULT_APPROVAL_TIMEOUT,
@@ -23,7 +24,6 @@ from jitaccess.domain.policy import (
     ApprovalMode,
     Policy,
 )
-from jitaccess.service import AppSpec
 
 AppEntry = tuple[AppSpec, str | None, bool | None]
 
@@ -101,7 +101,7 @@ class FileProblem:
 class AppsFile:
     """What an apps file declares, and everything wrong with it found while reading it.
     Entries with a problem are left out of ``offers`` and ``apps``; the rest can still be
-    checked against the rules (:meth:`jitaccess.catalog.Catalog.check`)."""
+    checked against the rules (:meth:`jitaccess.app.catalog.Catalog.check`)."""
 
     path: Path
     offers: list[OfferSpec] = field(default_factory=list)

@@ -53,7 +53,7 @@ def audit_verify(
 ) -> None:
     """Check the hash chain, the heads recorded elsewhere, and that every request keeps
     its entries; exit 1 naming each problem. Prints the head to record as SEQ:HASH."""
-    from jitaccess.audit_log import verify
+    from jitaccess.app.audit_log import verify
 
     anchors = [_anchor(value) for value in expect or []]
     with container() as c:
@@ -79,7 +79,7 @@ def audit_export(
     ] = None,
 ) -> None:
     """Write the whole audit log."""
-    from jitaccess.audit_log import csv_cell, export_rows
+    from jitaccess.app.audit_log import csv_cell, export_rows
 
     with container() as c:
         try:

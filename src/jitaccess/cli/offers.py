@@ -31,7 +31,7 @@ def offers_register(
     as_json: Json = False,
 ) -> None:
     """Register a publisher's offer (its managed application definition)."""
-    from jitaccess.catalog import Catalog, OfferSpec
+    from jitaccess.app.catalog import Catalog, OfferSpec
     from jitaccess.domain.policy import DEFAULT_ROLES
 
     spec = OfferSpec(
@@ -56,7 +56,7 @@ def offers_register(
 @app.command("list")
 def offers_list(as_json: Json = False) -> None:
     """List the offers."""
-    from jitaccess.catalog import Catalog
+    from jitaccess.app.catalog import Catalog
 
     with container() as c:
         views = Catalog(c.service).list_offers()
@@ -78,7 +78,7 @@ def offers_list(as_json: Json = False) -> None:
 @app.command("show")
 def offers_show(name: str, as_json: Json = False) -> None:
     """Show one offer."""
-    from jitaccess.catalog import Catalog
+    from jitaccess.app.catalog import Catalog
 
     with container() as c:
         view = Catalog(c.service).get_offer(name)

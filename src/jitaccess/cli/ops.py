@@ -51,7 +51,7 @@ def reconcile_command(
     as_json: Json = False,
 ) -> None:
     """Compare what each backend holds with the database; exit 1 if anything differs."""
-    from jitaccess.reconcile import reconcile
+    from jitaccess.app.reconcile import reconcile
 
     with container() as c:
         findings = reconcile(

@@ -12,7 +12,7 @@ from jitaccess.cli.output import Table, emit_json, fmt_time, out
 from jitaccess.cli.params import AsUser, Json, Reason, to_duration, to_instant
 
 if TYPE_CHECKING:
-    from jitaccess.views import RequestView
+    from jitaccess.app.views import RequestView
 
 app = typer.Typer(help="Access requests.", no_args_is_help=True)
 
@@ -64,7 +64,7 @@ def requests_breakglass(
     as_json: Json = False,
 ) -> None:
     """Take access at once, without approval (break-glass holders); reviewed afterwards."""
-    from jitaccess.breakglass import take
+    from jitaccess.app.breakglass import take
 
     length = to_duration(duration)
     assert length is not None
@@ -87,7 +87,7 @@ def requests_review(
     request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False
 ) -> None:
     """Acknowledge a break-glass request afterwards (approvers and consumer admins)."""
-    from jitaccess.breakglass import review
+    from jitaccess.app.breakglass import review
 
     with container() as c:
         view = review(c.service, request_id, actor=as_user, reason=reason, now=now())
@@ -200,7 +200,7 @@ def _print_outcome(view: RequestView, as_json: bool) -> None:
 @app.command("show")
 def requests_show(request_id: int, as_json: Json = False) -> None:
     """Show one request in full."""
-    from jitaccess.activity import status_line
+    from jitaccess.app.activity_reports import status_line
     from jitaccess.domain.durations import format_duration
 
     with container() as c:

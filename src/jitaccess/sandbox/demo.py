@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from jitaccess.app.service import AppSpec, JitService
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.sandbox.fake_arm import Assignment, FakeArm
 from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.service import AppSpec, JitService
 
 PUBLISHER = "UPUBDEMO"
 APPROVER = "UAPPDEMO1"

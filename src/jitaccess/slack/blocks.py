@@ -32,12 +32,12 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from jitaccess.directory import is_group
+from jitaccess.app.directory import is_group
+from jitaccess.app.views import ApprovalView, AppView, RequestView
 from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import JitError, Mention
 from jitaccess.domain.lifecycle import RequestState
-from jitaccess.views import ApprovalView, AppView, RequestView
 
 # callback ids (modals) and action ids (buttons); listeners route on these.
 REQUEST_MODAL = "jit_request"

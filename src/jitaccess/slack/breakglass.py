@@ -11,7 +11,7 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from jitaccess import breakglass
+from jitaccess.app import breakglass
 from jitaccess.slack import blocks
 from jitaccess.slack.commands import Command
 from jitaccess.slack.listeners import (

@@ -6,7 +6,7 @@ person removed from a group is refused at their next click; cards and lists may 
 a short cache, so an App Home with many requests costs one call per group.
 
 The answer is read by :mod:`jitaccess.slack.answers`: anything but ``ok: true`` with a
-list of user ids is a failed lookup (:class:`~jitaccess.directory.DirectoryError`),
+list of user ids is a failed lookup (:class:`~jitaccess.app.directory.DirectoryError`),
 never members. A decision's instance is built with :func:`decision_client`: a budget
 of :data:`DECISION_BUDGET_SECONDS` and no retries, so a slow or rate-limited Slack
 fails the lookup in time for the answer Slack shows the approver.
@@ -23,7 +23,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from jitaccess.answers import AnswerRejected
-from jitaccess.directory import DirectoryError
+from jitaccess.app.directory import DirectoryError
 from jitaccess.slack import answers
 
 log = logging.getLogger("jitaccess.slack.directory")

@@ -27,15 +27,15 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from jitaccess import quorum
-from jitaccess.breakglass import needs_review
-from jitaccess.directory import answered, is_group, recording
+from jitaccess.app import quorum
+from jitaccess.app.breakglass import needs_review
+from jitaccess.app.directory import answered, is_group, recording
+from jitaccess.app.extensions import ExtensionOutcome
+from jitaccess.app.service import JitService
 from jitaccess.domain import policy as rules
 from jitaccess.domain.durations import format_duration, parse_duration
 from jitaccess.domain.errors import JitError, NotFound, Problems, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.extend import ExtensionOutcome
-from jitaccess.service import JitService
 from jitaccess.slack import answers, blocks
 from jitaccess.slack.commands import HELP, Command, UsageError, parse
 from jitaccess.slack.notifier import SlackNotifier, home_for

@@ -25,14 +25,14 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jitaccess import quorum
 from jitaccess.answers import AnswerRejected
-from jitaccess.breakglass import needs_review, reviewers_of_app
+from jitaccess.app import quorum
+from jitaccess.app.breakglass import needs_review, reviewers_of_app
+from jitaccess.app.outbox import Notification, OutboxKind, Skipped, Undeliverable
+from jitaccess.app.quorum import APPROVAL_RECORDED
+from jitaccess.app.service import JitService
 from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.errors import NotFound
-from jitaccess.outbox import Notification, OutboxKind, Skipped, Undeliverable
-from jitaccess.quorum import APPROVAL_RECORDED
-from jitaccess.service import JitService
 from jitaccess.slack import answers, blocks
 from jitaccess.slack.pacing import SlackPacer
 from jitaccess.store.models import SlackMessage

@@ -29,7 +29,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from jitaccess.service import JitService
+from jitaccess.app.service import JitService
 from jitaccess.slack.listeners import SlackFrontEnd
 from jitaccess.slack.notifier import SlackNotifier
 from jitaccess.web import ReplayCheck, slack_gate

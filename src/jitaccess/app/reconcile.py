@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from jitaccess.app.service import JitService
+from jitaccess.app.views import AppView
 from jitaccess.domain.lifecycle import RequestState
 from jitaccess.providers.base import (
     GrantLister,
@@ -26,12 +28,10 @@ from jitaccess.providers.base import (
     ProviderError,
     ProviderRegistry,
 )
-from jitaccess.service import JitService
 from jitaccess.store import audit
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, StandingGrant
 from jitaccess.store.rows import Rows
-from jitaccess.views import AppView
 
 log = logging.getLogger("jitaccess.reconcile")
 #: A grant for a request in these states is expected (or in flight): not an orphan.

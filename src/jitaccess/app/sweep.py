@@ -26,13 +26,19 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.orm import Session
 
-from jitaccess import journal
+from jitaccess.app import journal
+from jitaccess.app.extensions import (
+    backend_behind,
+    natural_deadline,
+    set_next_deadline,
+    time_out_extension,
+)
+from jitaccess.app.journal import LAPSED, SYSTEM, TIMED_OUT
+from jitaccess.app.leases import LeaseKeeper
+from jitaccess.app.outbox import OutboxKind
+from jitaccess.app.quorum import alert_recipients
 from jitaccess.domain import policy as rules
 from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
-from jitaccess.extend import backend_behind, natural_deadline, set_next_deadline, time_out_extension
-from jitaccess.journal import LAPSED, SYSTEM, TIMED_OUT
-from jitaccess.leases import LeaseKeeper
-from jitaccess.outbox import OutboxKind
 from jitaccess.providers.base import (
     BatchProvider,
     ExpiryAwareProvider,
@@ -41,13 +47,12 @@ from jitaccess.providers.base import (
     ProviderError,
     ProviderRegistry,
 )
-from jitaccess.quorum import alert_recipients
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest
 from jitaccess.store.rows import Rows
 
 if TYPE_CHECKING:
-    from jitaccess.activity import ActivityReporter
+    from jitaccess.app.activity_reports import ActivityReporter
 
 log = logging.getLogger("jitaccess.service")
 

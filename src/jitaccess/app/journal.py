@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from jitaccess.app.outbox import OutboxKind
 from jitaccess.domain.audit_chain import AuditEntry
 from jitaccess.domain.lifecycle import move
-from jitaccess.outbox import OutboxKind
 from jitaccess.store import audit, staged
 from jitaccess.store.models import AccessRequest, OutboxMessage
 

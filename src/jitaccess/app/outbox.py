@@ -12,7 +12,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from jitaccess.leases import LeaseKeeper
+from jitaccess.app.leases import LeaseKeeper
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
 from jitaccess.store.queue import OutboxQueue

@@ -2,7 +2,7 @@
 toward a quorum without deciding it yet.
 
 Approver entries are people (``U…``/``W…``) and Slack user groups (``S…``). A group
-is expanded through the :class:`~jitaccess.directory.Directory` port when cards are
+is expanded through the :class:`~jitaccess.app.directory.Directory` port when cards are
 sent and again, fresh, when someone clicks: a person who left the group can no longer
 decide. If the directory cannot answer, the action is refused and nothing changes.
 """
@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from jitaccess import journal
-from jitaccess.directory import Directory, DirectoryError, expand, is_group
+from jitaccess.app import journal
+from jitaccess.app.directory import Directory, DirectoryError, expand, is_group
+from jitaccess.app.outbox import OutboxKind
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.lifecycle import RequestState
-from jitaccess.outbox import OutboxKind
 from jitaccess.store import audit
 from jitaccess.store.models import AccessRequest, Approval
 
 if TYPE_CHECKING:
-    from jitaccess.service import JitService
+    from jitaccess.app.service import JitService
 
 log = logging.getLogger("jitaccess.quorum")
 T = TypeVar("T")

@@ -18,16 +18,16 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from jitaccess import journal, quorum
-from jitaccess.directory import DirectoryError, expand, is_group
+from jitaccess.app import journal, quorum
+from jitaccess.app.directory import DirectoryError, expand, is_group
+from jitaccess.app.outbox import OutboxKind
+from jitaccess.app.service import JitService
+from jitaccess.app.views import AppView, RequestView
 from jitaccess.domain import breakglass as rules
 from jitaccess.domain.errors import Conflict, Mention, RuleViolation
 from jitaccess.domain.lifecycle import initial_state
 from jitaccess.domain.policy import check_reason
-from jitaccess.outbox import OutboxKind
-from jitaccess.service import JitService
 from jitaccess.store.models import AccessRequest, Application
-from jitaccess.views import AppView, RequestView
 
 #: The audit actions that make break-glass findable (``audit export | grep``).
 USED = "breakglass_used"

@@ -20,8 +20,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from jitaccess import journal, quorum
-from jitaccess.directory import Directory, StaticDirectory
+from jitaccess.app import journal, quorum
+from jitaccess.app.directory import Directory, StaticDirectory
+from jitaccess.app.extensions import Extensions
+from jitaccess.app.journal import POLICY_ACTOR as POLICY_ACTOR
+from jitaccess.app.journal import SYSTEM as SYSTEM
+from jitaccess.app.sweep import RetryPolicy as RetryPolicy
+from jitaccess.app.sweep import Sweeper, grant_spec_of
+from jitaccess.app.sweep import SweepReport as SweepReport
+from jitaccess.app.views import AppView, RequestView
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, Findings, Mention, Part, RuleViolation
 from jitaccess.domain.lifecycle import (
@@ -31,21 +38,14 @@ from jitaccess.domain.lifecycle import (
     initial_state,
 )
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.extend import Extensions
-from jitaccess.journal import POLICY_ACTOR as POLICY_ACTOR
-from jitaccess.journal import SYSTEM as SYSTEM
 from jitaccess.providers.base import DefinitionChecker, GrantSpec, ProviderError, ProviderRegistry
 from jitaccess.store import audit
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application
 from jitaccess.store.rows import Rows
-from jitaccess.sweep import RetryPolicy as RetryPolicy
-from jitaccess.sweep import Sweeper, grant_spec_of
-from jitaccess.sweep import SweepReport as SweepReport
-from jitaccess.views import AppView, RequestView
 
 if TYPE_CHECKING:
-    from jitaccess.activity import ActivityReporter
+    from jitaccess.app.activity_reports import ActivityReporter
 
 log = logging.getLogger("jitaccess.service")
 

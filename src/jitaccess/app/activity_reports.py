@@ -25,10 +25,10 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jitaccess import journal
+from jitaccess.app import journal
+from jitaccess.app.journal import SYSTEM
+from jitaccess.app.outbox import OutboxKind
 from jitaccess.domain.activity import ActivityEvent, summarise
-from jitaccess.journal import SYSTEM
-from jitaccess.outbox import OutboxKind
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, ActivityReport
 

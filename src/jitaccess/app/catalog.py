@@ -20,15 +20,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from jitaccess.app.service import ApplyResult, AppSpec, JitService
+from jitaccess.app.views import AppView
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Findings, NotFound, RuleViolation
 from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
 from jitaccess.providers.base import GrantSpec
-from jitaccess.service import ApplyResult, AppSpec, JitService
 from jitaccess.store import audit
 from jitaccess.store.models import Application, Offer, StandingGrant
 from jitaccess.store.rows import Rows
-from jitaccess.views import AppView
 
 log = logging.getLogger("jitaccess.catalog")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

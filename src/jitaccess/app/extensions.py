@@ -25,19 +25,19 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jitaccess import journal, quorum
-from jitaccess.directory import is_group
+from jitaccess.app import journal, quorum
+from jitaccess.app.directory import is_group
+from jitaccess.app.journal import POLICY_ACTOR, SYSTEM
+from jitaccess.app.outbox import OutboxKind
+from jitaccess.app.views import AppView, RequestView
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.lifecycle import APPROVED_STATES, RequestState, move
 from jitaccess.domain.policy import ApprovalMode, Window
-from jitaccess.journal import POLICY_ACTOR, SYSTEM
-from jitaccess.outbox import OutboxKind
 from jitaccess.store.models import AccessRequest, OutboxMessage, SlackMessage
-from jitaccess.views import AppView, RequestView
 
 if TYPE_CHECKING:
-    from jitaccess.service import JitService
+    from jitaccess.app.service import JitService
 
 #: Why a pending extension ended without a decision.
 EXTENSION_TIMED_OUT = "no approver decided on the extension in time"
