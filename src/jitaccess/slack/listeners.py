@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as CheckTimedOut
 from dataclasses import dataclass
@@ -217,6 +217,10 @@ def _open_view(client: WebClient, trigger_id: str, view: dict[str, Any]) -> tupl
     )
 
 
+#: Answers one ``/jit`` command: (command, user, now) -> the ephemeral reply.
+CommandRunner = Callable[[Command, str, datetime], str]
+
+
 def run_now(work: Callable[[], None]) -> None:
     work()
 
@@ -234,6 +238,8 @@ class SlackFrontEnd:
         self.clock = clock
         #: Runs what follows an ack (see :class:`~jitaccess.slack.runtime.AfterAck`).
         self.after_ack = after_ack
+        #: ``/jit`` verbs answered elsewhere (see :meth:`add_commands`).
+        self._commands: dict[str, CommandRunner] = {}
 
     def _later(
         self, name: str, work: Callable[[], None], sorry: Callable[[str], object] | None
@@ -273,13 +279,12 @@ class SlackFrontEnd:
         app.view(blocks.CONFIG_MODAL)(self.on_config_submitted)
         app.event("app_home_opened")(self.on_home_opened)
         app.event("subteam_members_changed")(self.on_group_members_changed)
-        self._breakglass().register(app)
 
-    def _breakglass(self) -> Any:
-        """Break-glass's own listeners (``slack/breakglass.py`` builds on this module)."""
-        from jitaccess.slack.breakglass import BreakGlassListeners
-
-        return BreakGlassListeners(self)
+    def add_commands(self, names: Iterable[str], run: CommandRunner) -> None:
+        """``/jit`` verbs another module answers (break-glass's ``breakglass`` and ``ack``,
+        wired by ``slack/runtime.py``): that module builds on this one, never the reverse."""
+        for name in names:
+            self._commands[name] = run
 
     # -- /jit ------------------------------------------------------------------------
     @guarded
@@ -338,8 +343,8 @@ class SlackFrontEnd:
             if unreviewed:
                 body = blocks.review_list(unreviewed, tz, now) + body
             return title, body
-        if cmd.name in ("breakglass", "ack"):
-            return self._breakglass().run(cmd, user, now), None
+        if cmd.name in self._commands:
+            return self._commands[cmd.name](cmd, user, now), None
         if cmd.name == "request":
             # A zero duration is falsy but is the service's to refuse, with its message.
             assert cmd.app and cmd.role and cmd.duration is not None and cmd.reason is not None

@@ -30,6 +30,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
 from jitaccess.app.service import JitService
+from jitaccess.slack.breakglass import BreakGlassListeners
 from jitaccess.slack.listeners import SlackFrontEnd
 from jitaccess.slack.notifier import SlackNotifier
 from jitaccess.web import ReplayCheck, slack_gate
@@ -257,6 +258,10 @@ def build_slack(
     # When Bolt answers only after the listener returns, there is nothing to gain from
     # other threads: the work after the ack runs in the listener.
     after_ack = AfterAck(0 if process_before_response else after_ack_threads)
-    SlackFrontEnd(service, notifier, clock, after_ack).register(app)
+    front = SlackFrontEnd(service, notifier, clock, after_ack)
+    front.register(app)
+    glass = BreakGlassListeners(front)
+    glass.register(app)
+    front.add_commands(("breakglass", "ack"), glass.run)
     # A Socket Mode app is never served over HTTP, even when a secret is configured too.
     return SlackRuntime(app, client, notifier, None if socket_mode else signing_secret, after_ack)
