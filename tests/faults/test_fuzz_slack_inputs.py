@@ -930,6 +930,25 @@ def envelopes(draw: st.DrawFn) -> tuple[str, Any]:
 @given(envelope=envelopes())
 @example(envelope=("events_api", {"type": "event_callback", "event": 1}))
 @example(envelope=("interactive", {"type": "view_submission", "user": {}, "team": {}}))
+# A form of the right shape from a user without an id: the listener fails before its ack,
+# so nothing acknowledges it; the log must say so rather than stay silent.
+@example(
+    envelope=(
+        "interactive",
+        {
+            "type": "view_submission",
+            "user": {"team_id": "T0001"},
+            "team": {"id": "T0001"},
+            "view": {
+                "id": "V1",
+                "type": "modal",
+                "callback_id": "jit_decision",
+                "private_metadata": '{"request_id": 99, "decision": "approve"}',
+                "state": {"values": {}},
+            },
+        },
+    )
+)
 def test_socket_envelopes_of_any_shape_never_raise(
     socket_mode: Socket, envelope: tuple[str, Any]
 ) -> None:

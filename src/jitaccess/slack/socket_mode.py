@@ -76,7 +76,19 @@ class GuardedSocketModeHandler(BaseSocketModeHandler):
 
     def handle(self, client: BaseSocketModeClient, req: SocketModeRequest) -> None:
         start = time.time()
-        send_response(client, req, run_bolt_app(self.app, req), start)
+        response = run_bolt_app(self.app, req)
+        if response.status != 200:
+            # No listener acknowledged it (none matched, or one failed before its ack):
+            # Slack tells the person it failed. One warning line, on jitaccess's own logger
+            # (slack_sdk's client said it at INFO on Bolt's, where nobody saw it).
+            log.warning(
+                "Unsuccessful Bolt execution for a %.40r envelope (id %.60r): status %s, "
+                "not acknowledged",
+                req.type,
+                req.envelope_id,
+                response.status,
+            )
+        send_response(client, req, response, start)
 
     def guard(self, client: BaseSocketModeClient, message: dict[Any, Any], raw: str | None) -> None:
         if "envelope_id" not in message:
