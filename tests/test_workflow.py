@@ -328,7 +328,7 @@ def test_the_transition_log_names_a_new_requests_first_state(
         caplog.set_level(logging.INFO, logger="jitaccess.service")
         rid = submit(service, start=T0 + timedelta(minutes=30))
         service.approve(rid, actor=APPROVER, reason="CHG-1", now=now())
-    lines = [r.getMessage() for r in caplog.records if r.name == "jitaccess.app.service"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "jitaccess.service"]
     assert f"request {rid} new -> pending by {PUBLISHER}" in lines
     assert f"request {rid} pending -> approved by {APPROVER}" in lines
     assert not [line for line in lines if "None" in line]
