@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jitaccess.app import journal
 from jitaccess.app.journal import SYSTEM
 from jitaccess.app.outbox import OutboxKind
 from jitaccess.domain.activity import ActivityEvent, summarise
+from jitaccess.store import activity_reports as reports
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, ActivityReport
 
@@ -184,16 +184,8 @@ class ActivityReporter:
 
     def _claim(self, now: datetime, limit: int) -> list[_Job]:
         with self.db.transaction() as session:
-            query = (
-                select(ActivityReport)
-                .where(ActivityReport.due_at <= now)
-                .order_by(ActivityReport.due_at)
-                .limit(limit)
-            )
-            if self.db.is_postgres:
-                query = query.with_for_update(skip_locked=True)
             jobs = []
-            for report in session.execute(query).scalars():
+            for report in reports.due(session, self.db, now, limit):
                 request = session.get(AccessRequest, report.request_id)
                 assert request is not None
                 lease_until = now + self.policy.lease
@@ -226,10 +218,7 @@ class ActivityReporter:
         run: ActivityRun,
     ) -> None:
         with self.db.transaction() as session:
-            query = select(ActivityReport).where(ActivityReport.request_id == job.request_id)
-            if self.db.is_postgres:
-                query = query.with_for_update()
-            report = session.execute(query).scalar_one()
+            report = reports.lock(session, self.db, job.request_id)
             if report.outcome is not None or report.claimed_by != self.worker_id:
                 return  # our lease lapsed and another sweeper took the summary over
             request = session.get(AccessRequest, job.request_id)

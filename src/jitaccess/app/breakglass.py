@@ -14,9 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from jitaccess.app import journal, quorum
 from jitaccess.app.directory import DirectoryError, expand, is_group
@@ -201,18 +199,7 @@ def _review(
             reviewers_of(service, row.app, known), row.requester, actor, row.app.name
         )
         cleaned = check_reason(reason, "acknowledge break-glass access")
-        session.execute(
-            update(AccessRequest)
-            .where(AccessRequest.id == row.id)
-            .values(reviewed_by=actor, reviewed_at=now, review_reason=cleaned)
-            .execution_options(synchronize_session=False)
-        )
-        for key, value in (
-            ("reviewed_by", actor),
-            ("reviewed_at", now),
-            ("review_reason", cleaned),
-        ):
-            set_committed_value(row, key, value)
+        service.rows.record_review(session, row, actor=actor, now=now, reason=cleaned)
         journal.record_step(
             session,
             row,
@@ -259,11 +246,7 @@ def _alert_cards_changed(
 def needs_review(service: JitService, user: str) -> list[RequestView]:
     """Break-glass requests nobody reviewed yet that ``user`` may review, oldest first."""
     with service.db.transaction(readonly=True) as session:
-        found = session.scalars(
-            select(AccessRequest)
-            .where(AccessRequest.breakglass.is_(True), AccessRequest.reviewed_at.is_(None))
-            .order_by(AccessRequest.id)
-        ).all()
+        found = service.rows.unreviewed_breakglass(session)
         reviewers: dict[int, tuple[str, ...]] = {}
         views = []
         for row in found:

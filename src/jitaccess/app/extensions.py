@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jitaccess.app import journal, quorum
@@ -34,7 +33,9 @@ from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.lifecycle import APPROVED_STATES, RequestState, move
 from jitaccess.domain.policy import ApprovalMode, Window
-from jitaccess.store.models import AccessRequest, OutboxMessage, SlackMessage
+from jitaccess.store import slack_messages
+from jitaccess.store.models import AccessRequest
+from jitaccess.store.queue import OutboxQueue
 
 if TYPE_CHECKING:
     from jitaccess.app.service import JitService
@@ -673,17 +674,8 @@ def _check_shown(row: AccessRequest, shown_end: datetime | None) -> None:
 def _with_card_holders(session: Session, row: AccessRequest, people: list[str]) -> list[str]:
     """``people`` and everyone holding an extension card of ``row``: posted (the Slack
     message table) or still queued (the outbox), each once."""
-    posted = session.execute(
-        select(SlackMessage.recipient).where(
-            SlackMessage.request_id == row.id, SlackMessage.role == "extension"
-        )
-    ).scalars()
-    queued = session.execute(
-        select(OutboxMessage.recipient).where(
-            OutboxMessage.request_id == row.id,
-            OutboxMessage.kind == OutboxKind.EXTENSION_CARD.value,
-        )
-    ).scalars()
+    posted = slack_messages.card_recipients(session, row.id, "extension")
+    queued = OutboxQueue.recipients(session, row.id, OutboxKind.EXTENSION_CARD.value)
     holders = [h for h in (*posted, *queued) if h and h != row.requester]
     return list(dict.fromkeys([*people, *holders]))
 

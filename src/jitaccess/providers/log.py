@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jitaccess.providers.base import GrantSpec, HeldGrant
+from jitaccess.store import log_grants
 from jitaccess.store.db import Database
 from jitaccess.store.models import LogGrant
 
@@ -92,26 +92,16 @@ class LogProvider:
         found: dict[tuple[int, bool], LogGrant] = {}
         for standing in (False, True):
             ids = [spec.request_id for spec in specs if spec.standing is standing]
-            for start in range(0, len(ids), 500):
-                query = select(LogGrant).where(
-                    LogGrant.standing.is_(standing),
-                    LogGrant.request_id.in_(ids[start : start + 500]),
-                )
-                for row in session.execute(query).scalars():
-                    found[(row.request_id, row.standing)] = row
+            for row in log_grants.of_requests(session, ids, standing=standing):
+                found[(row.request_id, row.standing)] = row
         return found
 
     def held(self, *, standing: bool = False) -> list[LogGrant]:
         """JIT grants (or, with ``standing``, standing grants) currently held."""
         with self._db.transaction(readonly=True) as session:
-            query = select(LogGrant).where(
-                LogGrant.revoked_at.is_(None), LogGrant.standing.is_(standing)
-            )
-            return list(session.execute(query).scalars())
+            return log_grants.held(session, standing=standing)
 
     def list_grants(self, scope: str, config: Mapping[str, Any]) -> list[HeldGrant]:
         with self._db.transaction(readonly=True) as session:
-            rows = session.execute(
-                select(LogGrant).where(LogGrant.revoked_at.is_(None), LogGrant.scope == scope)
-            ).scalars()
+            rows = log_grants.held_at(session, scope)
             return [HeldGrant(r.request_id, r.scope, r.principal, r.role, r.standing) for r in rows]

@@ -22,8 +22,6 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from jitaccess.answers import AnswerRejected
 from jitaccess.app import quorum
@@ -35,6 +33,7 @@ from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.errors import NotFound
 from jitaccess.slack import answers, blocks
 from jitaccess.slack.pacing import SlackPacer
+from jitaccess.store import slack_messages
 from jitaccess.store.models import SlackMessage
 
 log = logging.getLogger("jitaccess.slack.notifier")
@@ -424,20 +423,8 @@ class SlackNotifier:
 
     def _card(self, request_id: int, recipient: str, role: str) -> _CardRef | None:
         with self.service.db.transaction(readonly=True) as session:
-            row = self._card_row(session, request_id, recipient, role)
+            row = slack_messages.card(session, request_id, recipient, role)
             return None if row is None else (row.channel, row.ts, row.last_dedup_key, row.headline)
-
-    @staticmethod
-    def _card_row(
-        session: Session, request_id: int, recipient: str, role: str
-    ) -> SlackMessage | None:
-        return session.execute(
-            select(SlackMessage).where(
-                SlackMessage.request_id == request_id,
-                SlackMessage.recipient == recipient,
-                SlackMessage.role == role,
-            )
-        ).scalar_one_or_none()
 
     def _remember(
         self,
@@ -451,7 +438,7 @@ class SlackNotifier:
     ) -> None:
         assert note.recipient is not None and note.request_id is not None
         with self.service.db.transaction() as session:
-            row = self._card_row(session, note.request_id, note.recipient, role)
+            row = slack_messages.card(session, note.request_id, note.recipient, role)
             if row is None:
                 row = SlackMessage(
                     request_id=note.request_id,

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
+from jitaccess.store import slack_messages
 from jitaccess.store.db import Database
 from jitaccess.store.models import SlackEvent, SlackSignature
 
@@ -42,7 +42,7 @@ class ReplayGuard:
         now = self.clock()
         try:
             with self.db.transaction() as session:
-                session.execute(delete(SlackSignature).where(SlackSignature.expires_at <= now))
+                slack_messages.forget_signatures(session, now)
                 session.add(
                     SlackSignature(signature=signature, received_at=now, expires_at=now + KEEP)
                 )
@@ -58,7 +58,7 @@ def first_event_delivery(db: Database, event_id: str, now: datetime) -> bool:
     ids older than that are pruned in the same transaction."""
     try:
         with db.transaction() as session:
-            session.execute(delete(SlackEvent).where(SlackEvent.received_at < now - EVENT_KEEP))
+            slack_messages.forget_events(session, now - EVENT_KEEP)
             session.add(SlackEvent(event_id=event_id, received_at=now))
     except IntegrityError:
         return False

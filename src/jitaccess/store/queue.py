@@ -106,6 +106,14 @@ class OutboxQueue:
         )
 
     @staticmethod
+    def recipients(session: Session, request_id: int, kind: str) -> list[str | None]:
+        """Everyone a message of ``kind`` about the request was queued for (settled or not)."""
+        query = select(OutboxMessage.recipient).where(
+            OutboxMessage.request_id == request_id, OutboxMessage.kind == kind
+        )
+        return list(session.execute(query).scalars())
+
+    @staticmethod
     def unsettled(session: Session) -> int:
         """How many messages wait for delivery (due now or later)."""
         query = select(func.count()).where(OutboxMessage.settled_at.is_(None))

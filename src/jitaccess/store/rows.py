@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, lazyload, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from jitaccess.domain.errors import NotFound
 from jitaccess.domain.lifecycle import FINAL_STATES, RequestState
@@ -248,6 +249,33 @@ class Rows:
             )
             .values(next_deadline_at=until)
             .execution_options(synchronize_session=False)
+        )
+
+    @staticmethod
+    def record_review(
+        session: Session, row: AccessRequest, *, actor: str, now: datetime, reason: str
+    ) -> None:
+        """Store a break-glass review on ``row``. A Core UPDATE leaves the row's version
+        alone (a review never races the sweep's outcome check), and the loaded row is
+        told the new values as already committed."""
+        session.execute(
+            update(AccessRequest)
+            .where(AccessRequest.id == row.id)
+            .values(reviewed_by=actor, reviewed_at=now, review_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
+        for key, value in (("reviewed_by", actor), ("reviewed_at", now), ("review_reason", reason)):
+            set_committed_value(row, key, value)
+
+    @staticmethod
+    def unreviewed_breakglass(session: Session) -> list[AccessRequest]:
+        """Break-glass requests nobody reviewed yet, in id order."""
+        return list(
+            session.scalars(
+                select(AccessRequest)
+                .where(AccessRequest.breakglass.is_(True), AccessRequest.reviewed_at.is_(None))
+                .order_by(AccessRequest.id)
+            ).all()
         )
 
     # -- reads for the catalog, reconciliation, metrics and the audit check ------------

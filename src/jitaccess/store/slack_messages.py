@@ -1,0 +1,43 @@
+"""Every read and write of the Slack tables: the cards posted (the Slack message table)
+and the replay guard's memory (request signatures and Events API ids already seen)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from jitaccess.store.models import SlackEvent, SlackMessage, SlackSignature
+
+
+def card(session: Session, request_id: int, recipient: str, role: str) -> SlackMessage | None:
+    """The card of ``role`` posted to ``recipient`` for the request, if one was."""
+    return session.execute(
+        select(SlackMessage).where(
+            SlackMessage.request_id == request_id,
+            SlackMessage.recipient == recipient,
+            SlackMessage.role == role,
+        )
+    ).scalar_one_or_none()
+
+
+def card_recipients(session: Session, request_id: int, role: str) -> list[str | None]:
+    """Everyone a card of ``role`` was posted to for the request."""
+    return list(
+        session.execute(
+            select(SlackMessage.recipient).where(
+                SlackMessage.request_id == request_id, SlackMessage.role == role
+            )
+        ).scalars()
+    )
+
+
+def forget_signatures(session: Session, now: datetime) -> None:
+    """Drop the request signatures whose replay window closed by ``now``."""
+    session.execute(delete(SlackSignature).where(SlackSignature.expires_at <= now))
+
+
+def forget_events(session: Session, before: datetime) -> None:
+    """Drop the Events API ids received before ``before``."""
+    session.execute(delete(SlackEvent).where(SlackEvent.received_at < before))
