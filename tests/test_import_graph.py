@@ -92,6 +92,8 @@ KNOWN_ARROWS: set[tuple[str, str]] = {
     ("jitaccess.slack.runtime", "jitaccess.web"),
     # Slack's own tables (cards shown, signatures seen) read past the application layer.
     ("jitaccess.slack.notifier", "jitaccess.store.models"),
+    ("jitaccess.slack.notifier", "jitaccess.store.slack_messages"),
+    ("jitaccess.slack.replay", "jitaccess.store.slack_messages"),
     ("jitaccess.slack.replay", "jitaccess.store.db"),
     ("jitaccess.slack.replay", "jitaccess.store.models"),
 }
