@@ -27,17 +27,18 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy.orm import Session
 
 from jitaccess.app import journal
-from jitaccess.app.extensions import (
-    backend_behind,
-    natural_deadline,
-    set_next_deadline,
-    time_out_extension,
-)
+from jitaccess.app.extensions import time_out_extension
 from jitaccess.app.journal import LAPSED, SYSTEM, TIMED_OUT
 from jitaccess.app.leases import LeaseKeeper
 from jitaccess.app.outbox import OutboxKind
 from jitaccess.app.quorum import alert_recipients
 from jitaccess.domain import policy as rules
+from jitaccess.domain.deadlines import (
+    backend_behind,
+    mark_expiring,
+    natural_deadline,
+    set_next_deadline,
+)
 from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
 from jitaccess.providers.base import (
     BatchProvider,
@@ -245,7 +246,7 @@ class Sweeper:
                         # The expiry is under way from this commit on: an extension,
                         # a release or a revoke that arrives later is refused ("the
                         # access is ending") instead of racing the revoke in flight.
-                        mark_expiring(row, now)
+                        mark_expiring(row, now, SYSTEM)
                     if kind == "grant" and row.grant_started_at is None:
                         # Intent before effect: from this commit on, a revoke is owed.
                         row.grant_started_at = now
@@ -732,15 +733,6 @@ class Sweeper:
                     reason=error,
                 )
             row.revoke_alerts_sent += 1
-
-
-def mark_expiring(row: AccessRequest, now: datetime) -> None:
-    """Record that the window's end is being enforced: the revoke is owed and the
-    request ends as ``expired`` once it succeeds, whatever anyone asks meanwhile."""
-    row.end_requested = "expire"
-    row.end_requested_by = SYSTEM
-    row.end_requested_at = now
-    row.end_requested_reason = "the window ended"
 
 
 def grant_spec_of(row: AccessRequest) -> GrantSpec:

@@ -203,7 +203,7 @@ class RequestView:
         if self.state == RequestState.ACTIVE:
             # A revoke or release is recorded: the sweep takes the grant back. Until
             # then the grant still holds, but "active" would read as if nothing happened.
-            # "expire": the sweep is revoking at the window's end (see sweep.mark_expiring).
+            # "expire": the sweep is revoking at the window's end (see deadlines.mark_expiring).
             ending = "being revoked" if self.end_requested not in (None, "expire") else "active"
             if self.revoke_failing_since is not None:
                 return (

@@ -28,6 +28,23 @@ class RequestState(StrEnum):
     FAILED = "failed"
 
 
+class Event(StrEnum):
+    """The lifecycle's events: the machine's transitions, by name. The values are
+    what the database stores (``end_requested``, the audit's actions)."""
+
+    APPROVE = "approve"
+    AUTO_APPROVE = "auto_approve"
+    DENY = "deny"
+    CANCEL = "cancel"
+    TIME_OUT = "time_out"
+    ACTIVATE = "activate"
+    EXPIRE = "expire"
+    REVOKE = "revoke"
+    RELEASE = "release"
+    FAIL = "fail"
+    EXTEND = "extend"
+
+
 #: States from which nothing can happen any more.
 FINAL_STATES = frozenset(
     {
