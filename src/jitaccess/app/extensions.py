@@ -34,7 +34,7 @@ from jitaccess.app.views import AppView, RequestView
 from jitaccess.domain import policy as rules
 from jitaccess.domain.deadlines import set_next_deadline
 from jitaccess.domain.errors import Conflict, RuleViolation
-from jitaccess.domain.lifecycle import RequestState, move
+from jitaccess.domain.lifecycle import Event, RequestState, move
 from jitaccess.domain.policy import ApprovalMode, Window
 from jitaccess.store.models import AccessRequest, OutboxMessage, SlackMessage
 
@@ -471,7 +471,7 @@ def move_end(
     for the new end."""
     old_end = row.ends_at
     row.ends_at = new_end.astimezone(UTC)
-    before, _ = move(row, "extend")
+    before, _ = move(row, Event.EXTEND)
     set_next_deadline(row, now)
     details: dict[str, Any] = {
         "old_ends_at": old_end.isoformat(),
@@ -487,7 +487,7 @@ def move_end(
     step = _record(
         session,
         row,
-        "extend",
+        Event.EXTEND,
         actor=actor,
         reason=reason,
         now=now,
@@ -505,7 +505,7 @@ def move_end(
         now,
         actor=actor,
         reason=reason,
-        event="extend",
+        event=Event.EXTEND,
         before=before,
     )
     if (

@@ -129,7 +129,7 @@ def transitions() -> dict[tuple[str, str], str]:
     return table
 
 
-def move(model: Any, event: str) -> tuple[str, str]:
+def move(model: Any, event: Event) -> tuple[str, str]:
     """Apply ``event`` to ``model.state``; return (before, after).
 
     Raises ``statemachine.exceptions.TransitionNotAllowed`` (from the machine itself)
