@@ -150,3 +150,47 @@ def mermaid() -> str:
     from statemachine.contrib.diagram import MermaidGraphMachine
 
     return str(MermaidGraphMachine(RequestLifecycle)())  # type: ignore[no-untyped-call]
+
+
+class Action(StrEnum):
+    """What a person can do to a request (the buttons and commands offer these)."""
+
+    APPROVE = "approve"
+    DENY = "deny"
+    CANCEL = "cancel"
+    EXTEND = "extend"
+    RELEASE = "release"
+    REVOKE = "revoke"
+
+
+#: The machine's event each person-level action sends.
+_SENDS = {
+    Action.APPROVE: Event.APPROVE,
+    Action.DENY: Event.DENY,
+    Action.CANCEL: Event.CANCEL,
+    Action.EXTEND: Event.EXTEND,
+    Action.RELEASE: Event.RELEASE,
+    Action.REVOKE: Event.REVOKE,
+}
+#: What a request already being ended (``end_requested``: a revoke, release, cancel,
+#: failed grant or expiry under way) no longer offers: another end, or a later one.
+_NOT_WHILE_ENDING = frozenset({Action.CANCEL, Action.EXTEND, Action.RELEASE})
+
+
+@functools.cache
+def offers(state: str, ending: bool = False) -> frozenset[Action]:
+    """The actions a person may take on a request in ``state``, read from the machine.
+
+    Each action is offered where the machine accepts the event it sends; a revoke is
+    also offered where access is about to be granted (the machine accepts
+    ``activate``): the service ends such a request with ``cancel``. With ``ending``
+    (an end is already under way) the requester's cancel, extend and release are not
+    offered; a revoke still is (the approver is then told the access is ending).
+    """
+    accepted = {event for (from_state, event) in transitions() if from_state == state}
+    actions = {action for action, event in _SENDS.items() if event in accepted}
+    if Event.ACTIVATE in accepted:
+        actions.add(Action.REVOKE)
+    if ending:
+        actions -= _NOT_WHILE_ENDING
+    return frozenset(actions)
