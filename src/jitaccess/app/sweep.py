@@ -33,6 +33,7 @@ from jitaccess.app.leases import LeaseKeeper
 from jitaccess.app.outbox import OutboxKind
 from jitaccess.app.quorum import alert_recipients
 from jitaccess.domain import policy as rules
+from jitaccess.domain.backoff import backoff
 from jitaccess.domain.deadlines import (
     backend_behind,
     mark_expiring,
@@ -75,8 +76,7 @@ class RetryPolicy:
     lease: timedelta = timedelta(seconds=60)
 
     def delay(self, attempts: int, rng: Callable[[], float]) -> timedelta:
-        raw: timedelta = min(self.cap, self.base * float(2 ** max(attempts - 1, 0)))
-        return raw * (0.5 + rng() * 0.5)
+        return backoff(attempts, base=self.base, cap=self.cap, rng=rng)
 
 
 @dataclass
