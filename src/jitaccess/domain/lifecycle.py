@@ -1,9 +1,10 @@
 """The request lifecycle, one python-statemachine ``StateMachine`` per request.
 
 The machine is bound to any object with a ``state`` attribute (in production the
-SQLAlchemy row), so moving the machine moves the persisted column. It only says
-which moves are legal; the service layer decides when to make them and records
-each one (audit event, outbox messages) in the same transaction.
+SQLAlchemy row), so moving the machine moves the persisted column. It says which
+moves are legal (``Event`` names them) and, from those, which actions each state offers
+a person (``offers``, for the buttons); the application layer decides when to make the
+moves and records each one (audit event, outbox messages) in the same transaction.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class RequestLifecycle(StateMachine):
     request ends without ever granting rather than granting for zero seconds.
     ``release`` is the requester's own early end ("I'm done"); it lands in
     ``revoked`` like an approver's revoke, and the audit says who and why.
-    ``extend`` keeps the state and moves ``ends_at`` later (see ``extend.py``).
+    ``extend`` keeps the state and moves ``ends_at`` later (see ``app/extensions.py``).
     """
 
     pending = State("Pending", initial=True, value=RequestState.PENDING.value)
