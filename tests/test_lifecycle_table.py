@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from statemachine.exceptions import TransitionNotAllowed
 
-from jitaccess.domain.lifecycle import RequestLifecycle, RequestState, move, transitions
+from jitaccess.domain.lifecycle import Event, RequestLifecycle, RequestState, move, transitions
 
 
 class Row:
@@ -35,3 +35,8 @@ def test_every_move_of_the_table_is_the_machines(state: str, event: str) -> None
     else:
         assert move(by_move, event) == (state, expected)
         assert by_move.state == expected
+
+
+def test_the_event_enum_names_the_machines_events() -> None:
+    """``Event`` is the machine's events by name, no more and no fewer."""
+    assert sorted(e.value for e in Event) == EVENTS

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from jitaccess.app import journal
 from jitaccess.app.journal import SYSTEM
 from jitaccess.app.outbox import OutboxKind
+from jitaccess.domain import backoff as retry
 from jitaccess.domain.activity import ActivityEvent, summarise
 from jitaccess.store import activity_reports as reports
 from jitaccess.store.db import Database
@@ -69,8 +70,7 @@ class ActivityPolicy:
     lease: timedelta = timedelta(minutes=2)
 
     def backoff(self, attempts: int, rng: Callable[[], float]) -> timedelta:
-        raw: timedelta = min(self.cap, self.base * float(2 ** max(attempts - 1, 0)))
-        return raw * (0.5 + rng() * 0.5)
+        return retry.backoff(attempts, base=self.base, cap=self.cap, rng=rng)
 
 
 @dataclass

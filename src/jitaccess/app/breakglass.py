@@ -23,7 +23,7 @@ from jitaccess.app.service import JitService
 from jitaccess.app.views import AppView, RequestView
 from jitaccess.domain import breakglass as rules
 from jitaccess.domain.errors import Conflict, Mention, RuleViolation
-from jitaccess.domain.lifecycle import initial_state
+from jitaccess.domain.lifecycle import Event, initial_state
 from jitaccess.domain.policy import check_reason
 from jitaccess.store.models import AccessRequest, Application
 
@@ -157,7 +157,7 @@ def _take(
         row.decided_by = actor
         row.decided_at = now
         row.decision_reason = decision
-        journal.transition(session, row, "auto_approve", actor=actor, now=now, reason=decision)
+        journal.transition(session, row, Event.AUTO_APPROVE, actor=actor, now=now, reason=decision)
         return RequestView.of(row)
 
 

@@ -13,7 +13,8 @@ is told the new end by the sweep (``backend_ends_at`` lags ``ends_at`` until it
 confirmed), with retries, before the old end.
 
 Everything here is one use case in one transaction with ``now`` as an argument; the
-helpers at the bottom are shared with the sweep (deadlines, extension time-outs).
+helpers at the bottom are shared with the sweep (extension time-outs; the deadline rules
+are in ``domain/deadlines.py``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from jitaccess.app.journal import POLICY_ACTOR, SYSTEM
 from jitaccess.app.outbox import OutboxKind
 from jitaccess.app.views import AppView, RequestView
 from jitaccess.domain import policy as rules
+from jitaccess.domain.deadlines import set_next_deadline
 from jitaccess.domain.errors import Conflict, RuleViolation
-from jitaccess.domain.lifecycle import APPROVED_STATES, RequestState, move
+from jitaccess.domain.lifecycle import Event, RequestState, move
 from jitaccess.domain.policy import ApprovalMode, Window
 from jitaccess.store import slack_messages
 from jitaccess.store.models import AccessRequest
@@ -447,40 +449,7 @@ class Extensions:
             self.service.on_deadline(now)
 
 
-# -- shared with the sweep --------------------------------------------------------------
-
-
-def backend_behind(row: AccessRequest) -> bool:
-    """Does an expiry-aware backend still hold an older end than ``ends_at``?"""
-    return row.backend_ends_at is not None and row.backend_ends_at != row.ends_at
-
-
-def natural_deadline(row: AccessRequest) -> datetime | None:
-    """When the sweep must next look at ``row`` with nothing in flight: the start, the
-    end or the approval deadline, and a pending extension's time-out if sooner."""
-    if row.state == RequestState.ACTIVE:
-        due: datetime | None = row.ends_at
-    elif row.state == RequestState.PENDING:
-        due = row.approval_deadline_at
-    elif row.state in APPROVED_STATES:
-        due = row.starts_at
-    else:
-        return None
-    if row.extension_deadline_at is not None and due is not None:
-        due = min(due, row.extension_deadline_at)
-    return due
-
-
-def set_next_deadline(row: AccessRequest, now: datetime) -> None:
-    """Point the sweep at what is due next, unless a sweeper holds the row with a call
-    in flight: its outcome is then dropped (the version moved) and the row made due."""
-    claimed = row.claimed_by is not None and row.next_deadline_at is not None
-    if claimed and row.next_deadline_at is not None and row.next_deadline_at > now:
-        return
-    due = natural_deadline(row)
-    if row.state == RequestState.ACTIVE and backend_behind(row):
-        due = now
-    row.next_deadline_at = due
+# -- shared with the sweep (the deadline rules themselves are in domain/deadlines.py) --
 
 
 def move_end(
@@ -503,7 +472,7 @@ def move_end(
     for the new end."""
     old_end = row.ends_at
     row.ends_at = new_end.astimezone(UTC)
-    before, _ = move(row, "extend")
+    before, _ = move(row, Event.EXTEND)
     set_next_deadline(row, now)
     details: dict[str, Any] = {
         "old_ends_at": old_end.isoformat(),
@@ -519,7 +488,7 @@ def move_end(
     step = _record(
         session,
         row,
-        "extend",
+        Event.EXTEND,
         actor=actor,
         reason=reason,
         now=now,
@@ -537,7 +506,7 @@ def move_end(
         now,
         actor=actor,
         reason=reason,
-        event="extend",
+        event=Event.EXTEND,
         before=before,
     )
     if (

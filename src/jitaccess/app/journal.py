@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from jitaccess.app.outbox import OutboxKind
 from jitaccess.domain.audit_chain import AuditEntry
-from jitaccess.domain.lifecycle import move
+from jitaccess.domain.lifecycle import Event, move
 from jitaccess.store import audit, staged
 from jitaccess.store.models import AccessRequest, OutboxMessage
 
@@ -32,7 +32,7 @@ LAPSED = "the window ended before access could be granted"
 
 
 def end_by_system(
-    session: Session, row: AccessRequest, event: str, reason: str, now: datetime
+    session: Session, row: AccessRequest, event: Event, reason: str, now: datetime
 ) -> None:
     """End a request with no grant to take back (a time-out, a window that passed
     before any grant call): the transition, and no deadline left."""
@@ -44,7 +44,7 @@ def end_by_system(
 def transition(
     session: Session,
     row: AccessRequest,
-    event: str,
+    event: Event,
     *,
     actor: str,
     now: datetime,

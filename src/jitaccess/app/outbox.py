@@ -13,11 +13,17 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from jitaccess.app.leases import LeaseKeeper
+from jitaccess.domain.backoff import backoff
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
 from jitaccess.store.queue import OutboxQueue
 
 log = logging.getLogger("jitaccess.outbox")
+
+#: A failed delivery is tried again 2 s later, then 4 s, 8 s… (never past ``max_backoff``
+#: nor this).
+_FIRST_BACKOFF = timedelta(seconds=2)
+_LONGEST_BACKOFF = timedelta(seconds=2**12)
 
 
 @dataclass(frozen=True)
@@ -337,7 +343,8 @@ class OutboxRelay:
                     old.last_error = f"superseded by {note.dedup_key}"
             else:
                 row.last_error = error
-                delay = min(self.max_backoff, timedelta(seconds=2 ** min(row.attempts, 12)))
-                row.available_at = now + delay
+                # 2 s after the first failure, then doubling (no jitter).
+                cap = min(self.max_backoff, _LONGEST_BACKOFF)
+                row.available_at = now + backoff(row.attempts, base=_FIRST_BACKOFF, cap=cap)
                 for old in older:  # retried together with the newest
                     old.available_at = row.available_at

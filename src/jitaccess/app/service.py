@@ -34,6 +34,7 @@ from jitaccess.domain.errors import Conflict, Findings, Mention, Part, RuleViola
 from jitaccess.domain.lifecycle import (
     APPROVED_STATES,
     FINAL_STATES,
+    Event,
     RequestState,
     initial_state,
 )
@@ -495,7 +496,7 @@ class JitService:
                 journal.transition(
                     session,
                     row,
-                    "auto_approve",
+                    Event.AUTO_APPROVE,
                     actor=POLICY_ACTOR,
                     now=now,
                     reason="approved automatically by policy",
@@ -533,7 +534,7 @@ class JitService:
             owed = self._end_before_start(
                 session,
                 row,
-                "cancel",
+                Event.CANCEL,
                 actor=actor,
                 now=now,
                 reason=reason or "cancelled by the requester",
@@ -551,7 +552,7 @@ class JitService:
             if row.state != RequestState.PENDING and row.state not in APPROVED_STATES:
                 raise Conflict(*self._already(row))
             owed = self._end_before_start(
-                session, row, "cancel", actor=actor, now=now, reason=reason
+                session, row, Event.CANCEL, actor=actor, now=now, reason=reason
             )
             result = RequestView.of(row)
         return self._end_now(request_id, now) if owed else result
@@ -564,11 +565,11 @@ class JitService:
             reason = rules.check_reason(reason, "revoke")
             if row.state in APPROVED_STATES:
                 owed = self._end_before_start(
-                    session, row, "cancel", actor=actor, now=now, reason=reason
+                    session, row, Event.CANCEL, actor=actor, now=now, reason=reason
                 )
                 result = RequestView.of(row)
             else:
-                self._request_end(row, "revoke", actor=actor, reason=reason, now=now)
+                self._request_end(row, Event.REVOKE, actor=actor, reason=reason, now=now)
                 owed = True
         return self._end_now(request_id, now) if owed else result
 
@@ -583,7 +584,7 @@ class JitService:
                     f") may release request {row.id}; approvers and admins can revoke it",
                 )
             self._request_end(
-                row, "release", actor=actor, reason="released early by the requester", now=now
+                row, Event.RELEASE, actor=actor, reason="released early by the requester", now=now
             )
         return self._end_now(request_id, now)
 
@@ -730,7 +731,7 @@ class JitService:
         now: datetime,
         approve: bool,
     ) -> tuple[RequestView, bool]:
-        verb = "approve" if approve else "deny"
+        verb = Event.APPROVE if approve else Event.DENY
         timed_out = False
         with self.db.transaction() as session:
             row = self.rows.lock(session, request_id)
@@ -743,7 +744,7 @@ class JitService:
             rules.check_decider(deciders, row.requester, actor, verb)
             reason = rules.check_reason(reason, verb)
             if row.approval_deadline_at <= now:
-                journal.end_by_system(session, row, "time_out", journal.TIMED_OUT, now)
+                journal.end_by_system(session, row, Event.TIME_OUT, journal.TIMED_OUT, now)
                 timed_out = True
             elif approve and not quorum.record_approval(
                 session, row, actor=actor, reason=reason, now=now, deciders=deciders
@@ -784,7 +785,7 @@ class JitService:
         return view
 
     def _request_end(
-        self, row: AccessRequest, kind: str, *, actor: str, reason: str, now: datetime
+        self, row: AccessRequest, kind: Event, *, actor: str, reason: str, now: datetime
     ) -> None:
         if row.state == RequestState.PENDING:
             raise RuleViolation(
@@ -798,11 +799,11 @@ class JitService:
         self._ask_sweep_to_end(row, kind, actor=actor, reason=reason, now=now)
 
     def _ask_sweep_to_end(
-        self, row: AccessRequest, event: str, *, actor: str, reason: str, now: datetime
+        self, row: AccessRequest, event: Event, *, actor: str, reason: str, now: datetime
     ) -> None:
         """Record that the request must end with ``event`` once its grant is revoked;
         the sweep revokes, then makes the transition."""
-        if row.end_requested == "expire":
+        if row.end_requested == Event.EXPIRE:
             raise Conflict(
                 f"Request {row.id} is already ending: its window ended at "
                 f"{row.ends_at:%Y-%m-%d %H:%M} UTC and its access is being revoked"
@@ -837,7 +838,7 @@ class JitService:
         self,
         session: Session,
         row: AccessRequest,
-        event: str,
+        event: Event,
         *,
         actor: str,
         now: datetime,
@@ -856,7 +857,7 @@ class JitService:
         self,
         session: Session,
         row: AccessRequest,
-        event: str,
+        event: Event,
         *,
         actor: str,
         now: datetime,

@@ -27,18 +27,20 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy.orm import Session
 
 from jitaccess.app import journal
-from jitaccess.app.extensions import (
-    backend_behind,
-    natural_deadline,
-    set_next_deadline,
-    time_out_extension,
-)
+from jitaccess.app.extensions import time_out_extension
 from jitaccess.app.journal import LAPSED, SYSTEM, TIMED_OUT
 from jitaccess.app.leases import LeaseKeeper
 from jitaccess.app.outbox import OutboxKind
 from jitaccess.app.quorum import alert_recipients
 from jitaccess.domain import policy as rules
-from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
+from jitaccess.domain.backoff import backoff
+from jitaccess.domain.deadlines import (
+    backend_behind,
+    mark_expiring,
+    natural_deadline,
+    set_next_deadline,
+)
+from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, Event, RequestState
 from jitaccess.providers.base import (
     BatchProvider,
     ExpiryAwareProvider,
@@ -74,8 +76,7 @@ class RetryPolicy:
     lease: timedelta = timedelta(seconds=60)
 
     def delay(self, attempts: int, rng: Callable[[], float]) -> timedelta:
-        raw: timedelta = min(self.cap, self.base * float(2 ** max(attempts - 1, 0)))
-        return raw * (0.5 + rng() * 0.5)
+        return backoff(attempts, base=self.base, cap=self.cap, rng=rng)
 
 
 @dataclass
@@ -117,7 +118,7 @@ class _Work:
     call: str  # "grant" | "revoke" | "extend" (tell the backend the new end)
     #: The lifecycle event recorded once the call succeeded (None: a revoke owed by a
     #: request that has already ended, which changes no state).
-    event: str | None
+    event: Event | None
     provider: str
     spec: GrantSpec
     #: The row's deadline before the claim, to put back if the call is never made.
@@ -214,7 +215,7 @@ class Sweeper:
             rows = self.rows.due(session, now, limit, ids, wait_for_locks=wait_for_locks)
             if not rows:
                 return None
-            claimed: list[tuple[AccessRequest, str, str | None, datetime | None]] = []
+            claimed: list[tuple[AccessRequest, str, Event | None, datetime | None]] = []
             for row in rows:
                 if self.stopping.is_set():
                     break  # the rows not reached yet stay due, untouched
@@ -227,12 +228,12 @@ class Sweeper:
                     continue
                 kind, event = due
                 if kind == "time_out":
-                    journal.end_by_system(session, row, "time_out", TIMED_OUT, now)
+                    journal.end_by_system(session, row, Event.TIME_OUT, TIMED_OUT, now)
                     report.timed_out += 1
                     report.lags.append((now - row.approval_deadline_at).total_seconds())
                 elif kind == "lapse":
                     # No grant call was ever started: nothing to take back.
-                    journal.end_by_system(session, row, "expire", LAPSED, now)
+                    journal.end_by_system(session, row, Event.EXPIRE, LAPSED, now)
                     report.lapsed += 1
                     report.lags.append((now - row.ends_at).total_seconds())
                 else:
@@ -241,11 +242,11 @@ class Sweeper:
                     due_at = row.next_deadline_at
                     row.next_deadline_at = now + self.retry.lease
                     row.claimed_by = self.worker_id
-                    if kind == "revoke" and event == "expire" and not row.end_requested:
+                    if kind == "revoke" and event == Event.EXPIRE and not row.end_requested:
                         # The expiry is under way from this commit on: an extension,
                         # a release or a revoke that arrives later is refused ("the
                         # access is ending") instead of racing the revoke in flight.
-                        mark_expiring(row, now)
+                        mark_expiring(row, now, SYSTEM)
                     if kind == "grant" and row.grant_started_at is None:
                         # Intent before effect: from this commit on, a revoke is owed.
                         row.grant_started_at = now
@@ -441,7 +442,7 @@ class Sweeper:
             self.rows.renew_leases(session, ids, self.worker_id, until)
 
     @staticmethod
-    def _due_action(row: AccessRequest, now: datetime) -> tuple[str, str | None] | None:
+    def _due_action(row: AccessRequest, now: datetime) -> tuple[str, Event | None] | None:
         """What is due for ``row`` at ``now``: (kind, lifecycle event on success).
 
         Once a grant call was started (``grant_started_at``), every way out goes through
@@ -451,19 +452,19 @@ class Sweeper:
         state = row.state
         if state == RequestState.ACTIVE:
             if row.end_requested:
-                return "revoke", row.end_requested
+                return "revoke", Event(row.end_requested)
             if row.ends_at <= now:
-                return "revoke", "expire"
+                return "revoke", Event.EXPIRE
             # The window was extended: the backend still holds the old end.
             return ("extend", None) if backend_behind(row) else None
         if state == RequestState.PENDING:
-            return ("time_out", "time_out") if row.approval_deadline_at <= now else None
+            return ("time_out", Event.TIME_OUT) if row.approval_deadline_at <= now else None
         if state in APPROVED_STATES:
             if row.end_requested:
-                return "revoke", row.end_requested
+                return "revoke", Event(row.end_requested)
             if row.ends_at <= now:
-                return ("revoke", "expire") if row.grant_started_at else ("lapse", "expire")
-            return ("grant", "activate") if row.starts_at <= now else None
+                return ("revoke", Event.EXPIRE) if row.grant_started_at else ("lapse", Event.EXPIRE)
+            return ("grant", Event.ACTIVATE) if row.starts_at <= now else None
         if row.grant_started_at is not None:
             return "revoke", None  # a compensating revoke
         return None
@@ -561,7 +562,7 @@ class Sweeper:
             journal.transition(
                 session,
                 row,
-                "activate",
+                Event.ACTIVATE,
                 actor=SYSTEM,
                 now=now,
                 reason="the window opened and access was granted",
@@ -595,7 +596,7 @@ class Sweeper:
             # Give up granting; a failed call may still have granted, so the request
             # fails only after a revoke succeeded (the next batch makes it).
             journal.audit_attempt(session, row, "grant_failed", error, now)
-            row.end_requested = "fail"
+            row.end_requested = Event.FAIL
             row.end_requested_by = SYSTEM
             row.end_requested_at = now
             row.end_requested_reason = f"grant failed after {row.attempts} attempts: {error}"
@@ -646,7 +647,7 @@ class Sweeper:
         self,
         session: Session,
         row: AccessRequest,
-        event: str,
+        event: Event,
         error: str | None,
         now: datetime,
         report: SweepReport,
@@ -655,7 +656,7 @@ class Sweeper:
             self._revoke_failed(session, row, error, now)
             report.retrying += 1
             return
-        if event == "expire":
+        if event == Event.EXPIRE:
             actor = SYSTEM
             if row.state == RequestState.ACTIVE:
                 reason = "the window ended and access was revoked"
@@ -667,9 +668,9 @@ class Sweeper:
         else:
             actor = row.end_requested_by or SYSTEM
             reason = row.end_requested_reason or event
-            if event == "fail":
+            if event == Event.FAIL:
                 report.failed += 1
-            elif event == "cancel":
+            elif event == Event.CANCEL:
                 report.cancelled += 1
             else:
                 report.revoked += 1
@@ -732,15 +733,6 @@ class Sweeper:
                     reason=error,
                 )
             row.revoke_alerts_sent += 1
-
-
-def mark_expiring(row: AccessRequest, now: datetime) -> None:
-    """Record that the window's end is being enforced: the revoke is owed and the
-    request ends as ``expired`` once it succeeds, whatever anyone asks meanwhile."""
-    row.end_requested = "expire"
-    row.end_requested_by = SYSTEM
-    row.end_requested_at = now
-    row.end_requested_reason = "the window ended"
 
 
 def grant_spec_of(row: AccessRequest) -> GrantSpec:

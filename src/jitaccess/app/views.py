@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jitaccess.domain.durations import format_duration
-from jitaccess.domain.lifecycle import RequestState
+from jitaccess.domain.lifecycle import Event, RequestState
 from jitaccess.domain.policy import ApprovalMode, AppRules, Policy
 from jitaccess.store.models import AccessRequest, Application
 
@@ -91,7 +91,7 @@ class ApprovalView:
 
 
 #: How a pending end reads ("being cancelled"), by the event that will end the request.
-_ENDING = {"cancel": "cancelled", "expire": "expired", "fail": "failed"}
+_ENDING: dict[str, str] = {Event.CANCEL: "cancelled", Event.EXPIRE: "expired", Event.FAIL: "failed"}
 
 
 @dataclass(frozen=True)
@@ -203,16 +203,16 @@ class RequestView:
         if self.state == RequestState.ACTIVE:
             # A revoke or release is recorded: the sweep takes the grant back. Until
             # then the grant still holds, but "active" would read as if nothing happened.
-            # "expire": the sweep is revoking at the window's end (see sweep.mark_expiring).
-            ending = "being revoked" if self.end_requested not in (None, "expire") else "active"
+            # "expire": the sweep is revoking at the window's end (see deadlines.mark_expiring).
+            ending = "being revoked" if self.end_requested not in (None, Event.EXPIRE) else "active"
             if self.revoke_failing_since is not None:
                 return (
                     f"{ending} (revoke failing since "
                     f"{self.revoke_failing_since:%Y-%m-%d %H:%M} UTC)"
                 )
-            if self.end_requested not in (None, "expire"):
+            if self.end_requested not in (None, Event.EXPIRE):
                 return ending
-            if self.end_requested == "expire" or not self.holds_access(now):
+            if self.end_requested == Event.EXPIRE or not self.holds_access(now):
                 return "active (window over, revoking)"
         if self.state in (RequestState.APPROVED, RequestState.AUTO_APPROVED):
             if self.end_requested is not None:

@@ -1,9 +1,10 @@
 """The request lifecycle, one python-statemachine ``StateMachine`` per request.
 
 The machine is bound to any object with a ``state`` attribute (in production the
-SQLAlchemy row), so moving the machine moves the persisted column. It only says
-which moves are legal; the service layer decides when to make them and records
-each one (audit event, outbox messages) in the same transaction.
+SQLAlchemy row), so moving the machine moves the persisted column. It says which
+moves are legal (``Event`` names them) and, from those, which actions each state offers
+a person (``offers``, for the buttons); the application layer decides when to make the
+moves and records each one (audit event, outbox messages) in the same transaction.
 """
 
 from __future__ import annotations
@@ -26,6 +27,23 @@ class RequestState(StrEnum):
     TIMED_OUT = "timed_out"
     REVOKED = "revoked"
     FAILED = "failed"
+
+
+class Event(StrEnum):
+    """The lifecycle's events: the machine's transitions, by name. The values are
+    what the database stores (``end_requested``, the audit's actions)."""
+
+    APPROVE = "approve"
+    AUTO_APPROVE = "auto_approve"
+    DENY = "deny"
+    CANCEL = "cancel"
+    TIME_OUT = "time_out"
+    ACTIVATE = "activate"
+    EXPIRE = "expire"
+    REVOKE = "revoke"
+    RELEASE = "release"
+    FAIL = "fail"
+    EXTEND = "extend"
 
 
 #: States from which nothing can happen any more.
@@ -51,7 +69,7 @@ class RequestLifecycle(StateMachine):
     request ends without ever granting rather than granting for zero seconds.
     ``release`` is the requester's own early end ("I'm done"); it lands in
     ``revoked`` like an approver's revoke, and the audit says who and why.
-    ``extend`` keeps the state and moves ``ends_at`` later (see ``extend.py``).
+    ``extend`` keeps the state and moves ``ends_at`` later (see ``app/extensions.py``).
     """
 
     pending = State("Pending", initial=True, value=RequestState.PENDING.value)
@@ -112,7 +130,7 @@ def transitions() -> dict[tuple[str, str], str]:
     return table
 
 
-def move(model: Any, event: str) -> tuple[str, str]:
+def move(model: Any, event: Event) -> tuple[str, str]:
     """Apply ``event`` to ``model.state``; return (before, after).
 
     Raises ``statemachine.exceptions.TransitionNotAllowed`` (from the machine itself)
@@ -133,3 +151,47 @@ def mermaid() -> str:
     from statemachine.contrib.diagram import MermaidGraphMachine
 
     return str(MermaidGraphMachine(RequestLifecycle)())  # type: ignore[no-untyped-call]
+
+
+class Action(StrEnum):
+    """What a person can do to a request (the buttons and commands offer these)."""
+
+    APPROVE = "approve"
+    DENY = "deny"
+    CANCEL = "cancel"
+    EXTEND = "extend"
+    RELEASE = "release"
+    REVOKE = "revoke"
+
+
+#: The machine's event each person-level action sends.
+_SENDS = {
+    Action.APPROVE: Event.APPROVE,
+    Action.DENY: Event.DENY,
+    Action.CANCEL: Event.CANCEL,
+    Action.EXTEND: Event.EXTEND,
+    Action.RELEASE: Event.RELEASE,
+    Action.REVOKE: Event.REVOKE,
+}
+#: What a request already being ended (``end_requested``: a revoke, release, cancel,
+#: failed grant or expiry under way) no longer offers: another end, or a later one.
+_NOT_WHILE_ENDING = frozenset({Action.CANCEL, Action.EXTEND, Action.RELEASE})
+
+
+@functools.cache
+def offers(state: str, ending: bool = False) -> frozenset[Action]:
+    """The actions a person may take on a request in ``state``, read from the machine.
+
+    Each action is offered where the machine accepts the event it sends; a revoke is
+    also offered where access is about to be granted (the machine accepts
+    ``activate``): the service ends such a request with ``cancel``. With ``ending``
+    (an end is already under way) the requester's cancel, extend and release are not
+    offered; a revoke still is (the approver is then told the access is ending).
+    """
+    accepted = {event for (from_state, event) in transitions() if from_state == state}
+    actions = {action for action, event in _SENDS.items() if event in accepted}
+    if Event.ACTIVATE in accepted:
+        actions.add(Action.REVOKE)
+    if ending:
+        actions -= _NOT_WHILE_ENDING
+    return frozenset(actions)

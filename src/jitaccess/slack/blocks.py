@@ -37,7 +37,7 @@ from jitaccess.app.views import ApprovalView, AppView, RequestView
 from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import JitError, Mention
-from jitaccess.domain.lifecycle import RequestState
+from jitaccess.domain.lifecycle import Action, RequestState, offers
 
 # callback ids (modals) and action ids (buttons); listeners route on these.
 REQUEST_MODAL = "jit_request"
@@ -57,8 +57,6 @@ APPROVE_EXTENSION = "jit_approve_extension"
 DENY_EXTENSION = "jit_deny_extension"
 
 TRUNCATED = "… (truncated)"
-#: States whose window can still be extended (Extend buttons, extension cards).
-_EXTENDABLE = (RequestState.APPROVED, RequestState.AUTO_APPROVED, RequestState.ACTIVE)
 SECTION_TEXT_MAX = 3000
 FIELD_TEXT_MAX = 2000
 HOME_ITEMS_MAX = 15
@@ -156,7 +154,7 @@ def user(user_id: str | None) -> str:
 def quorum_progress(view: RequestView) -> str | None:
     """ "1 of 2 approved: <@ava> (reason)", for a request that needs several approvals
     (or already has some); None otherwise."""
-    if view.required_approvals <= 1 and not (view.approvals and view.state == RequestState.PENDING):
+    if view.required_approvals <= 1 and not (view.approvals and _deciding(view)):
         return None
     given = ", ".join(f"{user(a.approver)} ({escape(a.reason)})" for a in view.approvals)
     line = f"{len(view.approvals)} of {view.required_approvals} approved"
@@ -246,7 +244,7 @@ def justification(view: RequestView) -> SectionBlock:
 def outcome_lines(view: RequestView, tz: tzinfo) -> list[str]:
     """Who decided and why, and how access began and ended."""
     lines = [f"*{STATE_LABEL.get(RequestState(view.state), view.state)}*"]
-    if view.decided_by and view.state not in (RequestState.PENDING,):
+    if view.decided_by and not _deciding(view):
         verb = "Denied" if view.state == RequestState.DENIED else "Approved"
         reason = (
             f": {escape(view.decision_reason)}"
@@ -255,7 +253,7 @@ def outcome_lines(view: RequestView, tz: tzinfo) -> list[str]:
         )
         lines.append(f"{verb} by {user(view.decided_by)}{reason}")
     progress = quorum_progress(view)
-    if progress is not None and (view.approvals or view.state == RequestState.PENDING):
+    if progress is not None and (view.approvals or _deciding(view)):
         lines.append(progress)
     if view.activated_at:
         lines.append(f"Access granted {when(view.activated_at, tz)}")
@@ -275,9 +273,24 @@ def outcome_lines(view: RequestView, tz: tzinfo) -> list[str]:
     return lines
 
 
+def _offers(view: RequestView) -> frozenset[Action]:
+    """What people may do to ``view`` now, as the lifecycle says (the buttons follow it)."""
+    return offers(view.state, view.end_requested is not None)
+
+
+def _deciding(view: RequestView) -> bool:
+    """Is the request waiting for its approvers' decision (approve or deny offered)?"""
+    return Action.APPROVE in offers(view.state)
+
+
+def _extendable(view: RequestView) -> bool:
+    """Is the window one that can still be extended (whatever is under way)?"""
+    return Action.EXTEND in offers(view.state)
+
+
 def no_longer_approver_text(view: RequestView) -> str:
     text = f"You are no longer an approver of {escape(view.app)}"
-    if view.state == RequestState.PENDING:
+    if _deciding(view):
         return text + "; this request is decided by the current approvers."
     return text + "."
 
@@ -295,7 +308,7 @@ def approver_card(
     ]
     text = f"{view.requester} asks for {escape(view.role)} on {escape(view.app)}"
     if not current:
-        if view.state != RequestState.PENDING:
+        if not _deciding(view):
             blocks.append(
                 SectionBlock(
                     text=_md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX))
@@ -305,7 +318,8 @@ def approver_card(
             ContextBlock(elements=[_md(f":information_source: {no_longer_approver_text(view)}")])
         )
         return truncate(f"{no_longer_approver_text(view)} ({text})", 300), _dump(blocks)
-    if view.state == RequestState.PENDING:
+    offered = _offers(view)
+    if Action.APPROVE in offered:
         progress = quorum_progress(view)
         if progress is not None:
             blocks.append(SectionBlock(text=_md(truncate(progress, SECTION_TEXT_MAX))))
@@ -334,7 +348,7 @@ def approver_card(
         blocks.append(
             SectionBlock(text=_md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX)))
         )
-        if view.state in (RequestState.ACTIVE, RequestState.APPROVED, RequestState.AUTO_APPROVED):
+        if Action.REVOKE in offered:
             blocks.append(
                 ActionsBlock(
                     block_id=f"oversee:{view.id}",
@@ -367,7 +381,7 @@ def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
                 )
             )
         )
-    if view.extension_ends_at is not None and view.state in _EXTENDABLE:
+    if view.extension_ends_at is not None and _extendable(view):
         blocks.append(
             SectionBlock(
                 text=_md(
@@ -375,7 +389,7 @@ def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
                 )
             )
         )
-    if view.state == RequestState.PENDING:
+    if _deciding(view):
         approvers = ", ".join(user(a) for a in view.notified_approvers) or "the approvers"
         note = (
             f"Waiting for {approvers}, who decide in their DMs. Times out "
@@ -410,7 +424,7 @@ def requester_card(
         ),
         SectionBlock(text=_md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX))),
     ]
-    if view.state == RequestState.PENDING:
+    if _deciding(view):
         waiting_on = [
             a for a in view.notified_approvers if a not in view.approved_by and a != view.requester
         ]
@@ -421,7 +435,7 @@ def requester_card(
                 elements=[_md(truncate(head + ", ".join(user(a) for a in waiting_on), 2000))]
             )
         )
-    if view.extension_ends_at is not None and view.state in _EXTENDABLE:
+    if view.extension_ends_at is not None and _extendable(view):
         progress = extension_progress(view)
         waiting = f"Extension to {when(view.extension_ends_at, tz)} waiting for the approvers"
         blocks.append(
@@ -429,42 +443,25 @@ def requester_card(
                 elements=[_md(truncate(waiting + (f" · {progress}" if progress else ""), 2000))]
             )
         )
-    if with_buttons:
-        if view.state == RequestState.ACTIVE and view.end_requested is None:
-            blocks.append(
-                ActionsBlock(
-                    block_id=f"mine:{view.id}",
-                    elements=[
-                        _button("Extend", EXTEND, view.id, "primary"),
-                        _button("I'm done", RELEASE, view.id),
-                    ],
-                )
-            )
-        elif view.end_requested is None and view.state in (
-            RequestState.APPROVED,
-            RequestState.AUTO_APPROVED,
-        ):
-            blocks.append(
-                ActionsBlock(
-                    block_id=f"mine:{view.id}",
-                    elements=[
-                        _button("Extend", EXTEND, view.id),
-                        _button("Cancel request", CANCEL, view.id),
-                    ],
-                )
-            )
-        elif view.end_requested is None and view.state in (
-            RequestState.PENDING,
-            RequestState.APPROVED,
-            RequestState.AUTO_APPROVED,
-        ):
-            blocks.append(
-                ActionsBlock(
-                    block_id=f"mine:{view.id}",
-                    elements=[_button("Cancel request", CANCEL, view.id)],
-                )
-            )
+    buttons = _requester_buttons(view) if with_buttons else []
+    if buttons:
+        blocks.append(ActionsBlock(block_id=f"mine:{view.id}", elements=buttons))
     return truncate(text, 300), _dump(blocks)
+
+
+def _requester_buttons(view: RequestView) -> list[ButtonElement]:
+    """The requester's own actions the lifecycle offers: Extend (the primary one while
+    access is held), then I'm done or Cancel request."""
+    offered = _offers(view)
+    buttons: list[ButtonElement] = []
+    if Action.EXTEND in offered:
+        style = "primary" if Action.RELEASE in offered else None
+        buttons.append(_button("Extend", EXTEND, view.id, style))
+    if Action.RELEASE in offered:
+        buttons.append(_button("I'm done", RELEASE, view.id))
+    if Action.CANCEL in offered:
+        buttons.append(_button("Cancel request", CANCEL, view.id))
+    return buttons
 
 
 #: What an extension card says once the extension is no longer waiting.
@@ -527,8 +524,7 @@ def extension_card(
     waiting = (
         view.extension_ends_at is not None
         and view.extension_ends_at == new_end
-        and view.state in _EXTENDABLE
-        and view.end_requested is None
+        and Action.EXTEND in _offers(view)
     )
     if waiting and event in ("extension_requested", "extension_approval_recorded"):
         progress = extension_progress(view)
@@ -701,7 +697,7 @@ def request_list(
 
 def _progress_suffix(view: RequestView) -> str:
     """ " · 1 of 2 approved" on a pending request that needs several approvals."""
-    if view.state != RequestState.PENDING or view.required_approvals <= 1:
+    if not _deciding(view) or view.required_approvals <= 1:
         return ""
     return f" · {len(view.approvals)} of {view.required_approvals} approved"
 
@@ -767,13 +763,10 @@ def home_view(
         blocks.append(SectionBlock(text=_md("No requests yet. Ask with `/jit request`.")))
     for view in mine[:HOME_ITEMS_MAX]:
         accessory = None
-        if view.state == RequestState.ACTIVE and view.end_requested is None:
+        offered = _offers(view)
+        if Action.RELEASE in offered:
             accessory = _button("I'm done", RELEASE, view.id)
-        elif view.end_requested is None and view.state in (
-            RequestState.PENDING,
-            RequestState.APPROVED,
-            RequestState.AUTO_APPROVED,
-        ):
+        elif Action.CANCEL in offered:
             accessory = _button("Cancel", CANCEL, view.id)
         blocks.append(
             SectionBlock(
@@ -848,11 +841,7 @@ def breakglass_alert(
     buttons: list[ButtonElement] = []
     if current and view.needs_review:
         buttons.append(_button("Acknowledge", BREAKGLASS_ACK, view.id, "primary"))
-    if current and view.state in (
-        RequestState.ACTIVE,
-        RequestState.APPROVED,
-        RequestState.AUTO_APPROVED,
-    ):
+    if current and Action.REVOKE in _offers(view):
         buttons.append(_button("Revoke", REVOKE, view.id, "danger"))
     if buttons:
         blocks.append(ActionsBlock(block_id=f"breakglass:{view.id}", elements=buttons))
