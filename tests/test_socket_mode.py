@@ -28,8 +28,8 @@ from slack_bolt.adapter.socket_mode.base_handler import BaseSocketModeHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack.socket_mode import GuardedSocketModeHandler
+from jitaccess_sandbox.fake_slack import FakeSlack
 from socket_mode_server import SocketModeServer
 
 APP_TOKEN = "xapp-1-A0001-1-test"
