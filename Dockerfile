@@ -20,6 +20,7 @@ ENV PATH=/opt/jitaccess/bin:$PATH
 
 WORKDIR /src
 # README.md is the package's long description (pyproject `readme`), so the build needs it.
+# Only the product: the sandbox (sandbox/, its own distribution) is never in the image.
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip install --upgrade pip \

@@ -1,5 +1,7 @@
 # The two set-up commands: `make run` (the service) and `make test` (the checks).
-# Both create .venv on first use and reinstall when pyproject.toml changes.
+# Both create .venv on first use and reinstall when either pyproject.toml changes. Both
+# install the product, then the sandbox beside it (sandbox/: its own distribution, never in
+# the product wheel or the image).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,12 +12,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-run: pyproject.toml sandbox/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e sandbox
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml sandbox/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e sandbox
 	touch $@ $(VENV)/.installed-run
 
 # With Slack credentials (environment or .env) it serves Slack; without, the sandbox.
@@ -30,8 +34,8 @@ run: $(VENV)/.installed-run
 test: $(VENV)/.installed-dev lint typecheck pytest
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src sandbox tests bench
+	$(BIN)/ruff format --check src sandbox tests bench
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
@@ -43,7 +47,7 @@ diagram: $(VENV)/.installed-run
 	$(BIN)/jitaccess diagram --format mermaid
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info sandbox/build sandbox/src/*.egg-info
 
 env-example: $(VENV)/.installed-run
 	$(BIN)/python -c "from jitaccess.settings import env_example; print(env_example(), end='')" > .env.example

@@ -232,8 +232,8 @@ def running_sandbox() -> Iterator[Any]:
     fake ARM) on throwaway SQLite files, sweeping every 5 s: a latency well under that
     comes from a person's action waking the scheduler, not from its polling. Its
     database is ``sqlite:///{sandbox.db_path}``."""
-    from jitaccess.sandbox.run import Sandbox
     from jitaccess.settings import Settings
+    from jitaccess_sandbox.run import Sandbox
 
     with tempfile.TemporaryDirectory() as tmp:
         configured = Settings(

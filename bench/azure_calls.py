@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.azure_calls [--quick]
 
 The real ``AzureProvider`` (azure-mgmt-authorization) against the fake ARM over HTTPS
-(``jitaccess.sandbox.fake_arm``) with the SDK's retries off; each HTTP request the fake
+(``jitaccess_sandbox.fake_arm``) with the SDK's retries off; each HTTP request the fake
 receives is one ARM call. For each mode, over N grants: grant, the same grant retried
 (a crash between grant and commit), extend by an hour, revoke early, and the revoke at
 the end after Azure already ended the assignment (scheduled) or as the only removal

@@ -25,9 +25,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from bench._common import parse_args, print_latencies, running_sandbox
-from jitaccess.sandbox import demo
-from jitaccess.sandbox.run import Sandbox
 from jitaccess.slack import blocks
+from jitaccess_sandbox import demo
+from jitaccess_sandbox.run import Sandbox
 
 T = TypeVar("T")
 

@@ -19,9 +19,9 @@ import urllib.request
 from sqlalchemy import select
 
 from bench._common import parse_args, print_latencies, running_sandbox
-from jitaccess.sandbox import demo
 from jitaccess.store.db import Database
 from jitaccess.store.models import LogGrant
+from jitaccess_sandbox import demo
 
 COMMAND = "/jit breakglass contoso-crm Owner 30m INC-4711 CRM database is down"
 

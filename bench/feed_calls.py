@@ -30,9 +30,9 @@ def run(requests: int, *, feed: bool, behind: bool) -> dict[str, Any]:
     from jitaccess.app.outbox import OutboxRelay
     from jitaccess.app.service import AppSpec
     from jitaccess.domain.policy import ApprovalMode, Policy
-    from jitaccess.sandbox.fake_slack import FakeSlack
     from jitaccess.slack.notifier import SlackNotifier
     from jitaccess.slack.runtime import slack_client
+    from jitaccess_sandbox.fake_slack import FakeSlack
 
     fake = FakeSlack()
     for user in (PUBLISHER, *APPROVERS):

@@ -20,9 +20,9 @@ from sqlalchemy import func, select
 
 from bench._common import parse_args, print_latencies, running_sandbox
 from bench.azure_extend import call, wait
-from jitaccess.sandbox import demo
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Approval, LogGrant
+from jitaccess_sandbox import demo
 
 
 def grant_row(db: Database, request_id: int) -> tuple[bool, bool]:

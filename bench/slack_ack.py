@@ -67,7 +67,7 @@ def signed(payload: dict[str, Any]) -> tuple[str, dict[str, str]]:
 
 
 def signed_form(fields: dict[str, str]) -> tuple[str, dict[str, str]]:
-    from jitaccess.sandbox.page import sign
+    from jitaccess_sandbox.page import sign
 
     body = urlencode(fields)
     return body, {"Content-Type": "application/x-www-form-urlencoded", **sign(SECRET, body)}
@@ -211,7 +211,7 @@ def drive(
 
 # -- the fake Slack Web API (its own process: Slack is not in our process either) ----------
 def fake_slack_child(url_file: str, stop_file: str) -> dict[str, Any]:
-    from jitaccess.sandbox.fake_slack import FakeSlack
+    from jitaccess_sandbox.fake_slack import FakeSlack
 
     fake = FakeSlack()
     fake.add_user(PUBLISHER, name="pat", real_name="Pat Publisher", tz="Europe/Paris")

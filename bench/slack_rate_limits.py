@@ -15,13 +15,13 @@ the cards that changed, from the number of cards and the limits in the same run:
 chat.update's interval, or the requester's posts at one per interval per channel,
 whichever is longer. Target: <= 1.1 x that minimum.
 
-The fake Slack is loaded from this checkout (``src/jitaccess/sandbox/fake_slack.py``)
-even when ``PYTHONPATH`` points jitaccess at a snapshot, so a revision without the
-rate limiter is measured against the same limits."""
+The fake Slack is the installed sandbox's (``jitaccess_sandbox.fake_slack``, its own
+distribution, ``pip install -e sandbox``): ``PYTHONPATH`` pointing jitaccess at a snapshot
+does not change it, so a revision without the rate limiter is measured against the same
+limits."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import tempfile
@@ -36,7 +36,6 @@ from bench._common import (
     APP,
     APPROVERS,
     PUBLISHER,
-    ROOT,
     Report,
     make_service,
     parse_args,
@@ -50,15 +49,9 @@ GIVE_UP_AFTER = 180.0
 
 
 def load_fake() -> Any:
-    path = ROOT / "src" / "jitaccess" / "sandbox" / "fake_slack.py"
-    spec = importlib.util.spec_from_file_location("bench_fake_slack", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    import sys
+    import jitaccess_sandbox.fake_slack
 
-    sys.modules["bench_fake_slack"] = module
-    spec.loader.exec_module(module)
-    return module
+    return jitaccess_sandbox.fake_slack
 
 
 def run(grants: int) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from jitaccess.app.service import AppSpec, JitService, RetryPolicy
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.store.db import Database, normalise_url
+from jitaccess_sandbox.fake_slack import FakeSlack
 
 PG_ENV = "JITACCESS_TEST_DATABASE_URL"
 START = "2026-11-27 10:00:00"

@@ -19,11 +19,11 @@ from slack_bolt.response import BoltResponse
 from conftest import make_service
 from jitaccess.app.outbox import OutboxRelay, RelayReport
 from jitaccess.app.service import SweepReport
-from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.sandbox.page import sign
 from jitaccess.slack import blocks
 from jitaccess.slack.runtime import build_slack, slack_client
 from jitaccess.store.db import Database
+from jitaccess_sandbox.fake_slack import FakeSlack
+from jitaccess_sandbox.page import sign
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 TEAM = "T0001"
@@ -41,7 +41,7 @@ def signed_headers(
     content_type: str = "application/x-www-form-urlencoded",
 ) -> dict[str, str]:
     """Slack's signature headers for ``body`` (the one signing function, shared with the
-    sandbox page and the benchmarks: ``jitaccess.sandbox.page.sign``)."""
+    sandbox page and the benchmarks: ``jitaccess_sandbox.page.sign``)."""
     signature = sign(secret, body, timestamp)
     return {
         "content-type": content_type,

@@ -7,7 +7,7 @@ names, and every ack is recorded with the connection it came on and when.
 No pings from this side (Slack pings seldom): nothing here wakes a client that blocks
 in a read, so a client that waits out a read timeout shows it.
 
-Point a :class:`~jitaccess.sandbox.fake_slack.FakeSlack` at it (``socket_mode_url``)
+Point a :class:`~jitaccess_sandbox.fake_slack.FakeSlack` at it (``socket_mode_url``)
 so that ``apps.connections.open`` hands out this server's URL."""
 
 from __future__ import annotations

@@ -28,10 +28,10 @@ from jitaccess.app.views import RequestView
 from jitaccess.domain.errors import Conflict
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.slack.runtime import SlackRuntime, build_slack, slack_client
 from jitaccess.store.db import Database
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SECRET, TEAM, now, signed_headers
 
 

@@ -27,10 +27,10 @@ from jitaccess.domain.activity import ActivityEvent, canonical_json, summarise
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.azure import AzureProvider
 from jitaccess.providers.azure_activity import AzureActivityLog, activity_filter
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 from jitaccess.store.models import ActivityReport, AuditEvent, OutboxMessage
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, texts
 
 SUB = "11111111-2222-3333-4444-555555555555"

@@ -12,9 +12,9 @@ from freezegun import freeze_time
 from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, crowd, register, utc
 from jitaccess.app.service import AppSpec
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, now, texts
 
 T0 = utc(START)

@@ -17,14 +17,14 @@ from jitaccess.app.directory import StaticDirectory
 from jitaccess.app.service import AppSpec
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import GrantSpec, HeldGrant, ProviderError
-from jitaccess.sandbox import demo
-from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.sandbox.run import Sandbox
 from jitaccess.slack import blocks
 from jitaccess.slack.directory import SlackDirectory
 from jitaccess.slack.runtime import slack_client
 from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent, OutboxMessage
+from jitaccess_sandbox import demo
+from jitaccess_sandbox.fake_slack import FakeSlack
+from jitaccess_sandbox.run import Sandbox
 from slack_harness import SlackWorld, signed_headers, texts
 from test_sandbox import call, eventually, sandbox, timeline_text
 

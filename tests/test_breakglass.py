@@ -29,11 +29,11 @@ from jitaccess.app import audit_log, breakglass
 from jitaccess.app.directory import StaticDirectory
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import Policy
-from jitaccess.sandbox import demo
-from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.sandbox.run import Sandbox
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
+from jitaccess_sandbox import demo
+from jitaccess_sandbox.fake_slack import FakeSlack
+from jitaccess_sandbox.run import Sandbox
 from slack_harness import SlackWorld, texts
 from test_sandbox import call, eventually, open_modal, start_sandbox, state, timeline_text
 

@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import select
 
 from conftest import APPROVER, PUBLISHER, Cli
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.server import Server
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SECRET, find_button, free_port, serving, texts, wait_until
 
 SLACK_VARS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SLACK_API_URL")

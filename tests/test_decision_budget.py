@@ -26,10 +26,10 @@ from jitaccess.app.service import RetryPolicy
 from jitaccess.container import _directories
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import now
 from test_ack_first import GatedService, HttpWorld
 

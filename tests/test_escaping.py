@@ -26,9 +26,9 @@ from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, utc
 from jitaccess.app.service import AppSpec
 from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, select, text_value
 
 T0 = utc(START)

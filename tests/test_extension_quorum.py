@@ -19,10 +19,10 @@ from jitaccess.app.directory import DirectoryError, StaticDirectory
 from jitaccess.app.service import AppSpec, JitService
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, AuditEvent, OutboxMessage
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, text_value, texts
 from slack_harness import select as choose
 

@@ -23,13 +23,13 @@ from conftest import APPROVER, APPROVER2, PUBLISHER, register
 from jitaccess.answers import REJECTED
 from jitaccess.app.outbox import OutboxKind
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.slack.listeners import SORRY
 from jitaccess.slack.notifier import TimeZones
 from jitaccess.slack.runtime import slack_client
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage, SlackMessage
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, now, texts
 from test_approver_groups import GROUP, register_group_app, request, unchanged, world
 

@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from jitaccess.sandbox.fake_slack import FakeSlack, RateLimit, SlackRateLimiter
+from jitaccess_sandbox.fake_slack import FakeSlack, RateLimit, SlackRateLimiter
 
 BLOCKS: list[dict[str, Any]] = [
     {"type": "section", "text": {"type": "mrkdwn", "text": "*Access request*"}}

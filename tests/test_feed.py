@@ -16,10 +16,10 @@ from conftest import ADMIN, APPROVER, APPROVER2, PUBLISHER, START, Cli, flat, re
 from jitaccess.app.outbox import Notification, OutboxKind
 from jitaccess.domain.errors import RuleViolation
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
 from jitaccess.store.models import AuditEvent, OutboxMessage
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, now, texts
 
 T0 = utc(START)

@@ -35,10 +35,10 @@ from jitaccess.domain.policy import (
     check_reason,
     check_submission,
 )
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.slack.listeners import SORRY
 from jitaccess.store.db import Database
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, texts
 
 T0 = utc(START)

@@ -11,10 +11,10 @@ from freezegun import freeze_time
 
 from conftest import APPROVER, PUBLISHER, START, register
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.settings import Settings, env_example
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from freezegun import freeze_time
 from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, Cli, utc
 from fakes.fake_arm import FakeArm
 from jitaccess.app.catalog import Catalog
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.store.db import Database
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, texts
 
 T0 = utc(START)

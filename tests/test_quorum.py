@@ -26,10 +26,10 @@ from conftest import (
 from jitaccess.app.service import AppSpec, JitService
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent, OutboxMessage
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, find_button, texts
 
 T0 = utc(START)

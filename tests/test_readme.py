@@ -18,10 +18,16 @@ def test_readme_diagram_is_the_machine() -> None:
     assert block.group(1).strip() == mermaid().strip(), "paste `jitaccess diagram` output"
 
 
+#: The packages the module map describes: the product and the sandbox distribution.
+PACKAGES = (ROOT / "src" / "jitaccess", ROOT / "sandbox" / "src" / "jitaccess_sandbox")
+
+
 def test_module_map_names_every_module() -> None:
+    assert all(package.is_dir() for package in PACKAGES)
     modules = [
         p
-        for p in (ROOT / "src" / "jitaccess").rglob("*.py")
+        for package in PACKAGES
+        for p in package.rglob("*.py")
         if p.name != "__init__.py" and "migrations" not in p.parts
     ]
     missing = [str(p.relative_to(ROOT)) for p in modules if f" {p.name} " not in README]

@@ -16,10 +16,10 @@ from sqlalchemy import func, select
 
 from conftest import APPROVER, PUBLISHER, register
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.server import Server
 from jitaccess.settings import Settings
 from jitaccess.store.models import AuditEvent, LogGrant, OutboxMessage
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SECRET, find_button, http, signed_headers, texts, wait_until
 
 pytestmark = pytest.mark.postgres

@@ -29,13 +29,13 @@ from conftest import APPROVER, PUBLISHER
 from jitaccess.app.service import AppSpec, JitService
 from jitaccess.cli import app as cli_app
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.sandbox import demo, render
-from jitaccess.sandbox import page as sandbox_page
-from jitaccess.sandbox.page import REQUIRED, SandboxClock
-from jitaccess.sandbox.run import Sandbox, run_sandbox
 from jitaccess.server import ConfigurationError
 from jitaccess.settings import Settings
 from jitaccess.slack import blocks
+from jitaccess_sandbox import demo, render
+from jitaccess_sandbox import page as sandbox_page
+from jitaccess_sandbox.page import REQUIRED, SandboxClock
+from jitaccess_sandbox.run import Sandbox, run_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = "<script>alert('x')</script>"
@@ -472,34 +472,69 @@ def test_the_page_and_its_guards(sandbox: Sandbox) -> None:
     assert call(sandbox, "nope", {"user": demo.PUBLISHER})[0] == 404
 
 
-# -- the page's files -------------------------------------------------------------
-def test_the_page_files_ship_in_the_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """setuptools' own build_py lists the package data a wheel gets from pyproject.toml:
-    every file the page reads (and anything else in static/) must be in it."""
+# -- the page's files, and which wheel ships what -----------------------------------
+SANDBOX_ROOT = ROOT / "sandbox"
+
+
+def wheel_files(project: Path, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """setuptools' own build_py lists what a wheel gets from ``project``'s pyproject.toml:
+    its modules and the package data it names (as paths inside the wheel)."""
     from setuptools.config.pyprojecttoml import apply_configuration
     from setuptools.dist import Distribution
 
-    monkeypatch.chdir(ROOT)
-    dist = Distribution()
-    apply_configuration(dist, ROOT / "pyproject.toml")
+    monkeypatch.chdir(project)
+    dist = Distribution({"script_name": "setup.py"})
+    apply_configuration(dist, project / "pyproject.toml")
     dist.include_package_data = False  # only what package-data names; no egg-info written
     build_py = dist.get_command_obj("build_py")
     build_py.ensure_finalized()
-    shipped = {
+    modules = {
+        f"{package.replace('.', '/')}/{module}.py"
+        for package, module, _file in build_py.find_all_modules()
+    }
+    data = {
         f"{package.replace('.', '/')}/{name}"
         for package, _src, _build, names in build_py.data_files
         for name in names
     }
-    static = ROOT / "src" / "jitaccess" / "sandbox" / sandbox_page.STATIC
-    wanted = {f"jitaccess/sandbox/{sandbox_page.STATIC}/{n}" for n in sandbox_page.STATIC_FILES}
-    on_disk = {f"jitaccess/sandbox/{sandbox_page.STATIC}/{p.name}" for p in static.iterdir()}
+    return modules | data
+
+
+def test_the_product_wheel_ships_no_sandbox_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped = wheel_files(ROOT, monkeypatch)
+    assert "jitaccess/cli/serve.py" in shipped and "jitaccess/py.typed" in shipped
+    # No sandbox package (the old jitaccess/sandbox/ or the new one) and none of its files
+    # (its only trace in the product is store/sandbox.py, the statement it runs).
+    sandbox_files = {"fake_slack.py", "fake_arm.py", "page.html", "page.js", "page.css"}
+    assert {
+        f
+        for f in shipped
+        if f.startswith(("jitaccess/sandbox/", "jitaccess_sandbox/"))
+        or f.split("/")[-1] in sandbox_files
+    } == set()
+    assert not (ROOT / "src" / "jitaccess" / "sandbox").exists()
+
+
+def test_the_sandbox_wheel_ships_its_modules_and_the_page_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every file the page reads (and anything else in static/) and every module of the
+    package is in the sandbox's own wheel, and nothing of the product is."""
+    shipped = wheel_files(SANDBOX_ROOT, monkeypatch)
+    package = SANDBOX_ROOT / "src" / "jitaccess_sandbox"
+    static = package / sandbox_page.STATIC
+    wanted = {f"jitaccess_sandbox/{sandbox_page.STATIC}/{n}" for n in sandbox_page.STATIC_FILES}
+    on_disk = {f"jitaccess_sandbox/{sandbox_page.STATIC}/{p.name}" for p in static.iterdir()}
+    modules = {f"jitaccess_sandbox/{p.name}" for p in package.glob("*.py")}
     assert wanted <= on_disk
-    assert on_disk - shipped == set()
+    assert {"jitaccess_sandbox/run.py", "jitaccess_sandbox/fake_slack.py"} <= modules
+    assert (on_disk | modules | {"jitaccess_sandbox/py.typed"}) - shipped == set()
+    assert {f for f in shipped if not f.startswith("jitaccess_sandbox/")} == set()
 
 
 def test_the_page_files_are_read_on_first_use_not_on_import() -> None:
     probe = (
-        "import jitaccess.sandbox.page as p\n"
+        "import jitaccess_sandbox.page as p\n"
         "assert p._static.cache_info().currsize == 0, 'read at import'\n"
         "p.render_page({'prefix': '/sandbox', 'users': [], 'db': ''})\n"
         "p.render_page({'prefix': '/sandbox', 'users': [], 'db': ''})\n"
@@ -510,7 +545,7 @@ def test_the_page_files_are_read_on_first_use_not_on_import() -> None:
 
 
 def test_the_page_inlines_its_files_and_config_cannot_become_markup() -> None:
-    static = ROOT / "src" / "jitaccess" / "sandbox" / sandbox_page.STATIC
+    static = SANDBOX_ROOT / "src" / "jitaccess_sandbox" / sandbox_page.STATIC
     hostile = {
         "prefix": "/sandbox",
         "users": [{"id": "U1", "name": SCRIPT}],

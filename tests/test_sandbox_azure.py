@@ -13,9 +13,9 @@ import pytest
 
 from jitaccess.app.service import JitService
 from jitaccess.providers.azure import AzureProvider
-from jitaccess.sandbox import demo
-from jitaccess.sandbox.run import Sandbox
 from jitaccess.slack import blocks
+from jitaccess_sandbox import demo
+from jitaccess_sandbox.run import Sandbox
 from test_sandbox import call, eventually, open_modal, start_sandbox, state, timeline_text
 
 

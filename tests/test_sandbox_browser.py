@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from jitaccess.sandbox import demo
-from jitaccess.sandbox.run import Sandbox
+from jitaccess_sandbox import demo
+from jitaccess_sandbox.run import Sandbox
 from test_sandbox import start_sandbox
 
 try:

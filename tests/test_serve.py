@@ -21,11 +21,11 @@ from typer.testing import CliRunner
 from conftest import APPROVER, PUBLISHER, make_service, register
 from jitaccess.cli import app as cli_app
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.server import ConfigurationError, Server
 from jitaccess.settings import Settings
 from jitaccess.slack.runtime import build_slack, slack_client
 from jitaccess.store.db import Database
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import (
     SECRET,
     button_click,
@@ -92,6 +92,27 @@ def test_a_bad_setting_is_one_line_naming_it_not_a_traceback(
     ]
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (tmp_path / "j.db").exists()  # nothing was started or created
+
+
+@pytest.mark.parametrize("missing", ["jitaccess_sandbox", "jitaccess_sandbox.run"])
+def test_serve_sandbox_without_the_sandbox_installed_says_how_in_one_line(
+    missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The product alone (its wheel, the image) has no sandbox: None in sys.modules makes
+    # the import fail exactly as an absent distribution does.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "300")
+    for name in [n for n in sys.modules if n.startswith(f"{missing}.")]:
+        monkeypatch.delitem(sys.modules, name)  # imported by earlier tests
+    monkeypatch.setitem(sys.modules, missing, None)
+    result = CliRunner().invoke(cli_app, ["serve", "--sandbox"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        "--sandbox needs the sandbox, which is not installed: run `make run`, or "
+        "`pip install -e sandbox` from the repository"
+    ]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert list(tmp_path.iterdir()) == []  # nothing was started or created
 
 
 def test_a_bad_log_level_is_refused_with_the_levels(

@@ -31,9 +31,9 @@ from sqlalchemy import func, insert, select
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, make_service, register
 from jitaccess.app.audit_log import verify
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application, AuditEvent, OutboxMessage
+from jitaccess_sandbox.fake_slack import FakeSlack
 
 #: Seconds from the signal to the exit. Today's code stops in about 1 s; before the fix
 #: it was 70 s and more. 10 s leaves room for a loaded machine without hiding a wait.

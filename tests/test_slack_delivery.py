@@ -13,10 +13,10 @@ from sqlalchemy import func, select
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, START, register, utc
 from jitaccess.app.outbox import Notification
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, now, texts
 
 T0 = utc(START)

@@ -15,11 +15,11 @@ from conftest import APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, register, 
 from fakes.webhook_receiver import WebhookReceiver
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.providers.webhook import WebhookProvider
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.slack.runtime import AfterAck
 from jitaccess.store.db import Database
 from jitaccess.store.models import AuditEvent
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, find_button, now, select, text_value, texts
 
 T0 = utc(START)
@@ -207,7 +207,7 @@ def test_overlapping_slash_request_points_at_extend(world: SlackWorld) -> None:
 
 def test_the_sandbox_lets_a_person_extend(tmp_path: Path) -> None:
     """In the sandbox, Pat's active fabrikam-erp access has Extend; the form extends it."""
-    from jitaccess.sandbox import demo
+    from jitaccess_sandbox import demo
     from test_sandbox import call, eventually, open_modal, start_sandbox, state, timeline_text
 
     sandbox = start_sandbox(tmp_path)

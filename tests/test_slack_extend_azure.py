@@ -17,9 +17,9 @@ from fakes.fake_arm import FakeArm, FakeCredential
 from jitaccess.app.service import AppSpec
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.azure import AzureProvider
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, now, texts
 
 T0 = utc(START)

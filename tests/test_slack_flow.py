@@ -20,9 +20,9 @@ from conftest import (
     utc,
 )
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.store.db import Database
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, now, texts
 
 T0 = utc(START)

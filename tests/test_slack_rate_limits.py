@@ -19,11 +19,11 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, START, register, utc
-from jitaccess.sandbox.fake_slack import FakeSlack, SlackRateLimiter
 from jitaccess.slack import blocks
 from jitaccess.slack.pacing import SlackPacer
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
+from jitaccess_sandbox.fake_slack import FakeSlack, SlackRateLimiter
 from slack_harness import SlackWorld, now, texts
 
 T0 = utc(START)

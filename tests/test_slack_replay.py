@@ -10,10 +10,10 @@ from freezegun import freeze_time
 from sqlalchemy import func, select
 
 from conftest import APPROVER, register
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack.replay import EVENT_KEEP, KEEP, ReplayGuard
 from jitaccess.store.db import Database
 from jitaccess.store.models import SlackEvent, SlackSignature
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld
 
 SIGNATURE = "v0=" + "a" * 64

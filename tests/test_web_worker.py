@@ -20,11 +20,11 @@ from sqlalchemy import select
 
 from conftest import APPROVER, PUBLISHER
 from jitaccess.roles import Role
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.server import ConfigurationError, Server
 from jitaccess.settings import Settings
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import (
     SECRET,
     button_click,

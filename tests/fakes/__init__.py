@@ -1,2 +1,2 @@
 """Local fake servers for provider tests: the fake Azure Resource Manager (which lives in
-``jitaccess.sandbox.fake_arm``, re-exported here) and a webhook receiver."""
+``jitaccess_sandbox.fake_arm``, re-exported here) and a webhook receiver."""

@@ -1,7 +1,7 @@
-"""The fake ARM now ships with the sandbox (``jitaccess.sandbox.fake_arm``); tests and
+"""The fake ARM now ships with the sandbox (``jitaccess_sandbox.fake_arm``); tests and
 benchmarks keep importing it from here."""
 
-from jitaccess.sandbox.fake_arm import (
+from jitaccess_sandbox.fake_arm import (
     ARM_SCOPE,
     TOKEN,
     ActivityEvent,

@@ -43,13 +43,13 @@ from sqlalchemy import func, select
 
 from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, register
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.server import Server
 from jitaccess.settings import Settings
 from jitaccess.slack import blocks
 from jitaccess.slack.listeners import SORRY
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application, AuditEvent, OutboxMessage
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SECRET, TEAM, SlackWorld, now, signed_headers
 
 FUZZ = settings(

@@ -32,11 +32,11 @@ from jitaccess.app.outbox import Notification
 from jitaccess.app.service import JitService
 from jitaccess.domain.lifecycle import RequestState
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack import blocks
 from jitaccess.slack.notifier import transition_text
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, OutboxMessage
+from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, now, texts
 
 T0 = utc(START)

@@ -3,6 +3,8 @@ sandbox with ``--sandbox``."""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -10,6 +12,30 @@ import typer
 from jitaccess.cli.context import end_gc_pause
 from jitaccess.cli.output import EXIT_REFUSED, EXIT_USAGE, err, print_lines
 from jitaccess.roles import Role
+
+#: The sandbox is its own distribution (``sandbox/`` in the repository); the product wheel
+#: and the image do not contain it, so it is looked up only when asked for.
+SANDBOX_MODULE = "jitaccess_sandbox.run"
+SANDBOX_INSTALL = "pip install -e sandbox"
+
+
+def _sandbox_runner() -> Callable[..., None]:
+    """``run_sandbox`` from the installed sandbox, or exit 2 with one line naming the
+    install command when it is not installed (a product-only install, the image)."""
+    try:
+        module = importlib.import_module(SANDBOX_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or SANDBOX_MODULE.split(".")[0] != exc.name.split(".")[0]:
+            raise
+        err.print(
+            "--sandbox needs the sandbox, which is not installed: run `make run`, or "
+            f"`{SANDBOX_INSTALL}` from the repository",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_USAGE) from None
+    runner: Callable[..., None] = module.run_sandbox
+    return runner
 
 
 def serve(
@@ -46,9 +72,7 @@ def serve(
             if role not in (None, Role.ALL):
                 err.print("--sandbox is one process: it takes no --role", highlight=False)
                 raise typer.Exit(EXIT_USAGE)
-            from jitaccess.sandbox.run import run_sandbox
-
-            run_sandbox(reset=sandbox_reset)
+            _sandbox_runner()(reset=sandbox_reset)
             return
         from jitaccess.settings import load_settings
 

@@ -1,6 +1,6 @@
 """A local, in-process fake of the Slack Web API.
 
-``FakeSlack`` runs a small HTTP server on ``127.0.0.1`` (standard library only:
+``FakeSlack`` runs a small HTTP server on ``127.0.0.1`` (the standard library's
 ``http.server.ThreadingHTTPServer`` in a daemon thread, on a port the OS picks) that
 answers the handful of Web API methods jitaccess uses, with the same ``{"ok": ...}``
 response shapes as the real API.  The real ``slack_sdk.WebClient`` talks to it over
@@ -43,7 +43,8 @@ Supported methods: ``auth.test``, ``chat.postMessage``, ``chat.update``,
 
 Socket Mode: ``apps.connections.open`` (app-level ``xapp-`` token only) returns a
 ``ws://127.0.0.1:<port>/socket/<ticket>`` URL served by the same HTTP server, which
-upgrades the connection to a WebSocket (RFC 6455, plain TCP, no extensions).  The
+checks the opening handshake and upgrades the connection to a WebSocket (plain TCP, no
+extensions) run by the ``websockets`` library (its framing, not a hand-written one).  The
 fake greets each client with a ``hello`` message, answers pings, pings the client
 every ``socket_ping_interval`` seconds (as Slack does; it also keeps the SDK's blocking
 ``recv`` from stalling ``SocketModeClient.close()``) and closes every session with a
@@ -79,11 +80,9 @@ import binascii
 import contextlib
 import copy
 import hashlib
-import io
 import json
 import math
 import socket
-import struct
 import threading
 import time
 import traceback
@@ -92,8 +91,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.sync.connection import Connection
+from websockets.utils import accept_key
 
 __all__ = [
     "PUBLISHED_LIMITS",
@@ -118,18 +123,7 @@ _Reply = tuple[int, Any, dict[str, str]]
 _MethodHandler = Callable[[dict[str, Any]], dict[str, Any]]
 _TokenMethodHandler = Callable[[dict[str, Any], str], dict[str, Any]]
 
-# WebSocket (RFC 6455) constants.
-_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_OP_CONTINUATION = 0x0
-_OP_TEXT = 0x1
-_OP_BINARY = 0x2
-_OP_CLOSE = 0x8
-_OP_PING = 0x9
-_OP_PONG = 0xA
 _CLOSE_GOING_AWAY = 1001
-_CLOSE_PROTOCOL_ERROR = 1002
-_CLOSE_INVALID_DATA = 1007
-_CLOSE_TOO_BIG = 1009
 _MAX_SOCKET_MESSAGE = 16 * 1024 * 1024
 #: How long :meth:`FakeSlack.stop` waits for clients to hang up after the close frame.
 _SOCKET_CLOSE_WAIT = 1.0
@@ -387,7 +381,7 @@ class FakeSlack:
             sessions = list(self._sockets)
         server.shutdown()  # no new connections from here on
         for conn in sessions:
-            conn.close(_CLOSE_GOING_AWAY, "server stopping")
+            conn.close_soon(_CLOSE_GOING_AWAY, "server stopping")
         deadline = time.monotonic() + _SOCKET_CLOSE_WAIT
         for conn in sessions:
             conn.finished.wait(max(0.0, deadline - time.monotonic()))
@@ -697,7 +691,7 @@ class FakeSlack:
             self._acks.pop(eid, None)
         try:
             conn.send_json(envelope)
-        except (_SocketClosed, OSError) as e:
+        except (_SocketClosed, ConnectionClosed, OSError) as e:
             raise ConnectionError(f"could not send envelope {eid}: {e}") from e
         if not wait:
             return None
@@ -755,7 +749,7 @@ class FakeSlack:
                     daemon=True,
                 ).start()
             conn.serve(self._on_socket_text)
-        except (_SocketClosed, OSError):
+        except (_SocketClosed, ConnectionClosed, OSError):
             pass
         except Exception:
             self._record_server_error()
@@ -1295,9 +1289,7 @@ class _Handler(BaseHTTPRequestHandler):
         if refusal is not None:
             self._reply(*refusal)
             return
-        key = (self.headers.get("Sec-WebSocket-Key") or "").strip()
-        digest = hashlib.sha1((key + _WS_GUID).encode("ascii")).digest()
-        accept = base64.b64encode(digest).decode("ascii")
+        accept = accept_key((self.headers.get("Sec-WebSocket-Key") or "").strip())
         self.wfile.write(
             (
                 "HTTP/1.1 101 Switching Protocols\r\n"
@@ -1307,8 +1299,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "\r\n"
             ).encode("ascii")
         )
+        self.wfile.flush()
         sock: socket.socket = self.connection
-        fake._socket_session(_SocketConnection(sock, self.rfile, ticket=ticket))
+        fake._socket_session(_SocketConnection(sock, ticket=ticket))
 
 
 def _check_upgrade(*, upgrade: str, connection: str, version: str, key: str) -> _Reply | None:
@@ -1331,159 +1324,87 @@ def _check_upgrade(*, upgrade: str, connection: str, version: str, key: str) -> 
 
 
 class _SocketClosed(Exception):
-    """The WebSocket session is over: EOF, a close frame or a protocol error."""
-
-
-def _encode_frame(opcode: int, data: bytes) -> bytes:
-    """One unmasked, final server frame (the SDK's client cannot reassemble fragments)."""
-    size = len(data)
-    if size < 126:
-        head = struct.pack("!BB", 0x80 | opcode, size)
-    elif size < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, size)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, size)
-    return head + data
-
-
-def _unmask(data: bytes, mask: bytes) -> bytes:
-    size = len(data)
-    if size == 0:
-        return data
-    key = (mask * (size // 4 + 1))[:size]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+    """The WebSocket session is over (or closing): nothing more can be sent."""
 
 
 class _SocketConnection:
-    """Server side of one Socket Mode WebSocket (RFC 6455, no extensions)."""
+    """Server side of one Socket Mode WebSocket: the ``websockets`` library's connection
+    (its framing, fragments, control frames, close handshake and protocol errors) on the
+    socket this fake's HTTP server upgraded; the opening handshake is already done, so
+    its protocol starts OPEN."""
 
-    def __init__(self, sock: socket.socket, rfile: io.BufferedIOBase, *, ticket: str) -> None:
-        self.sock = sock
+    def __init__(self, sock: socket.socket, *, ticket: str) -> None:
         self.ticket = ticket
         self.number = 0
         self.finished = threading.Event()
-        self.last_pong: float | None = None
-        self._rfile = rfile
-        self._send_lock = threading.Lock()
-        self._close_sent = False
+        self._closing = False
+        self._ws = Connection(
+            sock,
+            ServerProtocol(state=State.OPEN, max_size=_MAX_SOCKET_MESSAGE),
+            ping_interval=None,  # the fake's own keepalive, which never times out
+            ping_timeout=None,
+            close_timeout=_SOCKET_CLOSE_WAIT,
+        )
 
     @property
     def is_open(self) -> bool:
-        return not self._close_sent and not self.finished.is_set()
+        return (
+            not self._closing
+            and not self.finished.is_set()
+            and self._ws.protocol.state is State.OPEN
+        )
 
     # -- sending (any thread)
 
-    def send(self, opcode: int, data: bytes) -> None:
-        frame = _encode_frame(opcode, data)
-        with self._send_lock:
-            if self._close_sent:
-                raise _SocketClosed("close frame already sent")
-            self.sock.sendall(frame)
-            if opcode == _OP_CLOSE:
-                self._close_sent = True
-
     def send_json(self, message: dict[str, Any]) -> None:
-        self.send(_OP_TEXT, json.dumps(message).encode("utf-8"))
+        """One text message (never fragmented: the SDK's client cannot reassemble)."""
+        if self._closing:
+            raise _SocketClosed("closing")
+        try:
+            self._ws.send(json.dumps(message))
+        except ConnectionClosed as exc:
+            raise _SocketClosed(str(exc)) from exc
 
-    def close(self, code: int | None = 1000, reason: str = "") -> None:
-        """Send a close frame (once; errors ignored). The peer is expected to hang up."""
-        data = b"" if code is None else struct.pack("!H", code) + reason.encode()[:123]
-        with contextlib.suppress(_SocketClosed, OSError):
-            self.send(_OP_CLOSE, data)
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """The closing handshake: waits up to ``_SOCKET_CLOSE_WAIT`` for the peer, then
+        drops the TCP connection (errors ignored)."""
+        self._closing = True
+        with contextlib.suppress(OSError):
+            self._ws.close(code, reason)
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """:meth:`close` on a thread of its own, so that many sessions close at once."""
+        self._closing = True
+        threading.Thread(
+            target=self.close,
+            args=(code, reason),
+            name=f"fake-slack-socket-close-{self.number}",
+            daemon=True,
+        ).start()
 
     def abort(self) -> None:
-        """Cut the TCP connection off; the reading thread sees EOF."""
+        """Cut the TCP connection off; the reading side sees EOF."""
+        self._closing = True
         with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self._ws.socket.shutdown(socket.SHUT_RDWR)
 
     def keepalive(self, interval: float) -> None:
         """Ping the client every ``interval`` seconds until the session ends."""
         while not self.finished.wait(interval):
             try:
-                self.send(_OP_PING, b"fake-slack")
-            except (_SocketClosed, OSError):
+                self._ws.ping()
+            except (ConnectionClosed, RuntimeError, OSError):
                 return
 
     # -- receiving (the session's own thread only)
 
     def serve(self, on_text: Callable[[str], None]) -> None:
-        """Read messages until the session ends (raises ``_SocketClosed``/``OSError``)."""
-        while True:
-            opcode, data = self._read_message()
-            if opcode != _OP_TEXT:
-                continue  # binary messages are not part of Socket Mode
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                self._fail(_CLOSE_INVALID_DATA, "invalid UTF-8")
-            on_text(text)
-
-    def _fail(self, code: int, reason: str) -> NoReturn:
-        self.close(code, reason)
-        raise _SocketClosed(reason)
-
-    def _read_exact(self, size: int) -> bytes:
-        if size == 0:
-            return b""
-        data = self._rfile.read(size)
-        if len(data) < size:
-            raise _SocketClosed("connection closed by the client")
-        return data
-
-    def _read_frame(self) -> tuple[bool, int, bytes]:
-        b1, b2 = self._read_exact(2)
-        if b1 & 0x70:
-            self._fail(_CLOSE_PROTOCOL_ERROR, "reserved bits set")
-        size = b2 & 0x7F
-        if size == 126:
-            (size,) = struct.unpack("!H", self._read_exact(2))
-        elif size == 127:
-            (size,) = struct.unpack("!Q", self._read_exact(8))
-        if not b2 & 0x80:
-            self._fail(_CLOSE_PROTOCOL_ERROR, "client frames must be masked")
-        if size > _MAX_SOCKET_MESSAGE:
-            self._fail(_CLOSE_TOO_BIG, "frame too big")
-        mask = self._read_exact(4)
-        return bool(b1 & 0x80), b1 & 0x0F, _unmask(self._read_exact(size), mask)
-
-    def _read_message(self) -> tuple[int, bytes]:
-        """The next complete data message, reassembling fragments; control frames
-        (which may arrive between fragments) are handled on the way."""
-        kind: int | None = None
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            fin, opcode, data = self._read_frame()
-            if opcode & 0x8:
-                self._control(fin, opcode, data)
-                continue
-            if opcode == _OP_CONTINUATION:
-                if kind is None:
-                    self._fail(_CLOSE_PROTOCOL_ERROR, "unexpected continuation frame")
-            elif opcode in (_OP_TEXT, _OP_BINARY):
-                if kind is not None:
-                    self._fail(_CLOSE_PROTOCOL_ERROR, "expected a continuation frame")
-                kind = opcode
-            else:
-                self._fail(_CLOSE_PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
-            parts.append(data)
-            total += len(data)
-            if total > _MAX_SOCKET_MESSAGE:
-                self._fail(_CLOSE_TOO_BIG, "message too big")
-            if fin:
-                return kind, b"".join(parts)
-
-    def _control(self, fin: bool, opcode: int, data: bytes) -> None:
-        if not fin or len(data) > 125:
-            self._fail(_CLOSE_PROTOCOL_ERROR, "invalid control frame")
-        if opcode == _OP_PING:
-            with contextlib.suppress(_SocketClosed):
-                self.send(_OP_PONG, data)
-        elif opcode == _OP_PONG:
-            self.last_pong = time.monotonic()
-        elif opcode == _OP_CLOSE:
-            # Echo the status code (if any) and end; the handler then closes the TCP side.
-            self.close(struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None)
-            raise _SocketClosed("closed by the client")
-        else:
-            self._fail(_CLOSE_PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
+        """Hand each text message to ``on_text`` until the session ends (a close from
+        either side, or a protocol error, which ``websockets`` answers with its code)."""
+        try:
+            for message in self._ws:
+                if isinstance(message, str):  # binary messages are not part of Socket Mode
+                    on_text(message)
+        finally:
+            self._closing = True
+            self._ws.wait_closed(_SOCKET_CLOSE_WAIT)

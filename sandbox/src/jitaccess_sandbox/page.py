@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
-from jitaccess.sandbox import render
-from jitaccess.sandbox.demo import DemoUser
-from jitaccess.sandbox.fake_slack import FakeSlack
 from jitaccess.slack.blocks import when, zone
+from jitaccess_sandbox import render
+from jitaccess_sandbox.demo import DemoUser
+from jitaccess_sandbox.fake_slack import FakeSlack
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -996,7 +996,7 @@ def _json(start_response: StartResponse, status: str, data: dict[str, Any]) -> l
 
 
 # -- the page's files ----------------------------------------------------------------------
-#: The page's files in ``jitaccess/sandbox/static/``, shipped as package data: the HTML
+#: The page's files in ``jitaccess_sandbox/static/``, shipped as package data: the HTML
 #: shell (a :class:`string.Template` with ``${style}``, ``${config}`` and ``${script}``),
 #: its CSS and its script. They are read once, on the first page served.
 STATIC = "static"
@@ -1012,7 +1012,7 @@ def _static() -> tuple[string.Template, str, str]:
     inlined into ``<style>`` and ``<script>``, so a ``</style`` or ``</script`` (or a
     ``<!--``, which changes how a script is parsed) in them would break out.
     """
-    folder = resources.files("jitaccess.sandbox").joinpath(STATIC)
+    folder = resources.files("jitaccess_sandbox").joinpath(STATIC)
     html, css, js = (folder.joinpath(n).read_text(encoding="utf-8") for n in STATIC_FILES)
     template = string.Template(html)
     if not template.is_valid() or set(template.get_identifiers()) != _SLOTS:

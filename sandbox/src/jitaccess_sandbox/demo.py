@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 from jitaccess.app.service import AppSpec, JitService
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.sandbox.fake_arm import Assignment, FakeArm
-from jitaccess.sandbox.fake_slack import FakeSlack
+from jitaccess_sandbox.fake_arm import Assignment, FakeArm
+from jitaccess_sandbox.fake_slack import FakeSlack
 
 PUBLISHER = "UPUBDEMO"
 APPROVER = "UAPPDEMO1"

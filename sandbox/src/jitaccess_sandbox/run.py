@@ -2,13 +2,13 @@
 
 It runs the real :class:`~jitaccess.server.Server` (Bolt listeners in HTTP mode,
 scheduler, outbox relay) with its Web API client pointed at a
-:class:`~jitaccess.sandbox.fake_slack.FakeSlack` on 127.0.0.1, and mounts the
+:class:`~jitaccess_sandbox.fake_slack.FakeSlack` on 127.0.0.1, and mounts the
 sandbox page at ``/sandbox`` on the same port. The page turns what a person does
 into signed Slack requests to the app's ``/slack/events`` and shows what the app
 sent back to the fake. Time is the real time plus an offset the page's time control
 moves forward; the server, its scheduler and the listeners all read that clock.
 
-Beside the fake Slack runs a :class:`~jitaccess.sandbox.fake_arm.FakeArm` (HTTPS on
+Beside the fake Slack runs a :class:`~jitaccess_sandbox.fake_arm.FakeArm` (HTTPS on
 127.0.0.1, its own throwaway CA): the demo application on the ``azure`` provider goes
 through the real Azure SDK to it. Its clock is the sandbox's, so moving time past a
 grant's end shows Azure itself removing the assignment; the page's Azure panel
@@ -29,16 +29,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from jitaccess import logs
 from jitaccess.roles import Role
-from jitaccess.sandbox import demo
-from jitaccess.sandbox.fake_arm import FakeArm, FakeCredential
-from jitaccess.sandbox.fake_slack import FakeSlack
-from jitaccess.sandbox.page import SandboxClock, SandboxPage
 from jitaccess.server import (
     STOP_TIMEOUT,
     ConfigurationError,
@@ -47,8 +42,12 @@ from jitaccess.server import (
     stop_on_signals,
 )
 from jitaccess.settings import Settings, load_settings
-from jitaccess.store.models import SlackMessage
+from jitaccess.store.sandbox import forget_slack_messages
 from jitaccess.terminal import visible
+from jitaccess_sandbox import demo
+from jitaccess_sandbox.fake_arm import FakeArm, FakeCredential
+from jitaccess_sandbox.fake_slack import FakeSlack
+from jitaccess_sandbox.page import SandboxClock, SandboxPage
 
 log = logging.getLogger("jitaccess.sandbox")
 
@@ -228,10 +227,9 @@ class Sandbox:
                 seeded = demo.seed(server.container.service, self.clock())
                 if seeded:
                     log.info("sandbox: registered the demo applications %s", ", ".join(seeded))
-                with db.transaction() as session:
-                    # The cards of a previous run lived in its in-memory workspace; the
-                    # fake numbers messages from the same start, so post anew.
-                    session.execute(delete(SlackMessage))
+                # The cards of a previous run lived in its in-memory workspace; the
+                # fake numbers messages from the same start, so post anew.
+                forget_slack_messages(db)
             page = SandboxPage(
                 fake=fake,
                 signing_secret=self.secret,
