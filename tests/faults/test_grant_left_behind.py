@@ -196,6 +196,45 @@ def test_a_crash_mid_extension_never_revokes_early_and_never_leaves_the_grant(
         db.dispose()
 
 
+def test_a_crash_mid_expiry_keeps_the_request_ending_and_revokes_every_grant(
+    url: str, tmp_path: Path
+) -> None:
+    """A sweeper SIGKILLed right after the backend revoked 2 of 5 grants at the window's
+    end, before recording it: the claim already said the access is ending, so an
+    extension or release that arrives now is refused (the dead sweeper's backend calls
+    may have landed), and the next sweeper revokes every grant and expires them all."""
+    log, out = tmp_path / "calls.log", tmp_path / "out.log"
+    db, service, ids = setup(url, log, 5)
+    try:
+        sweep_to_completion(url, log, START_AT, out)
+        assert last_call(log) == dict.fromkeys(ids, "grant")
+        proc = start_sweeper(url, log, END_AT, out, batch=100, die_after=2)
+        assert proc.wait(timeout=60) == -signal.SIGKILL, out.read_text()[-2000:]
+        assert sum(1 for a in last_call(log).values() if a == "revoke") == 2
+        after_crash = rows(db)
+        assert {(r.state, r.end_requested) for r in after_crash.values()} == {("active", "expire")}
+
+        slack_side, _ = make_service(db, inline=False)  # as under serve
+        late = END_AT - timedelta(seconds=1)  # clicked just before the end
+        for rid in ids:
+            requester = service.get_request(rid).requester
+            with pytest.raises(RuleViolation, match="is ending"):
+                slack_side.extensions.extend(
+                    rid, actor=requester, added=timedelta(minutes=30), reason="more", now=late
+                )
+            with pytest.raises(Conflict, match="already ending"):
+                slack_side.release(rid, actor=requester, now=late)
+
+        sweep_to_completion(url, log, END_AT + LEASE + timedelta(seconds=1), out)
+        assert last_call(log) == dict.fromkeys(ids, "revoke")
+        assert "extend" not in {c.action for c in read_calls(log)}
+        after = rows(db)
+        assert {(r.state, r.ends_at) for r in after.values()} == {("expired", END_AT)}
+        assert verify(db).problems == []
+    finally:
+        db.dispose()
+
+
 STORM_REQUESTS = 120
 STORM_ROUNDS = 10
 STEP = LEASE + timedelta(seconds=1)  # each round, the last round's leases have lapsed
