@@ -5,7 +5,7 @@ The check reads the source with ``ast``, so it sees calls, not words: a Slack
 SQLAlchemy (under any name), ``sa.select(...)``, ``Model.__table__.insert()`` and
 ``session.query(...)`` are. ``session.execute`` of a statement store/ built is fine.
 The sandbox is its own distribution (``sandbox/``), outside this package; its one
-statement lives in ``store/sandbox.py`` too.
+statement lives in ``store/slack_messages.py`` too.
 """
 
 from __future__ import annotations

@@ -504,7 +504,7 @@ def test_the_product_wheel_ships_no_sandbox_module(monkeypatch: pytest.MonkeyPat
     shipped = wheel_files(ROOT, monkeypatch)
     assert "jitaccess/cli/serve.py" in shipped and "jitaccess/py.typed" in shipped
     # No sandbox package (the old jitaccess/sandbox/ or the new one) and none of its files
-    # (its only trace in the product is store/sandbox.py, the statement it runs).
+    # (its one statement lives in store/slack_messages.py with the Slack tables' others).
     sandbox_files = {"fake_slack.py", "fake_arm.py", "page.html", "page.js", "page.css"}
     assert {
         f

@@ -42,7 +42,7 @@ from jitaccess.server import (
     stop_on_signals,
 )
 from jitaccess.settings import Settings, load_settings
-from jitaccess.store.sandbox import forget_slack_messages
+from jitaccess.store import slack_messages
 from jitaccess.terminal import visible
 from jitaccess_sandbox import demo
 from jitaccess_sandbox.fake_arm import FakeArm, FakeCredential
@@ -229,7 +229,8 @@ class Sandbox:
                     log.info("sandbox: registered the demo applications %s", ", ".join(seeded))
                 # The cards of a previous run lived in its in-memory workspace; the
                 # fake numbers messages from the same start, so post anew.
-                forget_slack_messages(db)
+                with db.transaction() as session:
+                    slack_messages.forget_all_cards(session)
             page = SandboxPage(
                 fake=fake,
                 signing_secret=self.secret,

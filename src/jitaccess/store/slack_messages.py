@@ -33,6 +33,13 @@ def card_recipients(session: Session, request_id: int, role: str) -> list[str | 
     )
 
 
+def forget_all_cards(session: Session) -> None:
+    """Forget where every card and message was posted: the relay then posts them anew
+    instead of editing messages a workspace no longer has (the sandbox's fake Slack
+    keeps its messages in memory and numbers them from the same start after a restart)."""
+    session.execute(delete(SlackMessage))
+
+
 def forget_signatures(session: Session, now: datetime) -> None:
     """Drop the request signatures whose replay window closed by ``now``."""
     session.execute(delete(SlackSignature).where(SlackSignature.expires_at <= now))
