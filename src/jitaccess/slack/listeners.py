@@ -15,7 +15,6 @@ import functools
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as CheckTimedOut
@@ -39,6 +38,7 @@ from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.slack import answers, blocks
 from jitaccess.slack.commands import HELP, Command, UsageError, parse
 from jitaccess.slack.notifier import SlackNotifier, home_for
+from jitaccess.slack.pacing import real_monotonic
 from jitaccess.slack.replay import first_event_delivery
 
 log = logging.getLogger("jitaccess.slack")
@@ -80,11 +80,6 @@ def _check_pool() -> ThreadPoolExecutor:
         if _checks is None:
             _checks = ThreadPoolExecutor(8, thread_name_prefix="slack-check")
         return _checks
-
-
-def _monotonic() -> float:
-    # Not time.monotonic: freezegun replaces it, and a frozen clock never runs out.
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
 def checked_in_time(
@@ -689,7 +684,7 @@ class SlackFrontEnd:
             ack(response_action="update", view=blocks.notice_modal("Nothing changed", slow))
             return
         refusal, groups = outcome
-        checked_at = _monotonic()
+        checked_at = real_monotonic()
         if refusal is not None:
             ack(response_action="update", view=blocks.notice_modal("Nothing changed", refusal))
             if tell_refusal:
@@ -703,7 +698,7 @@ class SlackFrontEnd:
         def work() -> None:
             # The groups as the check read them: the approver was just told it is
             # recorded, and a second lookup failing now would make that untrue.
-            fresh = _monotonic() - checked_at < CHECK_REUSE_SECONDS
+            fresh = real_monotonic() - checked_at < CHECK_REUSE_SECONDS
             try:
                 with answered(groups if fresh else {}):
                     act(form.reason, now)

@@ -39,9 +39,10 @@ class Stopping(Exception):
     """The process is stopping while a call waited for its turn: it was never sent."""
 
 
-def _real_monotonic() -> float:
-    # Not time.monotonic: freezegun replaces that, and a frozen clock would never
-    # reach the next slot. Tests that want fake time inject a clock instead.
+def real_monotonic() -> float:
+    """Seconds on the real monotonic clock. Not ``time.monotonic``: freezegun replaces
+    that, and a frozen clock never reaches the next slot nor runs out a budget. Tests
+    that want fake time inject a clock instead."""
     return time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
@@ -64,7 +65,7 @@ class SlackPacer:
         self.intervals = {m: s * (1 + margin) / speed for m, s in base.items()}
         self.hold = hold / speed
         self.max_retries = max_retries
-        self.clock = clock or _real_monotonic
+        self.clock = clock or real_monotonic
         event = stopping or threading.Event()
         self.wait = wait or event.wait
         self._lock = threading.Lock()
