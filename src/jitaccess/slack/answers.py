@@ -26,6 +26,8 @@ from jitaccess.answers import describe, rejected
 SERVICE = "slack"
 #: A person's id (``U…``, or ``W…`` on Enterprise Grid).
 USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
+#: A user group's id (``S…``).
+GROUP_ID = re.compile(r"^S[A-Z0-9]{1,20}$")
 #: A conversation's id: a channel (``C…``), a private channel or group DM (``G…``), a DM (``D…``).
 CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{1,20}$")
 #: A message's timestamp: seconds, a dot, a sequence.

@@ -38,6 +38,7 @@ from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import JitError, Mention
 from jitaccess.domain.lifecycle import Action, RequestState, offers
+from jitaccess.slack import answers
 
 # callback ids (modals) and action ids (buttons); listeners route on these.
 REQUEST_MODAL = "jit_request"
@@ -131,10 +132,6 @@ def truncate(text: str, limit: int) -> str:
     return cut + TRUNCATED
 
 
-#: The ids Slack mentions: people (U…/W…) and user groups (S…).
-_MENTIONABLE = re.compile(r"[UWS][A-Z0-9]{1,20}")
-
-
 def user(user_id: str | None) -> str:
     """A person or user group the service names, as a mention; anything that is not
     such an id (whatever a directory answered) is shown as escaped text instead."""
@@ -144,7 +141,8 @@ def user(user_id: str | None) -> str:
         return "the policy (automatic mode)"
     if user_id == "system":
         return "jitaccess"
-    if not _MENTIONABLE.fullmatch(user_id):
+    # Only the ids Slack mentions: people (U…/W…) and user groups (S…).
+    if not (answers.USER_ID.fullmatch(user_id) or answers.GROUP_ID.fullmatch(user_id)):
         return escape(user_id)
     if is_group(user_id):
         return f"<!subteam^{user_id}>"
