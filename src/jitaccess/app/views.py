@@ -203,14 +203,16 @@ class RequestView:
         if self.state == RequestState.ACTIVE:
             # A revoke or release is recorded: the sweep takes the grant back. Until
             # then the grant still holds, but "active" would read as if nothing happened.
-            # "expire": the sweep is revoking at the window's end (see deadlines.mark_expiring).
-            ending = "being revoked" if self.end_requested not in (None, Event.EXPIRE) else "active"
+            # "expire" is no one's ask: the sweep is revoking at the window's end (see
+            # deadlines.mark_expiring).
+            asked_to_end = self.end_requested not in (None, Event.EXPIRE)
+            ending = "being revoked" if asked_to_end else "active"
             if self.revoke_failing_since is not None:
                 return (
                     f"{ending} (revoke failing since "
                     f"{self.revoke_failing_since:%Y-%m-%d %H:%M} UTC)"
                 )
-            if self.end_requested not in (None, Event.EXPIRE):
+            if asked_to_end:
                 return ending
             if self.end_requested == Event.EXPIRE or not self.holds_access(now):
                 return "active (window over, revoking)"
