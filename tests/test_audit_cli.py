@@ -18,25 +18,30 @@ from conftest import ADMIN, APPROVER, PUBLISHER, START, Cli, flat
 ACTIONS = ["app_registered", "standing_granted", "submit", "approve", "activate", "expire"]
 
 
+def register_crm(cli: Cli) -> None:
+    """``crm`` in manual mode: PUBLISHER may ask, APPROVER decides, ADMIN administers."""
+    cli(
+        "apps",
+        "register",
+        "crm",
+        "--scope",
+        "/subscriptions/s1/resourceGroups/mrg-crm",
+        "--publisher",
+        PUBLISHER,
+        "--admin",
+        ADMIN,
+        "--mode",
+        "manual",
+        "--approver",
+        APPROVER,
+    )
+
+
 def make_history(cli: Cli) -> None:
     """Register (with the publisher's standing access), request, approve, activate and
     expire: six audit entries."""
     with freeze_time(START) as frozen:
-        cli(
-            "apps",
-            "register",
-            "crm",
-            "--scope",
-            "/subscriptions/s1/resourceGroups/mrg-crm",
-            "--publisher",
-            PUBLISHER,
-            "--admin",
-            ADMIN,
-            "--mode",
-            "manual",
-            "--approver",
-            APPROVER,
-        )
+        register_crm(cli)
         rid = cli.json(
             "requests",
             "submit",
@@ -206,21 +211,7 @@ FORMULAS = [
 
 def submit_formulas(cli: Cli) -> None:
     with freeze_time(START):
-        cli(
-            "apps",
-            "register",
-            "crm",
-            "--scope",
-            "/subscriptions/s1/resourceGroups/mrg-crm",
-            "--publisher",
-            PUBLISHER,
-            "--admin",
-            ADMIN,
-            "--mode",
-            "manual",
-            "--approver",
-            APPROVER,
-        )
+        register_crm(cli)
         for hour, reason in enumerate(FORMULAS, start=11):
             cli(
                 "requests",
