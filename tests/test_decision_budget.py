@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from conftest import APPROVER, APPROVER2, PUBLISHER, register
+from conftest import APPROVER, APPROVER2, register
 from jitaccess.app.service import RetryPolicy
 from jitaccess.container import _directories
 from jitaccess.providers.base import ProviderRegistry
@@ -31,7 +31,7 @@ from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent
 from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import now
-from test_ack_first import GatedService, HttpWorld
+from test_ack_first import GatedService, HttpWorld, pending
 
 GROUP = "SAPPROVERS"
 #: Slack's limit for an answer to a form submission.
@@ -59,18 +59,6 @@ def world(fake_slack: FakeSlack, db: Database) -> Iterator[HttpWorld]:
     instance = HttpWorld(fake_slack, service)
     yield instance
     instance.close()
-
-
-def pending(world: HttpWorld) -> int:
-    return world.service.submit(
-        "crm",
-        requester=PUBLISHER,
-        role="Contributor",
-        duration=timedelta(hours=1),
-        justification="deploy",
-        now=now(),
-        starts_at=now() + timedelta(hours=1),
-    ).id
 
 
 def recorded(db: Database) -> tuple[int, int]:
