@@ -97,13 +97,19 @@ def _service(url: str, concurrency: int, worker: str) -> Any:
     from jitaccess.app.service import JitService
     from jitaccess.providers.base import ProviderRegistry
     from jitaccess.providers.webhook import WebhookProvider
+    from jitaccess.slack.ids import SLACK_PRINCIPALS
     from jitaccess.store.db import Database
 
     db = Database(url)
     providers = ProviderRegistry()
     providers.register(WebhookProvider())
     return JitService(
-        db, providers, worker_id=worker, inline=False, provider_concurrency=concurrency
+        db,
+        providers,
+        worker_id=worker,
+        inline=False,
+        provider_concurrency=concurrency,
+        principals=SLACK_PRINCIPALS,
     )
 
 

@@ -20,6 +20,7 @@ from fault_support import RecordingProvider
 
 from jitaccess.app.service import JitService
 from jitaccess.providers.base import ProviderRegistry
+from jitaccess.slack.ids import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 
 
@@ -36,7 +37,13 @@ def main(argv: list[str]) -> int:
             call_log, delay=float(delay_text), hang_after=hang_after, die_after=die_after or None
         )
     )
-    service = JitService(db, providers, worker_id=f"fault-worker:{os.getpid()}", inline=False)
+    service = JitService(
+        db,
+        providers,
+        worker_id=f"fault-worker:{os.getpid()}",
+        inline=False,
+        principals=SLACK_PRINCIPALS,
+    )
     print("sweeping", flush=True)
     give_up = time.monotonic() + 60
     while True:

@@ -25,6 +25,7 @@ from jitaccess.app.views import AppView
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Findings, NotFound, RuleViolation
 from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
+from jitaccess.domain.principals import PrincipalRules
 from jitaccess.providers.base import GrantSpec
 from jitaccess.store import audit
 from jitaccess.store.models import Application, Offer, StandingGrant
@@ -102,7 +103,7 @@ class Catalog:
 
     # -- offers ----------------------------------------------------------------------
     def register_offer(self, spec: OfferSpec, *, actor: str, now: datetime) -> OfferView:
-        publishers, roles = self._checked_offer(spec)
+        publishers, roles = self._checked_offer(spec, self.service.principals)
         with self.db.transaction() as session:
             if self.rows.offer(session, spec.name) is not None:
                 raise RuleViolation(f"Offer {spec.name} is already registered")
@@ -124,7 +125,9 @@ class Catalog:
             return view
 
     @staticmethod
-    def _checked_offer(spec: OfferSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def _checked_offer(
+        spec: OfferSpec, ids: PrincipalRules
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The offer's publishers and roles, cleaned; every problem at once."""
         rules.check_definition(
             "The offer",
@@ -142,7 +145,7 @@ class Catalog:
                     field="name",
                 )
             )
-        publishers = found(lambda: rules.check_user_ids(spec.publishers, "Publisher"), None)
+        publishers = found(lambda: rules.check_user_ids(spec.publishers, "Publisher", ids), None)
         if publishers == ():
             found.add(
                 RuleViolation(
@@ -301,7 +304,7 @@ class Catalog:
             existing = known.get(offer.name)
             if existing is None:
                 try:
-                    self._checked_offer(offer)
+                    self._checked_offer(offer, self.service.principals)
                 except RuleViolation as exc:
                     found.add(exc, subject=offer.name)
                 new_offers[offer.name] = offer

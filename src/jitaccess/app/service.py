@@ -39,6 +39,7 @@ from jitaccess.domain.lifecycle import (
     initial_state,
 )
 from jitaccess.domain.policy import ApprovalMode, Policy
+from jitaccess.domain.principals import PrincipalRules
 from jitaccess.providers.base import DefinitionChecker, GrantSpec, ProviderError, ProviderRegistry
 from jitaccess.store import audit
 from jitaccess.store.db import Database
@@ -132,8 +133,12 @@ class JitService:
         directory: Directory | None = None,
         listing_directory: Directory | None = None,
         activity: ActivityReporter | None = None,
+        principals: PrincipalRules,
     ) -> None:
         self.db = db
+        #: The chat front end's rules for the ids people type (Slack's, under serve and
+        #: the CLI): the domain treats ids as opaque.
+        self.principals = principals
         #: Who is in an approver group now (Slack's ``usergroups.users.list`` under serve):
         #: asked afresh for every decision, so someone who left a group cannot decide.
         self.directory: Directory = directory or StaticDirectory()
@@ -333,7 +338,7 @@ class JitService:
                     old.required_approvals if required_approvals is None else required_approvals
                 ),
                 feed_channel=old.feed_channel if feed_channel is None else feed_channel,
-            ).validated()
+            ).validated(self.principals)
             self._write_policy(row, new, now)
             after = AppView.of(row)
             entry = audit.append(
@@ -930,7 +935,9 @@ class JitService:
                 )
             )
         scope = found(lambda: rules.check_scope(spec.scope), None)
-        publishers = found(lambda: rules.check_user_ids(spec.publishers, "Publisher"), None)
+        publishers = found(
+            lambda: rules.check_user_ids(spec.publishers, "Publisher", self.principals), None
+        )
         if publishers == ():
             found.add(
                 RuleViolation(
@@ -945,7 +952,9 @@ class JitService:
                 )
             )
         no_admins: tuple[str, ...] = ()
-        admins = found(lambda: rules.check_user_ids(spec.admins, "Admin"), no_admins)
+        admins = found(
+            lambda: rules.check_user_ids(spec.admins, "Admin", self.principals), no_admins
+        )
         try:
             provider = self.providers.get(spec.provider)
         except ProviderError as exc:
@@ -955,10 +964,13 @@ class JitService:
                 self._check_backend(provider, spec, scope, roles or (), found)
         policy = found(
             lambda: (
-                spec.policy.validated()
+                spec.policy.validated(self.principals)
                 if spec.jit_enabled
                 else replace(
-                    spec.policy, feed_channel=rules.check_feed_channel(spec.policy.feed_channel)
+                    spec.policy,
+                    feed_channel=rules.check_feed_channel(
+                        spec.policy.feed_channel, self.principals
+                    ),
                 )
             ),
             spec.policy,
