@@ -27,6 +27,7 @@ from jitaccess.container import _directories
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
 from jitaccess.settings import Settings
+from jitaccess.slack.ids import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -53,6 +54,7 @@ def world(fake_slack: FakeSlack, db: Database) -> Iterator[HttpWorld]:
         retry=RetryPolicy(base=timedelta(seconds=10), cap=timedelta(minutes=5)),
         directory=decisions,
         listing_directory=listing,
+        principals=SLACK_PRINCIPALS,
     )
     service.inline = False  # as under serve
     register(service, approvers=(GROUP,))
