@@ -31,6 +31,7 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from jitaccess import logs
+from jitaccess.app.slack_messages import SlackMessages
 from jitaccess.container import Container, build, uses_socket_mode
 from jitaccess.metrics import Metrics
 from jitaccess.roles import Role
@@ -87,7 +88,9 @@ class Server:
         self.socket_mode = uses_socket_mode(settings, self.role)
         self.router = Router(ready=self.readiness)
         routes = http_routes(
-            self.slack, socket_mode=self.socket_mode, replay=ReplayGuard(self.container.db)
+            self.slack,
+            socket_mode=self.socket_mode,
+            replay=ReplayGuard(SlackMessages(self.container.db)),
         )
         for prefix, wsgi_app in routes.items():
             self.router.mount(prefix, wsgi_app)

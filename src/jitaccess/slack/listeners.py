@@ -31,6 +31,7 @@ from jitaccess.app.breakglass import needs_review
 from jitaccess.app.directory import answered, is_group, recording
 from jitaccess.app.extensions import ExtensionOutcome
 from jitaccess.app.service import JitService
+from jitaccess.app.slack_messages import SlackMessages
 from jitaccess.domain import policy as rules
 from jitaccess.domain.durations import format_duration, parse_duration
 from jitaccess.domain.errors import JitError, NotFound, Problems, RuleViolation
@@ -1004,4 +1005,4 @@ class SlackFrontEnd:
     def _first_delivery(self, event_id: str | None) -> bool:
         if not event_id:
             return True
-        return first_event_delivery(self.service.db, event_id, self.clock())
+        return first_event_delivery(SlackMessages(self.service.db), event_id, self.clock())

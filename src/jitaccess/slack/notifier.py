@@ -29,12 +29,11 @@ from jitaccess.app.breakglass import needs_review, reviewers_of_app
 from jitaccess.app.outbox import Notification, OutboxKind, Skipped, Undeliverable
 from jitaccess.app.quorum import APPROVAL_RECORDED
 from jitaccess.app.service import JitService
+from jitaccess.app.slack_messages import SlackMessages
 from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.errors import NotFound
 from jitaccess.slack import answers, blocks
 from jitaccess.slack.pacing import SlackPacer
-from jitaccess.store import slack_messages
-from jitaccess.store.models import SlackMessage
 
 log = logging.getLogger("jitaccess.slack.notifier")
 #: channel, ts, the outbox key it last showed, its first line
@@ -421,10 +420,13 @@ class SlackNotifier:
             self._dm_channels[user_id] = channel
         return channel
 
+    @property
+    def _messages(self) -> SlackMessages:
+        return SlackMessages(self.service.db)
+
     def _card(self, request_id: int, recipient: str, role: str) -> _CardRef | None:
-        with self.service.db.transaction(readonly=True) as session:
-            row = slack_messages.card(session, request_id, recipient, role)
-            return None if row is None else (row.channel, row.ts, row.last_dedup_key, row.headline)
+        card = self._messages.card(request_id, recipient, role)
+        return None if card is None else (card.channel, card.ts, card.last_dedup_key, card.headline)
 
     def _remember(
         self,
@@ -437,21 +439,16 @@ class SlackNotifier:
         headline: str | None = None,
     ) -> None:
         assert note.recipient is not None and note.request_id is not None
-        with self.service.db.transaction() as session:
-            row = slack_messages.card(session, note.request_id, note.recipient, role)
-            if row is None:
-                row = SlackMessage(
-                    request_id=note.request_id,
-                    recipient=note.recipient,
-                    role=role,
-                    channel=channel,
-                    ts=ts,
-                    updated_at=now,
-                )
-                session.add(row)
-            row.channel, row.ts, row.last_dedup_key = channel, ts, note.dedup_key
-            row.headline = headline
-            row.updated_at = now
+        self._messages.remember_card(
+            note.request_id,
+            note.recipient,
+            role,
+            channel=channel,
+            ts=ts,
+            dedup_key=note.dedup_key,
+            headline=headline,
+            now=now,
+        )
 
     # -- home ------------------------------------------------------------------------
     def after_batch(self, now: datetime) -> None:
