@@ -404,3 +404,27 @@ def wait_until(predicate: Any, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+# -- one kind of listener, called directly (tests/slack/listeners/) ------------------
+
+
+class Recorder:
+    """Stands for Bolt's ``ack`` or ``respond``: records what each call said."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, text: str | None = None, **kwargs: Any) -> None:
+        self.calls.append({"text": text, **kwargs} if text is not None else kwargs)
+
+
+def listener_parts(fake: FakeSlack, db: Database) -> tuple[Any, Any, Any]:
+    """The service, a real WebClient on the fake Slack and the notifier: what a kind of
+    listener (``CommandListeners(service, notifier, now)``...) is made of. Work after
+    the ack runs at once, in the call."""
+    from jitaccess.slack.notifier import SlackNotifier
+
+    service, _ = make_service(db, inline=False)
+    client = slack_client("xoxb-test-token", fake.base_url)
+    return service, client, SlackNotifier(client, service)

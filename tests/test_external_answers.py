@@ -24,7 +24,7 @@ from jitaccess.answers import REJECTED
 from jitaccess.app.outbox import OutboxKind
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.slack import blocks
-from jitaccess.slack.listeners import SORRY
+from jitaccess.slack.listeners.base import SORRY
 from jitaccess.slack.notifier import TimeZones
 from jitaccess.slack.runtime import slack_client
 from jitaccess.store.db import Database

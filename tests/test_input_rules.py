@@ -36,7 +36,7 @@ from jitaccess.domain.policy import (
     check_submission,
 )
 from jitaccess.slack import blocks
-from jitaccess.slack.listeners import SORRY
+from jitaccess.slack.listeners.base import SORRY
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, texts

@@ -46,7 +46,7 @@ from jitaccess.domain.policy import ApprovalMode
 from jitaccess.server import Server
 from jitaccess.settings import Settings
 from jitaccess.slack import blocks
-from jitaccess.slack.listeners import SORRY
+from jitaccess.slack.listeners.base import SORRY
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application, AuditEvent, OutboxMessage
 from jitaccess_sandbox.fake_slack import FakeSlack

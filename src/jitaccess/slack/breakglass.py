@@ -14,12 +14,8 @@ from slack_sdk import WebClient
 from jitaccess.app import breakglass
 from jitaccess.slack import blocks
 from jitaccess.slack.commands import Command
-from jitaccess.slack.listeners import (
-    SlackFrontEnd,
-    _clicked_request_id,
-    _origin,
-    guarded,
-)
+from jitaccess.slack.listeners import SlackFrontEnd
+from jitaccess.slack.listeners.base import clicked_request_id, guarded, origin_of
 
 log = logging.getLogger("jitaccess.slack")
 
@@ -70,11 +66,11 @@ class BreakGlassListeners:
     def on_ack_clicked(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
         user = body["user"]["id"]
-        request_id = _clicked_request_id(body)
+        request_id = clicked_request_id(body)
         if request_id is None:
             log.warning("ignoring an acknowledge click that carries no request id")
             return
-        origin = _origin(body)
+        origin = origin_of(body)
 
         self.front._open_reason_form(
             "acknowledge click",
