@@ -19,7 +19,7 @@ from slack_bolt.response import BoltResponse
 from conftest import make_service
 from jitaccess.app.outbox import OutboxRelay, RelayReport
 from jitaccess.app.service import SweepReport
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids
 from jitaccess.slack.runtime import build_slack, slack_client
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -224,14 +224,14 @@ class SlackWorld:
         start: int | None = None,
     ) -> BoltResponse:
         modal = self.last_modal(user)
-        assert modal["view"].get("callback_id") == blocks.REQUEST_MODAL, modal["view"]
+        assert modal["view"].get("callback_id") == ids.REQUEST_MODAL, modal["view"]
         initial = next(
             b["element"]["initial_date_time"]
             for b in modal["view"]["blocks"]
             if b.get("block_id") == "start"
         )
         values = {
-            "app": {blocks.APP_PICKED: select(app)},
+            "app": {ids.APP_PICKED: select(app)},
             "role": {"role": select(role)},
             "start": {
                 "start": {
@@ -246,7 +246,7 @@ class SlackWorld:
 
     def submit_reason(self, user: str, reason: str | None) -> BoltResponse:
         modal = self.last_modal(user)
-        assert modal["view"].get("callback_id") == blocks.DECISION_MODAL, modal["view"]
+        assert modal["view"].get("callback_id") == ids.DECISION_MODAL, modal["view"]
         return self.submit(user, modal, {"reason": {"reason": text_value(reason)}})
 
     def home_opened(self, user: str, event_id: str, **headers: str) -> BoltResponse:

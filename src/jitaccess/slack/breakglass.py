@@ -12,7 +12,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from jitaccess.app import breakglass
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids, markup, modals
 from jitaccess.slack.commands import Command
 from jitaccess.slack.listeners import SlackFrontEnd
 from jitaccess.slack.listeners.base import clicked_request_id, guarded, origin_of
@@ -25,8 +25,8 @@ class BreakGlassListeners:
         self.front = front
 
     def register(self, app: App) -> None:
-        app.action(blocks.BREAKGLASS_ACK)(guarded(self.on_ack_clicked))
-        app.view(blocks.REVIEW_MODAL)(guarded(self.on_review_submitted))
+        app.action(ids.BREAKGLASS_ACK)(guarded(self.on_ack_clicked))
+        app.view(ids.REVIEW_MODAL)(guarded(self.on_review_submitted))
 
     # -- commands --------------------------------------------------------------------
     def run(self, cmd: Command, user: str, now: datetime) -> str:
@@ -51,9 +51,9 @@ class BreakGlassListeners:
                 else "Access is being granted now."
             )
             return (
-                f":rotating_light: Break-glass request #{view.id}: {blocks.escape(view.role)} on "
-                f"{blocks.escape(view.app)}, "
-                f"{blocks.window(view, tz)}, for {blocks.escape(view.incident_ref or '')}. "
+                f":rotating_light: Break-glass request #{view.id}: {markup.escape(view.role)} on "
+                f"{markup.escape(view.app)}, "
+                f"{markup.window(view, tz)}, for {markup.escape(view.incident_ref or '')}. "
                 f"{granted} Every approver and admin was alerted; one of them will review it."
             )
         assert cmd.request_id is not None
@@ -76,7 +76,7 @@ class BreakGlassListeners:
             "acknowledge click",
             client,
             body,
-            blocks.review_modal(request_id, origin=origin),
+            modals.review_modal(request_id, origin=origin),
             lambda: breakglass.review_refusal(self.front.service, request_id, user),
             origin,
         )

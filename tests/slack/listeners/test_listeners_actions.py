@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from conftest import APPROVER, PUBLISHER, register
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids
 from jitaccess.slack.listeners.actions import ActionListeners
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -45,7 +45,7 @@ def test_cancel_is_acked_and_withdraws_the_request(fake_slack: FakeSlack, db: Da
     listeners, service, client, rid = pending(fake_slack, db)
     ack = Recorder()
     on_cancel = listeners._own_request_button("cancel")
-    on_cancel(ack=ack, body=click(fake_slack, PUBLISHER, str(rid), blocks.CANCEL), client=client)
+    on_cancel(ack=ack, body=click(fake_slack, PUBLISHER, str(rid), ids.CANCEL), client=client)
     assert ack.calls == [{}]
     assert service.get_request(rid).state == "cancelled"
 
@@ -56,7 +56,7 @@ def test_someone_elses_cancel_is_refused_in_an_ephemeral(
     listeners, service, client, rid = pending(fake_slack, db)
     ack = Recorder()
     on_cancel = listeners._own_request_button("cancel")
-    on_cancel(ack=ack, body=click(fake_slack, APPROVER, str(rid), blocks.CANCEL), client=client)
+    on_cancel(ack=ack, body=click(fake_slack, APPROVER, str(rid), ids.CANCEL), client=client)
     assert ack.calls == [{}]
     assert service.get_request(rid).state == "pending"
     assert len(fake_slack.ephemerals_to(APPROVER)) == 1
@@ -66,10 +66,10 @@ def test_approve_opens_the_reason_form(fake_slack: FakeSlack, db: Database) -> N
     listeners, service, client, rid = pending(fake_slack, db)
     ack = Recorder()
     on_approve = listeners._decision_button("approve")
-    on_approve(ack=ack, body=click(fake_slack, APPROVER, str(rid), blocks.APPROVE), client=client)
+    on_approve(ack=ack, body=click(fake_slack, APPROVER, str(rid), ids.APPROVE), client=client)
     assert ack.calls == [{}]
     [modal] = fake_slack.opened_views(APPROVER)
-    assert modal["view"]["callback_id"] == blocks.DECISION_MODAL
+    assert modal["view"]["callback_id"] == ids.DECISION_MODAL
     assert service.get_request(rid).state == "pending"  # nothing decided before the reason
 
 
@@ -79,7 +79,7 @@ def test_a_click_without_a_request_id_is_acked_and_ignored(
     listeners, service, client, rid = pending(fake_slack, db)
     ack = Recorder()
     on_approve = listeners._decision_button("approve")
-    on_approve(ack=ack, body=click(fake_slack, APPROVER, "x1", blocks.APPROVE), client=client)
+    on_approve(ack=ack, body=click(fake_slack, APPROVER, "x1", ids.APPROVE), client=client)
     assert ack.calls == [{}]
     assert fake_slack.opened_views(APPROVER) == []
     assert service.get_request(rid).state == "pending"

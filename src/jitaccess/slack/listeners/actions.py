@@ -13,7 +13,7 @@ from slack_sdk.errors import SlackApiError
 
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import JitError
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import cards, ids, modals
 from jitaccess.slack.listeners.base import (
     ListenerBase,
     clicked_block_id,
@@ -40,7 +40,7 @@ class ActionListeners(ListenerBase):
             client.views_update(
                 view_id=body["view"]["id"],
                 hash=body["view"]["hash"],
-                view=blocks.request_modal(apps, selected=selected, now=self.clock()),
+                view=modals.request_modal(apps, selected=selected, now=self.clock()),
             )
 
         self._later("application pick", work, None)
@@ -57,7 +57,7 @@ class ActionListeners(ListenerBase):
             origin = origin_of(body)
             if decision.endswith("_extension"):
                 # The extension this card showed travels with the form to the decision.
-                shown = blocks.shown_extension_end(clicked_block_id(body))
+                shown = cards.shown_extension_end(clicked_block_id(body))
                 if shown is not None:
                     origin["shown_end"] = str(int(shown.timestamp()))
 
@@ -65,7 +65,7 @@ class ActionListeners(ListenerBase):
                 f"{decision} click",
                 client,
                 body,
-                blocks.decision_modal(
+                modals.decision_modal(
                     None, request_id=request_id, decision=decision, origin=origin
                 ),
                 lambda: self._refusal(request_id, user, decision),
@@ -93,11 +93,11 @@ class ActionListeners(ListenerBase):
                 view, app = self.service.extensions.precheck(
                     request_id, actor=user, added=rules.MIN_DURATION, reason="-", now=now
                 )
-                modal = blocks.extend_modal(
+                modal = modals.extend_modal(
                     view, app.policy.max_duration, origin=origin, tz=self.notifier.zones.of(user)
                 )
             except JitError as exc:
-                modal = blocks.notice_modal("Nothing to extend", exc)
+                modal = modals.notice_modal("Nothing to extend", exc)
             client.views_open(trigger_id=body["trigger_id"], view=modal)
 
         self._later("extend click", work, lambda text: self._tell(client, origin, user, text))
@@ -127,7 +127,7 @@ class ActionListeners(ListenerBase):
                     try:
                         client.views_open(
                             trigger_id=body["trigger_id"],
-                            view=blocks.notice_modal("Nothing changed", exc),
+                            view=modals.notice_modal("Nothing changed", exc),
                         )
                     except SlackApiError:  # e.g. the trigger expired: a DM instead
                         self._tell(client, origin, user, exc, dm=True)
@@ -143,15 +143,15 @@ class ActionListeners(ListenerBase):
 
 def register(app: App, listeners: ActionListeners) -> None:
     """Wire every button."""
-    app.action(blocks.APP_PICKED)(listeners.on_app_picked)
+    app.action(ids.APP_PICKED)(listeners.on_app_picked)
     for action, decision in (
-        (blocks.APPROVE, "approve"),
-        (blocks.DENY, "deny"),
-        (blocks.REVOKE, "revoke"),
-        (blocks.APPROVE_EXTENSION, "approve_extension"),
-        (blocks.DENY_EXTENSION, "deny_extension"),
+        (ids.APPROVE, "approve"),
+        (ids.DENY, "deny"),
+        (ids.REVOKE, "revoke"),
+        (ids.APPROVE_EXTENSION, "approve_extension"),
+        (ids.DENY_EXTENSION, "deny_extension"),
     ):
         app.action(action)(listeners._decision_button(decision))
-    app.action(blocks.CANCEL)(listeners._own_request_button("cancel"))
-    app.action(blocks.RELEASE)(listeners._own_request_button("release"))
-    app.action(blocks.EXTEND)(listeners.on_extend_clicked)
+    app.action(ids.CANCEL)(listeners._own_request_button("cancel"))
+    app.action(ids.RELEASE)(listeners._own_request_button("release"))
+    app.action(ids.EXTEND)(listeners.on_extend_clicked)

@@ -24,7 +24,8 @@ from jitaccess.app.directory import answered, recording
 from jitaccess.app.service import JitService
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import JitError, NotFound, RuleViolation
-from jitaccess.slack import answers, blocks
+from jitaccess.slack import answers
+from jitaccess.slack.blocks import markup, modals
 from jitaccess.slack.commands import Command
 from jitaccess.slack.notifier import SlackNotifier
 from jitaccess.slack.pacing import real_monotonic
@@ -215,16 +216,16 @@ class ListenerBase:
             self._commands[name] = run
 
     def _open_request_form(self, client: WebClient, trigger_id: str, user: str) -> None:
-        view_id, view_hash = open_view(client, trigger_id, blocks.loading_modal("Request access"))
+        view_id, view_hash = open_view(client, trigger_id, modals.loading_modal("Request access"))
         apps = self.service.apps_for_publisher(user)
         client.views_update(
             view_id=view_id,
             hash=view_hash,
-            view=blocks.request_modal(apps, selected=None, now=self.clock()),
+            view=modals.request_modal(apps, selected=None, now=self.clock()),
         )
 
     def _open_config(self, client: WebClient, trigger_id: str, user: str, app_name: str) -> None:
-        view_id, view_hash = open_view(client, trigger_id, blocks.loading_modal("JIT policy"))
+        view_id, view_hash = open_view(client, trigger_id, modals.loading_modal("JIT policy"))
         try:
             app = self.service.get_app(app_name)
             if user not in app.admins:
@@ -236,9 +237,9 @@ class ListenerBase:
                     f"JIT is disabled for {app.name}: there is no policy to "
                     "change; JIT cannot be enabled after registration"
                 )
-            view = blocks.config_modal(app)
+            view = modals.config_modal(app)
         except JitError as exc:
-            view = blocks.notice_modal("JIT policy", exc)
+            view = modals.notice_modal("JIT policy", exc)
         client.views_update(view_id=view_id, hash=view_hash, view=view)
 
     def _open_reason_form(
@@ -265,7 +266,7 @@ class ListenerBase:
             if refusal is not None:
                 client.views_update(
                     view_id=view_id,
-                    view=blocks.notice_modal("Nothing to do", refusal),
+                    view=modals.notice_modal("Nothing to do", refusal),
                 )
                 self._tell(client, origin, user, refusal)
 
@@ -319,16 +320,16 @@ class ListenerBase:
         try:
             outcome = checked_in_time(refusal_of)
         except NotFound as exc:
-            ack(response_action="update", view=blocks.notice_modal("Nothing changed", exc))
+            ack(response_action="update", view=modals.notice_modal("Nothing changed", exc))
             return
         if outcome is None:
             slow = RuleViolation(CHECK_TOO_SLOW.format(verb=verb, rid=form.request_id))
-            ack(response_action="update", view=blocks.notice_modal("Nothing changed", slow))
+            ack(response_action="update", view=modals.notice_modal("Nothing changed", slow))
             return
         refusal, groups = outcome
         checked_at = real_monotonic()
         if refusal is not None:
-            ack(response_action="update", view=blocks.notice_modal("Nothing changed", refusal))
+            ack(response_action="update", view=modals.notice_modal("Nothing changed", refusal))
             if tell_refusal:
                 told = refusal
                 self._later(
@@ -369,7 +370,7 @@ class ListenerBase:
     ) -> None:
         """An ephemeral message where the user acted; with ``dm``, a DM when there is
         no such channel or the ephemeral cannot be posted (the user must hear of it)."""
-        text = blocks.mention_users(message)
+        text = markup.mention_users(message)
         channel = origin.get("channel")
         if channel:
             try:

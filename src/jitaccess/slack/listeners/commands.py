@@ -13,7 +13,7 @@ from jitaccess.app.breakglass import needs_review
 from jitaccess.app.extensions import ExtensionOutcome
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import JitError
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import home, markup
 from jitaccess.slack.commands import HELP, Command, UsageError, parse
 from jitaccess.slack.listeners.base import ListenerBase, guarded
 
@@ -24,12 +24,12 @@ def _extension_reply(outcome: ExtensionOutcome, tz: Any) -> str:
     view = outcome.request
     if outcome.status == "extended":
         return (
-            f"Request #{view.id} extended: it now ends {blocks.when(view.ends_at, tz)} "
+            f"Request #{view.id} extended: it now ends {markup.when(view.ends_at, tz)} "
             "(same access, no gap)."
         )
     assert view.extension_ends_at is not None
     return (
-        f"The extension of request #{view.id} to {blocks.when(view.extension_ends_at, tz)} "
+        f"The extension of request #{view.id} to {markup.when(view.extension_ends_at, tz)} "
         "was sent to the approvers; your access stays as it is meanwhile."
     )
 
@@ -51,7 +51,7 @@ class CommandListeners(ListenerBase):
 
         def work() -> None:
             if isinstance(cmd, UsageError):
-                respond(text=blocks.escape(str(cmd)))
+                respond(text=markup.escape(str(cmd)))
             elif cmd.name == "request_form":
                 self._open_request_form(client, command["trigger_id"], user)
             elif cmd.name == "config":
@@ -60,7 +60,7 @@ class CommandListeners(ListenerBase):
                 try:
                     text, body = self._run(cmd, user, now)
                 except JitError as exc:
-                    respond(text=blocks.mention_users(exc))
+                    respond(text=markup.mention_users(exc))
                     return
                 respond(text=text, blocks=body)
 
@@ -74,22 +74,22 @@ class CommandListeners(ListenerBase):
         if cmd.name == "help":
             return HELP, None
         if cmd.name == "list":
-            views = service.list_requests(requester=user, limit=blocks.HOME_ITEMS_MAX)
-            return "Your requests", blocks.request_list(
+            views = service.list_requests(requester=user, limit=markup.HOME_ITEMS_MAX)
+            return "Your requests", home.request_list(
                 "Your requests", views, tz, now, empty="You have no requests yet."
             )
         if cmd.name == "pending":
             if cmd.app:
                 service.check_can_read(cmd.app, user)
                 views = [v for v in service.list_requests(app=cmd.app, state="pending")][::-1]
-                title = f"Waiting for approval on {blocks.escape(cmd.app)}"
+                title = f"Waiting for approval on {markup.escape(cmd.app)}"
             else:
                 views = service.pending_for(user)
                 title = "Waiting for your approval (all applications)"
-            body = blocks.request_list(title, views, tz, now, empty="Nothing is waiting.")
+            body = home.request_list(title, views, tz, now, empty="Nothing is waiting.")
             unreviewed = [v for v in needs_review(service, user) if cmd.app in (None, v.app)]
             if unreviewed:
-                body = blocks.review_list(unreviewed, tz, now) + body
+                body = home.review_list(unreviewed, tz, now) + body
             return title, body
         if cmd.name in self._commands:
             return self._commands[cmd.name](cmd, user, now), None
@@ -106,15 +106,15 @@ class CommandListeners(ListenerBase):
             )
             waiting = (
                 " Waiting for one of: "
-                + ", ".join(blocks.user(a) for a in view.notified_approvers)
+                + ", ".join(markup.user(a) for a in view.notified_approvers)
                 + "."
                 if view.state == "pending"
                 else ""
             )
             return (
-                f"Request #{view.id} submitted: {blocks.escape(view.role)} on "
-                f"{blocks.escape(view.app)}, "
-                f"{blocks.window(view, tz)}. It is {view.state}.{waiting}"
+                f"Request #{view.id} submitted: {markup.escape(view.role)} on "
+                f"{markup.escape(view.app)}, "
+                f"{markup.window(view, tz)}. It is {view.state}.{waiting}"
             ), None
         if cmd.name == "apps":
             return self._appsform_text(user), None
@@ -125,9 +125,9 @@ class CommandListeners(ListenerBase):
                 cmd.app, limit=HISTORY_PAGE + 1, offset=(cmd.page - 1) * HISTORY_PAGE
             )
             more = len(views) > HISTORY_PAGE
-            app_md = blocks.escape(cmd.app)
+            app_md = markup.escape(cmd.app)
             title = f"History of {app_md}, page {cmd.page}"
-            body = blocks.request_list(
+            body = home.request_list(
                 title, views[:HISTORY_PAGE], tz, now, empty="No requests on this page."
             )
             if more:
@@ -164,7 +164,7 @@ class CommandListeners(ListenerBase):
         else:  # pragma: no cover - parse() only returns the names above
             raise UsageError(f"Unknown command {cmd.name}")
         if cmd.name == "approve" and view.state == "pending":
-            progress = blocks.quorum_progress(view)
+            progress = markup.quorum_progress(view)
             return f"Your approval of request #{view.id} is recorded: {progress}.", None
         return f"Request #{view.id} is now {view.status_line(now)}.", None
 
@@ -192,7 +192,7 @@ class CommandListeners(ListenerBase):
             you = f" · you: {', '.join(roles)}" if roles else ""
             # A validated channel ID: Slack shows the channel's current name.
             feed = f" · feed <#{app.policy.feed_channel}>" if app.policy.feed_channel else ""
-            lines.append(f"• *{blocks.escape(app.name)}*: {blocks.escape(policy)}{feed}{you}")
+            lines.append(f"• *{markup.escape(app.name)}*: {markup.escape(policy)}{feed}{you}")
         return "\n".join(lines) or "No applications are registered yet."
 
 

@@ -16,7 +16,7 @@ from jitaccess.domain import policy as rules
 from jitaccess.domain.durations import parse_duration
 from jitaccess.domain.errors import JitError, NotFound, Problems, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import cards, ids, markup, modals
 from jitaccess.slack.listeners.base import (
     MAX_REQUEST_ID,
     OUT_OF_DATE,
@@ -59,7 +59,7 @@ class ViewListeners(ListenerBase):
         user = body["user"]["id"]
         try:
             values = view["state"]["values"]
-            app_name = form_text(values["app"][blocks.APP_PICKED]["selected_option"]["value"])
+            app_name = form_text(values["app"][ids.APP_PICKED]["selected_option"]["value"])
             role = form_text(values["role"]["role"]["selected_option"]["value"])
             duration = parse_duration(
                 form_text(values["duration"]["duration"]["selected_option"]["value"])
@@ -84,7 +84,7 @@ class ViewListeners(ListenerBase):
             rules.check_submission(app.rules(), user, role, duration, starts_at, justification, now)
         except RuleViolation as exc:
             field = exc.field if exc.field in REQUEST_FIELDS else "justification"
-            ack(response_action="errors", errors={field: blocks.truncate(str(exc), 2000)})
+            ack(response_action="errors", errors={field: markup.truncate(str(exc), 2000)})
             return
         except NotFound as exc:
             ack(response_action="errors", errors={"app": str(exc)})
@@ -117,7 +117,7 @@ class ViewListeners(ListenerBase):
         if form is None:
             return
         user, request_id, decision = body["user"]["id"], form.request_id, form.decision
-        shown_end = blocks.shown_extension_end(
+        shown_end = cards.shown_extension_end(
             f"extension:{request_id}:{form.meta.get('shown_end')}"
         )
 
@@ -182,10 +182,10 @@ class ViewListeners(ListenerBase):
                 raise overlap
         except RuleViolation as exc:
             field = "reason" if exc.field == "reason" else "duration"
-            ack(response_action="errors", errors={field: blocks.truncate(str(exc), 2000)})
+            ack(response_action="errors", errors={field: markup.truncate(str(exc), 2000)})
             return
         except NotFound as exc:
-            ack(response_action="update", view=blocks.notice_modal("Nothing changed", exc))
+            ack(response_action="update", view=modals.notice_modal("Nothing changed", exc))
             return
         ack()
 
@@ -290,7 +290,7 @@ class ViewListeners(ListenerBase):
 
 def register(app: App, listeners: ViewListeners) -> None:
     """Wire every modal's submission."""
-    app.view(blocks.REQUEST_MODAL)(listeners.on_request_submitted)
-    app.view(blocks.DECISION_MODAL)(listeners.on_decision_submitted)
-    app.view(blocks.EXTEND_MODAL)(listeners.on_extend_submitted)
-    app.view(blocks.CONFIG_MODAL)(listeners.on_config_submitted)
+    app.view(ids.REQUEST_MODAL)(listeners.on_request_submitted)
+    app.view(ids.DECISION_MODAL)(listeners.on_decision_submitted)
+    app.view(ids.EXTEND_MODAL)(listeners.on_extend_submitted)
+    app.view(ids.CONFIG_MODAL)(listeners.on_config_submitted)
