@@ -10,11 +10,12 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from jitaccess.app.breakglass import needs_review
+from jitaccess.app.commands import ApproveRequest, ExtendRequest, SubmitRequest, handle
 from jitaccess.app.extensions import ExtensionOutcome
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import JitError
 from jitaccess.slack.blocks import home, markup
-from jitaccess.slack.commands import HELP, Command, UsageError, parse
+from jitaccess.slack.commands import HELP, Command, UsageError, app_command, parse
 from jitaccess.slack.listeners.base import ListenerBase, guarded
 
 HISTORY_PAGE = 10
@@ -93,31 +94,8 @@ class CommandListeners(ListenerBase):
             return title, body
         if cmd.name in self._commands:
             return self._commands[cmd.name](cmd, user, now), None
-        if cmd.name == "request":
-            # A zero duration is falsy but is the service's to refuse, with its message.
-            assert cmd.app and cmd.role and cmd.duration is not None and cmd.reason is not None
-            view = service.submit(
-                cmd.app,
-                requester=user,
-                role=cmd.role,
-                duration=cmd.duration,
-                justification=cmd.reason,
-                now=now,
-            )
-            waiting = (
-                " Waiting for one of: "
-                + ", ".join(markup.user(a) for a in view.notified_approvers)
-                + "."
-                if view.state == "pending"
-                else ""
-            )
-            return (
-                f"Request #{view.id} submitted: {markup.escape(view.role)} on "
-                f"{markup.escape(view.app)}, "
-                f"{markup.window(view, tz)}. It is {view.state}.{waiting}"
-            ), None
         if cmd.name == "apps":
-            return self._appsform_text(user), None
+            return self._apps_text(user), None
         if cmd.name == "history":
             assert cmd.app
             service.check_can_read(cmd.app, user)
@@ -143,32 +121,31 @@ class CommandListeners(ListenerBase):
                     }
                 )
             return title, body
-        assert cmd.request_id is not None
-        rid = cmd.request_id
-        if cmd.name == "extend":
-            assert cmd.duration is not None
-            outcome = service.extensions.extend(
-                rid, actor=user, added=cmd.duration, reason=cmd.reason or "", now=now
-            )
-            return _extension_reply(outcome, tz), None
-        if cmd.name == "cancel":
-            view = service.cancel(rid, actor=user, now=now)
-        elif cmd.name == "release":
-            view = service.release(rid, actor=user, now=now)
-        elif cmd.name == "revoke":
-            view = service.revoke(rid, actor=user, reason=cmd.reason or "", now=now)
-        elif cmd.name == "approve":
-            view = service.approve(rid, actor=user, reason=cmd.reason or "", now=now)
-        elif cmd.name == "deny":
-            view = service.deny(rid, actor=user, reason=cmd.reason or "", now=now)
-        else:  # pragma: no cover - parse() only returns the names above
+        action = app_command(cmd, user)
+        if action is None:  # pragma: no cover - parse() only returns the names above
             raise UsageError(f"Unknown command {cmd.name}")
-        if cmd.name == "approve" and view.state == "pending":
+        if isinstance(action, ExtendRequest):
+            return _extension_reply(handle(service, action, now), tz), None
+        view = handle(service, action, now)
+        if isinstance(action, SubmitRequest):
+            waiting = (
+                " Waiting for one of: "
+                + ", ".join(markup.user(a) for a in view.notified_approvers)
+                + "."
+                if view.state == "pending"
+                else ""
+            )
+            return (
+                f"Request #{view.id} submitted: {markup.escape(view.role)} on "
+                f"{markup.escape(view.app)}, "
+                f"{markup.window(view, tz)}. It is {view.state}.{waiting}"
+            ), None
+        if isinstance(action, ApproveRequest) and view.state == "pending":
             progress = markup.quorum_progress(view)
             return f"Your approval of request #{view.id} is recorded: {progress}.", None
         return f"Request #{view.id} is now {view.status_line(now)}.", None
 
-    def _appsform_text(self, user: str) -> str:
+    def _apps_text(self, user: str) -> str:
         lines = []
         for app in self.service.list_apps():
             roles = [

@@ -11,6 +11,15 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
+from jitaccess.app.commands import (
+    ApproveExtension,
+    ApproveRequest,
+    DenyExtension,
+    DenyRequest,
+    RequestCommand,
+    RevokeAccess,
+    handle,
+)
 from jitaccess.app.directory import is_group
 from jitaccess.domain import policy as rules
 from jitaccess.domain.durations import parse_duration
@@ -122,20 +131,18 @@ class ViewListeners(ListenerBase):
         )
 
         def act(reason: str, now: datetime) -> None:
+            command: RequestCommand
             if decision == "approve_extension":
-                self.service.extensions.approve(
-                    request_id, actor=user, reason=reason, now=now, shown_end=shown_end
-                )
+                command = ApproveExtension(request_id, user, reason, shown_end=shown_end)
             elif decision == "deny_extension":
-                self.service.extensions.deny(
-                    request_id, actor=user, reason=reason, now=now, shown_end=shown_end
-                )
+                command = DenyExtension(request_id, user, reason, shown_end=shown_end)
             elif decision == "approve":
-                self.service.approve(request_id, actor=user, reason=reason, now=now)
+                command = ApproveRequest(request_id, user, reason)
             elif decision == "deny":
-                self.service.deny(request_id, actor=user, reason=reason, now=now)
+                command = DenyRequest(request_id, user, reason)
             else:
-                self.service.revoke(request_id, actor=user, reason=reason, now=now)
+                command = RevokeAccess(request_id, user, reason)
+            handle(self.service, command, now)
 
         self._act_on_reason_form(
             ack,
