@@ -17,6 +17,8 @@ EXAMPLES = {
     "approve": "approve 12 CHG-7 covers it",
     "deny": "deny 12 not this week",
     "extend": "extend 12 1h tests still running",
+    "breakglass": "breakglass crm Owner 1h INC-4711 database down",
+    "ack": "ack 12 checked the incident",
 }
 
 

@@ -100,6 +100,27 @@ class DenyExtension:
     shown_end: datetime | None = None
 
 
+@dataclass(frozen=True)
+class TakeBreakGlass:
+    """Take access at once, without approval (break-glass holders); reviewed afterwards."""
+
+    app: str
+    actor: str
+    role: str
+    duration: timedelta
+    incident_ref: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReviewBreakGlass:
+    """Acknowledge a break-glass request afterwards (approvers and consumer admins)."""
+
+    request_id: int
+    actor: str
+    reason: str
+
+
 #: The commands whose outcome is the request as it now is.
 RequestCommand = (
     SubmitRequest
@@ -110,6 +131,8 @@ RequestCommand = (
     | DenyRequest
     | ApproveExtension
     | DenyExtension
+    | TakeBreakGlass
+    | ReviewBreakGlass
 )
 Command = RequestCommand | ExtendRequest
 
@@ -164,6 +187,27 @@ def _deny_extension(service: JitService, c: DenyExtension, now: datetime) -> Req
     )
 
 
+def _take_breakglass(service: JitService, c: TakeBreakGlass, now: datetime) -> RequestView:
+    from jitaccess.app import breakglass  # not at import: the CLI loads this module for --help
+
+    return breakglass.take(
+        service,
+        c.app,
+        actor=c.actor,
+        role=c.role,
+        duration=c.duration,
+        incident_ref=c.incident_ref,
+        reason=c.reason,
+        now=now,
+    )
+
+
+def _review_breakglass(service: JitService, c: ReviewBreakGlass, now: datetime) -> RequestView:
+    from jitaccess.app import breakglass
+
+    return breakglass.review(service, c.request_id, actor=c.actor, reason=c.reason, now=now)
+
+
 #: Command type -> its one handler.
 HANDLERS: dict[type[Any], Callable[[JitService, Any, datetime], RequestView | ExtensionOutcome]]
 HANDLERS = {
@@ -176,6 +220,8 @@ HANDLERS = {
     ExtendRequest: _extend,
     ApproveExtension: _approve_extension,
     DenyExtension: _deny_extension,
+    TakeBreakGlass: _take_breakglass,
+    ReviewBreakGlass: _review_breakglass,
 }
 
 #: ``/jit`` verb -> the command it is.
@@ -187,6 +233,8 @@ VERBS: dict[str, type[Command]] = {
     "approve": ApproveRequest,
     "deny": DenyRequest,
     "extend": ExtendRequest,
+    "breakglass": TakeBreakGlass,
+    "ack": ReviewBreakGlass,
 }
 
 

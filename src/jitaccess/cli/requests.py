@@ -15,8 +15,10 @@ from jitaccess.app.commands import (
     DenyRequest,
     ExtendRequest,
     ReleaseAccess,
+    ReviewBreakGlass,
     RevokeAccess,
     SubmitRequest,
+    TakeBreakGlass,
     handle,
 )
 from jitaccess.cli.context import container, now
@@ -76,21 +78,18 @@ def requests_breakglass(
     as_json: Json = False,
 ) -> None:
     """Take access at once, without approval (break-glass holders); reviewed afterwards."""
-    from jitaccess.app.breakglass import take
-
     length = to_duration(duration)
     assert length is not None
+    command = TakeBreakGlass(
+        app_name,
+        actor=as_user,
+        role=role,
+        duration=length,
+        incident_ref=incident,
+        reason=reason,
+    )
     with container() as c:
-        view = take(
-            c.service,
-            app_name,
-            actor=as_user,
-            role=role,
-            duration=length,
-            incident_ref=incident,
-            reason=reason,
-            now=now(),
-        )
+        view = handle(c.service, command, now())
     _print_outcome(view, as_json)
 
 
@@ -99,10 +98,9 @@ def requests_review(
     request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False
 ) -> None:
     """Acknowledge a break-glass request afterwards (approvers and consumer admins)."""
-    from jitaccess.app.breakglass import review
-
     with container() as c:
-        view = review(c.service, request_id, actor=as_user, reason=reason, now=now())
+        command = ReviewBreakGlass(request_id, actor=as_user, reason=reason)
+        view = handle(c.service, command, now())
     _print_outcome(view, as_json)
 
 

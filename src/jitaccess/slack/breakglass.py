@@ -12,8 +12,9 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from jitaccess.app import breakglass
+from jitaccess.app.commands import ReviewBreakGlass, TakeBreakGlass, handle
 from jitaccess.slack.blocks import ids, markup, modals
-from jitaccess.slack.commands import Command
+from jitaccess.slack.commands import Command, app_command
 from jitaccess.slack.listeners import SlackFrontEnd
 from jitaccess.slack.listeners.base import clicked_request_id, guarded, origin_of
 
@@ -31,19 +32,10 @@ class BreakGlassListeners:
     # -- commands --------------------------------------------------------------------
     def run(self, cmd: Command, user: str, now: datetime) -> str:
         """``/jit breakglass`` and ``/jit ack``: the ephemeral reply."""
-        service = self.front.service
-        if cmd.name == "breakglass":
-            assert cmd.app and cmd.role and cmd.duration is not None and cmd.reason is not None
-            view = breakglass.take(
-                service,
-                cmd.app,
-                actor=user,
-                role=cmd.role,
-                duration=cmd.duration,
-                incident_ref=cmd.extra.get("incident", ""),
-                reason=cmd.reason,
-                now=now,
-            )
+        action = app_command(cmd, user)
+        assert isinstance(action, TakeBreakGlass | ReviewBreakGlass), cmd.name
+        view = handle(self.front.service, action, now)
+        if isinstance(action, TakeBreakGlass):
             tz = self.front.notifier.zones.of(user)
             granted = (
                 "Your access is active."
@@ -56,10 +48,6 @@ class BreakGlassListeners:
                 f"{markup.window(view, tz)}, for {markup.escape(view.incident_ref or '')}. "
                 f"{granted} Every approver and admin was alerted; one of them will review it."
             )
-        assert cmd.request_id is not None
-        view = breakglass.review(
-            service, cmd.request_id, actor=user, reason=cmd.reason or "", now=now
-        )
         return f"Break-glass request #{view.id} is reviewed. Thank you."
 
     # -- the Acknowledge button ------------------------------------------------------
@@ -90,7 +78,7 @@ class BreakGlassListeners:
         user, request_id, service = body["user"]["id"], form.request_id, self.front.service
 
         def act(reason: str, now: datetime) -> None:
-            breakglass.review(service, request_id, actor=user, reason=reason, now=now)
+            handle(service, ReviewBreakGlass(request_id, actor=user, reason=reason), now)
 
         self.front._act_on_reason_form(
             ack,

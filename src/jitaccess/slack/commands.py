@@ -170,7 +170,7 @@ def parse(text: str) -> Command:
 def app_command(cmd: Command, user: str) -> app_commands.Command | None:
     """The application's command (:data:`jitaccess.app.commands.VERBS`) a parsed ``/jit``
     verb is, asked by ``user``; ``None`` for the verbs Slack answers itself (help, lists,
-    forms) or another module does (break-glass)."""
+    forms)."""
     kind = app_commands.VERBS.get(cmd.name)
     if kind is None:
         return None
@@ -179,6 +179,16 @@ def app_command(cmd: Command, user: str) -> app_commands.Command | None:
         assert cmd.app and cmd.role and cmd.duration is not None and cmd.reason is not None
         return app_commands.SubmitRequest(
             cmd.app, requester=user, role=cmd.role, duration=cmd.duration, justification=cmd.reason
+        )
+    if kind is app_commands.TakeBreakGlass:
+        assert cmd.app and cmd.role and cmd.duration is not None and cmd.reason is not None
+        return app_commands.TakeBreakGlass(
+            cmd.app,
+            actor=user,
+            role=cmd.role,
+            duration=cmd.duration,
+            incident_ref=cmd.extra.get("incident", ""),
+            reason=cmd.reason,
         )
     assert cmd.request_id is not None
     rid, reason = cmd.request_id, cmd.reason or ""
@@ -193,5 +203,7 @@ def app_command(cmd: Command, user: str) -> app_commands.Command | None:
         return app_commands.RevokeAccess(rid, actor=user, reason=reason)
     if kind is app_commands.ApproveRequest:
         return app_commands.ApproveRequest(rid, actor=user, reason=reason)
+    if kind is app_commands.ReviewBreakGlass:
+        return app_commands.ReviewBreakGlass(rid, actor=user, reason=reason)
     assert kind is app_commands.DenyRequest, kind
     return app_commands.DenyRequest(rid, actor=user, reason=reason)
