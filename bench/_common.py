@@ -429,7 +429,7 @@ def make_service(url: str, *, upgrade: bool = True, **kwargs: Any) -> Any:
     from jitaccess.app.service import JitService
     from jitaccess.providers.base import ProviderRegistry
     from jitaccess.providers.log import LogProvider
-    from jitaccess.slack.ids import SLACK_PRINCIPALS
+    from jitaccess.slack.principals import SLACK_PRINCIPALS
     from jitaccess.store.db import Database
 
     db = Database(url)

@@ -65,7 +65,7 @@ def sweep_to_summaries(arm: FakeArm, requests: int, per_request: int) -> tuple[f
     from jitaccess.providers.azure import AzureProvider
     from jitaccess.providers.azure_activity import AzureActivityLog
     from jitaccess.providers.base import ProviderRegistry
-    from jitaccess.slack.ids import SLACK_PRINCIPALS
+    from jitaccess.slack.principals import SLACK_PRINCIPALS
     from jitaccess.store.db import Database
     from jitaccess.store.models import ActivityReport
 

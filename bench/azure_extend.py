@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from bench._common import parse_args, print_latencies, running_sandbox
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids
 from jitaccess_sandbox import demo
 from jitaccess_sandbox.run import Sandbox
 
@@ -82,14 +82,14 @@ def one_round(sandbox: Sandbox, rid: int) -> float:
                 i
                 for i in timeline(sandbox, ava)
                 if f"Extension of request #{rid}" in i["html"]
-                and blocks.APPROVE_EXTENSION in i["html"]
+                and ids.APPROVE_EXTENSION in i["html"]
             ),
             None,
         )
 
     found = wait("the extension card", card)
     block = re.search(
-        rf'data-block-id="([^"]+)" data-action-id="{blocks.APPROVE_EXTENSION}"', found["html"]
+        rf'data-block-id="([^"]+)" data-action-id="{ids.APPROVE_EXTENSION}"', found["html"]
     )
     assert block is not None
     call(
@@ -101,14 +101,14 @@ def one_round(sandbox: Sandbox, rid: int) -> float:
             "channel": found["channel"],
             "ts": found["ts"],
             "block_id": block.group(1),
-            "action_id": blocks.APPROVE_EXTENSION,
+            "action_id": ids.APPROVE_EXTENSION,
             "value": str(rid),
         },
     )
 
     def decision_modal() -> dict[str, Any] | None:
         modal = call(sandbox, f"state?user={ava}")["modal"]
-        if modal and modal["callback_id"] == blocks.DECISION_MODAL:
+        if modal and modal["callback_id"] == ids.DECISION_MODAL:
             return dict(modal)
         return None
 

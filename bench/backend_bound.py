@@ -97,7 +97,7 @@ def _service(url: str, concurrency: int, worker: str) -> Any:
     from jitaccess.app.service import JitService
     from jitaccess.providers.base import ProviderRegistry
     from jitaccess.providers.webhook import WebhookProvider
-    from jitaccess.slack.ids import SLACK_PRINCIPALS
+    from jitaccess.slack.principals import SLACK_PRINCIPALS
     from jitaccess.store.db import Database
 
     db = Database(url)

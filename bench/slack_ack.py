@@ -74,7 +74,7 @@ def signed_form(fields: dict[str, str]) -> tuple[str, dict[str, str]]:
 
 
 def click(rid: int, n: int) -> tuple[str, dict[str, str]]:
-    from jitaccess.slack import blocks
+    from jitaccess.slack.blocks import ids
 
     channel = f"D{APPROVERS[0]}"
     return signed(
@@ -89,7 +89,7 @@ def click(rid: int, n: int) -> tuple[str, dict[str, str]]:
             "actions": [
                 {
                     "type": "button",
-                    "action_id": blocks.APPROVE,
+                    "action_id": ids.APPROVE,
                     "block_id": "decide",
                     "value": str(rid),
                     "action_ts": str(time.time()),
@@ -100,7 +100,7 @@ def click(rid: int, n: int) -> tuple[str, dict[str, str]]:
 
 
 def submission(rid: int, n: int) -> tuple[str, dict[str, str]]:
-    from jitaccess.slack import blocks
+    from jitaccess.slack.blocks import ids
 
     meta = {"request_id": rid, "decision": "approve", "channel": f"D{APPROVERS[0]}"}
     return signed(
@@ -114,7 +114,7 @@ def submission(rid: int, n: int) -> tuple[str, dict[str, str]]:
                 "id": f"VBENCH{n}",
                 "type": "modal",
                 "hash": "h",
-                "callback_id": blocks.DECISION_MODAL,
+                "callback_id": ids.DECISION_MODAL,
                 "private_metadata": json.dumps(meta),
                 "state": {
                     "values": {
@@ -295,7 +295,7 @@ def bare_bolt(fake_url: str) -> Any:
     from waitress.server import create_server
 
     from jitaccess.settings import Settings
-    from jitaccess.slack import blocks
+    from jitaccess.slack.blocks import ids
     from jitaccess.web import Router
 
     app = App(
@@ -307,8 +307,8 @@ def bare_bolt(fake_url: str) -> Any:
     def only_ack(ack: Any) -> None:
         ack()
 
-    app.action(blocks.APPROVE)(only_ack)
-    app.view(blocks.DECISION_MODAL)(only_ack)
+    app.action(ids.APPROVE)(only_ack)
+    app.view(ids.DECISION_MODAL)(only_ack)
     app.command("/jit")(only_ack)
     router = Router()
     router.mount("/slack/events", SlackRequestHandler(app))

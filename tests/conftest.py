@@ -16,7 +16,7 @@ from jitaccess.app.service import AppSpec, JitService, RetryPolicy
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
-from jitaccess.slack.ids import SLACK_PRINCIPALS
+from jitaccess.slack.principals import SLACK_PRINCIPALS
 from jitaccess.store.db import Database, normalise_url
 from jitaccess_sandbox.fake_slack import FakeSlack
 

@@ -19,7 +19,7 @@ from slack_bolt.response import BoltResponse
 from conftest import make_service
 from jitaccess.app.outbox import OutboxRelay, RelayReport
 from jitaccess.app.service import SweepReport
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids
 from jitaccess.slack.runtime import build_slack, slack_client
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -224,14 +224,14 @@ class SlackWorld:
         start: int | None = None,
     ) -> BoltResponse:
         modal = self.last_modal(user)
-        assert modal["view"].get("callback_id") == blocks.REQUEST_MODAL, modal["view"]
+        assert modal["view"].get("callback_id") == ids.REQUEST_MODAL, modal["view"]
         initial = next(
             b["element"]["initial_date_time"]
             for b in modal["view"]["blocks"]
             if b.get("block_id") == "start"
         )
         values = {
-            "app": {blocks.APP_PICKED: select(app)},
+            "app": {ids.APP_PICKED: select(app)},
             "role": {"role": select(role)},
             "start": {
                 "start": {
@@ -246,7 +246,7 @@ class SlackWorld:
 
     def submit_reason(self, user: str, reason: str | None) -> BoltResponse:
         modal = self.last_modal(user)
-        assert modal["view"].get("callback_id") == blocks.DECISION_MODAL, modal["view"]
+        assert modal["view"].get("callback_id") == ids.DECISION_MODAL, modal["view"]
         return self.submit(user, modal, {"reason": {"reason": text_value(reason)}})
 
     def home_opened(self, user: str, event_id: str, **headers: str) -> BoltResponse:
@@ -404,3 +404,27 @@ def wait_until(predicate: Any, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+# -- one kind of listener, called directly (tests/slack/listeners/) ------------------
+
+
+class Recorder:
+    """Stands for Bolt's ``ack`` or ``respond``: records what each call said."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, text: str | None = None, **kwargs: Any) -> None:
+        self.calls.append({"text": text, **kwargs} if text is not None else kwargs)
+
+
+def listener_parts(fake: FakeSlack, db: Database) -> tuple[Any, Any, Any]:
+    """The service, a real WebClient on the fake Slack and the notifier: what a kind of
+    listener (``CommandListeners(service, notifier, now)``...) is made of. Work after
+    the ack runs at once, in the call."""
+    from jitaccess.slack.notifier import SlackNotifier
+
+    service, _ = make_service(db, inline=False)
+    client = slack_client("xoxb-test-token", fake.base_url)
+    return service, client, SlackNotifier(client, service)

@@ -28,8 +28,8 @@ from jitaccess.app.views import RequestView
 from jitaccess.domain.errors import Conflict
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
-from jitaccess.slack import blocks
-from jitaccess.slack.ids import SLACK_PRINCIPALS
+from jitaccess.slack.blocks import ids
+from jitaccess.slack.principals import SLACK_PRINCIPALS
 from jitaccess.slack.runtime import SlackRuntime, build_slack, slack_client
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -110,7 +110,7 @@ class HttpWorld:
                 "id": "VREASON",
                 "type": "modal",
                 "hash": "h",
-                "callback_id": blocks.DECISION_MODAL,
+                "callback_id": ids.DECISION_MODAL,
                 "private_metadata": json.dumps(meta),
                 "state": {
                     "values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}
@@ -239,7 +239,7 @@ def request_form(user: str, values: dict[str, Any]) -> dict[str, str]:
             "id": "VREQ",
             "type": "modal",
             "hash": "h",
-            "callback_id": blocks.REQUEST_MODAL,
+            "callback_id": ids.REQUEST_MODAL,
             "private_metadata": "{}",
             "state": {"values": values},
         },
@@ -252,7 +252,7 @@ def form_values(role: str, duration: str) -> dict[str, Any]:
         return {"type": "static_select", "selected_option": {"value": value}}
 
     return {
-        "app": {blocks.APP_PICKED: pick("crm")},
+        "app": {ids.APP_PICKED: pick("crm")},
         "role": {"role": pick(role)},
         "duration": {"duration": pick(duration)},
         "justification": {"justification": {"type": "plain_text_input", "value": "deploy"}},

@@ -12,7 +12,7 @@ from freezegun import freeze_time
 from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, crowd, register, utc
 from jitaccess.app.service import AppSpec
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, now, texts
@@ -65,12 +65,12 @@ def test_approver_added_by_config_gets_the_pending_card_and_can_approve(
     shown = texts(card)
     assert "Approve" in shown and "Deny" in shown and "Contributor" in shown
     assert OUTSIDER in world.service.get_request(rid).notified_approvers
-    world.click(OUTSIDER, card, blocks.APPROVE)
+    world.click(OUTSIDER, card, ids.APPROVE)
     assert world.submit_reason(OUTSIDER, "covering for Ava").status == 200
     assert world.service.get_request(rid).decided_by == OUTSIDER
     world.deliver()
     assert f"Approved by <@{OUTSIDER}>: covering for Ava" in texts(world.card_for(APPROVER, rid))
-    assert blocks.APPROVE not in texts(world.card_for(OUTSIDER, rid))
+    assert ids.APPROVE not in texts(world.card_for(OUTSIDER, rid))
 
 
 def test_removed_approver_card_changes_in_place_and_their_click_is_refused(
@@ -80,7 +80,7 @@ def test_removed_approver_card_changes_in_place_and_their_click_is_refused(
     register(world.service)
     rid = pending_request(world)
     stale = world.card_for(APPROVER2, rid)  # still on their screen, with buttons
-    assert blocks.APPROVE in texts(stale)
+    assert ids.APPROVE in texts(stale)
     posted = len(world.fake.calls_to("chat.postMessage"))
 
     world.service.set_policy("crm", actor=ADMIN, now=now(), approvers=[APPROVER])
@@ -89,11 +89,11 @@ def test_removed_approver_card_changes_in_place_and_their_click_is_refused(
     card = world.card_for(APPROVER2, rid)  # still one card: edited, not a new message
     assert card["ts"] == stale["ts"]
     assert NO_LONGER in texts(card)
-    assert blocks.APPROVE not in texts(card) and blocks.DENY not in texts(card)
+    assert ids.APPROVE not in texts(card) and ids.DENY not in texts(card)
     assert len(world.fake.calls_to("chat.postMessage")) == posted
-    assert blocks.APPROVE in texts(world.card_for(APPROVER, rid))  # the others are untouched
+    assert ids.APPROVE in texts(world.card_for(APPROVER, rid))  # the others are untouched
 
-    world.click(APPROVER2, stale, blocks.APPROVE)  # the old copy of the card, still clicked
+    world.click(APPROVER2, stale, ids.APPROVE)  # the old copy of the card, still clicked
     assert "you are not one" in world.fake.ephemerals_to(APPROVER2)[-1]["text"]
     assert world.service.get_request(rid).state == "pending"
 
@@ -106,7 +106,7 @@ def test_approver_removed_then_added_back_gets_the_buttons_again(world: SlackWor
     world.service.set_policy("crm", actor=ADMIN, now=now(), approvers=[APPROVER, APPROVER2])
     world.deliver()
     card = world.card_for(APPROVER2, rid)
-    assert blocks.APPROVE in texts(card) and NO_LONGER not in texts(card)
+    assert ids.APPROVE in texts(card) and NO_LONGER not in texts(card)
 
 
 def test_apps_apply_adds_and_removes_approvers_of_pending_requests(world: SlackWorld) -> None:
@@ -123,9 +123,9 @@ def test_apps_apply_adds_and_removes_approvers_of_pending_requests(world: SlackW
     )
     assert world.service.apply_apps([spec], actor=ADMIN, now=now()).updated == ["crm"]
     world.deliver()
-    assert blocks.APPROVE in texts(world.card_for(OUTSIDER, rid))
+    assert ids.APPROVE in texts(world.card_for(OUTSIDER, rid))
     assert NO_LONGER in texts(world.card_for(APPROVER2, rid))
-    assert blocks.APPROVE not in texts(world.card_for(APPROVER2, rid))
+    assert ids.APPROVE not in texts(world.card_for(APPROVER2, rid))
 
 
 def test_removed_approver_of_active_grant_loses_the_revoke_button(world: SlackWorld) -> None:
@@ -135,12 +135,12 @@ def test_removed_approver_of_active_grant_loses_the_revoke_button(world: SlackWo
     world.tick()
     [request] = world.service.list_requests()
     assert request.state == "active"
-    assert blocks.REVOKE in texts(world.card_for(APPROVER2, request.id))
+    assert ids.REVOKE in texts(world.card_for(APPROVER2, request.id))
     world.service.set_policy("crm", actor=ADMIN, now=now(), approvers=[APPROVER])
     world.deliver()
     card = texts(world.card_for(APPROVER2, request.id))
-    assert "You are no longer an approver of crm." in card and blocks.REVOKE not in card
-    assert blocks.REVOKE in texts(world.card_for(APPROVER, request.id))
+    assert "You are no longer an approver of crm." in card and ids.REVOKE not in card
+    assert ids.REVOKE in texts(world.card_for(APPROVER, request.id))
 
 
 @pytest.mark.postgres

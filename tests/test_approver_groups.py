@@ -17,7 +17,7 @@ from jitaccess.app.directory import StaticDirectory
 from jitaccess.app.service import AppSpec
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import GrantSpec, HeldGrant, ProviderError
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids, markup
 from jitaccess.slack.directory import SlackDirectory
 from jitaccess.slack.runtime import slack_client
 from jitaccess.store.db import Database
@@ -89,7 +89,7 @@ def test_cards_go_to_every_member_of_an_approver_group(world: SlackWorld) -> Non
         assert "Approve" in texts(world.card_for(member, rid))
     assert world.fake.calls_to("usergroups.users.list")
     assert f"#{rid}" in world.say(APPROVER2, "pending")  # /jit pending knows the members
-    world.click(APPROVER2, world.card_for(APPROVER2, rid), blocks.APPROVE)
+    world.click(APPROVER2, world.card_for(APPROVER2, rid), ids.APPROVE)
     world.submit_reason(APPROVER2, "on call")
     assert world.service.get_request(rid).state == "approved"
 
@@ -101,7 +101,7 @@ def test_someone_removed_from_the_group_can_no_longer_decide(world: SlackWorld) 
     world.fake.set_group(GROUP, [APPROVER2])  # Ava leaves the group in Slack
     before = unchanged(world.db)
 
-    world.click(APPROVER, world.card_for(APPROVER, rid), blocks.APPROVE)
+    world.click(APPROVER, world.card_for(APPROVER, rid), ids.APPROVE)
     notice = texts(world.last_modal(APPROVER)["view"])
     assert "Only this application's approvers may approve" in notice
     refused = world.say(APPROVER, f"approve {rid} still me")
@@ -214,8 +214,8 @@ apps:
 
 def test_group_mentions_render_as_slack_group_mentions() -> None:
     """A group is shown as a Slack group mention where a person would be mentioned."""
-    assert blocks.user(GROUP) == f"<!subteam^{GROUP}>"
-    assert blocks.user(APPROVER) == f"<@{APPROVER}>"
+    assert markup.user(GROUP) == f"<!subteam^{GROUP}>"
+    assert markup.user(APPROVER) == f"<@{APPROVER}>"
 
 
 def test_cards_may_use_a_short_cache_but_decisions_ask_slack_every_time(
@@ -326,9 +326,9 @@ def test_cards_follow_the_group_when_slack_says_its_members_changed(world: Slack
     group_changed(world, GROUP, "Ev1")
     world.deliver()
     assert world.service.get_request(rid).notified_approvers == (APPROVER, APPROVER2, ADMIN)
-    assert blocks.APPROVE in texts(world.card_for(ADMIN, rid))
-    assert blocks.APPROVE not in texts(world.card_for(APPROVER, rid))
-    world.click(ADMIN, world.card_for(ADMIN, rid), blocks.APPROVE)
+    assert ids.APPROVE in texts(world.card_for(ADMIN, rid))
+    assert ids.APPROVE not in texts(world.card_for(APPROVER, rid))
+    world.click(ADMIN, world.card_for(ADMIN, rid), ids.APPROVE)
     world.submit_reason(ADMIN, "on call now")
     assert world.service.get_request(rid).state == "approved"
     # Slack retrying the same event changes nothing more.

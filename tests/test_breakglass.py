@@ -29,8 +29,8 @@ from jitaccess.app import audit_log, breakglass
 from jitaccess.app.directory import StaticDirectory
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import Policy
-from jitaccess.slack import blocks
-from jitaccess.slack.ids import SLACK_PRINCIPALS
+from jitaccess.slack.blocks import ids
+from jitaccess.slack.principals import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 from jitaccess_sandbox import demo
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -100,8 +100,8 @@ def test_alerts_reach_every_approver_and_admin_at_once(world: SlackWorld) -> Non
         shown = texts(alert_card(world, person, rid))
         for expected in (f"<@{PUBLISHER}> broke glass", "INC-4711", "payments database is down"):
             assert expected in shown, (expected, shown)
-        assert blocks.BREAKGLASS_ACK in shown and blocks.REVOKE in shown
-        assert blocks.APPROVE not in shown
+        assert ids.BREAKGLASS_ACK in shown and ids.REVOKE in shown
+        assert ids.APPROVE not in shown
     # The requester hears it was granted, never "sent to the approvers".
     assert not any("sent to the approvers" in texts(m) for m in world.fake.dms_to(PUBLISHER))
 
@@ -135,9 +135,9 @@ def test_unreviewed_stays_listed_until_acknowledged_with_a_reason(world: SlackWo
         assert "cannot review your own" in world.say(PUBLISHER, f"ack {rid} all fine")
         assert "approvers and consumer admins" in world.say(OUTSIDER, f"ack {rid} fine")
 
-        world.click(APPROVER2, alert_card(world, APPROVER2, rid), blocks.BREAKGLASS_ACK)
+        world.click(APPROVER2, alert_card(world, APPROVER2, rid), ids.BREAKGLASS_ACK)
         modal = world.last_modal(APPROVER2)
-        assert modal["view"]["callback_id"] == blocks.REVIEW_MODAL
+        assert modal["view"]["callback_id"] == ids.REVIEW_MODAL
         reason = {"reason": {"reason": {"type": "plain_text_input", "value": "  "}}}
         assert json.loads(world.submit(APPROVER2, modal, reason).body)["errors"]["reason"]
         assert world.service.get_request(rid).reviewed_at is None
@@ -151,7 +151,7 @@ def test_unreviewed_stays_listed_until_acknowledged_with_a_reason(world: SlackWo
         world.deliver()
         for person in (APPROVER, APPROVER2, ADMIN):
             card = texts(alert_card(world, person, rid))  # the same card, edited in place
-            assert f"Reviewed by <@{APPROVER2}>" in card and blocks.BREAKGLASS_ACK not in card
+            assert f"Reviewed by <@{APPROVER2}>" in card and ids.BREAKGLASS_ACK not in card
         assert "was reviewed by" in texts(world.fake.dms_to(PUBLISHER)[-1])
         assert "needs review" not in world.say(APPROVER, "pending")
         assert "already reviewed" in world.say(ADMIN, f"ack {rid} me too")
@@ -319,12 +319,12 @@ def test_the_sandbox_demo_lets_pat_break_glass_and_ava_acknowledge(sandbox: Sand
             "channel": card["channel"],
             "ts": card["ts"],
             "block_id": "breakglass:1",
-            "action_id": blocks.BREAKGLASS_ACK,
+            "action_id": ids.BREAKGLASS_ACK,
             "value": "1",
         },
     )
     assert body["ok"], body
-    modal = open_modal(sandbox, ava, blocks.REVIEW_MODAL)
+    modal = open_modal(sandbox, ava, ids.REVIEW_MODAL)
     values = {"reason": "Checked INC-4711 with Pat"}
     body = call(sandbox, "submit", {"user": ava, "view_id": modal["id"], "values": values})[1]
     assert body["ok"] and body["response_action"] is None, body

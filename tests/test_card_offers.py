@@ -1,6 +1,6 @@
 """The buttons each card shows are the actions the lifecycle offers (``offers``).
 
-slack/blocks.py keeps no state tuples of its own for its buttons: every state, with
+slack/blocks/ keeps no state tuples of its own for its buttons: every state, with
 and without an end under way, is rendered here and its buttons compared with
 ``lifecycle.offers``; the offers themselves are pinned so a change to the machine
 that changes a button is a visible decision.
@@ -15,18 +15,18 @@ import pytest
 
 from jitaccess.app.views import RequestView
 from jitaccess.domain.lifecycle import Action, Event, RequestState, offers
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import cards, home, ids
 
 T0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 
 #: Which action each button's action id carries out.
 BUTTON_ACTION = {
-    blocks.APPROVE: Action.APPROVE,
-    blocks.DENY: Action.DENY,
-    blocks.REVOKE: Action.REVOKE,
-    blocks.CANCEL: Action.CANCEL,
-    blocks.RELEASE: Action.RELEASE,
-    blocks.EXTEND: Action.EXTEND,
+    ids.APPROVE: Action.APPROVE,
+    ids.DENY: Action.DENY,
+    ids.REVOKE: Action.REVOKE,
+    ids.CANCEL: Action.CANCEL,
+    ids.RELEASE: Action.RELEASE,
+    ids.EXTEND: Action.EXTEND,
 }
 REQUESTER = frozenset({Action.EXTEND, Action.RELEASE, Action.CANCEL})
 APPROVER = frozenset({Action.APPROVE, Action.DENY, Action.REVOKE})
@@ -98,34 +98,34 @@ def test_each_state_offers_what_the_machine_allows() -> None:
 
 @pytest.mark.parametrize(("state", "ending"), CASES)
 def test_the_approver_card_shows_the_offered_decisions(state: str, ending: bool) -> None:
-    _, rendered = blocks.approver_card(view(state, ending=ending), UTC)
+    _, rendered = cards.approver_card(view(state, ending=ending), UTC)
     assert set(actions_of(rendered)) == offers(state, ending) & APPROVER
 
 
 @pytest.mark.parametrize(("state", "ending"), CASES)
 def test_the_requester_card_shows_the_offered_actions(state: str, ending: bool) -> None:
-    _, rendered = blocks.requester_card(view(state, ending=ending), UTC)
+    _, rendered = cards.requester_card(view(state, ending=ending), UTC)
     assert set(actions_of(rendered)) == offers(state, ending) & REQUESTER
-    _, without = blocks.requester_card(view(state, ending=ending), UTC, with_buttons=False)
+    _, without = cards.requester_card(view(state, ending=ending), UTC, with_buttons=False)
     assert actions_of(without) == []
 
 
 @pytest.mark.parametrize(("state", "ending"), CASES)
 def test_the_home_tab_offers_release_or_cancel(state: str, ending: bool) -> None:
-    home = blocks.home_view(
+    tab = home.home_view(
         pending=(), mine=[view(state, ending=ending)], overseen=None, tz=UTC, now=T0
     )
     offered = offers(state, ending)
     expected = [a for a in (Action.RELEASE, Action.CANCEL) if a in offered][:1]
-    assert actions_of(home["blocks"]) == expected
+    assert actions_of(tab["blocks"]) == expected
 
 
 @pytest.mark.parametrize(("state", "ending"), CASES)
 def test_the_breakglass_alert_offers_revoke_where_the_lifecycle_does(
     state: str, ending: bool
 ) -> None:
-    _, rendered = blocks.breakglass_alert(view(state, ending=ending, breakglass=True), UTC)
-    shown = [a for a in actions_of_all(rendered) if a != blocks.BREAKGLASS_ACK]
+    _, rendered = cards.breakglass_alert(view(state, ending=ending, breakglass=True), UTC)
+    shown = [a for a in actions_of_all(rendered) if a != ids.BREAKGLASS_ACK]
     assert set(shown) == {a.value for a in offers(state, ending) & {Action.REVOKE}}
 
 

@@ -27,7 +27,7 @@ from jitaccess.container import _directories
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
 from jitaccess.settings import Settings
-from jitaccess.slack.ids import SLACK_PRINCIPALS
+from jitaccess.slack.principals import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent
 from jitaccess_sandbox.fake_slack import FakeSlack

@@ -26,7 +26,7 @@ from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, utc
 from jitaccess.app.service import AppSpec
 from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import cards, ids, markup
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, select, text_value
@@ -170,9 +170,9 @@ class Hostile:
         return view.id
 
     def card(self, person: str, title: str) -> dict[str, Any]:
-        cards = [m for m in self.world.fake.dms_to(person) if title in json.dumps(m["blocks"])]
-        assert cards, f"{person} has no card {title!r}"
-        return cards[-1]
+        posted = [m for m in self.world.fake.dms_to(person) if title in json.dumps(m["blocks"])]
+        assert posted, f"{person} has no card {title!r}"
+        return posted[-1]
 
 
 @pytest.fixture
@@ -218,11 +218,11 @@ def run_every_flow(h: Hostile) -> None:
     h.say(PUBLISHER, f"request crm {role} 2h {value}")
     [first] = world.service.list_requests(requester=PUBLISHER, limit=1)
     world.deliver()
-    h.click(APPROVER, world.card_for(APPROVER, first.id), blocks.APPROVE)
+    h.click(APPROVER, world.card_for(APPROVER, first.id), ids.APPROVE)
     h.reason(APPROVER, value)
     world.tick()
     assert world.service.get_request(first.id).state == "active"
-    h.click(PUBLISHER, world.fake.dms_to(PUBLISHER)[-1], blocks.EXTEND)
+    h.click(PUBLISHER, world.fake.dms_to(PUBLISHER)[-1], ids.EXTEND)
     modal = world.last_modal(PUBLISHER)
     values = {"duration": {"duration": select("30m")}, "reason": {"reason": text_value(value)}}
     h.acks.append(world.submit(PUBLISHER, modal, values).body)
@@ -284,7 +284,7 @@ def run_every_flow(h: Hostile) -> None:
         world.tick()
         h.say(ADMIN, "pending")
         world.home_opened(ADMIN, "Ev-review")
-        h.click(APPROVER2, h.card(APPROVER2, f"Break-glass access #{sixth}"), blocks.BREAKGLASS_ACK)
+        h.click(APPROVER2, h.card(APPROVER2, f"Break-glass access #{sixth}"), ids.BREAKGLASS_ACK)
         modal = world.last_modal(APPROVER2)
         reason = {"reason": {"reason": text_value(value)}}
         h.acks.append(world.submit(APPROVER2, modal, reason).body)
@@ -309,7 +309,7 @@ def test_no_typed_markup_reaches_any_payload(world: SlackWorld, value: str) -> N
     problems = [p for where, text in mrkdwn for p in markup_problems(text, where=where)]
     assert problems == [], "\n".join(problems[:20])
     # The values did reach Slack, escaped: the flows showed what was typed.
-    escaped = blocks.escape(value)
+    escaped = markup.escape(value)
     assert sum(escaped in text for _, text in mrkdwn) >= 20
     # The break-glass alert's notification text names the incident, escaped.
     alerts = [
@@ -317,10 +317,10 @@ def test_no_typed_markup_reaches_any_payload(world: SlackWorld, value: str) -> N
         for c in world.fake.calls_to("chat.postMessage")
         if str(c.args.get("text", "")).startswith("Break-glass:")
     ]
-    assert len(alerts) == 3 and all(blocks.escape(incident(value)) in a for a in alerts), alerts
+    assert len(alerts) == 3 and all(markup.escape(incident(value)) in a for a in alerts), alerts
     # plain_text is never escaped: the role shows as typed in the request form.
     assert token(value) in plain
-    assert not any(blocks.escape(token(value)) in text for text in plain if text != token(value))
+    assert not any(markup.escape(token(value)) in text for text in plain if text != token(value))
 
 
 def test_the_breakglass_alert_text_escapes_the_incident(world: SlackWorld) -> None:
@@ -387,9 +387,9 @@ def test_payloads_built_from_backend_and_activity_text_are_escaped(world: SlackW
         }
     )
     payloads = [
-        blocks.revoke_failing(failing, blocks.zone(None)),
-        blocks.activity_summary(view, summary, "ab" * 32, blocks.zone(None)),
-        blocks.requester_card(failing, blocks.zone(None)),
+        cards.revoke_failing(failing, markup.zone(None)),
+        cards.activity_summary(view, summary, "ab" * 32, markup.zone(None)),
+        cards.requester_card(failing, markup.zone(None)),
     ]
     for text, body in payloads:
         mrkdwn: list[tuple[str, str]] = [("text", text)]
@@ -412,15 +412,15 @@ def test_escape_turns_only_the_three_control_characters_into_entities(
 ) -> None:
     """Slack's documented escaping: &, <, > and nothing else; an entity someone typed
     shows as typed (its & is escaped first)."""
-    assert blocks.escape(typed) == escaped
+    assert markup.escape(typed) == escaped
     assert markup_problems(escaped, where="escape") == []
 
 
 def test_truncating_escaped_text_never_cuts_an_entity() -> None:
-    text = blocks.escape("x" * 80 + "<" * 10)
-    cut = blocks.truncate(text, 90)
-    assert cut.endswith(blocks.TRUNCATED) and len(cut) <= 90
-    assert markup_problems(cut[: -len(blocks.TRUNCATED)], where="cut") == []
+    text = markup.escape("x" * 80 + "<" * 10)
+    cut = markup.truncate(text, 90)
+    assert cut.endswith(markup.TRUNCATED) and len(cut) <= 90
+    assert markup_problems(cut[: -len(markup.TRUNCATED)], where="cut") == []
 
 
 @pytest.mark.parametrize(
@@ -430,7 +430,7 @@ def test_truncating_escaped_text_never_cuts_an_entity() -> None:
         ("a & b > c", 75, "a & b > c"),
         ("two\nlines\r\tand\x00more", 75, "two lines and more"),
         ("   ", 75, "-"),  # Slack refuses an empty plain_text
-        ("R" * 100, 75, "R" * (75 - len(blocks.TRUNCATED)) + blocks.TRUNCATED),
+        ("R" * 100, 75, "R" * (75 - len(markup.TRUNCATED)) + markup.TRUNCATED),
         ("Extend #123456789012345678", 24, "Extend #123… (truncated)"),
     ],
 )
@@ -439,8 +439,8 @@ def test_plain_text_shows_what_was_typed_within_its_limit(
 ) -> None:
     """plain_text fields (option text, buttons, headers, modal titles): one line, never
     empty, within Block Kit's limit, and not escaped (Slack shows entities literally)."""
-    assert blocks.plain(typed, limit) == shown
-    assert len(blocks.plain(typed, limit)) <= limit
+    assert markup.plain(typed, limit) == shown
+    assert len(markup.plain(typed, limit)) <= limit
 
 
 def test_the_request_form_offers_a_hostile_role_as_typed(world: SlackWorld) -> None:
@@ -465,7 +465,7 @@ def test_the_request_form_offers_a_hostile_role_as_typed(world: SlackWorld) -> N
     options = view["blocks"][2]["element"]["options"]
     assert [o["text"]["text"] for o in options] == [
         "<!channel> & co",
-        blocks.plain(long_role, blocks.OPTION_TEXT_MAX),
+        markup.plain(long_role, markup.OPTION_TEXT_MAX),
     ]
     assert [o["value"] for o in options] == ["<!channel> & co", long_role]
 
@@ -483,4 +483,4 @@ def test_the_request_form_offers_a_hostile_role_as_typed(world: SlackWorld) -> N
 def test_only_real_ids_become_mentions(named: str, shown: str) -> None:
     """The people the service names are mentions only when they are Slack ids; an
     answer from a directory that is not one stays escaped text."""
-    assert blocks.user(named) == shown
+    assert markup.user(named) == shown

@@ -19,7 +19,7 @@ from jitaccess.app.directory import DirectoryError, StaticDirectory
 from jitaccess.app.service import AppSpec, JitService
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, AuditEvent, OutboxMessage
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -328,16 +328,16 @@ def extension_card(world: SlackWorld, approver: str, rid: int) -> dict[str, Any]
 
 
 def ask_to_extend(world: SlackWorld, rid: int, duration: str, reason: str) -> Any:
-    world.click(PUBLISHER, world.requester_cards(PUBLISHER, rid)[-1], blocks.EXTEND)
+    world.click(PUBLISHER, world.requester_cards(PUBLISHER, rid)[-1], ids.EXTEND)
     modal = world.last_modal(PUBLISHER)
-    assert modal["view"]["callback_id"] == blocks.EXTEND_MODAL, modal["view"]
+    assert modal["view"]["callback_id"] == ids.EXTEND_MODAL, modal["view"]
     values = {"duration": {"duration": choose(duration)}, "reason": {"reason": text_value(reason)}}
     return world.submit(PUBLISHER, modal, values)
 
 
 def approve_on_card(world: SlackWorld, approver: str, rid: int, reason: str) -> None:
-    world.click(approver, extension_card(world, approver, rid), blocks.APPROVE_EXTENSION)
-    assert world.last_modal(approver)["view"]["callback_id"] == blocks.DECISION_MODAL
+    world.click(approver, extension_card(world, approver, rid), ids.APPROVE_EXTENSION)
+    assert world.last_modal(approver)["view"]["callback_id"] == ids.DECISION_MODAL
     assert world.submit_reason(approver, reason).status == 200
     world.deliver()
 
@@ -353,25 +353,23 @@ def test_extension_cards_show_the_quorum_and_who_approved_loses_the_buttons(
     assert ask_to_extend(world, rid, "1h", "tests still running").status == 200
     world.deliver()
     first = texts(extension_card(world, APPROVER, rid))
-    assert "2 approvers must approve" in first and blocks.APPROVE_EXTENSION in first
+    assert "2 approvers must approve" in first and ids.APPROVE_EXTENSION in first
 
     approve_on_card(world, APPROVER, rid, "CHG-7 covers it")
     assert world.service.get_request(rid).ends_at == T0 + 2 * H
     progress = f"1 of 2 approved: <@{APPROVER}> (CHG-7 covers it)"
     mine = texts(extension_card(world, APPROVER, rid))
-    assert progress in mine and blocks.APPROVE_EXTENSION not in mine
+    assert progress in mine and ids.APPROVE_EXTENSION not in mine
     assert "You approved" in mine
     for other in (APPROVER2, ADMIN):
         theirs = texts(extension_card(world, other, rid))
-        assert progress in theirs and blocks.APPROVE_EXTENSION in theirs
+        assert progress in theirs and ids.APPROVE_EXTENSION in theirs
     status = texts(world.fake.dms_to(PUBLISHER)[-1])
     assert "still needs more approvals" in status and progress in status
 
     before = counts(world.db)
     stale = {"blocks": extension_card(world, APPROVER2, rid)["blocks"]}  # a card with buttons
-    world.click(
-        APPROVER, {**extension_card(world, APPROVER, rid), **stale}, blocks.APPROVE_EXTENSION
-    )
+    world.click(APPROVER, {**extension_card(world, APPROVER, rid), **stale}, ids.APPROVE_EXTENSION)
     refused = json.dumps(world.last_modal(APPROVER))
     assert "Nothing to do" in refused and "already approved the extension" in refused
     assert counts(world.db)[0] == before[0]  # nothing audited
@@ -381,7 +379,7 @@ def test_extension_cards_show_the_quorum_and_who_approved_loses_the_buttons(
     for approver in THREE:
         done = texts(extension_card(world, approver, rid))  # edited in place
         assert "Extended* · 2 of 2 approved" in done and "(fine by me)" in done
-        assert blocks.APPROVE_EXTENSION not in done
+        assert ids.APPROVE_EXTENSION not in done
     assert "was extended" in texts(world.fake.dms_to(PUBLISHER)[-1])
 
 
@@ -406,13 +404,13 @@ def test_an_old_extension_card_cannot_decide_a_later_extension(world: SlackWorld
     ask_to_extend(world, rid, "30m", "a bit more")
     world.deliver()
     old_card = extension_card(world, APPROVER, rid)  # as a stale client still shows it
-    world.click(APPROVER2, extension_card(world, APPROVER2, rid), blocks.DENY_EXTENSION)
+    world.click(APPROVER2, extension_card(world, APPROVER2, rid), ids.DENY_EXTENSION)
     world.submit_reason(APPROVER2, "not today")
     world.deliver()
     ask_to_extend(world, rid, "5h", "much more")
     world.deliver()
     before = counts(world.db)
-    world.click(APPROVER, old_card, blocks.APPROVE_EXTENSION)
+    world.click(APPROVER, old_card, ids.APPROVE_EXTENSION)
     world.submit_reason(APPROVER, "sure")
     world.deliver()
     view = world.service.get_request(rid)

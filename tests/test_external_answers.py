@@ -23,8 +23,8 @@ from conftest import APPROVER, APPROVER2, PUBLISHER, register
 from jitaccess.answers import REJECTED
 from jitaccess.app.outbox import OutboxKind
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.slack import blocks
-from jitaccess.slack.listeners import SORRY
+from jitaccess.slack.blocks import ids
+from jitaccess.slack.listeners.base import SORRY
 from jitaccess.slack.notifier import TimeZones
 from jitaccess.slack.runtime import slack_client
 from jitaccess.store.db import Database
@@ -109,7 +109,7 @@ def test_a_strange_group_answer_refuses_the_approval_form(world: SlackWorld, sha
     """The reason form of a group member: refused in the ack, nothing recorded."""
     register_group_app(world)
     rid = request(world)
-    world.click(APPROVER, world.card_for(APPROVER, rid), blocks.APPROVE)
+    world.click(APPROVER, world.card_for(APPROVER, rid), ids.APPROVE)
     before = unchanged(world.db)
     world.fake.answer_next("usergroups.users.list", GROUP_ANSWERS[shape])
     answer = json.loads(world.submit_reason(APPROVER, "looks fine").body or "{}")

@@ -16,7 +16,7 @@ from conftest import ADMIN, APPROVER, APPROVER2, PUBLISHER, START, Cli, flat, re
 from jitaccess.app.outbox import Notification, OutboxKind
 from jitaccess.domain.errors import RuleViolation
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids
 from jitaccess.store.db import Database
 from jitaccess.store.models import AuditEvent, OutboxMessage
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -100,7 +100,7 @@ def life_in_the_feed(world: SlackWorld) -> None:
         assert expected in shown, (expected, shown)
     assert not has_buttons(message)  # decisions stay in the approvers' DMs
 
-    world.click(APPROVER, world.card_for(APPROVER, rid), blocks.APPROVE)
+    world.click(APPROVER, world.card_for(APPROVER, rid), ids.APPROVE)
     world.submit_reason(APPROVER, "Matches change CHG-77")
     world.deliver()
     [message] = fake.messages_in(FEED)
@@ -137,7 +137,7 @@ def test_automatic_and_denied_requests_show_their_outcome(world: SlackWorld) -> 
     world.say(PUBLISHER, "request crm Contributor 1h read logs")
     world.deliver()
     second = world.service.list_requests(requester=PUBLISHER)[0].id
-    world.click(APPROVER, world.card_for(APPROVER, second), blocks.DENY)
+    world.click(APPROVER, world.card_for(APPROVER, second), ids.DENY)
     world.submit_reason(APPROVER, "Use the Reader role for this")
     world.tick()
     first_msg, second_msg = world.fake.messages_in(FEED)
@@ -206,7 +206,7 @@ def test_a_channel_without_the_bot_is_recorded_not_delivered(
     [posted] = world.fake.messages_in(channel)
     assert "Owner" in texts(posted)
     # The refused request appears with its next step.
-    world.click(APPROVER, world.card_for(APPROVER, rid), blocks.DENY)
+    world.click(APPROVER, world.card_for(APPROVER, rid), ids.DENY)
     world.submit_reason(APPROVER, "not today")
     world.deliver()
     second, first = world.fake.messages_in(channel)
@@ -236,7 +236,7 @@ def test_turning_the_feed_off_stops_new_posts(world: SlackWorld) -> None:
     world.say(PUBLISHER, "request crm Owner 1h deploy")  # queued, not yet delivered
     world.service.set_policy("crm", actor=ADMIN, now=now(), feed_channel="")
     world.say(PUBLISHER, "request crm Owner 2h migrate")
-    world.click(APPROVER, world.card_for(APPROVER, first), blocks.APPROVE)
+    world.click(APPROVER, world.card_for(APPROVER, first), ids.APPROVE)
     world.submit_reason(APPROVER, "fine")
     report = world.deliver()
     assert report.skipped == 1  # the queued one: never started in a channel now off
@@ -360,13 +360,13 @@ def test_break_glass_extension_and_quorum_show_in_the_channel(world: SlackWorld)
 
     world.say(PUBLISHER, "request crm Contributor 1h read logs")
     world.deliver()
-    world.click(APPROVER, world.card_for(APPROVER, 2), blocks.APPROVE)
+    world.click(APPROVER, world.card_for(APPROVER, 2), ids.APPROVE)
     world.submit_reason(APPROVER, "CHG-1 is approved")
     world.deliver()
     assert f"1 of 2 approved: <@{APPROVER}> (CHG-1 is approved)" in texts(
         world.fake.messages_in(FEED)[1]
     )
-    world.click(APPROVER2, world.card_for(APPROVER2, 2), blocks.APPROVE)
+    world.click(APPROVER2, world.card_for(APPROVER2, 2), ids.APPROVE)
     world.submit_reason(APPROVER2, "fine by me")
     world.tick()
     world.say(PUBLISHER, "extend 2 30m tests still running")

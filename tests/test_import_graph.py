@@ -73,17 +73,7 @@ KNOWN_CYCLES = {
 }
 
 #: Imports against the layers still to remove (issue 17), as (importer, imported).
-KNOWN_ARROWS: set[tuple[str, str]] = {
-    # The Slack signature and body gate lives in web.py; it belongs in slack/.
-    ("jitaccess.slack.socket_mode", "jitaccess.web"),
-    ("jitaccess.slack.runtime", "jitaccess.web"),
-    # Slack's own tables (cards shown, signatures seen) read past the application layer.
-    ("jitaccess.slack.notifier", "jitaccess.store.models"),
-    ("jitaccess.slack.notifier", "jitaccess.store.slack_messages"),
-    ("jitaccess.slack.replay", "jitaccess.store.slack_messages"),
-    ("jitaccess.slack.replay", "jitaccess.store.db"),
-    ("jitaccess.slack.replay", "jitaccess.store.models"),
-}
+KNOWN_ARROWS: set[tuple[str, str]] = set()
 
 
 def modules() -> dict[str, Path]:

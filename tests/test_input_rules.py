@@ -35,9 +35,9 @@ from jitaccess.domain.policy import (
     check_reason,
     check_submission,
 )
-from jitaccess.slack import blocks
-from jitaccess.slack.ids import SLACK_PRINCIPALS
-from jitaccess.slack.listeners import SORRY
+from jitaccess.slack.blocks import ids
+from jitaccess.slack.listeners.base import SORRY
+from jitaccess.slack.principals import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, texts
@@ -263,7 +263,7 @@ def test_slack_refuses_unstorable_text_with_the_rule_message(world: SlackWorld, 
             reply = world.say(APPROVER if "approve" in command else PUBLISHER, command)
             assert "cannot be stored: remove it" in reply and SORRY not in reply, reply
     world.deliver()
-    world.click(APPROVER, world.card_for(APPROVER, rid), blocks.DENY)
+    world.click(APPROVER, world.card_for(APPROVER, rid), ids.DENY)
     response = world.submit_reason(APPROVER, bad)
     assert "reason contains" in json.loads(response.body)["errors"]["reason"]
     assert [v.state for v in world.service.list_requests()] == ["pending"]
@@ -281,7 +281,7 @@ def test_slack_refuses_invisible_justification_and_reason(world: SlackWorld, tex
     ).id
     assert "reason is required to approve" in world.say(APPROVER, f"approve {rid} {text}")
     world.deliver()
-    world.click(APPROVER, world.card_for(APPROVER, rid), blocks.APPROVE)
+    world.click(APPROVER, world.card_for(APPROVER, rid), ids.APPROVE)
     errors = json.loads(world.submit_reason(APPROVER, text).body)["errors"]
     assert "reason is required to approve" in errors["reason"]
     assert [v.state for v in world.service.list_requests()] == ["pending"]
@@ -318,10 +318,10 @@ def test_free_text_in_replies_shows_literally_and_pings_nobody(world: SlackWorld
     ).id
     world.deliver()
     stale = world.card_for(APPROVER2, rid)
-    world.click(APPROVER, world.card_for(APPROVER, rid), blocks.DENY)
+    world.click(APPROVER, world.card_for(APPROVER, rid), ids.DENY)
     world.submit_reason(APPROVER, NASTY)
     world.deliver()
-    world.click(APPROVER2, stale, blocks.APPROVE)  # too late: told who won, and why
+    world.click(APPROVER2, stale, ids.APPROVE)  # too late: told who won, and why
     shown = [e["text"] for e in world.fake.ephemerals_to(APPROVER2)]
     shown += [texts(world.last_modal(APPROVER2)["view"])]
     shown.append(world.say(APPROVER2, f"approve {rid} me too"))

@@ -166,7 +166,7 @@ def slack_id_checks(source: str, filename: str = "<source>") -> list[str]:
 
 def test_slack_ids_are_recognised_only_in_slack() -> None:
     """The domain and the application treat people, groups and channels as opaque ids;
-    the Slack front end's rules (``slack/ids.py``) are injected where they are needed."""
+    the Slack front end's rules (``slack/principals.py``) are injected where they are needed."""
     outside = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(PACKAGE).as_posix()
@@ -191,4 +191,4 @@ def test_a_slack_id_check_outside_slack_is_caught(source: str) -> None:
 
 
 def test_slack_ids_themselves_are_found_in_slack() -> None:
-    assert slack_id_checks((PACKAGE / "slack" / "ids.py").read_text())
+    assert slack_id_checks((PACKAGE / "slack" / "principals.py").read_text())

@@ -12,7 +12,7 @@ from freezegun import freeze_time
 from conftest import APPROVER, PUBLISHER, START, register
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.settings import Settings, env_example
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld
@@ -76,7 +76,7 @@ def test_every_web_api_method_the_app_calls_is_covered_by_the_manifest(world: Sl
     world.say(PUBLISHER, "request crm Owner 1h deploy")
     world.deliver()
     [rid] = [r.id for r in world.service.list_requests()]
-    world.click(APPROVER, world.card_for(APPROVER, rid), blocks.DENY)
+    world.click(APPROVER, world.card_for(APPROVER, rid), ids.DENY)
     world.submit_reason(APPROVER, "no")
     world.deliver()
     world.home_opened(APPROVER, "Ev1")

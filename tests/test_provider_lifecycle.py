@@ -25,7 +25,7 @@ from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.azure import AzureProvider, assignment_name
 from jitaccess.providers.registry import build_registry
 from jitaccess.settings import Settings
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import cards
 from jitaccess.store.db import Database
 from jitaccess.store.models import AuditEvent, OutboxMessage
 
@@ -160,7 +160,7 @@ def test_grant_refused_five_times_fails_visibly_and_tells_everyone(
     assert shown.exit_code == 0
     assert "Backend attempts" in shown.stdout and "roleAssignments/write" in shown.stdout
     # ... and on the Slack card.
-    _text, card = blocks.approver_card(view, UTC)
+    _text, card = cards.approver_card(view, UTC)
     assert "roleAssignments/write" in json.dumps(card)
 
 

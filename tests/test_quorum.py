@@ -26,8 +26,8 @@ from conftest import (
 from jitaccess.app.service import AppSpec, JitService
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
-from jitaccess.slack import blocks
-from jitaccess.slack.ids import SLACK_PRINCIPALS
+from jitaccess.slack.blocks import ids
+from jitaccess.slack.principals import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent, OutboxMessage
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -89,7 +89,7 @@ def world(fake_slack: FakeSlack, db: Database) -> Iterator[SlackWorld]:
 
 
 def approve_on_card(world: SlackWorld, approver: str, rid: int, reason: str) -> None:
-    response = world.click(approver, world.card_for(approver, rid), blocks.APPROVE)
+    response = world.click(approver, world.card_for(approver, rid), ids.APPROVE)
     assert response.status == 200
     result = world.submit_reason(approver, reason)
     assert result.status == 200 and not result.body, result.body
@@ -112,11 +112,11 @@ def test_two_of_three_approve_through_slack_and_every_card_shows_the_progress(
     for other in (APPROVER2, ADMIN):
         card = world.card_for(other, rid)
         assert progress in texts(card)
-        find_button(card["blocks"], blocks.APPROVE)  # still theirs to decide
+        find_button(card["blocks"], ids.APPROVE)  # still theirs to decide
     mine = world.card_for(APPROVER, rid)
     assert progress in texts(mine) and "You approved" in texts(mine)
     with pytest.raises(AssertionError):
-        find_button(mine["blocks"], blocks.APPROVE)  # nothing left for Ava to click
+        find_button(mine["blocks"], ids.APPROVE)  # nothing left for Ava to click
     latest = world.requester_cards(PUBLISHER, rid)[-1]
     assert progress in texts(latest) and "still needs more approvals" in texts(latest)
 

@@ -9,7 +9,7 @@ from jitaccess.domain.durations import format_duration, parse_duration
 from jitaccess.domain.errors import RuleViolation
 from jitaccess.domain.lifecycle import RequestState, allowed_events, mermaid
 from jitaccess.domain.policy import ApprovalMode, AppRules, Policy, check_submission
-from jitaccess.slack.ids import SLACK_PRINCIPALS
+from jitaccess.slack.principals import SLACK_PRINCIPALS
 
 NOW = utc("2026-11-27 10:00:00")
 APP = AppRules(

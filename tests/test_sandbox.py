@@ -31,7 +31,7 @@ from jitaccess.cli import app as cli_app
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.server import ConfigurationError
 from jitaccess.settings import Settings
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import cards, ids, markup, modals
 from jitaccess_sandbox import demo, render
 from jitaccess_sandbox import page as sandbox_page
 from jitaccess_sandbox.page import REQUIRED, SandboxClock
@@ -84,7 +84,7 @@ def test_escaping_never_lets_markup_through() -> None:
     nasty = f"{SCRIPT} \" ' <img src=x onerror=alert(1)> &amp;"
     for out in (
         render.mrkdwn(nasty),
-        render.mrkdwn(blocks.escape(nasty)),
+        render.mrkdwn(markup.escape(nasty)),
         render.render_blocks(
             [
                 {"type": "header", "text": pt(nasty)},
@@ -139,7 +139,7 @@ def test_a_justification_with_a_script_tag_shows_as_text(service: JitService) ->
         justification=f"deploy {SCRIPT} & <b>fix</b>",
         now=now,
     )
-    _, card = blocks.approver_card(view, ZoneInfo("Europe/Paris"))
+    _, card = cards.approver_card(view, ZoneInfo("Europe/Paris"))
     out = render.render_blocks(card, users={PUBLISHER: "Pat Publisher"})
     assert "<script" not in out and "<b>fix" not in out
     assert "deploy &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &lt;b&gt;fix" in out
@@ -325,7 +325,7 @@ def test_every_input_element_type_with_label_hint_optional_and_error() -> None:
 
 
 def test_a_view_without_submit_only_closes() -> None:
-    out = render.render_view(blocks.notice_modal("Nothing to do", "Request #1 was decided"))
+    out = render.render_view(modals.notice_modal("Nothing to do", "Request #1 was decided"))
     assert "bk-submit" not in out and 'class="bk-button bk-close">Close</button>' in out
 
 
@@ -577,7 +577,7 @@ def test_a_command_reply_is_shown_only_to_who_typed_it(sandbox: Sandbox) -> None
 
 def test_a_command_opens_the_modal_and_errors_show_inline(sandbox: Sandbox) -> None:
     call(sandbox, "command", {"user": demo.PUBLISHER, "text": "/jit request"})
-    modal = open_modal(sandbox, demo.PUBLISHER, blocks.REQUEST_MODAL)
+    modal = open_modal(sandbox, demo.PUBLISHER, ids.REQUEST_MODAL)
     assert '<option value="contoso-crm" selected>' in modal["html"]
     assert state(sandbox, demo.APPROVER)["modal"] is None  # modals belong to who opened them
 
@@ -621,7 +621,7 @@ def test_a_command_opens_the_modal_and_errors_show_inline(sandbox: Sandbox) -> N
             "source": "modal",
             "view_id": modal["id"],
             "block_id": "app",
-            "action_id": blocks.APP_PICKED,
+            "action_id": ids.APP_PICKED,
             "selected": "fabrikam-erp",
             "values": request_values(modal),
         },
@@ -640,7 +640,7 @@ def test_a_command_opens_the_modal_and_errors_show_inline(sandbox: Sandbox) -> N
 def test_a_request_from_the_slash_command_to_expired(sandbox: Sandbox) -> None:
     pat, ava = demo.PUBLISHER, demo.APPROVER
     call(sandbox, "command", {"user": pat, "text": "/jit request"})
-    modal = open_modal(sandbox, pat, blocks.REQUEST_MODAL)
+    modal = open_modal(sandbox, pat, ids.REQUEST_MODAL)
     start = datetime.fromisoformat(initial_start(modal)) + timedelta(minutes=10)
     values = request_values(
         modal, start=start.strftime("%Y-%m-%dT%H:%M"), justification=f"fix {SCRIPT}"
@@ -665,12 +665,12 @@ def test_a_request_from_the_slash_command_to_expired(sandbox: Sandbox) -> None:
             "channel": card["channel"],
             "ts": card["ts"],
             "block_id": "decide:1",
-            "action_id": blocks.APPROVE,
+            "action_id": ids.APPROVE,
             "value": "1",
         },
     )
     assert body["ok"], body
-    decision = open_modal(sandbox, ava, blocks.DECISION_MODAL)
+    decision = open_modal(sandbox, ava, ids.DECISION_MODAL)
     status, body = call(
         sandbox,
         "submit",

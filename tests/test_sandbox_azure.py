@@ -13,7 +13,7 @@ import pytest
 
 from jitaccess.app.service import JitService
 from jitaccess.providers.azure import AzureProvider
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids
 from jitaccess_sandbox import demo
 from jitaccess_sandbox.run import Sandbox
 from test_sandbox import call, eventually, open_modal, start_sandbox, state, timeline_text
@@ -42,14 +42,14 @@ def approve_extension(sandbox: Sandbox, request_id: int) -> None:
                 i
                 for i in state(sandbox, ava)["timeline"]
                 if f"Extension of request #{request_id}" in i["html"]
-                and blocks.APPROVE_EXTENSION in i["html"]
+                and ids.APPROVE_EXTENSION in i["html"]
             ),
             None,
         )
 
     found = eventually(card)
     block = re.search(
-        rf'data-block-id="([^"]+)" data-action-id="{blocks.APPROVE_EXTENSION}"', found["html"]
+        rf'data-block-id="([^"]+)" data-action-id="{ids.APPROVE_EXTENSION}"', found["html"]
     )
     assert block, found["html"]
     status, body = call(
@@ -61,12 +61,12 @@ def approve_extension(sandbox: Sandbox, request_id: int) -> None:
             "channel": found["channel"],
             "ts": found["ts"],
             "block_id": block.group(1),
-            "action_id": blocks.APPROVE_EXTENSION,
+            "action_id": ids.APPROVE_EXTENSION,
             "value": str(request_id),
         },
     )
     assert body["ok"], body
-    decision = open_modal(sandbox, ava, blocks.DECISION_MODAL)
+    decision = open_modal(sandbox, ava, ids.DECISION_MODAL)
     status, body = call(
         sandbox, "submit", {"user": ava, "view_id": decision["id"], "values": {"reason": "CHG-8"}}
     )

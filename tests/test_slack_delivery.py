@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, START, register, utc
 from jitaccess.app.outbox import Notification
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids, markup
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -177,11 +177,11 @@ def test_long_justification_is_truncated_with_a_marker_not_rejected(world: Slack
     card = world.card_for(APPROVER, rid)
     shown = json.dumps(card["blocks"], ensure_ascii=False)
     assert "&lt;script&gt;" in shown and "<script>" not in shown
-    assert blocks.TRUNCATED in shown
+    assert markup.TRUNCATED in shown
     for block in card["blocks"]:
         if block["type"] == "section" and block.get("text"):
             assert len(block["text"]["text"]) <= 3000
-    assert blocks.APPROVE in shown
+    assert ids.APPROVE in shown
 
 
 def outbox_rows(db: Database, kind: str) -> list[OutboxMessage]:

@@ -15,7 +15,7 @@ from conftest import APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, register, 
 from fakes.webhook_receiver import WebhookReceiver
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.providers.webhook import WebhookProvider
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids
 from jitaccess.slack.runtime import AfterAck
 from jitaccess.store.db import Database
 from jitaccess.store.models import AuditEvent
@@ -60,7 +60,7 @@ def extension_cards(world: SlackWorld, approver: str, rid: int) -> list[dict[str
 
 def submit_extension(world: SlackWorld, user: str, duration: str, reason: str) -> Any:
     modal = world.last_modal(user)
-    assert modal["view"]["callback_id"] == blocks.EXTEND_MODAL, modal["view"]
+    assert modal["view"]["callback_id"] == ids.EXTEND_MODAL, modal["view"]
     values = {"duration": {"duration": select(duration)}, "reason": {"reason": text_value(reason)}}
     return world.submit(user, modal, values)
 
@@ -69,7 +69,7 @@ def test_extend_button_extends_at_once_in_automatic_mode(world: SlackWorld) -> N
     """Status card → Extend → modal (duration, reason) → the same request ends later."""
     rid = active(world, ApprovalMode.AUTOMATIC)
     card = world.fake.dms_to(PUBLISHER)[-1]
-    assert world.click(PUBLISHER, card, blocks.EXTEND).status == 200
+    assert world.click(PUBLISHER, card, ids.EXTEND).status == 200
     modal = world.last_modal(PUBLISHER)["view"]
     shown = json.dumps(modal)
     assert "Up to 6h more (8h in all)" in shown
@@ -81,11 +81,11 @@ def test_extend_button_extends_at_once_in_automatic_mode(world: SlackWorld) -> N
     world.deliver()
     latest = world.fake.dms_to(PUBLISHER)[-1]
     assert "was extended" in texts(latest) and "the policy (automatic mode)" in texts(latest)
-    assert blocks.EXTEND in texts(latest)  # the newest card can extend again
+    assert ids.EXTEND in texts(latest)  # the newest card can extend again
     for approver in (APPROVER, APPROVER2):
         [told] = extension_cards(world, approver, rid)
         assert "Extended" in texts(told) and "migration runs long" in texts(told)
-        assert blocks.APPROVE_EXTENSION not in texts(told)
+        assert ids.APPROVE_EXTENSION not in texts(told)
     with freeze_time(T0 + 2 * H + M):
         world.tick()
         assert world.service.get_request(rid).state == "active"
@@ -96,7 +96,7 @@ def test_too_long_an_extension_is_refused_in_the_modal_and_nothing_changes(
 ) -> None:
     """Beyond the maximum counted from the start: the modal says how much is left."""
     rid = active(world, ApprovalMode.AUTOMATIC, hours=7)
-    world.click(PUBLISHER, world.fake.dms_to(PUBLISHER)[-1], blocks.EXTEND)
+    world.click(PUBLISHER, world.fake.dms_to(PUBLISHER)[-1], ids.EXTEND)
     response = submit_extension(world, PUBLISHER, "2h", "more")  # forged: the form offers 1h
     errors = json.loads(response.body)["errors"]
     assert "at most 1h can still be added" in errors["duration"]
@@ -106,21 +106,21 @@ def test_too_long_an_extension_is_refused_in_the_modal_and_nothing_changes(
 def test_manual_extension_card_is_approved_with_a_reason(world: SlackWorld) -> None:
     """Manual mode: approvers get an extension card; Approve asks a reason; the end moves."""
     rid = active(world, ApprovalMode.MANUAL)
-    world.click(PUBLISHER, world.fake.dms_to(PUBLISHER)[-1], blocks.EXTEND)
+    world.click(PUBLISHER, world.fake.dms_to(PUBLISHER)[-1], ids.EXTEND)
     assert submit_extension(world, PUBLISHER, "30m", "tests still running").status == 200
     view = world.service.get_request(rid)
     assert view.ends_at == T0 + 2 * H and view.extension_ends_at == T0 + 150 * M
     world.deliver()
     assert "sent to the approvers" in texts(world.fake.dms_to(PUBLISHER)[-1])
     [card] = extension_cards(world, APPROVER2, rid)
-    assert "tests still running" in texts(card) and blocks.APPROVE_EXTENSION in texts(card)
+    assert "tests still running" in texts(card) and ids.APPROVE_EXTENSION in texts(card)
 
     # an outsider clicking the card is refused before any modal can decide
-    world.click(OUTSIDER, card, blocks.APPROVE_EXTENSION)
+    world.click(OUTSIDER, card, ids.APPROVE_EXTENSION)
     assert "Nothing to do" in json.dumps(world.last_modal(OUTSIDER))
 
-    world.click(APPROVER2, card, blocks.APPROVE_EXTENSION)
-    assert world.last_modal(APPROVER2)["view"]["callback_id"] == blocks.DECISION_MODAL
+    world.click(APPROVER2, card, ids.APPROVE_EXTENSION)
+    assert world.last_modal(APPROVER2)["view"]["callback_id"] == ids.DECISION_MODAL
     blank = world.submit_reason(APPROVER2, "")
     assert json.loads(blank.body)["response_action"] == "errors"
     assert world.submit_reason(APPROVER2, "CHG-9 covers it").status == 200
@@ -129,7 +129,7 @@ def test_manual_extension_card_is_approved_with_a_reason(world: SlackWorld) -> N
     for approver in (APPROVER, APPROVER2):
         [card] = extension_cards(world, approver, rid)  # edited in place, not posted again
         assert f"Extended* by <@{APPROVER2}>: CHG-9 covers it" in texts(card)
-        assert blocks.APPROVE_EXTENSION not in texts(card)
+        assert ids.APPROVE_EXTENSION not in texts(card)
     assert "was extended" in texts(world.fake.dms_to(PUBLISHER)[-1])
 
     # a late click on the decided card is told there is nothing waiting any more
@@ -153,7 +153,7 @@ def test_slash_extend_sends_manual_extension_and_deny_keeps_the_window(
     assert "already has an extension" in again
     world.deliver()
     [card] = extension_cards(world, APPROVER, rid)
-    world.click(APPROVER, card, blocks.DENY_EXTENSION)
+    world.click(APPROVER, card, ids.DENY_EXTENSION)
     assert world.submit_reason(APPROVER, "not in the change window").status == 200
     world.deliver()
     latest = texts(world.fake.dms_to(PUBLISHER)[-1])
@@ -182,8 +182,8 @@ def test_reminder_has_extend_and_the_old_reminder_is_not_sent_again(
         world.deliver()
         reminder = world.fake.dms_to(PUBLISHER)[-1]
         assert "ends" in reminder["text"]
-        find_button(reminder["blocks"], blocks.EXTEND)
-        world.click(PUBLISHER, reminder, blocks.EXTEND)
+        find_button(reminder["blocks"], ids.EXTEND)
+        world.click(PUBLISHER, reminder, ids.EXTEND)
         assert submit_extension(world, PUBLISHER, "30m", "almost done").status == 200
         assert world.service.get_request(rid).ends_at == T0 + 150 * M
         world.deliver()
@@ -221,7 +221,7 @@ def test_the_sandbox_lets_a_person_extend(tmp_path: Path) -> None:
                 (
                     i
                     for i in reversed(state(sandbox, pat)["timeline"])
-                    if f'data-action-id="{blocks.EXTEND}"' in i["html"]
+                    if f'data-action-id="{ids.EXTEND}"' in i["html"]
                 ),
                 None,
             )
@@ -236,12 +236,12 @@ def test_the_sandbox_lets_a_person_extend(tmp_path: Path) -> None:
                 "channel": card["channel"],
                 "ts": card["ts"],
                 "block_id": "mine:1",
-                "action_id": blocks.EXTEND,
+                "action_id": ids.EXTEND,
                 "value": "1",
             },
         )
         assert body["ok"], body
-        modal = open_modal(sandbox, pat, blocks.EXTEND_MODAL)
+        modal = open_modal(sandbox, pat, ids.EXTEND_MODAL)
         status, body = call(
             sandbox,
             "submit",

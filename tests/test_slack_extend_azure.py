@@ -17,7 +17,7 @@ from fakes.fake_arm import FakeArm, FakeCredential
 from jitaccess.app.service import AppSpec
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.azure import AzureProvider
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, now, texts
@@ -96,7 +96,7 @@ def test_extending_an_azure_scheduled_grant_moves_azures_end_without_a_revoke(
         assert "sent to the approvers" in world.say(PUBLISHER, "extend 1 1h tests still running")
         world.deliver()
         card = extension_card(world, APPROVER, 1)
-        world.click(APPROVER, card, blocks.APPROVE_EXTENSION)
+        world.click(APPROVER, card, ids.APPROVE_EXTENSION)
         assert world.submit_reason(APPROVER, "CHG-9 covers it").status == 200
         world.tick()  # the sweep makes the AdminExtend call
         [extended] = arm.at(SCOPE)

@@ -20,7 +20,7 @@ from conftest import (
     utc,
 )
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, now, texts
@@ -41,7 +41,7 @@ def request_via_modal(
     response, _ = world.command(PUBLISHER, "request")
     assert response.status == 200
     modal = world.last_modal(PUBLISHER)
-    assert modal["view"]["callback_id"] == blocks.REQUEST_MODAL
+    assert modal["view"]["callback_id"] == ids.REQUEST_MODAL
     start = int((now() + start_in).timestamp()) if start_in else None
     result = world.submit_request(
         PUBLISHER,
@@ -84,8 +84,8 @@ def test_request_approve_activate_expire_with_every_message(world: SlackWorld) -
 
     # Approve opens a modal that requires a reason.
     card = world.card_for(APPROVER, rid)
-    assert world.click(APPROVER, card, blocks.APPROVE).status == 200
-    assert world.last_modal(APPROVER)["view"]["callback_id"] == blocks.DECISION_MODAL
+    assert world.click(APPROVER, card, ids.APPROVE).status == 200
+    assert world.last_modal(APPROVER)["view"]["callback_id"] == ids.DECISION_MODAL
     blank = world.submit_reason(APPROVER, "   ")
     assert json.loads(blank.body)["response_action"] == "errors"
     assert world.service.get_request(rid).state == "pending"
@@ -98,7 +98,7 @@ def test_request_approve_activate_expire_with_every_message(world: SlackWorld) -
         card = world.card_for(approver, rid)
         shown = texts(card)
         assert f"Approved by <@{APPROVER}>: Matches change CHG-77" in shown
-        assert blocks.APPROVE not in shown and blocks.DENY not in shown
+        assert ids.APPROVE not in shown and ids.DENY not in shown
     assert len(fake.calls_to("chat.postMessage")) > 0
     assert f"approved by <@{APPROVER}>: Matches change CHG-77" in texts(fake.dms_to(PUBLISHER)[-1])
 
@@ -106,7 +106,7 @@ def test_request_approve_activate_expire_with_every_message(world: SlackWorld) -
         world.tick()
         assert world.service.get_request(rid).state == "active"
         latest = fake.dms_to(PUBLISHER)[-1]
-        assert "is active" in texts(latest) and blocks.RELEASE in texts(latest)
+        assert "is active" in texts(latest) and ids.RELEASE in texts(latest)
     with freeze_time(T0 + 3 * H - timedelta(minutes=15)):
         world.deliver()
         assert "ends" in fake.dms_to(PUBLISHER)[-1]["text"]  # 15-minute reminder
@@ -115,10 +115,10 @@ def test_request_approve_activate_expire_with_every_message(world: SlackWorld) -
         assert world.service.get_request(rid).state == "expired"
         latest = fake.dms_to(PUBLISHER)[-1]
         assert "expired and was revoked" in texts(latest)
-        assert blocks.RELEASE not in texts(latest)
+        assert ids.RELEASE not in texts(latest)
         # older requester cards lost their buttons: only the latest may act
         for older in fake.dms_to(PUBLISHER)[:-1]:
-            assert blocks.RELEASE not in texts(older) and blocks.CANCEL not in texts(older)
+            assert ids.RELEASE not in texts(older) and ids.CANCEL not in texts(older)
     assert world.log_provider.held() == []
 
 
@@ -126,7 +126,7 @@ def test_deny_with_a_reason_tells_the_requester(world: SlackWorld) -> None:
     register(world.service)
     rid = request_via_modal(world)
     world.deliver()
-    world.click(APPROVER2, world.card_for(APPROVER2, rid), blocks.DENY)
+    world.click(APPROVER2, world.card_for(APPROVER2, rid), ids.DENY)
     world.submit_reason(APPROVER2, "Use the Reader role for this")
     world.deliver()
     assert world.service.get_request(rid).state == "denied"
@@ -142,9 +142,9 @@ def test_automatic_mode_card_says_so_and_offers_revoke(world: SlackWorld) -> Non
     world.tick()
     assert world.service.get_request(rid).state == "active"
     card = world.card_for(APPROVER, rid)
-    assert "automatic" in texts(card) and blocks.REVOKE in texts(card)
-    assert blocks.APPROVE not in texts(card)
-    world.click(APPROVER, card, blocks.REVOKE)
+    assert "automatic" in texts(card) and ids.REVOKE in texts(card)
+    assert ids.APPROVE not in texts(card)
+    world.click(APPROVER, card, ids.REVOKE)
     world.submit_reason(APPROVER, "Not needed any more")
     world.tick()
     assert world.service.get_request(rid).state == "revoked"
@@ -158,9 +158,9 @@ def test_second_approver_after_a_decision_is_told_who_won(world: SlackWorld) -> 
     rid = request_via_modal(world, start_in=H)
     world.deliver()
     stale_card = world.card_for(APPROVER2, rid)  # still has buttons on their screen
-    world.click(APPROVER, world.card_for(APPROVER, rid), blocks.APPROVE)
+    world.click(APPROVER, world.card_for(APPROVER, rid), ids.APPROVE)
     world.submit_reason(APPROVER, "ok")
-    world.click(APPROVER2, stale_card, blocks.DENY)
+    world.click(APPROVER2, stale_card, ids.DENY)
     [ephemeral] = world.fake.ephemerals_to(APPROVER2)
     assert f"already approved by <@{APPROVER}>" in ephemeral["text"]
     assert world.service.get_request(rid).state == "approved"
@@ -170,8 +170,8 @@ def test_two_approvers_submitting_at_once_one_wins(world: SlackWorld) -> None:
     register(world.service)
     rid = request_via_modal(world, start_in=H)
     world.deliver()
-    world.click(APPROVER, world.card_for(APPROVER, rid), blocks.APPROVE)
-    world.click(APPROVER2, world.card_for(APPROVER2, rid), blocks.DENY)  # both modals open
+    world.click(APPROVER, world.card_for(APPROVER, rid), ids.APPROVE)
+    world.click(APPROVER2, world.card_for(APPROVER2, rid), ids.DENY)  # both modals open
     assert world.submit_reason(APPROVER, "yes").status == 200
     loser = world.submit_reason(APPROVER2, "no")
     assert json.loads(loser.body)["response_action"] == "update"
@@ -185,9 +185,9 @@ def test_non_approver_and_self_approval_are_refused(world: SlackWorld) -> None:
     rid = request_via_modal(world, start_in=H)
     world.deliver()
     card = world.card_for(PUBLISHER, rid)  # the publisher is also an approver
-    world.click(PUBLISHER, card, blocks.APPROVE)
+    world.click(PUBLISHER, card, ids.APPROVE)
     assert "cannot approve your own request" in world.fake.ephemerals_to(PUBLISHER)[-1]["text"]
-    world.click(OUTSIDER, world.card_for(APPROVER, rid), blocks.APPROVE)
+    world.click(OUTSIDER, world.card_for(APPROVER, rid), ids.APPROVE)
     assert "you are not one" in world.fake.ephemerals_to(OUTSIDER)[-1]["text"]
     assert world.service.get_request(rid).state == "pending"
 
@@ -258,7 +258,7 @@ def test_release_button_ends_access(world: SlackWorld) -> None:
     rid = request_via_modal(world)
     world.tick()
     latest = world.fake.dms_to(PUBLISHER)[-1]
-    world.click(PUBLISHER, latest, blocks.RELEASE)
+    world.click(PUBLISHER, latest, ids.RELEASE)
     world.tick()
     view = world.service.get_request(rid)
     assert (view.state, view.ended_by) == ("revoked", PUBLISHER)
@@ -270,7 +270,7 @@ def test_config_modal_changes_the_policy_for_admins_only(world: SlackWorld) -> N
     assert "consumer admins" in texts(world.last_modal(OUTSIDER)["view"])
     world.command(ADMIN, "config crm")
     modal = world.last_modal(ADMIN)
-    assert modal["view"]["callback_id"] == blocks.CONFIG_MODAL
+    assert modal["view"]["callback_id"] == ids.CONFIG_MODAL
     values = {
         "mode": {"mode": {"type": "static_select", "selected_option": {"value": "manual"}}},
         "max_duration": {
@@ -305,7 +305,7 @@ def test_app_home_for_an_approver_of_two_applications(world: SlackWorld) -> None
     assert f"#{crm}" in home and "Active access" in home and "hr" in home
     assert "erp" in erp
     # Approving from the home tab works like from the card.
-    world.click_home(APPROVER, blocks.APPROVE, crm)
+    world.click_home(APPROVER, ids.APPROVE, crm)
     world.submit_reason(APPROVER, "from the inbox")
     assert world.service.get_request(crm).decided_by == APPROVER
 

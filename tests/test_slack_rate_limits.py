@@ -19,7 +19,9 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, START, register, utc
-from jitaccess.slack import blocks
+from jitaccess.domain.lifecycle import RequestState
+from jitaccess.slack.blocks import markup
+from jitaccess.slack.blocks.ids import CANCEL, RELEASE
 from jitaccess.slack.pacing import SlackPacer
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
@@ -125,14 +127,14 @@ def test_forty_grants_ending_at_once_one_update_per_card_within_the_limits(
     for (approver, rid), before in approved_cards.items():
         card = card_for(world, approver, rid)
         assert card["ts"] == before["ts"]
-        assert f"*{blocks.STATE_LABEL[blocks.RequestState.EXPIRED]}*" in texts(card)
+        assert f"*{markup.STATE_LABEL[RequestState.EXPIRED]}*" in texts(card)
         assert updates[(card["channel"], card["ts"])] == 1, (approver, rid)
     # The requester: each step once ("is active", "has expired"), the last without
     # buttons; only the card that had buttons before (Approved) was edited.
     posted = fake.dms_to(PUBLISHER)[requester_before:]
     headlines = Counter(m["text"] for m in posted)
     assert len(posted) == 2 * len(ids) and set(headlines.values()) == {1}
-    assert all(blocks.CANCEL not in texts(m) and blocks.RELEASE not in texts(m) for m in posted)
+    assert all(CANCEL not in texts(m) and RELEASE not in texts(m) for m in posted)
     assert sum(updates.values()) == 2 * len(ids) + len(ids)
     assert not [c for c in accepted if c.method == "conversations.open"]  # cached
     # Pacing: at most one refusal per method (then it keeps to the limit), and the

@@ -10,6 +10,7 @@ from freezegun import freeze_time
 from sqlalchemy import func, select
 
 from conftest import APPROVER, register
+from jitaccess.app.slack_messages import SlackMessages
 from jitaccess.slack.replay import EVENT_KEEP, KEEP, ReplayGuard
 from jitaccess.store.db import Database
 from jitaccess.store.models import SlackEvent, SlackSignature
@@ -26,7 +27,7 @@ def stored(db: Database, table: type[SlackSignature | SlackEvent] = SlackSignatu
 
 def test_a_signature_is_first_seen_once_across_replicas(db: Database) -> None:
     """Two replicas sharing the database agree that a second delivery is a replay."""
-    one, two = ReplayGuard(db), ReplayGuard(Database(db.url))
+    one, two = ReplayGuard(SlackMessages(db)), ReplayGuard(SlackMessages(Database(db.url)))
     assert one.first_time(SIGNATURE)
     assert not two.first_time(SIGNATURE)
     assert not one.first_time(SIGNATURE)
@@ -35,7 +36,7 @@ def test_a_signature_is_first_seen_once_across_replicas(db: Database) -> None:
 
 def test_signatures_are_kept_past_the_window_then_pruned(db: Database) -> None:
     """A signature is remembered for the whole replay window and forgotten after it."""
-    guard = ReplayGuard(db)
+    guard = ReplayGuard(SlackMessages(db))
     with freeze_time("2026-11-27 10:00:00") as frozen:
         assert guard.first_time(SIGNATURE)
         frozen.tick(KEEP - timedelta(seconds=1))
@@ -51,10 +52,10 @@ def test_the_guard_works_on_postgresql(pg_url: str) -> None:
     db = Database(pg_url)
     try:
         db.upgrade()
-        one, two = ReplayGuard(db), ReplayGuard(Database(pg_url))
+        one, two = ReplayGuard(SlackMessages(db)), ReplayGuard(SlackMessages(Database(pg_url)))
         assert one.first_time(SIGNATURE)
         assert not two.first_time(SIGNATURE)
-        two.db.dispose()
+        two.messages.db.dispose()
     finally:
         db.dispose()
 

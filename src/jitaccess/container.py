@@ -33,7 +33,7 @@ from jitaccess.app.sweep import RetryPolicy
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.registry import build_registry
 from jitaccess.settings import Settings, load_settings
-from jitaccess.slack.ids import SLACK_PRINCIPALS
+from jitaccess.slack.principals import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 
 if TYPE_CHECKING:

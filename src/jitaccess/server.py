@@ -31,20 +31,18 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from jitaccess import logs
+from jitaccess.app.slack_messages import SlackMessages
 from jitaccess.container import Container, build, uses_socket_mode
 from jitaccess.metrics import Metrics
 from jitaccess.roles import Role
 from jitaccess.scheduler import DeadlineScheduler, utcnow
 from jitaccess.settings import Settings, load_settings
 from jitaccess.slack.replay import ReplayGuard
-from jitaccess.slack.runtime import SlackRuntime
+from jitaccess.slack.runtime import SlackRuntime, http_routes
 from jitaccess.terminal import visible
-from jitaccess.web import Router, json_response
+from jitaccess.web import Router
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-    from wsgiref.types import StartResponse, WSGIEnvironment
-
     from azure.core.credentials import TokenCredential
 
 log = logging.getLogger("jitaccess.serve")
@@ -55,30 +53,6 @@ STOP_TIMEOUT = 3.0
 
 class ConfigurationError(Exception):
     """``serve`` cannot start; the message says what to set."""
-
-
-SOCKET_MODE_NOTICE = (
-    "jitaccess runs in Socket Mode (SLACK_APP_TOKEN is set): Slack's requests arrive over "
-    "its Socket Mode connection, so this HTTP server does not serve /slack/events. Point "
-    "the Slack app at Socket Mode, or unset SLACK_APP_TOKEN and set SLACK_SIGNING_SECRET "
-    "for HTTP mode."
-)
-
-
-def socket_mode_notice(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-    """``/slack/events`` in Socket Mode: nothing is handled over HTTP, say why."""
-    return json_response(start_response, "404 Not Found", {"error": SOCKET_MODE_NOTICE})
-
-
-WORKER_NOTICE = (
-    "This jitaccess serve runs --role worker: it answers no Slack request. Point Slack "
-    "(or your Ingress) at the processes that run --role web or --role all."
-)
-
-
-def worker_notice(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-    """``/slack/events`` on a worker: nothing of Slack's is handled here, say why."""
-    return json_response(start_response, "404 Not Found", {"error": WORKER_NOTICE})
 
 
 class Server:
@@ -113,16 +87,13 @@ class Server:
         self.scheduler: DeadlineScheduler | None = self.container.scheduler
         self.socket_mode = uses_socket_mode(settings, self.role)
         self.router = Router(ready=self.readiness)
-        if self.slack is None:
-            # The relay delivers with the notifier build() made from SLACK_BOT_TOKEN.
-            self.router.mount("/slack/events", worker_notice)
-        elif self.socket_mode:
-            # Socket Mode's requests come over the authenticated socket; over HTTP,
-            # nothing of Slack's is served, whatever else is configured.
-            self.router.mount("/slack/events", socket_mode_notice)
-        else:
-            self.replay_guard = ReplayGuard(self.container.db)
-            self.router.mount("/slack/events", self.slack.http_endpoint(self.replay_guard))
+        routes = http_routes(
+            self.slack,
+            socket_mode=self.socket_mode,
+            replay=ReplayGuard(SlackMessages(self.container.db)),
+        )
+        for prefix, wsgi_app in routes.items():
+            self.router.mount(prefix, wsgi_app)
         self.router.mount("/metrics", self.metrics.wsgi_app())
         self._http: Any = None
         self._socket_mode: Any = None

@@ -20,7 +20,7 @@ from fault_support import RecordingProvider
 
 from jitaccess.app.service import JitService
 from jitaccess.providers.base import ProviderRegistry
-from jitaccess.slack.ids import SLACK_PRINCIPALS
+from jitaccess.slack.principals import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 
 

@@ -45,8 +45,8 @@ from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, register
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.server import Server
 from jitaccess.settings import Settings
-from jitaccess.slack import blocks
-from jitaccess.slack.listeners import SORRY
+from jitaccess.slack.blocks import ids
+from jitaccess.slack.listeners.base import SORRY
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application, AuditEvent, OutboxMessage
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -424,7 +424,7 @@ BLOCKS = (
     "approvers",
     "approval_timeout",
 )
-ACTION_FOR = {"app": blocks.APP_PICKED}
+ACTION_FOR = {"app": ids.APP_PICKED}
 
 
 def block_values(draw: st.DrawFn, names: list[str]) -> dict[str, Any]:
@@ -441,7 +441,7 @@ def block_values(draw: st.DrawFn, names: list[str]) -> dict[str, Any]:
 @st.composite
 def view_submissions(draw: st.DrawFn) -> tuple[dict[str, Any], bool]:
     callback = draw(
-        st.sampled_from([blocks.REQUEST_MODAL, blocks.DECISION_MODAL, blocks.CONFIG_MODAL])
+        st.sampled_from([ids.REQUEST_MODAL, ids.DECISION_MODAL, ids.CONFIG_MODAL])
         | st.text(max_size=15)
     )
     metadata = draw(
@@ -529,12 +529,12 @@ def test_modal_submissions(fuzz: Fuzz, submission: tuple[dict[str, Any], bool]) 
 
 # -- (c) button clicks -------------------------------------------------------------------
 ACTIONS = (
-    blocks.APPROVE,
-    blocks.DENY,
-    blocks.REVOKE,
-    blocks.CANCEL,
-    blocks.RELEASE,
-    blocks.APP_PICKED,
+    ids.APPROVE,
+    ids.DENY,
+    ids.REVOKE,
+    ids.CANCEL,
+    ids.RELEASE,
+    ids.APP_PICKED,
 )
 
 
@@ -550,13 +550,11 @@ def clicks(draw: st.DrawFn) -> tuple[dict[str, Any], bool, str]:
         "value": value,
         "action_ts": str(time.time()),
     }
-    if action_id == blocks.APP_PICKED or draw(st.integers(0, 5)) == 0:
+    if action_id == ids.APP_PICKED or draw(st.integers(0, 5)) == 0:
         action["selected_option"] = draw(st.fixed_dictionaries({"value": OPTION_VALUES}) | JSONISH)
     # The application picker lives only in the request form.
     where = (
-        "modal"
-        if action_id == blocks.APP_PICKED
-        else draw(st.sampled_from(["dm", "home", "modal"]))
+        "modal" if action_id == ids.APP_PICKED else draw(st.sampled_from(["dm", "home", "modal"]))
     )
     payload: dict[str, Any] = {
         "type": "block_actions",
@@ -585,7 +583,7 @@ def clicks(draw: st.DrawFn) -> tuple[dict[str, Any], bool, str]:
                 "id": "VFORM",
                 "type": "modal",
                 "hash": "h",
-                "callback_id": blocks.REQUEST_MODAL,
+                "callback_id": ids.REQUEST_MODAL,
                 "private_metadata": "{}",
                 "state": {"values": {}},
             },
@@ -621,7 +619,7 @@ def test_button_clicks(fuzz: Fuzz, click: tuple[dict[str, Any], bool, str]) -> N
         k not in seen["views"] for k in after["views"]
     )
     # Only "cancel" and "I'm done" act on a click; they say nothing when they succeed.
-    told = action_id in (blocks.CANCEL, blocks.RELEASE) and not refused
+    told = action_id in (ids.CANCEL, ids.RELEASE) and not refused
     check(
         fuzz,
         response,
@@ -726,7 +724,7 @@ def _templates(response_url: str) -> dict[str, Any]:
             "container": {"type": "message", "message_ts": "1.1", "channel_id": "D1"},
             "channel": {"id": "D1"},
             "message": {"ts": "1.1", "blocks": []},
-            "actions": [{"type": "button", "action_id": blocks.APPROVE, "value": "99"}],
+            "actions": [{"type": "button", "action_id": ids.APPROVE, "value": "99"}],
         },
         "view_submission": {
             "type": "view_submission",
@@ -734,7 +732,7 @@ def _templates(response_url: str) -> dict[str, Any]:
             "view": {
                 "id": "V1",
                 "type": "modal",
-                "callback_id": blocks.DECISION_MODAL,
+                "callback_id": ids.DECISION_MODAL,
                 "private_metadata": json.dumps({"request_id": 99, "decision": "approve"}),
                 "state": {"values": {"reason": {"reason": {"type": "plain_text_input"}}}},
             },

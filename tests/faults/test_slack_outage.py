@@ -32,7 +32,7 @@ from jitaccess.app.outbox import Notification
 from jitaccess.app.service import JitService
 from jitaccess.domain.lifecycle import RequestState
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.slack import blocks
+from jitaccess.slack.blocks import ids, markup
 from jitaccess.slack.notifier import transition_text
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, OutboxMessage
@@ -76,12 +76,12 @@ def shown(fake: FakeSlack) -> str:
     return json.dumps([fake.messages, fake.ephemerals, views], sort_keys=True, default=str)
 
 
-def act(service: JitService, k: int, ids: dict[int, list[int]]) -> None:
+def act(service: JitService, k: int, made: dict[int, list[int]]) -> None:
     """What people do at tick ``k`` (through the CLI path: Slack may be down).
     Request ``n`` (the n-th of the run) follows a plan derived from ``n``."""
     t = now()
     if k <= LAST_SUBMIT:
-        ids[k] = []
+        made[k] = []
         for j in range(PER_TICK):
             n = PER_TICK * k + j
             offset = (n % 4) * TICK
@@ -103,11 +103,11 @@ def act(service: JitService, k: int, ids: dict[int, list[int]]) -> None:
                 starts_at=t + offset,
                 now=t,
             ).id
-            ids[k].append(request_id)
+            made[k].append(request_id)
             if n % 13 == 0 and offset:
                 service.cancel(request_id, actor=PUBLISHER, now=t)  # before it starts
     # The previous tick's manual requests are decided now (or never: they time out).
-    for j, request_id in enumerate(ids.get(k - 1, [])):
+    for j, request_id in enumerate(made.get(k - 1, [])):
         n = PER_TICK * (k - 1) + j
         if service.get_request(request_id).state != "pending":
             continue
@@ -118,7 +118,7 @@ def act(service: JitService, k: int, ids: dict[int, list[int]]) -> None:
             service.approve(request_id, actor=approver, reason=f"CHG-{n}", now=t)
     # Some access ends early: revoked by an approver, or released by the requester.
     for age, every, verb in ((2, 4, "revoke"), (3, 5, "release")):
-        for j, request_id in enumerate(ids.get(k - age, [])):
+        for j, request_id in enumerate(made.get(k - age, [])):
             n = PER_TICK * (k - age) + j
             if n % every or service.get_request(request_id).state != "active":
                 continue
@@ -148,14 +148,14 @@ def test_long_slack_outage_keeps_transitions_on_time_and_delivers_each_message_o
     fake, service = world.fake, world.service
     register(service, name="crm", approvers=(APPROVER, APPROVER2))
     register(service, name="auto", mode=ApprovalMode.AUTOMATIC, approvers=(APPROVER,))
-    ids: dict[int, list[int]] = {}
+    made: dict[int, list[int]] = {}
     with freeze_time(T0) as clock:
         # Before the outage, one request through Slack itself, approved on its card.
         response, key = world.command(PUBLISHER, "request crm Owner 2h deploy hotfix")
         assert response.status == 200 and "submitted" in world.replies(key)[0]
         world.tick()
         card = next(m for m in fake.dms_to(APPROVER) if "Access request #1" in texts(m))
-        assert world.click(APPROVER, card, blocks.APPROVE).status == 200
+        assert world.click(APPROVER, card, ids.APPROVE).status == 200
         modal = world.last_modal(APPROVER)
         reason = {"reason": {"reason": {"type": "plain_text_input", "value": "CHG-0"}}}
         assert world.submit(APPROVER, modal, reason).status == 200
@@ -172,7 +172,7 @@ def test_long_slack_outage_keeps_transitions_on_time_and_delivers_each_message_o
                 fake.set_down(False)
                 # Delivery was attempted (and refused) all along the outage.
                 assert len(fake.calls) - calls_before > UP_AT - DOWN_AT
-            act(service, k, ids)
+            act(service, k, made)
             sweep, relay = world.tick()
             due = service.next_deadline()
             assert due is None or due > at(k), f"tick {k}: something due was left: {due}"
@@ -256,9 +256,9 @@ def test_long_slack_outage_keeps_transitions_on_time_and_delivers_each_message_o
             for view in views:
                 if f'"Access request #{view.id}"' in texts(message):
                     cards[view.id] += 1
-                    label = blocks.STATE_LABEL[RequestState(view.state)]
+                    label = markup.STATE_LABEL[RequestState(view.state)]
                     assert f"*{label}*" in texts(message), (view.id, view.state)
-                    assert blocks.APPROVE not in texts(message)
+                    assert ids.APPROVE not in texts(message)
         notified = {r.id for r in requests.values() if approver in r.notified_approvers}
         assert set(cards) == notified and set(cards.values()) == {1}, cards
     assert fake.server_errors == []

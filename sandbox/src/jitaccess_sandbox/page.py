@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
-from jitaccess.slack.blocks import when, zone
+from jitaccess.slack.blocks.markup import when, zone
 from jitaccess_sandbox import render
 from jitaccess_sandbox.demo import DemoUser
 from jitaccess_sandbox.fake_slack import FakeSlack

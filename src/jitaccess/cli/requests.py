@@ -7,6 +7,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from jitaccess.app.commands import (
+    ApproveExtension,
+    ApproveRequest,
+    CancelRequest,
+    DenyExtension,
+    DenyRequest,
+    ExtendRequest,
+    ReleaseAccess,
+    ReviewBreakGlass,
+    RevokeAccess,
+    SubmitRequest,
+    TakeBreakGlass,
+    handle,
+)
 from jitaccess.cli.context import container, now
 from jitaccess.cli.output import Table, emit_json, fmt_time, out
 from jitaccess.cli.params import AsUser, Json, Reason, as_person, to_duration, to_instant
@@ -32,15 +46,15 @@ def requests_submit(
     assert length is not None
     starts_at = to_instant(start)
     with container() as c:
-        view = c.service.submit(
+        command = SubmitRequest(
             app_name,
             requester=as_user,
             role=role,
             duration=length,
             justification=reason,
             starts_at=starts_at,
-            now=now(),
         )
+        view = handle(c.service, command, now())
     if as_json:
         emit_json(view.to_json())
         return
@@ -64,21 +78,18 @@ def requests_breakglass(
     as_json: Json = False,
 ) -> None:
     """Take access at once, without approval (break-glass holders); reviewed afterwards."""
-    from jitaccess.app.breakglass import take
-
     length = to_duration(duration)
     assert length is not None
+    command = TakeBreakGlass(
+        app_name,
+        actor=as_user,
+        role=role,
+        duration=length,
+        incident_ref=incident,
+        reason=reason,
+    )
     with container() as c:
-        view = take(
-            c.service,
-            app_name,
-            actor=as_user,
-            role=role,
-            duration=length,
-            incident_ref=incident,
-            reason=reason,
-            now=now(),
-        )
+        view = handle(c.service, command, now())
     _print_outcome(view, as_json)
 
 
@@ -87,18 +98,17 @@ def requests_review(
     request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False
 ) -> None:
     """Acknowledge a break-glass request afterwards (approvers and consumer admins)."""
-    from jitaccess.app.breakglass import review
-
     with container() as c:
-        view = review(c.service, request_id, actor=as_user, reason=reason, now=now())
+        command = ReviewBreakGlass(request_id, actor=as_user, reason=reason)
+        view = handle(c.service, command, now())
     _print_outcome(view, as_json)
 
 
 def _decision(command: str) -> Any:
     def run(request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False) -> None:
+        kind = ApproveRequest if command == "approve" else DenyRequest
         with container() as c:
-            method = c.service.approve if command == "approve" else c.service.deny
-            view = method(request_id, actor=as_user, reason=reason, now=now())
+            view = handle(c.service, kind(request_id, actor=as_user, reason=reason), now())
         _print_outcome(view, as_json)
 
     run.__doc__ = f"{command.capitalize()} a pending request (approvers)."
@@ -113,7 +123,7 @@ app.command("deny")(_decision("deny"))
 def requests_cancel(request_id: int, as_user: AsUser, as_json: Json = False) -> None:
     """Withdraw your own request before it starts."""
     with container() as c:
-        view = c.service.cancel(request_id, actor=as_user, now=now())
+        view = handle(c.service, CancelRequest(request_id, actor=as_user), now())
     _print_outcome(view, as_json)
 
 
@@ -123,7 +133,7 @@ def requests_revoke(
 ) -> None:
     """End someone's access early (approvers and consumer admins)."""
     with container() as c:
-        view = c.service.revoke(request_id, actor=as_user, reason=reason, now=now())
+        view = handle(c.service, RevokeAccess(request_id, actor=as_user, reason=reason), now())
     _print_outcome(view, as_json)
 
 
@@ -131,7 +141,7 @@ def requests_revoke(
 def requests_release(request_id: int, as_user: AsUser, as_json: Json = False) -> None:
     """End your own access early ("I'm done")."""
     with container() as c:
-        view = c.service.release(request_id, actor=as_user, now=now())
+        view = handle(c.service, ReleaseAccess(request_id, actor=as_user), now())
     _print_outcome(view, as_json)
 
 
@@ -147,9 +157,8 @@ def requests_extend(
     added = to_duration(duration)
     assert added is not None
     with container() as c:
-        outcome = c.service.extensions.extend(
-            request_id, actor=as_user, added=added, reason=reason, now=now()
-        )
+        command = ExtendRequest(request_id, actor=as_user, added=added, reason=reason)
+        outcome = handle(c.service, command, now())
     view = outcome.request
     if as_json:
         emit_json({**view.to_json(), "extension": outcome.status})
@@ -166,10 +175,9 @@ def requests_extend(
 
 def _extension_decision(command: str) -> Any:
     def run(request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False) -> None:
+        kind = ApproveExtension if command == "approve" else DenyExtension
         with container() as c:
-            extensions = c.service.extensions
-            method = extensions.approve if command == "approve" else extensions.deny
-            view = method(request_id, actor=as_user, reason=reason, now=now())
+            view = handle(c.service, kind(request_id, actor=as_user, reason=reason), now())
         _print_outcome(view, as_json)
 
     run.__doc__ = f"{command.capitalize()} a request's pending extension (approvers)."

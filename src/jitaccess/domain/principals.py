@@ -2,7 +2,7 @@
 
 The domain stores and compares principal ids as opaque strings. Whether ``U0123ABCD``
 is a person and ``S0123ABCD`` a group is the convention of the chat front end that
-produced them (Slack's is :mod:`jitaccess.slack.ids`); another front end (Teams, say)
+produced them (Slack's is :mod:`jitaccess.slack.principals`); another front end (Teams, say)
 brings its own. The container hands one :class:`PrincipalRules` to the application
 layer, which passes it to the policy checks, so the CLI's ``--approver`` and the Slack
 config form are held to the same rules.

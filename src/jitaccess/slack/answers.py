@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
 
 from jitaccess.answers import describe, rejected
-from jitaccess.slack.ids import CHANNEL_ID, MESSAGE_TS, USER_ID
+from jitaccess.slack.principals import CHANNEL_ID, MESSAGE_TS, USER_ID
 
 SERVICE = "slack"
 Answer = dict[str, Any]

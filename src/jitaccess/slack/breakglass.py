@@ -12,14 +12,11 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from jitaccess.app import breakglass
-from jitaccess.slack import blocks
-from jitaccess.slack.commands import Command
-from jitaccess.slack.listeners import (
-    SlackFrontEnd,
-    _clicked_request_id,
-    _origin,
-    guarded,
-)
+from jitaccess.app.commands import ReviewBreakGlass, TakeBreakGlass, handle
+from jitaccess.slack.blocks import ids, markup, modals
+from jitaccess.slack.commands import Command, app_command
+from jitaccess.slack.listeners import SlackFrontEnd
+from jitaccess.slack.listeners.base import clicked_request_id, guarded, origin_of
 
 log = logging.getLogger("jitaccess.slack")
 
@@ -29,25 +26,16 @@ class BreakGlassListeners:
         self.front = front
 
     def register(self, app: App) -> None:
-        app.action(blocks.BREAKGLASS_ACK)(guarded(self.on_ack_clicked))
-        app.view(blocks.REVIEW_MODAL)(guarded(self.on_review_submitted))
+        app.action(ids.BREAKGLASS_ACK)(guarded(self.on_ack_clicked))
+        app.view(ids.REVIEW_MODAL)(guarded(self.on_review_submitted))
 
     # -- commands --------------------------------------------------------------------
     def run(self, cmd: Command, user: str, now: datetime) -> str:
         """``/jit breakglass`` and ``/jit ack``: the ephemeral reply."""
-        service = self.front.service
-        if cmd.name == "breakglass":
-            assert cmd.app and cmd.role and cmd.duration is not None and cmd.reason is not None
-            view = breakglass.take(
-                service,
-                cmd.app,
-                actor=user,
-                role=cmd.role,
-                duration=cmd.duration,
-                incident_ref=cmd.extra.get("incident", ""),
-                reason=cmd.reason,
-                now=now,
-            )
+        action = app_command(cmd, user)
+        assert isinstance(action, TakeBreakGlass | ReviewBreakGlass), cmd.name
+        view = handle(self.front.service, action, now)
+        if isinstance(action, TakeBreakGlass):
             tz = self.front.notifier.zones.of(user)
             granted = (
                 "Your access is active."
@@ -55,32 +43,28 @@ class BreakGlassListeners:
                 else "Access is being granted now."
             )
             return (
-                f":rotating_light: Break-glass request #{view.id}: {blocks.escape(view.role)} on "
-                f"{blocks.escape(view.app)}, "
-                f"{blocks.window(view, tz)}, for {blocks.escape(view.incident_ref or '')}. "
+                f":rotating_light: Break-glass request #{view.id}: {markup.escape(view.role)} on "
+                f"{markup.escape(view.app)}, "
+                f"{markup.window(view, tz)}, for {markup.escape(view.incident_ref or '')}. "
                 f"{granted} Every approver and admin was alerted; one of them will review it."
             )
-        assert cmd.request_id is not None
-        view = breakglass.review(
-            service, cmd.request_id, actor=user, reason=cmd.reason or "", now=now
-        )
         return f"Break-glass request #{view.id} is reviewed. Thank you."
 
     # -- the Acknowledge button ------------------------------------------------------
     def on_ack_clicked(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
         user = body["user"]["id"]
-        request_id = _clicked_request_id(body)
+        request_id = clicked_request_id(body)
         if request_id is None:
             log.warning("ignoring an acknowledge click that carries no request id")
             return
-        origin = _origin(body)
+        origin = origin_of(body)
 
         self.front._open_reason_form(
             "acknowledge click",
             client,
             body,
-            blocks.review_modal(request_id, origin=origin),
+            modals.review_modal(request_id, origin=origin),
             lambda: breakglass.review_refusal(self.front.service, request_id, user),
             origin,
         )
@@ -94,7 +78,7 @@ class BreakGlassListeners:
         user, request_id, service = body["user"]["id"], form.request_id, self.front.service
 
         def act(reason: str, now: datetime) -> None:
-            breakglass.review(service, request_id, actor=user, reason=reason, now=now)
+            handle(service, ReviewBreakGlass(request_id, actor=user, reason=reason), now)
 
         self.front._act_on_reason_form(
             ack,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from jitaccess.app import commands as app_commands
 from jitaccess.domain.durations import parse_duration
 
 HELP = """*jitaccess*: just-in-time access to managed applications.
@@ -164,3 +165,45 @@ def parse(text: str) -> Command:
             page = int(args[1])
         return Command(name, app=args[0], page=page)
     raise UsageError(f"Unknown command '{words[0][:50]}'. Try `/jit help`.")
+
+
+def app_command(cmd: Command, user: str) -> app_commands.Command | None:
+    """The application's command (:data:`jitaccess.app.commands.VERBS`) a parsed ``/jit``
+    verb is, asked by ``user``; ``None`` for the verbs Slack answers itself (help, lists,
+    forms)."""
+    kind = app_commands.VERBS.get(cmd.name)
+    if kind is None:
+        return None
+    if kind is app_commands.SubmitRequest:
+        # A zero duration is falsy but is the service's to refuse, with its message.
+        assert cmd.app and cmd.role and cmd.duration is not None and cmd.reason is not None
+        return app_commands.SubmitRequest(
+            cmd.app, requester=user, role=cmd.role, duration=cmd.duration, justification=cmd.reason
+        )
+    if kind is app_commands.TakeBreakGlass:
+        assert cmd.app and cmd.role and cmd.duration is not None and cmd.reason is not None
+        return app_commands.TakeBreakGlass(
+            cmd.app,
+            actor=user,
+            role=cmd.role,
+            duration=cmd.duration,
+            incident_ref=cmd.extra.get("incident", ""),
+            reason=cmd.reason,
+        )
+    assert cmd.request_id is not None
+    rid, reason = cmd.request_id, cmd.reason or ""
+    if kind is app_commands.ExtendRequest:
+        assert cmd.duration is not None
+        return app_commands.ExtendRequest(rid, actor=user, added=cmd.duration, reason=reason)
+    if kind is app_commands.CancelRequest:
+        return app_commands.CancelRequest(rid, actor=user)
+    if kind is app_commands.ReleaseAccess:
+        return app_commands.ReleaseAccess(rid, actor=user)
+    if kind is app_commands.RevokeAccess:
+        return app_commands.RevokeAccess(rid, actor=user, reason=reason)
+    if kind is app_commands.ApproveRequest:
+        return app_commands.ApproveRequest(rid, actor=user, reason=reason)
+    if kind is app_commands.ReviewBreakGlass:
+        return app_commands.ReviewBreakGlass(rid, actor=user, reason=reason)
+    assert kind is app_commands.DenyRequest, kind
+    return app_commands.DenyRequest(rid, actor=user, reason=reason)

@@ -29,12 +29,12 @@ from jitaccess.app.breakglass import needs_review, reviewers_of_app
 from jitaccess.app.outbox import Notification, OutboxKind, Skipped, Undeliverable
 from jitaccess.app.quorum import APPROVAL_RECORDED
 from jitaccess.app.service import JitService
+from jitaccess.app.slack_messages import SlackMessages
 from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.errors import NotFound
-from jitaccess.slack import answers, blocks
+from jitaccess.slack import answers
+from jitaccess.slack.blocks import cards, home, markup
 from jitaccess.slack.pacing import SlackPacer
-from jitaccess.store import slack_messages
-from jitaccess.store.models import SlackMessage
 
 log = logging.getLogger("jitaccess.slack.notifier")
 #: channel, ts, the outbox key it last showed, its first line
@@ -68,9 +68,9 @@ def transition_text(note: Notification) -> str:
     """One sentence about the step this message announces, for the requester."""
     payload = note.payload
     to = str(payload.get("to"))
-    actor = blocks.user(str(payload.get("actor") or ""))
+    actor = markup.user(str(payload.get("actor") or ""))
     reason = payload.get("reason")
-    why = f": {blocks.escape(str(reason))}" if reason else ""
+    why = f": {markup.escape(str(reason))}" if reason else ""
     rid = note.request_id
     if payload.get("event") == APPROVAL_RECORDED:
         return f"Request #{rid} was approved by {actor}{why}; it still needs more approvals."
@@ -98,12 +98,12 @@ def breakglass_text(note: Notification, view: Any) -> str | None:
     differs from an ordinary request's."""
     payload = note.payload
     rid = note.request_id
-    incident = blocks.escape(str(view.incident_ref or "-"))
+    incident = markup.escape(str(view.incident_ref or "-"))
     if payload.get("event") == "breakglass_reviewed":
-        reason = blocks.escape(str(payload.get("reason") or ""))
+        reason = markup.escape(str(payload.get("reason") or ""))
         return (
             f"Your break-glass request #{rid} ({incident}) was reviewed by "
-            f"{blocks.user(str(payload.get('actor') or ''))}: {reason}"
+            f"{markup.user(str(payload.get('actor') or ''))}: {reason}"
         )
     if payload.get("to") == "pending":
         raise Skipped(f"break-glass request {rid} never waits for approval")
@@ -151,14 +151,14 @@ class TimeZones:
 
         try:
             info = ask() if self._pacer is None else self._pacer.call("users.info", ask)
-            tz = blocks.zone(answers.time_zone(info) or "")
+            tz = markup.zone(answers.time_zone(info) or "")
         except SlackApiError as exc:
             log.info(
                 "users.info failed for %s (%s); showing UTC", user_id, exc.response.get("error")
             )
-            return blocks.zone(None)
+            return markup.zone(None)
         except AnswerRejected:  # logged and counted; asked again next time
-            return blocks.zone(None)
+            return markup.zone(None)
         with self._lock:
             self._cache[user_id] = (time.monotonic(), tz)
         return tz
@@ -227,7 +227,7 @@ class SlackNotifier:
                 # "no members": that would take the buttons off a current approver's card.
                 deciders = quorum.people(self.service.listing_directory, app.policy.approvers)
                 current = note.recipient in deciders
-                text, body = blocks.approver_card(view, tz, current=current, viewer=note.recipient)
+                text, body = cards.approver_card(view, tz, current=current, viewer=note.recipient)
                 self._show_card(note, "approver", text, body, now)
             elif note.kind == OutboxKind.REQUESTER_UPDATE:
                 headline = breakglass_text(note, view) if view.breakglass else None
@@ -239,12 +239,12 @@ class SlackNotifier:
                 if reminded_end is not None and reminded_end != view.ends_at.isoformat():
                     raise Skipped(f"request {view.id} was extended: a reminder for the new end")
                 self._requester_update(
-                    note, view, tz, now, headline=blocks.ending_soon_text(view, tz)
+                    note, view, tz, now, headline=cards.ending_soon_text(view, tz)
                 )
             elif note.kind == OutboxKind.EXTENSION_CARD:
                 self._extension_card(note, view, tz, now)
             elif note.kind == OutboxKind.REVOKE_FAILING:
-                text, body = blocks.revoke_failing(view, tz)
+                text, body = cards.revoke_failing(view, tz)
                 self._post(note.recipient, text, body)
             elif note.kind == OutboxKind.ACTIVITY_SUMMARY:
                 data = note.payload.get("summary")
@@ -252,7 +252,7 @@ class SlackNotifier:
                     raise Undeliverable(f"activity summary for request {view.id} has no summary")
                 summary = ActivitySummary.from_dict(data)
                 digest = str(note.payload.get("sha256") or "")
-                text, body = blocks.activity_summary(view, summary, digest, tz)
+                text, body = cards.activity_summary(view, summary, digest, tz)
                 # Posted once: a redelivery after a crash finds it remembered.
                 if self._card(view.id, note.recipient, "activity") is None:
                     channel, ts = self._post(note.recipient, text, body)
@@ -270,7 +270,7 @@ class SlackNotifier:
         """The alert card, one per person, edited in place; rendered from the current
         approvers and admins (groups expanded), so one who left gets no buttons."""
         current = note.recipient in reviewers_of_app(self.service, view.app)
-        text, body = blocks.breakglass_alert(view, tz, current=current)
+        text, body = cards.breakglass_alert(view, tz, current=current)
         self._show_card(note, "breakglass", text, body, now)
 
     # -- the application's feed channel ----------------------------------------------
@@ -286,7 +286,7 @@ class SlackNotifier:
             app = self.service.get_app(view.app, include_removed=True)
             if app.policy.feed_channel != channel:
                 raise Skipped(f"{view.app} no longer posts to {channel}")
-        text, body = blocks.feed_card(view)
+        text, body = cards.feed_card(view)
         try:
             self._show_card(note, "feed", text, body, now, post_to=channel)
         except SlackApiError as exc:
@@ -334,7 +334,7 @@ class SlackNotifier:
         """An approver's extension card: posted when an extension is asked (or made by
         the policy), so they are notified; edited in place when it is decided."""
         assert note.recipient is not None and note.request_id is not None
-        text, body = blocks.extension_card(view, tz, dict(note.payload), viewer=note.recipient)
+        text, body = cards.extension_card(view, tz, dict(note.payload), viewer=note.recipient)
         card = self._card(note.request_id, note.recipient, "extension")
         if card is not None and card[2] == note.dedup_key:
             return
@@ -421,10 +421,13 @@ class SlackNotifier:
             self._dm_channels[user_id] = channel
         return channel
 
+    @property
+    def _messages(self) -> SlackMessages:
+        return SlackMessages(self.service.db)
+
     def _card(self, request_id: int, recipient: str, role: str) -> _CardRef | None:
-        with self.service.db.transaction(readonly=True) as session:
-            row = slack_messages.card(session, request_id, recipient, role)
-            return None if row is None else (row.channel, row.ts, row.last_dedup_key, row.headline)
+        card = self._messages.card(request_id, recipient, role)
+        return None if card is None else (card.channel, card.ts, card.last_dedup_key, card.headline)
 
     def _remember(
         self,
@@ -437,21 +440,16 @@ class SlackNotifier:
         headline: str | None = None,
     ) -> None:
         assert note.recipient is not None and note.request_id is not None
-        with self.service.db.transaction() as session:
-            row = slack_messages.card(session, note.request_id, note.recipient, role)
-            if row is None:
-                row = SlackMessage(
-                    request_id=note.request_id,
-                    recipient=note.recipient,
-                    role=role,
-                    channel=channel,
-                    ts=ts,
-                    updated_at=now,
-                )
-                session.add(row)
-            row.channel, row.ts, row.last_dedup_key = channel, ts, note.dedup_key
-            row.headline = headline
-            row.updated_at = now
+        self._messages.remember_card(
+            note.request_id,
+            note.recipient,
+            role,
+            channel=channel,
+            ts=ts,
+            dedup_key=note.dedup_key,
+            headline=headline,
+            now=now,
+        )
 
     # -- home ------------------------------------------------------------------------
     def after_batch(self, now: datetime) -> None:
@@ -475,7 +473,7 @@ class SlackNotifier:
 
 
 def _headed(headline: str, view: Any, tz: tzinfo, with_buttons: bool) -> list[dict[str, Any]]:
-    _, body = blocks.requester_card(view, tz, with_buttons=with_buttons)
+    _, body = cards.requester_card(view, tz, with_buttons=with_buttons)
     return [{"type": "section", "text": {"type": "mrkdwn", "text": headline}}, *body]
 
 
@@ -484,9 +482,9 @@ def home_for(service: JitService, user_id: str, tz: tzinfo, now: datetime) -> di
     oversees = any(
         user_id in a.admins or user_id in service.approvers_of(a.policy.approvers) for a in apps
     )
-    return blocks.home_view(
+    return home.home_view(
         pending=service.pending_for(user_id),
-        mine=service.list_requests(requester=user_id, limit=blocks.HOME_ITEMS_MAX),
+        mine=service.list_requests(requester=user_id, limit=markup.HOME_ITEMS_MAX),
         overseen=service.overseen_active(user_id) if oversees else None,
         tz=tz,
         now=now,

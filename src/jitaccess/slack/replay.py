@@ -9,11 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.exc import IntegrityError
-
-from jitaccess.store import slack_messages
-from jitaccess.store.db import Database
-from jitaccess.store.models import SlackEvent, SlackSignature
+from jitaccess.app.slack_messages import SlackMessages
 
 #: Slack's (and Bolt's) signature check accepts a timestamp up to five minutes away
 #: from the wall clock, either way: a signature received now is replayable for at most
@@ -34,32 +30,19 @@ class ReplayGuard:
     The wall clock, not a service clock: the window it guards is the one the
     signature check applies, which reads the wall clock."""
 
-    def __init__(self, db: Database, *, clock: Callable[[], datetime] = wall_clock) -> None:
-        self.db = db
+    def __init__(
+        self, messages: SlackMessages, *, clock: Callable[[], datetime] = wall_clock
+    ) -> None:
+        self.messages = messages
         self.clock = clock
 
     def first_time(self, signature: str) -> bool:
-        now = self.clock()
-        try:
-            with self.db.transaction() as session:
-                slack_messages.forget_signatures(session, now)
-                session.add(
-                    SlackSignature(signature=signature, received_at=now, expires_at=now + KEEP)
-                )
-        except IntegrityError:
-            return False
-        return True
+        return self.messages.first_signature(signature, self.clock(), KEEP)
 
     __call__ = first_time
 
 
-def first_event_delivery(db: Database, event_id: str, now: datetime) -> bool:
+def first_event_delivery(messages: SlackMessages, event_id: str, now: datetime) -> bool:
     """``True`` the first time an Events API ``event_id`` is seen within :data:`EVENT_KEEP`;
     ids older than that are pruned in the same transaction."""
-    try:
-        with db.transaction() as session:
-            slack_messages.forget_events(session, now - EVENT_KEEP)
-            session.add(SlackEvent(event_id=event_id, received_at=now))
-    except IntegrityError:
-        return False
-    return True
+    return messages.first_event(event_id, now, EVENT_KEEP)

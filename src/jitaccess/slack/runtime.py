@@ -33,10 +33,12 @@ from jitaccess.app.service import JitService
 from jitaccess.slack.breakglass import BreakGlassListeners
 from jitaccess.slack.listeners import SlackFrontEnd
 from jitaccess.slack.notifier import SlackNotifier
-from jitaccess.web import ReplayCheck, slack_gate
+from jitaccess.slack.signature import ReplayCheck, slack_gate
+from jitaccess.wsgi_json import json_response
 
 if TYPE_CHECKING:
-    from wsgiref.types import WSGIApplication
+    from collections.abc import Iterable
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
     from jitaccess.slack.socket_mode import GuardedSocketModeHandler
 
@@ -52,6 +54,50 @@ MISSING_SECRET = (
     "without it no HTTP request from Slack can be verified (or set SLACK_APP_TOKEN "
     "for Socket Mode, which serves no Slack endpoint over HTTP)"
 )
+
+
+#: Where Slack's HTTP requests arrive (the app manifests name it).
+EVENTS_PATH = "/slack/events"
+
+SOCKET_MODE_NOTICE = (
+    "jitaccess runs in Socket Mode (SLACK_APP_TOKEN is set): Slack's requests arrive over "
+    "its Socket Mode connection, so this HTTP server does not serve /slack/events. Point "
+    "the Slack app at Socket Mode, or unset SLACK_APP_TOKEN and set SLACK_SIGNING_SECRET "
+    "for HTTP mode."
+)
+
+
+def socket_mode_notice(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """``/slack/events`` in Socket Mode: nothing is handled over HTTP, say why."""
+    return json_response(start_response, "404 Not Found", {"error": SOCKET_MODE_NOTICE})
+
+
+WORKER_NOTICE = (
+    "This jitaccess serve runs --role worker: it answers no Slack request. Point Slack "
+    "(or your Ingress) at the processes that run --role web or --role all."
+)
+
+
+def worker_notice(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """``/slack/events`` on a worker: nothing of Slack's is handled here, say why."""
+    return json_response(start_response, "404 Not Found", {"error": WORKER_NOTICE})
+
+
+def http_routes(
+    slack: SlackRuntime | None, *, socket_mode: bool, replay: ReplayCheck | None
+) -> dict[str, WSGIApplication]:
+    """What of Slack's a process serves over HTTP, by path, for the HTTP server to mount
+    as it is (it needs to know nothing of Slack): the gated Bolt endpoint, or, where
+    Slack is not answered over HTTP (a worker, ``slack`` ``None``; Socket Mode), a
+    notice that says why."""
+    if slack is None:
+        # The relay delivers with the notifier build() made from SLACK_BOT_TOKEN.
+        return {EVENTS_PATH: worker_notice}
+    if socket_mode:
+        # Socket Mode's requests come over the authenticated socket; over HTTP,
+        # nothing of Slack's is served, whatever else is configured.
+        return {EVENTS_PATH: socket_mode_notice}
+    return {EVENTS_PATH: slack.http_endpoint(replay)}
 
 
 class AfterAck:

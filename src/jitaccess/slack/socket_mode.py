@@ -4,7 +4,7 @@ Bolt's own handler turns every envelope into a Bolt request. One Bolt cannot rea
 interaction without a user, a click without an ``action_id``, an event without its
 event...) made it raise inside the socket client's worker thread: a traceback in the
 log and no ack, so Slack sent it again. Here an envelope is checked first
-(:func:`jitaccess.web.slack_payload_problem`, as the HTTP gate does); a malformed one
+(:func:`jitaccess.slack.signature.slack_payload_problem`, as the HTTP gate does); a malformed one
 is acked, so Slack does not retry it, logged on one line, and goes no further.
 
 The connection itself is :class:`jitaccess.slack.socket_client.SocketModeClient`
@@ -25,8 +25,8 @@ from slack_sdk.socket_mode.client import BaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
+from jitaccess.slack.signature import slack_payload_problem
 from jitaccess.slack.socket_client import SocketModeClient
-from jitaccess.web import slack_payload_problem
 
 log = logging.getLogger("jitaccess.slack")
 

@@ -48,3 +48,43 @@ def forget_signatures(session: Session, now: datetime) -> None:
 def forget_events(session: Session, before: datetime) -> None:
     """Drop the Events API ids received before ``before``."""
     session.execute(delete(SlackEvent).where(SlackEvent.received_at < before))
+
+
+def remember_card(
+    session: Session,
+    request_id: int,
+    recipient: str,
+    role: str,
+    *,
+    channel: str,
+    ts: str,
+    dedup_key: str | None,
+    headline: str | None,
+    now: datetime,
+) -> None:
+    """Record where the card of ``role`` for ``recipient`` now is (posted or edited),
+    the outbox message it shows and its first line."""
+    row = card(session, request_id, recipient, role)
+    if row is None:
+        row = SlackMessage(
+            request_id=request_id,
+            recipient=recipient,
+            role=role,
+            channel=channel,
+            ts=ts,
+            updated_at=now,
+        )
+        session.add(row)
+    row.channel, row.ts, row.last_dedup_key = channel, ts, dedup_key
+    row.headline = headline
+    row.updated_at = now
+
+
+def add_signature(session: Session, signature: str, now: datetime, expires_at: datetime) -> None:
+    """Remember a request signature until ``expires_at``; a second one is an IntegrityError."""
+    session.add(SlackSignature(signature=signature, received_at=now, expires_at=expires_at))
+
+
+def add_event(session: Session, event_id: str, now: datetime) -> None:
+    """Remember an Events API id; a second one is an IntegrityError."""
+    session.add(SlackEvent(event_id=event_id, received_at=now))
