@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from jitaccess.app.deps import build_deps
 from jitaccess.app.service import AppSpec, JitService, RetryPolicy
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import ProviderRegistry
@@ -89,7 +90,7 @@ def make_service(db: Database, **kwargs: object) -> tuple[JitService, LogProvide
         base=timedelta(seconds=10), cap=timedelta(minutes=5)
     )
     # rng=1.0: backoff takes its full (largest) value, so tests know when to tick.
-    service = JitService(db, providers, retry=retry, rng=lambda: 1.0, **kwargs)  # type: ignore[arg-type]
+    service = JitService(build_deps(db, providers, retry=retry, rng=lambda: 1.0, **kwargs))  # type: ignore[arg-type]
     return service, log_provider
 
 

@@ -18,6 +18,7 @@ from datetime import datetime
 
 from fault_support import RecordingProvider
 
+from jitaccess.app.deps import build_deps
 from jitaccess.app.service import JitService
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.store.db import Database
@@ -36,7 +37,9 @@ def main(argv: list[str]) -> int:
             call_log, delay=float(delay_text), hang_after=hang_after, die_after=die_after or None
         )
     )
-    service = JitService(db, providers, worker_id=f"fault-worker:{os.getpid()}", inline=False)
+    service = JitService(
+        build_deps(db, providers, worker_id=f"fault-worker:{os.getpid()}", inline=False)
+    )
     print("sweeping", flush=True)
     give_up = time.monotonic() + 60
     while True:

@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from jitaccess.app.service import ApplyResult, AppSpec, JitService
-from jitaccess.app.views import AppView
+from jitaccess.app.applications import ApplyResult, AppSpec
+from jitaccess.app.views import AppView, RequestView, read_app, read_request
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Findings, NotFound, RuleViolation
 from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
-from jitaccess.providers.base import GrantSpec
+from jitaccess.providers.base import GrantSpec, ProviderRegistry
 from jitaccess.store import audit
+from jitaccess.store.db import Database
 from jitaccess.store.models import Application, Offer, StandingGrant
 from jitaccess.store.rows import Rows
 
@@ -94,11 +96,43 @@ class RemovalReport:
     removed: bool = False
 
 
+class ApplicationUseCases(Protocol):
+    """The application use cases a deploy and ``apps apply`` go through."""
+
+    def register_app(self, spec: AppSpec, *, actor: str, now: datetime) -> AppView: ...
+
+    def check_apps(self, specs: Sequence[AppSpec]) -> list[AppSpec]: ...
+
+    def apply_apps(self, specs: Sequence[AppSpec], *, actor: str, now: datetime) -> ApplyResult: ...
+
+
+class EndingUseCases(Protocol):
+    """The request use cases a removal ends the application's requests with."""
+
+    def close_for_removal(
+        self, request_id: int, *, actor: str, reason: str, now: datetime
+    ) -> RequestView: ...
+
+    def revoke(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView: ...
+
+
 class Catalog:
-    def __init__(self, service: JitService) -> None:
-        self.service = service
-        self.db = service.db
-        self.rows = Rows(service.db)
+    def __init__(
+        self,
+        db: Database,
+        rows: Rows,
+        providers: ProviderRegistry,
+        stopping: threading.Event,
+        applications: ApplicationUseCases,
+        requests: EndingUseCases,
+    ) -> None:
+        self.db = db
+        self.rows = rows
+        self.providers = providers
+        #: Set when the process stops: standing grants stop at the next one.
+        self.stopping = stopping
+        self.applications = applications
+        self.requests = requests
 
     # -- offers ----------------------------------------------------------------------
     def register_offer(self, spec: OfferSpec, *, actor: str, now: datetime) -> OfferView:
@@ -176,7 +210,7 @@ class Catalog:
     ) -> AppView:
         """Register an application (from an offer, or from its own flags) and grant the
         publishers their standing access."""
-        view = self.service.register_app(
+        view = self.applications.register_app(
             self.resolve(spec, offer=offer, jit=jit), actor=actor, now=now
         )
         self._start_standing(view.name, offer, actor=actor, now=now)
@@ -279,7 +313,7 @@ class Catalog:
             if offer.name not in known:
                 self.register_offer(offer, actor=actor, now=now)
                 created_offers.append(offer.name)
-        result = self.service.apply_apps(resolved, actor=actor, now=now)
+        result = self.applications.apply_apps(resolved, actor=actor, now=now)
         offer_of = {spec.name: offer for spec, offer, _ in apps}
         for name in result.created:
             self._start_standing(name, offer_of.get(name), actor=actor, now=now)
@@ -330,7 +364,7 @@ class Catalog:
             except NotFound as exc:
                 found.add(RuleViolation(str(exc), field="offer"), subject=spec.name)
         try:
-            self.service.check_apps(resolved)
+            self.applications.check_apps(resolved)
         except RuleViolation as exc:
             found.add(exc)
         found.raise_any()
@@ -354,7 +388,7 @@ class Catalog:
             rows = self.rows.standing_grants(session, app=app)
         failures = []
         for row in rows:
-            if self.service.stopping.is_set():
+            if self.stopping.is_set():
                 break  # the process is stopping; the rest stays marked for the next run
             current = (row.app.provider, dict(row.app.provider_config or {}))
             held_on = (
@@ -403,7 +437,7 @@ class Catalog:
         )
         error = None
         try:
-            provider = self.service.providers.get(provider_name)
+            provider = self.providers.get(provider_name)
             if operation == "grant":
                 provider.grant(spec, now)
             else:
@@ -452,7 +486,7 @@ class Catalog:
     ) -> RemovalReport:
         """Delete an application: cancel what has not started, revoke what is active,
         take standing access away. Refused while a revoke is failing, unless forced."""
-        view = self.service.get_app(app_name)
+        view = read_app(self.db, self.rows, app_name)
         rules.check_admin(view.rules(), actor)
         if force:
             reason = rules.check_reason(reason, "force the removal")
@@ -471,11 +505,11 @@ class Catalog:
             if row.end_requested is not None:
                 continue  # already being ended
             if row.state == RequestState.PENDING or row.state in APPROVED_STATES:
-                self.service.close_for_removal(row.id, actor=actor, reason=why, now=now)
+                self.requests.close_for_removal(row.id, actor=actor, reason=why, now=now)
             elif row.state == RequestState.ACTIVE:
-                self.service.revoke(row.id, actor=actor, reason=why, now=now)
+                self.requests.revoke(row.id, actor=actor, reason=why, now=now)
         for row_id in [r.id for r in rows if r.state not in FINAL_STATES]:
-            state = self.service.get_request(row_id).state
+            state = read_request(self.db, self.rows, row_id).state
             if state == RequestState.CANCELLED:
                 report.cancelled.append(row_id)
             elif state == RequestState.REVOKED:

@@ -10,18 +10,24 @@ through ``store.rows``.
 from __future__ import annotations
 
 import logging
-import random
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from jitaccess.app import journal, quorum
-from jitaccess.app.directory import Directory, StaticDirectory
+from jitaccess.app.applications import ApplyResult as ApplyResult
+from jitaccess.app.applications import AppSpec as AppSpec
+from jitaccess.app.breakglass import BreakGlass
+from jitaccess.app.catalog import Catalog
+from jitaccess.app.deps import Deps
+from jitaccess.app.deps import NullObserver as NullObserver
+from jitaccess.app.deps import ServiceObserver as ServiceObserver
+from jitaccess.app.directory import Directory
 from jitaccess.app.extensions import Extensions
 from jitaccess.app.journal import POLICY_ACTOR as POLICY_ACTOR
 from jitaccess.app.journal import SYSTEM as SYSTEM
@@ -45,54 +51,9 @@ from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application
 from jitaccess.store.rows import Rows
 
-if TYPE_CHECKING:
-    from jitaccess.app.activity_reports import ActivityReporter
-
 log = logging.getLogger("jitaccess.service")
 
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-class ServiceObserver(Protocol):
-    """What the service reports for metrics; the default reports nowhere."""
-
-    def transitions_committed(self, moves: list[tuple[str | None, str]]) -> None: ...
-
-    def provider_called(
-        self, provider: str, operation: str, error: str | None, seconds: float
-    ) -> None: ...
-
-
-class NullObserver:
-    def transitions_committed(self, moves: list[tuple[str | None, str]]) -> None:
-        return None
-
-    def provider_called(
-        self, provider: str, operation: str, error: str | None, seconds: float
-    ) -> None:
-        return None
-
-
-@dataclass(frozen=True)
-class AppSpec:
-    """A managed application as registered (CLI flags or ``apps apply`` YAML)."""
-
-    name: str
-    scope: str
-    publishers: tuple[str, ...]
-    roles: tuple[str, ...] = rules.DEFAULT_ROLES
-    admins: tuple[str, ...] = ()
-    jit_enabled: bool = True
-    policy: Policy = field(default_factory=Policy)
-    provider: str = "log"
-    provider_config: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ApplyResult:
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
 
 
 def _timed_out(request_id: int, deadline: datetime) -> str:
@@ -115,58 +76,62 @@ def _approvals_detail(row: AccessRequest) -> dict[str, Any] | None:
 
 
 class JitService:
-    def __init__(
-        self,
-        db: Database,
-        providers: ProviderRegistry,
-        *,
-        retry: RetryPolicy | None = None,
-        worker_id: str = "worker",
-        on_deadline: Callable[[datetime], None] | None = None,
-        rng: Callable[[], float] = random.random,
-        remind_before: timedelta | None = timedelta(minutes=15),
-        inline: bool = True,
-        stopping: threading.Event | None = None,
-        provider_concurrency: int = 32,
-        observer: ServiceObserver | None = None,
-        directory: Directory | None = None,
-        listing_directory: Directory | None = None,
-        activity: ActivityReporter | None = None,
-    ) -> None:
-        self.db = db
-        #: Who is in an approver group now (Slack's ``usergroups.users.list`` under serve):
-        #: asked afresh for every decision, so someone who left a group cannot decide.
-        self.directory: Directory = directory or StaticDirectory()
-        #: The same for sending cards and showing lists, where a short cache is fine.
-        self.listing_directory: Directory = listing_directory or self.directory
-        self.rows = Rows(db)
-        self.providers = providers
-        #: Called with a deadline a person's action just made (the scheduler's
-        #: ``wake_at`` under ``serve``); None: nothing to wake (the CLI, a web process).
-        self.on_deadline = on_deadline
-        #: True: a person's action that makes work due (approve with start now,
-        #: revoke, release) calls the backend before returning (the CLI). False:
-        #: it only wakes the scheduler, so a Slack click never waits on a backend.
-        self.inline = inline
-        #: Metrics: transitions counted after commit, and the sweep's backend calls.
-        self.observer: ServiceObserver = observer or NullObserver()
-        self.sweeper = Sweeper(
-            db,
-            providers,
-            retry=retry,
-            worker_id=worker_id,
-            rng=rng,
-            remind_before=remind_before,
-            stopping=stopping,
-            provider_concurrency=provider_concurrency,
-            observer=self.observer,
-            activity=activity,
-        )
-        self.retry = self.sweeper.retry
-        self.stopping = self.sweeper.stopping
-        #: Extend without a gap (``/jit extend``): see ``extend.py``.
-        self.extensions = Extensions(self)
-        db.on_commit(self._committed)
+    """The use cases over one :class:`~jitaccess.app.deps.Deps` (the container's)."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.after_change = deps.after_change
+        #: Extend without a gap (``/jit extend``): see ``extensions.py``.
+        self.extensions = deps.inject(Extensions)
+        #: Break-glass: see ``breakglass.py``.
+        self.breakglass = deps.inject(BreakGlass)
+        #: Offers, deploy, standing access and removal: see ``catalog.py``.
+        self.catalog = deps.inject(Catalog, applications=self, requests=self)
+
+    # What the use cases run on, read-only: the container wires it once.
+    @property
+    def db(self) -> Database:
+        return self.deps.db
+
+    @property
+    def rows(self) -> Rows:
+        return self.deps.rows
+
+    @property
+    def providers(self) -> ProviderRegistry:
+        return self.deps.providers
+
+    @property
+    def directory(self) -> Directory:
+        return self.deps.directory
+
+    @property
+    def listing_directory(self) -> Directory:
+        return self.deps.listing_directory
+
+    @property
+    def sweeper(self) -> Sweeper:
+        return self.deps.sweeper
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.deps.sweeper.retry
+
+    @property
+    def stopping(self) -> threading.Event:
+        return self.deps.stopping
+
+    @property
+    def observer(self) -> ServiceObserver:
+        return self.deps.observer
+
+    @property
+    def inline(self) -> bool:
+        return self.deps.after_change.inline
+
+    @property
+    def on_deadline(self) -> Callable[[datetime], None] | None:
+        return self.deps.after_change.wake
 
     # -- deadlines --------------------------------------------------------------------
     def sweep(
@@ -178,6 +143,11 @@ class JitService:
     def run_due(self, now: datetime, ids: Iterable[int]) -> SweepReport:
         """Sweep just these requests, right after a person's action."""
         return self.sweeper.run_due(now, ids)
+
+    def group_members_changed(self, group_id: str, *, now: datetime) -> int:
+        """Cards follow a user group's new members (see ``quorum.group_members_changed``)."""
+        d = self.deps
+        return quorum.group_members_changed(d.db, d.rows, d.listing_directory, group_id, now=now)
 
     # -- applications ---------------------------------------------------------------
     def register_app(self, spec: AppSpec, *, actor: str, now: datetime) -> AppView:
@@ -418,7 +388,7 @@ class JitService:
         starts_at: datetime | None = None,
     ) -> RequestView:
         # Slack is asked who is in the groups between transactions, never inside one.
-        return self._after_change(
+        return self.after_change.settled(
             quorum.with_groups_resolved(
                 lambda known: self._submit(
                     known,
@@ -540,7 +510,7 @@ class JitService:
                 reason=reason or "cancelled by the requester",
             )
             result = RequestView.of(row)
-        return self._end_now(request_id, now) if owed else result
+        return self.after_change.ending(request_id, now) if owed else result
 
     def close_for_removal(
         self, request_id: int, *, actor: str, reason: str, now: datetime
@@ -555,7 +525,7 @@ class JitService:
                 session, row, Event.CANCEL, actor=actor, now=now, reason=reason
             )
             result = RequestView.of(row)
-        return self._end_now(request_id, now) if owed else result
+        return self.after_change.ending(request_id, now) if owed else result
 
     def revoke(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
         """An approver or consumer admin ends a grant early (or stops an approved one)."""
@@ -571,7 +541,7 @@ class JitService:
             else:
                 self._request_end(row, Event.REVOKE, actor=actor, reason=reason, now=now)
                 owed = True
-        return self._end_now(request_id, now) if owed else result
+        return self.after_change.ending(request_id, now) if owed else result
 
     def release(self, request_id: int, *, actor: str, now: datetime) -> RequestView:
         """The requester is done early ("I'm done")."""
@@ -586,7 +556,7 @@ class JitService:
             self._request_end(
                 row, Event.RELEASE, actor=actor, reason="released early by the requester", now=now
             )
-        return self._end_now(request_id, now)
+        return self.after_change.ending(request_id, now)
 
     def get_request(self, request_id: int) -> RequestView:
         with self.db.transaction(readonly=True) as session:
@@ -699,13 +669,6 @@ class JitService:
 
     # -- deadlines ------------------------------------------------------------------
 
-    def _committed(self, session: Session) -> None:
-        """After a commit: report the transitions it made (never before, so a
-        rolled-back transition is never counted)."""
-        moves = session.info.pop("jit_transitions", None)
-        if moves:
-            self.observer.transitions_committed(moves)
-
     # -- helpers --------------------------------------------------------------------
     def _decide(
         self, request_id: int, *, actor: str, reason: str, now: datetime, approve: bool
@@ -719,7 +682,7 @@ class JitService:
         )
         if timed_out:
             raise Conflict(_timed_out(request_id, result.approval_deadline_at))
-        return self._after_change(result, now)
+        return self.after_change.settled(result, now)
 
     def _record_decision(
         self,
@@ -772,18 +735,6 @@ class JitService:
                 )
             return RequestView.of(row), timed_out
 
-    def _after_change(self, view: RequestView, now: datetime) -> RequestView:
-        """Act at once on what is already due (start now), or wake the scheduler; the
-        request as it is afterwards (read again only if something ran)."""
-        if self.inline and view.state in APPROVED_STATES and view.starts_at <= now:
-            self.run_due(now, [view.id])
-            return self.get_request(view.id)
-        if self.on_deadline is not None and view.state not in FINAL_STATES:
-            self.on_deadline(
-                view.starts_at if view.state in APPROVED_STATES else view.approval_deadline_at
-            )
-        return view
-
     def _request_end(
         self, row: AccessRequest, kind: Event, *, actor: str, reason: str, now: datetime
     ) -> None:
@@ -826,13 +777,6 @@ class JitService:
         # else: a sweeper holds the row with a call in flight (maybe the grant itself).
         # Its lease stands, so no one revokes before that call returns; when it records
         # its outcome it sees this change and makes the revoke due at once.
-
-    def _end_now(self, request_id: int, now: datetime) -> RequestView:
-        if self.inline:
-            self.run_due(now, [request_id])
-        elif self.on_deadline is not None:
-            self.on_deadline(now)
-        return self.get_request(request_id)
 
     def _end_before_start(
         self,

@@ -64,13 +64,10 @@ def requests_breakglass(
     as_json: Json = False,
 ) -> None:
     """Take access at once, without approval (break-glass holders); reviewed afterwards."""
-    from jitaccess.app.breakglass import take
-
     length = to_duration(duration)
     assert length is not None
     with container() as c:
-        view = take(
-            c.service,
+        view = c.service.breakglass.take(
             app_name,
             actor=as_user,
             role=role,
@@ -87,10 +84,8 @@ def requests_review(
     request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False
 ) -> None:
     """Acknowledge a break-glass request afterwards (approvers and consumer admins)."""
-    from jitaccess.app.breakglass import review
-
     with container() as c:
-        view = review(c.service, request_id, actor=as_user, reason=reason, now=now())
+        view = c.service.breakglass.review(request_id, actor=as_user, reason=reason, now=now())
     _print_outcome(view, as_json)
 
 

@@ -11,7 +11,6 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from jitaccess.app import breakglass
 from jitaccess.slack import blocks
 from jitaccess.slack.commands import Command
 from jitaccess.slack.listeners import (
@@ -38,8 +37,7 @@ class BreakGlassListeners:
         service = self.front.service
         if cmd.name == "breakglass":
             assert cmd.app and cmd.role and cmd.duration is not None and cmd.reason is not None
-            view = breakglass.take(
-                service,
+            view = service.breakglass.take(
                 cmd.app,
                 actor=user,
                 role=cmd.role,
@@ -61,8 +59,8 @@ class BreakGlassListeners:
                 f"{granted} Every approver and admin was alerted; one of them will review it."
             )
         assert cmd.request_id is not None
-        view = breakglass.review(
-            service, cmd.request_id, actor=user, reason=cmd.reason or "", now=now
+        view = service.breakglass.review(
+            cmd.request_id, actor=user, reason=cmd.reason or "", now=now
         )
         return f"Break-glass request #{view.id} is reviewed. Thank you."
 
@@ -81,7 +79,7 @@ class BreakGlassListeners:
             client,
             body,
             blocks.review_modal(request_id, origin=origin),
-            lambda: breakglass.review_refusal(self.front.service, request_id, user),
+            lambda: self.front.service.breakglass.review_refusal(request_id, user),
             origin,
         )
 
@@ -94,7 +92,7 @@ class BreakGlassListeners:
         user, request_id, service = body["user"]["id"], form.request_id, self.front.service
 
         def act(reason: str, now: datetime) -> None:
-            breakglass.review(service, request_id, actor=user, reason=reason, now=now)
+            service.breakglass.review(request_id, actor=user, reason=reason, now=now)
 
         self.front._act_on_reason_form(
             ack,
@@ -103,7 +101,7 @@ class BreakGlassListeners:
             form,
             what="review",
             verb="acknowledge break-glass access",
-            refusal_of=lambda: breakglass.review_refusal(service, request_id, user),
+            refusal_of=lambda: service.breakglass.review_refusal(request_id, user),
             act=act,
             tell_refusal=False,
         )

@@ -26,8 +26,6 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from jitaccess.app import quorum
-from jitaccess.app.breakglass import needs_review
 from jitaccess.app.directory import answered, is_group, recording
 from jitaccess.app.extensions import ExtensionOutcome
 from jitaccess.app.service import JitService
@@ -334,7 +332,9 @@ class SlackFrontEnd:
                 views = service.pending_for(user)
                 title = "Waiting for your approval (all applications)"
             body = blocks.request_list(title, views, tz, now, empty="Nothing is waiting.")
-            unreviewed = [v for v in needs_review(service, user) if cmd.app in (None, v.app)]
+            unreviewed = [
+                v for v in service.breakglass.needs_review(user) if cmd.app in (None, v.app)
+            ]
             if unreviewed:
                 body = blocks.review_list(unreviewed, tz, now) + body
             return title, body
@@ -996,7 +996,7 @@ class SlackFrontEnd:
         def work() -> None:
             if not self._first_delivery(body.get("event_id")):
                 return
-            touched = quorum.group_members_changed(self.service, group, now=self.clock())
+            touched = self.service.group_members_changed(group, now=self.clock())
             log.info("user group %s changed: %d pending request(s) updated", group, touched)
 
         self._later("user group change", work, None)
