@@ -25,7 +25,7 @@ from conftest import (
     register,
     utc,
 )
-from jitaccess.app import audit_log, breakglass
+from jitaccess.app import audit_log
 from jitaccess.app.directory import StaticDirectory
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import Policy
@@ -335,8 +335,7 @@ def test_take_grant_and_review_on_postgresql(pg_url: str) -> None:
         service, log_provider = make_service(database)
         register(service)
         service.set_policy("crm", actor=ADMIN, now=T0, breakglass=[PUBLISHER])
-        view = breakglass.take(
-            service,
+        view = service.breakglass.take(
             "crm",
             actor=PUBLISHER,
             role="Owner",
@@ -346,11 +345,11 @@ def test_take_grant_and_review_on_postgresql(pg_url: str) -> None:
             now=T0,
         )
         assert view.state == "active" and [g.request_id for g in log_provider.held()] == [view.id]
-        reviewed = breakglass.review(service, view.id, actor=APPROVER, reason="fine", now=T0)
+        reviewed = service.breakglass.review(view.id, actor=APPROVER, reason="fine", now=T0)
         assert reviewed.reviewed_by == APPROVER and reviewed.version == view.version
         with pytest.raises(Conflict, match="already reviewed"):
-            breakglass.review(service, view.id, actor=ADMIN, reason="me too", now=T0)
-        assert breakglass.needs_review(service, ADMIN) == []
+            service.breakglass.review(view.id, actor=ADMIN, reason="me too", now=T0)
+        assert service.breakglass.needs_review(ADMIN) == []
         assert audit_log.verify(database).problems == []
     finally:
         database.dispose()
