@@ -430,6 +430,7 @@ def make_service(url: str, *, upgrade: bool = True, **kwargs: Any) -> Any:
     from jitaccess.app.service import JitService
     from jitaccess.providers.base import ProviderRegistry
     from jitaccess.providers.log import LogProvider
+    from jitaccess.slack.ids import SLACK_PRINCIPALS
     from jitaccess.store.db import Database
 
     db = Database(url)
@@ -438,7 +439,7 @@ def make_service(url: str, *, upgrade: bool = True, **kwargs: Any) -> Any:
     providers = ProviderRegistry()
     provider = LogProvider(db)
     providers.register(provider)
-    service = JitService(build_deps(db, providers, **kwargs))
+    service = JitService(build_deps(db, providers, principals=SLACK_PRINCIPALS, **kwargs))
     return db, service, provider
 
 

@@ -66,6 +66,7 @@ def sweep_to_summaries(arm: FakeArm, requests: int, per_request: int) -> tuple[f
     from jitaccess.providers.azure import AzureProvider
     from jitaccess.providers.azure_activity import AzureActivityLog
     from jitaccess.providers.base import ProviderRegistry
+    from jitaccess.slack.ids import SLACK_PRINCIPALS
     from jitaccess.store.db import Database
     from jitaccess.store.models import ActivityReport
 
@@ -91,7 +92,9 @@ def sweep_to_summaries(arm: FakeArm, requests: int, per_request: int) -> tuple[f
         activity = ActivityReporter(
             db, {"azure": lambda: reader}, policy=ActivityPolicy(delay=timedelta(0))
         )
-        service = JitService(build_deps(db, providers, activity=activity))
+        service = JitService(
+            build_deps(db, providers, activity=activity, principals=SLACK_PRINCIPALS)
+        )
         service.register_app(
             AppSpec(
                 name="crm",

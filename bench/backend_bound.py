@@ -98,13 +98,21 @@ def _service(url: str, concurrency: int, worker: str) -> Any:
     from jitaccess.app.service import JitService
     from jitaccess.providers.base import ProviderRegistry
     from jitaccess.providers.webhook import WebhookProvider
+    from jitaccess.slack.ids import SLACK_PRINCIPALS
     from jitaccess.store.db import Database
 
     db = Database(url)
     providers = ProviderRegistry()
     providers.register(WebhookProvider())
     return JitService(
-        build_deps(db, providers, worker_id=worker, inline=False, provider_concurrency=concurrency)
+        build_deps(
+            db,
+            providers,
+            worker_id=worker,
+            inline=False,
+            provider_concurrency=concurrency,
+            principals=SLACK_PRINCIPALS,
+        )
     )
 
 

@@ -17,6 +17,7 @@ from jitaccess.app.service import AppSpec, JitService, RetryPolicy
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
+from jitaccess.slack.ids import SLACK_PRINCIPALS
 from jitaccess.store.db import Database, normalise_url
 from jitaccess_sandbox.fake_slack import FakeSlack
 
@@ -90,7 +91,11 @@ def make_service(db: Database, **kwargs: object) -> tuple[JitService, LogProvide
         base=timedelta(seconds=10), cap=timedelta(minutes=5)
     )
     # rng=1.0: backoff takes its full (largest) value, so tests know when to tick.
-    service = JitService(build_deps(db, providers, retry=retry, rng=lambda: 1.0, **kwargs))  # type: ignore[arg-type]
+    service = JitService(
+        build_deps(
+            db, providers, retry=retry, rng=lambda: 1.0, principals=SLACK_PRINCIPALS, **kwargs
+        )
+    )  # type: ignore[arg-type]
     return service, log_provider
 
 

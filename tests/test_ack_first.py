@@ -30,6 +30,7 @@ from jitaccess.domain.errors import Conflict
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
 from jitaccess.slack import blocks
+from jitaccess.slack.ids import SLACK_PRINCIPALS
 from jitaccess.slack.runtime import SlackRuntime, build_slack, slack_client
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -151,6 +152,7 @@ def world(fake_slack: FakeSlack, db: Database) -> Iterator[HttpWorld]:
             providers,
             retry=RetryPolicy(base=timedelta(seconds=10), cap=timedelta(minutes=5)),
             inline=False,  # as under serve
+            principals=SLACK_PRINCIPALS,
         )
     )
     register(service)

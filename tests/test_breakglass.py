@@ -30,6 +30,7 @@ from jitaccess.app.directory import StaticDirectory
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import Policy
 from jitaccess.slack import blocks
+from jitaccess.slack.ids import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 from jitaccess_sandbox import demo
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -196,10 +197,14 @@ def test_a_person_removed_from_the_breakglass_group_is_refused(world: SlackWorld
 def test_policy_refuses_malformed_holders_and_caps() -> None:
     """Holders must be user or group ids; the cap is validated like other durations."""
     with pytest.raises(RuleViolation, match="not a Slack user ID nor a user group ID"):
-        Policy(breakglass=("ops@example.com",)).validated()
+        Policy(breakglass=("ops@example.com",)).validated(SLACK_PRINCIPALS)
     with pytest.raises(RuleViolation, match="Break-glass maximum 31d is too long"):
-        Policy(breakglass=("SONCALL",), breakglass_max=timedelta(days=31)).validated()
-    assert Policy(breakglass=("SONCALL", "UPUB1", "SONCALL")).validated().breakglass == (
+        Policy(breakglass=("SONCALL",), breakglass_max=timedelta(days=31)).validated(
+            SLACK_PRINCIPALS
+        )
+    assert Policy(breakglass=("SONCALL", "UPUB1", "SONCALL")).validated(
+        SLACK_PRINCIPALS
+    ).breakglass == (
         "SONCALL",
         "UPUB1",
     )

@@ -572,6 +572,21 @@ USAGE = [
     ),
     ("--mine without --as", ["requests", "list", "--mine"], ["--mine needs --as"]),
     (
+        "--as that is no Slack user id",
+        [*SUBMIT, "crm", "--role", "Owner", "--duration", "1h", "--reason", "r", "--as", "pat"],
+        ["'--as': User 'pat' is not a Slack user ID", "Copy member ID"],
+    ),
+    (
+        "--as a user group",
+        ["requests", "approve", "1", "--as", "SOPS", "--reason", "r"],
+        ["User 'SOPS' is not a Slack user ID"],
+    ),
+    (
+        "--mine --as a channel",
+        ["requests", "list", "--mine", "--as", "C0123ABCD"],
+        ["User 'C0123ABCD' is not a Slack user ID"],
+    ),
+    (
         "non-numeric request id",
         ["requests", "approve", "one", "--as", APPROVER, "--reason", "r"],
         ["request_id"],

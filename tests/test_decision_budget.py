@@ -28,6 +28,7 @@ from jitaccess.container import _directories
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.log import LogProvider
 from jitaccess.settings import Settings
+from jitaccess.slack.ids import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -56,6 +57,7 @@ def world(fake_slack: FakeSlack, db: Database) -> Iterator[HttpWorld]:
             directory=decisions,
             listing_directory=listing,
             inline=False,  # as under serve
+            principals=SLACK_PRINCIPALS,
         )
     )
     register(service, approvers=(GROUP,))

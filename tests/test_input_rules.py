@@ -36,6 +36,7 @@ from jitaccess.domain.policy import (
     check_submission,
 )
 from jitaccess.slack import blocks
+from jitaccess.slack.ids import SLACK_PRINCIPALS
 from jitaccess.slack.listeners import SORRY
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -117,7 +118,7 @@ def test_policy_durations_under_a_minute_are_refused(field: str) -> None:
     """A policy cannot allow (or wait for) less than a minute."""
     policy = Policy(**{field: timedelta(seconds=30)})  # type: ignore[arg-type]
     with pytest.raises(RuleViolation, match="30s is too short: at least 1m"):
-        policy.validated()
+        policy.validated(SLACK_PRINCIPALS)
 
 
 # -- 3. unstorable text on every database ----------------------------------------------

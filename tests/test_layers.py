@@ -11,6 +11,7 @@ statement lives in ``store/slack_messages.py`` too.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,64 @@ def test_a_statement_built_outside_store_is_caught(source: str) -> None:
 )
 def test_what_is_not_sql_is_left_alone(source: str) -> None:
     assert sql_built(source) == []
+
+
+# -- Slack's ids are Slack's business ----------------------------------------------------
+#: A regular expression for a Slack id (``[UW][A-Z0-9]…``, ``^S[A-Z0-9]…``, ``[CG]…``).
+_ID_PATTERN = re.compile(r"\[[CDGSUW]+\]\[A-Z0-9\]|\^[CDGSUW]\[A-Z0-9\]")
+#: Known places that still recognise a Slack id outside slack/ (issue 17: goes to zero).
+KNOWN_ID_CHECKS = {"app/directory.py"}
+
+
+def slack_id_checks(source: str, filename: str = "<source>") -> list[str]:
+    """Each place ``source`` recognises a Slack id by its shape, as ``line: what``:
+    a pattern for one, or ``x.startswith("S")`` with one of their prefixes."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and _ID_PATTERN.search(node.value)
+        ):
+            found.append(f"{node.lineno}: pattern {node.value!r}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "startswith"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and re.fullmatch(r"[CDGSUW]", node.args[0].value)
+        ):
+            found.append(f"{node.lineno}: startswith({node.args[0].value!r})")
+    return found
+
+
+def test_slack_ids_are_recognised_only_in_slack() -> None:
+    """The domain and the application treat people, groups and channels as opaque ids;
+    the Slack front end's rules (``slack/ids.py``) are injected where they are needed."""
+    outside = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative.startswith("slack/"):
+            continue
+        checks = slack_id_checks(path.read_text(), str(path))
+        if checks:
+            outside[relative] = checks
+    assert set(outside) == KNOWN_ID_CHECKS, outside
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'USER = re.compile(r"^[UW][A-Z0-9]{1,20}$")',
+        'GROUP = re.compile(r"^S[A-Z0-9]{1,20}$")',
+        'def group(entry): return entry.startswith("S")',
+    ],
+)
+def test_a_slack_id_check_outside_slack_is_caught(source: str) -> None:
+    assert slack_id_checks(source)
+
+
+def test_slack_ids_themselves_are_found_in_slack() -> None:
+    assert slack_id_checks((PACKAGE / "slack" / "ids.py").read_text())

@@ -27,6 +27,7 @@ from jitaccess.app.service import AppSpec, JitService
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.slack import blocks
+from jitaccess.slack.ids import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 from jitaccess.store.models import Approval, AuditEvent, OutboxMessage
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -215,7 +216,7 @@ def test_approvals_short_of_the_quorum_are_audited(service: JitService, db: Data
 def test_a_quorum_too_high_or_an_invalid_approver_is_refused(policy: Policy, message: str) -> None:
     """The policy says what to change."""
     with pytest.raises(RuleViolation, match=message):
-        policy.validated()
+        policy.validated(SLACK_PRINCIPALS)
 
 
 def test_cli_sets_and_refuses_a_quorum(cli: Cli) -> None:

@@ -9,6 +9,7 @@ from jitaccess.domain.durations import format_duration, parse_duration
 from jitaccess.domain.errors import RuleViolation
 from jitaccess.domain.lifecycle import RequestState, allowed_events, mermaid
 from jitaccess.domain.policy import ApprovalMode, AppRules, Policy, check_submission
+from jitaccess.slack.ids import SLACK_PRINCIPALS
 
 NOW = utc("2026-11-27 10:00:00")
 APP = AppRules(
@@ -44,12 +45,14 @@ def test_malformed_durations_say_what_is_accepted(text: str) -> None:
 
 def test_manual_mode_without_approvers_is_not_a_policy() -> None:
     with pytest.raises(RuleViolation, match="at least one approver"):
-        Policy(mode=ApprovalMode.MANUAL).validated()
+        Policy(mode=ApprovalMode.MANUAL).validated(SLACK_PRINCIPALS)
 
 
 def test_approvers_must_be_slack_member_ids() -> None:
     with pytest.raises(RuleViolation, match="not a Slack user ID"):
-        Policy(mode=ApprovalMode.MANUAL, approvers=("alice@example.com",)).validated()
+        Policy(mode=ApprovalMode.MANUAL, approvers=("alice@example.com",)).validated(
+            SLACK_PRINCIPALS
+        )
 
 
 def test_start_within_clock_skew_counts_as_now() -> None:

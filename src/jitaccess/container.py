@@ -34,6 +34,7 @@ from jitaccess.app.sweep import RetryPolicy
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.registry import build_registry
 from jitaccess.settings import Settings, load_settings
+from jitaccess.slack.ids import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 
 if TYPE_CHECKING:
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
     from jitaccess.roles import Role
     from jitaccess.scheduler import DeadlineScheduler, Periodic
     from jitaccess.slack.runtime import SlackRuntime
+
+#: The chat front end's rules for the ids people type; the application layer is given
+#: them (it treats ids as opaque) and the CLI checks ``--as`` with them.
+PRINCIPALS = SLACK_PRINCIPALS
 
 
 @dataclass(frozen=True)
@@ -238,6 +243,7 @@ def _service(
         directory=directory,
         listing_directory=listing_directory,
         activity=_activity(settings, db, stopping, azure_credential),
+        principals=PRINCIPALS,
     )
     return JitService(deps)
 

@@ -21,6 +21,7 @@ from fault_support import RecordingProvider
 from jitaccess.app.deps import build_deps
 from jitaccess.app.service import JitService
 from jitaccess.providers.base import ProviderRegistry
+from jitaccess.slack.ids import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 
 
@@ -38,7 +39,13 @@ def main(argv: list[str]) -> int:
         )
     )
     service = JitService(
-        build_deps(db, providers, worker_id=f"fault-worker:{os.getpid()}", inline=False)
+        build_deps(
+            db,
+            providers,
+            worker_id=f"fault-worker:{os.getpid()}",
+            inline=False,
+            principals=SLACK_PRINCIPALS,
+        )
     )
     print("sweeping", flush=True)
     give_up = time.monotonic() + 60

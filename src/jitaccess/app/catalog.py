@@ -26,6 +26,7 @@ from jitaccess.app.views import AppView, RequestView, read_app, read_request
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Findings, NotFound, RuleViolation
 from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
+from jitaccess.domain.principals import PrincipalRules
 from jitaccess.providers.base import GrantSpec, ProviderRegistry
 from jitaccess.store import audit
 from jitaccess.store.db import Database
@@ -122,6 +123,7 @@ class Catalog:
         db: Database,
         rows: Rows,
         providers: ProviderRegistry,
+        principals: PrincipalRules,
         stopping: threading.Event,
         applications: ApplicationUseCases,
         requests: EndingUseCases,
@@ -129,6 +131,8 @@ class Catalog:
         self.db = db
         self.rows = rows
         self.providers = providers
+        #: The chat front end's rules for the ids in an offer.
+        self.principals = principals
         #: Set when the process stops: standing grants stop at the next one.
         self.stopping = stopping
         self.applications = applications
@@ -136,7 +140,7 @@ class Catalog:
 
     # -- offers ----------------------------------------------------------------------
     def register_offer(self, spec: OfferSpec, *, actor: str, now: datetime) -> OfferView:
-        publishers, roles = self._checked_offer(spec)
+        publishers, roles = self._checked_offer(spec, self.principals)
         with self.db.transaction() as session:
             if self.rows.offer(session, spec.name) is not None:
                 raise RuleViolation(f"Offer {spec.name} is already registered")
@@ -158,7 +162,9 @@ class Catalog:
             return view
 
     @staticmethod
-    def _checked_offer(spec: OfferSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def _checked_offer(
+        spec: OfferSpec, ids: PrincipalRules
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The offer's publishers and roles, cleaned; every problem at once."""
         rules.check_definition(
             "The offer",
@@ -176,7 +182,7 @@ class Catalog:
                     field="name",
                 )
             )
-        publishers = found(lambda: rules.check_user_ids(spec.publishers, "Publisher"), None)
+        publishers = found(lambda: rules.check_user_ids(spec.publishers, "Publisher", ids), None)
         if publishers == ():
             found.add(
                 RuleViolation(
@@ -335,7 +341,7 @@ class Catalog:
             existing = known.get(offer.name)
             if existing is None:
                 try:
-                    self._checked_offer(offer)
+                    self._checked_offer(offer, self.principals)
                 except RuleViolation as exc:
                     found.add(exc, subject=offer.name)
                 new_offers[offer.name] = offer

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from jitaccess.app.after_change import AfterChange
 from jitaccess.app.directory import Directory, StaticDirectory
 from jitaccess.app.sweep import RetryPolicy, Sweeper
+from jitaccess.domain.principals import PrincipalRules
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.store.db import Database
 from jitaccess.store.rows import Rows
@@ -59,6 +60,9 @@ class Deps:
     db: Database
     rows: Rows
     providers: ProviderRegistry
+    #: The chat front end's rules for the ids people type (Slack's, under serve and
+    #: the CLI): the domain treats ids as opaque.
+    principals: PrincipalRules
     #: Who is in an approver group now (Slack's ``usergroups.users.list`` under serve):
     #: asked afresh for every decision, so someone who left a group cannot decide.
     directory: Directory
@@ -98,6 +102,7 @@ def build_deps(
     directory: Directory | None = None,
     listing_directory: Directory | None = None,
     activity: ActivityReporter | None = None,
+    principals: PrincipalRules,
 ) -> Deps:
     """The use cases' dependencies, each made once. ``on_deadline`` is called with a
     deadline a person's action just made (the scheduler's ``wake_at`` under
@@ -130,6 +135,7 @@ def build_deps(
         db=db,
         rows=rows,
         providers=providers,
+        principals=principals,
         directory=decisions,
         listing_directory=listing_directory or decisions,
         sweeper=sweeper,

@@ -45,6 +45,7 @@ from jitaccess.domain.lifecycle import (
     initial_state,
 )
 from jitaccess.domain.policy import ApprovalMode, Policy
+from jitaccess.domain.principals import PrincipalRules
 from jitaccess.providers.base import DefinitionChecker, GrantSpec, ProviderError, ProviderRegistry
 from jitaccess.store import audit
 from jitaccess.store.db import Database
@@ -100,6 +101,10 @@ class JitService:
     @property
     def providers(self) -> ProviderRegistry:
         return self.deps.providers
+
+    @property
+    def principals(self) -> PrincipalRules:
+        return self.deps.principals
 
     @property
     def directory(self) -> Directory:
@@ -303,7 +308,7 @@ class JitService:
                     old.required_approvals if required_approvals is None else required_approvals
                 ),
                 feed_channel=old.feed_channel if feed_channel is None else feed_channel,
-            ).validated()
+            ).validated(self.principals)
             self._write_policy(row, new, now)
             after = AppView.of(row)
             entry = audit.append(
@@ -874,7 +879,9 @@ class JitService:
                 )
             )
         scope = found(lambda: rules.check_scope(spec.scope), None)
-        publishers = found(lambda: rules.check_user_ids(spec.publishers, "Publisher"), None)
+        publishers = found(
+            lambda: rules.check_user_ids(spec.publishers, "Publisher", self.principals), None
+        )
         if publishers == ():
             found.add(
                 RuleViolation(
@@ -889,7 +896,9 @@ class JitService:
                 )
             )
         no_admins: tuple[str, ...] = ()
-        admins = found(lambda: rules.check_user_ids(spec.admins, "Admin"), no_admins)
+        admins = found(
+            lambda: rules.check_user_ids(spec.admins, "Admin", self.principals), no_admins
+        )
         try:
             provider = self.providers.get(spec.provider)
         except ProviderError as exc:
@@ -899,10 +908,13 @@ class JitService:
                 self._check_backend(provider, spec, scope, roles or (), found)
         policy = found(
             lambda: (
-                spec.policy.validated()
+                spec.policy.validated(self.principals)
                 if spec.jit_enabled
                 else replace(
-                    spec.policy, feed_channel=rules.check_feed_channel(spec.policy.feed_channel)
+                    spec.policy,
+                    feed_channel=rules.check_feed_channel(
+                        spec.policy.feed_channel, self.principals
+                    ),
                 )
             ),
             spec.policy,

@@ -11,7 +11,25 @@ import typer
 
 from jitaccess.terminal import visible
 
-AsUser = Annotated[str, typer.Option("--as", help="Slack user ID you act as (U…)")]
+
+def as_person(value: str | None) -> str | None:
+    """``--as`` names a person by the chat front end's rules (the container's, Slack's
+    today): the same check the config form and ``--approver`` get."""
+    if value is None:
+        return None
+    from jitaccess.container import PRINCIPALS
+    from jitaccess.domain.errors import JitError
+    from jitaccess.domain.policy import check_user_id
+
+    try:
+        return check_user_id(value, "User", PRINCIPALS)
+    except JitError as exc:
+        raise typer.BadParameter(visible(str(exc))) from None
+
+
+AsUser = Annotated[
+    str, typer.Option("--as", help="Slack user ID you act as (U…)", callback=as_person)
+]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output")]
 Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log)")]
 

@@ -9,7 +9,7 @@ import typer
 
 from jitaccess.cli.context import container, now
 from jitaccess.cli.output import Table, emit_json, fmt_time, out
-from jitaccess.cli.params import AsUser, Json, Reason, to_duration, to_instant
+from jitaccess.cli.params import AsUser, Json, Reason, as_person, to_duration, to_instant
 
 if TYPE_CHECKING:
     from jitaccess.app.views import RequestView
@@ -278,7 +278,9 @@ def requests_list(
     app_name: Annotated[str | None, typer.Option("--app", help="Only this application")] = None,
     state: Annotated[str | None, typer.Option(help="Only this state, e.g. pending")] = None,
     mine: Annotated[bool, typer.Option("--mine", help="Only requests made --as you")] = False,
-    as_user: Annotated[str | None, typer.Option("--as", help="Slack user ID (with --mine)")] = None,
+    as_user: Annotated[
+        str | None, typer.Option("--as", help="Slack user ID (with --mine)", callback=as_person)
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """List requests, newest first."""

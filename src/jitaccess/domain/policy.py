@@ -6,7 +6,6 @@ change. Times are arguments: nothing here reads a clock.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,6 +15,7 @@ from functools import partial
 
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import Findings, RuleViolation
+from jitaccess.domain.principals import PrincipalRules
 from jitaccess.domain.text import check_text, check_texts, is_blank, shown
 
 DEFAULT_MAX_DURATION = timedelta(hours=8)
@@ -33,12 +33,8 @@ MAX_JUSTIFICATION = 2000
 #: The shortest access (and policy duration) there is: the sweep works in minutes.
 MIN_DURATION = timedelta(minutes=1)
 
-_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
-_SLACK_GROUP_ID = re.compile(r"^S[A-Z0-9]{1,20}$")
 #: The most approvals a policy may require (a quorum, not a committee).
 MAX_REQUIRED_APPROVALS = 10
-#: A public (``C…``) or private (``G…``) channel's ID; never its #name, which can change.
-_SLACK_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,20}$")
 
 
 class ApprovalMode(StrEnum):
@@ -46,53 +42,33 @@ class ApprovalMode(StrEnum):
     MANUAL = "manual"
 
 
-def check_user_id(value: str, what: str) -> str:
-    """Return ``value`` if it looks like a Slack user ID (``U…``/``W…``)."""
-    check_text(value, f"{what} ID '{shown(value)}'", field=what.lower() + "s")
-    cleaned = value.strip()
-    if not _SLACK_USER_ID.fullmatch(cleaned):
-        raise RuleViolation(
-            f"{what} '{shown(value)}' is not a Slack user ID: use the member ID (like U0123ABCD), "
-            "found in the user's Slack profile under 'Copy member ID'",
-            field=what.lower() + "s",
-        )
-    return cleaned
-
-
-def check_person_or_group(value: str, what: str = "Approver", field: str = "approvers") -> str:
-    """Return ``value`` if it is a person (``U…``/``W…``) or a Slack user group (``S…``):
-    approvers and break-glass holders may be either."""
+def check_user_id(value: str, what: str, ids: PrincipalRules) -> str:
+    """Return ``value``, trimmed, if it names a person (the front end's ``ids`` decide)."""
+    field = what.lower() + "s"
     check_text(value, f"{what} ID '{shown(value)}'", field=field)
-    cleaned = value.strip()
-    if not (_SLACK_USER_ID.fullmatch(cleaned) or _SLACK_GROUP_ID.fullmatch(cleaned)):
-        raise RuleViolation(
-            f"{what} '{shown(value)}' is not a Slack user ID nor a user group ID: use the "
-            "member ID (like U0123ABCD, from the profile's 'Copy member ID') or the user "
-            "group ID (like S0123ABCD, from the group's page)",
-            field=field,
-        )
-    return cleaned
+    return ids.person(value, what, field)
 
 
-def check_approver_id(value: str) -> str:
-    return check_person_or_group(value)
+def check_person_or_group(
+    value: str, ids: PrincipalRules, what: str = "Approver", field: str = "approvers"
+) -> str:
+    """Return ``value``, trimmed, if it names a person or a user group: approvers and
+    break-glass holders may be either."""
+    check_text(value, f"{what} ID '{shown(value)}'", field=field)
+    return ids.person_or_group(value, what, field)
 
 
-def check_feed_channel(value: str | None) -> str | None:
+def check_approver_id(value: str, ids: PrincipalRules) -> str:
+    return check_person_or_group(value, ids)
+
+
+def check_feed_channel(value: str | None, ids: PrincipalRules) -> str | None:
     """The channel an application's requests are posted to, or None (no feed).
     Blank turns the feed off."""
     if value is None or is_blank(value):
         return None
     check_text(value, f"Feed channel '{shown(value)}'", field="feed_channel")
-    cleaned = value.strip()
-    if not _SLACK_CHANNEL_ID.fullmatch(cleaned):
-        raise RuleViolation(
-            f"Feed channel '{shown(value)}' is not a Slack channel ID: use the channel's ID "
-            "(like C0123ABCD), found in Slack under the channel's name → About, at the "
-            "bottom; leave it empty to turn the feed off",
-            field="feed_channel",
-        )
-    return cleaned
+    return ids.channel(value, "Feed channel", "feed_channel")
 
 
 def check_definition(what: str, **parts: object) -> None:
@@ -101,13 +77,13 @@ def check_definition(what: str, **parts: object) -> None:
         check_texts(value, f"{what}'s {key.replace('_', ' ')}", field=key)
 
 
-def check_user_ids(values: Iterable[str], what: str) -> tuple[str, ...]:
-    """Validate and de-duplicate a list of Slack user IDs, keeping their order; every
+def check_user_ids(values: Iterable[str], what: str, ids: PrincipalRules) -> tuple[str, ...]:
+    """Validate and de-duplicate a list of people's ids, keeping their order; every
     bad one is reported (:class:`Problems`), not just the first."""
     found = Findings()
     seen: dict[str, None] = {}
     for value in values:
-        seen[found(partial(check_user_id, value, what), value)] = None
+        seen[found(partial(check_user_id, value, what, ids), value)] = None
     found.raise_any()
     return tuple(seen)
 
@@ -164,11 +140,12 @@ def check_roles(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(roles)
 
 
-def check_breakglass_holders(values: Iterable[str]) -> tuple[str, ...]:
-    """People (``U…``/``W…``) or Slack user groups (``S…``) named for break-glass,
-    de-duplicated in order."""
+def check_breakglass_holders(values: Iterable[str], ids: PrincipalRules) -> tuple[str, ...]:
+    """People or user groups named for break-glass, de-duplicated in order."""
     return tuple(
-        dict.fromkeys(check_person_or_group(v, "Break-glass holder", "breakglass") for v in values)
+        dict.fromkeys(
+            check_person_or_group(v, ids, "Break-glass holder", "breakglass") for v in values
+        )
     )
 
 
@@ -190,14 +167,15 @@ class Policy:
     #: approvers' DMs (no buttons there: decisions stay in DMs); None: no feed.
     feed_channel: str | None = None
 
-    def validated(self) -> Policy:
-        """The policy, cleaned; every rule it breaks is reported at once."""
+    def validated(self, ids: PrincipalRules) -> Policy:
+        """The policy, cleaned; every rule it breaks is reported at once. ``ids`` are
+        the front end's rules for the approvers', holders' and feed's ids."""
         found = Findings()
         approvers = found(
-            lambda: tuple(dict.fromkeys(check_approver_id(a) for a in self.approvers)),
+            lambda: tuple(dict.fromkeys(check_approver_id(a, ids) for a in self.approvers)),
             self.approvers,
         )
-        holders = found(lambda: check_breakglass_holders(self.breakglass), self.breakglass)
+        holders = found(lambda: check_breakglass_holders(self.breakglass, ids), self.breakglass)
         if self.mode is ApprovalMode.MANUAL and not approvers:
             found.add(
                 RuleViolation(
@@ -208,7 +186,9 @@ class Policy:
             )
         if not found:  # without approvers, the quorum has nothing to be checked against
             found(
-                lambda: check_required_approvals(self.required_approvals, approvers, self.mode),
+                lambda: check_required_approvals(
+                    self.required_approvals, approvers, self.mode, ids
+                ),
                 None,
             )
         for name, key, value in (
@@ -217,7 +197,7 @@ class Policy:
             ("Break-glass maximum", "breakglass_max", self.breakglass_max),
         ):
             found(partial(check_policy_duration, name, key, value), None)
-        feed_channel = found(lambda: check_feed_channel(self.feed_channel), None)
+        feed_channel = found(lambda: check_feed_channel(self.feed_channel, ids), None)
         found.raise_any()
         return replace(
             self,
@@ -240,7 +220,9 @@ def check_policy_duration(name: str, key: str, value: timedelta) -> None:
         )
 
 
-def check_required_approvals(required: int, approvers: Sequence[str], mode: ApprovalMode) -> None:
+def check_required_approvals(
+    required: int, approvers: Sequence[str], mode: ApprovalMode, ids: PrincipalRules
+) -> None:
     """At least one approval, and no more than there are approvers. With a group
     among them, how many people that makes is only known when asked: submission
     checks it then (:func:`check_enough_deciders`)."""
@@ -254,7 +236,7 @@ def check_required_approvals(required: int, approvers: Sequence[str], mode: Appr
             f"Required approvals {required} is too many: at most {MAX_REQUIRED_APPROVALS}",
             field="required_approvals",
         )
-    has_group = any(a.startswith("S") for a in approvers)
+    has_group = any(ids.is_group(a) for a in approvers)
     if mode is ApprovalMode.MANUAL and not has_group and required > len(approvers):
         raise RuleViolation(
             f"{required} approvals are required but only {len(approvers)} approver"

@@ -22,17 +22,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
 
 from jitaccess.answers import describe, rejected
+from jitaccess.slack.ids import CHANNEL_ID, MESSAGE_TS, USER_ID
 
 SERVICE = "slack"
-#: A person's id (``U…``, or ``W…`` on Enterprise Grid).
-USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
-#: A user group's id (``S…``).
-GROUP_ID = re.compile(r"^S[A-Z0-9]{1,20}$")
-#: A conversation's id: a channel (``C…``), a private channel or group DM (``G…``), a DM (``D…``).
-CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{1,20}$")
-#: A message's timestamp: seconds, a dot, a sequence.
-MESSAGE_TS = re.compile(r"^[0-9]{1,12}\.[0-9]{1,9}$")
-
 Answer = dict[str, Any]
 
 

@@ -32,13 +32,13 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from jitaccess.app.directory import is_group
 from jitaccess.app.views import ApprovalView, AppView, RequestView
 from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import JitError, Mention
 from jitaccess.domain.lifecycle import Action, RequestState, offers
-from jitaccess.slack import answers
+from jitaccess.slack import ids
+from jitaccess.slack.ids import is_group
 
 # callback ids (modals) and action ids (buttons); listeners route on these.
 REQUEST_MODAL = "jit_request"
@@ -142,7 +142,7 @@ def user(user_id: str | None) -> str:
     if user_id == "system":
         return "jitaccess"
     # Only the ids Slack mentions: people (U…/W…) and user groups (S…).
-    if not (answers.USER_ID.fullmatch(user_id) or answers.GROUP_ID.fullmatch(user_id)):
+    if not (ids.USER_ID.fullmatch(user_id) or ids.GROUP_ID.fullmatch(user_id)):
         return escape(user_id)
     if is_group(user_id):
         return f"<!subteam^{user_id}>"

@@ -26,7 +26,7 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from jitaccess.app.directory import answered, is_group, recording
+from jitaccess.app.directory import answered, recording
 from jitaccess.app.extensions import ExtensionOutcome
 from jitaccess.app.service import JitService
 from jitaccess.domain import policy as rules
@@ -35,6 +35,7 @@ from jitaccess.domain.errors import JitError, NotFound, Problems, RuleViolation
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.slack import answers, blocks
 from jitaccess.slack.commands import HELP, Command, UsageError, parse
+from jitaccess.slack.ids import SLACK_PRINCIPALS, is_group
 from jitaccess.slack.notifier import SlackNotifier, home_for
 from jitaccess.slack.pacing import real_monotonic
 from jitaccess.slack.replay import first_event_delivery
@@ -178,7 +179,7 @@ def check_group_ids(text: str) -> list[str]:
     """The user group IDs typed in the config form (spaces or commas between them)."""
     found = []
     for token in text.replace(",", " ").split():
-        entry = rules.check_approver_id(token)
+        entry = rules.check_approver_id(token, SLACK_PRINCIPALS)
         if not is_group(entry):
             raise RuleViolation(
                 f"'{entry}' is a person, not a user group (S…): pick people under Approvers",
@@ -932,7 +933,7 @@ class SlackFrontEnd:
                 approval_timeout=timeout,
                 required_approvals=required,
                 feed_channel=app.policy.feed_channel if feed_channel is None else feed_channel,
-            ).validated()
+            ).validated(SLACK_PRINCIPALS)
         except JitError as exc:
             # Every problem of the form at once, each beside its field.
             errors: dict[str, str] = {}
