@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from jitaccess.app.applications import ApplyResult, AppSpec
-from jitaccess.app.views import AppView, RequestView, read_app, read_request
+from jitaccess.app.applications import Applications, ApplyResult, AppSpec
+from jitaccess.app.requests import Requests
+from jitaccess.app.views import AppView, read_app, read_request
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Findings, NotFound, RuleViolation
 from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
@@ -97,27 +98,10 @@ class RemovalReport:
     removed: bool = False
 
 
-class ApplicationUseCases(Protocol):
-    """The application use cases a deploy and ``apps apply`` go through."""
-
-    def register_app(self, spec: AppSpec, *, actor: str, now: datetime) -> AppView: ...
-
-    def check_apps(self, specs: Sequence[AppSpec]) -> list[AppSpec]: ...
-
-    def apply_apps(self, specs: Sequence[AppSpec], *, actor: str, now: datetime) -> ApplyResult: ...
-
-
-class EndingUseCases(Protocol):
-    """The request use cases a removal ends the application's requests with."""
-
-    def close_for_removal(
-        self, request_id: int, *, actor: str, reason: str, now: datetime
-    ) -> RequestView: ...
-
-    def revoke(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView: ...
-
-
 class Catalog:
+    """Offers, deployments, standing access and removing an application, through the
+    application and request use cases it is given."""
+
     def __init__(
         self,
         db: Database,
@@ -125,8 +109,8 @@ class Catalog:
         providers: ProviderRegistry,
         principals: PrincipalRules,
         stopping: threading.Event,
-        applications: ApplicationUseCases,
-        requests: EndingUseCases,
+        applications: Applications,
+        requests: Requests,
     ) -> None:
         self.db = db
         self.rows = rows
