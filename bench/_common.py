@@ -426,6 +426,7 @@ def print_breakdown(report: Report, title: str, data: dict[str, Any], per: int) 
 # -- the service, wired like production ---------------------------------------------------
 def make_service(url: str, *, upgrade: bool = True, **kwargs: Any) -> Any:
     """(db, service, log provider) on ``url`` with the log provider, as ``build()`` wires it."""
+    from jitaccess.app.deps import build_deps
     from jitaccess.app.service import JitService
     from jitaccess.providers.base import ProviderRegistry
     from jitaccess.providers.log import LogProvider
@@ -438,7 +439,7 @@ def make_service(url: str, *, upgrade: bool = True, **kwargs: Any) -> Any:
     providers = ProviderRegistry()
     provider = LogProvider(db)
     providers.register(provider)
-    service = JitService(db, providers, principals=SLACK_PRINCIPALS, **kwargs)
+    service = JitService(build_deps(db, providers, principals=SLACK_PRINCIPALS, **kwargs))
     return db, service, provider
 
 

@@ -60,6 +60,7 @@ def sweep_to_summaries(arm: FakeArm, requests: int, per_request: int) -> tuple[f
 
     from jitaccess.app.activity_reports import ActivityPolicy, ActivityReporter
     from jitaccess.app.audit_log import verify
+    from jitaccess.app.deps import build_deps
     from jitaccess.app.service import AppSpec, JitService
     from jitaccess.domain.policy import ApprovalMode, Policy
     from jitaccess.providers.azure import AzureProvider
@@ -91,7 +92,9 @@ def sweep_to_summaries(arm: FakeArm, requests: int, per_request: int) -> tuple[f
         activity = ActivityReporter(
             db, {"azure": lambda: reader}, policy=ActivityPolicy(delay=timedelta(0))
         )
-        service = JitService(db, providers, activity=activity, principals=SLACK_PRINCIPALS)
+        service = JitService(
+            build_deps(db, providers, activity=activity, principals=SLACK_PRINCIPALS)
+        )
         service.register_app(
             AppSpec(
                 name="crm",

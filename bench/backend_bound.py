@@ -94,6 +94,7 @@ class Backend:
 
 # -- the sweeping side ----------------------------------------------------------------------
 def _service(url: str, concurrency: int, worker: str) -> Any:
+    from jitaccess.app.deps import build_deps
     from jitaccess.app.service import JitService
     from jitaccess.providers.base import ProviderRegistry
     from jitaccess.providers.webhook import WebhookProvider
@@ -104,12 +105,14 @@ def _service(url: str, concurrency: int, worker: str) -> Any:
     providers = ProviderRegistry()
     providers.register(WebhookProvider())
     return JitService(
-        db,
-        providers,
-        worker_id=worker,
-        inline=False,
-        provider_concurrency=concurrency,
-        principals=SLACK_PRINCIPALS,
+        build_deps(
+            db,
+            providers,
+            worker_id=worker,
+            inline=False,
+            provider_concurrency=concurrency,
+            principals=SLACK_PRINCIPALS,
+        )
     )
 
 

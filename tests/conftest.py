@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from jitaccess.app.deps import build_deps
 from jitaccess.app.service import AppSpec, JitService, RetryPolicy
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.providers.base import ProviderRegistry
@@ -91,7 +92,9 @@ def make_service(db: Database, **kwargs: object) -> tuple[JitService, LogProvide
     )
     # rng=1.0: backoff takes its full (largest) value, so tests know when to tick.
     service = JitService(
-        db, providers, retry=retry, rng=lambda: 1.0, principals=SLACK_PRINCIPALS, **kwargs
+        build_deps(
+            db, providers, retry=retry, rng=lambda: 1.0, principals=SLACK_PRINCIPALS, **kwargs
+        )
     )  # type: ignore[arg-type]
     return service, log_provider
 

@@ -61,11 +61,11 @@ def text_value(value: str | None) -> dict[str, Any]:
 class SlackWorld:
     """The service, the Bolt app and the relay, wired like ``serve`` against a fake Slack."""
 
-    def __init__(self, fake: FakeSlack, db: Database) -> None:
+    def __init__(self, fake: FakeSlack, db: Database, **service_options: object) -> None:
         self.fake = fake
         self.db = db
         # inline=False, as under serve: clicks never wait on a backend.
-        self.service, self.log_provider = make_service(db, inline=False)
+        self.service, self.log_provider = make_service(db, inline=False, **service_options)
         client = slack_client("xoxb-test-token", fake.base_url)
         self.runtime = build_slack(
             self.service, client, signing_secret=SECRET, clock=now, process_before_response=True

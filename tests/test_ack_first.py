@@ -23,6 +23,7 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from conftest import APPROVER, APPROVER2, PUBLISHER, register
+from jitaccess.app.deps import build_deps
 from jitaccess.app.service import JitService, RetryPolicy
 from jitaccess.app.views import RequestView
 from jitaccess.domain.errors import Conflict
@@ -146,12 +147,14 @@ def world(fake_slack: FakeSlack, db: Database) -> Iterator[HttpWorld]:
     providers = ProviderRegistry()
     providers.register(LogProvider(db))
     service = GatedService(
-        db,
-        providers,
-        retry=RetryPolicy(base=timedelta(seconds=10), cap=timedelta(minutes=5)),
-        principals=SLACK_PRINCIPALS,
+        build_deps(
+            db,
+            providers,
+            retry=RetryPolicy(base=timedelta(seconds=10), cap=timedelta(minutes=5)),
+            inline=False,  # as under serve
+            principals=SLACK_PRINCIPALS,
+        )
     )
-    service.inline = False  # as under serve
     register(service)
     instance = HttpWorld(fake_slack, service)
     yield instance

@@ -41,12 +41,15 @@ def world(fake_slack: FakeSlack, db: Database) -> Iterator[SlackWorld]:
     """The Slack world, with group membership read from the fake Slack as under serve."""
     fake_slack.set_group(GROUP, [APPROVER, APPROVER2])
     with freeze_time(START):
-        world = SlackWorld(fake_slack, db)
         client = slack_client("xoxb-test-token", fake_slack.base_url)
-        world.service.directory = SlackDirectory(client)
-        # serve caches members for a minute for cards and lists; here every change is
-        # seen at once, so each test shows what a click or a card does with it.
-        world.service.listing_directory = SlackDirectory(client)
+        world = SlackWorld(
+            fake_slack,
+            db,
+            directory=SlackDirectory(client),
+            # serve caches members for a minute for cards and lists; here every change is
+            # seen at once, so each test shows what a click or a card does with it.
+            listing_directory=SlackDirectory(client),
+        )
         yield world
 
 

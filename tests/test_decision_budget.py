@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import APPROVER, APPROVER2, register
+from jitaccess.app.deps import build_deps
 from jitaccess.app.service import RetryPolicy
 from jitaccess.container import _directories
 from jitaccess.providers.base import ProviderRegistry
@@ -49,14 +50,16 @@ def world(fake_slack: FakeSlack, db: Database) -> Iterator[HttpWorld]:
     )
     decisions, listing = _directories(settings, threading.Event())
     service = GatedService(
-        db,
-        providers,
-        retry=RetryPolicy(base=timedelta(seconds=10), cap=timedelta(minutes=5)),
-        directory=decisions,
-        listing_directory=listing,
-        principals=SLACK_PRINCIPALS,
+        build_deps(
+            db,
+            providers,
+            retry=RetryPolicy(base=timedelta(seconds=10), cap=timedelta(minutes=5)),
+            directory=decisions,
+            listing_directory=listing,
+            inline=False,  # as under serve
+            principals=SLACK_PRINCIPALS,
+        )
     )
-    service.inline = False  # as under serve
     register(service, approvers=(GROUP,))
     instance = HttpWorld(fake_slack, service)
     yield instance

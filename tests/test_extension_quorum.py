@@ -424,11 +424,11 @@ def test_an_old_extension_card_cannot_decide_a_later_extension(world: SlackWorld
 
 
 def test_an_approval_by_someone_who_left_the_group_no_longer_counts(
-    service: JitService,
+    db: Database,
 ) -> None:
     """Quorum of two from a group: the first approver leaves; one more is still needed."""
     groups = StaticDirectory({"SOPS": [APPROVER, APPROVER2, ADMIN]})
-    service.directory = service.listing_directory = groups
+    service = make_service(db, directory=groups)[0]
     with freeze_time(START):
         register(service, approvers=("SOPS",), required=2)
         rid = submit(service)
@@ -449,7 +449,7 @@ def test_an_approval_by_someone_who_left_the_group_no_longer_counts(
 
 
 def test_slack_failing_to_list_a_group_refuses_an_extension_decision(
-    service: JitService,
+    db: Database,
 ) -> None:
     """If Slack cannot say who is in the group, the decision is refused; nothing changes."""
 
@@ -462,7 +462,7 @@ def test_slack_failing_to_list_a_group_refuses_an_extension_decision(
             return super().members(group_id)
 
     groups = Unreachable({"SOPS": [APPROVER, APPROVER2]})
-    service.directory = service.listing_directory = groups
+    service = make_service(db, directory=groups)[0]
     with freeze_time(START):
         rid = active(service, approvers=("SOPS",), required=1)
         service.extensions.extend(rid, actor=PUBLISHER, added=H, reason="more", now=now())
@@ -476,11 +476,11 @@ def test_slack_failing_to_list_a_group_refuses_an_extension_decision(
 
 
 def test_a_timed_out_extension_takes_the_buttons_off_every_card_it_sent(
-    service: JitService,
+    db: Database,
 ) -> None:
     """Group members' cards are updated too when an extension times out."""
     groups = StaticDirectory({"SOPS": [APPROVER, APPROVER2]})
-    service.directory = service.listing_directory = groups
+    service = make_service(db, directory=groups)[0]
     with freeze_time(START):
         rid = active(service, approvers=("SOPS",), required=1)
         service.extensions.extend(rid, actor=PUBLISHER, added=H, reason="more", now=now())

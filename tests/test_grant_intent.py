@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from conftest import ADMIN, APPROVER, PUBLISHER, START, make_service, utc
-from jitaccess.app.catalog import Catalog
 from jitaccess.app.reconcile import reconcile
 from jitaccess.app.service import AppSpec, JitService, RetryPolicy
 from jitaccess.domain.policy import ApprovalMode, Policy
@@ -184,7 +183,7 @@ def test_apps_apply_moves_standing_access_with_the_publishers_and_the_backend(
 ) -> None:
     """Removed publishers lose standing access, new ones get it, a new backend takes it over."""
     service, backends = setup(db, "old", "new")
-    catalog = Catalog(service)
+    catalog = service.catalog
     catalog._align_standing("crm", actor="test", now=T0)
     assert [(s.principal, s.held) for s in catalog.standing("crm")] == [(PUBLISHER, True)]
     first = len(backends["old"].held)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from freezegun import freeze_time
 
 from conftest import ADMIN, APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, Cli, utc
 from fakes.fake_arm import FakeArm
-from jitaccess.app.catalog import Catalog
+from jitaccess.app.service import JitService
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, texts
@@ -256,7 +257,7 @@ def test_removal_is_refused_while_a_revoke_is_failing_unless_forced(db: Database
     service, _ = make_service(db)
     flaky = FlakyProvider(revoke_failures=99)
     service.providers.register(flaky)
-    catalog = Catalog(service)
+    catalog = service.catalog
     from jitaccess.app.service import AppSpec
     from jitaccess.domain.policy import Policy
 
@@ -470,8 +471,9 @@ def world_init(world: SlackWorld, fake: FakeSlack, container) -> None:  # type: 
 
     world.fake = fake
     world.db = container.db
-    world.service = container.service
-    world.service.inline = False
+    # The container's use cases, with clicks that never wait on a backend (as under serve).
+    deps = container.service.deps
+    world.service = JitService(replace(deps, after_change=replace(deps.after_change, inline=False)))
     world.runtime = build_slack(
         world.service,
         slack_client("xoxb-t", fake.base_url),

@@ -40,7 +40,6 @@ from sqlalchemy import select
 from conftest import APPROVER, PUBLISHER, START, make_service, utc
 from conftest import register as register_app
 from fakes.webhook_receiver import WebhookReceiver
-from jitaccess.app import breakglass
 from jitaccess.app.audit_log import verify
 from jitaccess.app.service import JitService
 from jitaccess.domain.errors import JitError
@@ -256,8 +255,7 @@ def stage(world: World, action: str, phase: str) -> tuple[int, datetime]:
     mode = ApprovalMode.AUTOMATIC if automatic else ApprovalMode.MANUAL
     register(world, mode)
     if action == "breakglass_review":
-        rid = breakglass.take(
-            service,
+        rid = service.breakglass.take(
             "crm",
             actor=PUBLISHER,
             role="Contributor",
@@ -323,8 +321,7 @@ def act(world: World, action: str, rid: int, at: datetime) -> str | None:
         "revoke": lambda: service.revoke(rid, actor=APPROVER, reason="enough", now=at),
         "cancel": lambda: service.cancel(rid, actor=PUBLISHER, now=at),
         "approve": lambda: service.approve(rid, actor=APPROVER, reason="CHG-3", now=at),
-        "breakglass_take": lambda: breakglass.take(
-            service,
+        "breakglass_take": lambda: service.breakglass.take(
             "crm",
             actor=PUBLISHER,
             role="Contributor",
@@ -333,8 +330,8 @@ def act(world: World, action: str, rid: int, at: datetime) -> str | None:
             reason="the database is down again",
             now=at,
         ),
-        "breakglass_review": lambda: breakglass.review(
-            service, rid, actor=APPROVER, reason="seen, it was needed", now=at
+        "breakglass_review": lambda: service.breakglass.review(
+            rid, actor=APPROVER, reason="seen, it was needed", now=at
         ),
     }
     try:

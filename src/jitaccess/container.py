@@ -27,8 +27,9 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from jitaccess.app.deps import ServiceObserver, build_deps
 from jitaccess.app.directory import Directory
-from jitaccess.app.service import JitService, ServiceObserver
+from jitaccess.app.service import JitService
 from jitaccess.app.sweep import RetryPolicy
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.providers.registry import build_registry
@@ -228,7 +229,7 @@ def _service(
     )
     remind = settings.remind_before_minutes
     directory, listing_directory = _directories(settings, stopping)
-    return JitService(
+    deps = build_deps(
         db,
         providers,
         retry=retry,
@@ -244,6 +245,7 @@ def _service(
         activity=_activity(settings, db, stopping, azure_credential),
         principals=PRINCIPALS,
     )
+    return JitService(deps)
 
 
 def _activity(
@@ -342,10 +344,9 @@ def _reconcile_jobs(
     minutes = settings.reconcile_interval_minutes
     if minutes <= 0:
         return []
-    from jitaccess.app.catalog import Catalog
     from jitaccess.app.reconcile import reconcile
 
-    catalog = Catalog(service)
+    catalog = service.catalog
 
     def periodic_reconcile(now: datetime) -> None:
         catalog.sync_standing(now)  # retry standing grants that failed

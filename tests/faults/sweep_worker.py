@@ -18,6 +18,7 @@ from datetime import datetime
 
 from fault_support import RecordingProvider
 
+from jitaccess.app.deps import build_deps
 from jitaccess.app.service import JitService
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.slack.principals import SLACK_PRINCIPALS
@@ -38,11 +39,13 @@ def main(argv: list[str]) -> int:
         )
     )
     service = JitService(
-        db,
-        providers,
-        worker_id=f"fault-worker:{os.getpid()}",
-        inline=False,
-        principals=SLACK_PRINCIPALS,
+        build_deps(
+            db,
+            providers,
+            worker_id=f"fault-worker:{os.getpid()}",
+            inline=False,
+            principals=SLACK_PRINCIPALS,
+        )
     )
     print("sweeping", flush=True)
     give_up = time.monotonic() + 60

@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from jitaccess.app.service import ApplyResult, AppSpec, JitService
-from jitaccess.app.views import AppView
+from jitaccess.app.applications import Applications, ApplyResult, AppSpec
+from jitaccess.app.requests import Requests
+from jitaccess.app.views import AppView, read_app, read_request
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Findings, NotFound, RuleViolation
 from jitaccess.domain.lifecycle import APPROVED_STATES, FINAL_STATES, RequestState
 from jitaccess.domain.principals import PrincipalRules
-from jitaccess.providers.base import GrantSpec
+from jitaccess.providers.base import GrantSpec, ProviderRegistry
 from jitaccess.store import audit
+from jitaccess.store.db import Database
 from jitaccess.store.models import Application, Offer, StandingGrant
 from jitaccess.store.rows import Rows
 
@@ -96,14 +99,32 @@ class RemovalReport:
 
 
 class Catalog:
-    def __init__(self, service: JitService) -> None:
-        self.service = service
-        self.db = service.db
-        self.rows = Rows(service.db)
+    """Offers, deployments, standing access and removing an application, through the
+    application and request use cases it is given."""
+
+    def __init__(
+        self,
+        db: Database,
+        rows: Rows,
+        providers: ProviderRegistry,
+        principals: PrincipalRules,
+        stopping: threading.Event,
+        applications: Applications,
+        requests: Requests,
+    ) -> None:
+        self.db = db
+        self.rows = rows
+        self.providers = providers
+        #: The chat front end's rules for the ids in an offer.
+        self.principals = principals
+        #: Set when the process stops: standing grants stop at the next one.
+        self.stopping = stopping
+        self.applications = applications
+        self.requests = requests
 
     # -- offers ----------------------------------------------------------------------
     def register_offer(self, spec: OfferSpec, *, actor: str, now: datetime) -> OfferView:
-        publishers, roles = self._checked_offer(spec, self.service.principals)
+        publishers, roles = self._checked_offer(spec, self.principals)
         with self.db.transaction() as session:
             if self.rows.offer(session, spec.name) is not None:
                 raise RuleViolation(f"Offer {spec.name} is already registered")
@@ -179,7 +200,7 @@ class Catalog:
     ) -> AppView:
         """Register an application (from an offer, or from its own flags) and grant the
         publishers their standing access."""
-        view = self.service.register_app(
+        view = self.applications.register_app(
             self.resolve(spec, offer=offer, jit=jit), actor=actor, now=now
         )
         self._start_standing(view.name, offer, actor=actor, now=now)
@@ -282,7 +303,7 @@ class Catalog:
             if offer.name not in known:
                 self.register_offer(offer, actor=actor, now=now)
                 created_offers.append(offer.name)
-        result = self.service.apply_apps(resolved, actor=actor, now=now)
+        result = self.applications.apply_apps(resolved, actor=actor, now=now)
         offer_of = {spec.name: offer for spec, offer, _ in apps}
         for name in result.created:
             self._start_standing(name, offer_of.get(name), actor=actor, now=now)
@@ -304,7 +325,7 @@ class Catalog:
             existing = known.get(offer.name)
             if existing is None:
                 try:
-                    self._checked_offer(offer, self.service.principals)
+                    self._checked_offer(offer, self.principals)
                 except RuleViolation as exc:
                     found.add(exc, subject=offer.name)
                 new_offers[offer.name] = offer
@@ -333,7 +354,7 @@ class Catalog:
             except NotFound as exc:
                 found.add(RuleViolation(str(exc), field="offer"), subject=spec.name)
         try:
-            self.service.check_apps(resolved)
+            self.applications.check_apps(resolved)
         except RuleViolation as exc:
             found.add(exc)
         found.raise_any()
@@ -357,7 +378,7 @@ class Catalog:
             rows = self.rows.standing_grants(session, app=app)
         failures = []
         for row in rows:
-            if self.service.stopping.is_set():
+            if self.stopping.is_set():
                 break  # the process is stopping; the rest stays marked for the next run
             current = (row.app.provider, dict(row.app.provider_config or {}))
             held_on = (
@@ -406,7 +427,7 @@ class Catalog:
         )
         error = None
         try:
-            provider = self.service.providers.get(provider_name)
+            provider = self.providers.get(provider_name)
             if operation == "grant":
                 provider.grant(spec, now)
             else:
@@ -455,7 +476,7 @@ class Catalog:
     ) -> RemovalReport:
         """Delete an application: cancel what has not started, revoke what is active,
         take standing access away. Refused while a revoke is failing, unless forced."""
-        view = self.service.get_app(app_name)
+        view = read_app(self.db, self.rows, app_name)
         rules.check_admin(view.rules(), actor)
         if force:
             reason = rules.check_reason(reason, "force the removal")
@@ -474,11 +495,11 @@ class Catalog:
             if row.end_requested is not None:
                 continue  # already being ended
             if row.state == RequestState.PENDING or row.state in APPROVED_STATES:
-                self.service.close_for_removal(row.id, actor=actor, reason=why, now=now)
+                self.requests.close_for_removal(row.id, actor=actor, reason=why, now=now)
             elif row.state == RequestState.ACTIVE:
-                self.service.revoke(row.id, actor=actor, reason=why, now=now)
+                self.requests.revoke(row.id, actor=actor, reason=why, now=now)
         for row_id in [r.id for r in rows if r.state not in FINAL_STATES]:
-            state = self.service.get_request(row_id).state
+            state = read_request(self.db, self.rows, row_id).state
             if state == RequestState.CANCELLED:
                 report.cancelled.append(row_id)
             elif state == RequestState.REVOKED:

@@ -188,10 +188,7 @@ def _deny_extension(service: JitService, c: DenyExtension, now: datetime) -> Req
 
 
 def _take_breakglass(service: JitService, c: TakeBreakGlass, now: datetime) -> RequestView:
-    from jitaccess.app import breakglass  # not at import: the CLI loads this module for --help
-
-    return breakglass.take(
-        service,
+    return service.breakglass.take(
         c.app,
         actor=c.actor,
         role=c.role,
@@ -203,9 +200,7 @@ def _take_breakglass(service: JitService, c: TakeBreakGlass, now: datetime) -> R
 
 
 def _review_breakglass(service: JitService, c: ReviewBreakGlass, now: datetime) -> RequestView:
-    from jitaccess.app import breakglass
-
-    return breakglass.review(service, c.request_id, actor=c.actor, reason=c.reason, now=now)
+    return service.breakglass.review(c.request_id, actor=c.actor, reason=c.reason, now=now)
 
 
 #: Command type -> its one handler.

@@ -21,26 +21,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from jitaccess.app import journal, quorum
-from jitaccess.app.directory import is_group
+from jitaccess.app.after_change import AfterChange
+from jitaccess.app.directory import Directory, is_group
 from jitaccess.app.journal import POLICY_ACTOR, SYSTEM
 from jitaccess.app.outbox import OutboxKind
-from jitaccess.app.views import AppView, RequestView
+from jitaccess.app.views import AppView, RequestView, read_app, read_request
 from jitaccess.domain import policy as rules
 from jitaccess.domain.deadlines import set_next_deadline
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.lifecycle import Event, RequestState, move
 from jitaccess.domain.policy import ApprovalMode, Window
 from jitaccess.store import slack_messages
+from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest
 from jitaccess.store.queue import OutboxQueue
-
-if TYPE_CHECKING:
-    from jitaccess.app.service import JitService
+from jitaccess.store.rows import Rows
 
 #: Why a pending extension ended without a decision.
 EXTENSION_TIMED_OUT = "no approver decided on the extension in time"
@@ -59,10 +59,23 @@ class ExtensionOutcome:
 
 
 class Extensions:
-    """The extension use cases, on the service's database, rows and directory."""
+    """The extension use cases."""
 
-    def __init__(self, service: JitService) -> None:
-        self.service = service
+    def __init__(
+        self,
+        db: Database,
+        rows: Rows,
+        directory: Directory,
+        after_change: AfterChange,
+        remind_before: timedelta | None,
+    ) -> None:
+        self.db = db
+        self.rows = rows
+        #: Asked afresh for every decision (see ``Deps.directory``).
+        self.directory = directory
+        self.after_change = after_change
+        #: How long before the new end the requester is reminded (None: never).
+        self.remind_before = remind_before
 
     def extend(
         self, request_id: int, *, actor: str, added: timedelta, reason: str, now: datetime
@@ -74,7 +87,7 @@ class Extensions:
                 known, request_id, actor=actor, added=added, reason=reason, now=now
             )
         )
-        self._wake(result, now)
+        self.after_change.extended(result, now)
         return ExtensionOutcome(status, result)
 
     def _extend(
@@ -87,9 +100,8 @@ class Extensions:
         reason: str,
         now: datetime,
     ) -> tuple[str, RequestView]:
-        service = self.service
-        with service.db.transaction() as session:
-            row = service.rows.lock(session, request_id)
+        with self.db.transaction() as session:
+            row = self.rows.lock(session, request_id)
             app = AppView.of(row.app)
             new_end, reason = rules.check_extension(
                 app.rules(),
@@ -120,7 +132,7 @@ class Extensions:
                     reason=reason,
                     requested_by=actor,
                     now=now,
-                    remind_before=service.sweeper.remind_before,
+                    remind_before=self.remind_before,
                 )
                 status = "extended"
             else:
@@ -181,8 +193,8 @@ class Extensions:
         decision checks again under the row lock)."""
 
         def check(known: dict[tuple[str, ...], tuple[str, ...]]) -> RuleViolation | None:
-            with self.service.db.transaction(readonly=True) as session:
-                row = self.service.rows.get(session, request_id)
+            with self.db.transaction(readonly=True) as session:
+                row = self.rows.get(session, request_id)
                 try:
                     self._check_decidable(row, actor, "decide on", self._deciders(row, known))
                     if decision == "approve_extension":
@@ -202,8 +214,8 @@ class Extensions:
         """The extension's own rules on a read of the request (for the Extend button
         and form, so a refusal shows inline); :meth:`extend` checks again under the row
         lock. Returns the request and its application as read."""
-        view = self.service.get_request(request_id)
-        app = self.service.get_app(view.app)
+        view = read_request(self.db, self.rows, request_id)
+        app = read_app(self.db, self.rows, view.app)
         rules.check_extension(
             app.rules(),
             request_id=view.id,
@@ -222,8 +234,8 @@ class Extensions:
         """Why extending the request by ``added`` would overlap another open request of
         the requester, or None (a read-only pre-check for the Extend form, so the
         refusal shows inline; :meth:`extend` checks again under the row lock)."""
-        with self.service.db.transaction(readonly=True) as session:
-            row = self.service.rows.get(session, request_id)
+        with self.db.transaction(readonly=True) as session:
+            row = self.rows.get(session, request_id)
             try:
                 self._check_no_overlap(session, row, row.ends_at + added, asked=True)
             except RuleViolation as exc:
@@ -259,7 +271,7 @@ class Extensions:
                 f"The extension of request {request_id} timed out before anyone decided; "
                 "the window is unchanged: the requester can ask again"
             )
-        self._wake(result, now)
+        self.after_change.extended(result, now)
         return result
 
     def _decide_tx(
@@ -275,8 +287,8 @@ class Extensions:
     ) -> tuple[RequestView, bool]:
         verb = "approve" if approve else "deny"
         timed_out = False
-        with self.service.db.transaction() as session:
-            row = self.service.rows.lock(session, request_id)
+        with self.db.transaction() as session:
+            row = self.rows.lock(session, request_id)
             deciders = self._deciders(row, known)
             self._check_decidable(row, actor, verb, deciders)
             _check_shown(row, shown_end)
@@ -336,7 +348,7 @@ class Extensions:
             approvers=approvers,
             asked_at=asked_at,
             extension_reason=asked_why,
-            remind_before=self.service.sweeper.remind_before,
+            remind_before=self.remind_before,
             approvals=approvals if row.required_approvals > 1 else None,
         )
 
@@ -385,7 +397,7 @@ class Extensions:
         """Refuse an end that would run into another open request of the requester for
         the same role and scope (``asked``: the requester is asking; else an approver
         is approving)."""
-        others = self.service.rows.open_windows(session, row.requester, row.app.scope, row.role)
+        others = self.rows.open_windows(session, row.requester, row.app.scope, row.role)
         rules.check_extension_no_overlap(
             row.id, Window(row.starts_at, row.ends_at), new_end, others, asked=asked
         )
@@ -423,9 +435,7 @@ class Extensions:
         """The people the application's approver entries name now (groups read fresh,
         outside the transaction: see ``quorum.with_groups_resolved``)."""
         entries = tuple(row.app.approvers)
-        return quorum.known_people(
-            known, entries, lambda: quorum.people(self.service.directory, entries)
-        )
+        return quorum.known_people(known, entries, lambda: quorum.people(self.directory, entries))
 
     def _approvers(
         self, row: AccessRequest, known: dict[tuple[str, ...], tuple[str, ...]]
@@ -440,13 +450,6 @@ class Extensions:
         """Who hears of a decided extension: today's approvers and everyone whose card
         showed it, so no card keeps live buttons for an extension that is over."""
         return _with_card_holders(session, row, [p for p in deciders if p != row.requester])
-
-    def _wake(self, view: RequestView, now: datetime) -> None:
-        """A backend to tell at once (inline, e.g. the CLI), or the scheduler to wake."""
-        if self.service.inline and view.state == RequestState.ACTIVE:
-            self.service.run_due(now, [view.id])
-        elif self.service.on_deadline is not None:
-            self.service.on_deadline(now)
 
 
 # -- shared with the sweep (the deadline rules themselves are in domain/deadlines.py) --

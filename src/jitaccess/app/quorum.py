@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -24,10 +24,9 @@ from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.lifecycle import RequestState
 from jitaccess.store import audit
+from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Approval
-
-if TYPE_CHECKING:
-    from jitaccess.app.service import JitService
+from jitaccess.store.rows import Rows
 
 log = logging.getLogger("jitaccess.quorum")
 T = TypeVar("T")
@@ -181,32 +180,34 @@ def record_approval(
 GROUP_CHANGED = "approver_group_changed"
 
 
-def group_members_changed(service: JitService, group_id: str, *, now: datetime) -> int:
+def group_members_changed(
+    db: Database, rows: Rows, listing_directory: Directory, group_id: str, *, now: datetime
+) -> int:
     """Slack says ``group_id``'s members changed (the ``subteam_members_changed``
     event): every pending request of an application naming the group gets cards for
     its new members, and members who left see their cards say they no longer decide
     (decisions already ask Slack at every click; this makes the cards follow). Returns
     how many requests were touched. One transaction per application; Slack is asked
     before each."""
-    forget = getattr(service.listing_directory, "forget", None)
+    forget = getattr(listing_directory, "forget", None)
     if callable(forget):
         forget(group_id)  # the card cache must not answer with the old members
-    with service.db.transaction(readonly=True) as session:
+    with db.transaction(readonly=True) as session:
         naming = [
             (app.id, tuple(app.approvers))
-            for app in service.rows.apps(session)
+            for app in rows.apps(session)
             if group_id in app.approvers
         ]
     touched = 0
     for app_id, entries in naming:
         try:
-            now_people = people(service.listing_directory, entries)
+            now_people = people(listing_directory, entries)
         except RuleViolation as exc:
             log.warning("group %s changed but could not be read: %s", group_id, exc)
             continue
-        with service.db.transaction() as session:
-            rows = service.rows.open_requests(session, [app_id])
-            pending = [r for r in rows if r.state == RequestState.PENDING]
+        with db.transaction() as session:
+            open_rows = rows.open_requests(session, [app_id])
+            pending = [r for r in open_rows if r.state == RequestState.PENDING]
             if not pending or tuple(pending[0].app.approvers) != entries:
                 continue  # nothing waits, or the policy changed (that change told people)
             app = pending[0].app

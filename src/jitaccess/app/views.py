@@ -9,7 +9,9 @@ from typing import Any
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.lifecycle import Event, RequestState
 from jitaccess.domain.policy import ApprovalMode, AppRules, Policy
+from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application
+from jitaccess.store.rows import Rows
 
 
 @dataclass(frozen=True)
@@ -242,3 +244,15 @@ class RequestView:
                 data[key] = value.isoformat()
         data["duration"] = format_duration(self.duration)
         return data
+
+
+def read_request(db: Database, rows: Rows, request_id: int) -> RequestView:
+    """The request as it is now, in a read-only transaction of its own."""
+    with db.transaction(readonly=True) as session:
+        return RequestView.of(rows.get(session, request_id))
+
+
+def read_app(db: Database, rows: Rows, name: str, *, include_removed: bool = False) -> AppView:
+    """The application as it is now, in a read-only transaction of its own."""
+    with db.transaction(readonly=True) as session:
+        return AppView.of(rows.app(session, name, include_removed=include_removed))

@@ -119,7 +119,6 @@ def apps_register(
     as_json: Json = False,
 ) -> None:
     """Register (deploy) a managed application, and grant the publishers standing access."""
-    from jitaccess.app.catalog import Catalog
     from jitaccess.app.service import AppSpec
     from jitaccess.domain.policy import DEFAULT_ROLES
 
@@ -151,7 +150,7 @@ def apps_register(
         ),
     )
     with container() as c:
-        catalog = Catalog(c.service)
+        catalog = c.service.catalog
         view = catalog.deploy(spec, offer=offer, jit=jit, actor="cli", now=now())
         standing = catalog.standing(view.name)
     if as_json:
@@ -182,10 +181,9 @@ def apps_remove(
     as_json: Json = False,
 ) -> None:
     """Delete an application: cancel its requests, revoke its grants and standing access."""
-    from jitaccess.app.catalog import Catalog
 
     with container() as c:
-        report = Catalog(c.service).remove(
+        report = c.service.catalog.remove(
             name, actor=as_user, now=now(), force=force, reason=reason
         )
     if as_json:
@@ -273,13 +271,12 @@ def apps_apply(
 ) -> None:
     """Create or update offers and applications from a YAML file (config as code).
     Every problem of the file is reported in one run, and then nothing is applied."""
-    from jitaccess.app.catalog import Catalog
     from jitaccess.cli.apps_file import load_apps
     from jitaccess.domain.errors import Problems, RuleViolation
 
     loaded = load_apps(file)
     with container() as c:
-        catalog = Catalog(c.service)
+        catalog = c.service.catalog
         problems = list(loaded.problems)
         try:
             catalog.check(loaded.offers, loaded.apps)
@@ -371,11 +368,10 @@ def _print_app(v: AppView) -> None:
 @app.command("show")
 def apps_show(name: str, as_json: Json = False) -> None:
     """Show one application and its policy."""
-    from jitaccess.app.catalog import Catalog
 
     with container() as c:
         view = c.service.get_app(name)
-        standing = Catalog(c.service).standing(name)
+        standing = c.service.catalog.standing(name)
     if as_json:
         emit_json({**view.to_json(), "standing": [vars(g) for g in standing]})
     else:

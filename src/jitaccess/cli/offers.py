@@ -31,7 +31,7 @@ def offers_register(
     as_json: Json = False,
 ) -> None:
     """Register a publisher's offer (its managed application definition)."""
-    from jitaccess.app.catalog import Catalog, OfferSpec
+    from jitaccess.app.catalog import OfferSpec
     from jitaccess.domain.policy import DEFAULT_ROLES
 
     spec = OfferSpec(
@@ -43,7 +43,7 @@ def offers_register(
         provider_config=parse_provider_config(provider_config),
     )
     with container() as c:
-        view = Catalog(c.service).register_offer(spec, actor="cli", now=now())
+        view = c.service.catalog.register_offer(spec, actor="cli", now=now())
     if as_json:
         emit_json(view.to_json())
     else:
@@ -56,10 +56,9 @@ def offers_register(
 @app.command("list")
 def offers_list(as_json: Json = False) -> None:
     """List the offers."""
-    from jitaccess.app.catalog import Catalog
 
     with container() as c:
-        views = Catalog(c.service).list_offers()
+        views = c.service.catalog.list_offers()
     if as_json:
         emit_json([v.to_json() for v in views])
         return
@@ -78,10 +77,9 @@ def offers_list(as_json: Json = False) -> None:
 @app.command("show")
 def offers_show(name: str, as_json: Json = False) -> None:
     """Show one offer."""
-    from jitaccess.app.catalog import Catalog
 
     with container() as c:
-        view = Catalog(c.service).get_offer(name)
+        view = c.service.catalog.get_offer(name)
     if as_json:
         emit_json(view.to_json())
         return

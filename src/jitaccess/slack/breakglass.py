@@ -11,7 +11,6 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from jitaccess.app import breakglass
 from jitaccess.app.commands import ReviewBreakGlass, TakeBreakGlass, handle
 from jitaccess.slack.blocks import ids, markup, modals
 from jitaccess.slack.commands import Command, app_command
@@ -65,7 +64,7 @@ class BreakGlassListeners:
             client,
             body,
             modals.review_modal(request_id, origin=origin),
-            lambda: breakglass.review_refusal(self.front.service, request_id, user),
+            lambda: self.front.service.breakglass.review_refusal(request_id, user),
             origin,
         )
 
@@ -87,7 +86,7 @@ class BreakGlassListeners:
             form,
             what="review",
             verb="acknowledge break-glass access",
-            refusal_of=lambda: breakglass.review_refusal(service, request_id, user),
+            refusal_of=lambda: service.breakglass.review_refusal(request_id, user),
             act=act,
             tell_refusal=False,
         )

@@ -25,7 +25,6 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from jitaccess.answers import AnswerRejected
 from jitaccess.app import quorum
-from jitaccess.app.breakglass import needs_review, reviewers_of_app
 from jitaccess.app.outbox import Notification, OutboxKind, Skipped, Undeliverable
 from jitaccess.app.quorum import APPROVAL_RECORDED
 from jitaccess.app.service import JitService
@@ -269,7 +268,7 @@ class SlackNotifier:
     def _breakglass_alert(self, note: Notification, view: Any, tz: tzinfo, now: datetime) -> None:
         """The alert card, one per person, edited in place; rendered from the current
         approvers and admins (groups expanded), so one who left gets no buttons."""
-        current = note.recipient in reviewers_of_app(self.service, view.app)
+        current = note.recipient in self.service.breakglass.reviewers_of_app(view.app)
         text, body = cards.breakglass_alert(view, tz, current=current)
         self._show_card(note, "breakglass", text, body, now)
 
@@ -488,5 +487,5 @@ def home_for(service: JitService, user_id: str, tz: tzinfo, now: datetime) -> di
         overseen=service.overseen_active(user_id) if oversees else None,
         tz=tz,
         now=now,
-        unreviewed=needs_review(service, user_id),
+        unreviewed=service.breakglass.needs_review(user_id),
     )

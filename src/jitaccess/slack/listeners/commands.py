@@ -9,7 +9,6 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
-from jitaccess.app.breakglass import needs_review
 from jitaccess.app.commands import ApproveRequest, ExtendRequest, SubmitRequest, handle
 from jitaccess.app.extensions import ExtensionOutcome
 from jitaccess.domain.durations import format_duration
@@ -88,7 +87,9 @@ class CommandListeners(ListenerBase):
                 views = service.pending_for(user)
                 title = "Waiting for your approval (all applications)"
             body = home.request_list(title, views, tz, now, empty="Nothing is waiting.")
-            unreviewed = [v for v in needs_review(service, user) if cmd.app in (None, v.app)]
+            unreviewed = [
+                v for v in service.breakglass.needs_review(user) if cmd.app in (None, v.app)
+            ]
             if unreviewed:
                 body = home.review_list(unreviewed, tz, now) + body
             return title, body

@@ -8,7 +8,6 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from jitaccess.app import quorum
 from jitaccess.app.slack_messages import SlackMessages
 from jitaccess.slack.listeners.base import ListenerBase, guarded, log
 from jitaccess.slack.notifier import home_for
@@ -46,7 +45,7 @@ class EventListeners(ListenerBase):
         def work() -> None:
             if not self._first_delivery(body.get("event_id")):
                 return
-            touched = quorum.group_members_changed(self.service, group, now=self.clock())
+            touched = self.service.group_members_changed(group, now=self.clock())
             log.info("user group %s changed: %d pending request(s) updated", group, touched)
 
         self._later("user group change", work, None)
