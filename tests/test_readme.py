@@ -97,3 +97,51 @@ def test_every_proof_the_correctness_section_names_exists() -> None:
             assert re.search(rf"^(async )?def {test}\(", source.read_text(), re.M), (
                 f"README names {path}::{test}, which is not defined there"
             )
+
+
+def module_map_paths() -> set[str]:
+    """The files the README's module map (its ``text`` tree) names, as paths from the
+    repository's root: each name sits two spaces deeper than its folder."""
+    section = README.split("## Module map", 1)[1]
+    tree = section.split("```text\n", 1)[1].split("```", 1)[0]
+    folders: list[str] = []
+    paths = set()
+    for line in tree.splitlines():
+        name = line.strip().split(" ", 1)[0]
+        depth = (len(line) - len(line.lstrip())) // 2
+        if not name or len(line) - len(line.lstrip()) >= 20:  # a description's next line
+            continue
+        del folders[depth:]
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        else:
+            paths.add("/".join([*folders, name]))
+    return paths
+
+
+def test_module_map_is_the_tree() -> None:
+    """Every module of the product and the sandbox is in the map, in its own folder, and
+    the map names no module that is not there."""
+    named = {p for p in module_map_paths() if p.endswith(".py")}
+    files = {
+        str(p.relative_to(ROOT))
+        for package in PACKAGES
+        for p in package.rglob("*.py")
+        if "migrations" not in p.parts
+    }
+    required = {p for p in files if not p.endswith("__init__.py")}
+    assert sorted(required - named) == [], "modules missing from the map"
+    assert sorted(named - files) == [], "the map names modules that do not exist"
+
+
+def test_layer_diagram_draws_only_allowed_imports() -> None:
+    """The Module map's diagram: each arrow is an import the layers allow
+    (``tests/test_import_graph.py``), and every layer is drawn."""
+    from test_import_graph import ALLOWED
+
+    section = README.split("## Module map", 1)[1]
+    diagram = section.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    arrows = re.findall(r"^\s*(\w+) --> (\w+)$", diagram, re.M)
+    assert len(arrows) == len(diagram.strip().splitlines()) - 1  # every line but the header
+    assert all(target in ALLOWED[source] for source, target in arrows), arrows
+    assert {layer for arrow in arrows for layer in arrow} == set(ALLOWED)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -38,6 +38,8 @@ from jitaccess.slack.principals import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 
 if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication
+
     from azure.core.credentials import TokenCredential
 
     from jitaccess.app.activity_reports import ActivityReporter
@@ -72,6 +74,9 @@ class Container:
     scheduler: DeadlineScheduler | None = None
     #: The relay's notifier as given to ``build``; None: Slack's when it is configured.
     notifier: Notifier | None = None
+    #: What the chat front end serves over HTTP, by path, for ``serve`` to mount as it
+    #: is: the gated Bolt endpoint, or a notice where Slack is not answered over HTTP.
+    routes: Mapping[str, WSGIApplication] = field(default_factory=dict)
     _relay: OutboxRelay | None = field(default=None, repr=False)
 
     @cached_property
@@ -207,7 +212,22 @@ def build(
         slack=slack,
         scheduler=scheduler,
         notifier=notifier,
+        routes=_slack_routes(settings, role, slack, db),
         _relay=relay,
+    )
+
+
+def _slack_routes(
+    settings: Settings, role: Role, slack: SlackRuntime | None, db: Database
+) -> dict[str, WSGIApplication]:
+    from jitaccess.app.slack_messages import SlackMessages
+    from jitaccess.slack.replay import ReplayGuard
+    from jitaccess.slack.runtime import http_routes
+
+    return http_routes(
+        slack,
+        socket_mode=uses_socket_mode(settings, role),
+        replay=ReplayGuard(SlackMessages(db)),
     )
 
 

@@ -31,14 +31,12 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from jitaccess import logs
-from jitaccess.app.slack_messages import SlackMessages
 from jitaccess.container import Container, build, uses_socket_mode
 from jitaccess.metrics import Metrics
 from jitaccess.roles import Role
 from jitaccess.scheduler import DeadlineScheduler, utcnow
 from jitaccess.settings import Settings, load_settings
-from jitaccess.slack.replay import ReplayGuard
-from jitaccess.slack.runtime import SlackRuntime, http_routes
+from jitaccess.slack.runtime import SlackRuntime
 from jitaccess.terminal import visible
 from jitaccess.web import Router
 
@@ -87,12 +85,7 @@ class Server:
         self.scheduler: DeadlineScheduler | None = self.container.scheduler
         self.socket_mode = uses_socket_mode(settings, self.role)
         self.router = Router(ready=self.readiness)
-        routes = http_routes(
-            self.slack,
-            socket_mode=self.socket_mode,
-            replay=ReplayGuard(SlackMessages(self.container.db)),
-        )
-        for prefix, wsgi_app in routes.items():
+        for prefix, wsgi_app in self.container.routes.items():
             self.router.mount(prefix, wsgi_app)
         self.router.mount("/metrics", self.metrics.wsgi_app())
         self._http: Any = None
