@@ -37,7 +37,7 @@ from jitaccess_sandbox import page as sandbox_page
 from jitaccess_sandbox.page import REQUIRED, SandboxClock
 from jitaccess_sandbox.run import Sandbox, run_sandbox
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = "<script>alert('x')</script>"
 USERS = {"U1": "Pat Publisher", "U2": "Ava & Co"}
 

@@ -39,7 +39,7 @@ try:
 except ImportError:  # reported by the fixture: skipped locally, a failure in CI
     webdriver = None
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROME_FLAGS = (
     "--headless=new",

@@ -13,7 +13,7 @@ from jitaccess.app.sweep import RetryPolicy
 from jitaccess.domain.backoff import backoff
 
 S = timedelta(seconds=1)
-APP = Path(__file__).resolve().parents[1] / "src" / "jitaccess" / "app"
+APP = Path(__file__).resolve().parents[2] / "src" / "jitaccess" / "app"
 
 
 def test_it_doubles_from_base_up_to_the_cap() -> None:
