@@ -329,6 +329,13 @@ def run_raw(url: str, n: int, now: datetime, *, check: bool = False) -> dict[str
         claim: dict[str, Any] = {"next_deadline_at": at + lease, "claimed_by": "bench"}
         if event == "activate":  # intent before effect, as the service's claim records
             claim.update(grant_started_at=at, grant_provider=app.provider, grant_config={})
+        else:  # the expiry's claim marks the request as ending, as the service's does
+            claim.update(
+                end_requested="expire",
+                end_requested_by="system",
+                end_requested_at=at,
+                end_requested_reason="the window ended",
+            )
         moved = 0
         while True:
             with db.engine.begin() as conn:  # claim a batch
