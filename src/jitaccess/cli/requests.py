@@ -7,24 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from jitaccess.app.commands import (
-    ApproveExtension,
-    ApproveRequest,
-    CancelRequest,
-    DenyExtension,
-    DenyRequest,
-    ExtendRequest,
-    ReleaseAccess,
-    ReviewBreakGlass,
-    RevokeAccess,
-    SubmitRequest,
-    TakeBreakGlass,
-    handle,
-)
 from jitaccess.cli.context import container, now
 from jitaccess.cli.output import Table, emit_json, fmt_time, out
 from jitaccess.cli.params import AsUser, Json, Reason, as_person, to_duration, to_instant
 
+# The command table is imported by the commands that use it, not when the CLI loads
+# (`--help` and the commands of other groups never pay for it).
 if TYPE_CHECKING:
     from jitaccess.app.views import RequestView
 
@@ -42,6 +30,8 @@ def requests_submit(
     as_json: Json = False,
 ) -> None:
     """Ask for elevated access; prints the request id."""
+    from jitaccess.app.commands import SubmitRequest, handle
+
     length = to_duration(duration)
     assert length is not None
     starts_at = to_instant(start)
@@ -78,6 +68,8 @@ def requests_breakglass(
     as_json: Json = False,
 ) -> None:
     """Take access at once, without approval (break-glass holders); reviewed afterwards."""
+    from jitaccess.app.commands import TakeBreakGlass, handle
+
     length = to_duration(duration)
     assert length is not None
     command = TakeBreakGlass(
@@ -98,6 +90,8 @@ def requests_review(
     request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False
 ) -> None:
     """Acknowledge a break-glass request afterwards (approvers and consumer admins)."""
+    from jitaccess.app.commands import ReviewBreakGlass, handle
+
     with container() as c:
         command = ReviewBreakGlass(request_id, actor=as_user, reason=reason)
         view = handle(c.service, command, now())
@@ -105,6 +99,8 @@ def requests_review(
 
 
 def _decision(command: str) -> Any:
+    from jitaccess.app.commands import ApproveRequest, DenyRequest, handle
+
     def run(request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False) -> None:
         kind = ApproveRequest if command == "approve" else DenyRequest
         with container() as c:
@@ -122,6 +118,8 @@ app.command("deny")(_decision("deny"))
 @app.command("cancel")
 def requests_cancel(request_id: int, as_user: AsUser, as_json: Json = False) -> None:
     """Withdraw your own request before it starts."""
+    from jitaccess.app.commands import CancelRequest, handle
+
     with container() as c:
         view = handle(c.service, CancelRequest(request_id, actor=as_user), now())
     _print_outcome(view, as_json)
@@ -132,6 +130,8 @@ def requests_revoke(
     request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False
 ) -> None:
     """End someone's access early (approvers and consumer admins)."""
+    from jitaccess.app.commands import RevokeAccess, handle
+
     with container() as c:
         view = handle(c.service, RevokeAccess(request_id, actor=as_user, reason=reason), now())
     _print_outcome(view, as_json)
@@ -140,6 +140,8 @@ def requests_revoke(
 @app.command("release")
 def requests_release(request_id: int, as_user: AsUser, as_json: Json = False) -> None:
     """End your own access early ("I'm done")."""
+    from jitaccess.app.commands import ReleaseAccess, handle
+
     with container() as c:
         view = handle(c.service, ReleaseAccess(request_id, actor=as_user), now())
     _print_outcome(view, as_json)
@@ -154,6 +156,8 @@ def requests_extend(
     as_json: Json = False,
 ) -> None:
     """Add time to your approved or active request, on the same grant (no gap)."""
+    from jitaccess.app.commands import ExtendRequest, handle
+
     added = to_duration(duration)
     assert added is not None
     with container() as c:
@@ -174,6 +178,8 @@ def requests_extend(
 
 
 def _extension_decision(command: str) -> Any:
+    from jitaccess.app.commands import ApproveExtension, DenyExtension, handle
+
     def run(request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False) -> None:
         kind = ApproveExtension if command == "approve" else DenyExtension
         with container() as c:
