@@ -99,9 +99,9 @@ def requests_review(
 
 
 def _decision(command: str) -> Any:
-    from jitaccess.app.commands import ApproveRequest, DenyRequest, handle
-
     def run(request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False) -> None:
+        from jitaccess.app.commands import ApproveRequest, DenyRequest, handle
+
         kind = ApproveRequest if command == "approve" else DenyRequest
         with container() as c:
             view = handle(c.service, kind(request_id, actor=as_user, reason=reason), now())
@@ -178,9 +178,9 @@ def requests_extend(
 
 
 def _extension_decision(command: str) -> Any:
-    from jitaccess.app.commands import ApproveExtension, DenyExtension, handle
-
     def run(request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False) -> None:
+        from jitaccess.app.commands import ApproveExtension, DenyExtension, handle
+
         kind = ApproveExtension if command == "approve" else DenyExtension
         with container() as c:
             view = handle(c.service, kind(request_id, actor=as_user, reason=reason), now())
