@@ -40,6 +40,8 @@ LAYERS = {
     "jitaccess.metrics": "metrics",
     "jitaccess.scheduler": "scheduler",
     "jitaccess.web": "web",
+    # The Sign in with Microsoft callback page (a web front end of app.signins).
+    "jitaccess.signin_page": "signin",
     # The composition root and the process. (The sandbox is its own distribution,
     # jitaccess_sandbox under sandbox/, outside this graph.)
     "jitaccess.container": "container",
@@ -56,8 +58,19 @@ ALLOWED = {
     "metrics": {"base", "domain", "store", "app"},
     "scheduler": {"base", "app"},
     "web": {"base"},
+    "signin": {"base", "domain", "app"},
     "slack": {"base", "domain", "app", "metrics"},
-    "container": {"base", "domain", "store", "providers", "app", "metrics", "scheduler", "slack"},
+    "container": {
+        "base",
+        "domain",
+        "store",
+        "providers",
+        "app",
+        "metrics",
+        "scheduler",
+        "slack",
+        "signin",
+    },
     "server": {"base", "app", "metrics", "scheduler", "web", "slack", "container"},
     "cli": {"base", "domain", "store", "providers", "app", "container", "server"},
 }

@@ -153,6 +153,65 @@ class Settings(BaseSettings):
         validation_alias="AZURE_CA_BUNDLE",
         description="CA bundle to trust for Azure Resource Manager (default the system's)",
     )
+    public_url: str | None = Field(
+        default=None,
+        validation_alias="JITACCESS_PUBLIC_URL",
+        description="Where people's browsers reach jitaccess's web role (the sign-in callback "
+        "is {public_url}/auth/callback)",
+    )
+    entra_authority: str | None = Field(
+        default=None,
+        validation_alias="ENTRA_AUTHORITY",
+        description="Sign in with Microsoft: https://login.microsoftonline.com/<tenant-id> "
+        "(the customer's tenant); empty disables sign-in",
+    )
+    entra_client_id: str | None = Field(
+        default=None,
+        validation_alias="ENTRA_CLIENT_ID",
+        description="The app registration people sign in to (delegated user_impersonation "
+        "on Azure Service Management)",
+    )
+    entra_client_secret: str | None = Field(
+        default=None,
+        validation_alias="ENTRA_CLIENT_SECRET",
+        description="Its client secret",
+    )
+    entra_ca_bundle: str | None = Field(
+        default=None,
+        validation_alias="ENTRA_CA_BUNDLE",
+        description="CA bundle to trust for sign-in and Graph (default the system's)",
+    )
+    graph_url: str | None = Field(
+        default=None,
+        validation_alias="GRAPH_URL",
+        description="Microsoft Graph endpoint (default https://graph.microsoft.com)",
+    )
+    token_keys: str | None = Field(
+        default=None,
+        validation_alias="JITACCESS_TOKEN_KEYS",
+        description="Comma-separated Fernet keys encrypting stored refresh tokens; the first "
+        "encrypts, all decrypt (rotate: put a new key first, run `jitaccess signins "
+        "rotate-key`, then drop the old one)",
+    )
+    mfa_auth_context: str = Field(
+        default="c1",
+        validation_alias="JITACCESS_MFA_AUTH_CONTEXT",
+        description="The Conditional Access authentication context (c1…c99) that requires "
+        "multi-factor sign-in, for applications with require_mfa",
+    )
+    mfa_max_age_minutes: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias="JITACCESS_MFA_MAX_AGE_MINUTES",
+        description="How recent a multi-factor sign-in must be for require_mfa",
+    )
+    native_poll_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias="JITACCESS_NATIVE_POLL_SECONDS",
+        description="How often serve reads native applications and their JIT requests "
+        "from Azure (0: never)",
+    )
     reconcile_interval_minutes: float = Field(
         default=60.0,
         ge=0,

@@ -182,6 +182,26 @@ class Applications:
                 field="scope",
             )
 
+    def set_require_mfa(self, app_name: str, value: bool, *, actor: str, now: datetime) -> AppView:
+        """Turn ``require_mfa`` on or off (consumer admins): approvals then count only
+        from approvers whose Microsoft sign-in proved multi-factor authentication."""
+        with self.db.transaction() as session:
+            row = self.rows.app(session, app_name)
+            rules.check_admin(AppView.of(row).rules(), actor)
+            if bool(row.require_mfa) == value:
+                return AppView.of(row)
+            row.require_mfa = value
+            row.updated_at = now
+            audit.append(
+                session,
+                at=now,
+                actor=actor,
+                action="policy_changed",
+                app=row.name,
+                details={"require_mfa": {"before": not value, "after": value}},
+            )
+            return AppView.of(row)
+
     def set_policy(
         self,
         app_name: str,

@@ -170,6 +170,7 @@ def _deny(service: JitService, c: DenyRequest, now: datetime) -> RequestView:
 
 
 def _extend(service: JitService, c: ExtendRequest, now: datetime) -> ExtensionOutcome:
+    service.refuse_if_native(c.request_id, "extending it")
     return service.extensions.extend(
         c.request_id, actor=c.actor, added=c.added, reason=c.reason, now=now
     )

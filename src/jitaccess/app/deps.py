@@ -20,6 +20,12 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from jitaccess.app.after_change import AfterChange
 from jitaccess.app.directory import Directory, StaticDirectory
 from jitaccess.app.sweep import RetryPolicy, Sweeper
+from jitaccess.domain.native import (
+    DirectoryPort,
+    ManagedAppsPort,
+    PimApprovalsPort,
+    SignInPort,
+)
 from jitaccess.domain.principals import PrincipalRules
 from jitaccess.providers.base import ProviderRegistry
 from jitaccess.store.db import Database
@@ -54,6 +60,24 @@ class NullObserver:
 
 
 @dataclass(frozen=True)
+class NativePorts:
+    """Native mode's adapters (``providers/managed_apps.py``, ``pim_approvals.py``,
+    ``graph.py``, ``entra.py``) and settings; each None when not configured, and the use
+    case then refuses saying what to set."""
+
+    managed_apps: ManagedAppsPort | None = None
+    pim: PimApprovalsPort | None = None
+    graph: DirectoryPort | None = None
+    #: Slack's ``users.lookupByEmail``: the Slack person with this address, or None.
+    slack_lookup: Callable[[str], str | None] | None = None
+    sign_in: SignInPort | None = None
+    #: Comma-separated Fernet keys (``JITACCESS_TOKEN_KEYS``).
+    token_keys: str | None = None
+    mfa_auth_context: str = "c1"
+    mfa_max_age: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
 class Deps:
     """Everything a use case may need, each built once (see :func:`build_deps`)."""
 
@@ -76,6 +100,7 @@ class Deps:
     stopping: threading.Event
     #: How long before the end the requester is reminded (None: never).
     remind_before: timedelta | None
+    native: NativePorts
 
     def inject(self, factory: Callable[..., T], **given: object) -> T:
         """``factory`` called with the dependencies its signature names, by name, and
@@ -103,6 +128,7 @@ def build_deps(
     listing_directory: Directory | None = None,
     activity: ActivityReporter | None = None,
     principals: PrincipalRules,
+    native: NativePorts | None = None,
 ) -> Deps:
     """The use cases' dependencies, each made once. ``on_deadline`` is called with a
     deadline a person's action just made (the scheduler's ``wake_at`` under
@@ -145,4 +171,5 @@ def build_deps(
         observer=observer,
         stopping=sweeper.stopping,
         remind_before=remind_before,
+        native=native or NativePorts(),
     )

@@ -22,8 +22,10 @@ from jitaccess.app.directory import Directory
 from jitaccess.app.extensions import Extensions
 from jitaccess.app.journal import POLICY_ACTOR as POLICY_ACTOR
 from jitaccess.app.journal import SYSTEM as SYSTEM
+from jitaccess.app.native import NativeApps, is_native
 from jitaccess.app.queries import Queries
 from jitaccess.app.requests import Requests
+from jitaccess.app.signins import SignIns, TokenCipher
 from jitaccess.app.sweep import RetryPolicy as RetryPolicy
 from jitaccess.app.sweep import Sweeper
 from jitaccess.app.sweep import SweepReport as SweepReport
@@ -53,6 +55,99 @@ class JitService:
         self.breakglass = deps.inject(BreakGlass)
         #: Offers, deploy, standing access and removal: see ``catalog.py``.
         self.catalog = deps.inject(Catalog, applications=self.applications, requests=self.requests)
+        #: Sign in with Microsoft: see ``signins.py``.
+        native = deps.native
+        self.signins = SignIns(
+            deps.db,
+            native.sign_in,
+            TokenCipher.from_setting(native.token_keys),
+            self._may_link,
+            mfa_auth_context=native.mfa_auth_context,
+            mfa_max_age=native.mfa_max_age,
+        )
+        #: Azure's own managed-application JIT: see ``native.py``.
+        self.native = NativeApps(
+            deps.db,
+            deps.rows,
+            deps.after_change,
+            managed_apps=native.managed_apps,
+            pim=native.pim,
+            graph=native.graph,
+            slack_lookup=native.slack_lookup,
+            signins=self.signins,
+        )
+
+    def _may_link(self, slack_user: str, user: object) -> str | None:
+        """An Entra account may be linked by an approver of a native application
+        (directly, through an Entra group, or mapped to this Slack person), by a
+        publisher, or by an approver of an application that requires MFA."""
+        from jitaccess.domain.native import ApproverKind, ExternalLookupFailed, SignedInUser
+
+        assert isinstance(user, SignedInUser)
+        graph = self.deps.native.graph
+        for app in self.list_apps():
+            if slack_user in app.publishers or slack_user in app.admins:
+                return None
+            if not is_native(app):
+                if app.require_mfa and slack_user in self.approvers_of(app.policy.approvers):
+                    return None
+                continue
+            policy = app.provider_config.get("azure_policy") or {}
+            for approver in policy.get("approvers", []):
+                if approver["kind"] == ApproverKind.USER and approver["id"] == user.object_id:
+                    return None
+                if approver["kind"] == ApproverKind.GROUP and graph is not None:
+                    try:
+                        if user.object_id in graph.group_member_ids(approver["id"]):
+                            return None
+                    except ExternalLookupFailed:
+                        continue
+        return (
+            f"The Microsoft account {user.username} is not an approver or a publisher of any "
+            "application jitaccess knows: nothing was linked"
+        )
+
+    def revoke_sign_in(self, slack_user: str, *, actor: str, now: datetime) -> bool:
+        """Forget ``slack_user``'s Microsoft sign-in: themselves, or a consumer admin."""
+        if actor != slack_user and not any(actor in app.admins for app in self.list_apps()):
+            raise RuleViolation(
+                "Only the person themselves or a consumer admin (of any application) may "
+                "revoke a Microsoft sign-in"
+            )
+        return self.signins.sign_out(slack_user, actor=actor, now=now)
+
+    def _native_of_request(self, request_id: int) -> AppView | None:
+        app = self.get_app(self.get_request(request_id).app, include_removed=True)
+        return app if is_native(app) else None
+
+    def refuse_if_native(self, request_id: int, verb: str) -> None:
+        """Extend, release, revoke and cancel do not exist for a native request."""
+        if self._native_of_request(request_id) is not None:
+            self.native.refuse(request_id, verb)
+
+    def native_deciders(self, app: AppView) -> tuple[str, ...]:
+        """The Slack people who may decide on a native application's request: the mapped
+        approvers, and the linked members of its Entra approver groups (read now)."""
+        from jitaccess.domain.native import ApproverKind, ExternalLookupFailed
+
+        people = list(app.policy.approvers)
+        graph = self.deps.native.graph
+        groups = [
+            a["id"]
+            for a in (app.provider_config.get("azure_policy") or {}).get("approvers", [])
+            if a["kind"] == ApproverKind.GROUP
+        ]
+        if groups and graph is not None:
+            links = {link.object_id: link.slack_user for link in self.signins.links()}
+            for group in groups:
+                try:
+                    members = graph.group_member_ids(group)
+                except ExternalLookupFailed as exc:
+                    raise RuleViolation(
+                        f"Could not read the Entra approver group {group}: {exc}"
+                    ) from None
+                people.extend(links[m] for m in members if m in links)
+        return tuple(dict.fromkeys(people))
 
     @property
     def db(self) -> Database:
@@ -142,6 +237,26 @@ class JitService:
         required_approvals: int | None = None,
         feed_channel: str | None = None,
     ) -> AppView:
+        if is_native(self.get_app(app_name)):
+            if any(
+                value is not None
+                for value in (
+                    approvers,
+                    approval_timeout,
+                    breakglass,
+                    breakglass_max,
+                    required_approvals,
+                    feed_channel,
+                )
+            ):
+                raise RuleViolation(
+                    f"{app_name} is a native Azure managed application: its policy is Azure's "
+                    "jitAccessPolicy (approval mode, maximum duration, approvers in the "
+                    "portal); only the mode and the maximum duration can be changed here"
+                )
+            return self.native.write_policy(
+                app_name, actor=actor, now=now, mode=mode, max_duration=max_duration
+            )
         return self.applications.set_policy(
             app_name,
             actor=actor,
@@ -155,6 +270,9 @@ class JitService:
             required_approvals=required_approvals,
             feed_channel=feed_channel,
         )
+
+    def set_require_mfa(self, app_name: str, value: bool, *, actor: str, now: datetime) -> AppView:
+        return self.applications.set_require_mfa(app_name, value, actor=actor, now=now)
 
     def get_app(self, name: str, *, include_removed: bool = False) -> AppView:
         return self.queries.get_app(name, include_removed=include_removed)
@@ -173,6 +291,16 @@ class JitService:
         now: datetime,
         starts_at: datetime | None = None,
     ) -> RequestView:
+        if is_native(self.get_app(app_name)):
+            return self.native.submit(
+                app_name,
+                requester=requester,
+                role=role,
+                duration=duration,
+                justification=justification,
+                now=now,
+                starts_at=starts_at,
+            )
         return self.requests.submit(
             app_name,
             requester=requester,
@@ -184,14 +312,36 @@ class JitService:
         )
 
     def approve(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
-        return self.requests.approve(request_id, actor=actor, reason=reason, now=now)
+        return self._decide(request_id, actor=actor, reason=reason, now=now, approve=True)
 
     def deny(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
+        return self._decide(request_id, actor=actor, reason=reason, now=now, approve=False)
+
+    def _decide(
+        self, request_id: int, *, actor: str, reason: str, now: datetime, approve: bool
+    ) -> RequestView:
+        app = self.get_app(self.get_request(request_id).app, include_removed=True)
+        if is_native(app):
+            return self.native.decide(
+                request_id,
+                actor=actor,
+                reason=reason,
+                now=now,
+                approve=approve,
+                deciders=lambda _row: self.native_deciders(app),
+            )
+        if approve and app.require_mfa:
+            # Refused (with a sign-in link) before anything is recorded; the request's
+            # own rules (who may decide, the quorum) are then the usual ones.
+            self.native.require_step_up(actor, now)
+        if approve:
+            return self.requests.approve(request_id, actor=actor, reason=reason, now=now)
         return self.requests.deny(request_id, actor=actor, reason=reason, now=now)
 
     def cancel(
         self, request_id: int, *, actor: str, now: datetime, reason: str | None = None
     ) -> RequestView:
+        self.refuse_if_native(request_id, "cancelling it")
         return self.requests.cancel(request_id, actor=actor, now=now, reason=reason)
 
     def close_for_removal(
@@ -200,9 +350,11 @@ class JitService:
         return self.requests.close_for_removal(request_id, actor=actor, reason=reason, now=now)
 
     def revoke(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
+        self.refuse_if_native(request_id, "revoking it")
         return self.requests.revoke(request_id, actor=actor, reason=reason, now=now)
 
     def release(self, request_id: int, *, actor: str, now: datetime) -> RequestView:
+        self.refuse_if_native(request_id, "releasing it")
         return self.requests.release(request_id, actor=actor, now=now)
 
     def get_request(self, request_id: int) -> RequestView:

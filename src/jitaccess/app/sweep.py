@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -251,7 +251,7 @@ class Sweeper:
                         # Intent before effect: from this commit on, a revoke is owed.
                         row.grant_started_at = now
                         row.grant_provider = row.app.provider
-                        row.grant_config = dict(row.app.provider_config or {})
+                        row.grant_config = provider_config_of(row)
                         if self._expiry_aware(row.grant_provider):
                             # The end this grant call tells the backend; an extension
                             # made later is owed to it as an ``extend`` call.
@@ -747,8 +747,17 @@ def grant_spec_of(row: AccessRequest) -> GrantSpec:
         role=row.role,
         starts_at=row.starts_at,
         ends_at=row.ends_at,
-        config=dict(config if config is not None else row.app.provider_config or {}),
+        config=dict(config if config is not None else provider_config_of(row)),
     )
+
+
+def provider_config_of(row: AccessRequest) -> dict[str, Any]:
+    """The application's provider config for this request's grant; a native request
+    adds its jitRequests resource id (the witness reads it, ``providers/native.py``)."""
+    config = dict(row.app.provider_config or {})
+    if row.native_request_id:
+        config["native_request_id"] = row.native_request_id
+    return config
 
 
 def grant_provider_of(row: AccessRequest) -> str:

@@ -26,6 +26,8 @@ class AppView:
     provider: str
     provider_config: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
+    #: Approvals count only after a recent multi-factor sign-in with Microsoft.
+    require_mfa: bool = False
 
     @classmethod
     def of(cls, row: Application) -> AppView:
@@ -49,6 +51,7 @@ class AppView:
             provider=row.provider,
             provider_config=dict(row.provider_config or {}),
             created_at=row.created_at,
+            require_mfa=bool(row.require_mfa),
         )
 
     def rules(self) -> AppRules:

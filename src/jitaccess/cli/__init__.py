@@ -19,7 +19,7 @@ import typer
 # modules, which import nothing heavier at their top): the service, the store, SQLAlchemy,
 # the providers and their SDKs are imported inside the commands that use them, so
 # `jitaccess --help` starts in a fraction of the time (bench/cli_start.py).
-from jitaccess.cli import apps, audit, db, offers, ops, requests
+from jitaccess.cli import apps, audit, db, offers, ops, requests, signins
 from jitaccess.cli import serve as serving
 from jitaccess.cli.context import end_gc_pause
 
@@ -35,6 +35,7 @@ app.add_typer(apps.app, name="apps")
 app.add_typer(requests.app, name="requests")
 app.add_typer(audit.app, name="audit")
 app.add_typer(offers.app, name="offers")
+app.add_typer(signins.app, name="signins")
 app.command("sweep")(ops.sweep)
 app.command("reconcile")(ops.reconcile_command)
 app.command("diagram")(ops.diagram)

@@ -238,12 +238,22 @@ def apps_policy(
         str | None,
         typer.Option(help='Slack channel ID (C…) to post every request to; "" turns it off'),
     ] = None,
+    require_mfa: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-mfa/--no-require-mfa",
+            help="Approvals count only after a recent multi-factor sign-in with Microsoft",
+        ),
+    ] = None,
     as_json: Json = False,
 ) -> None:
-    """Change an application's JIT policy (consumer admins). Applies to new requests."""
+    """Change an application's JIT policy (consumer admins). Applies to new requests.
+    On a native application the change is written to Azure's jitAccessPolicy."""
     from jitaccess.domain.policy import ApprovalMode
 
     with container() as c:
+        if require_mfa is not None:
+            c.service.set_require_mfa(name, require_mfa, actor=as_user, now=now())
         view = c.service.set_policy(
             name,
             actor=as_user,
@@ -261,6 +271,52 @@ def apps_policy(
         emit_json(view.to_json())
     else:
         _print_app(view)
+
+
+@app.command("import")
+def apps_import(
+    subscription: Annotated[str, typer.Option(help="Subscription ID to list managed apps in")],
+    as_user: AsUser,
+    publisher: Annotated[
+        list[str] | None,
+        typer.Option(help="The publisher's people who may request: U… (repeat)"),
+    ] = None,
+    resource_group: Annotated[
+        str | None, typer.Option(help="Only this resource group's managed applications")
+    ] = None,
+    requests_resource_group: Annotated[
+        str | None,
+        typer.Option(
+            help="Where publishers' jitRequests are created: /subscriptions/…/resourceGroups/… "
+            "(default: the application's resource group)"
+        ),
+    ] = None,
+) -> None:
+    """Register Azure managed applications in native mode: Azure's own JIT, from Slack.
+    Their policy is each application's jitAccessPolicy; Entra approvers are mapped to
+    Slack people by e-mail, and whatever cannot be mapped is listed, never guessed."""
+    from jitaccess.cli.params import as_person
+
+    publishers = [p for p in (as_person(v) for v in publisher or ()) if p]
+    with container() as c:
+        report = c.service.native.import_apps(
+            subscription,
+            resource_group,
+            publishers=publishers,
+            admins=[as_user],
+            requests_resource_group=requests_resource_group,
+            actor=as_user,
+            now=now(),
+        )
+    for label, names in (("registered", report.registered), ("updated", report.updated)):
+        if names:
+            out.print(f"{label}: {', '.join(escape(n) for n in names)}")
+    if not report.registered and not report.updated:
+        out.print("No managed applications found there.")
+    for line in report.unmapped:
+        err.print(f"not mapped: {escape(line)}")
+    for line in report.refused:
+        err.print(f"note: {escape(line)}")
 
 
 @app.command("apply")

@@ -89,7 +89,8 @@ class RequestLifecycle(StateMachine):
     time_out = pending.to(timed_out)
     cancel = pending.to(cancelled) | approved.to(cancelled) | auto_approved.to(cancelled)
     activate = approved.to(active) | auto_approved.to(active)
-    fail = approved.to(failed) | auto_approved.to(failed)
+    # pending.to(failed): native mode, when Azure reports a pending jitRequest Failed.
+    fail = approved.to(failed) | auto_approved.to(failed) | pending.to(failed)
     expire = active.to(expired) | approved.to(expired) | auto_approved.to(expired)
     revoke = active.to(revoked)
     release = active.to(revoked)

@@ -122,6 +122,20 @@ def opened_view(method: str, data: Answer) -> tuple[str, str]:
     return text(method, data, "view", "id"), text(method, data, "view", "hash")
 
 
+def user_by_email(data: Answer) -> str | None:
+    """``users.lookupByEmail``: the person's user id; None for a deactivated account or a
+    bot (nobody to map an approver to)."""
+    method = "users.lookupByEmail"
+    user_id = text(method, data, "user", "id", pattern=USER_ID)
+    for flag in ("deleted", "is_bot"):
+        value = data["user"].get(flag, False)
+        if not isinstance(value, bool):
+            raise rejected(SERVICE, method, f"user.{flag} as {describe(value)}, not a boolean")
+        if value:
+            return None
+    return user_id
+
+
 def time_zone(data: Answer) -> str | None:
     """``users.info``: the person's IANA time zone; None when Slack has none for them
     (a bot, a deleted user: the ``tz`` field is then absent or null)."""

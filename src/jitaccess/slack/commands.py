@@ -26,6 +26,8 @@ HELP = """*jitaccess*: just-in-time access to managed applications.
 • `/jit apps`: the applications and their policies
 • `/jit history APP [PAGE]`: who asked, who decided, when access began and ended
 • `/jit config APP`: change an application's JIT policy (consumer admins)
+• `/jit signin`: link your Microsoft (Entra) account, so jitaccess acts in Azure as you
+• `/jit signout`: forget that link
 • `/jit help`: this message"""
 
 
@@ -93,7 +95,9 @@ def parse(text: str) -> Command:
     if not words or words[0].lower() == "help":
         return Command("help")
     name, args = words[0].lower(), words[1:]
-    if name in ("list", "apps"):
+    if name in ("list", "apps", "signin", "signout"):
+        if args and name in ("signin", "signout"):
+            raise UsageError(f"Usage: `/jit {name}` (nothing after it)")
         return Command(name)
     if name == "pending":
         if len(args) > 1:

@@ -121,3 +121,32 @@ class SlackDirectory:
             with self._lock:
                 self._cache[group_id] = (self._clock(), people)
         return people
+
+
+class SlackEmailLookup:
+    """Native mode's e-mail → Slack person (``users.lookupByEmail``, scope
+    ``users:read.email``). ``users_not_found`` is None (listed as unmapped by the
+    import); any other refusal or a malformed answer is a failed lookup."""
+
+    def __init__(self, client: WebClient) -> None:
+        self.client = client
+
+    def __call__(self, email: str) -> str | None:
+        from jitaccess.domain.native import ExternalLookupFailed
+
+        try:
+            data = answers.call(
+                "users.lookupByEmail", lambda: self.client.users_lookupByEmail(email=email)
+            )
+            return answers.user_by_email(data)
+        except SlackApiError as exc:
+            error = exc.response.data.get("error") if isinstance(exc.response.data, dict) else None
+            if error == "users_not_found":
+                return None
+            if error == "missing_scope":
+                raise ExternalLookupFailed(
+                    "the Slack app lacks the users:read.email scope: reinstall it"
+                ) from None
+            raise ExternalLookupFailed(f"Slack refused users.lookupByEmail ({error})") from None
+        except (AnswerRejected, SlackClientError) as exc:
+            raise ExternalLookupFailed(f"users.lookupByEmail: {exc}") from None

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -92,6 +93,9 @@ class Application(Base):
     #: The publisher's always-on role (JIT enabled); JIT disabled holds every eligible role.
     standing_role: Mapped[str] = mapped_column(String(100), default="Reader")
     offer_id: Mapped[int | None] = mapped_column(ForeignKey("offers.id"))
+    #: An approval counts only from an approver whose Entra sign-in proved multi-factor
+    #: authentication recently (domain.native.check_step_up).
+    require_mfa: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     #: Set when the application was removed; its history stays readable.
@@ -117,7 +121,9 @@ class AccessRequest(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     app_id: Mapped[int] = mapped_column(ForeignKey("applications.id"))
-    requester: Mapped[str] = mapped_column(String(32))
+    #: A Slack user id; for a native request made in the Azure portal by someone with no
+    #: linked Slack account, the creator's Entra object id.
+    requester: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(100))
     justification: Mapped[str] = mapped_column(Text)
     starts_at: Mapped[datetime]
@@ -185,6 +191,10 @@ class AccessRequest(Base):
     #: The end an expiry-aware backend (``ExpiryAwareProvider``) was last told; NULL for
     #: other backends. While it differs from ``ends_at`` the sweep owes an ``extend``.
     backend_ends_at: Mapped[datetime | None]
+    #: Native mode: the ``Microsoft.Solutions/jitRequests`` resource id, and the
+    #: ``jitRequestState`` jitaccess last read from Azure.
+    native_request_id: Mapped[str | None] = mapped_column(String(400), unique=True)
+    native_state: Mapped[str | None] = mapped_column(String(20))
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     app: Mapped[Application] = relationship(back_populates="requests", lazy="joined")
@@ -373,3 +383,39 @@ class ActivityReport(Base):
     outcome: Mapped[str | None] = mapped_column(String(20))
     summary_sha256: Mapped[str | None] = mapped_column(String(64))
     done_at: Mapped[datetime | None]
+
+
+class EntraLink(Base):
+    """A Slack person's link to their Entra account, made by Sign in with Microsoft.
+    The refresh token is stored encrypted (``app.signins.TokenCipher``) and never
+    logged; ``acrs`` and ``authenticated_at`` are what the last interactive sign-in
+    proved (for ``require_mfa``)."""
+
+    __tablename__ = "entra_links"
+
+    slack_user: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    object_id: Mapped[str] = mapped_column(String(64), index=True)
+    username: Mapped[str] = mapped_column(String(320))
+    refresh_token: Mapped[str] = mapped_column(Text)
+    acrs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    authenticated_at: Mapped[datetime | None]
+    linked_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class SignInAttempt(Base):
+    """One Sign in with Microsoft link: single use, valid ten minutes, its ``state``
+    bound to the Slack person it was posted to. ``flow`` is msal's auth-code flow
+    (PKCE verifier, nonce), encrypted like refresh tokens."""
+
+    __tablename__ = "sign_in_attempts"
+
+    state: Mapped[str] = mapped_column(String(100), primary_key=True)
+    slack_user: Mapped[str] = mapped_column(String(32))
+    #: "link" (first sign-in) or "step_up" (an approval asked for multi-factor).
+    purpose: Mapped[str] = mapped_column(String(20))
+    flow: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]

@@ -179,6 +179,27 @@ class Rows:
         return list(session.execute(query).unique().scalars())
 
     @staticmethod
+    def native_requests(session: Session) -> list[AccessRequest]:
+        """Native requests (a jitRequests resource behind them) not yet final, by id."""
+        query = select(AccessRequest).where(
+            AccessRequest.native_request_id.is_not(None),
+            AccessRequest.state.not_in([str(s) for s in FINAL_STATES]),
+        )
+        return list(session.execute(query.order_by(AccessRequest.id)).unique().scalars())
+
+    def open_native_requests(self, session: Session) -> list[tuple[int, str]]:
+        """(request id, jitRequests resource id) of each open native request."""
+        return [(r.id, r.native_request_id or "") for r in self.native_requests(session)]
+
+    @staticmethod
+    def native_request_ids(session: Session) -> list[str]:
+        """Every jitRequests resource id jitaccess has recorded, final or not."""
+        query = select(AccessRequest.native_request_id).where(
+            AccessRequest.native_request_id.is_not(None)
+        )
+        return [value for value in session.execute(query).scalars() if value]
+
+    @staticmethod
     def apps(session: Session) -> list[Application]:
         """Registered applications (not removed), by name."""
         query = select(Application).where(Application.removed_at.is_(None))

@@ -73,6 +73,20 @@ class CommandListeners(ListenerBase):
         tz = self.notifier.zones.of(user)
         if cmd.name == "help":
             return HELP, None
+        if cmd.name == "signin":
+            link = service.signins.link_for(user, now=now)
+            return (
+                f"<{link}|Sign in with Microsoft> to link your Entra account: the link is "
+                "yours alone, works once and expires in 10 minutes. jitaccess then acts in "
+                "Azure as you (your requests and approvals); `/jit signout` undoes it."
+            ), None
+        if cmd.name == "signout":
+            gone = service.signins.sign_out(user, actor=user, now=now)
+            return (
+                "Signed out: jitaccess forgot your Microsoft sign-in."
+                if gone
+                else "You were not signed in with Microsoft."
+            ), None
         if cmd.name == "list":
             views = service.list_requests(requester=user, limit=markup.HOME_ITEMS_MAX)
             return "Your requests", home.request_list(
