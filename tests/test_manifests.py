@@ -19,7 +19,14 @@ from slack_harness import SlackWorld
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests" / "slack"
-SCOPES = {"commands", "chat:write", "im:write", "users:read", "usergroups:read"}
+SCOPES = {
+    "commands",
+    "chat:write",
+    "im:write",
+    "users:read",
+    "users:read.email",
+    "usergroups:read",
+}
 #: The bot scope each Web API method needs (views.* need none beyond the interaction).
 METHOD_SCOPES = {
     "chat.postMessage": "chat:write",
@@ -27,6 +34,7 @@ METHOD_SCOPES = {
     "chat.postEphemeral": "chat:write",
     "conversations.open": "im:write",
     "users.info": "users:read",
+    "users.lookupByEmail": "users:read.email",
     "usergroups.users.list": "usergroups:read",
     "views.open": None,
     "views.update": None,
