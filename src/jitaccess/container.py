@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
-from jitaccess.app.deps import ServiceObserver, build_deps
+from jitaccess.app.deps import NativePorts, ServiceObserver, build_deps
 from jitaccess.app.directory import Directory
 from jitaccess.app.service import JitService
 from jitaccess.app.sweep import RetryPolicy
@@ -199,7 +199,8 @@ def build(
             on_sweep=metrics.sweep_finished,
             audit_head_interval=settings.audit_head_interval_minutes * 60,
             stopping=stopping,
-            jobs=_reconcile_jobs(settings, service, db, providers),
+            jobs=_reconcile_jobs(settings, service, db, providers)
+            + _native_jobs(settings, service),
         )
     return Container(
         settings,
@@ -212,9 +213,21 @@ def build(
         slack=slack,
         scheduler=scheduler,
         notifier=notifier,
-        routes=_slack_routes(settings, role, slack, db),
+        routes={**_slack_routes(settings, role, slack, db), **_signin_routes(service, clock)},
         _relay=relay,
     )
+
+
+def _signin_routes(
+    service: JitService, clock: Callable[[], datetime]
+) -> dict[str, WSGIApplication]:
+    """The Sign in with Microsoft callback, where sign-in is configured."""
+    if not service.signins.available:
+        return {}
+    from jitaccess.signin_page import CALLBACK_PATH, SignInCallback
+
+    signins = service.signins
+    return {CALLBACK_PATH: SignInCallback(lambda query, now: signins.finish(query, now=now), clock)}
 
 
 def _slack_routes(
@@ -249,6 +262,8 @@ def _service(
     )
     remind = settings.remind_before_minutes
     directory, listing_directory = _directories(settings, stopping)
+    native = _native_ports(settings, stopping, azure_credential)
+    _register_witness(providers, native)
     deps = build_deps(
         db,
         providers,
@@ -264,8 +279,126 @@ def _service(
         listing_directory=listing_directory,
         activity=_activity(settings, db, stopping, azure_credential),
         principals=PRINCIPALS,
+        native=native,
     )
     return JitService(deps)
+
+
+class _Lazy:
+    """An adapter made on first use (its SDK is slow to import), standing in for it."""
+
+    def __init__(self, factory: Callable[[], object]) -> None:
+        self._factory = factory
+        self._made: object | None = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        with self._lock:
+            if self._made is None:
+                self._made = self._factory()
+        return getattr(self._made, name)
+
+
+def _native_ports(
+    settings: Settings, stopping: threading.Event, azure_credential: TokenCredential | None
+) -> NativePorts:
+    """Native mode's adapters, each made on first use; None where not configured (the
+    use case then says what to set)."""
+    from jitaccess.domain.native import (
+        DirectoryPort,
+        ManagedAppsPort,
+        PimApprovalsPort,
+        SignInPort,
+    )
+
+    arm_verify: str | bool = settings.azure_ca_bundle or True
+    entra_verify: str | bool = settings.entra_ca_bundle or True
+    azure_configured = azure_credential is not None or bool(
+        settings.azure_client_id or settings.azure_tenant_id or settings.azure_arm_url
+    )
+
+    def credential() -> TokenCredential:
+        if azure_credential is not None:
+            return azure_credential
+        from azure.identity import ClientSecretCredential, DefaultAzureCredential
+
+        if settings.azure_tenant_id and settings.azure_client_id and settings.azure_client_secret:
+            return ClientSecretCredential(
+                settings.azure_tenant_id, settings.azure_client_id, settings.azure_client_secret
+            )
+        return DefaultAzureCredential()
+
+    def managed_apps() -> object:
+        from jitaccess.providers.managed_apps import ManagedAppsClient
+
+        return ManagedAppsClient(
+            credential(), base_url=settings.azure_arm_url or None, connection_verify=arm_verify
+        )
+
+    def pim() -> object:
+        from jitaccess.providers.pim_approvals import PimApprovalsClient
+
+        return PimApprovalsClient(
+            base_url=settings.azure_arm_url or None, connection_verify=arm_verify
+        )
+
+    def graph() -> object:
+        from jitaccess.providers.graph import GraphDirectory
+
+        return GraphDirectory(
+            credential(), base_url=settings.graph_url or None, verify=entra_verify
+        )
+
+    sign_in: SignInPort | None = None
+    authority = (settings.entra_authority or "").rstrip("/")
+    if authority and settings.entra_client_id and settings.public_url:
+        host, _, tenant = authority.rpartition("/")
+
+        def entra() -> object:
+            from jitaccess.providers.entra import EntraSignIn
+            from jitaccess.signin_page import CALLBACK_PATH
+
+            return EntraSignIn(
+                tenant_id=tenant,
+                client_id=settings.entra_client_id or "",
+                client_secret=settings.entra_client_secret or "",
+                redirect_uri=(settings.public_url or "").rstrip("/") + CALLBACK_PATH,
+                authority_host=host,
+                verify=entra_verify,
+            )
+
+        sign_in = cast(SignInPort, _Lazy(entra))
+    slack_lookup = None
+    if settings.slack_bot_token:
+        token, api_url = settings.slack_bot_token, settings.slack_api_url
+
+        def lookup_client() -> object:
+            from jitaccess.slack.directory import SlackEmailLookup
+            from jitaccess.slack.runtime import slack_client
+
+            return SlackEmailLookup(slack_client(token, api_url, stopping=stopping))
+
+        lookup = _Lazy(lookup_client)
+        slack_lookup = cast(Callable[[str], "str | None"], lambda email: lookup.find(email))
+    return NativePorts(
+        managed_apps=cast(ManagedAppsPort, _Lazy(managed_apps)) if azure_configured else None,
+        pim=cast(PimApprovalsPort, _Lazy(pim)) if azure_configured else None,
+        graph=cast(DirectoryPort, _Lazy(graph)) if azure_configured else None,
+        slack_lookup=slack_lookup,
+        sign_in=sign_in,
+        token_keys=settings.token_keys,
+        mfa_auth_context=settings.mfa_auth_context,
+        mfa_max_age=timedelta(minutes=settings.mfa_max_age_minutes),
+    )
+
+
+def _register_witness(providers: ProviderRegistry, native: NativePorts) -> None:
+    """Native applications' sweep provider: it reads Azure, never writes."""
+    from jitaccess.providers.native import NativeWitness
+
+    providers.register(NativeWitness(native.managed_apps))
 
 
 def _activity(
@@ -373,3 +506,17 @@ def _reconcile_jobs(
         reconcile(service, now, db=db, providers=providers, periodic=True)
 
     return [(minutes * 60, "reconcile", periodic_reconcile)]
+
+
+def _native_jobs(settings: Settings, service: JitService) -> list[Periodic]:
+    """Native applications' policies and requests read from Azure (a portal change
+    reaches jitaccess within ``JITACCESS_NATIVE_POLL_SECONDS``)."""
+    seconds = settings.native_poll_seconds
+    if seconds <= 0 or service.deps.native.managed_apps is None:
+        return []
+    native = service.native
+
+    def refresh(now: datetime) -> None:
+        native.refresh(now)
+
+    return [(seconds, "native-refresh", refresh)]

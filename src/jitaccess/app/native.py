@@ -40,7 +40,6 @@ from jitaccess.app.requests import already
 from jitaccess.app.signins import SignIns
 from jitaccess.app.views import AppView, RequestView
 from jitaccess.domain import policy as rules
-from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.lifecycle import FINAL_STATES, Event, RequestState, initial_state
 from jitaccess.domain.native import (
@@ -83,17 +82,20 @@ BUILT_IN_ROLES = {
     "acdd72a7-3385-48ef-bd42-f606fba81ae7": "Reader",
 }
 
-#: Where a person decides a managed-application JIT request in the portal (Entra PIM,
-#: "Approve requests", "Azure managed applications"): the public API may show no
-#: approval stage, and then this is the only place (see the README's native section).
+#: Where a person decides a managed-application JIT request in the portal. Microsoft
+#: documents the navigation, not deep links (README, "Native Azure Managed
+#: Applications"): the PIM approvals blade, whose "Azure managed applications" tab has no
+#: documented link, and the application itself (JIT Access → Approve Requests).
 PORTAL_APPROVALS = (
-    "https://portal.azure.com/#view/Microsoft_Azure_PIMCommon/CommonMenuBlade/~/approvals"
-)
-PORTAL_JIT_REQUESTS = (
-    "https://portal.azure.com/#view/Microsoft_Azure_Appliance/ManagedAppsHubBlade/~/jitRequests"
+    "https://portal.azure.com/#view/Microsoft_Azure_PIMCommon/ApproveRequestMenuBlade"
 )
 
-#: How long Azure's answer may take to show a change before the witness says so.
+
+def portal_link(application_id: str) -> str:
+    """The application in the portal (the generic resource link)."""
+    return f"https://portal.azure.com/#resource{application_id}"
+
+
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 #: The Slack person with this e-mail address, or None (``users.lookupByEmail``).
@@ -243,7 +245,6 @@ class NativeApps:
                         f"({existing.provider_config.get('application_id')})"
                     )
                     continue
-                rg_of_app = managed.id.split("/providers/", 1)[0]
                 row = existing or Application(
                     name=name,
                     created_at=now,
@@ -269,7 +270,9 @@ class NativeApps:
                 row.eligible_roles = sorted(roles) or ["Reader"]
                 row.provider_config = {
                     "application_id": managed.id,
-                    "requests_scope": requests_resource_group or rg_of_app,
+                    # Inferred, not documented: the publisher's only jitRequests/write
+                    # right is over the managed resource group (README, native section).
+                    "requests_scope": requests_resource_group or managed.managed_resource_group_id,
                     "roles": roles,
                     "jit_enabled_at_deployment": managed.policy is not None
                     and managed.policy.enabled,
@@ -740,6 +743,7 @@ class NativeApps:
             scope = row.app.scope
             native_id = row.native_request_id or ""
             require_mfa = row.app.require_mfa
+            app_id = str(row.app.provider_config.get("application_id", ""))
         token, link = self._token(actor, now, doing=str(verb))
         if require_mfa:
             self.check_step_up(actor, link.user(), now)
@@ -761,8 +765,10 @@ class NativeApps:
         if stage is None:
             raise RuleViolation(
                 f"Azure's public API shows no approval waiting for you ({link.username}) on "
-                f"request {request_id}. Decide it in the Azure portal ({PORTAL_APPROVALS}); "
-                "jitaccess follows the outcome"
+                f"request {request_id}. Decide it in the Azure portal: PIM, Approve requests, "
+                f"Azure managed applications ({PORTAL_APPROVALS}), or the application's JIT "
+                f"Access, Approve Requests ({portal_link(app_id)}); jitaccess follows the "
+                "outcome"
             )
         self._azure(
             "Recording your decision in Azure",
@@ -822,40 +828,41 @@ class NativeApps:
             )
         self.check_step_up(actor, link.user(), now)
 
-    def refuse(self, request_id: int, verb: str) -> None:
+    def refuse(self, application_id: str, verb: str) -> None:
         """Extend, release, revoke and cancel do not exist for a jitRequests resource."""
-        raise native_refusal(verb, f"See the request in the Azure portal: {PORTAL_JIT_REQUESTS}")
+        raise native_refusal(
+            verb,
+            "Its window is Azure's: see it in the Azure portal under the application's JIT "
+            f"Access, Request History ({portal_link(application_id)}).",
+        )
 
-    def compare(self, now: datetime) -> list[str]:
-        """For ``reconcile``: each open native request whose jitaccess state differs
-        from what Azure's ``jitRequestState`` implies (read now), one line each."""
+    def compare(self, app_name: str, now: datetime) -> list[tuple[int, str]]:
+        """For ``reconcile``: each open native request of ``app_name`` whose jitaccess
+        state differs from what Azure's ``jitRequestState`` implies now."""
         with self.db.transaction(readonly=True) as session:
             rows = [
-                (r.id, r.native_request_id, r.state, r.starts_at, r.ends_at)
+                (r.id, r.native_request_id or "", r.state, r.starts_at, r.ends_at)
                 for r in self.rows.native_requests(session)
+                if r.app.name == app_name
             ]
-        lines: list[str] = []
+        found: list[tuple[int, str]] = []
         for request_id, native_id, ours, starts, ends in rows:
             try:
-                native = self.managed_apps.get_request(native_id or "")
+                native = self.managed_apps.get_request(native_id)
                 theirs = state_for(native.state, starts, ends, now)
             except ExternalLookupFailed as exc:
-                lines.append(f"request {request_id}: Azure could not be read: {exc}")
+                found.append((request_id, f"Azure could not be read: {exc}"))
                 continue
-            same = theirs == ours or {theirs, ours} <= {"approved", "auto_approved"}
-            if not same:
-                lines.append(
-                    f"request {request_id}: jitaccess shows {ours}, Azure reports "
-                    f"{native.state.value} (→ {theirs})"
+            approved = {RequestState.APPROVED.value, RequestState.AUTO_APPROVED.value}
+            if theirs != ours and not {theirs, ours} <= approved:
+                found.append(
+                    (
+                        request_id,
+                        f"jitaccess shows {ours}, Azure reports {native.state.value} "
+                        f"(which is {theirs} here)",
+                    )
                 )
-        return lines
-
-
-def _describe(policy: NativePolicy) -> str:
-    return (
-        f"{'enabled' if policy.enabled else 'disabled'}, {policy.approval_mode.value}, "
-        f"up to {format_duration(policy.max_duration)}"
-    )
+        return found
 
 
 __all__ = ["NativeApps", "NeedsSignIn", "RefreshReport"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from jitaccess.app.native import NativeApps, is_native
 from jitaccess.app.service import JitService
 from jitaccess.app.views import AppView
 from jitaccess.domain.lifecycle import RequestState
@@ -41,7 +42,7 @@ EXPECTED = {RequestState.ACTIVE, RequestState.APPROVED, RequestState.AUTO_APPROV
 @dataclass(frozen=True)
 class Finding:
     app: str
-    kind: str  # "orphan" | "missing" | "skipped"
+    kind: str  # "orphan" | "missing" | "skipped" | "differs" (native: Azure's state)
     request_id: int | None
     detail: str
     fixed: bool = False
@@ -59,6 +60,7 @@ class Reach:
 
     db: Database
     providers: ProviderRegistry
+    native: NativeApps
 
 
 def reconcile(
@@ -72,7 +74,7 @@ def reconcile(
     periodic: bool = False,
     actor: str = "system:reconcile",
 ) -> list[Finding]:
-    reach = Reach(db, providers)
+    reach = Reach(db, providers, service.native)
     apps = [service.get_app(app)] if app else service.list_apps()
     findings: list[Finding] = []
     for view in apps:
@@ -105,7 +107,13 @@ def _one_app(
 ) -> list[Finding]:
     """Compare every backend the application's grants may be on: its provider now, and
     each backend an active request's grant was made on (a provider switch must not
-    hide a grant on the old one)."""
+    hide a grant on the old one). A native application has no grant of jitaccess's:
+    its requests' states are compared with Azure's ``jitRequestState`` instead."""
+    if is_native(app):
+        return [
+            Finding(app.name, "differs", request_id, detail)
+            for request_id, detail in reach.native.compare(app.name, now)
+        ]
     active = _active(reach, app.name)
     current = _backend(app.provider, app.provider_config)
     backends = {current: (app.provider, dict(app.provider_config))}

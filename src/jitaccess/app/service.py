@@ -122,8 +122,9 @@ class JitService:
 
     def refuse_if_native(self, request_id: int, verb: str) -> None:
         """Extend, release, revoke and cancel do not exist for a native request."""
-        if self._native_of_request(request_id) is not None:
-            self.native.refuse(request_id, verb)
+        app = self._native_of_request(request_id)
+        if app is not None:
+            self.native.refuse(str(app.provider_config.get("application_id", "")), verb)
 
     def native_deciders(self, app: AppView) -> tuple[str, ...]:
         """The Slack people who may decide on a native application's request: the mapped

@@ -131,7 +131,7 @@ class SlackEmailLookup:
     def __init__(self, client: WebClient) -> None:
         self.client = client
 
-    def __call__(self, email: str) -> str | None:
+    def find(self, email: str) -> str | None:
         from jitaccess.domain.native import ExternalLookupFailed
 
         try:
