@@ -19,6 +19,12 @@ end, the fake removes it by itself, as Azure does, whether or not anyone calls.
 ``pim_available = False`` makes it answer like a tenant without Entra ID P2
 (400 ``AadPremiumLicenseRequired``).
 
+It also serves Azure Managed Applications' own JIT (``Microsoft.Solutions`` applications
+and jitRequests, PIM approvals): :attr:`FakeArm.managed_apps`, a
+:class:`~jitaccess_sandbox.fake_managed_apps.FakeManagedApps`. Those routes take a
+person's token as well as :data:`TOKEN` (jitaccess's own identity), checked by
+:attr:`FakeArm.user_token_verifier`; every other route takes only :data:`TOKEN`.
+
 Tests use it, and so does ``jitaccess serve --sandbox``: there its :attr:`FakeArm.clock`
 is the sandbox's clock, :attr:`FakeArm.on_scheduled` writes a few demo Activity Log
 events for each new scheduled assignment, and :meth:`FakeArm.snapshot` is what the

@@ -97,8 +97,7 @@ class PimApprovals:
         from azure.mgmt.authorization.v2020_10_01 import AuthorizationManagementClient
 
         call = "find the PIM approval of the JIT request"
-        subscription = _SUBSCRIPTION_RE.match(scope)
-        if subscription is None:
+        if _SUBSCRIPTION_RE.match(scope) is None:
             raise ExternalLookupFailed(f"{call}: '{scope[:200]}' is not an Azure scope")
         wanted = {
             (a.principal_id.lower(), _guid(a.role_definition_id)) for a in request.authorizations
@@ -106,9 +105,7 @@ class PimApprovals:
         capture = Capture(lambda body: answers.page(answers.body_json(body, call), call)[0])
         with guarded(call, as_user=True):
             client = AuthorizationManagementClient(
-                UserTokenCredential(user_access_token),
-                subscription["sub"],
-                **self._arm.client_options(),
+                UserTokenCredential(user_access_token), **self._arm.client_options()
             )
             try:
                 pager: Any = client.role_assignment_schedule_requests.list_for_scope(
