@@ -217,8 +217,9 @@ def test_write_policy_operation_failed(apps: ManagedApps, arm: FakeArm) -> None:
     app = add_app(arm)
     arm.managed_apps.lro_polls = 2
     arm.managed_apps.fail_operation_next("InternalServerError", "it broke")
-    with pytest.raises(ExternalLookupFailed, match="write the JIT policy"):
+    with pytest.raises(ExternalLookupFailed) as err:
         apps.write_policy(app, NativePolicy(True, JitApprovalMode.AUTO, (), timedelta(hours=8)))
+    assert "did not succeed: InternalServerError: it broke" in str(err.value)
     assert arm.managed_apps.application(app).jit_access_policy["jitApprovalMode"] == "ManualApprove"
 
 

@@ -771,7 +771,7 @@ class FakeManagedApps:
         subscription = mrg.split("/")[2]
         name = str(uuid.uuid4())
         request.schedule_request = name
-        self._arm.schedule_requests[name.lower()] = {
+        resource = {
             "id": f"{mrg}/providers/Microsoft.Authorization/roleAssignmentScheduleRequests/{name}",
             "name": name,
             "type": "Microsoft.Authorization/roleAssignmentScheduleRequests",
@@ -797,6 +797,8 @@ class FakeManagedApps:
                 "createdOn": self._arm.clock().isoformat().replace("+00:00", "Z"),
             },
         }
+        with self._arm._lock:
+            self._arm.schedule_requests[name.lower()] = resource
 
     def _close_approval(self, request: FakeJitRequest, state: str) -> None:
         after = _AFTER_STATE.get(state)
@@ -806,9 +808,10 @@ class FakeManagedApps:
         approval = self.approvals.get((request.approval_id or "").lower())
         if approval is not None and approval.status == "InProgress":
             approval.status = stage_status
-        schedule = self._arm.schedule_requests.get((request.schedule_request or "").lower())
-        if schedule is not None:
-            schedule["properties"]["status"] = schedule_status
+        with self._arm._lock:
+            schedule = self._arm.schedule_requests.get((request.schedule_request or "").lower())
+            if schedule is not None:
+                schedule["properties"]["status"] = schedule_status
 
     def _assigned(self, approval: FakeApproval, caller: Caller) -> bool:
         if caller.service:
@@ -950,13 +953,16 @@ class FakeManagedApps:
                 ends_at=request.ends_at,
                 schedule_request=request.schedule_request,
             )
-            self._arm.assignments[assignment.name.lower()] = assignment
+            with self._arm._lock:
+                self._arm.assignments[assignment.name.lower()] = assignment
 
     def _schedule_requests_for(self, scope: str, query: Mapping[str, str], caller: Caller) -> Reply:
         flt = (query.get("$filter") or "").strip().lower()
+        with self._arm._lock:
+            held = [json.loads(json.dumps(item)) for item in self._arm.schedule_requests.values()]
         with self._lock:
             items = []
-            for item in self._arm.schedule_requests.values():
+            for item in held:
                 props = item["properties"]
                 if not _at_or_below(props.get("scope", ""), scope):
                     continue
@@ -969,7 +975,7 @@ class FakeManagedApps:
                         continue
                 elif str(props.get("principalId", "")).lower() != caller.object_id.lower():
                     continue
-                items.append(json.loads(json.dumps(item)))
+                items.append(item)
         return 200, {"value": items}, {}
 
     # -- long-running operations ------------------------------------------------------------------

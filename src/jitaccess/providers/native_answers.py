@@ -154,7 +154,9 @@ def policy(value: Any, call: str) -> NativePolicy | None:
     None when absent. A policy with JIT disabled keeps what it says, with the product's
     defaults (automatic, no approvers, 8 hours) where it says nothing; an enabled policy
     must name AutoApprove or ManualApprove (NotSpecified is not a policy jitaccess can
-    act on), and ManualApprove needs an approver."""
+    act on), and ManualApprove needs an approver. An approver without a ``type`` is taken
+    as a user (the spec makes ``type`` optional): mapping it to a person then fails for a
+    group id, so it is listed as unmapped, never guessed."""
     if value is None:
         return None
     where = "jitAccessPolicy"

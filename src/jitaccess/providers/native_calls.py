@@ -146,6 +146,10 @@ def guarded(call: str, *, as_user: bool = False, forbidden: str | None = None) -
             raise ExternalLookupFailed(f"{call}: {forbidden} (403 {_code(err)})") from None
         if status is None:
             raise ExternalLookupFailed(f"{call}: {_shorten(err.message)}") from None
+        if 200 <= status < 300:  # a long-running operation that ended Failed or Canceled
+            raise ExternalLookupFailed(
+                f"{call}: Azure's operation did not succeed: {_code(err)}: {_message(err)}"
+            ) from None
         raise ExternalLookupFailed(
             f"{call}: Azure answered {status} {_code(err)}: {_message(err)}"
         ) from None
