@@ -19,6 +19,12 @@ end, the fake removes it by itself, as Azure does, whether or not anyone calls.
 ``pim_available = False`` makes it answer like a tenant without Entra ID P2
 (400 ``AadPremiumLicenseRequired``).
 
+It also serves Azure Managed Applications' own JIT (``Microsoft.Solutions`` applications
+and jitRequests, PIM approvals): :attr:`FakeArm.managed_apps`, a
+:class:`~jitaccess_sandbox.fake_managed_apps.FakeManagedApps`. Those routes take a
+person's token as well as :data:`TOKEN` (jitaccess's own identity), checked by
+:attr:`FakeArm.user_token_verifier`; every other route takes only :data:`TOKEN`.
+
 Tests use it, and so does ``jitaccess serve --sandbox``: there its :attr:`FakeArm.clock`
 is the sandbox's clock, :attr:`FakeArm.on_scheduled` writes a few demo Activity Log
 events for each new scheduled assignment, and :meth:`FakeArm.snapshot` is what the
@@ -53,6 +59,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from jitaccess_sandbox.fake_managed_apps import SERVICE_OBJECT_ID, Caller, FakeManagedApps
 
 ARM_SCOPE = "https://management.azure.com/.default"
 TOKEN = "fake-arm-token"
@@ -353,6 +361,12 @@ class FakeArm:
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
         )
+        #: Verifies a signed-in person's access token (a JWT from the fake Entra): the
+        #: verified claims (``oid``, ``tid``…), or None for a bad token (401). Only the
+        #: managed-application and PIM-approval routes take user tokens; kept by reset().
+        self.user_token_verifier: Callable[[str], dict[str, Any] | None] | None = None
+        #: Managed applications, jitRequests and PIM approvals (fake_managed_apps).
+        self.managed_apps = FakeManagedApps(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -383,6 +397,7 @@ class FakeArm:
             self.pim_available = True
             self.clock = lambda: dt.datetime.now(dt.UTC)
             self.on_scheduled = None
+        self.managed_apps.reset()
 
     # -- test controls -----------------------------------------------------------------
 
@@ -516,6 +531,7 @@ class FakeArm:
             "assignments": assignments,
             "schedule_requests": requests,
             "activity_events": events,
+            "managed_apps": self.managed_apps.snapshot(),
         }
 
     def arm_calls(self) -> int:
@@ -551,6 +567,9 @@ class FakeArm:
     ) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
             self.requests.append((method, target))
+        native = self._managed_apps_route(method, target, headers, body)
+        if native is not None:
+            return native
         if headers.get("Authorization") != f"Bearer {TOKEN}":
             return _error(401, "InvalidAuthenticationToken", "The access token is invalid.")
         parts = urlsplit(target)
@@ -600,6 +619,52 @@ class FakeArm:
                 return _error(404, "RoleAssignmentNotFound", "The role assignment does not exist.")
             return 200, found.resource(), {}
         return _error(405, "MethodNotAllowed", method)
+
+    def _caller(self, headers: Any) -> Caller | None:
+        """The service identity for :data:`TOKEN`, a person for a token the
+        :attr:`user_token_verifier` accepts, None otherwise."""
+        authorization = headers.get("Authorization") or ""
+        if not authorization.startswith("Bearer "):
+            return None
+        token = authorization[len("Bearer ") :]
+        if token == TOKEN:
+            return Caller(SERVICE_OBJECT_ID, service=True)
+        verifier = self.user_token_verifier
+        claims = verifier(token) if verifier is not None else None
+        if not isinstance(claims, dict) or not isinstance(claims.get("oid"), str):
+            return None
+        tenant = claims.get("tid")
+        return Caller(
+            claims["oid"], tenant if isinstance(tenant, str) else None, claims=dict(claims)
+        )
+
+    def _managed_apps_route(
+        self, method: str, target: str, headers: Any, body: bytes
+    ) -> tuple[int, Any, dict[str, str]] | None:
+        """Managed applications, jitRequests and PIM approvals (FakeManagedApps), which
+        take a person's token as well as the service's; None for any other path."""
+        parts = urlsplit(target)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        path = "/" + parts.path.lstrip("/")
+        if not self.managed_apps.owns(path, query):
+            return None
+        caller = self._caller(headers)
+        if caller is None:
+            return _error(401, "InvalidAuthenticationToken", "The access token is invalid.")
+        api_version = query.get("api-version")
+        if not api_version:
+            return _error(400, "MissingApiVersionParameter", "The api-version is missing.")
+        with self._lock:
+            self.api_versions.add(api_version)
+        failure = self._take_failure(method, path)
+        if failure is not None and failure.raw:
+            return failure.status, json.dumps(failure.body).encode(), {}
+        if failure is not None:
+            extra = {"Retry-After": str(failure.retry_after)} if failure.retry_after else {}
+            status, payload, _ = _error(failure.status, failure.code, failure.message)
+            return status, payload, extra
+        self.expire_due()
+        return self.managed_apps.handle(method, path, query, caller, body)
 
     def _put(self, scope: str, name: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
         try:
@@ -926,7 +991,7 @@ def _handler_for(arm: FakeArm) -> type[BaseHTTPRequestHandler]:
             if data:
                 self.wfile.write(data)
 
-        do_GET = do_PUT = do_DELETE = do_POST = _serve
+        do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = _serve
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
