@@ -21,6 +21,7 @@ from fakes.fake_entra import (
     Callback,
     FakeEntra,
 )
+from jitaccess.answers import REJECTED
 from jitaccess.domain.native import ExternalLookupFailed, SignInLapsed, check_step_up
 from jitaccess.providers.entra import EntraSignIn
 
@@ -62,6 +63,15 @@ def sign_in(entra: FakeEntra, clock: Clock) -> EntraSignIn:
         verify=str(entra.ca_file),
         timeout=5,
         now=clock,
+    )
+
+
+def rejected() -> float:
+    return sum(
+        sample.value
+        for metric in REJECTED.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["service"] == "entra"
     )
 
 
@@ -458,8 +468,10 @@ def test_a_malformed_token_answer_is_refused(
             key, _, value = rest.partition("=")
             body[key] = {"True": True}.get(value, value)
     entra.answer_next(body, path="/oauth2/v2.0/token")
+    before = rejected()
     with pytest.raises(ExternalLookupFailed) as err:
         sign_in.finish(flow, answer)
+    assert rejected() == before + 1
     assert not isinstance(err.value, SignInLapsed)
     assert "nonce" not in str(err.value)  # refused for its shape, not for another reason
     assert "eyJ" not in str(err.value) and "1.Arefresh" not in str(err.value)
@@ -471,8 +483,10 @@ def test_an_id_token_of_the_wrong_shape_is_refused(
 ) -> None:
     flow, answer = good_answer(entra, sign_in)
     entra.answer_next(token_answer(entra, flow, **ID_CLAIMS[shape]), path="/oauth2/v2.0/token")
+    before = rejected()
     with pytest.raises(ExternalLookupFailed, match="ID token"):
         sign_in.finish(flow, answer)
+    assert rejected() == before + 1
 
 
 def parse_nonce(flow: dict[str, object]) -> str:

@@ -15,8 +15,9 @@ What it plays, and where each format comes from (MicrosoftDocs/entra-docs, folde
   sign-in page; its form posts to ``/{tenant}/login``, which sends the browser to the
   ``redirect_uri`` with ``code`` and ``state``, or with ``error`` and
   ``error_description``: a 302 with them in the query (``response_mode=query``) or the
-  fragment, or Entra's self-submitting form (``form_post``, what msal recommends). An unknown client or redirect URI gets an error
-  page, never a redirect (AADSTS700016, AADSTS50011). PKCE (``S256`` and ``plain``),
+  fragment, or Entra's self-submitting form (``form_post``, what msal recommends). An
+  unknown client or redirect URI gets an error page, never a redirect (AADSTS700016,
+  AADSTS50011). PKCE (``S256`` and ``plain``),
   ``nonce``, ``prompt`` (``none`` has no session to use here: ``login_required``),
   ``max_age`` (the ID token then carries ``auth_time``, as OIDC Core 3.1.2.1 requires and
   Entra does) and the ``claims`` request parameter (``claims-challenge.md``,
@@ -1314,7 +1315,9 @@ def _callback(status: int, headers: Mapping[str, str], page: str) -> Callback:
             html.unescape(form.group(1)),
             {html.unescape(k): html.unescape(v) for k, v in fields},
         )
-    raise AssertionError(f"the sign-in page answered {status}: {page[:300]!r}")
+    shown = re.search(r"id='error'[^>]*>([^<]*)<", page)
+    detail = html.unescape(shown.group(1)) if shown else page[:300]
+    raise AssertionError(f"the sign-in page answered {status}: {detail}")
 
 
 def _form(body: bytes) -> dict[str, str]:

@@ -40,6 +40,7 @@ from typing import Any
 import msal
 import requests
 
+from jitaccess.answers import rejected
 from jitaccess.domain.native import (
     ExternalLookupFailed,
     SignedInUser,
@@ -48,6 +49,10 @@ from jitaccess.domain.native import (
 )
 
 log = logging.getLogger(__name__)
+
+SERVICE = "entra"
+#: How each call is named in the rejected-answers metric.
+_CALLS = {"finishing the sign-in": "redeemCode", "refreshing a sign-in": "redeemRefreshToken"}
 
 #: The delegated permission jitaccess asks for: Azure Resource Manager, as the person.
 ARM_USER_SCOPE = "https://management.azure.com/user_impersonation"
@@ -155,8 +160,12 @@ class EntraSignIn:
             raise self._failed(
                 call, "the ID token does not answer this sign-in (nonce or auth_time)"
             ) from None
-        except Exception as exc:
-            raise self._failed(call, f"the token endpoint failed ({type(exc).__name__})") from None
+        except requests.RequestException as exc:  # unreachable, too slow, or a 5xx
+            raise self._failed(call, f"Entra did not answer ({type(exc).__name__})") from None
+        except Exception as exc:  # msal could not read what came back
+            raise self._reject(
+                call, f"an answer msal could not read ({type(exc).__name__})"
+            ) from None
         return self._tokens(call, result, lapsed_on_refusal=False)
 
     def refresh(self, refresh_token: str) -> UserTokens:
@@ -164,8 +173,12 @@ class EntraSignIn:
         app = self._application(call)
         try:
             result = app.acquire_token_by_refresh_token(refresh_token, scopes=[ARM_USER_SCOPE])
-        except Exception as exc:
-            raise self._failed(call, f"the token endpoint failed ({type(exc).__name__})") from None
+        except requests.RequestException as exc:  # unreachable, too slow, or a 5xx
+            raise self._failed(call, f"Entra did not answer ({type(exc).__name__})") from None
+        except Exception as exc:  # msal could not read what came back
+            raise self._reject(
+                call, f"an answer msal could not read ({type(exc).__name__})"
+            ) from None
         return self._tokens(call, result, lapsed_on_refusal=True)
 
     # -- helpers -------------------------------------------------------------------------
@@ -208,9 +221,15 @@ class EntraSignIn:
         log.warning("Microsoft sign-in: %s failed: %s", call, reason)
         return ExternalLookupFailed(f"Microsoft sign-in: {call} failed: {reason}")
 
+    def _reject(self, call: str, reason: str) -> ExternalLookupFailed:
+        """An answer of the wrong shape: logged and counted like every service's
+        (``jitaccess_external_answer_rejected_total{service="entra"}``)."""
+        rejected(SERVICE, _CALLS.get(call, call), reason)
+        return ExternalLookupFailed(f"Microsoft sign-in: {call} failed: {reason}")
+
     def _tokens(self, call: str, result: Any, *, lapsed_on_refusal: bool) -> UserTokens:
         if not isinstance(result, dict):
-            raise self._failed(call, "the token endpoint's answer is not an object")
+            raise self._reject(call, "the token endpoint's answer is not an object")
         error = result.get("error")
         if error is not None:
             reason = f"Entra answered {_code(result)}"
@@ -225,15 +244,15 @@ class EntraSignIn:
         token_type = result.get("token_type")
         expires_in = result.get("expires_in")
         if not isinstance(access_token, str) or not access_token:
-            raise self._failed(call, "the answer has no access_token string")
+            raise self._reject(call, "the answer has no access_token string")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
-            raise self._failed(call, "the answer's token_type is not Bearer")
+            raise self._reject(call, "the answer's token_type is not Bearer")
         if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0:
-            raise self._failed(call, "the answer's expires_in is not a positive number")
+            raise self._reject(call, "the answer's expires_in is not a positive number")
         if not isinstance(refresh_token, str) or not refresh_token:
-            raise self._failed(call, "the answer has no refresh_token string")
+            raise self._reject(call, "the answer has no refresh_token string")
         if not isinstance(result.get("id_token"), str):
-            raise self._failed(call, "the answer has no id_token string")
+            raise self._reject(call, "the answer has no id_token string")
         user = self._user(call, result.get("id_token_claims"))
         now = self._now()
         return UserTokens(
@@ -245,30 +264,30 @@ class EntraSignIn:
 
     def _user(self, call: str, claims: Any) -> SignedInUser:
         if not isinstance(claims, dict):
-            raise self._failed(call, "the ID token's claims are not an object")
+            raise self._reject(call, "the ID token's claims are not an object")
         for name in ("iss", "aud", "tid", "oid", "preferred_username"):
             value = claims.get(name)
             if not isinstance(value, str) or not value:
-                raise self._failed(call, f"the ID token has no {name} string")
+                raise self._reject(call, f"the ID token has no {name} string")
         if claims.get("ver") != "2.0":
-            raise self._failed(call, "the ID token is not a v2.0 token")
+            raise self._reject(call, "the ID token is not a v2.0 token")
         if claims["aud"] != self.client_id:
-            raise self._failed(call, "the ID token was issued to another application")
+            raise self._reject(call, "the ID token was issued to another application")
         if claims["tid"] != self.tenant_id:
-            raise self._failed(call, "the ID token is from another tenant")
+            raise self._reject(call, "the ID token is from another tenant")
         if claims["iss"] != self._issuer():
-            raise self._failed(call, "the ID token's issuer is not this tenant's")
+            raise self._reject(call, "the ID token's issuer is not this tenant's")
         expires = _instant(claims.get("exp"))
         if expires is None:
-            raise self._failed(call, "the ID token has no exp time")
+            raise self._reject(call, "the ID token has no exp time")
         if expires + _SKEW < self._now():
-            raise self._failed(call, "the ID token has expired")
+            raise self._reject(call, "the ID token has expired")
         acrs = claims.get("acrs", [])
         if not isinstance(acrs, list) or not all(isinstance(a, str) for a in acrs):
-            raise self._failed(call, "the ID token's acrs is not a list of strings")
+            raise self._reject(call, "the ID token's acrs is not a list of strings")
         authenticated_at = _instant(claims.get("auth_time"))
         if "auth_time" in claims and authenticated_at is None:
-            raise self._failed(call, "the ID token's auth_time is not a time")
+            raise self._reject(call, "the ID token's auth_time is not a time")
         return SignedInUser(
             tenant_id=claims["tid"],
             object_id=claims["oid"],
