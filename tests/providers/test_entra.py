@@ -197,7 +197,7 @@ def test_mfa_requested_and_done_puts_the_context_in_the_id_token(
     query = parse_qs(urlsplit(auth_uri).query)
     assert query["prompt"] == ["login"] and query["max_age"] == ["0"]
     assert json.loads(query["claims"][0]) == {
-        "id_token": {"acrs": {"essential": True, "values": ["c1"]}}
+        "id_token": {"acrs": {"essential": True, "value": "c1"}}
     }
 
     tokens = sign_in.finish(

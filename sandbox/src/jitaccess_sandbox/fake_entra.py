@@ -57,10 +57,12 @@ What it plays, and where each format comes from (MicrosoftDocs/entra-docs, folde
   ``GET /v1.0/users/{id}`` with ``$select`` (``user-get.md``), and
   ``GET /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user`` with ``$select``,
   ``$top``, ``$count`` (``group-list-transitivemembers.md``), paged with
-  ``@odata.nextLink``; errors in Graph's shape (404 ``Request_ResourceNotFound``, 401
-  ``InvalidAuthenticationToken``). Graph takes the sandbox's service token
-  (``fake_arm.TOKEN``, what ``FakeCredential`` hands out) or an app-only token from this
-  server's token endpoint.
+  ``@odata.nextLink`` (``$top`` up to 999, at most :attr:`FakeEntra.page_size` a page;
+  the cast is answered with or without ``ConsistencyLevel: eventual``, which one
+  version of that page requires for casts and a later one does not); errors in Graph's
+  shape (404 ``Request_ResourceNotFound``, 401 ``InvalidAuthenticationToken``). Graph
+  takes the sandbox's service token (``fake_arm.TOKEN``, what ``FakeCredential`` hands
+  out) or an app-only token from this server's token endpoint.
 
 Tests complete a sign-in without a browser with :meth:`FakeEntra.sign_in`, which GETs the
 sign-in page and POSTs its form over HTTPS exactly as a browser would, and returns the

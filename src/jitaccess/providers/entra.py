@@ -13,7 +13,9 @@ jitaccess uses must be exactly as documented (``id-token-claims-reference.md``,
 ``optional-claims-reference.md`` for ``acrs`` and ``auth_time``).
 
 Step-up (``require_mfa``): v2.0 ID tokens carry no ``amr``. ``start(claims_acrs="c1")``
-sends a claims request for ``id_token.acrs`` (essential, that value) with
+sends the claims request ``{"id_token":{"acrs":{"essential":true,"value":"c1"}}}`` (the
+form of ``claims-challenge.md`` and of Microsoft's own step-up sample,
+Azure-Samples/ms-identity-msal-java-samples ``sign-in-auth-context``) with
 ``prompt=login``; Entra puts ``"acrs": ["c1"]`` in the ID token only when the sign-in
 satisfied the Conditional Access policies on that authentication context
 (``developer-guide-conditional-access-authentication-context.md``). ``max_age`` makes the
@@ -119,7 +121,7 @@ class EntraSignIn:
         claims = None
         if claims_acrs is not None:
             claims = json.dumps(
-                {"id_token": {"acrs": {"essential": True, "values": [claims_acrs]}}},
+                {"id_token": {"acrs": {"essential": True, "value": claims_acrs}}},
                 separators=(",", ":"),
             )
         step_up = claims_acrs is not None or max_age is not None
