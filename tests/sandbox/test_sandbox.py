@@ -505,7 +505,14 @@ def test_the_product_wheel_ships_no_sandbox_module(monkeypatch: pytest.MonkeyPat
     assert "jitaccess/cli/serve.py" in shipped and "jitaccess/py.typed" in shipped
     # No sandbox package (the old jitaccess/sandbox/ or the new one) and none of its files
     # (its one statement lives in store/slack_messages.py with the Slack tables' others).
-    sandbox_files = {"fake_slack.py", "fake_arm.py", "page.html", "page.js", "page.css"}
+    sandbox_files = {
+        "fake_slack.py",
+        "fake_arm.py",
+        "fake_entra.py",
+        "page.html",
+        "page.js",
+        "page.css",
+    }
     assert {
         f
         for f in shipped
