@@ -14,7 +14,9 @@ from jitaccess.signin_page import SignInCallback
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
 
-def _call(app: SignInCallback, query: str, method: str = "GET") -> tuple[str, str]:
+def _call(
+    app: SignInCallback, query: str, method: str = "GET", body: bytes = b""
+) -> tuple[str, str]:
     seen: dict[str, str] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
@@ -22,7 +24,12 @@ def _call(app: SignInCallback, query: str, method: str = "GET") -> tuple[str, st
         seen["headers"] = repr(headers)
 
     body: Iterable[bytes] = app(
-        {"REQUEST_METHOD": method, "QUERY_STRING": query, "wsgi.input": io.BytesIO()},
+        {
+            "REQUEST_METHOD": method,
+            "QUERY_STRING": query,
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+        },
         start_response,
     )
     return seen["status"], b"".join(body).decode()
@@ -57,5 +64,19 @@ def test_a_repeated_parameter_is_refused_before_anything_runs() -> None:
     status, page = _call(SignInCallback(finish, lambda: NOW), "state=a&state=b&code=c")
     assert status == "400 Bad Request"
     assert "repeats a parameter" in page
-    status, _page = _call(SignInCallback(finish, lambda: NOW), "", method="POST")
+    status, _page = _call(SignInCallback(finish, lambda: NOW), "", method="PUT")
     assert status.startswith("405")
+
+
+def test_a_form_post_is_read_like_a_query() -> None:
+    got: list[dict[str, str]] = []
+
+    def finish(query: dict[str, str], now: datetime) -> Link:
+        got.append(query)
+        return Link("U1", "ava@contoso.example", "oid", "tid", (), None)
+
+    status, _page = _call(
+        SignInCallback(finish, lambda: NOW), "", method="POST", body=b"code=abc&state=xyz"
+    )
+    assert status == "200 OK"
+    assert got == [{"code": "abc", "state": "xyz"}]

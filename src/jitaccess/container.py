@@ -331,24 +331,22 @@ def _native_ports(
         return DefaultAzureCredential()
 
     def managed_apps() -> object:
-        from jitaccess.providers.managed_apps import ManagedAppsClient
+        from jitaccess.providers.managed_apps import ManagedApps
 
-        return ManagedAppsClient(
+        return ManagedApps(
             credential(), base_url=settings.azure_arm_url or None, connection_verify=arm_verify
         )
 
     def pim() -> object:
-        from jitaccess.providers.pim_approvals import PimApprovalsClient
+        from jitaccess.providers.pim_approvals import PimApprovals
 
-        return PimApprovalsClient(
-            base_url=settings.azure_arm_url or None, connection_verify=arm_verify
-        )
+        return PimApprovals(base_url=settings.azure_arm_url or None, connection_verify=arm_verify)
 
     def graph() -> object:
-        from jitaccess.providers.graph import GraphDirectory
+        from jitaccess.providers.graph import GRAPH_URL, GraphDirectory
 
         return GraphDirectory(
-            credential(), base_url=settings.graph_url or None, verify=entra_verify
+            credential(), base_url=settings.graph_url or GRAPH_URL, verify=entra_verify
         )
 
     sign_in: SignInPort | None = None

@@ -1,6 +1,7 @@
-"""The Sign in with Microsoft callback page: ``GET /auth/callback`` on the web role.
+"""The Sign in with Microsoft callback page: ``/auth/callback`` on the web role.
 
-Entra sends the browser back here with ``code`` and ``state`` (or ``error``). The page
+Entra sends the browser back here with ``code`` and ``state`` (or ``error``): as a form
+POST (``response_mode=form_post``, what msal asks for) or in the query string. The page
 hands the query to the sign-in use case (``app.signins.SignIns.finish``), which spends
 the single-use attempt and links the account, and tells the person the outcome in
 plain words. A refusal is a 400 page saying what to do; nothing is linked.
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("jitaccess.signin")
 
 CALLBACK_PATH = "/auth/callback"
+#: An authorization response is a code, a state and a session id: a few kilobytes.
+MAX_FORM_BYTES = 64 * 1024
 
 Finish = Callable[[dict[str, str], datetime], Link]
 
@@ -56,9 +59,26 @@ class SignInCallback:
         self.clock = clock
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD", "GET") != "GET":
-            return _page(start_response, "405 Method Not Allowed", "Not here", "Use GET.")
-        raw = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "GET":
+            text = environ.get("QUERY_STRING", "")
+        elif method == "POST":
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_FORM_BYTES:
+                return _page(
+                    start_response,
+                    "400 Bad Request",
+                    "Sign-in refused",
+                    "The sign-in answer is not one Microsoft sends: ask for a new link with "
+                    "/jit signin.",
+                )
+            text = environ["wsgi.input"].read(length).decode("utf-8", "replace")
+        else:
+            return _page(start_response, "405 Method Not Allowed", "Not here", "Use GET or POST.")
+        raw = parse_qs(text, keep_blank_values=True)
         if any(len(values) != 1 for values in raw.values()):
             return _page(
                 start_response,
