@@ -620,7 +620,9 @@ class NativeApps:
             row.end_reason = reason
             row.next_deadline_at = None
             return True
-        if row.state in FINAL_STATES or target in ("approved", "active"):
+        if row.state in FINAL_STATES or target not in FINAL_STATES:
+            # Final here already, or still going in Azure (Pending while jitaccess shows
+            # approved: Azure has not caught up with the decision it accepted).
             return changed
         # Approved or active here, over in Azure: Azure ended it. The sweep confirms with
         # the witness (a grant may have been recorded) and ends the request.
