@@ -358,13 +358,18 @@ def _native_ports(
             from jitaccess.providers.entra import EntraSignIn
             from jitaccess.signin_page import CALLBACK_PATH
 
+            public_url = (settings.public_url or "").rstrip("/")
             return EntraSignIn(
                 tenant_id=tenant,
                 client_id=settings.entra_client_id or "",
                 client_secret=settings.entra_client_secret or "",
-                redirect_uri=(settings.public_url or "").rstrip("/") + CALLBACK_PATH,
+                redirect_uri=public_url + CALLBACK_PATH,
                 authority_host=host,
                 verify=entra_verify,
+                # Entra's answer as a form POST keeps the code out of URLs and logs; a
+                # browser warns before posting from Microsoft's HTTPS page to plain HTTP
+                # (the sandbox on 127.0.0.1), so there the code comes in the query.
+                response_mode="form_post" if public_url.startswith("https://") else "query",
             )
 
         sign_in = cast(SignInPort, _Lazy(entra))

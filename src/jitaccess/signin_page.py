@@ -32,6 +32,7 @@ Finish = Callable[[dict[str, str], datetime], Link]
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>jitaccess: {title}</title>
+<link rel="icon" href="data:,">
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
 <body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
 <h1 id="outcome">{title}</h1><p id="detail">{detail}</p></body></html>"""

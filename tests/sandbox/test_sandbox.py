@@ -796,6 +796,7 @@ def test_restart_keeps_the_data_and_the_clock_and_reset_starts_over(tmp_path: Pa
             "fabrikam-erp",
             "northwind-hr",
             "tailspin-azure",
+            "wingtip-native",
         ]
     finally:
         again.stop()
@@ -810,7 +811,7 @@ def test_restart_keeps_the_data_and_the_clock_and_reset_starts_over(tmp_path: Pa
         assert fresh.server is not None
         service = fresh.server.container.service
         assert service.list_requests() == []
-        assert len(service.list_apps()) == len(demo.APPS)
+        assert len(service.list_apps()) == len(demo.APPS) + 1  # and the native one
     finally:
         fresh.stop()
 

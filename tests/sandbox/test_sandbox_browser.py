@@ -54,6 +54,8 @@ CHROME_FLAGS = (
     "--disable-extensions",
     "--lang=en-US",
     "--window-size=1280,860",
+    # The sandbox's fake Microsoft sign-in page is HTTPS with a throwaway CA.
+    "--ignore-certificate-errors",
 )
 JUSTIFICATION = "Hotfix for ticket 4711: the nightly import fails"
 HOSTILE = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
@@ -148,7 +150,13 @@ def message_with(driver: WebDriver, text: str) -> WebElement | None:
 
 
 def act_as(driver: WebDriver, user_id: str) -> None:
-    driver.find_element(By.CSS_SELECTOR, f'button.user[data-user="{user_id}"]').click()
+    def click() -> bool:
+        # The people list is redrawn as the page polls: a button found a moment ago may
+        # be gone (stale), so find and click it again until one click lands.
+        driver.find_element(By.CSS_SELECTOR, f'button.user[data-user="{user_id}"]').click()
+        return True
+
+    wait(driver, click, f"the button to act as {user_id}")
     wait(
         driver,
         lambda: (
@@ -289,5 +297,86 @@ def test_the_azure_panel_shows_pims_assignment_and_its_expiry(
         lambda: not driver.find_elements(By.CSS_SELECTOR, "#azure .az-assignment"),
         "Azure to remove the assignment past its end",
     )
+    severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert severe == [], severe
+
+
+def sign_in_with_microsoft(driver: WebDriver, username: str, *, mfa: bool = False) -> None:
+    """``/jit signin``, then the link it answers with: the fake Microsoft sign-in page
+    opens in a new tab; sign in there as ``username`` and come back."""
+    driver.find_element(By.ID, "command").send_keys("/jit signin", Keys.ENTER)
+    link = wait(
+        driver,
+        lambda: (
+            visible(driver, "#timeline a[href*='oauth2/v2.0/authorize']")
+            or next(
+                (
+                    a
+                    for a in driver.find_elements(
+                        By.CSS_SELECTOR, "a[href*='oauth2/v2.0/authorize']"
+                    )
+                    if a.is_displayed()
+                ),
+                None,
+            )
+        ),
+        "the Sign in with Microsoft link",
+    )
+    assert link.text == "Sign in with Microsoft"
+    page = driver.current_window_handle
+    before = set(driver.window_handles)
+    link.click()
+    tab = wait(driver, lambda: next(iter(set(driver.window_handles) - before), None), "the tab")
+    driver.switch_to.window(tab)
+    wait(driver, lambda: visible(driver, "#username"), "Microsoft's sign-in page")
+    driver.find_element(By.ID, "username").send_keys(username)
+    if mfa:
+        driver.find_element(By.ID, "mfa").click()
+    driver.save_screenshot(str(ARTIFACTS / "sandbox-microsoft-sign-in.png"))
+    driver.find_element(By.ID, "sign-in").click()
+    outcome = wait(driver, lambda: visible(driver, "#outcome"), "the sign-in outcome page")
+    detail = driver.find_element(By.ID, "detail").text
+    assert outcome.text == "Signed in", detail
+    assert username in detail
+    driver.close()
+    driver.switch_to.window(page)
+
+
+def test_ava_signs_in_with_microsoft_and_approves_a_native_azure_request(
+    browser: WebDriver, sandbox: Sandbox
+) -> None:
+    """Native mode in the browser: Pat signs in and requests on the managed application
+    with Azure's own JIT; Ava is asked to sign in first, signs in on the (fake) Microsoft
+    page, approves, and Azure's jitRequest is Approved by her decision."""
+    driver = browser
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.get(sandbox.url)
+    wait(driver, lambda: visible(driver, f'button.user.active[data-user="{demo.PUBLISHER}"]'), "")
+    sign_in_with_microsoft(driver, "pat@example.com")
+    driver.find_element(By.ID, "command").send_keys(
+        f"/jit request {demo.NATIVE_APP} Contributor 1h deploy the fix", Keys.ENTER
+    )
+    wait(driver, lambda: message_with(driver, "Request #1 was sent to the approvers"), "sent")
+    assert sandbox.arm is not None
+    (jit_request,) = sandbox.arm.managed_apps.jit_requests.values()
+    assert jit_request.state == "Pending"
+    assert jit_request.created_by.get("oid") == demo.OBJECT_IDS["pat"]
+
+    act_as(driver, demo.APPROVER)
+    wait(driver, lambda: message_with(driver, "Access request #1"), "Ava's card")
+    driver.find_element(By.ID, "command").send_keys("/jit approve 1 looks right", Keys.ENTER)
+    wait(driver, lambda: message_with(driver, "Sign in with Microsoft"), "asked to sign in")
+    assert jit_request.state == "Pending"  # nothing was decided without her sign-in
+
+    sign_in_with_microsoft(driver, "ava@example.com")
+    driver.find_element(By.ID, "command").send_keys("/jit approve 1 looks right", Keys.ENTER)
+
+    def decided() -> WebElement | None:
+        found = message_with(driver, "Access request #1")
+        return found if found is not None and "Approved by @Ava Approver" in found.text else None
+
+    wait(driver, decided, "the card to show Ava's approval")
+    assert sandbox.arm.managed_apps.jit_requests[jit_request.id.lower()].state == "Approved"
+    driver.save_screenshot(str(ARTIFACTS / "sandbox-native-approved.png"))
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert severe == [], severe

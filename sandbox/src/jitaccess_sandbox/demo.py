@@ -1,4 +1,4 @@
-"""The sandbox's demo workspace: four people, one user group and four applications.
+"""The sandbox's demo workspace: four people, one user group and five applications.
 
 The people live in the fake Slack workspace (``users.info`` reports their names and
 time zones); the applications are registered through the service on first start,
@@ -7,6 +7,11 @@ the ``azure`` provider (PIM scheduled mode) against the sandbox's fake Azure Res
 Manager: Pat is mapped to an Entra object id there, and every scheduled assignment
 comes with a few Activity Log events by Pat (:func:`demo_activity`), so the summary
 after access ends has something to say.
+
+The fifth, ``wingtip-native``, is a managed application on the fake ARM with Azure's
+own JIT (native mode): imported on first start as ``jitaccess apps import`` would, its
+approver Ava signs in on the sandbox's fake Microsoft sign-in page (``/jit signin``) and
+decides as herself; Pat requests as himself.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from zoneinfo import ZoneInfo
 from jitaccess.app.service import AppSpec, JitService
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess_sandbox.fake_arm import Assignment, FakeArm
+from jitaccess_sandbox.fake_entra import FakeEntra
 from jitaccess_sandbox.fake_slack import FakeSlack
 
 PUBLISHER = "UPUBDEMO"
@@ -38,6 +44,18 @@ AZURE_SCOPE = (
     "/subscriptions/5a1db0c5-0000-4000-8000-000000000000/resourceGroups/mrg-tailspin-azure"
 )
 PUBLISHER_OBJECT_ID = "0b5e5a1d-7a7a-4c4c-9d9d-000000000001"
+#: The demo native application (Azure's own JIT): its subscription and resource group.
+NATIVE_APP = "wingtip-native"
+NATIVE_SUBSCRIPTION = "5a1db0c5-0000-4000-8000-00000000beef"
+NATIVE_RESOURCE_GROUP = "rg-wingtip"
+#: The demo people's Entra object ids (Pat's is the one above).
+OBJECT_IDS = {
+    "pat": PUBLISHER_OBJECT_ID,
+    "ava": "0b5e5a1d-7a7a-4c4c-9d9d-0000000000a1",
+    "abe": "0b5e5a1d-7a7a-4c4c-9d9d-0000000000a2",
+    "ada": "0b5e5a1d-7a7a-4c4c-9d9d-0000000000a3",
+}
+CONTRIBUTOR_ROLE = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 
 
 @dataclass(frozen=True)
@@ -215,12 +233,45 @@ def demo_activity(arm: FakeArm) -> Callable[[Assignment], None]:
     return add
 
 
+def add_native(arm: FakeArm, entra: FakeEntra) -> None:
+    """The demo people in the fake Entra directory (the same addresses as in the fake
+    Slack, so the import maps them), and the managed application with Azure's own JIT
+    (manual approval by Ava) on the fake ARM, Pat authorized as Contributor."""
+    for person in USERS:
+        object_id = OBJECT_IDS[person.name]
+        address = f"{person.name}@example.com"
+        entra.add_user(object_id, address, person.real_name, mail=address)
+    arm.user_token_verifier = entra.verify_access_token
+    arm.managed_apps.add_application(
+        NATIVE_SUBSCRIPTION,
+        NATIVE_RESOURCE_GROUP,
+        NATIVE_APP,
+        managed_resource_group=f"mrg-{NATIVE_APP}",
+        approval_mode="ManualApprove",
+        approvers=[{"id": OBJECT_IDS["ava"], "type": "user", "displayName": "Ava Approver"}],
+        maximum_duration="PT8H",
+        authorizations=[{"principalId": PUBLISHER_OBJECT_ID, "roleDefinitionId": CONTRIBUTOR_ROLE}],
+    )
+
+
 def seed(service: JitService, now: datetime) -> list[str]:
     """Register the demo applications not registered yet (all on first start; one
     added to the demo later on the next start); returns their names."""
     registered = {app.name for app in service.list_apps()}
-    return [
+    names = [
         service.register_app(spec, actor=SEEDED_BY, now=now).name
         for spec in APPS
         if spec.name not in registered
     ]
+    if NATIVE_APP not in registered and service.deps.native.managed_apps is not None:
+        report = service.native.import_apps(
+            NATIVE_SUBSCRIPTION,
+            NATIVE_RESOURCE_GROUP,
+            publishers=[PUBLISHER],
+            admins=[ADMIN],
+            requests_resource_group=None,
+            actor=SEEDED_BY,
+            now=now,
+        )
+        names += report.registered
+    return names

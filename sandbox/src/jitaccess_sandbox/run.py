@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import logging
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -42,10 +43,12 @@ from jitaccess.server import (
     stop_on_signals,
 )
 from jitaccess.settings import Settings, load_settings
+from jitaccess.signin_page import CALLBACK_PATH
 from jitaccess.store import slack_messages
 from jitaccess.terminal import visible
 from jitaccess_sandbox import demo
 from jitaccess_sandbox.fake_arm import FakeArm, FakeCredential
+from jitaccess_sandbox.fake_entra import CLIENT_ID, CLIENT_SECRET, FakeEntra
 from jitaccess_sandbox.fake_slack import FakeSlack
 from jitaccess_sandbox.page import SandboxClock, SandboxPage
 
@@ -103,6 +106,7 @@ class Sandbox:
         self.clock = SandboxClock(self.clock_path)
         self.fake: FakeSlack | None = None
         self.arm: FakeArm | None = None
+        self.entra: FakeEntra | None = None
         self.server: Server | None = None
         self.page: SandboxPage | None = None
         self._sweeps: list[threading.Thread] = []
@@ -112,6 +116,20 @@ class Sandbox:
     def clock_path(self) -> Path:
         """Where the time control's offset is kept, beside the database."""
         return self.db_path.with_name(self.db_path.name + ".clock")
+
+    @property
+    def key_path(self) -> Path:
+        """The key the sandbox's stored sign-ins are encrypted with, beside the database
+        (a restart keeps Ava signed in; ``--sandbox-reset`` forgets both)."""
+        return self.db_path.with_name(self.db_path.name + ".key")
+
+    def token_key(self) -> str:
+        from jitaccess.app.signins import TokenCipher
+
+        if not self.key_path.exists():
+            self.key_path.write_text(TokenCipher.new_key())
+            self.key_path.chmod(0o600)
+        return self.key_path.read_text().strip()
 
     @property
     def lock_path(self) -> Path:
@@ -127,6 +145,7 @@ class Sandbox:
             self.db_path,
             *(self.db_path.with_name(name + suffix) for suffix in ("-wal", "-shm", "-journal")),
             self.clock_path,
+            self.key_path,
         ]
 
     def _check_not_shared(self) -> None:
@@ -154,7 +173,9 @@ class Sandbox:
         port = self.server.port if self.server is not None else self.port
         return f"http://127.0.0.1:{port}"
 
-    def settings(self, api_url: str, arm: FakeArm | None = None) -> Settings:
+    def settings(
+        self, api_url: str, arm: FakeArm | None = None, entra: FakeEntra | None = None
+    ) -> Settings:
         return Settings(
             _env_file=None,
             database_url=f"sqlite:///{self.db_path}",
@@ -175,6 +196,14 @@ class Sandbox:
             azure_client_secret=None,
             azure_arm_url=arm.base_url if arm is not None else None,
             azure_ca_bundle=str(arm.ca_file) if arm is not None else None,
+            # Sign in with Microsoft against the fake Entra (and its Graph).
+            public_url=self.app_url if entra is not None else None,
+            entra_authority=entra.authority if entra is not None else None,
+            entra_client_id=CLIENT_ID if entra is not None else None,
+            entra_client_secret=CLIENT_SECRET if entra is not None else None,
+            entra_ca_bundle=str(entra.ca_file) if entra is not None else None,
+            graph_url=entra.graph_url if entra is not None else None,
+            token_keys=self.token_key() if entra is not None else None,
         )
 
     @contextlib.contextmanager
@@ -216,8 +245,14 @@ class Sandbox:
                 arm.on_scheduled = demo.demo_activity(arm)
                 arm.start()
                 self.arm = arm
+                if self.port == 0:  # the sign-in's redirect URI names the port
+                    self.port = free_port()
+                entra = FakeEntra(now=self.clock, redirect_uris=(f"{self.app_url}{CALLBACK_PATH}",))
+                entra.start()
+                self.entra = entra
+                demo.add_native(arm, entra)
                 server = Server(
-                    self.settings(fake.base_url, arm),
+                    self.settings(fake.base_url, arm, entra),
                     clock=self.clock,
                     azure_credential=FakeCredential(),
                 )
@@ -272,8 +307,10 @@ class Sandbox:
         """Stop within about ``timeout`` seconds (see :meth:`Server.stop`)."""
         deadline = time.monotonic() + timeout
         page, server, fake, arm = self.page, self.server, self.fake, self.arm
+        entra = self.entra
         self.page = self.server = self.fake = None
         self.arm = None
+        self.entra = None
         if server is not None:
             server.container.stopping.set()  # the sweeps below stop at their next row
         if page is not None:
@@ -288,6 +325,16 @@ class Sandbox:
             fake.stop()
         if arm is not None:
             arm.stop()
+        if entra is not None:
+            entra.stop()
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def run_sandbox(
