@@ -817,7 +817,8 @@ class FakeEntra:
         )
         shown_error = f"<p id='error' role='alert'>{html.escape(error)}</p>" if error else ""
         return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>Sign in to your account</title>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<title>Sign in to your account</title>
 <style>body{{font-family:sans-serif;max-width:28rem;margin:3rem auto}}
 label{{display:block;margin:.6rem 0}}input[type=text]{{width:100%;padding:.4rem}}</style>
 </head><body>
