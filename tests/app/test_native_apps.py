@@ -556,3 +556,49 @@ def test_only_azures_policy_fields_can_be_changed_on_a_native_application(
         world.service.set_policy(
             "contoso", actor=PAT, now=world.clock(), max_duration=timedelta(hours=2)
         )
+
+
+# -- Azure or Microsoft answering badly: refused, nothing recorded ---------------------
+
+
+def test_azure_refusing_the_publishers_token_asks_them_to_sign_in_again(world: World) -> None:
+    world.sign_in(PAT, "pat@fabrikam.example")
+    world.arm.user_token_verifier = lambda token: None  # ARM answers 401 to any person
+    with pytest.raises(NeedsSignIn, match="Azure did not accept your sign-in"):
+        world.request()
+    assert world.arm.managed_apps.jit_requests == {}
+    assert world.service.list_requests() == []
+
+
+def test_microsoft_answering_out_of_shape_refuses_and_records_nothing(world: World) -> None:
+    world.sign_in(PAT, "pat@fabrikam.example")
+    world.entra.answer_next({"token_type": "Bearer"}, path="/oauth2/v2.0/token")
+    with pytest.raises(RuleViolation, match="nothing was recorded") as refused:
+        world.request()
+    assert not isinstance(refused.value, NeedsSignIn)
+    assert world.arm.managed_apps.jit_requests == {}
+    assert world.service.list_requests() == []
+    assert world.service.signins.link_of(PAT) is not None  # a bad answer is not a sign-out
+
+
+def test_a_pim_failure_refuses_the_decision_and_records_nothing(world: World) -> None:
+    world.sign_in(PAT, "pat@fabrikam.example")
+    request_id = world.request()
+    world.sign_in(AVA, "ava@contoso.example")
+    world.arm.pim_available = False
+    with pytest.raises(RuleViolation, match="nothing was recorded"):
+        world.service.approve(request_id, actor=AVA, reason="ok", now=world.clock())
+    assert world.service.get_request(request_id).state == "pending"
+    assert "approve" not in world.actions()
+
+
+def test_no_approval_stage_in_the_public_api_points_to_the_portal(world: World) -> None:
+    world.sign_in(PAT, "pat@fabrikam.example")
+    request_id = world.request()
+    world.sign_in(AVA, "ava@contoso.example")
+    world.arm.managed_apps.approvals.clear()  # Azure shows Ava no stage for it
+    with pytest.raises(RuleViolation, match="Decide it in the Azure portal") as refused:
+        world.service.approve(request_id, actor=AVA, reason="ok", now=world.clock())
+    assert "portal.azure.com" in str(refused.value)
+    assert world.service.get_request(request_id).state == "pending"
+    assert world.arm.managed_apps.request(world.jit_request(request_id)).state == "Pending"

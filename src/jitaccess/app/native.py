@@ -199,12 +199,25 @@ class NativeApps:
             raise RuleViolation("Native mode needs Azure Resource Manager for PIM approvals")
         return self._pim
 
-    def _azure(self, what: str, call: Callable[[], Any]) -> Any:
-        """Call Azure; a failed lookup refuses the action with the reason."""
+    def _azure(
+        self,
+        what: str,
+        call: Callable[[], Any],
+        *,
+        as_person: tuple[str, datetime] | None = None,
+    ) -> Any:
+        """Call Azure; a failed lookup refuses the action with the reason. A call made
+        ``as_person`` (their token) that Azure refuses as unauthenticated asks them to
+        sign in again."""
         try:
             return call()
-        except SignInLapsed:
-            raise
+        except SignInLapsed as exc:
+            if as_person is None:
+                raise RuleViolation(f"{what} failed, nothing was recorded: {exc}") from None
+            person, now = as_person
+            raise self._needs_sign_in(
+                person, f"Azure did not accept your sign-in ({exc})", now, step_up=False
+            ) from None
         except ExternalLookupFailed as exc:
             raise RuleViolation(f"{what} failed, nothing was recorded: {exc}") from None
 
@@ -477,6 +490,11 @@ class NativeApps:
             raise self._needs_sign_in(
                 person, f"To {doing} in Azure as yourself, sign in again: {exc}", now, step_up=False
             ) from None
+        except ExternalLookupFailed as exc:
+            raise RuleViolation(
+                f"Microsoft sign-in could not be reached to {doing} as you, nothing was "
+                f"recorded: {exc}"
+            ) from None
 
     def submit(
         self,
@@ -515,6 +533,7 @@ class NativeApps:
                 window.starts_at,
                 window.ends_at - window.starts_at,
             ),
+            as_person=(requester, now),
         )
         with self.db.transaction() as session:
             app = self.rows.app(session, app_name)
@@ -762,7 +781,9 @@ class NativeApps:
                 f"{native.state.value}"
             )
         stage = self._azure(
-            "Looking up your PIM approval", lambda: self.pim.find_stage(token, scope, native)
+            "Looking up your PIM approval",
+            lambda: self.pim.find_stage(token, scope, native),
+            as_person=(actor, now),
         )
         if stage is None:
             raise RuleViolation(
@@ -775,6 +796,7 @@ class NativeApps:
         self._azure(
             "Recording your decision in Azure",
             lambda: self.pim.decide(token, stage, approve, reason),
+            as_person=(actor, now),
         )
         with self.db.transaction() as session:
             row = self.rows.lock(session, request_id)

@@ -210,7 +210,15 @@ class SignIns:
                 )
             attempt.used_at = now
             slack_user = attempt.slack_user
-            flow = json.loads(cipher.decrypt(attempt.flow))
+            try:
+                flow = json.loads(cipher.decrypt(attempt.flow))
+            except SignInLapsed:  # the key it was made with is gone (rotated meanwhile)
+                flow = None
+        if flow is None:
+            raise RuleViolation(
+                "This sign-in link was made with a key jitaccess no longer has: ask for a "
+                "new one with /jit signin in Slack"
+            )
         if "error" in query:
             raise RuleViolation(
                 "Microsoft did not sign you in ("
