@@ -602,3 +602,51 @@ def test_no_approval_stage_in_the_public_api_points_to_the_portal(world: World) 
     assert "portal.azure.com" in str(refused.value)
     assert world.service.get_request(request_id).state == "pending"
     assert world.arm.managed_apps.request(world.jit_request(request_id)).state == "Pending"
+
+
+def test_require_mfa_on_an_engine_application_needs_the_same_proof(world: World) -> None:
+    """require_mfa is a policy option of any application: on one enforced by jitaccess's
+    own engine (the log provider here), an approval counts only after a recent
+    multi-factor sign-in with Microsoft; nothing else of Azure is involved."""
+    from conftest import ADMIN, register
+    from jitaccess.domain.policy import ApprovalMode
+
+    register(
+        world.service,
+        "crm",
+        mode=ApprovalMode.MANUAL,
+        approvers=(AVA,),
+        publishers=(PAT,),
+        now=world.clock(),
+    )
+    world.service.set_require_mfa("crm", True, actor=ADMIN, now=world.clock())
+    view = world.service.submit(
+        "crm",
+        requester=PAT,
+        role="Contributor",
+        duration=timedelta(hours=1),
+        justification="deploy",
+        now=world.clock(),
+    )
+    with pytest.raises(NeedsSignIn, match="multi-factor"):  # never signed in
+        world.service.approve(view.id, actor=AVA, reason="ok", now=world.clock())
+    world.sign_in(AVA, "ava@contoso.example")  # a link, but no MFA proof
+    with pytest.raises(NeedsSignIn, match="multi-factor"):
+        world.service.approve(view.id, actor=AVA, reason="ok", now=world.clock())
+    assert world.service.get_request(view.id).state == "pending"
+    world.sign_in(AVA, "ava@contoso.example", mfa=True)
+    assert world.service.approve(view.id, actor=AVA, reason="ok", now=world.clock()).state in (
+        "approved",
+        "active",
+    )
+    world.clock.move(timedelta(hours=2))  # the proof is an hour old at most
+    second = world.service.submit(
+        "crm",
+        requester=PAT,
+        role="Owner",
+        duration=timedelta(hours=1),
+        justification="again",
+        now=world.clock(),
+    )
+    with pytest.raises(NeedsSignIn, match="older"):
+        world.service.approve(second.id, actor=AVA, reason="ok", now=world.clock())
