@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 from cryptography.fernet import Fernet
@@ -75,8 +76,6 @@ class Native:
         container = build(load_settings())
         try:
             signins = container.service.signins
-            from datetime import UTC, datetime
-
             now = datetime.now(UTC)
             answer = self.entra.sign_in(signins.link_for(slack_user, now=now), username)
             signins.finish(answer.params, now=now)
@@ -381,8 +380,6 @@ def test_rotate_key_with_a_new_key_first_keeps_every_sign_in(native: Native) -> 
     native.monkeypatch.setenv("JITACCESS_TOKEN_KEYS", new_key)
     container = build(load_settings())
     try:
-        from datetime import UTC, datetime
-
         token, link = container.service.signins.tokens_for(AVA, now=datetime.now(UTC))
         assert token and link.object_id == AVA_OID
     finally:

@@ -43,7 +43,7 @@ def list_links() -> None:
     if not links:
         out.print("Nobody has signed in with Microsoft yet.")
         return
-    table = Table("Slack user", "Microsoft account", "Object id", "MFA contexts", "Signed in")
+    table = Table("Slack user", "Microsoft account", "Object id", "MFA contexts", "Step-up at")
     for link in links:
         table.add_row(
             link.slack_user,
