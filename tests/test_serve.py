@@ -73,6 +73,39 @@ def test_serve_without_slack_settings_prints_real_line_breaks(
     assert lines[2].startswith("  - SLACK_SIGNING_SECRET: from the Slack app's")
 
 
+def test_serve_refuses_half_a_sign_in_set_up_naming_each_missing_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENTRA_CLIENT_ID alone would only fail at someone's first sign-in: serve says so at
+    start, one line per setting, before building anything."""
+    monkeypatch.chdir(tmp_path)
+    for name in (
+        "ENTRA_AUTHORITY",
+        "ENTRA_CLIENT_SECRET",
+        "JITACCESS_PUBLIC_URL",
+        "JITACCESS_TOKEN_KEYS",
+        "SLACK_APP_TOKEN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JITACCESS_DATABASE_URL", f"sqlite:///{tmp_path}/j.db")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    monkeypatch.setenv("ENTRA_CLIENT_ID", "0b6a1f7e-4c1d-4e8b-9a53-7d0c2f1e9a10")
+    monkeypatch.setenv("COLUMNS", "300")
+    result = CliRunner().invoke(cli_app, ["serve"])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("jitaccess serve cannot start; set these")
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "  - ENTRA_AUTHORITY",
+        "  - ENTRA_CLIENT_SECRET",
+        "  - JITACCESS_PUBLIC_URL",
+        "  - JITACCESS_TOKEN_KEYS",
+    ]
+    assert "Traceback" not in result.output + result.stderr
+    assert not (tmp_path / "j.db").exists()
+
+
 @pytest.mark.parametrize(
     "command", [["serve"], ["apps", "list"], ["sweep"], ["serve", "--sandbox"]]
 )

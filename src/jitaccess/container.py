@@ -18,6 +18,7 @@ Which pieces are built depends on who asks:
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -319,16 +320,24 @@ def _native_ports(
         settings.azure_client_id or settings.azure_tenant_id or settings.azure_arm_url
     )
 
+    @functools.cache  # one identity for ARM and Graph
     def credential() -> TokenCredential:
         if azure_credential is not None:
             return azure_credential
-        from azure.identity import ClientSecretCredential, DefaultAzureCredential
+        from jitaccess.providers.arm import authority_options, credential_from_settings
 
-        if settings.azure_tenant_id and settings.azure_client_id and settings.azure_client_secret:
-            return ClientSecretCredential(
-                settings.azure_tenant_id, settings.azure_client_id, settings.azure_client_secret
-            )
-        return DefaultAzureCredential()
+        made = credential_from_settings(
+            settings.azure_tenant_id,
+            settings.azure_client_id,
+            settings.azure_client_secret,
+            authority_host=settings.azure_authority_host,
+            connection_verify=entra_verify,
+        )
+        if made is not None:
+            return made
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential(**authority_options(settings.azure_authority_host))
 
     def managed_apps() -> object:
         from jitaccess.providers.managed_apps import ManagedApps

@@ -64,7 +64,7 @@ class Server:
         azure_credential: TokenCredential | None = None,
     ) -> None:
         self.role: Role = settings.role
-        missing = settings.missing_slack_settings(self.role)
+        missing = settings.missing_slack_settings(self.role) + settings.signin_problems()
         if missing:
             command = "serve" if self.role is Role.ALL else f"serve --role {self.role}"
             raise ConfigurationError(

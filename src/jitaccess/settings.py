@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import Field, ValidationError, field_validator
@@ -12,6 +14,27 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from jitaccess.roles import Role
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Conditional Access authentication context ids: c1 to c99.
+AUTH_CONTEXT = re.compile(r"c[1-9][0-9]?")
+#: Settings whose value is a secret: a report of a bad one never repeats it.
+SECRET_SETTINGS = frozenset(
+    {
+        "slack_bot_token",
+        "slack_signing_secret",
+        "slack_app_token",
+        "azure_client_secret",
+        "entra_client_secret",
+        "token_keys",
+    }
+)
+#: What settings checked by a validator accept, in words.
+ACCEPTS = {
+    "token_keys": "comma-separated Fernet keys (make one with `jitaccess signins new-key`)",
+    "mfa_auth_context": "a Conditional Access authentication context id, c1 to c99",
+    "entra_authority": "https://<login host>/<tenant id or domain>, e.g. "
+    "https://login.microsoftonline.com/<tenant-id>",
+    "public_url": "an absolute http(s):// URL without a query",
+}
 
 
 class Settings(BaseSettings):
@@ -143,6 +166,12 @@ class Settings(BaseSettings):
         validation_alias="AZURE_CLIENT_SECRET",
         description="Client secret; leave empty to use DefaultAzureCredential (managed identity)",
     )
+    azure_authority_host: str | None = Field(
+        default=None,
+        validation_alias="AZURE_AUTHORITY_HOST",
+        description="Entra host jitaccess's own Azure identity gets its tokens from "
+        "(default login.microsoftonline.com; login.microsoftonline.us for Azure Government)",
+    )
     azure_arm_url: str | None = Field(
         default=None,
         validation_alias="AZURE_ARM_URL",
@@ -174,17 +203,19 @@ class Settings(BaseSettings):
     entra_client_secret: str | None = Field(
         default=None,
         validation_alias="ENTRA_CLIENT_SECRET",
-        description="Its client secret",
+        description="Client secret of that app registration (ENTRA_CLIENT_ID)",
     )
     entra_ca_bundle: str | None = Field(
         default=None,
         validation_alias="ENTRA_CA_BUNDLE",
-        description="CA bundle to trust for sign-in and Graph (default the system's)",
+        description="CA bundle to trust for Entra (sign-in, jitaccess's own tokens) and Graph "
+        "(default the system's)",
     )
     graph_url: str | None = Field(
         default=None,
         validation_alias="GRAPH_URL",
-        description="Microsoft Graph endpoint (default https://graph.microsoft.com)",
+        description="Microsoft Graph endpoint, with its version (default "
+        "https://graph.microsoft.com/v1.0)",
     )
     token_keys: str | None = Field(
         default=None,
@@ -243,6 +274,84 @@ class Settings(BaseSettings):
             raise ValueError("not a log level")
         return level
 
+    @field_validator("token_keys")
+    @classmethod
+    def _fernet_keys(cls, value: str | None) -> str | None:
+        """Every key must be a Fernet key, or every command would fail at its first
+        sign-in (a malformed key is reported at start, never echoed: it is a secret)."""
+        if value is None or not value.strip():
+            return None
+        from cryptography.fernet import Fernet
+
+        for key in value.split(","):
+            if not key.strip():
+                continue
+            try:
+                Fernet(key.strip().encode())
+            except ValueError:
+                raise ValueError("not a Fernet key") from None
+        return value
+
+    @field_validator("mfa_auth_context")
+    @classmethod
+    def _auth_context(cls, value: str) -> str:
+        if not AUTH_CONTEXT.fullmatch(value.strip()):
+            raise ValueError("not an authentication context id")
+        return value.strip()
+
+    @field_validator("entra_authority")
+    @classmethod
+    def _authority(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip().rstrip("/"))
+        tenant = parts.path.strip("/")
+        if parts.scheme != "https" or not parts.netloc or not tenant or "/" in tenant:
+            raise ValueError("not an authority")
+        return value.strip()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("https", "http") or not parts.netloc or parts.query:
+            raise ValueError("not a URL")
+        return value.strip()
+
+    def signin_problems(self) -> list[str]:
+        """One line per setting Sign in with Microsoft still needs, once any of its
+        Entra settings is given: half of it would only fail at someone's first sign-in
+        (``serve`` refuses to start with these instead)."""
+        if not (self.entra_authority or self.entra_client_id or self.entra_client_secret):
+            return []
+        needed = {
+            "ENTRA_AUTHORITY": (
+                self.entra_authority,
+                "https://login.microsoftonline.com/<tenant-id>, the customer's tenant",
+            ),
+            "ENTRA_CLIENT_ID": (
+                self.entra_client_id,
+                "the app registration people sign in to (its Application (client) ID)",
+            ),
+            "ENTRA_CLIENT_SECRET": (self.entra_client_secret, "that app registration's secret"),
+            "JITACCESS_PUBLIC_URL": (
+                self.public_url,
+                "where browsers reach jitaccess's web role; the app registration's redirect "
+                "URI is it followed by /auth/callback",
+            ),
+            "JITACCESS_TOKEN_KEYS": (
+                self.token_keys,
+                "the key encrypting stored sign-ins: make one with `jitaccess signins new-key`",
+            ),
+        }
+        return [
+            f"{name}: {what} (Sign in with Microsoft is half set up)"
+            for name, (value, what) in needed.items()
+            if not value
+        ]
+
     def missing_slack_settings(self, role: Role | None = None) -> list[str]:
         """One line per Slack setting ``serve --role role`` (default: this role) needs
         and does not have. Every role needs the bot token (the web opens modals and
@@ -286,11 +395,14 @@ def _problems(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors():
         alias = str(error["loc"][0]) if error["loc"] else "?"
+        name = by_alias.get(alias)
+        accepts = _accepts(name) if name else error["msg"]
+        if name in SECRET_SETTINGS:
+            lines.append(f"{alias} is not valid: expected {accepts} (environment or .env)")
+            continue
         got = repr(error.get("input"))
         if len(got) > 60:
             got = got[:59] + "…"
-        name = by_alias.get(alias)
-        accepts = _accepts(name) if name else error["msg"]
         lines.append(f"{alias} is {got}: expected {accepts} (environment or .env)")
     return lines
 
@@ -299,6 +411,8 @@ def _accepts(name: str) -> str:
     """What setting ``name`` accepts, in words, from its type and bounds."""
     if name == "log_level":
         return ", ".join(LOG_LEVELS[:-1]) + " or " + LOG_LEVELS[-1]
+    if name in ACCEPTS:
+        return ACCEPTS[name]
     field = Settings.model_fields[name]
     kind: Any = field.annotation
     choices: list[str] = []

@@ -93,7 +93,7 @@ def test_the_difference_names_each_change() -> None:
     )
     lines = before.differences(after)
     assert "approval mode: ManualApprove → AutoApprove" in lines
-    assert "maximum duration: 8:00:00 → 4:00:00" in lines
+    assert "maximum duration: 8h → 4h" in lines
     assert "approver added: b" in lines
     assert "approver removed: g" in lines
     assert before.differences(before) == []

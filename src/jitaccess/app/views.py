@@ -83,6 +83,7 @@ class AppView:
                 "feed_channel": self.policy.feed_channel,
             },
             "provider": self.provider,
+            "require_mfa": self.require_mfa,
         }
 
 

@@ -40,7 +40,10 @@ def list_links() -> None:
     """Who is linked to which Microsoft account (never a token)."""
     with container() as c:
         links = c.service.signins.links()
-    table = Table("Slack user", "Microsoft account", "Object id", "MFA contexts", "Signed in")
+    if not links:
+        out.print("Nobody has signed in with Microsoft yet.")
+        return
+    table = Table("Slack user", "Microsoft account", "Object id", "MFA contexts", "Step-up at")
     for link in links:
         table.add_row(
             link.slack_user,

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
+from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import RuleViolation
 
 #: The provider name a native application carries: jitaccess writes nothing there.
@@ -79,7 +80,10 @@ class NativePolicy:
         if self.approval_mode != other.approval_mode:
             lines.append(f"approval mode: {self.approval_mode} → {other.approval_mode}")
         if self.max_duration != other.max_duration:
-            lines.append(f"maximum duration: {self.max_duration} → {other.max_duration}")
+            lines.append(
+                f"maximum duration: {format_duration(self.max_duration)} → "
+                f"{format_duration(other.max_duration)}"
+            )
         before = {a.id for a in self.approvers}
         after = {a.id for a in other.approvers}
         for added in sorted(after - before):

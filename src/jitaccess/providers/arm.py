@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
@@ -34,15 +35,33 @@ class CappedRetryPolicy(RetryPolicy[Any, Any]):
 
 
 def credential_from_settings(
-    tenant_id: str | None, client_id: str | None, client_secret: str | None
+    tenant_id: str | None,
+    client_id: str | None,
+    client_secret: str | None,
+    *,
+    authority_host: str | None = None,
+    connection_verify: str | bool = True,
 ) -> TokenCredential | None:
     """A service principal (client secret) if all three are given; None (then
-    DefaultAzureCredential, made at first use) if none is; refused if only some are."""
+    DefaultAzureCredential, made at first use) if none is; refused if only some are.
+
+    ``authority_host`` (``AZURE_AUTHORITY_HOST``) is the Entra host it signs in at,
+    Microsoft's public cloud by default. msal validates a host it does not know by asking
+    Microsoft's instance discovery, which answers only for Microsoft's own clouds; for
+    any other host (Azure Stack, a private cloud, a local stand-in) discovery is turned
+    off, as azure-identity documents for those. ``connection_verify`` is the CA bundle
+    the token requests trust (True: the system's)."""
     given = {"tenant_id": tenant_id, "client_id": client_id, "client_secret": client_secret}
     if tenant_id and client_id and client_secret:
         from azure.identity import ClientSecretCredential
 
-        return ClientSecretCredential(tenant_id, client_id, client_secret)
+        return ClientSecretCredential(
+            tenant_id,
+            client_id,
+            client_secret,
+            **authority_options(authority_host),
+            **({} if connection_verify is True else {"connection_verify": connection_verify}),
+        )
     if any(given.values()):
         missing = ", ".join(k for k, v in given.items() if not v)
         raise ProviderError(
@@ -51,6 +70,21 @@ def credential_from_settings(
             "DefaultAzureCredential"
         )
     return None
+
+
+def authority_options(authority_host: str | None) -> dict[str, Any]:
+    """azure-identity's keyword arguments for signing in at ``authority_host`` (None:
+    its default, which is ``AZURE_AUTHORITY_HOST`` from the environment or Microsoft's
+    public cloud). See :func:`credential_from_settings`."""
+    if not authority_host:
+        return {}
+    from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
+
+    host = urlsplit(authority_host if "//" in authority_host else f"//{authority_host}").hostname
+    options: dict[str, Any] = {"authority": authority_host}
+    if (host or "").lower() not in WELL_KNOWN_AUTHORITY_HOSTS:
+        options["disable_instance_discovery"] = True
+    return options
 
 
 class ArmConnection:

@@ -348,14 +348,24 @@ class AzureProvider:
         connection_verify: str | bool = True,
         timeout: float = 30,
         retry_total: int = 2,
+        authority_host: str | None = None,
+        token_verify: str | bool = True,
     ) -> AzureProvider:
         """A service principal (client secret) if all three are given, else DefaultAzureCredential.
 
         DefaultAzureCredential covers managed identity, workload identity, the AZURE_*
-        environment variables and ``az login``; it is created at first use.
+        environment variables and ``az login``; it is created at first use. The service
+        principal signs in at ``authority_host`` (``AZURE_AUTHORITY_HOST``), trusting
+        ``token_verify`` for it (``connection_verify`` is for ARM).
         """
         return cls(
-            credential_from_settings(tenant_id, client_id, client_secret),
+            credential_from_settings(
+                tenant_id,
+                client_id,
+                client_secret,
+                authority_host=authority_host,
+                connection_verify=token_verify,
+            ),
             base_url=base_url,
             connection_verify=connection_verify,
             timeout=timeout,

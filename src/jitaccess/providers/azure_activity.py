@@ -92,7 +92,11 @@ class AzureActivityLog:
         owned = credential is None
         if credential is None:
             credential = credential_from_settings(
-                settings.azure_tenant_id, settings.azure_client_id, settings.azure_client_secret
+                settings.azure_tenant_id,
+                settings.azure_client_id,
+                settings.azure_client_secret,
+                authority_host=settings.azure_authority_host,
+                connection_verify=settings.entra_ca_bundle or True,
             )
         return cls(
             credential,

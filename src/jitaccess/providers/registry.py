@@ -73,6 +73,8 @@ def _azure(settings: Settings, credential: TokenCredential | None = None) -> Acc
                 settings.azure_client_secret,
                 settings.azure_arm_url or None,
                 connection_verify=verify,
+                authority_host=settings.azure_authority_host,
+                token_verify=settings.entra_ca_bundle or True,
             )
         except ProviderError as exc:
             log.error("the azure provider is not usable: %s", exc)
