@@ -329,7 +329,14 @@ class NativeApps:
                 report.unmapped.append(f"{app}: Entra user {label}: no mail in Graph")
                 mapping[approver.id] = None
                 continue
-            slack = self.slack_lookup(email) if self.slack_lookup else None
+            try:
+                slack = self.slack_lookup(email) if self.slack_lookup else None
+            except ExternalLookupFailed as exc:
+                report.unmapped.append(
+                    f"{app}: Entra user {label} ({email}): Slack's lookup failed ({exc})"
+                )
+                mapping[approver.id] = None
+                continue
             if slack is None:
                 report.unmapped.append(
                     f"{app}: Entra user {label} ({email}): no Slack account with that e-mail"

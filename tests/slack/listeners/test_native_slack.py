@@ -188,6 +188,28 @@ def native(db: Database) -> Iterator[Native]:
         yield Native(world, arm, entra, db, app.id)
 
 
+# -- approvers mapped through Slack's users.lookupByEmail ------------------------------------
+
+
+def test_an_import_lists_an_approver_slack_could_not_look_up_and_maps_nobody(
+    native: Native,
+) -> None:
+    native.fake.fail_next("users.lookupByEmail", status=200, error="missing_scope")
+    report = native.slack.service.native.import_apps(
+        SUB,
+        None,
+        publishers=[PAT],
+        admins=[CARL],
+        requests_resource_group=None,
+        actor=CARL,
+        now=now(),
+    )
+    assert report.updated == ["contoso"]
+    [line] = report.unmapped
+    assert "ava@contoso.example" in line and "users:read.email" in line and "reinstall" in line
+    assert native.slack.service.get_app("contoso").policy.approvers == ()  # never guessed
+
+
 # -- /jit signin and /jit signout ---------------------------------------------------------
 
 
