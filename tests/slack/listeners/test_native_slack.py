@@ -11,6 +11,7 @@ with the reason and change nothing."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -120,9 +121,11 @@ class Native:
 
 
 def sign_in_url(text: str) -> str:
+    """The address a person reaches by clicking the link in ``text`` (Slack decodes the
+    ``&amp;`` its mrkdwn escaping wrote)."""
     found = SIGN_IN_LINK.search(text)
     assert found, f"no Sign in with Microsoft link in {text[:500]}"
-    return found.group(1)
+    return html.unescape(found.group(1))
 
 
 @pytest.fixture
@@ -429,6 +432,36 @@ def test_a_member_of_an_approver_group_is_offered_the_decision_once_linked(
     native.sign_in(BEN)
     assert "now" in native.slack.say(BEN, f"approve {rid} on call")
     assert native.azure_state(rid) == "Approved"
+
+
+def test_require_mfa_on_an_engine_mode_application_asks_at_the_click_too(
+    native: Native,
+) -> None:
+    from conftest import ADMIN, register
+
+    service = native.slack.service
+    register(service, "crm", approvers=(AVA,), publishers=(PAT,), now=now())
+    service.set_require_mfa("crm", True, actor=ADMIN, now=now())
+    view = service.submit(
+        "crm",
+        requester=PAT,
+        role="Contributor",
+        duration=timedelta(hours=1),
+        justification="deploy",
+        now=now(),
+    )
+    native.slack.deliver()
+    card = native.slack.card_for(AVA, view.id)
+    assert "Azure managed-application" not in texts(card)  # jitaccess's own request
+
+    native.slack.click(AVA, card, ids.APPROVE)
+    told = native.last_ephemeral(AVA)
+    assert "multi-factor" in told
+    assert native.state(view.id) == "pending"
+    native.follow(told, AVA, mfa=True)
+    native.slack.click(AVA, native.slack.card_for(AVA, view.id), ids.APPROVE)
+    native.slack.submit_reason(AVA, "checked")
+    assert native.state(view.id) in ("approved", "active")
 
 
 # -- what Azure does not offer -------------------------------------------------------------

@@ -139,11 +139,13 @@ _LINKABLE = re.compile(r"https?://[^\s<>|\x00-\x1f\x7f]+")
 
 def link(url: str, label: str) -> str:
     """A link the service made (a sign-in page, a portal blade) as mrkdwn: ``label``
-    shown, ``url`` followed. An address that is not a plain http(s) URL is shown as
-    escaped text instead, never as markup."""
+    shown, ``url`` followed. The address's ``&`` is written ``&amp;``, as Slack escapes
+    it everywhere outside control sequences (and decodes it when the link is followed).
+    An address that is not a plain http(s) URL is shown as escaped text instead, never
+    as markup."""
     if not _LINKABLE.fullmatch(url):
         return escape(f"{label}: {url}")
-    return f"<{url}|{escape(label)}>"
+    return f"<{escape(url)}|{escape(label)}>"
 
 
 def mention_users(message: str | JitError) -> str:
