@@ -40,7 +40,7 @@ from jitaccess.app.requests import already
 from jitaccess.app.signins import SignIns
 from jitaccess.app.views import AppView, RequestView
 from jitaccess.domain import policy as rules
-from jitaccess.domain.errors import Conflict, RuleViolation
+from jitaccess.domain.errors import Conflict, RuleViolation, WebLink
 from jitaccess.domain.lifecycle import FINAL_STATES, Event, RequestState, initial_state
 from jitaccess.domain.native import (
     NATIVE_PROVIDER,
@@ -102,12 +102,22 @@ _NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 SlackLookup = Callable[[str], "str | None"]
 
 
+#: What a sign-in link is called wherever it is shown.
+SIGN_IN_LABEL = "Sign in with Microsoft"
+
+
 class NeedsSignIn(RuleViolation):
     """The action needs the person's own Entra sign-in (missing, lapsed, or without
     the multi-factor proof the policy asks): the message carries a fresh link."""
 
     def __init__(self, why: str, link: str) -> None:
-        super().__init__(f"{why}. Sign in with Microsoft (link valid 10 minutes, once): {link}")
+        # The link is a part of its own: Slack shows it as "Sign in with Microsoft", the
+        # CLI as "Sign in with Microsoft: https://…".
+        super().__init__(
+            f"{why}. ",
+            WebLink(link, SIGN_IN_LABEL),
+            " (the link is yours alone, works once and expires in 10 minutes)",
+        )
         self.link = link
 
 
@@ -332,7 +342,14 @@ class NativeApps:
                 report.unmapped.append(f"{app}: Entra user {label}: no mail in Graph")
                 mapping[approver.id] = None
                 continue
-            slack = self.slack_lookup(email) if self.slack_lookup else None
+            try:
+                slack = self.slack_lookup(email) if self.slack_lookup else None
+            except ExternalLookupFailed as exc:
+                report.unmapped.append(
+                    f"{app}: Entra user {label} ({email}): Slack's lookup failed ({exc})"
+                )
+                mapping[approver.id] = None
+                continue
             if slack is None:
                 report.unmapped.append(
                     f"{app}: Entra user {label} ({email}): no Slack account with that e-mail"
@@ -829,6 +846,29 @@ class NativeApps:
             )
             result = RequestView.of(row)
         return self.after_change.settled(result, now)
+
+    def sign_in_refusal(
+        self, actor: str, *, now: datetime, doing: str, require_mfa: bool
+    ) -> RuleViolation | None:
+        """Why ``actor`` must sign in with Microsoft before they ``doing`` (with the
+        link), from what jitaccess stored; None when their link looks usable. Sign-in
+        not set up at all is the refusal saying what to configure."""
+        try:
+            link = self.signins.link_of(actor) if self.signins.available else None
+            if link is None:
+                if not self.signins.available:
+                    self.signins.link_for(actor, now=now)  # raises SignInUnavailable
+                why = (
+                    f"To {doing} this request, sign in with Microsoft first"
+                    + (" (with multi-factor authentication)" if require_mfa else "")
+                    + ": you have not signed in yet"
+                )
+                return self._needs_sign_in(actor, why, now, step_up=require_mfa)
+            if require_mfa:
+                self.check_step_up(actor, link.user(), now)
+        except RuleViolation as exc:
+            return exc
+        return None
 
     def check_step_up(self, actor: str, user: Any, now: datetime) -> None:
         """Refuse (with a sign-in link asking for multi-factor) unless ``user``'s

@@ -30,6 +30,7 @@ from jitaccess.app.sweep import RetryPolicy as RetryPolicy
 from jitaccess.app.sweep import Sweeper
 from jitaccess.app.sweep import SweepReport as SweepReport
 from jitaccess.app.views import AppView, RequestView
+from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import RuleViolation
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.domain.principals import PrincipalRules
@@ -378,7 +379,39 @@ class JitService:
         return self.queries.approvers_of(entries)
 
     def decision_refusal(self, request_id: int, actor: str, verb: str) -> RuleViolation | None:
-        return self.queries.decision_refusal(request_id, actor, verb)
+        """Why ``actor`` cannot ``verb`` the request now, or None (a read-only pre-check
+        for buttons). On a native request revoke does not exist, and the deciders are
+        Azure's approvers (:meth:`native_deciders`), not the Slack policy's."""
+        app = self._native_of_request(request_id)
+        if app is None:
+            return self.queries.decision_refusal(request_id, actor, verb)
+        try:
+            if verb == "revoke":
+                self.refuse_if_native(request_id, "revoking it")
+            view = self.get_request(request_id)
+            if view.state != "pending":
+                return self.queries.decision_refusal(request_id, actor, verb)
+            rules.check_decider(self.native_deciders(app), view.requester, actor, verb)
+        except RuleViolation as exc:
+            return exc
+        return None
+
+    def sign_in_refusal(
+        self, request_id: int, actor: str, verb: str, *, now: datetime
+    ) -> RuleViolation | None:
+        """Before a decision form asks for a reason: does ``actor`` need to sign in with
+        Microsoft first (a native request is decided in Azure as them; ``require_mfa``
+        needs a recent multi-factor sign-in)? The refusal carries a fresh link. Reads
+        what jitaccess stored only: a sign-in Entra no longer honours is found when the
+        decision calls Azure, and refused then with a link as well."""
+        if verb not in ("approve", "deny"):
+            return None
+        app = self.get_app(self.get_request(request_id).app, include_removed=True)
+        native = is_native(app)
+        require_mfa = app.require_mfa and (native or verb == "approve")
+        if not native and not require_mfa:
+            return None
+        return self.native.sign_in_refusal(actor, now=now, doing=verb, require_mfa=require_mfa)
 
     def overseen_active(self, user: str) -> list[RequestView]:
         return self.queries.overseen_active(user)

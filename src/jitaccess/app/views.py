@@ -141,6 +141,10 @@ class RequestView:
     extension_deadline_at: datetime | None = None
     #: The pending extension's approvals so far (its quorum is ``required_approvals``).
     extension_approvals: tuple[ApprovalView, ...] = ()
+    #: Native mode: the ``Microsoft.Solutions/jitRequests`` resource this request is
+    #: (None for jitaccess's own requests), and its managed application's resource id.
+    native_request_id: str | None = None
+    native_application_id: str | None = None
 
     @classmethod
     def of(cls, row: AccessRequest) -> RequestView:
@@ -184,7 +188,18 @@ class RequestView:
                 ApprovalView(a["approver"], a["reason"], datetime.fromisoformat(a["at"]))
                 for a in row.extension_approvals or ()
             ),
+            native_request_id=row.native_request_id,
+            native_application_id=(
+                str((row.app.provider_config or {}).get("application_id") or "") or None
+                if row.native_request_id
+                else None
+            ),
         )
+
+    @property
+    def native(self) -> bool:
+        """Is this Azure's own managed-application JIT request (native mode)?"""
+        return self.native_request_id is not None
 
     @property
     def needs_review(self) -> bool:

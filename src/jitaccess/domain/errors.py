@@ -20,12 +20,25 @@ class Mention:
         return self.user_id
 
 
-Part = str | Mention
+@dataclass(frozen=True)
+class WebLink:
+    """A link the service puts in a message (a sign-in page, a portal blade): Slack
+    shows ``label`` as a clickable link, the CLI ``label: url`` as plain text."""
+
+    url: str
+    label: str
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.url}"
+
+
+Part = str | Mention | WebLink
 
 
 class JitError(Exception):
     """Base class. ``str(err)`` is a message meant for the person who acted;
-    ``parts`` is the same message with the people in it marked (:class:`Mention`)."""
+    ``parts`` is the same message with the people in it marked (:class:`Mention`) and
+    its links kept apart (:class:`WebLink`)."""
 
     def __init__(self, *parts: Part) -> None:
         super().__init__("".join(map(str, parts)))

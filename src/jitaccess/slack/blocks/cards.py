@@ -17,6 +17,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from jitaccess.app.native import PORTAL_APPROVALS, portal_link
 from jitaccess.app.views import ApprovalView, RequestView
 from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.durations import format_duration
@@ -42,6 +43,7 @@ from jitaccess.slack.blocks.markup import (
     escape,
     extendable,
     extension_progress,
+    link,
     md,
     offered_actions,
     quorum_progress,
@@ -69,6 +71,28 @@ def justification(view: RequestView) -> SectionBlock:
     return SectionBlock(
         text=md(truncate(f"*Justification*\n>{escape(view.justification)}", SECTION_TEXT_MAX))
     )
+
+
+def native_note(view: RequestView, *, approver: bool) -> ContextBlock | None:
+    """What a native request's card adds: it is Azure's own JIT request, decided in
+    Azure PIM as the approver themselves, and where the portal offers the same."""
+    if not view.native:
+        return None
+    places = [link(PORTAL_APPROVALS, "PIM, Approve requests, Azure managed applications")]
+    if view.native_application_id:
+        places.append(link(portal_link(view.native_application_id), "the application's JIT Access"))
+    if approver:
+        text = (
+            ":large_blue_diamond: Azure managed-application JIT: decided in Azure PIM as you "
+            "(your own Microsoft sign-in, `/jit signin`). You can also decide it in the "
+            f"Azure portal: {' or '.join(places)}."
+        )
+    else:
+        text = (
+            ":large_blue_diamond: Azure managed-application JIT: Azure grants and ends this "
+            f"access; see it in the Azure portal: {' or '.join(places)}."
+        )
+    return ContextBlock(elements=[md(truncate(text, SECTION_TEXT_MAX))])
 
 
 def outcome_lines(view: RequestView, tz: tzinfo) -> list[str]:
@@ -121,6 +145,9 @@ def approver_card(
         request_fields(view, tz),
         justification(view),
     ]
+    note = native_note(view, approver=True)
+    if note is not None:
+        blocks.append(note)
     text = f"{view.requester} asks for {escape(view.role)} on {escape(view.app)}"
     if not current:
         if not deciding(view):
@@ -184,6 +211,9 @@ def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
         justification(view),
         SectionBlock(text=md(truncate("\n".join(outcome_lines(view, UTC)), SECTION_TEXT_MAX))),
     ]
+    azure = native_note(view, approver=False)
+    if azure is not None:
+        blocks.append(azure)
     if view.breakglass:
         blocks.append(
             SectionBlock(
@@ -239,6 +269,9 @@ def requester_card(
         ),
         SectionBlock(text=md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX))),
     ]
+    note = native_note(view, approver=False)
+    if note is not None:
+        blocks.append(note)
     if deciding(view):
         waiting_on = [
             a for a in view.notified_approvers if a not in view.approved_by and a != view.requester

@@ -19,7 +19,7 @@ from slack_sdk.models.blocks import (
 
 from jitaccess.app.views import ApprovalView, RequestView
 from jitaccess.domain.durations import format_duration
-from jitaccess.domain.errors import JitError, Mention
+from jitaccess.domain.errors import JitError, Mention, WebLink
 from jitaccess.domain.lifecycle import Action, RequestState, offers
 from jitaccess.slack.principals import GROUP_ID, USER_ID, is_group
 
@@ -132,14 +132,37 @@ def approvals_line(approvals: Sequence[ApprovalView], required: int) -> str:
     return f"{line}: {given}" if given else line
 
 
+#: What may stand between ``<`` and ``|`` of a Slack link: an http(s) address with no
+#: space, no control character and none of the characters that would end the link early.
+_LINKABLE = re.compile(r"https?://[^\s<>|\x00-\x1f\x7f]+")
+
+
+def link(url: str, label: str) -> str:
+    """A link the service made (a sign-in page, a portal blade) as mrkdwn: ``label``
+    shown, ``url`` followed. The address's ``&`` is written ``&amp;``, as Slack escapes
+    it everywhere outside control sequences (and decodes it when the link is followed).
+    An address that is not a plain http(s) URL is shown as escaped text instead, never
+    as markup."""
+    if not _LINKABLE.fullmatch(url):
+        return escape(f"{label}: {url}")
+    return f"<{escape(url)}|{escape(label)}>"
+
+
 def mention_users(message: str | JitError) -> str:
     """A service message as mrkdwn: its text escaped, and only the people the service
-    named (:class:`Mention`, an actor field) shown as mentions. Words that look like
-    user ids (``UTC``, an id typed in a reason) stay text: nobody is pinged by them."""
+    named (:class:`Mention`, an actor field) shown as mentions, and only the links it
+    made (:class:`WebLink`) shown as links. Words that look like user ids (``UTC``, an
+    id typed in a reason) stay text: nobody is pinged by them."""
     parts = message.parts if isinstance(message, JitError) else (message,)
-    return "".join(
-        user(part.user_id) if isinstance(part, Mention) else escape(part) for part in parts
-    )
+    shown: list[str] = []
+    for part in parts:
+        if isinstance(part, Mention):
+            shown.append(user(part.user_id))
+        elif isinstance(part, WebLink):
+            shown.append(link(part.url, part.label))
+        else:
+            shown.append(escape(part))
+    return "".join(shown)
 
 
 def zone(name: str | None) -> tzinfo:

@@ -68,7 +68,10 @@ class ActionListeners(ListenerBase):
                 modals.decision_modal(
                     None, request_id=request_id, decision=decision, origin=origin
                 ),
-                lambda: self._refusal(request_id, user, decision),
+                lambda: (
+                    self._refusal(request_id, user, decision)
+                    or self.service.sign_in_refusal(request_id, user, decision, now=self.clock())
+                ),
                 origin,
             )
 
@@ -89,6 +92,8 @@ class ActionListeners(ListenerBase):
 
         def work() -> None:
             try:
+                # Azure's own JIT requests cannot be extended (the service says where).
+                self.service.refuse_if_native(request_id, "extending it")
                 # Could anything be added at all? (The form then asks how much.)
                 view, app = self.service.extensions.precheck(
                     request_id, actor=user, added=rules.MIN_DURATION, reason="-", now=now

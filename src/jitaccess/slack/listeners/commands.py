@@ -11,6 +11,7 @@ from slack_sdk import WebClient
 
 from jitaccess.app.commands import ApproveRequest, ExtendRequest, SubmitRequest, handle
 from jitaccess.app.extensions import ExtensionOutcome
+from jitaccess.app.native import SIGN_IN_LABEL
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import JitError
 from jitaccess.slack.blocks import home, markup
@@ -76,7 +77,7 @@ class CommandListeners(ListenerBase):
         if cmd.name == "signin":
             link = service.signins.link_for(user, now=now)
             return (
-                f"<{link}|Sign in with Microsoft> to link your Entra account: the link is "
+                f"{markup.link(link, SIGN_IN_LABEL)} to link your Entra account: the link is "
                 "yours alone, works once and expires in 10 minutes. jitaccess then acts in "
                 "Azure as you (your requests and approvals); `/jit signout` undoes it."
             ), None

@@ -181,6 +181,7 @@ class ViewListeners(ListenerBase):
         now = self.clock()
         # The extension's own rules, on a read of the request: errors stay inline.
         try:
+            self.service.refuse_if_native(request_id, "extending it")
             self.service.extensions.precheck(
                 request_id, actor=user, added=added, reason=reason, now=now
             )
