@@ -650,3 +650,13 @@ def test_require_mfa_on_an_engine_application_needs_the_same_proof(world: World)
     )
     with pytest.raises(NeedsSignIn, match="older"):
         world.service.approve(second.id, actor=AVA, reason="ok", now=world.clock())
+
+
+def test_linked_members_of_an_approver_group_get_the_request(world: World) -> None:
+    world.sign_in(BEN, "ben@contoso.example")
+    world.sign_in(PAT, "pat@fabrikam.example")
+    view = world.service.get_request(world.request())
+    assert set(view.notified_approvers) == {AVA, BEN}
+    world.entra.add_group(GROUP_OID, [])  # Ben leaves Ops: read afresh at the decision
+    with pytest.raises(RuleViolation):
+        world.service.approve(view.id, actor=BEN, reason="ok", now=world.clock())

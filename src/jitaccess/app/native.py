@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from jitaccess.app import journal
 from jitaccess.app.after_change import AfterChange
 from jitaccess.app.requests import already
-from jitaccess.app.signins import SignIns
+from jitaccess.app.signins import NotSignedIn, SignIns
 from jitaccess.app.views import AppView, RequestView
 from jitaccess.domain import policy as rules
 from jitaccess.domain.errors import Conflict, RuleViolation, WebLink
@@ -495,6 +495,29 @@ class NativeApps:
         with self.db.transaction(readonly=True) as session:
             return AppView.of(self.rows.app(session, app_name))
 
+    def deciders(self, mapped: Sequence[str], config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The Slack people who may decide on a native application's request: its mapped
+        approvers, and the linked members of its Entra approver groups, read from Graph
+        now (someone who left the group cannot decide). A group that cannot be read is
+        a failed lookup: refused, never guessed."""
+        people = list(mapped)
+        groups = [
+            a["id"]
+            for a in (config.get("azure_policy") or {}).get("approvers", [])
+            if a["kind"] == ApproverKind.GROUP
+        ]
+        if groups and self._graph is not None:
+            links = {link.object_id: link.slack_user for link in self.signins.links()}
+            for group in groups:
+                try:
+                    members = self._graph.group_member_ids(group)
+                except ExternalLookupFailed as exc:
+                    raise RuleViolation(
+                        f"Could not read the Entra approver group {group}: {exc}"
+                    ) from None
+                people.extend(links[m] for m in members if m in links)
+        return tuple(dict.fromkeys(people))
+
     # -- requests --------------------------------------------------------------------
 
     def _needs_sign_in(self, person: str, why: str, now: datetime, *, step_up: bool) -> NeedsSignIn:
@@ -503,6 +526,13 @@ class NativeApps:
     def _token(self, person: str, now: datetime, *, doing: str) -> tuple[str, Any]:
         try:
             return self.signins.tokens_for(person, now=now)
+        except NotSignedIn:
+            raise self._needs_sign_in(
+                person,
+                f"To {doing} in Azure as yourself, sign in with Microsoft first",
+                now,
+                step_up=False,
+            ) from None
         except SignInLapsed as exc:
             raise self._needs_sign_in(
                 person, f"To {doing} in Azure as yourself, sign in again: {exc}", now, step_up=False
@@ -535,6 +565,8 @@ class NativeApps:
                 window, self.rows.open_windows(session, requester, row.scope, role)
             )
         config = view.provider_config
+        # Cards go to the mapped approvers and the linked members of approver groups.
+        notified = self.deciders(view.policy.approvers, config)
         token, link = self._token(requester, now, doing="request access")
         request_id = (
             f"{config['requests_scope']}/providers/Microsoft.Solutions/jitRequests/"
@@ -555,7 +587,15 @@ class NativeApps:
         with self.db.transaction() as session:
             app = self.rows.app(session, app_name)
             new = self._new_row(
-                session, app, created, requester, role, justification, now, actor=requester
+                session,
+                app,
+                created,
+                requester,
+                role,
+                justification,
+                now,
+                actor=requester,
+                notified=notified,
             )
             self._apply(session, new, created, now)
             result = RequestView.of(new)
@@ -572,6 +612,7 @@ class NativeApps:
         now: datetime,
         *,
         actor: str,
+        notified: Sequence[str] | None = None,
     ) -> AccessRequest:
         starts_at = native.starts_at.astimezone(UTC)
         ends_at = (native.starts_at + native.duration).astimezone(UTC)
@@ -585,7 +626,7 @@ class NativeApps:
             # Azure times the request out; jitaccess's own deadline is the window's end.
             approval_deadline_at=ends_at,
             approval_mode=app.approval_mode,
-            notified_approvers=list(app.approvers),
+            notified_approvers=list(notified if notified is not None else app.approvers),
             required_approvals=1,
             created_at=now,
             feed_channel=app.feed_channel,

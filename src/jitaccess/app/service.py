@@ -128,28 +128,9 @@ class JitService:
             self.native.refuse(str(app.provider_config.get("application_id", "")), verb)
 
     def native_deciders(self, app: AppView) -> tuple[str, ...]:
-        """The Slack people who may decide on a native application's request: the mapped
-        approvers, and the linked members of its Entra approver groups (read now)."""
-        from jitaccess.domain.native import ApproverKind, ExternalLookupFailed
-
-        people = list(app.policy.approvers)
-        graph = self.deps.native.graph
-        groups = [
-            a["id"]
-            for a in (app.provider_config.get("azure_policy") or {}).get("approvers", [])
-            if a["kind"] == ApproverKind.GROUP
-        ]
-        if groups and graph is not None:
-            links = {link.object_id: link.slack_user for link in self.signins.links()}
-            for group in groups:
-                try:
-                    members = graph.group_member_ids(group)
-                except ExternalLookupFailed as exc:
-                    raise RuleViolation(
-                        f"Could not read the Entra approver group {group}: {exc}"
-                    ) from None
-                people.extend(links[m] for m in members if m in links)
-        return tuple(dict.fromkeys(people))
+        """The Slack people who may decide on a native application's request (see
+        ``NativeApps.deciders``)."""
+        return self.native.deciders(app.policy.approvers, app.provider_config)
 
     @property
     def db(self) -> Database:

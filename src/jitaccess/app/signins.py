@@ -51,6 +51,10 @@ LINK_LIFETIME = timedelta(minutes=10)
 LinkCheck = Callable[[str, SignedInUser], str | None]
 
 
+class NotSignedIn(SignInLapsed):
+    """The person never linked a Microsoft account (or signed out)."""
+
+
 class SignInUnavailable(RuleViolation):
     """Sign-in is not configured on this installation."""
 
@@ -306,7 +310,7 @@ class SignIns:
         with self.db.transaction(readonly=True) as session:
             row = stored.link(session, slack_user)
             if row is None:
-                raise SignInLapsed("you have not signed in with Microsoft yet")
+                raise NotSignedIn("you have not signed in with Microsoft yet")
             refresh_token = cipher.decrypt(row.refresh_token)
             before = Link.of(row)
         try:
