@@ -558,6 +558,27 @@ def test_only_azures_policy_fields_can_be_changed_on_a_native_application(
         )
 
 
+def test_the_config_form_sending_every_field_changes_only_what_differs(world: World) -> None:
+    """/jit config submits all its fields; on a native application the unchanged
+    approvers, time-out and quorum pass, the maximum goes to Azure, the feed stays ours."""
+    app = world.service.get_app("contoso")
+    view = world.service.set_policy(
+        "contoso",
+        actor=CARL,
+        now=world.clock(),
+        mode=app.policy.mode,
+        max_duration=timedelta(hours=3),
+        approvers=app.policy.approvers,
+        approval_timeout=app.policy.approval_timeout,
+        required_approvals=app.policy.required_approvals,
+        feed_channel="CFEED0001",
+    )
+    assert view.policy.max_duration == timedelta(hours=3)
+    assert view.policy.feed_channel == "CFEED0001"
+    azure = world.arm.managed_apps.application(world.app_id).jit_access_policy
+    assert azure is not None and azure["maximumJitAccessDuration"] == "PT3H"
+
+
 # -- Azure or Microsoft answering badly: refused, nothing recorded ---------------------
 
 

@@ -220,22 +220,41 @@ class JitService:
         required_approvals: int | None = None,
         feed_channel: str | None = None,
     ) -> AppView:
-        if is_native(self.get_app(app_name)):
-            if any(
-                value is not None
-                for value in (
-                    approvers,
-                    approval_timeout,
-                    breakglass,
-                    breakglass_max,
-                    required_approvals,
-                    feed_channel,
+        app = self.get_app(app_name)
+        if is_native(app):
+            # The config form sends every field: only those that differ count. Approvers,
+            # time-outs, quorum and break-glass are Azure's (or do not exist there).
+            current = app.policy
+            changed = [
+                name
+                for name, wanted, now_is in (
+                    (
+                        "approvers",
+                        tuple(approvers) if approvers is not None else None,
+                        current.approvers,
+                    ),
+                    ("approval timeout", approval_timeout, current.approval_timeout),
+                    (
+                        "break-glass",
+                        tuple(breakglass) if breakglass is not None else None,
+                        current.breakglass,
+                    ),
+                    ("break-glass maximum", breakglass_max, current.breakglass_max),
+                    ("required approvals", required_approvals, current.required_approvals),
                 )
-            ):
+                if wanted is not None and wanted != now_is
+            ]
+            if changed:
                 raise RuleViolation(
                     f"{app_name} is a native Azure managed application: its policy is Azure's "
-                    "jitAccessPolicy (approval mode, maximum duration, approvers in the "
-                    "portal); only the mode and the maximum duration can be changed here"
+                    f"jitAccessPolicy, so {', '.join(changed)} cannot be changed here (approvers "
+                    "are set in the portal, under the application's JIT Configuration); only "
+                    "the approval mode, the maximum duration and the feed channel can"
+                )
+            if feed_channel is not None and feed_channel != (current.feed_channel or ""):
+                # The feed is jitaccess's own (a Slack channel): nothing of Azure's.
+                self.applications.set_policy(
+                    app_name, actor=actor, now=now, feed_channel=feed_channel
                 )
             return self.native.write_policy(
                 app_name, actor=actor, now=now, mode=mode, max_duration=max_duration
