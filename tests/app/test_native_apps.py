@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from fakes.fake_arm import FakeArm, FakeCredential
-from fakes.fake_entra import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, TENANT_ID, FakeEntra
+from fakes.fake_arm import FakeArm
+from fakes.fake_entra import FakeEntra
 from jitaccess.app.deps import NativePorts, build_deps
 from jitaccess.app.native import NeedsSignIn
 from jitaccess.app.reconcile import reconcile
@@ -28,33 +28,27 @@ from jitaccess.app.sweep import RetryPolicy
 from jitaccess.domain.errors import Conflict, RuleViolation
 from jitaccess.domain.native import SignInLapsed
 from jitaccess.providers.base import ProviderRegistry
-from jitaccess.providers.entra import EntraSignIn
-from jitaccess.providers.graph import GraphDirectory
 from jitaccess.providers.log import LogProvider
-from jitaccess.providers.managed_apps import ManagedApps
 from jitaccess.providers.native import NativeWitness
-from jitaccess.providers.pim_approvals import PimApprovals
 from jitaccess.slack.principals import SLACK_PRINCIPALS
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, AuditEvent, EntraLink
-
-SUB = "0a1b2c3d-1111-4222-8333-444455556666"
-CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
-AVA_OID, PAT_OID, BEN_OID, CARL_OID = (
-    "aaaaaaaa-0000-4000-8000-000000000001",
-    "bbbbbbbb-0000-4000-8000-000000000002",
-    "cccccccc-0000-4000-8000-000000000003",
-    "dddddddd-0000-4000-8000-000000000004",
+from native_world import (
+    AVA,
+    AVA_OID,
+    BEN,
+    CARL,
+    CONTRIBUTOR,
+    GROUP_OID,
+    PAT,
+    PAT_OID,
+    PEOPLE,
+    SUB,
+    azure_fakes,
+    native_ports,
 )
-GROUP_OID = "eeeeeeee-0000-4000-8000-000000000005"
-NOBODY_OID = "ffffffff-0000-4000-8000-000000000006"
-AVA, PAT, BEN, CARL = "U0AVA0001", "U0PAT0002", "U0BEN0003", "U0CARL004"
-EMAILS = {
-    "ava@contoso.example": AVA,
-    "pat@fabrikam.example": PAT,
-    "ben@contoso.example": BEN,
-    "carl@contoso.example": CARL,
-}
+
+EMAILS = {email: user for user, (_name, email, _oid, _real) in PEOPLE.items()}
 
 
 class Clock:
@@ -113,58 +107,12 @@ class World:
 @pytest.fixture
 def world(db: Database) -> Iterator[World]:
     clock = Clock()
-    with FakeEntra(now=clock) as entra, FakeArm() as arm:
-        arm.clock = clock
-        arm.user_token_verifier = entra.verify_access_token
-        arm.managed_apps.lro_polls = 2
-        entra.add_user(AVA_OID, "ava@contoso.example", "Ava Adams", mail="ava@contoso.example")
-        entra.add_user(
-            PAT_OID, "pat@fabrikam.example", "Pat Publisher", mail="pat@fabrikam.example"
-        )
-        entra.add_user(BEN_OID, "ben@contoso.example", "Ben Brown", mail="ben@contoso.example")
-        entra.add_user(CARL_OID, "carl@contoso.example", "Carl Clark", mail="carl@contoso.example")
-        entra.add_user(
-            NOBODY_OID, "nobody@contoso.example", "No Slack", mail="nobody@contoso.example"
-        )
-        entra.add_group(GROUP_OID, [BEN_OID])
-        arm.managed_apps.group_members[GROUP_OID] = {BEN_OID}
-        app = arm.managed_apps.add_application(
-            SUB,
-            "apps",
-            "contoso",
-            managed_resource_group="mrg-contoso",
-            approval_mode="ManualApprove",
-            approvers=[
-                {"id": AVA_OID, "type": "user", "displayName": "Ava Adams"},
-                {"id": NOBODY_OID, "type": "user", "displayName": "No Slack"},
-                {"id": GROUP_OID, "type": "group", "displayName": "Ops"},
-            ],
-            maximum_duration="PT4H",
-            authorizations=[{"principalId": PAT_OID, "roleDefinitionId": CONTRIBUTOR}],
-        )
-        arm_ca, entra_ca = str(arm.ca_file), str(entra.ca_file)
-        managed = ManagedApps(
-            FakeCredential(), base_url=arm.base_url, connection_verify=arm_ca, polling_interval=0
-        )
-        ports = NativePorts(
-            managed_apps=managed,
-            pim=PimApprovals(base_url=arm.base_url, connection_verify=arm_ca),
-            graph=GraphDirectory(FakeCredential(), base_url=entra.graph_url, verify=entra_ca),
-            slack_lookup=EMAILS.get,
-            sign_in=EntraSignIn(
-                tenant_id=TENANT_ID,
-                client_id=CLIENT_ID,
-                client_secret=CLIENT_SECRET,
-                redirect_uri=REDIRECT_URI,
-                authority_host=entra.base_url,
-                verify=entra_ca,
-                now=clock,
-            ),
-            token_keys=TokenCipher.new_key(),
-        )
+    with azure_fakes(clock, unmapped_approver=True) as (arm, entra, app_id):
+        ports = native_ports(arm, entra, EMAILS.get, clock)
+        assert ports.managed_apps is not None
         providers = ProviderRegistry()
         providers.register(LogProvider(db))
-        providers.register(NativeWitness(managed))
+        providers.register(NativeWitness(ports.managed_apps))
         service = JitService(
             build_deps(
                 db,
@@ -185,7 +133,7 @@ def world(db: Database) -> Iterator[World]:
             now=clock(),
         )
         assert report.registered == ["contoso"]
-        yield World(service, arm, entra, clock, db, app.id)
+        yield World(service, arm, entra, clock, db, app_id)
 
 
 # -- import ---------------------------------------------------------------------------

@@ -21,17 +21,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from fakes.fake_arm import FakeArm, FakeCredential
-from fakes.fake_entra import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, TENANT_ID, FakeEntra
-from jitaccess.app.deps import NativePorts
+from fakes.fake_arm import FakeArm
+from fakes.fake_entra import TENANT_ID, FakeEntra
 from jitaccess.app.native import PORTAL_APPROVALS, portal_link
-from jitaccess.app.signins import Link, TokenCipher
+from jitaccess.app.signins import Link
 from jitaccess.domain.errors import RuleViolation
-from jitaccess.providers.entra import EntraSignIn
-from jitaccess.providers.graph import GraphDirectory
-from jitaccess.providers.managed_apps import ManagedApps
 from jitaccess.providers.native import NativeWitness
-from jitaccess.providers.pim_approvals import PimApprovals
 from jitaccess.slack.blocks import ids
 from jitaccess.slack.directory import SlackEmailLookup
 from jitaccess.slack.listeners.base import SORRY
@@ -39,24 +34,19 @@ from jitaccess.slack.runtime import slack_client
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, AuditEvent, SignInAttempt
 from jitaccess_sandbox.fake_slack import FakeSlack
+from native_world import (
+    AVA,
+    AVA_OID,
+    BEN,
+    CARL,
+    PAT,
+    PEOPLE,
+    SUB,
+    azure_fakes,
+    native_ports,
+)
 from slack_harness import SlackWorld, texts
 
-SUB = "0a1b2c3d-1111-4222-8333-444455556666"
-CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
-AVA_OID, PAT_OID, BEN_OID, CARL_OID = (
-    "aaaaaaaa-0000-4000-8000-000000000001",
-    "bbbbbbbb-0000-4000-8000-000000000002",
-    "cccccccc-0000-4000-8000-000000000003",
-    "dddddddd-0000-4000-8000-000000000004",
-)
-GROUP_OID = "eeeeeeee-0000-4000-8000-000000000005"
-AVA, PAT, BEN, CARL = "U0AVA0001", "U0PAT0002", "U0BEN0003", "U0CARL004"
-PEOPLE = {
-    AVA: ("ava", "ava@contoso.example", AVA_OID, "Ava Adams"),
-    PAT: ("pat", "pat@fabrikam.example", PAT_OID, "Pat Publisher"),
-    BEN: ("ben", "ben@contoso.example", BEN_OID, "Ben Brown"),
-    CARL: ("carl", "carl@contoso.example", CARL_OID, "Carl Clark"),
-}
 #: How Slack shows the sign-in link: a mrkdwn link labelled "Sign in with Microsoft".
 SIGN_IN_LINK = re.compile(r"<(https://[^|>\s]+)\|Sign in with Microsoft>")
 
@@ -133,50 +123,14 @@ def native(db: Database) -> Iterator[Native]:
     fake = FakeSlack()
     for user, (name, email, _oid, real) in PEOPLE.items():
         fake.add_user(user, name=name, real_name=real, email=email)
-    with fake, FakeEntra() as entra, FakeArm() as arm:
-        arm.user_token_verifier = entra.verify_access_token
-        arm.managed_apps.lro_polls = 2
-        for _user, (_name, email, oid, real) in PEOPLE.items():
-            entra.add_user(oid, email, real, mail=email)
-        entra.add_group(GROUP_OID, [BEN_OID])
-        arm.managed_apps.group_members[GROUP_OID] = {BEN_OID}
-        app = arm.managed_apps.add_application(
-            SUB,
-            "apps",
-            "contoso",
-            managed_resource_group="mrg-contoso",
-            approval_mode="ManualApprove",
-            approvers=[
-                {"id": AVA_OID, "type": "user", "displayName": "Ava Adams"},
-                {"id": GROUP_OID, "type": "group", "displayName": "Ops"},
-            ],
-            maximum_duration="PT4H",
-            authorizations=[{"principalId": PAT_OID, "roleDefinitionId": CONTRIBUTOR}],
-        )
-        arm_ca, entra_ca = str(arm.ca_file), str(entra.ca_file)
-        managed = ManagedApps(
-            FakeCredential(), base_url=arm.base_url, connection_verify=arm_ca, polling_interval=0
-        )
+    with fake, azure_fakes() as (arm, entra, app_id):
         # Approvers are mapped the way serve maps them: Graph's mail, then Slack's
         # users.lookupByEmail on the fake Slack.
         lookup = SlackEmailLookup(slack_client("xoxb-test-token", fake.base_url))
-        ports = NativePorts(
-            managed_apps=managed,
-            pim=PimApprovals(base_url=arm.base_url, connection_verify=arm_ca),
-            graph=GraphDirectory(FakeCredential(), base_url=entra.graph_url, verify=entra_ca),
-            slack_lookup=lookup.find,
-            sign_in=EntraSignIn(
-                tenant_id=TENANT_ID,
-                client_id=CLIENT_ID,
-                client_secret=CLIENT_SECRET,
-                redirect_uri=REDIRECT_URI,
-                authority_host=entra.base_url,
-                verify=entra_ca,
-            ),
-            token_keys=TokenCipher.new_key(),
-        )
+        ports = native_ports(arm, entra, lookup.find)
+        assert ports.managed_apps is not None
         world = SlackWorld(fake, db, native=ports)
-        world.service.providers.register(NativeWitness(managed))
+        world.service.providers.register(NativeWitness(ports.managed_apps))
         report = world.service.native.import_apps(
             SUB,
             None,
@@ -188,7 +142,7 @@ def native(db: Database) -> Iterator[Native]:
         )
         assert report.registered == ["contoso"]
         assert world.service.get_app("contoso").policy.approvers == (AVA,)
-        yield Native(world, arm, entra, db, app.id)
+        yield Native(world, arm, entra, db, app_id)
 
 
 # -- approvers mapped through Slack's users.lookupByEmail ------------------------------------
