@@ -275,7 +275,7 @@ def test_approvers_of_a_native_app_are_azures_and_refused_here(native: Native) -
     )
     errors = flat(result.stderr)
     assert "contoso is a native Azure managed application" in errors
-    assert "approvers in the portal" in errors
+    assert "approvers are set in the portal" in errors
     shown = native.cli.json("apps", "show", "contoso")
     assert shown["policy"]["approvers"] == [AVA]
     assert shown["require_mfa"] is False  # refused as a whole
