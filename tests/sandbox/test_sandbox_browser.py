@@ -304,28 +304,24 @@ def test_the_azure_panel_shows_pims_assignment_and_its_expiry(
 def sign_in_with_microsoft(driver: WebDriver, username: str, *, mfa: bool = False) -> None:
     """``/jit signin``, then the link it answers with: the fake Microsoft sign-in page
     opens in a new tab; sign in there as ``username`` and come back."""
+    links = "a[href*='oauth2/v2.0/authorize']"
+    shown_before = len(driver.find_elements(By.CSS_SELECTOR, links))
     driver.find_element(By.ID, "command").send_keys("/jit signin", Keys.ENTER)
-    link = wait(
-        driver,
-        lambda: (
-            visible(driver, "#timeline a[href*='oauth2/v2.0/authorize']")
-            or next(
-                (
-                    a
-                    for a in driver.find_elements(
-                        By.CSS_SELECTOR, "a[href*='oauth2/v2.0/authorize']"
-                    )
-                    if a.is_displayed()
-                ),
-                None,
-            )
-        ),
-        "the Sign in with Microsoft link",
-    )
-    assert link.text == "Sign in with Microsoft"
     page = driver.current_window_handle
     before = set(driver.window_handles)
-    link.click()
+
+    def click_the_new_link() -> bool:
+        # The timeline is redrawn as the page polls: find the newest link again each
+        # time, until one click on it lands (a stale element is retried by wait).
+        found = [a for a in driver.find_elements(By.CSS_SELECTOR, links) if a.is_displayed()]
+        if len(found) <= shown_before:
+            return False
+        newest = found[-1]
+        assert newest.text == "Sign in with Microsoft"
+        newest.click()
+        return True
+
+    wait(driver, click_the_new_link, "the Sign in with Microsoft link")
     tab = wait(driver, lambda: next(iter(set(driver.window_handles) - before), None), "the tab")
     driver.switch_to.window(tab)
     wait(driver, lambda: visible(driver, "#username"), "Microsoft's sign-in page")
