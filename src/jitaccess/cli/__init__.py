@@ -30,6 +30,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"jitaccess {version('jitaccess')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit", callback=_version, is_eager=True
+    ),
+) -> None:
+    """Just-in-time privileged access for managed applications, run from Slack."""
+
+
 app.add_typer(db.app, name="db")
 app.add_typer(apps.app, name="apps")
 app.add_typer(requests.app, name="requests")

@@ -59,6 +59,16 @@ def serve(
         bool,
         typer.Option("--sandbox-reset", help="With --sandbox: start over with fresh demo data"),
     ] = False,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            metavar="PORT",
+            min=1,
+            max=65535,
+            help="Listen on this port (default: JITACCESS_PORT, else 3000)",
+        ),
+    ] = None,
 ) -> None:
     """Run the service: Slack app, deadline scheduler, notification relay, reconciliation
     (all of them, or one side with --role web|worker)."""
@@ -72,13 +82,15 @@ def serve(
             if role not in (None, Role.ALL):
                 err.print("--sandbox is one process: it takes no --role", highlight=False)
                 raise typer.Exit(EXIT_USAGE)
-            _sandbox_runner()(reset=sandbox_reset)
+            _sandbox_runner()(reset=sandbox_reset, port=port)
             return
         from jitaccess.settings import load_settings
 
         settings = load_settings()
         if role is not None:
             settings = settings.model_copy(update={"role": role})
+        if port is not None:
+            settings = settings.model_copy(update={"port": port})
         run(settings)
     except SettingsError as exc:
         print_lines(exc.lines)
