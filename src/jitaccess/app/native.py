@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from jitaccess.app import journal
 from jitaccess.app.after_change import AfterChange
-from jitaccess.app.requests import already
+from jitaccess.app.requests import already, record_decision
 from jitaccess.app.signins import NotSignedIn, SignIns
 from jitaccess.app.views import AppView, RequestView
 from jitaccess.domain import policy as rules
@@ -495,27 +495,51 @@ class NativeApps:
         with self.db.transaction(readonly=True) as session:
             return AppView.of(self.rows.app(session, app_name))
 
-    def deciders(self, mapped: Sequence[str], config: Mapping[str, Any]) -> tuple[str, ...]:
-        """The Slack people who may decide on a native application's request: its mapped
-        approvers, and the linked members of its Entra approver groups, read from Graph
-        now (someone who left the group cannot decide). A group that cannot be read is
-        a failed lookup: refused, never guessed."""
-        people = list(mapped)
-        groups = [
+    @staticmethod
+    def _approver_groups(config: Mapping[str, Any]) -> list[str]:
+        """The Entra groups among the application's ``jitApprovers`` (as last read)."""
+        return [
             a["id"]
             for a in (config.get("azure_policy") or {}).get("approvers", [])
             if a["kind"] == ApproverKind.GROUP
         ]
+
+    def _group_members(self, group: str) -> frozenset[str]:
+        """The group's user object ids, read from Graph now; a group that cannot be
+        read is a failed lookup: refused, never guessed."""
+        assert self._graph is not None
+        try:
+            return self._graph.group_member_ids(group)
+        except ExternalLookupFailed as exc:
+            raise RuleViolation(f"Could not read the Entra approver group {group}: {exc}") from None
+
+    def is_azure_approver(self, config: Mapping[str, Any], object_id: str) -> bool:
+        """Whether the Entra account ``object_id`` is one of the application's
+        ``jitApprovers``, directly or through a group (read now). A group that cannot be
+        read does not count as naming them."""
+        approvers = (config.get("azure_policy") or {}).get("approvers", [])
+        if any(a["kind"] == ApproverKind.USER and a["id"] == object_id for a in approvers):
+            return True
+        if self._graph is None:
+            return False
+        for group in self._approver_groups(config):
+            try:
+                if object_id in self._group_members(group):
+                    return True
+            except RuleViolation:
+                continue
+        return False
+
+    def deciders(self, mapped: Sequence[str], config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The Slack people who may decide on a native application's request: its mapped
+        approvers, and the linked members of its Entra approver groups, read from Graph
+        now (someone who left the group cannot decide)."""
+        people = list(mapped)
+        groups = self._approver_groups(config)
         if groups and self._graph is not None:
             links = {link.object_id: link.slack_user for link in self.signins.links()}
             for group in groups:
-                try:
-                    members = self._graph.group_member_ids(group)
-                except ExternalLookupFailed as exc:
-                    raise RuleViolation(
-                        f"Could not read the Entra approver group {group}: {exc}"
-                    ) from None
-                people.extend(links[m] for m in members if m in links)
+                people.extend(links[m] for m in self._group_members(group) if m in links)
         return tuple(dict.fromkeys(people))
 
     # -- requests --------------------------------------------------------------------
@@ -663,20 +687,15 @@ class NativeApps:
         if row.state == RequestState.PENDING and target != RequestState.PENDING:
             changed = True
             if target in (RequestState.APPROVED, RequestState.ACTIVE, RequestState.EXPIRED):
-                row.decided_by = AZURE_ACTOR
-                row.decided_at = now
-                row.decision_reason = reason
                 event = (
                     Event.AUTO_APPROVE
                     if row.approval_mode == ApprovalMode.AUTOMATIC.value
                     else Event.APPROVE
                 )
-                journal.transition(
+                # Due at its start: the sweep walks it through active and expired with
+                # the witness.
+                record_decision(
                     session, row, event, actor=AZURE_ACTOR, now=now, reason=reason, details=details
-                )
-                # The sweep walks it through active and expired with the witness.
-                row.next_deadline_at = (
-                    min(row.starts_at, now) if target != "approved" else (row.starts_at)
                 )
                 return True
             event = {
@@ -686,12 +705,13 @@ class NativeApps:
                 RequestState.FAILED: Event.FAIL,
             }[RequestState(target)]
             if event is Event.DENY:
-                row.decided_by = AZURE_ACTOR
-                row.decided_at = now
-                row.decision_reason = reason
-            journal.transition(
-                session, row, event, actor=AZURE_ACTOR, now=now, reason=reason, details=details
-            )
+                record_decision(
+                    session, row, event, actor=AZURE_ACTOR, now=now, reason=reason, details=details
+                )
+            else:
+                journal.transition(
+                    session, row, event, actor=AZURE_ACTOR, now=now, reason=reason, details=details
+                )
             row.ended_at = now
             row.ended_by = AZURE_ACTOR
             row.end_reason = reason
@@ -860,18 +880,10 @@ class NativeApps:
             row = self.rows.lock(session, request_id)
             if row.state != RequestState.PENDING:
                 raise Conflict(*already(row))
-            row.decided_by = actor
-            row.decided_at = now
-            row.decision_reason = reason
             row.native_state = (
                 JitRequestState.APPROVED if approve else JitRequestState.DENIED
             ).value
-            if approve:
-                row.next_deadline_at = row.starts_at
-            else:
-                row.ended_at = now
-                row.next_deadline_at = None
-            journal.transition(
+            record_decision(
                 session,
                 row,
                 verb,
@@ -921,17 +933,9 @@ class NativeApps:
     def require_step_up(self, actor: str, now: datetime) -> None:
         """For ``require_mfa`` on an engine-mode application: the approver's link must
         prove a recent multi-factor sign-in; nothing else of Azure is involved."""
-        link = self.signins.link_of(actor) if self.signins.available else None
-        if link is None:
-            if not self.signins.available:
-                self.signins.link_for(actor, now=now)  # raises SignInUnavailable
-            raise self._needs_sign_in(
-                actor,
-                "This application requires a multi-factor sign-in with Microsoft to approve",
-                now,
-                step_up=True,
-            )
-        self.check_step_up(actor, link.user(), now)
+        refusal = self.sign_in_refusal(actor, now=now, doing="approve", require_mfa=True)
+        if refusal is not None:
+            raise refusal
 
     def refuse(self, application_id: str, verb: str) -> None:
         """Extend, release, revoke and cancel do not exist for a jitRequests resource."""

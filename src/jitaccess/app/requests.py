@@ -155,7 +155,7 @@ class Requests:
                 session, row, "submit", None, actor=requester, now=now, reason=justification
             )
             if view.policy.mode is ApprovalMode.AUTOMATIC:
-                journal.transition(
+                record_decision(
                     session,
                     row,
                     Event.AUTO_APPROVE,
@@ -163,10 +163,6 @@ class Requests:
                     now=now,
                     reason="approved automatically by policy",
                 )
-                row.decided_by = POLICY_ACTOR
-                row.decided_at = now
-                row.decision_reason = "approved automatically by policy"
-                row.next_deadline_at = row.starts_at
             return RequestView.of(row)
 
     def approve(self, request_id: int, *, actor: str, reason: str, now: datetime) -> RequestView:
@@ -301,17 +297,7 @@ class Requests:
             ):
                 pass  # recorded; the request stays pending until the quorum is reached
             else:
-                # The decision's columns first: the row is then written in one UPDATE,
-                # when the journal's audit append flushes it.
-                row.decided_by = actor
-                row.decided_at = now
-                row.decision_reason = reason
-                if approve:
-                    row.next_deadline_at = row.starts_at
-                else:
-                    row.ended_at = now
-                    row.next_deadline_at = None
-                journal.transition(
+                record_decision(
                     session,
                     row,
                     verb,
@@ -397,6 +383,31 @@ class Requests:
         row.ended_by = actor
         row.end_reason = reason
         row.next_deadline_at = None
+
+
+def record_decision(
+    session: Session,
+    row: AccessRequest,
+    event: Event,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Decide a pending request (approve, auto-approve or deny) and record it: who,
+    when and why, then the transition. An approval is next due at its start; a denial
+    ends the request. The decision's columns come first, so the row is written in one
+    UPDATE when the journal's audit append flushes it."""
+    row.decided_by = actor
+    row.decided_at = now
+    row.decision_reason = reason
+    if event is Event.DENY:
+        row.ended_at = now
+        row.next_deadline_at = None
+    else:
+        row.next_deadline_at = row.starts_at
+    journal.transition(session, row, event, actor=actor, now=now, reason=reason, details=details)
 
 
 def check_revoker(row: AccessRequest, actor: str, directory: Directory) -> None:

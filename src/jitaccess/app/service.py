@@ -80,29 +80,19 @@ class JitService:
 
     def _may_link(self, slack_user: str, user: object) -> str | None:
         """An Entra account may be linked by an approver of a native application
-        (directly, through an Entra group, or mapped to this Slack person), by a
-        publisher, or by an approver of an application that requires MFA."""
-        from jitaccess.domain.native import ApproverKind, ExternalLookupFailed, SignedInUser
+        (directly or through an Entra group), by a publisher or an admin, or by an
+        approver of an application that requires MFA."""
+        from jitaccess.domain.native import SignedInUser
 
         assert isinstance(user, SignedInUser)
-        graph = self.deps.native.graph
         for app in self.list_apps():
             if slack_user in app.publishers or slack_user in app.admins:
                 return None
-            if not is_native(app):
-                if app.require_mfa and slack_user in self.approvers_of(app.policy.approvers):
+            if is_native(app):
+                if self.native.is_azure_approver(app.provider_config, user.object_id):
                     return None
-                continue
-            policy = app.provider_config.get("azure_policy") or {}
-            for approver in policy.get("approvers", []):
-                if approver["kind"] == ApproverKind.USER and approver["id"] == user.object_id:
-                    return None
-                if approver["kind"] == ApproverKind.GROUP and graph is not None:
-                    try:
-                        if user.object_id in graph.group_member_ids(approver["id"]):
-                            return None
-                    except ExternalLookupFailed:
-                        continue
+            elif app.require_mfa and slack_user in self.approvers_of(app.policy.approvers):
+                return None
         return (
             f"The Microsoft account {user.username} is not an approver or a publisher of any "
             "application jitaccess knows: nothing was linked"
