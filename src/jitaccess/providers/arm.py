@@ -20,10 +20,29 @@ from jitaccess.providers.base import ProviderError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.core.exceptions import HttpResponseError
 
 DEFAULT_BASE_URL = "https://management.azure.com"
 #: The longest a server's Retry-After may hold up a call (the sweep has work to do).
 MAX_RETRY_AFTER = 5.0
+
+
+def shorten(text: str | None, limit: int) -> str:
+    """Azure's text on one line, at most ``limit`` characters, for people to read."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def error_code(err: HttpResponseError) -> str:
+    """ARM's error code (``RoleAssignmentExists``…), else the HTTP reason."""
+    code = err.error.code if err.error is not None else None
+    return code or (err.reason or "")
+
+
+def error_message(err: HttpResponseError, limit: int) -> str:
+    """ARM's error message, else the SDK's, shortened."""
+    message = err.error.message if err.error is not None else None
+    return shorten(message or err.message, limit)
 
 
 class CappedRetryPolicy(RetryPolicy[Any, Any]):

@@ -68,7 +68,13 @@ from azure.mgmt.authorization.v2022_04_01.models import (
     RoleAssignmentCreateParameters,
 )
 
-from jitaccess.providers.arm import ArmConnection, credential_from_settings
+from jitaccess.providers.arm import (
+    ArmConnection,
+    credential_from_settings,
+    error_code,
+    error_message,
+    shorten,
+)
 from jitaccess.providers.base import GrantSpec, ProviderError
 
 if TYPE_CHECKING:
@@ -291,21 +297,6 @@ def resolve_role_definition_id(role: str, config: Mapping[str, Any], subscriptio
     )
 
 
-def _shorten(text: str | None) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
-
-
-def _error_code(err: HttpResponseError) -> str:
-    code = err.error.code if err.error is not None else None
-    return code or (err.reason or "")
-
-
-def _error_message(err: HttpResponseError) -> str:
-    message = err.error.message if err.error is not None else None
-    return _shorten(message or err.message)
-
-
 class AzureProvider:
     """Grants access as an Azure RBAC role assignment at the application's scope."""
 
@@ -467,7 +458,7 @@ class AzureProvider:
         try:
             client.role_assignments.create(spec.scope, name, parameters)
         except HttpResponseError as err:
-            if err.status_code == 409 and _error_code(err) == "RoleAssignmentExists":
+            if err.status_code == 409 and error_code(err) == "RoleAssignmentExists":
                 self._note_existing(client, spec, name, principal.object_id)
                 return
             raise self._translate(err, "write", spec.scope, principal, spec.principal) from None
@@ -520,7 +511,7 @@ class AzureProvider:
         try:
             deleted = client.role_assignments.delete(spec.scope, name)
         except HttpResponseError as err:
-            code = _error_code(err)
+            code = error_code(err)
             if err.status_code == 404 and code in (
                 "RoleAssignmentNotFound",
                 "ResourceNotFound",
@@ -595,7 +586,7 @@ class AzureProvider:
                 client.role_assignment_schedules.list_for_scope(scope, filter="atScope()")
             )
         except HttpResponseError as err:
-            if _error_code(err) in PIM_UNAVAILABLE_CODES:
+            if error_code(err) in PIM_UNAVAILABLE_CODES:
                 return []  # no PIM: every grant is a plain assignment, listed above
             raise self._translate(err, "read", scope, None, None) from None
         except AzureError as err:
@@ -643,7 +634,7 @@ class AzureProvider:
                 owner = parse_request_id(request.justification)
                 return False if owner == spec.request_id else owner
         except HttpResponseError as err:
-            if _error_code(err) in PIM_UNAVAILABLE_CODES:
+            if error_code(err) in PIM_UNAVAILABLE_CODES:
                 return False
             raise self._translate(err, "read", spec.scope, None, None) from None
         except AzureError as err:
@@ -778,9 +769,9 @@ class AzureProvider:
         try:
             self._pim_client().role_assignment_schedule_requests.create(spec.scope, name, request)
         except HttpResponseError as err:
-            code = _error_code(err)
+            code = error_code(err)
             if code in PIM_UNAVAILABLE_CODES:
-                raise _PimUnavailable(f"{code}: {_error_message(err)}") from None
+                raise _PimUnavailable(f"{code}: {error_message(err, _MAX_DETAIL)}") from None
             if (
                 err.status_code in (400, 409)
                 and code in _PIM_EXISTS
@@ -866,14 +857,15 @@ class AzureProvider:
             }[verb]
         if isinstance(err, ClientAuthenticationError) and err.status_code is None:
             return ProviderError(
-                f"could not get an Azure token to {action} at {scope}: {_shorten(err.message)}. "
+                f"could not get an Azure token to {action} at {scope}: "
+                f"{shorten(err.message, _MAX_DETAIL)}. "
                 "Give jitaccess a managed identity, set the AZURE_* environment variables, or "
                 "configure tenant id, client id and client secret"
             )
         if isinstance(err, HttpResponseError) and err.status_code is not None:
             status = err.status_code
-            code = _error_code(err)
-            detail = _error_message(err)
+            code = error_code(err)
+            detail = error_message(err, _MAX_DETAIL)
             if status == 401:
                 return ProviderError(
                     f"Azure rejected jitaccess's credentials (401 {code}): {detail}. Check the "
@@ -937,15 +929,15 @@ class AzureProvider:
             return ProviderError(
                 f"Azure Resource Manager at {self._arm.base_url} did not answer in time "
                 f"(timeout {self._arm.timeout:g}s) or dropped the connection: "
-                f"{_shorten(err.message)}"
+                f"{shorten(err.message, _MAX_DETAIL)}"
             )
         if isinstance(err, ServiceRequestError):
             return ProviderError(
                 f"could not reach Azure Resource Manager at {self._arm.base_url}: "
-                f"{_shorten(err.message)}"
+                f"{shorten(err.message, _MAX_DETAIL)}"
             )
         return ProviderError(
-            f"Azure error while trying to {action} at {scope}: {_shorten(err.message)}"
+            f"Azure error while trying to {action} at {scope}: {shorten(err.message, _MAX_DETAIL)}"
         )
 
 

@@ -23,6 +23,7 @@ from azure.core.exceptions import (
 )
 
 from jitaccess.domain.native import ExternalLookupFailed, SignInLapsed
+from jitaccess.providers.arm import error_code, error_message, shorten
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenRequestOptions
@@ -111,21 +112,6 @@ def bounded_polling(
     return BoundedPolling(interval, lro_options=options)
 
 
-def _shorten(text: str | None) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= _MAX_DETAIL else flat[: _MAX_DETAIL - 1] + "…"
-
-
-def _code(err: HttpResponseError) -> str:
-    code = err.error.code if err.error is not None else None
-    return code or (err.reason or "")
-
-
-def _message(err: HttpResponseError) -> str:
-    message = err.error.message if err.error is not None else None
-    return _shorten(message or err.message)
-
-
 @contextmanager
 def guarded(call: str, *, as_user: bool = False, forbidden: str | None = None) -> Iterator[None]:
     """Run one call to Azure; whatever goes wrong becomes a failed lookup naming ``call``.
@@ -143,15 +129,16 @@ def guarded(call: str, *, as_user: bool = False, forbidden: str | None = None) -
                 f"{call}: Azure did not accept your sign-in (401): sign in again"
             ) from None
         if status == 403 and forbidden:
-            raise ExternalLookupFailed(f"{call}: {forbidden} (403 {_code(err)})") from None
+            raise ExternalLookupFailed(f"{call}: {forbidden} (403 {error_code(err)})") from None
         if status is None:
-            raise ExternalLookupFailed(f"{call}: {_shorten(err.message)}") from None
+            raise ExternalLookupFailed(f"{call}: {shorten(err.message, _MAX_DETAIL)}") from None
         if 200 <= status < 300:  # a long-running operation that ended Failed or Canceled
             raise ExternalLookupFailed(
-                f"{call}: Azure's operation did not succeed: {_code(err)}: {_message(err)}"
+                f"{call}: Azure's operation did not succeed: {error_code(err)}: "
+                f"{error_message(err, _MAX_DETAIL)}"
             ) from None
         raise ExternalLookupFailed(
-            f"{call}: Azure answered {status} {_code(err)}: {_message(err)}"
+            f"{call}: Azure answered {status} {error_code(err)}: {error_message(err, _MAX_DETAIL)}"
         ) from None
     except ServiceResponseError as err:
         raise ExternalLookupFailed(
@@ -162,7 +149,7 @@ def guarded(call: str, *, as_user: bool = False, forbidden: str | None = None) -
             f"{call}: Azure could not be reached ({type(err).__name__})"
         ) from None
     except AzureError as err:
-        raise ExternalLookupFailed(f"{call}: {_shorten(err.message)}") from None
+        raise ExternalLookupFailed(f"{call}: {shorten(err.message, _MAX_DETAIL)}") from None
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         raise ExternalLookupFailed(
             f"{call}: Azure's answer could not be read ({type(err).__name__})"
