@@ -327,6 +327,33 @@ def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     return ca_file, cert_file, key_file
 
 
+class HttpsServer:
+    """A threaded HTTPS server on 127.0.0.1 (an OS-picked port) whose certificate a
+    throwaway CA signed: clients trust ``ca_file``. The fakes here serve on one."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], prefix: str) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        self.ca_file, cert_file, key_file = make_tls_files(Path(self._tmp.name))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.port: int = self._server.server_address[1]
+        self.base_url = f"https://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._tmp.cleanup()
+
+
 class FakeArm:
     """In-memory role assignments behind an HTTPS server; see the module docstring."""
 
@@ -349,17 +376,11 @@ class FakeArm:
         self.api_versions: set[str] = set()
         self._failures: list[Failure] = []
         self._lock = threading.Lock()
-        self._tmp = tempfile.TemporaryDirectory(prefix="fake-arm-")
-        self.ca_file, cert_file, key_file = make_tls_files(Path(self._tmp.name))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_file, key_file)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.port = self._server.server_address[1]
-        self.base_url = f"https://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
+        self._https = HttpsServer(_handler_for(self), "fake-arm-")
+        self.ca_file, self.port, self.base_url = (
+            self._https.ca_file,
+            self._https.port,
+            self._https.base_url,
         )
         #: Verifies a signed-in person's access token (a JWT from the fake Entra): the
         #: verified claims (``oid``, ``tid``…), or None for a bad token (401). Only the
@@ -371,13 +392,11 @@ class FakeArm:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> FakeArm:
-        self._thread.start()
+        self._https.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._tmp.cleanup()
+        self._https.stop()
 
     def __enter__(self) -> FakeArm:
         return self.start()

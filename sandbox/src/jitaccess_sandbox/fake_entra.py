@@ -86,13 +86,11 @@ import json
 import re
 import secrets
 import ssl
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit, urlunsplit
 
@@ -102,7 +100,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from jitaccess_sandbox.fake_arm import TOKEN as SERVICE_TOKEN
-from jitaccess_sandbox.fake_arm import make_tls_files
+from jitaccess_sandbox.fake_arm import HttpsServer
 
 TENANT_ID = "72f988bf-0000-4000-8000-00000000c0de"
 TENANT_DOMAIN = "contoso.example"
@@ -261,34 +259,26 @@ class FakeEntra:
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._cert = self._signing_certificate()
         self.kid = _b64url(self._cert.fingerprint(hashes.SHA1()))  # x5t: a SHA-1 thumbprint
-        self._tmp = tempfile.TemporaryDirectory(prefix="fake-entra-")
-        self.ca_file, cert_file, key_file = make_tls_files(Path(self._tmp.name))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_file, key_file)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.port = self._server.server_address[1]
-        self.base_url = f"https://127.0.0.1:{self.port}"
+        self._https = HttpsServer(_handler_for(self), "fake-entra-")
+        self.ca_file, self.port, self.base_url = (
+            self._https.ca_file,
+            self._https.port,
+            self._https.base_url,
+        )
         #: What a client passes to msal as its authority.
         self.authority = f"{self.base_url}/{tenant_id}"
         self.issuer = f"{self.base_url}/{tenant_id}/v2.0"
         #: Graph's root for this fake (``https://graph.microsoft.com/v1.0`` for real).
         self.graph_url = f"{self.base_url}/v1.0"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> FakeEntra:
-        self._thread.start()
+        self._https.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._tmp.cleanup()
+        self._https.stop()
 
     def __enter__(self) -> FakeEntra:
         return self.start()
