@@ -27,9 +27,9 @@ pytestmark = pytest.mark.postgres
 
 class FastClock:
     """Wall time, four times faster: the shortest window (a minute) passes in 15
-    seconds. Both replicas read the same clock, as real replicas read one NTP time.
-    (Faster would shrink the relay's 60 s lease below what delivering a batch to the
-    fake Slack takes on a busy machine, and a lapsed lease sends a message twice.)"""
+    seconds. Both replicas read the same clock, as real replicas read one NTP time, and
+    keep their leases on it (``app/leases.py``): a keeper timed on the wall clock let
+    the relay's 60 s lease lapse after 15 s here, and a message went out twice."""
 
     def __init__(self, speed: float = 4.0) -> None:
         self._epoch = datetime.now(UTC)

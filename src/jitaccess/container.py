@@ -178,6 +178,7 @@ def build(
         # A web process wakes nothing: a worker's next sweep picks the intent up.
         on_deadline=wake_at if role.does_work else None,
         azure_credential=azure_credential,
+        clock=clock,
     )
     slack = _slack(settings, role, service, stopping, clock) if role.answers_slack else None
     relay: OutboxRelay | None = None
@@ -189,7 +190,7 @@ def build(
             notifier = (
                 slack.notifier if slack is not None else slack_notifier(settings, service, stopping)
             )
-        relay = OutboxRelay(db, notifier, worker_id=worker_id(), stopping=stopping)
+        relay = OutboxRelay(db, notifier, worker_id=worker_id(), stopping=stopping, clock=clock)
         scheduler = DeadlineScheduler(
             service,
             relay,
@@ -255,6 +256,7 @@ def _service(
     observer: ServiceObserver | None = None,
     on_deadline: Callable[[datetime], None] | None = None,
     azure_credential: TokenCredential | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> JitService:
     retry = RetryPolicy(
         base=timedelta(seconds=settings.retry_base_seconds),
@@ -281,6 +283,7 @@ def _service(
         activity=_activity(settings, db, stopping, azure_credential),
         principals=PRINCIPALS,
         native=native,
+        clock=clock,
     )
     return JitService(deps)
 

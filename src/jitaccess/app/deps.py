@@ -129,10 +129,12 @@ def build_deps(
     activity: ActivityReporter | None = None,
     principals: PrincipalRules,
     native: NativePorts | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Deps:
     """The use cases' dependencies, each made once. ``on_deadline`` is called with a
     deadline a person's action just made (the scheduler's ``wake_at`` under
-    ``serve``; None: nothing to wake). ``inline``: see :class:`AfterChange`."""
+    ``serve``; None: nothing to wake). ``inline``: see :class:`AfterChange`.
+    ``clock``: what every worker reads (see :class:`Sweeper`), for leases."""
     observer = observer or NullObserver()
     rows = Rows(db)
     sweeper = Sweeper(
@@ -146,6 +148,7 @@ def build_deps(
         provider_concurrency=provider_concurrency,
         observer=observer,
         activity=activity,
+        clock=clock,
     )
     decisions = directory or StaticDirectory()
 

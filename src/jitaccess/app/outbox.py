@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -12,7 +13,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from jitaccess.app.leases import LeaseKeeper
+from jitaccess.app.leases import LeaseKeeper, running_from
 from jitaccess.domain.backoff import backoff
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage
@@ -140,9 +141,13 @@ class OutboxRelay:
         lease: timedelta = timedelta(seconds=60),
         max_backoff: timedelta = timedelta(minutes=5),
         stopping: threading.Event | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.db = db
         self.queue = OutboxQueue(db)
+        #: The clock every relay compares claims with, read to keep leases alive while
+        #: Slack is slow (None: the ``now`` a drain was given, plus the wall time since).
+        self.clock = clock
         #: None: no Slack here (e.g. the CLI without Slack settings); ``drain`` then
         #: leaves every message for a process that can deliver it (``serve``).
         self.notifier = notifier
@@ -166,13 +171,14 @@ class OutboxRelay:
         if notifier is None:
             report.held = self.undelivered()
             return report
+        clock = self.clock or running_from(now)
         for _ in range(max_batches):
             if self.stopping.is_set():
                 break
             notes = self._claim(now, batch_size)
             if not notes:
                 break
-            if self._deliver_batch(notifier, notes, now, report):
+            if self._deliver_batch(notifier, notes, now, report, clock):
                 return report  # stopping
             after_batch = getattr(notifier, "after_batch", None)
             if after_batch is not None:
@@ -183,15 +189,22 @@ class OutboxRelay:
         return report
 
     def _deliver_batch(
-        self, notifier: Notifier, notes: list[Notification], now: datetime, report: RelayReport
+        self,
+        notifier: Notifier,
+        notes: list[Notification],
+        now: datetime,
+        report: RelayReport,
+        clock: Callable[[], datetime],
     ) -> bool:
         """Deliver a claimed batch, one message at a time, while a keeper renews the
         leases of those not settled yet (a slow Slack must not let another relay send
         them again). Returns True when it stopped early because the process is stopping."""
         keeper = LeaseKeeper(
-            lambda ids, elapsed: self._renew(ids, now + elapsed + self.lease),
+            self._renew,
             [i for note in notes for i in (note.id, *note.supersedes)],
             self.lease,
+            clock,
+            claimed_at=now,
         )
         with keeper:
             for index, note in enumerate(notes):

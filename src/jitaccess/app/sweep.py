@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from jitaccess.app import journal
 from jitaccess.app.extensions import time_out_extension
 from jitaccess.app.journal import LAPSED, SYSTEM, TIMED_OUT
-from jitaccess.app.leases import LeaseKeeper
+from jitaccess.app.leases import LeaseKeeper, running_from
 from jitaccess.app.outbox import OutboxKind
 from jitaccess.app.quorum import alert_recipients
 from jitaccess.domain import policy as rules
@@ -156,9 +156,13 @@ class Sweeper:
         provider_concurrency: int = 32,
         observer: SweepObserver | None = None,
         activity: ActivityReporter | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.db = db
         self.rows = Rows(db)
+        #: The clock every worker compares claims with, read to keep leases alive while
+        #: a sweep runs (None: the ``now`` a sweep was given, plus the wall time since).
+        self.clock = clock
         self.providers = providers
         self.retry = retry or RetryPolicy()
         self.worker_id = worker_id
@@ -183,8 +187,9 @@ class Sweeper:
         time-outs, then activations, each oldest deadline first."""
         report = SweepReport()
         batches = 0
+        clock = self.clock or running_from(now)
         while (max_batches is None or batches < max_batches) and not self.stopping.is_set():
-            batch = self._sweep_batch(now, batch_size, ids=None)
+            batch = self._sweep_batch(now, batch_size, ids=None, clock=clock)
             if batch is None:
                 break
             report.add(batch)
@@ -200,15 +205,22 @@ class Sweeper:
         is followed at once by the revoke it owes."""
         wanted = list(ids)
         report = SweepReport()
+        clock = self.clock or running_from(now)
         for _ in range(_RUN_DUE_ROUNDS):
-            batch = self._sweep_batch(now, 100, ids=wanted, wait_for_locks=True)
+            batch = self._sweep_batch(now, 100, ids=wanted, clock=clock, wait_for_locks=True)
             if batch is None:
                 break
             report.add(batch)
         return report
 
     def _sweep_batch(
-        self, now: datetime, limit: int, ids: list[int] | None, *, wait_for_locks: bool = False
+        self,
+        now: datetime,
+        limit: int,
+        ids: list[int] | None,
+        *,
+        clock: Callable[[], datetime],
+        wait_for_locks: bool = False,
     ) -> SweepReport | None:
         report = SweepReport()
         with self.db.transaction() as session:
@@ -270,10 +282,16 @@ class Sweeper:
                 )
                 for row, kind, event, due_at in claimed
             ]
-        self._call_and_record(work, now, report)
+        self._call_and_record(work, now, report, clock)
         return report
 
-    def _call_and_record(self, work: list[_Work], now: datetime, report: SweepReport) -> None:
+    def _call_and_record(
+        self,
+        work: list[_Work],
+        now: datetime,
+        report: SweepReport,
+        clock: Callable[[], datetime],
+    ) -> None:
         """Call the backends for the claimed rows, each provider with its own bounded
         concurrency (a slow backend delays its own calls, never the others'), and record
         outcomes as they come in (at least every quarter lease of backend time), while a
@@ -282,9 +300,11 @@ class Sweeper:
             return
         record_every = self.retry.lease.total_seconds() / 4
         keeper = LeaseKeeper(
-            lambda ids, elapsed: self.renew_leases(ids, now + elapsed + self.retry.lease),
+            self.renew_leases,
             [item.request_id for item in work],
             self.retry.lease,
+            clock,
+            claimed_at=now,
         )
         outcomes: list[tuple[_Work, str | None]] = []
         unmade: list[_Work] = []
