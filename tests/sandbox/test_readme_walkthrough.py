@@ -17,7 +17,7 @@ The convention the README keeps in those steps (also in an HTML comment beside t
 - another ```value``` while a form is open: pick that option in the form's select (one
   when no form is open is prose, e.g. an application's name, and is ignored);
 - ``**+15 min**``, ``**+1 h**``: the sandbox clock buttons (no sleeping for deadlines);
-- ``"text"`` (double quotes): this text must then be on the page (the timeline of the
+- ``"text"`` (double quotes): this text must then be on the page (the open tab of the
   person acted as, the Azure panel, the open form), waited for up to 20 s.
 
 Text fields a form leaves empty (a justification, a reason) are filled with
@@ -69,6 +69,8 @@ CLOCK = {"+15 min": 15, "+1 h": 60}
 PEOPLE = {user.real_name.split()[0]: user.id for user in demo.USERS}
 FILLER = "following the README"
 FORM_OPENS_WITHIN = 15  # seconds; the machine may be busy
+#: Where the app's output shows: the open tab, the Azure panel, a form, a toast.
+SHOWN = "main .pane, #azure, #modal, #toast"
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 TOKEN = re.compile(
     r"\*\*(?P<bold>[^*]+)\*\*|`(?P<code>[^`]+)`|\*(?P<italic>[^*\s][^*]*)\*|\"(?P<quote>[^\"]+)\""
@@ -290,7 +292,10 @@ class Walker:
 
     def expect(self, step: Step, text: str) -> None:
         def shown() -> bool:
-            page: str = self.driver.execute_script("return document.body.innerText")
+            # What the app shows (not the page's own guide in the sidebar, which could
+            # satisfy a promise by itself).
+            regions = self.driver.find_elements(By.CSS_SELECTOR, SHOWN)
+            page = " ".join(r.text for r in regions if r.is_displayed())
             return text in " ".join(page.split())
 
         wait(self.driver, shown, f'{step}: "{text}" on the page')
