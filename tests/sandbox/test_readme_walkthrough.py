@@ -21,8 +21,10 @@ The convention the README keeps in those steps (also in an HTML comment beside t
   person acted as, the Azure panel, the open form), waited for up to 20 s.
 
 Text fields a form leaves empty (a justification, a reason) are filled with
-:data:`FILLER`. Anything else in bold or italics inside a step is refused, so a step
-cannot silently stop being followed.
+:data:`FILLER`. Bold that is neither a person nor a clock button is refused, and every
+italic is pressed (a button that is not there fails the step), so a step cannot silently
+stop being followed. Promises are looked for in what the app shows (the open tab, the
+Azure panel, a form, a toast), never in the page's own guide.
 """
 
 from __future__ import annotations
