@@ -221,3 +221,30 @@ def test_exit_codes_are_documented_and_kept(cli: Cli) -> None:
     assert "'forever' is not a duration" in usage.stderr
     assert "Try 'jitaccess requests submit --help'" in usage.stderr
     assert cli.json("requests", "list") == []
+
+
+def test_the_readme_reference_names_arguments_as_the_help_does() -> None:
+    """Each command's line in README.md's CLI reference shows its arguments with the
+    words its --help uses (`requests approve ID`, `offers show OFFER`)."""
+    from jitaccess.cli import app
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## CLI") :]
+    reference = section[section.index("```text") : section.index("```\n", 8)]
+    lines = reference.replace("|", " ").splitlines()
+    problems = []
+    for command, path in every_command(typer.main.get_command(app), []):
+        words = [p.display_name_raw for p in command.params if p.param_type_name == "argument"]
+        if not words:
+            continue
+        group, name = " ".join(path[:-1]), path[-1]
+        line = next(
+            (
+                line
+                for line in lines
+                if f"jitaccess {group} " in line and re.search(rf"\s{re.escape(name)}\s", line)
+            ),
+            "",
+        )
+        problems += [f"{' '.join(path)}: {word}" for word in words if f" {word}" not in line]
+    assert problems == []
