@@ -195,6 +195,8 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
     # Wide, plain output so tables and panels do not wrap or colour what we assert on.
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setenv("TERM", "xterm")
+    # Times print in the operator's zone: pinned, so no test depends on the machine's.
+    monkeypatch.setenv("TZ", "UTC")
     for var in ("FORCE_COLOR", "TTY_COMPATIBLE", "TERMINAL_WIDTH"):
         monkeypatch.delenv(var, raising=False)
     return Cli(tmp_path / "j.db")

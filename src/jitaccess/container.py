@@ -29,7 +29,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from jitaccess.app.deps import NativePorts, ServiceObserver, build_deps
-from jitaccess.app.directory import Directory
+from jitaccess.app.directory import Directory, StaticDirectory
 from jitaccess.app.service import JitService
 from jitaccess.app.sweep import RetryPolicy
 from jitaccess.providers.base import ProviderRegistry
@@ -444,6 +444,9 @@ def _activity(
     )
 
 
+#: Why an approver group has no members when Slack is not configured.
+GROUPS_NEED_SLACK = "jitaccess can read its members only with Slack settings (SLACK_BOT_TOKEN)"
+
 #: How long cards and lists may trust a group's members (decisions never do).
 GROUP_CACHE_SECONDS = 60.0
 
@@ -452,9 +455,11 @@ def _directories(
     settings: Settings, stopping: threading.Event
 ) -> tuple[Directory | None, Directory | None]:
     """Slack's user groups when a bot token is configured: asked afresh for every
-    decision, cached briefly for cards and lists. Without Slack: no groups (None)."""
+    decision, cached briefly for cards and lists. Without Slack: no group has members,
+    and a refusal that comes of it says why."""
     if not settings.slack_bot_token:
-        return None, None
+        without_slack = StaticDirectory(unreadable_because=GROUPS_NEED_SLACK)
+        return without_slack, without_slack
     return (
         _SlackGroups(settings, stopping, 0.0),
         _SlackGroups(settings, stopping, GROUP_CACHE_SECONDS),

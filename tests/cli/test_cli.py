@@ -182,7 +182,14 @@ def test_manual_flow_register_submit_approve_activate_expire(cli: Cli) -> None:
 
         table = cli("requests", "history", "crm").stdout
         row = next(line for line in table.splitlines() if f" {rid} " in line)
-        for cell in (PUBLISHER, "Owner", "expired", APPROVER, "CHG-42 ok", "2026-11-27 12:00 UTC"):
+        for cell in (
+            PUBLISHER,
+            "Owner",
+            "expired",
+            APPROVER,
+            "CHG-42 ok",
+            "2026-11-27 12:00 +00:00",
+        ):
             assert cell in row
 
 
@@ -203,7 +210,7 @@ def test_submit_prints_the_id_and_who_must_approve(cli: Cli) -> None:
             "rotate keys",
         )
     assert "Request 1 is pending: Contributor on crm" in result.stdout
-    assert "from 2026-11-27 10:00 UTC to 2026-11-27 11:30 UTC" in result.stdout
+    assert "from 2026-11-27 10:00 +00:00 to 2026-11-27 11:30 +00:00" in result.stdout
     assert f"Waiting for one of: {APPROVER}, {APPROVER2}" in result.stdout
 
 
@@ -589,7 +596,7 @@ USAGE = [
     (
         "non-numeric request id",
         ["requests", "approve", "one", "--as", APPROVER, "--reason", "r"],
-        ["request_id"],
+        ["Invalid value for 'ID'", "valid integer"],
     ),
     (
         "unknown mode",

@@ -407,3 +407,24 @@ def test_a_malformed_token_key_is_one_line_and_never_echoed(
         "with `jitaccess signins new-key`) (environment or .env)"
     ]
     assert "secret-looking" not in result.stdout + result.stderr
+
+
+def test_list_prints_the_step_up_time_in_the_local_zone_or_utc(
+    native: Native, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    native.import_apps()
+    native.link(AVA, "ava@contoso.example")
+    # A multi-factor step-up recorded at 10:00 UTC (as the callback stores it).
+    container = build(load_settings())
+    try:
+        with container.db.transaction() as session:
+            link = session.get(EntraLink, AVA)
+            assert link is not None
+            link.authenticated_at = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    finally:
+        container.close()
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # +05:30
+    listed = native.cli("signins", "list").stdout
+    assert "2026-11-27 15:30 +05:30" in next(line for line in listed.splitlines() if AVA in line)
+    listed = native.cli("signins", "list", "--utc").stdout
+    assert "2026-11-27 10:00 UTC" in next(line for line in listed.splitlines() if AVA in line)

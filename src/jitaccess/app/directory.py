@@ -30,12 +30,22 @@ def is_group(entry: str) -> bool:
 
 class StaticDirectory:
     """Groups from a mapping: the test fake, and what runs when Slack is not configured
-    (then no group has members, so only people listed by id can act)."""
+    (then no group has members, so only people listed by id can act).
 
-    def __init__(self, groups: Mapping[str, Iterable[str]] | None = None) -> None:
+    ``unreadable_because`` says why groups it does not know have no members (no Slack
+    settings), so a refusal that comes of a group counting as nobody can say so and
+    what to do, instead of leaving the reader to guess."""
+
+    def __init__(
+        self,
+        groups: Mapping[str, Iterable[str]] | None = None,
+        *,
+        unreadable_because: str | None = None,
+    ) -> None:
         self.groups: dict[str, tuple[str, ...]] = {
             group: tuple(people) for group, people in (groups or {}).items()
         }
+        self.unreadable_because = unreadable_because
 
     def members(self, group_id: str) -> tuple[str, ...]:
         return self.groups.get(group_id, ())
@@ -81,6 +91,23 @@ def members_of(directory: Directory, group_id: str) -> tuple[str, ...]:
     if seen is not None:
         seen[group_id] = people
     return people
+
+
+def unreadable_groups(directory: Directory, entries: Iterable[str]) -> str | None:
+    """What a refusal should add when ``entries`` name groups ``directory`` cannot read
+    (e.g. "The approver group S1 is a Slack user group: … set them, or name approvers as
+    people"); None when every group can be read."""
+    why = getattr(directory, "unreadable_because", None)
+    known = getattr(directory, "groups", {})
+    groups = [e for e in entries if is_group(e) and e not in known]
+    if why is None or not groups:
+        return None
+    named = (
+        f"The approver group {groups[0]} is a Slack user group"
+        if len(groups) == 1
+        else f"The approver groups {', '.join(groups)} are Slack user groups"
+    )
+    return f"{named}: {why}; set them, or name approvers as people (U…)"
 
 
 def expand(directory: Directory, entries: Iterable[str]) -> tuple[str, ...]:

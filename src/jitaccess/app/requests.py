@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from jitaccess.app import journal, quorum
 from jitaccess.app.after_change import AfterChange
-from jitaccess.app.directory import Directory
+from jitaccess.app.directory import Directory, unreadable_groups
 from jitaccess.app.journal import POLICY_ACTOR
 from jitaccess.app.views import AppView, RequestView
 from jitaccess.domain import policy as rules
@@ -122,9 +122,16 @@ class Requests:
                 lambda: self._deciders(self.listing_directory, policy),
             )
             if view.policy.mode is ApprovalMode.MANUAL:
-                rules.check_enough_deciders(
-                    view.name, deciders, requester, view.policy.required_approvals
-                )
+                try:
+                    rules.check_enough_deciders(
+                        view.name, deciders, requester, view.policy.required_approvals
+                    )
+                except RuleViolation as refused:
+                    # A group that cannot be read counts as nobody: say so, and what to do.
+                    hint = unreadable_groups(self.listing_directory, policy.approvers)
+                    if hint is None:
+                        raise
+                    raise RuleViolation(*refused.parts, f". {hint}", field=refused.field) from None
             rules.check_no_overlap(
                 window, self.rows.open_windows(session, requester, app.scope, role)
             )

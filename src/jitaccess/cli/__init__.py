@@ -22,9 +22,11 @@ import typer
 from jitaccess.cli import apps, audit, db, offers, ops, requests, signins
 from jitaccess.cli import serve as serving
 from jitaccess.cli.context import end_gc_pause
+from jitaccess.cli.params import ConventionalGroup
 
 app = typer.Typer(
     name="jitaccess",
+    cls=ConventionalGroup,
     help="Just-in-time privileged access for managed applications, run from Slack.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

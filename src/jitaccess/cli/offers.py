@@ -17,7 +17,7 @@ app = typer.Typer(
 
 @app.command("register")
 def offers_register(
-    name: str,
+    name: Annotated[str, typer.Argument(metavar="OFFER")],
     publisher: Annotated[list[str], typer.Option(help="Publisher's Slack user ID (repeat)")],
     role: Annotated[list[str] | None, typer.Option(help="Eligible role (repeat)")] = None,
     standing_role: Annotated[str, typer.Option(help="Always-on role")] = "Reader",
@@ -75,7 +75,9 @@ def offers_list(as_json: Json = False) -> None:
 
 
 @app.command("show")
-def offers_show(name: str, as_json: Json = False) -> None:
+def offers_show(
+    name: Annotated[str, typer.Argument(metavar="OFFER")], as_json: Json = False
+) -> None:
     """Show one offer."""
 
     with container() as c:

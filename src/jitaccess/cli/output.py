@@ -10,9 +10,12 @@ differs, :data:`EXIT_USAGE` (2) usage error (Typer's own for bad options).
 from __future__ import annotations
 
 import json
+import os
 import sys
-from datetime import datetime
+import time
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 from rich.console import Console as RichConsole
@@ -34,10 +37,14 @@ class Console(RichConsole):
 
 
 class Table(RichTable):
-    """A table whose cells go through :func:`visible`, like everything else printed."""
+    """A table whose cells go through :func:`visible`, like everything else printed, and
+    are never cut: on a narrow terminal a long cell (an Azure scope, a reason) wraps onto
+    more lines instead of ending in "…", so what is printed can still be copied whole."""
 
     def add_row(self, *renderables: Any, **kwargs: Any) -> None:
         super().add_row(*(visible(r) if isinstance(r, str) else r for r in renderables), **kwargs)
+        for column in self.columns:
+            column.overflow = "fold"
 
 
 out = Console(soft_wrap=True, markup=False)
@@ -66,5 +73,46 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+# --- Times ---------------------------------------------------------------------------------
+# Operators read times in their own zone, with its offset so that a time pasted into a
+# ticket stays unambiguous (`2026-12-07 19:32 +01:00`); `--utc` prints UTC instead, and
+# `--json` keeps ISO 8601 with its offset (`RequestView.to_json`).
+
+_times_in_utc = False
+
+
+def print_times_in_utc(flag: bool) -> None:
+    """Set by each command's ``--utc`` (every time: it is off unless given)."""
+    global _times_in_utc
+    _times_in_utc = flag
+
+
+def local_zone() -> tzinfo:
+    """The operator's zone: ``TZ`` when it names an IANA zone, else the system's (which
+    also covers a POSIX ``TZ`` string such as ``CET-1CEST``)."""
+    name = os.environ.get("TZ", "").removeprefix(":")
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            time.tzset()
+    local = datetime.now().astimezone().tzinfo
+    return local if local is not None else UTC
+
+
+def _offset(value: datetime) -> str:
+    minutes = int((value.utcoffset() or timedelta()).total_seconds()) // 60
+    hours, rest = divmod(abs(minutes), 60)
+    return f"{'-' if minutes < 0 else '+'}{hours:02d}:{rest:02d}"
+
+
 def fmt_time(value: datetime | None) -> str:
-    return "" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+    """A time as the operator reads it: local with its offset, or UTC with ``--utc``."""
+    if value is None:
+        return ""
+    if value.tzinfo is None:  # the store keeps UTC
+        value = value.replace(tzinfo=UTC)
+    if _times_in_utc:
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    local = value.astimezone(local_zone())
+    return f"{local:%Y-%m-%d %H:%M} {_offset(local)}"

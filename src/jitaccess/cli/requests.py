@@ -9,7 +9,15 @@ import typer
 
 from jitaccess.cli.context import container, now
 from jitaccess.cli.output import Table, emit_json, fmt_time, out
-from jitaccess.cli.params import AsUser, Json, Reason, as_person, to_duration, to_instant
+from jitaccess.cli.params import (
+    AsUser,
+    Json,
+    Reason,
+    Utc,
+    as_person,
+    to_duration,
+    to_instant,
+)
 
 # The command table is imported by the commands that use it, not when the CLI loads
 # (`--help` and the commands of other groups never pay for it).
@@ -25,9 +33,10 @@ def requests_submit(
     as_user: AsUser,
     role: Annotated[str, typer.Option(help="An eligible role, e.g. Contributor")],
     duration: Annotated[str, typer.Option(help="e.g. 2h, 90m, PT8H")],
-    reason: Annotated[str, typer.Option(help="Justification (required)")],
+    reason: Annotated[str, typer.Option(help="Justification, recorded in the audit log")],
     start: Annotated[str | None, typer.Option(help="ISO 8601 start; default now")] = None,
     as_json: Json = False,
+    utc: Utc = False,
 ) -> None:
     """Ask for elevated access; prints the request id."""
     from jitaccess.app.commands import SubmitRequest, handle
@@ -64,8 +73,9 @@ def requests_breakglass(
     role: Annotated[str, typer.Option(help="An eligible role, e.g. Owner")],
     duration: Annotated[str, typer.Option(help="At most the policy's break-glass cap (1h)")],
     incident: Annotated[str, typer.Option(help="Incident reference: INC-4711 or its URL")],
-    reason: Annotated[str, typer.Option(help="Why (required)")],
+    reason: Annotated[str, typer.Option(help="Why, recorded in the audit log")],
     as_json: Json = False,
+    utc: Utc = False,
 ) -> None:
     """Take access at once, without approval (break-glass holders); reviewed afterwards."""
     from jitaccess.app.commands import TakeBreakGlass, handle
@@ -87,7 +97,7 @@ def requests_breakglass(
 
 @app.command("review")
 def requests_review(
-    request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False
+    request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False, utc: Utc = False
 ) -> None:
     """Acknowledge a break-glass request afterwards (approvers and consumer admins)."""
     from jitaccess.app.commands import ReviewBreakGlass, handle
@@ -96,10 +106,14 @@ def requests_review(
         command = ReviewBreakGlass(request_id, actor=as_user, reason=reason)
         view = handle(c.service, command, now())
     _print_outcome(view, as_json)
+    if not as_json:
+        _confirm_review(view)
 
 
 def _decision(command: str) -> Any:
-    def run(request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False) -> None:
+    def run(
+        request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False, utc: Utc = False
+    ) -> None:
         from jitaccess.app.commands import ApproveRequest, DenyRequest, handle
 
         kind = ApproveRequest if command == "approve" else DenyRequest
@@ -116,7 +130,9 @@ app.command("deny")(_decision("deny"))
 
 
 @app.command("cancel")
-def requests_cancel(request_id: int, as_user: AsUser, as_json: Json = False) -> None:
+def requests_cancel(
+    request_id: int, as_user: AsUser, as_json: Json = False, utc: Utc = False
+) -> None:
     """Withdraw your own request before it starts."""
     from jitaccess.app.commands import CancelRequest, handle
 
@@ -127,7 +143,7 @@ def requests_cancel(request_id: int, as_user: AsUser, as_json: Json = False) -> 
 
 @app.command("revoke")
 def requests_revoke(
-    request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False
+    request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False, utc: Utc = False
 ) -> None:
     """End someone's access early (approvers and consumer admins)."""
     from jitaccess.app.commands import RevokeAccess, handle
@@ -138,7 +154,9 @@ def requests_revoke(
 
 
 @app.command("release")
-def requests_release(request_id: int, as_user: AsUser, as_json: Json = False) -> None:
+def requests_release(
+    request_id: int, as_user: AsUser, as_json: Json = False, utc: Utc = False
+) -> None:
     """End your own access early ("I'm done")."""
     from jitaccess.app.commands import ReleaseAccess, handle
 
@@ -154,6 +172,7 @@ def requests_extend(
     duration: Annotated[str, typer.Option(help="How much to add to the end, e.g. 1h")],
     reason: Reason,
     as_json: Json = False,
+    utc: Utc = False,
 ) -> None:
     """Add time to your approved or active request, on the same grant (no gap)."""
     from jitaccess.app.commands import ExtendRequest, handle
@@ -178,13 +197,17 @@ def requests_extend(
 
 
 def _extension_decision(command: str) -> Any:
-    def run(request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False) -> None:
+    def run(
+        request_id: int, as_user: AsUser, reason: Reason, as_json: Json = False, utc: Utc = False
+    ) -> None:
         from jitaccess.app.commands import ApproveExtension, DenyExtension, handle
 
         kind = ApproveExtension if command == "approve" else DenyExtension
         with container() as c:
             view = handle(c.service, kind(request_id, actor=as_user, reason=reason), now())
         _print_outcome(view, as_json)
+        if not as_json:
+            _confirm_extension(view, approved=command == "approve")
 
     run.__doc__ = f"{command.capitalize()} a request's pending extension (approvers)."
     return run
@@ -192,6 +215,66 @@ def _extension_decision(command: str) -> Any:
 
 app.command("approve-extension")(_extension_decision("approve"))
 app.command("deny-extension")(_extension_decision("deny"))
+
+
+def _access_end(view: RequestView) -> str:
+    """When access ends (or ended, and how), in the operator's zone."""
+    if view.ended_at is not None:
+        return f"Access ended {fmt_time(view.ended_at)}: {how_it_ended(view)}."
+    return f"Access ends {fmt_time(view.ends_at)}."
+
+
+def _confirm_extension(view: RequestView, *, approved: bool) -> None:
+    """After an extension decision: the end now in force, and who is next."""
+    if view.extension_ends_at is not None:  # the quorum is not reached yet
+        given = {a.approver for a in view.extension_approvals}
+        missing = view.required_approvals - len(given)
+        others = [p for p in view.notified_approvers if p not in given and p != view.requester]
+        out.print(
+            f"Approval recorded ({len(given)} of {view.required_approvals}): the extension "
+            f"to {fmt_time(view.extension_ends_at)} still needs {missing} more, from one of: "
+            f"{', '.join(others) or 'the approvers'}. {_access_end(view)}",
+            highlight=False,
+        )
+    elif approved:
+        out.print(
+            f"Extension approved: {_access_end(view)} Nothing else is needed.", highlight=False
+        )
+    else:
+        out.print(f"Extension denied: {_access_end(view)} The requester is told.", highlight=False)
+
+
+def _confirm_review(view: RequestView) -> None:
+    """After a break-glass review: who reviewed, when access ends, and that it is done."""
+    out.print(
+        f"Break-glass {view.incident_ref or ''} reviewed by {view.reviewed_by} "
+        f"{fmt_time(view.reviewed_at)}: the review is done. {_access_end(view)}",
+        highlight=False,
+    )
+
+
+def how_it_ended(view: RequestView) -> str:
+    """Why access ended, from the request's record of its end (who, why): expired,
+    revoked by whom, released, denied, timed out, failed…; "" while it has not."""
+    state = str(view.state)
+    if view.ended_at is None:
+        return ""
+    if state == "expired":
+        return "expired at the end of its window"
+    if state == "revoked":
+        if view.ended_by == view.requester:
+            return f"released by {view.requester}"
+        return f"revoked by {view.ended_by or 'jitaccess'}: {view.end_reason or '-'}"
+    if state == "denied":
+        return f"denied by {view.decided_by or '-'}: {view.decision_reason or '-'}"
+    if state == "cancelled":
+        who = view.ended_by if view.ended_by and view.ended_by != "system" else None
+        return f"cancelled by {who}" if who else f"cancelled: {view.end_reason or '-'}"
+    if state == "timed_out":
+        return "timed out: no approver decided in time"
+    if state == "failed":
+        return f"failed: {view.end_reason or view.last_error or '-'}"
+    return f"{state}: {view.end_reason or '-'}"
 
 
 def _print_outcome(view: RequestView, as_json: bool) -> None:
@@ -212,7 +295,7 @@ def _print_outcome(view: RequestView, as_json: bool) -> None:
 
 
 @app.command("show")
-def requests_show(request_id: int, as_json: Json = False) -> None:
+def requests_show(request_id: int, as_json: Json = False, utc: Utc = False) -> None:
     """Show one request in full."""
     from jitaccess.app.activity_reports import status_line
     from jitaccess.domain.durations import format_duration
@@ -245,7 +328,7 @@ def requests_show(request_id: int, as_json: Json = False) -> None:
             + (", ".join(f"{a.approver} ({a.reason})" for a in view.approvals) or "-"),
         ),
         ("Activated", fmt_time(view.activated_at) or "-"),
-        ("Ended", fmt_time(view.ended_at) or "-"),
+        ("Ended", f"{fmt_time(view.ended_at)} {how_it_ended(view)}" if view.ended_at else "-"),
         ("Ended by", view.ended_by or "-"),
         ("End reason", view.end_reason or "-"),
     ]
@@ -275,9 +358,15 @@ def requests_show(request_id: int, as_json: Json = False) -> None:
 
 
 def _request_table(views: list[RequestView]) -> Table:
-    table = Table("ID", "App", "Requester", "Role", "State", "Start", "End", "Decided by", "Reason")
+    """Requests, one a row: the window asked for, and when access really ended and why
+    (a revoked request's scheduled end is not when its access ended)."""
+    table = Table(
+        "ID", "App", "Requester", "Role", "State", "Start", "Scheduled end", "Ended",
+        "Decided by", "Reason",
+    )  # fmt: skip
     moment = now()
     for v in views:
+        ended = f"{fmt_time(v.ended_at)} {how_it_ended(v)}" if v.ended_at else "-"
         table.add_row(
             str(v.id),
             v.app,
@@ -286,8 +375,9 @@ def _request_table(views: list[RequestView]) -> Table:
             v.status_line(moment),
             fmt_time(v.starts_at),
             fmt_time(v.ends_at),
+            ended,
             v.decided_by or "-",
-            v.decision_reason or v.end_reason or "-",
+            v.decision_reason or "-",
         )
     return table
 
@@ -301,6 +391,7 @@ def requests_list(
         str | None, typer.Option("--as", help="Slack user ID (with --mine)", callback=as_person)
     ] = None,
     as_json: Json = False,
+    utc: Utc = False,
 ) -> None:
     """List requests, newest first."""
     if mine and not as_user:
@@ -317,7 +408,7 @@ def requests_list(
 
 @app.command("history")
 def requests_history(
-    app_name: Annotated[str, typer.Argument(metavar="APP")], as_json: Json = False
+    app_name: Annotated[str, typer.Argument(metavar="APP")], as_json: Json = False, utc: Utc = False
 ) -> None:
     """An application's request history: who asked, who decided, when access began and ended."""
     with container() as c:

@@ -12,8 +12,8 @@ import typer
 from rich.markup import escape
 
 from jitaccess.cli.context import container, now
-from jitaccess.cli.output import EXIT_REFUSED, Table, err, out
-from jitaccess.cli.params import AsUser
+from jitaccess.cli.output import EXIT_REFUSED, Table, err, fmt_time, out
+from jitaccess.cli.params import AsUser, Utc
 
 app = typer.Typer(help="Sign in with Microsoft: keys and people's links.", no_args_is_help=True)
 
@@ -36,7 +36,7 @@ def rotate_key() -> None:
 
 
 @app.command("list")
-def list_links() -> None:
+def list_links(utc: Utc = False) -> None:
     """Who is linked to which Microsoft account (never a token)."""
     with container() as c:
         links = c.service.signins.links()
@@ -50,7 +50,7 @@ def list_links() -> None:
             escape(link.username),
             link.object_id,
             ", ".join(link.acrs) or "-",
-            f"{link.authenticated_at:%Y-%m-%d %H:%M} UTC" if link.authenticated_at else "-",
+            fmt_time(link.authenticated_at) or "-",
         )
     out.print(table)
 
