@@ -52,7 +52,7 @@ def request_list(
                     truncate(
                         f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
                         f"*{escape(view.app)}* · "
-                        f"{escape(view.status_line(now))}{breakglass_tag(view)}"
+                        f"{view.status_line(now, at=when)}{breakglass_tag(view)}"
                         f"\n{window(view, tz)}"
                         + _progress_suffix(view)
                         + (f" · decided by {user(view.decided_by)}" if view.decided_by else "")
@@ -150,7 +150,7 @@ def home_view(
             SectionBlock(
                 text=md(
                     f"*#{view.id}* {escape(view.role)} on *{escape(view.app)}* · "
-                    f"{escape(view.status_line(now))}\n{window(view, tz)}"
+                    f"{view.status_line(now, at=when)}\n{window(view, tz)}"
                 ),
                 accessory=accessory,
             )
@@ -181,7 +181,7 @@ def review_items(views: Sequence[RequestView], tz: tzinfo, now: datetime) -> lis
                 text=md(
                     truncate(
                         f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
-                        f"*{escape(view.app)}* · {escape(view.status_line(now))} · "
+                        f"*{escape(view.app)}* · {view.status_line(now, at=when)} · "
                         f":rotating_light: break-glass, needs review "
                         f"({escape(view.incident_ref or '-')})\n{window(view, tz)}"
                         f"\n>{escape(view.justification)}",
