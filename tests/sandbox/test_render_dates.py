@@ -40,13 +40,13 @@ def shown(template: str, tz: ZoneInfo = PARIS, now: datetime = NOW, link: str = 
         ("{date}", "December 8th, 2026"),
         ("{date_short}", "Dec 8, 2026"),
         ("{date_long}", "Tuesday, December 8th, 2026"),
-        ("{date_pretty}", "Today"),
-        ("{date_short_pretty}", "Today"),
-        ("{date_long_pretty}", "Today"),
+        ("{date_pretty}", "today"),
+        ("{date_short_pretty}", "today"),
+        ("{date_long_pretty}", "today"),
         ("{time}", "19:32"),
         ("{time_secs}", "19:32:05"),
         ("{ago}", "in 6 hours"),
-        ("{date_short_pretty} {time}", "Today 19:32"),
+        ("{date_short_pretty} {time}", "today 19:32"),
         ("at {time} on {date_num}", "at 19:32 on 2026-12-08"),
     ],
 )
@@ -57,14 +57,14 @@ def test_each_documented_token_in_the_viewer_s_zone(template: str, text: str) ->
 
 def test_the_same_token_reads_in_each_viewer_s_own_zone() -> None:
     template = "{date_short_pretty} {time}"
-    assert ">Today 13:32<" in shown(template, NEW_YORK)
-    assert ">Tomorrow 03:32<" in shown(template, TOKYO)  # already the 9th there
-    assert ">Today 18:32<" in shown(template, ZoneInfo("UTC"))
+    assert ">today 13:32<" in shown(template, NEW_YORK)
+    assert ">tomorrow 03:32<" in shown(template, TOKYO)  # already the 9th there
+    assert ">today 18:32<" in shown(template, ZoneInfo("UTC"))
 
 
 def test_pretty_dates_say_yesterday_and_otherwise_the_date() -> None:
     template = "{date_short_pretty}"
-    assert ">Yesterday<" in shown(template, now=NOW + timedelta(days=1))
+    assert ">yesterday<" in shown(template, now=NOW + timedelta(days=1))
     assert ">Dec 8, 2026<" in shown(template, now=NOW + timedelta(days=3))
     assert ">December 8th, 2026<" in shown("{date_pretty}", now=NOW - timedelta(days=2))
 
@@ -123,10 +123,10 @@ def test_the_fallback_and_format_cannot_become_markup() -> None:
 def test_what_the_service_writes_renders_in_blocks_views_and_plain_messages() -> None:
     token = markup.when(MOMENT)
     block = {"type": "section", "text": {"type": "mrkdwn", "text": f"Ends {token}"}}
-    assert ">Today 19:32<" in render.render_blocks([block], tz=PARIS, now=NOW)
-    assert ">Today 19:32<" in render.render_message({"text": token}, tz=PARIS, now=NOW)
+    assert ">today 19:32<" in render.render_blocks([block], tz=PARIS, now=NOW)
+    assert ">today 19:32<" in render.render_message({"text": token}, tz=PARIS, now=NOW)
     view = {"type": "modal", "title": {"type": "plain_text", "text": "x"}, "blocks": [block]}
-    assert ">Today 13:32<" in render.render_view(view, tz=NEW_YORK, now=NOW)
+    assert ">today 13:32<" in render.render_view(view, tz=NEW_YORK, now=NOW)
     # A plain_text field shows what it was given: Slack formats no token there.
     header = {"type": "header", "text": {"type": "plain_text", "text": token}}
     assert "&lt;!date^" in render.render_blocks([header], tz=PARIS, now=NOW)

@@ -269,7 +269,7 @@ def format_date(epoch: int, template: str, tz: tzinfo, now: datetime) -> str | N
     shows it to a reader in ``tz`` at ``now`` (api.slack.com, "Formatting text for app
     surfaces", Date formatting): ``{date_num}`` 2014-02-18, ``{date}`` February 18th,
     2014, ``{date_short}`` Feb 18, 2014, ``{date_long}`` Tuesday, February 18th, 2014,
-    their ``_pretty`` forms (today, yesterday or tomorrow where that applies),
+    their ``_pretty`` forms ("today", "yesterday" or "tomorrow" where that applies),
     ``{time}`` 18:39 and ``{time_secs}`` 18:39:42 (the sandbox reader prefers a 24-hour
     clock) and ``{ago}`` (3 minutes ago). None for a token Slack does not document:
     the caller then shows the fallback text, as Slack does."""
@@ -293,10 +293,8 @@ def format_date(epoch: int, template: str, tz: tzinfo, now: datetime) -> str | N
         forms[f"{name}_pretty"] = near or plain_forms[name]
     if any(name not in forms for name in _TOKEN.findall(template)):
         return None
-    shown = _TOKEN.sub(lambda m: forms[m.group(1)], template)
-    # A text that starts with a pretty date reads "Today 10:00", as in Slack.
-    pretty = re.match(r"\{date(_short|_long)?_pretty\}", template) is not None
-    return shown[:1].upper() + shown[1:] if pretty else shown
+    # The documented words are lowercase ("today"): a date reads as part of a sentence.
+    return _TOKEN.sub(lambda m: forms[m.group(1)], template)
 
 
 def _date(target: str, fallback: str, viewer: Viewer) -> str:
