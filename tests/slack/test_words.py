@@ -21,7 +21,7 @@ from jitaccess.app.views import ApprovalView
 from jitaccess.domain.lifecycle import STATE_WORDS, Event, RequestState, state_words
 from jitaccess.domain.policy import MODE_WORDS, ApprovalMode, Policy
 from jitaccess.slack import notifier
-from jitaccess.slack.blocks import cards, ids, markup
+from jitaccess.slack.blocks import cards, home, ids, markup
 from jitaccess.slack.directory import SlackDirectory
 from jitaccess.slack.runtime import slack_client
 from jitaccess.store.db import Database
@@ -156,6 +156,21 @@ def test_a_break_glass_card_says_who_took_it_then_who_reviewed_it() -> None:
         _, body = render_card(reviewed)
         assert f"Break-glass by <@UPUB1> · reviewed by <@{APPROVER}>: INC-1 ok" in str(body)
         assert "Approved by" not in str(body)
+
+
+def test_a_break_glass_listing_names_no_approver() -> None:
+    """In /jit list, /jit pending and /jit history, break-glass is tagged as such and
+    never "decided by" its own requester."""
+    taken = replace(
+        card_view(RequestState.ACTIVE, ending=False, breakglass=True), decided_by="UPUB1"
+    )
+    listing = str(home.request_list("Yours", [taken], markup.zone(None), T0, empty="-"))
+    assert "break-glass (INC-1), needs review" in listing
+    assert "decided by" not in listing
+    approved = card_view(RequestState.ACTIVE, ending=False)
+    assert "decided by <@UAPP1>" in str(
+        home.request_list("Yours", [approved], markup.zone(None), T0, empty="-")
+    )
 
 
 # -- emoji ------------------------------------------------------------------------------------

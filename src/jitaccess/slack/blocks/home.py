@@ -53,16 +53,7 @@ def request_list(
                         f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
                         f"*{escape(view.app)}* · "
                         f"{view.status_line(now, at=when)}{breakglass_tag(view)}"
-                        f"\n{window(view, tz)}"
-                        + _progress_suffix(view)
-                        + (f" · decided by {user(view.decided_by)}" if view.decided_by else "")
-                        + (
-                            f": {escape(view.decision_reason)}"
-                            if view.decision_reason
-                            and view.decided_by
-                            and not view.decided_by.startswith("policy:")
-                            else ""
-                        ),
+                        f"\n{window(view, tz)}" + _progress_suffix(view) + _decided(view),
                         SECTION_TEXT_MAX,
                     )
                 )
@@ -71,6 +62,19 @@ def request_list(
     if len(views) > HOME_ITEMS_MAX:
         blocks.append(ContextBlock(elements=[md(f"…and {len(views) - HOME_ITEMS_MAX} more")]))
     return dump(blocks)
+
+
+def _decided(view: RequestView) -> str:
+    """ " · decided by <@U…>: why"; nothing for break-glass, which nobody approved (its
+    tag says whether it was reviewed)."""
+    if not view.decided_by or view.breakglass:
+        return ""
+    why = (
+        f": {escape(view.decision_reason)}"
+        if view.decision_reason and not view.decided_by.startswith("policy:")
+        else ""
+    )
+    return f" · decided by {user(view.decided_by)}{why}"
 
 
 def _progress_suffix(view: RequestView) -> str:
