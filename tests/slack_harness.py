@@ -5,10 +5,12 @@ Slack Web API over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -428,3 +430,87 @@ def listener_parts(fake: FakeSlack, db: Database) -> tuple[Any, Any, Any]:
     service, _ = make_service(db, inline=False)
     client = slack_client("xoxb-test-token", fake.base_url)
     return service, client, SlackNotifier(client, service)
+
+
+# -- times in what Slack was sent (issue 19: every time in the reader's own zone) ------
+#: A date token the service wrote (``markup.date_token``): Slack formats it for each
+#: reader, in their own zone; its fallback (UTC) is shown only where it cannot.
+DATE_TOKEN = re.compile(r"<!date\^\d{1,12}\^[^|<>]*\|[^<>]*>")
+#: What reads as a time of day or a timestamp: a clock time (18:32, 6:32 PM,
+#: 18:32:05), an ISO date or timestamp (2026-12-07, 2026-12-07T18:32), or a zone
+#: label (UTC, GMT, CET, EST…, +01:00). Durations (2h 15m) are not times.
+BARE_TIME = re.compile(
+    r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp][Mm])?\b"
+    r"|\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2})?"
+    r"|\b(?:UTC|GMT|CET|CEST|EST|EDT|PST|PDT)\b"
+    r"|[+-]\d{2}:\d{2}\b"
+)
+#: The Slack calls whose arguments carry what people read.
+SHOWN_METHODS = {
+    "chat.postMessage",
+    "chat.update",
+    "chat.postEphemeral",
+    "views.open",
+    "views.update",
+    "views.push",
+    "views.publish",
+}
+
+
+def bare_times(text: str, *, mrkdwn: bool) -> list[str]:
+    """The clock times and timestamps in one piece of text that a reader would see as
+    written, in nobody's zone: in mrkdwn, anything outside a date token; in
+    plain_text (where Slack formats no token), any time at all, and any token."""
+    shown = DATE_TOKEN.sub(" ", text) if mrkdwn else text
+    found = [match.group(0) for match in BARE_TIME.finditer(shown)]
+    if not mrkdwn and "<!date^" in text:
+        found.append("<!date^…> in plain_text (Slack shows it as written)")
+    return found
+
+
+def _walk(node: Any, where: str, out: list[tuple[str, str, bool]]) -> None:
+    """Every text object under ``node`` as (where, text, is_mrkdwn)."""
+    if isinstance(node, dict):
+        kind = node.get("type")
+        if kind in ("mrkdwn", "plain_text") and isinstance(node.get("text"), str):
+            out.append((f"{where} ({kind})", node["text"], kind == "mrkdwn"))
+        for key, value in node.items():
+            if key == "errors" and isinstance(value, dict):
+                # A modal's inline errors (response_action "errors") are plain text.
+                out += [(f"{where}.errors.{k}", str(v), False) for k, v in value.items()]
+            else:
+                _walk(value, f"{where}.{key}", out)
+    elif isinstance(node, list):
+        for item in node:
+            _walk(item, where, out)
+
+
+def shown_texts(fake: FakeSlack, acks: Sequence[str] = ()) -> list[tuple[str, str, bool]]:
+    """Every text a person could read in what Slack was sent: the API calls that post,
+    edit or open something (a message's top-level ``text`` is mrkdwn), every body
+    posted to a response_url, and every ack body (a modal's errors, an update)."""
+    out: list[tuple[str, str, bool]] = []
+    for call in fake.calls:
+        if call.method not in SHOWN_METHODS:
+            continue
+        if isinstance(call.args.get("text"), str):
+            out.append((f"{call.method} text", call.args["text"], True))
+        _walk({k: v for k, v in call.args.items() if k != "text"}, call.method, out)
+    for key, bodies in fake.responses.items():
+        for body in bodies:
+            if isinstance(body.get("text"), str):
+                out.append((f"respond {key} text", body["text"], True))
+            _walk({k: v for k, v in body.items() if k != "text"}, f"respond {key}", out)
+    for body in acks:
+        if body and body.lstrip().startswith("{"):
+            _walk(json.loads(body), "ack", out)
+    return out
+
+
+def time_problems(fake: FakeSlack, acks: Sequence[str] = ()) -> list[str]:
+    """Each bare time in what Slack was sent, with where it was and the text."""
+    return [
+        f"{where}: {found} in {text!r}"
+        for where, text, mrkdwn in shown_texts(fake, acks)
+        for found in bare_times(text, mrkdwn=mrkdwn)
+    ]

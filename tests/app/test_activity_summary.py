@@ -120,7 +120,7 @@ def register(world: SlackWorld, *, provider: str = "azure") -> None:
 
 def granted_request(world: SlackWorld) -> int:
     """Pat asks for Contributor now, Ava approves, the sweep grants it at T0."""
-    assert "It is pending" in world.say(PUBLISHER, "request crm Contributor 2h INC-7")
+    assert "It is waiting for approval" in world.say(PUBLISHER, "request crm Contributor 2h INC-7")
     [request] = world.service.list_requests(requester=PUBLISHER)[:1]
     world.say(APPROVER, f"approve {request.id} CHG-77 storage keys")
     world.tick()

@@ -125,7 +125,7 @@ def test_pending_request_times_out_at_the_approval_deadline(service: JitService)
         clock.move_to(T0 + 24 * H)
         assert service.sweep(now()).timed_out == 1
         assert service.get_request(rid).state == "timed_out"
-        with pytest.raises(Conflict, match="already timed_out"):
+        with pytest.raises(Conflict, match="has already timed out"):
             service.approve(rid, actor=APPROVER, reason="late", now=now())
 
 

@@ -921,7 +921,7 @@ def test_release_before_start_says_cancel(cli: Cli) -> None:
         register_auto(cli)
         rid = submit(cli, "auto", start="2026-11-27T11:00Z")["id"]
         result = cli("requests", "release", rid, "--as", PUBLISHER, code=1)
-    assert "is auto_approved, not active: cancel it instead" in result.stderr
+    assert "is approved automatically, not active: cancel it instead" in result.stderr
 
 
 def test_pending_request_times_out_on_sweep(cli: Cli) -> None:
@@ -1073,11 +1073,11 @@ def test_deciding_after_the_approval_deadline_says_the_request_timed_out(cli: Cl
     assert first.stdout == ""
     message = flat(first.stderr)
     assert message.startswith("error: Request 1 timed out at 2026-11-27 11:00 UTC"), message
-    assert "before anyone decided; it is now timed_out" in message
+    assert "before anyone decided; it is now timed out" in message
     assert "the requester must submit a new request" in message
     later = flat(again.stderr)
     assert later.startswith(
-        "error: Request 1 is already timed_out: it timed out at 2026-11-27 11:00"
+        "error: Request 1 has already timed out: it timed out at 2026-11-27 11:00"
     )
     assert "before anyone decided; the requester must submit a new request" in later
     assert show(cli, rid)["state"] == "timed_out"

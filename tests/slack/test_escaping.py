@@ -64,6 +64,9 @@ def incident(value: str) -> str:
 # -- walking what Slack received ------------------------------------------------------
 _TAG = re.compile(r"<([^<>]*)>")
 _ENTITY = re.compile(r"&(amp|lt|gt);")
+#: A date token the service writes (markup.date_token): an epoch, Slack's formatting
+#: tokens, and a fallback of digits, letters, spaces, ':' and '-' only.
+_DATE_TOKEN = re.compile(r"!date\^\d{1,12}\^[{}a-z_ ]+\|[0-9A-Za-z :-]+")
 
 
 def markup_problems(text: str, *, where: str) -> list[str]:
@@ -75,6 +78,8 @@ def markup_problems(text: str, *, where: str) -> list[str]:
         if tag.startswith("@") and tag[1:] in PEOPLE:
             continue
         if tag == f"#{FEED}":
+            continue
+        if _DATE_TOKEN.fullmatch(tag):
             continue
         problems.append(f"{where}: markup <{tag}> in {text!r}")
     rest = _TAG.sub("", text)

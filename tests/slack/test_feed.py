@@ -16,7 +16,7 @@ from conftest import ADMIN, APPROVER, APPROVER2, PUBLISHER, START, Cli, flat, re
 from jitaccess.app.outbox import Notification, OutboxKind
 from jitaccess.domain.errors import RuleViolation
 from jitaccess.domain.policy import ApprovalMode
-from jitaccess.slack.blocks import ids
+from jitaccess.slack.blocks import ids, markup
 from jitaccess.store.db import Database
 from jitaccess.store.models import AuditEvent, OutboxMessage
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -117,9 +117,10 @@ def life_in_the_feed(world: SlackWorld) -> None:
         world.tick()
         [message] = fake.messages_in(FEED)
         assert world.service.get_request(rid).state == "revoked"
-        assert "Revoked" in texts(message) and f"Ended Fri 27 Nov 11:00 UTC by <@{PUBLISHER}>" in (
-            texts(message)
-        )
+        # The end as a date token: each reader of the channel sees it in their own zone.
+        ended = f"Ended {markup.when(T0 + H)} by <@{PUBLISHER}>"
+        assert "Revoked" in texts(message) and ended in texts(message)
+        assert "|2026-11-27 11:00 UTC>" in ended
     assert channel_calls(fake, "chat.postMessage") == 1
     assert channel_calls(fake, "chat.update") == 3  # approved, active, revoked
     assert all(row.delivered_at is not None for row in feed_rows(world.db))
@@ -132,7 +133,8 @@ def test_automatic_and_denied_requests_show_their_outcome(world: SlackWorld) -> 
         "crm", actor=ADMIN, now=now(), mode=ApprovalMode.AUTOMATIC, approvers=[APPROVER]
     )
     auto = world.say(PUBLISHER, "request crm Owner 1h deploy hotfix")
-    assert "auto_approved" in auto
+    assert "It was approved by the policy (automatic mode); the approvers were told." in auto
+    assert "auto_approved" not in auto
     world.service.set_policy("crm", actor=ADMIN, now=now(), mode=ApprovalMode.MANUAL)
     world.say(PUBLISHER, "request crm Contributor 1h read logs")
     world.deliver()
@@ -141,7 +143,8 @@ def test_automatic_and_denied_requests_show_their_outcome(world: SlackWorld) -> 
     world.submit_reason(APPROVER, "Use the Reader role for this")
     world.tick()
     first_msg, second_msg = world.fake.messages_in(FEED)
-    assert "automatic approval" in texts(first_msg) and "Active" in texts(first_msg)
+    assert "Approved automatically by the policy" in texts(first_msg)
+    assert "Active" in texts(first_msg)
     assert f"Denied by <@{APPROVER}>: Use the Reader role for this" in texts(second_msg)
 
 
@@ -251,10 +254,10 @@ def test_jit_apps_names_the_feed_channel(world: SlackWorld) -> None:
     with_feed(world)
     register(world.service, "erp")
     listing = world.say(PUBLISHER, "apps")
-    assert f"*crm*: manual approval, up to 8h, roles Contributor, Owner · feed <#{FEED}>" in (
-        listing
-    )
-    assert "*erp*: manual approval, up to 8h, roles Contributor, Owner · you" in listing
+    # Who approves (the quorum and the approvers), then the limits, then the feed.
+    approvers = f"1 approval required from <@{APPROVER}>, <@{APPROVER2}>"
+    assert f"*crm*: {approvers}, up to 8h, roles Contributor, Owner · feed <#{FEED}>" in listing
+    assert f"*erp*: {approvers}, up to 8h, roles Contributor, Owner · you" in listing
 
 
 def test_feed_channel_must_be_a_channel_id(world: SlackWorld) -> None:

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
-from jitaccess.slack.blocks.markup import when, zone
+from jitaccess.slack.blocks.markup import zone
 from jitaccess_sandbox import render
 from jitaccess_sandbox.demo import DemoUser
 from jitaccess_sandbox.fake_slack import FakeSlack
@@ -272,19 +272,19 @@ class SandboxPage:
         tz = self._tz(user)
         now = self.clock()
         with self._lock:
-            timeline = self._timeline(user, names)
-            modal = self._modal_state(user, names, people, tz)
+            timeline = self._timeline(user, names, tz, now)
+            modal = self._modal_state(user, names, people, tz, now)
             counts = {p.id: len(self.fake.dms_to(p.id)) for p in self.people}
-            channels = self._channels(names)
+            channels = self._channels(names, tz, now)
         home = self.fake.current_home(user)
         return {
             "version": version,
             "user": user,
             "now": now.isoformat(),
-            "now_label": when(now, tz),
+            "now_label": render.local_time(now, tz),
             "offset_minutes": int(self.clock.offset.total_seconds() // 60),
             "timeline": timeline,
-            "home": render.render_blocks(home.get("blocks") or [], users=names, tz=tz)
+            "home": render.render_blocks(home.get("blocks") or [], users=names, tz=tz, now=now)
             if home
             else None,
             "modal": modal,
@@ -292,7 +292,9 @@ class SandboxPage:
             "channels": channels,
         }
 
-    def _channels(self, names: Mapping[str, str]) -> list[dict[str, Any]]:
+    def _channels(
+        self, names: Mapping[str, str], tz: tzinfo, now: datetime
+    ) -> list[dict[str, Any]]:
         """The workspace's channels (an application's feed), as anyone in them sees
         them: each message in its current, edited-in-place version."""
         return [
@@ -301,14 +303,16 @@ class SandboxPage:
                 "name": channel["name"],
                 "member": bool(channel["bot_member"]),
                 "messages": [
-                    {"ts": m["ts"], "html": render.render_message(m, users=names)}
+                    {"ts": m["ts"], "html": render.render_message(m, users=names, tz=tz, now=now)}
                     for m in self.fake.messages_in(channel["id"])
                 ],
             }
             for channel in list(self.fake.channels.values())
         ]
 
-    def _timeline(self, user: str, names: Mapping[str, str]) -> list[dict[str, Any]]:
+    def _timeline(
+        self, user: str, names: Mapping[str, str], tz: tzinfo, now: datetime
+    ) -> list[dict[str, Any]]:
         items: list[tuple[int, dict[str, Any]]] = []
         for msg in self.fake.dms_to(user):
             key = f"m:{msg['channel']}:{msg['ts']}"
@@ -320,7 +324,7 @@ class SandboxPage:
                         "kind": "message",
                         "channel": msg["channel"],
                         "ts": msg["ts"],
-                        "html": render.render_message(msg, users=names),
+                        "html": render.render_message(msg, users=names, tz=tz, now=now),
                     },
                 )
             )
@@ -334,7 +338,7 @@ class SandboxPage:
                         "kind": "ephemeral",
                         "channel": eph["channel"],
                         "ts": eph["ts"],
-                        "html": render.render_message(eph, users=names),
+                        "html": render.render_message(eph, users=names, tz=tz, now=now),
                     },
                 )
             )
@@ -352,7 +356,7 @@ class SandboxPage:
                             "kind": "ephemeral",
                             "channel": self.fake.dm_channel_for(user),
                             "ts": "",
-                            "html": render.render_message(post, users=names),
+                            "html": render.render_message(post, users=names, tz=tz, now=now),
                         },
                     )
                 )
@@ -362,7 +366,7 @@ class SandboxPage:
             if item.kind == "command":
                 html_ = f'<div class="cmd">{render.plain_text(item.text)}</div>'
             else:
-                html_ = render.render_message(item.content or {}, users=names)
+                html_ = render.render_message(item.content or {}, users=names, tz=tz, now=now)
             items.append(
                 (
                     item.seq,
@@ -396,7 +400,12 @@ class SandboxPage:
         return None
 
     def _modal_state(
-        self, user: str, names: Mapping[str, str], people: Sequence[str], tz: tzinfo
+        self,
+        user: str,
+        names: Mapping[str, str],
+        people: Sequence[str],
+        tz: tzinfo,
+        now: datetime | None = None,
     ) -> dict[str, Any] | None:
         rec = self._modal_record(user)
         if rec is None:
@@ -409,7 +418,9 @@ class SandboxPage:
             "hash": rec["hash"],
             "callback_id": view.get("callback_id", ""),
             "errors": errors,
-            "html": render.render_view(view, users=names, people=people, tz=tz, errors=errors),
+            "html": render.render_view(
+                view, users=names, people=people, tz=tz, errors=errors, now=now
+            ),
         }
 
     # -- talking to the app ------------------------------------------------------------
@@ -817,7 +828,7 @@ class SandboxPage:
         def label(value: Any) -> str | None:
             if not value:
                 return None
-            return when(datetime.fromisoformat(str(value).replace("Z", "+00:00")), tz)
+            return render.local_time(datetime.fromisoformat(str(value).replace("Z", "+00:00")), tz)
 
         held = self.azure()
         return {

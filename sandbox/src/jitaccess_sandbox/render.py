@@ -6,8 +6,9 @@ produced is this module's own. The subset is what jitaccess sends and a little m
 
 * text objects: ``plain_text`` and ``mrkdwn`` with *bold*, _italic_, ~strike~,
   ``code``, fenced code, ``>`` quotes, newlines, emoji shortcodes, ``<@U…>``
-  mentions (shown as @name), ``<#C…|name>``, ``<!here>`` and links ``<url|text>``
-  (http, https and mailto only);
+  mentions (shown as @name), ``<#C…|name>``, ``<!here>``, links ``<url|text>``
+  (http, https and mailto only) and dates ``<!date^EPOCH^TOKENS^link|fallback>``,
+  formatted in the viewer's time zone as Slack does (:func:`format_date`);
 * blocks: header, section (text, fields, button accessory), context, divider,
   actions (buttons), image (its alt text: the sandbox fetches nothing) and input
   with plain_text_input (single and multi-line), static_select (with
@@ -32,6 +33,8 @@ __all__ = [
     "action_id_of",
     "block_id_of",
     "datetime_local",
+    "format_date",
+    "local_time",
     "mrkdwn",
     "parse_datetime_local",
     "render_blocks",
@@ -61,6 +64,8 @@ EMOJI = {
     "key": "\U0001f511",
     "bell": "\U0001f514",
     "information_source": "\u2139\ufe0f",
+    "mag": "\U0001f50d",
+    "large_blue_diamond": "\U0001f537",
 }
 _LINK_SCHEMES = ("http://", "https://", "mailto:")
 _FENCE = re.compile(r"```(.*?)```", re.DOTALL)
@@ -109,9 +114,19 @@ class _Holder:
         return text
 
 
-def _special(token: str, users: Users) -> str:
-    """``<…>`` in mrkdwn: a mention, channel, special mention or link."""
+class Viewer:
+    """Who reads: their time zone and the current time, for date tokens."""
+
+    def __init__(self, tz: tzinfo = UTC, now: datetime | None = None) -> None:
+        self.tz = tz
+        self.now = now
+
+
+def _special(token: str, users: Users, viewer: Viewer | None = None) -> str:
+    """``<…>`` in mrkdwn: a mention, channel, special mention, date or link."""
     target, _, label = token.partition("|")
+    if target.startswith("!date^"):
+        return _date(target, label, viewer or Viewer())
     if target.startswith("@"):
         user_id = target[1:]
         name = users.get(user_id) or label or user_id
@@ -131,17 +146,21 @@ def _special(token: str, users: Users) -> str:
     return text
 
 
-def _inline(line: str, users: Users, holder: _Holder) -> str:
+def _inline(line: str, users: Users, holder: _Holder, viewer: Viewer | None = None) -> str:
     line = _CODE.sub(lambda m: holder.hold(f"<code>{_e(_unescape_slack(m.group(1)))}</code>"), line)
-    line = _SPECIAL.sub(lambda m: holder.hold(_special(m.group(1), users)), line)
+    line = _SPECIAL.sub(lambda m: holder.hold(_special(m.group(1), users, viewer)), line)
     out = _emoji(_e(_unescape_slack(line)))
     out = _BOLD.sub(r"<b>\1</b>", out)
     out = _ITALIC.sub(r"<i>\1</i>", out)
     return _STRIKE.sub(r"<s>\1</s>", out)
 
 
-def mrkdwn(text: str, users: Users | None = None) -> str:
-    """Slack mrkdwn (as the app wrote it, ``&``, ``<`` and ``>`` escaped) to HTML."""
+def mrkdwn(
+    text: str, users: Users | None = None, *, tz: tzinfo = UTC, now: datetime | None = None
+) -> str:
+    """Slack mrkdwn (as the app wrote it, ``&``, ``<`` and ``>`` escaped) to HTML; dates
+    in ``tz``, "today" and "ago" counted from ``now`` (default: the wall clock)."""
+    viewer = Viewer(tz, now)
     users = users or {}
     holder = _Holder()
     text = text.replace("\x00", "")
@@ -154,12 +173,12 @@ def mrkdwn(text: str, users: Users | None = None) -> str:
     for line in text.split("\n"):
         # A quote starts with a literal ">" (a ">" in the content is escaped as &gt;).
         if line.startswith(">"):
-            quote.append(_inline(line[1:].lstrip(" "), users, holder))
+            quote.append(_inline(line[1:].lstrip(" "), users, holder, viewer))
             continue
         if quote:
             parts.append("<blockquote>" + "<br>".join(quote) + "</blockquote>")
             quote = []
-        parts.append(_inline(line, users, holder))
+        parts.append(_inline(line, users, holder, viewer))
     if quote:
         parts.append("<blockquote>" + "<br>".join(quote) + "</blockquote>")
     joined = ""
@@ -184,14 +203,126 @@ def plain_text(obj: Mapping[str, Any] | str | None) -> str:
     return _emoji(escaped) if obj.get("emoji", True) else escaped
 
 
-def text_object(obj: Mapping[str, Any] | str | None, users: Users | None = None) -> str:
-    """A text object of either type as HTML."""
+def text_object(
+    obj: Mapping[str, Any] | str | None,
+    users: Users | None = None,
+    *,
+    tz: tzinfo = UTC,
+    now: datetime | None = None,
+) -> str:
+    """A text object of either type as HTML (dates in mrkdwn in ``tz``)."""
     if isinstance(obj, Mapping) and obj.get("type") in ("mrkdwn", "verbatim"):
-        return mrkdwn(str(obj.get("text", "")), users)
+        return mrkdwn(str(obj.get("text", "")), users, tz=tz, now=now)
     return plain_text(obj)
 
 
 # -- time --------------------------------------------------------------------------------
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+_TOKEN = re.compile(r"\{([a-z_]*)\}")
+_EPOCH = re.compile(r"-?\d{1,12}")
+
+
+def _ordinal(day: int) -> str:
+    suffix = "th" if 10 <= day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
+
+
+def _date_long(moment: datetime) -> str:
+    return f"{_MONTHS[moment.month - 1]} {_ordinal(moment.day)}, {moment.year}"
+
+
+def _date_short(moment: datetime) -> str:
+    return f"{_MONTHS[moment.month - 1][:3]} {moment.day}, {moment.year}"
+
+
+def _ago(moment: datetime, now: datetime) -> str:
+    """Relative time as Slack's ``{ago}`` shows it: "3 minutes ago", "in 2 hours"."""
+    seconds = int((now - moment).total_seconds())
+    future, seconds = seconds < 0, abs(seconds)
+    if seconds < 60:
+        return "just now"
+    for size, unit in ((86400 * 365, "year"), (86400 * 30, "month"), (86400, "day"),
+                       (3600, "hour"), (60, "minute")):  # fmt: skip
+        if seconds >= size:
+            count = seconds // size
+            amount = f"{count} {unit}{'s' * (count != 1)}"
+            return f"in {amount}" if future else f"{amount} ago"
+    return "just now"  # pragma: no cover - the loop ends at one minute
+
+
+def format_date(epoch: int, template: str, tz: tzinfo, now: datetime) -> str | None:
+    """A date token's template (``{date_short_pretty} {time}``) for ``epoch`` as Slack
+    shows it to a reader in ``tz`` at ``now`` (api.slack.com, "Formatting text for app
+    surfaces", Date formatting): ``{date_num}`` 2014-02-18, ``{date}`` February 18th,
+    2014, ``{date_short}`` Feb 18, 2014, ``{date_long}`` Tuesday, February 18th, 2014,
+    their ``_pretty`` forms ("today", "yesterday" or "tomorrow" where that applies),
+    ``{time}`` 18:39 and ``{time_secs}`` 18:39:42 (the sandbox reader prefers a 24-hour
+    clock) and ``{ago}`` (3 minutes ago). None for a token Slack does not document:
+    the caller then shows the fallback text, as Slack does."""
+    try:
+        moment = datetime.fromtimestamp(epoch, UTC).astimezone(tz)
+    except (OverflowError, OSError, ValueError):
+        return None
+    today = now.astimezone(tz).date()
+    near = {0: "today", -1: "yesterday", 1: "tomorrow"}.get((moment.date() - today).days)
+    plain_forms = {
+        "date_num": f"{moment:%Y-%m-%d}",
+        "date": _date_long(moment),
+        "date_short": _date_short(moment),
+        "date_long": f"{_DAYS[moment.weekday()]}, {_date_long(moment)}",
+        "time": f"{moment:%H:%M}",
+        "time_secs": f"{moment:%H:%M:%S}",
+        "ago": _ago(moment, now),
+    }
+    forms = dict(plain_forms)
+    for name in ("date", "date_short", "date_long"):
+        forms[f"{name}_pretty"] = near or plain_forms[name]
+    if any(name not in forms for name in _TOKEN.findall(template)):
+        return None
+    # The documented words are lowercase ("today"): a date reads as part of a sentence.
+    return _TOKEN.sub(lambda m: forms[m.group(1)], template)
+
+
+def _date(target: str, fallback: str, viewer: Viewer) -> str:
+    """``<!date^EPOCH^TOKENS(^LINK)|fallback>`` as the viewer reads it: formatted in
+    their zone, linked where a link is given, the fallback text if it cannot be."""
+    parts = target.split("^", 3)
+    shown: str | None = None
+    if len(parts) >= 3 and _EPOCH.fullmatch(parts[1]):
+        now = viewer.now or datetime.now(UTC)
+        shown = format_date(int(parts[1]), _unescape_slack(parts[2]), viewer.tz, now)
+    if shown is None:
+        return f'<span class="bk-date bk-date-fallback">{_e(_unescape_slack(fallback))}</span>'
+    title = f' title="{_e(_unescape_slack(fallback))}"' if fallback else ""
+    link = _unescape_slack(parts[3]) if len(parts) == 4 else ""
+    if link.lower().startswith(_LINK_SCHEMES):
+        return (
+            f'<a class="bk-date" href="{_e(link)}" target="_blank" rel="noopener noreferrer"'
+            f"{title}>{_e(shown)}</a>"
+        )
+    return f'<span class="bk-date"{title}>{_e(shown)}</span>'
+
+
+def local_time(moment: datetime, tz: tzinfo) -> str:
+    """A moment as plain text in ``tz``, for the page's own labels: ``Mon 07 Dec 19:32 CET``."""
+    local = moment.astimezone(tz)
+    return f"{local:%a %d %b %H:%M} {local.tzname() or 'UTC'}"
+
+
 def datetime_local(epoch: int | float, tz: tzinfo) -> str:
     """The ``<input type=datetime-local>`` value for ``epoch`` in ``tz`` (minutes)."""
     return datetime.fromtimestamp(int(epoch), UTC).astimezone(tz).strftime(_DATETIME_LOCAL)
@@ -222,14 +353,16 @@ class _Renderer:
         people: Sequence[str] | None,
         tz: tzinfo,
         errors: Mapping[str, str],
+        now: datetime | None = None,
     ) -> None:
         self.users = users
         self.people = list(people) if people is not None else list(users)
         self.tz = tz
         self.errors = errors
+        self.now = now
 
     def text(self, obj: Mapping[str, Any] | str | None) -> str:
-        return text_object(obj, self.users)
+        return text_object(obj, self.users, tz=self.tz, now=self.now)
 
     def blocks(self, blocks: Sequence[Any]) -> str:
         out = []
@@ -460,19 +593,28 @@ def render_blocks(
     people: Sequence[str] | None = None,
     tz: tzinfo = UTC,
     errors: Mapping[str, str] | None = None,
+    now: datetime | None = None,
 ) -> str:
     """Blocks as HTML. ``users`` names people in mentions; ``people`` are the choices of
-    user selects (default: every key of ``users``); ``tz`` is the viewer's time zone;
+    user selects (default: every key of ``users``); ``tz`` is the viewer's time zone
+    (date pickers, date tokens) and ``now`` their current time (a token's "today");
     ``errors`` maps an input's block id to the error to show under it."""
-    return _Renderer(users or {}, people, tz, errors or {}).blocks(blocks)
+    return _Renderer(users or {}, people, tz, errors or {}, now).blocks(blocks)
 
 
-def render_message(message: Mapping[str, Any], *, users: Users | None = None) -> str:
-    """A message (or ephemeral) as Slack shows it: its blocks, or its text without."""
+def render_message(
+    message: Mapping[str, Any],
+    *,
+    users: Users | None = None,
+    tz: tzinfo = UTC,
+    now: datetime | None = None,
+) -> str:
+    """A message (or ephemeral) as Slack shows it to a viewer in ``tz``: its blocks,
+    or its text without."""
     blocks = message.get("blocks")
     if isinstance(blocks, list) and blocks:
-        return render_blocks(blocks, users=users)
-    text = mrkdwn(str(message.get("text") or ""), users)
+        return render_blocks(blocks, users=users, tz=tz, now=now)
+    text = mrkdwn(str(message.get("text") or ""), users, tz=tz, now=now)
     return f'<div class="bk-block bk-section"><div class="bk-text">{text}</div></div>'
 
 
@@ -483,11 +625,14 @@ def render_view(
     people: Sequence[str] | None = None,
     tz: tzinfo = UTC,
     errors: Mapping[str, str] | None = None,
+    now: datetime | None = None,
 ) -> str:
     """A modal: its title, its blocks (with ``errors`` under the inputs) and its
     close and submit buttons."""
     title = plain_text(view.get("title")) or "&nbsp;"
-    body = render_blocks(view.get("blocks") or [], users=users, people=people, tz=tz, errors=errors)
+    body = render_blocks(
+        view.get("blocks") or [], users=users, people=people, tz=tz, errors=errors, now=now
+    )
     close = plain_text(view.get("close")) or "Close"
     submit = (
         '<button type="submit" class="bk-button bk-primary bk-submit">'

@@ -22,7 +22,7 @@ from jitaccess.app.directory import Directory, DirectoryError, expand, is_group
 from jitaccess.app.outbox import OutboxKind
 from jitaccess.app.views import AppView, RequestView, read_app
 from jitaccess.domain import breakglass as rules
-from jitaccess.domain.errors import Conflict, Mention, RuleViolation
+from jitaccess.domain.errors import Conflict, Mention, Moment, RuleViolation
 from jitaccess.domain.lifecycle import Event, initial_state
 from jitaccess.domain.policy import check_reason
 from jitaccess.store.db import Database
@@ -199,7 +199,9 @@ class BreakGlass:
                 raise Conflict(
                     f"Request {row.id} was already reviewed by ",
                     Mention(row.reviewed_by or ""),
-                    f" at {row.reviewed_at:%Y-%m-%d %H:%M} UTC: {row.review_reason}",
+                    " at ",
+                    Moment(row.reviewed_at),
+                    f": {row.review_reason}",
                 )
             rules.check_reviewer(
                 self.reviewers_of(row.app, known), row.requester, actor, row.app.name

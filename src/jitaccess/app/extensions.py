@@ -33,8 +33,8 @@ from jitaccess.app.outbox import OutboxKind
 from jitaccess.app.views import AppView, RequestView, read_app, read_request
 from jitaccess.domain import policy as rules
 from jitaccess.domain.deadlines import set_next_deadline
-from jitaccess.domain.errors import Conflict, RuleViolation
-from jitaccess.domain.lifecycle import Event, RequestState, move
+from jitaccess.domain.errors import Conflict, Moment, RuleViolation
+from jitaccess.domain.lifecycle import Event, RequestState, move, state_words
 from jitaccess.domain.policy import ApprovalMode, Window
 from jitaccess.store import slack_messages
 from jitaccess.store.db import Database
@@ -117,10 +117,15 @@ class Extensions:
             )
             if row.extension_ends_at is not None:
                 raise Conflict(
-                    f"Request {row.id} already has an extension to "
-                    f"{row.extension_ends_at:%Y-%m-%d %H:%M} UTC waiting for the approvers "
-                    f"(asked {row.extension_requested_at:%Y-%m-%d %H:%M} UTC): wait for their "
-                    "decision, then extend again if you need more"
+                    f"Request {row.id} already has an extension to ",
+                    Moment(row.extension_ends_at),
+                    " waiting for the approvers",
+                    *(
+                        (" (asked ", Moment(row.extension_requested_at), ")")
+                        if row.extension_requested_at
+                        else ()
+                    ),
+                    ": wait for their decision, then extend again if you need more",
                 )
             self._check_no_overlap(session, row, new_end, asked=True)
             if app.policy.mode is ApprovalMode.AUTOMATIC:
@@ -407,7 +412,8 @@ class Extensions:
     ) -> None:
         if row.state not in rules.EXTENDABLE_STATES:
             raise Conflict(
-                f"Request {row.id} is {row.state}: its extension can no longer be decided"
+                f"Request {row.id} is {state_words(row.state)}: its extension can no longer be "
+                "decided"
             )
         if row.end_requested is not None:
             raise Conflict(
@@ -417,8 +423,9 @@ class Extensions:
         if row.extension_ends_at is None:
             raise Conflict(
                 f"Request {row.id} has no extension waiting: it was already decided or timed "
-                f"out (request {row.id} is {row.state}, its window ends "
-                f"{row.ends_at:%Y-%m-%d %H:%M} UTC)"
+                f"out (request {row.id} is {state_words(row.state)}, its window ends ",
+                Moment(row.ends_at),
+                ")",
             )
         if actor not in deciders:
             raise RuleViolation(
@@ -637,9 +644,11 @@ def _check_shown(row: AccessRequest, shown_end: datetime | None) -> None:
         return
     if int(row.extension_ends_at.timestamp()) != int(shown_end.timestamp()):
         raise Conflict(
-            f"That card showed an earlier extension of request {row.id} (to "
-            f"{shown_end:%Y-%m-%d %H:%M} UTC), which is over; the one waiting now asks for "
-            f"{row.extension_ends_at:%Y-%m-%d %H:%M} UTC: decide on its own card"
+            f"That card showed an earlier extension of request {row.id} (to ",
+            Moment(shown_end),
+            "), which is over; the one waiting now asks for ",
+            Moment(row.extension_ends_at),
+            ": decide on its own card",
         )
 
 

@@ -160,6 +160,8 @@ def record_approval(
         reason=reason,
         event=APPROVAL_RECORDED,
         before=row.state,
+        # "Ava approved (1 of 2)": the count as it was at this step.
+        details={"approvals": given, "required_approvals": row.required_approvals},
     )
     journal.enqueue_each(
         session,

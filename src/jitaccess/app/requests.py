@@ -21,13 +21,15 @@ from jitaccess.app.directory import Directory, unreadable_groups
 from jitaccess.app.journal import POLICY_ACTOR
 from jitaccess.app.views import AppView, RequestView
 from jitaccess.domain import policy as rules
-from jitaccess.domain.errors import Conflict, Mention, Part, RuleViolation
+from jitaccess.domain.errors import Conflict, Mention, Moment, Part, RuleViolation
 from jitaccess.domain.lifecycle import (
     APPROVED_STATES,
     FINAL_STATES,
     Event,
     RequestState,
+    ending_words,
     initial_state,
+    state_words,
 )
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.store.db import Database
@@ -35,10 +37,11 @@ from jitaccess.store.models import AccessRequest
 from jitaccess.store.rows import Rows
 
 
-def _timed_out(request_id: int, deadline: datetime) -> str:
+def _timed_out(request_id: int, deadline: datetime) -> tuple[Part, ...]:
     return (
-        f"Request {request_id} timed out at {deadline:%Y-%m-%d %H:%M} UTC before anyone "
-        "decided; it is now timed_out: the requester must submit a new request"
+        f"Request {request_id} timed out at ",
+        Moment(deadline),
+        " before anyone decided; it is now timed out: the requester must submit a new request",
     )
 
 
@@ -271,7 +274,7 @@ class Requests:
             )
         )
         if timed_out:
-            raise Conflict(_timed_out(request_id, result.approval_deadline_at))
+            raise Conflict(*_timed_out(request_id, result.approval_deadline_at))
         return self.after_change.settled(result, now)
 
     def _record_decision(
@@ -324,7 +327,9 @@ class Requests:
                 "requester can cancel it"
             )
         if row.state in APPROVED_STATES:
-            raise RuleViolation(f"Request {row.id} is {row.state}, not active: cancel it instead")
+            raise RuleViolation(
+                f"Request {row.id} is {state_words(row.state)}, not active: cancel it instead"
+            )
         if row.state in FINAL_STATES:
             raise Conflict(*already(row))
         self._ask_sweep_to_end(row, kind, actor=actor, reason=reason, now=now)
@@ -336,16 +341,17 @@ class Requests:
         the sweep revokes, then makes the transition."""
         if row.end_requested == Event.EXPIRE:
             raise Conflict(
-                f"Request {row.id} is already ending: its window ended at "
-                f"{row.ends_at:%Y-%m-%d %H:%M} UTC and its access is being revoked"
-                + (f"; the backend keeps failing: {row.last_error}" if row.last_error else "")
+                f"Request {row.id} is already ending: its window ended at ",
+                Moment(row.ends_at),
+                " and its access is being revoked"
+                + (f"; the backend keeps failing: {row.last_error}" if row.last_error else ""),
             )
         if row.end_requested:
             raise Conflict(
-                f"Request {row.id} is already being ended ({row.end_requested} by ",
+                f"Request {row.id} is already being ended ({ending_words(row.end_requested)} by ",
                 Mention(row.end_requested_by or ""),
-                f" at {row.end_requested_at:%Y-%m-%d %H:%M} UTC)"
-                + (f"; the backend keeps failing: {row.last_error}" if row.last_error else ""),
+                *((" at ", Moment(row.end_requested_at)) if row.end_requested_at else ()),
+                ")" + (f"; the backend keeps failing: {row.last_error}" if row.last_error else ""),
             )
         row.end_requested = event
         row.end_requested_by = actor
@@ -436,24 +442,24 @@ def already(row: AccessRequest) -> tuple[Part, ...]:
             else Mention(row.decided_by or "")
         )
         verb = "approved" if state != RequestState.DENIED else "denied"
+        at: tuple[Part, ...] = (" at ", Moment(row.decided_at)) if row.decided_at else ()
         text = ""
-        if row.decided_at is not None:
-            text += f" at {row.decided_at:%Y-%m-%d %H:%M} UTC"
         if row.decision_reason and state != RequestState.AUTO_APPROVED:
             text += f": {row.decision_reason}"
-        return (f"Request {row.id} was already {verb} by ", who, text)
+        return (f"Request {row.id} was already {verb} by ", who, *at, text)
     if state == RequestState.ACTIVE:
         return (
             f"Request {row.id} was already approved by ",
             Mention(row.decided_by or ""),
-            f" and is active until {row.ends_at:%Y-%m-%d %H:%M} UTC",
+            " and is active until ",
+            Moment(row.ends_at),
         )
     if state == RequestState.TIMED_OUT:
         return (
-            f"Request {row.id} is already timed_out: it timed out at "
-            f"{row.approval_deadline_at:%Y-%m-%d %H:%M} UTC before anyone decided; "
-            "the requester must submit a new request",
+            f"Request {row.id} has already timed out: it timed out at ",
+            Moment(row.approval_deadline_at),
+            " before anyone decided; the requester must submit a new request",
         )
     if row.ended_by:
-        return (f"Request {row.id} is already {state} by ", Mention(row.ended_by))
-    return (f"Request {row.id} is already {state}",)
+        return (f"Request {row.id} is already {state_words(state)} by ", Mention(row.ended_by))
+    return (f"Request {row.id} is already {state_words(state)}",)

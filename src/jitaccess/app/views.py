@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jitaccess.domain.durations import format_duration
-from jitaccess.domain.lifecycle import Event, RequestState
+from jitaccess.domain.lifecycle import Event, RequestState, state_words
 from jitaccess.domain.policy import ApprovalMode, AppRules, Policy
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, Application
@@ -94,6 +95,12 @@ class ApprovalView:
     approver: str
     reason: str
     at: datetime
+
+
+def utc_text(moment: datetime) -> str:
+    """A moment as plain text in UTC (``2026-12-07 18:32 UTC``): the default way
+    :meth:`RequestView.status_line` writes a time."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 #: How a pending end reads ("being cancelled"), by the event that will end the request.
@@ -219,8 +226,10 @@ class RequestView:
         before the sweep has revoked it."""
         return self.state == RequestState.ACTIVE and now < self.ends_at
 
-    def status_line(self, now: datetime) -> str:
-        """The state as a person should read it, with what is in flight."""
+    def status_line(self, now: datetime, *, at: Callable[[datetime], str] = utc_text) -> str:
+        """The state as a person should read it ("waiting for approval", not
+        ``pending``), with what is in flight. ``at`` writes the times in it: UTC text
+        by default; Slack passes its date tokens, so each reader sees their own zone."""
         if self.state == RequestState.ACTIVE:
             # A revoke or release is recorded: the sweep takes the grant back. Until
             # then the grant still holds, but "active" would read as if nothing happened.
@@ -229,10 +238,7 @@ class RequestView:
             asked_to_end = self.end_requested not in (None, Event.EXPIRE)
             ending = "being revoked" if asked_to_end else "active"
             if self.revoke_failing_since is not None:
-                return (
-                    f"{ending} (revoke failing since "
-                    f"{self.revoke_failing_since:%Y-%m-%d %H:%M} UTC)"
-                )
+                return f"{ending} (revoke failing since {at(self.revoke_failing_since)})"
             if asked_to_end:
                 return ending
             if self.end_requested == Event.EXPIRE or not self.holds_access(now):
@@ -242,14 +248,11 @@ class RequestView:
                 # A grant call was started: it ends once the backend confirmed the revoke.
                 ending = f"being {_ENDING.get(self.end_requested, 'ended')}, access being revoked"
                 if self.revoke_failing_since is not None:
-                    return (
-                        f"{ending} (revoke failing since "
-                        f"{self.revoke_failing_since:%Y-%m-%d %H:%M} UTC)"
-                    )
+                    return f"{ending} (revoke failing since {at(self.revoke_failing_since)})"
                 return ending
             if self.attempts:
-                return f"{self.state} (grant failing, {self.attempts} attempts)"
-        return self.state
+                return f"{state_words(self.state)} (grant failing, {self.attempts} attempts)"
+        return state_words(self.state)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from jitaccess.domain.durations import format_duration
-from jitaccess.domain.errors import RuleViolation
+from jitaccess.domain.errors import Moment, RuleViolation
 from jitaccess.domain.policy import (
     MIN_DURATION,
     AppRules,
@@ -121,8 +121,9 @@ def check_no_overlap(window: Window, others: Iterable[OpenWindow]) -> None:
             if other.ending:
                 raise other.ending_refusal("break glass again", field="role")
             raise RuleViolation(
-                f"Request {other.request_id} already covers this role here until "
-                f"{other.window.ends_at:%Y-%m-%d %H:%M} UTC: if it is active, extend it "
+                f"Request {other.request_id} already covers this role here until ",
+                Moment(other.window.ends_at),
+                ": if it is active, extend it "
                 f"(`/jit extend {other.request_id} DURATION reason…`); if it is still waiting, "
                 f"cancel it (`/jit cancel {other.request_id}`) and break glass again",
                 field="role",

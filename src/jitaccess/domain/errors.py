@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -32,13 +33,24 @@ class WebLink:
         return f"{self.label}: {self.url}"
 
 
-Part = str | Mention | WebLink
+@dataclass(frozen=True)
+class Moment:
+    """A moment named in a message: Slack shows it in each reader's own time zone (a
+    date token), the CLI as UTC text (``2026-12-07 18:32 UTC``)."""
+
+    at: datetime
+
+    def __str__(self) -> str:
+        return f"{self.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+Part = str | Mention | WebLink | Moment
 
 
 class JitError(Exception):
     """Base class. ``str(err)`` is a message meant for the person who acted;
-    ``parts`` is the same message with the people in it marked (:class:`Mention`) and
-    its links kept apart (:class:`WebLink`)."""
+    ``parts`` is the same message with the people in it marked (:class:`Mention`), its
+    links kept apart (:class:`WebLink`) and its times kept as moments (:class:`Moment`)."""
 
     def __init__(self, *parts: Part) -> None:
         super().__init__("".join(map(str, parts)))

@@ -46,6 +46,40 @@ class Event(StrEnum):
     EXTEND = "extend"
 
 
+#: Each state as a person reads it ("waiting for approval", not ``pending``): the one
+#: mapping every surface (Slack, the CLI) uses to show a state in a sentence.
+STATE_WORDS: dict[str, str] = {
+    RequestState.PENDING: "waiting for approval",
+    RequestState.APPROVED: "approved",
+    RequestState.AUTO_APPROVED: "approved automatically",
+    RequestState.ACTIVE: "active",
+    RequestState.EXPIRED: "expired",
+    RequestState.DENIED: "denied",
+    RequestState.CANCELLED: "cancelled",
+    RequestState.TIMED_OUT: "timed out",
+    RequestState.REVOKED: "revoked",
+    RequestState.FAILED: "failed",
+}
+#: An end under way (``end_requested``), as a person reads it.
+ENDING_WORDS: dict[str, str] = {
+    Event.REVOKE: "a revoke",
+    Event.RELEASE: "a release (the requester is done)",
+    Event.CANCEL: "a cancellation",
+    Event.EXPIRE: "the end of the window",
+    Event.FAIL: "a failed grant",
+}
+
+
+def state_words(state: str) -> str:
+    """``state`` in plain words; an unknown value is shown as it is (never hidden)."""
+    return STATE_WORDS.get(state, state.replace("_", " "))
+
+
+def ending_words(end_requested: str) -> str:
+    """What is ending a request (its ``end_requested``) in plain words."""
+    return ENDING_WORDS.get(end_requested, end_requested.replace("_", " "))
+
+
 #: States from which nothing can happen any more.
 FINAL_STATES = frozenset(
     {

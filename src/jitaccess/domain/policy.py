@@ -14,7 +14,7 @@ from enum import StrEnum
 from functools import partial
 
 from jitaccess.domain.durations import format_duration
-from jitaccess.domain.errors import Findings, RuleViolation
+from jitaccess.domain.errors import Findings, Moment, RuleViolation
 from jitaccess.domain.principals import PrincipalRules
 from jitaccess.domain.text import check_text, check_texts, is_blank, shown
 
@@ -40,6 +40,18 @@ MAX_REQUIRED_APPROVALS = 10
 class ApprovalMode(StrEnum):
     AUTOMATIC = "automatic"
     MANUAL = "manual"
+
+
+#: Each approval mode as a person reads it (Slack cards, ``/jit apps``, the CLI).
+MODE_WORDS: dict[str, str] = {
+    ApprovalMode.MANUAL: "approvers decide",
+    ApprovalMode.AUTOMATIC: "approved automatically by the policy, approvers are told",
+}
+
+
+def mode_words(mode: str) -> str:
+    """``mode`` in plain words; an unknown value is shown as it is."""
+    return MODE_WORDS.get(mode, mode)
 
 
 def check_user_id(value: str, what: str, ids: PrincipalRules) -> str:
@@ -550,8 +562,9 @@ def check_no_overlap(window: Window, others: Iterable[OpenWindow]) -> None:
             if other.ending:
                 raise other.ending_refusal("submit this request again")
             raise RuleViolation(
-                f"Request {other.request_id} already gives you this role here until "
-                f"{other.window.ends_at:%Y-%m-%d %H:%M} UTC and overlaps this window: extend it "
+                f"Request {other.request_id} already gives you this role here until ",
+                Moment(other.window.ends_at),
+                " and overlaps this window: extend it "
                 f"instead (`/jit extend {other.request_id} DURATION reason…` or its Extend "
                 "button), or start after it ends",
                 field="start",
@@ -584,8 +597,11 @@ def check_extension_no_overlap(
     first = min(clashing, key=lambda o: o.window.starts_at)
     room = first.window.starts_at - window.ends_at
     other = (
-        f"request {first.request_id} for the same person, role and scope "
-        f"({first.window.starts_at:%Y-%m-%d %H:%M}–{first.window.ends_at:%H:%M} UTC)"
+        f"request {first.request_id} for the same person, role and scope (from ",
+        Moment(first.window.starts_at),
+        " to ",
+        Moment(first.window.ends_at),
+        ")",
     )
     if room >= MIN_DURATION:
         less = f"extend by at most {format_duration(room)}, to end when it starts"
@@ -601,7 +617,10 @@ def check_extension_no_overlap(
             f"ask again, or {less}"
         )
     raise RuleViolation(
-        f"Extending request {request_id} to {new_end:%Y-%m-%d %H:%M} UTC would overlap "
-        f"{other}: {way_out}. Nothing was changed",
+        f"Extending request {request_id} to ",
+        Moment(new_end),
+        " would overlap ",
+        *other,
+        f": {way_out}. Nothing was changed",
         field="duration",
     )

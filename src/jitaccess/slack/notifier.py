@@ -31,6 +31,7 @@ from jitaccess.app.service import JitService
 from jitaccess.app.slack_messages import SlackMessages
 from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.errors import NotFound
+from jitaccess.domain.lifecycle import state_words
 from jitaccess.slack import answers
 from jitaccess.slack.blocks import cards, home, markup
 from jitaccess.slack.pacing import SlackPacer
@@ -64,7 +65,8 @@ CHANNEL_ERRORS = {
 
 
 def transition_text(note: Notification) -> str:
-    """One sentence about the step this message announces, for the requester."""
+    """One sentence about the step this message announces, for the requester. Times in
+    it are Slack date tokens (each reader's own zone); states are plain words."""
     payload = note.payload
     to = str(payload.get("to"))
     actor = markup.user(str(payload.get("actor") or ""))
@@ -72,15 +74,22 @@ def transition_text(note: Notification) -> str:
     why = f": {markup.escape(str(reason))}" if reason else ""
     rid = note.request_id
     if payload.get("event") == APPROVAL_RECORDED:
-        return f"Request #{rid} was approved by {actor}{why}; it still needs more approvals."
+        return (
+            f"Request #{rid}: {actor} approved{_count(payload)}{why}; "
+            "it still needs more approvals."
+        )
     event = payload.get("event")
     if event in _EXTENSION_TEXT:
-        new_end = payload.get("new_ends_at")
-        until = f" (to {str(new_end)[:16].replace('T', ' ')} UTC)" if new_end else ""
-        return _EXTENSION_TEXT[str(event)].format(rid=rid, actor=actor, why=why, until=until)
+        until = f" (to {_moment(payload.get('new_ends_at'))})" if payload.get("new_ends_at") else ""
+        count = _count(payload) if event == "extension_approval_recorded" else ""
+        return _EXTENSION_TEXT[str(event)].format(
+            rid=rid, actor=actor, why=why, until=until, count=count
+        )
     return {
         "pending": f"Request #{rid} was sent to the approvers.",
-        "auto_approved": f"Request #{rid} was approved automatically by the policy.",
+        "auto_approved": (
+            f"Request #{rid} was approved by the policy (automatic mode); the approvers were told."
+        ),
         "approved": f"Request #{rid} was approved by {actor}{why}",
         "denied": f"Request #{rid} was denied by {actor}{why}",
         "active": f"Your access for request #{rid} is active.",
@@ -89,7 +98,23 @@ def transition_text(note: Notification) -> str:
         "cancelled": f"Request #{rid} was cancelled by {actor}{why}",
         "timed_out": f"Request #{rid} timed out: no approver decided in time.",
         "failed": f"Request #{rid} failed: access could not be granted{why}",
-    }.get(to, f"Request #{rid} is now {to}.")
+    }.get(to, f"Request #{rid} is now {state_words(to)}.")
+
+
+def _count(payload: Any) -> str:
+    """ " (1 of 2)": the approvals a quorum has, where the step recorded them."""
+    given, required = payload.get("approvals"), payload.get("required_approvals")
+    if isinstance(given, int) and isinstance(required, int) and required > 1:
+        return f" ({given} of {required})"
+    return ""
+
+
+def _moment(value: Any) -> str:
+    """A queued ISO time as a date token; text that is not one is shown escaped."""
+    try:
+        return markup.when(datetime.fromisoformat(str(value)))
+    except ValueError:
+        return markup.escape(str(value))
 
 
 def breakglass_text(note: Notification, view: Any) -> str | None:
@@ -118,8 +143,8 @@ def breakglass_text(note: Notification, view: Any) -> str | None:
 _EXTENSION_TEXT = {
     "extend": "Request #{rid} was extended{until} by {actor}{why}",
     "extension_requested": "Your extension of request #{rid}{until} was sent to the approvers.",
-    "extension_approval_recorded": "The extension of request #{rid}{until} was approved by "
-    "{actor}{why}; it still needs more approvals.",
+    "extension_approval_recorded": "The extension of request #{rid}{until}: {actor} approved"
+    "{count}{why}; it still needs more approvals.",
     "extension_denied": "The extension of request #{rid} was denied by {actor}{why}. "
     "Your access still ends as before.",
     "extension_timed_out": "The extension of request #{rid} timed out: no approver decided "

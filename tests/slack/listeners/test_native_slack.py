@@ -45,7 +45,7 @@ from native_world import (
     azure_fakes,
     native_ports,
 )
-from slack_harness import SlackWorld, texts
+from slack_harness import SlackWorld, texts, time_problems
 
 #: How Slack shows the sign-in link: a mrkdwn link labelled "Sign in with Microsoft".
 SIGN_IN_LINK = re.compile(r"<(https://[^|>\s]+)\|Sign in with Microsoft>")
@@ -457,3 +457,17 @@ def test_extend_and_revoke_on_an_active_native_request_are_refused(native: Nativ
     assert native.state(rid) == "active"
     assert native.azure_state(rid) == "Approved"
     assert native.actions() == before
+
+
+def test_native_mode_cards_show_times_only_as_date_tokens(native: Native) -> None:
+    """A native request (Azure's own JIT request), approved in Azure PIM from Slack: no
+    bare time in any payload (tests/slack/test_times_in_slack.py walks the rest)."""
+    native.sign_in(PAT)
+    native.sign_in(AVA)
+    rid = native.request()
+    native.slack.click(AVA, native.slack.card_for(AVA, rid), ids.APPROVE)
+    native.slack.submit_reason(AVA, "go ahead")
+    native.slack.deliver()
+    native.slack.say(PAT, "list")
+    assert time_problems(native.fake) == []
+    assert "<!date^" in json.dumps(native.slack.card_for(AVA, rid))

@@ -21,7 +21,8 @@ from jitaccess.app.native import PORTAL_APPROVALS, portal_link
 from jitaccess.app.views import ApprovalView, RequestView
 from jitaccess.domain.activity import ActivitySummary
 from jitaccess.domain.durations import format_duration
-from jitaccess.domain.lifecycle import Action, RequestState
+from jitaccess.domain.lifecycle import Action, RequestState, state_words
+from jitaccess.domain.policy import mode_words
 from jitaccess.slack.blocks.ids import (
     APPROVE,
     APPROVE_EXTENSION,
@@ -62,7 +63,7 @@ def request_fields(view: RequestView, tz: tzinfo) -> SectionBlock:
             md(f"*Role*\n{escape(view.role)}"),
             md(f"*Window*\n{window(view, tz)}"),
             md(f"*Resource group*\n`{truncate(escape(view.scope), 300)}`"),
-            md(f"*Policy*\n{view.approval_mode} approval"),
+            md(f"*Approval*\n{mode_words(view.approval_mode).capitalize()}"),
         ]
     )
 
@@ -98,7 +99,15 @@ def native_note(view: RequestView, *, approver: bool) -> ContextBlock | None:
 def outcome_lines(view: RequestView, tz: tzinfo) -> list[str]:
     """Who decided and why, and how access began and ended."""
     lines = [f"*{STATE_LABEL.get(RequestState(view.state), view.state)}*"]
-    if view.decided_by and not deciding(view):
+    if view.breakglass:
+        # Nobody approved a break-glass request: its requester took it, and someone reviews it.
+        review = (
+            f"reviewed by {user(view.reviewed_by)}: {escape(view.review_reason or '')}"
+            if view.reviewed_at is not None
+            else "to be reviewed"
+        )
+        lines.append(f"Break-glass by {user(view.requester)} · {review}")
+    elif view.decided_by and not deciding(view):
         verb = "Denied" if view.state == RequestState.DENIED else "Approved"
         reason = (
             f": {escape(view.decision_reason)}"
@@ -203,7 +212,8 @@ def approver_card(
 def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
     """The request's message in the application's feed channel: the approver card's
     facts without its buttons (decisions stay in the approvers' DMs). A channel has
-    no one time zone, so times are in UTC."""
+    no one time zone: its times are Slack date tokens, which each reader sees in their
+    own zone."""
     kind = "Break-glass access" if view.breakglass else "Access request"
     blocks: list[Block] = [
         HeaderBlock(text=f"{kind} #{view.id}"),
@@ -241,7 +251,7 @@ def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
             f"{when(view.approval_deadline_at, UTC)}."
         )
     else:
-        note = "Times in UTC. Decisions and revokes are made in the approvers' DMs."
+        note = "Decisions and revokes are made in the approvers' DMs."
     blocks.append(ContextBlock(elements=[md(note)]))
     label = STATE_LABEL.get(RequestState(view.state), view.state)
     text = (
@@ -426,7 +436,9 @@ def extension_card(
         blocks.append(SectionBlock(text=md(truncate(line, SECTION_TEXT_MAX))))
     else:
         blocks.append(
-            SectionBlock(text=md(f"No longer waiting: request #{view.id} is {escape(view.state)}."))
+            SectionBlock(
+                text=md(f"No longer waiting: request #{view.id} is {state_words(view.state)}.")
+            )
         )
     return truncate(text, 300), dump(blocks)
 

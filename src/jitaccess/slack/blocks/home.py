@@ -52,17 +52,8 @@ def request_list(
                     truncate(
                         f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
                         f"*{escape(view.app)}* · "
-                        f"{escape(view.status_line(now))}{breakglass_tag(view)}"
-                        f"\n{window(view, tz)}"
-                        + _progress_suffix(view)
-                        + (f" · decided by {user(view.decided_by)}" if view.decided_by else "")
-                        + (
-                            f": {escape(view.decision_reason)}"
-                            if view.decision_reason
-                            and view.decided_by
-                            and not view.decided_by.startswith("policy:")
-                            else ""
-                        ),
+                        f"{view.status_line(now, at=when)}{breakglass_tag(view)}"
+                        f"\n{window(view, tz)}" + _progress_suffix(view) + _decided(view),
                         SECTION_TEXT_MAX,
                     )
                 )
@@ -71,6 +62,19 @@ def request_list(
     if len(views) > HOME_ITEMS_MAX:
         blocks.append(ContextBlock(elements=[md(f"…and {len(views) - HOME_ITEMS_MAX} more")]))
     return dump(blocks)
+
+
+def _decided(view: RequestView) -> str:
+    """ " · decided by <@U…>: why"; nothing for break-glass, which nobody approved (its
+    tag says whether it was reviewed)."""
+    if not view.decided_by or view.breakglass:
+        return ""
+    why = (
+        f": {escape(view.decision_reason)}"
+        if view.decision_reason and not view.decided_by.startswith("policy:")
+        else ""
+    )
+    return f" · decided by {user(view.decided_by)}{why}"
 
 
 def _progress_suffix(view: RequestView) -> str:
@@ -150,7 +154,7 @@ def home_view(
             SectionBlock(
                 text=md(
                     f"*#{view.id}* {escape(view.role)} on *{escape(view.app)}* · "
-                    f"{escape(view.status_line(now))}\n{window(view, tz)}"
+                    f"{view.status_line(now, at=when)}\n{window(view, tz)}"
                 ),
                 accessory=accessory,
             )
@@ -181,7 +185,7 @@ def review_items(views: Sequence[RequestView], tz: tzinfo, now: datetime) -> lis
                 text=md(
                     truncate(
                         f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
-                        f"*{escape(view.app)}* · {escape(view.status_line(now))} · "
+                        f"*{escape(view.app)}* · {view.status_line(now, at=when)} · "
                         f":rotating_light: break-glass, needs review "
                         f"({escape(view.incident_ref or '-')})\n{window(view, tz)}"
                         f"\n>{escape(view.justification)}",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,9 +17,9 @@ from slack_sdk.models.blocks import (
     MarkdownTextObject,
 )
 
-from jitaccess.app.views import ApprovalView, RequestView
+from jitaccess.app.views import ApprovalView, RequestView, utc_text
 from jitaccess.domain.durations import format_duration
-from jitaccess.domain.errors import JitError, Mention, WebLink
+from jitaccess.domain.errors import JitError, Mention, Moment, WebLink
 from jitaccess.domain.lifecycle import Action, RequestState, offers
 from jitaccess.slack.principals import GROUP_ID, USER_ID, is_group
 
@@ -150,8 +150,9 @@ def link(url: str, label: str) -> str:
 
 def mention_users(message: str | JitError) -> str:
     """A service message as mrkdwn: its text escaped, and only the people the service
-    named (:class:`Mention`, an actor field) shown as mentions, and only the links it
-    made (:class:`WebLink`) shown as links. Words that look like user ids (``UTC``, an
+    named (:class:`Mention`, an actor field) shown as mentions, only the links it
+    made (:class:`WebLink`) shown as links, and its times (:class:`Moment`) as date
+    tokens, in each reader's zone. Words that look like user ids (``UTC``, an
     id typed in a reason) stay text: nobody is pinged by them."""
     parts = message.parts if isinstance(message, JitError) else (message,)
     shown: list[str] = []
@@ -160,9 +161,39 @@ def mention_users(message: str | JitError) -> str:
             shown.append(user(part.user_id))
         elif isinstance(part, WebLink):
             shown.append(link(part.url, part.label))
+        elif isinstance(part, Moment):
+            shown.append(when(part.at))
         else:
             shown.append(escape(part))
     return "".join(shown)
+
+
+def plain_message(message: str | JitError, now: datetime) -> str:
+    """A service message for a plain_text field (a modal input's error), where Slack
+    shows no date token and a clock time would be in nobody's zone: each moment in it
+    is said as a duration from ``now`` ("in 2h", "15m ago") instead."""
+    parts = message.parts if isinstance(message, JitError) else (message,)
+    shown: list[str] = []
+    for part in parts:
+        if isinstance(part, Moment):
+            shown.append(relative(part.at, now))
+        else:
+            shown.append(str(part))
+    return "".join(shown)
+
+
+def relative(moment: datetime, now: datetime) -> str:
+    """``moment`` as a duration from ``now``: "in 2h 15m", "15m ago", "now"."""
+    delta = moment - now
+    if abs(delta) < timedelta(minutes=1):
+        return "now"
+    if delta > timedelta(0):
+        return f"in {format_duration(_whole_minutes(delta))}"
+    return f"{format_duration(_whole_minutes(-delta))} ago"
+
+
+def _whole_minutes(delta: timedelta) -> timedelta:
+    return timedelta(minutes=int(delta.total_seconds() // 60))
 
 
 def zone(name: str | None) -> tzinfo:
@@ -172,18 +203,43 @@ def zone(name: str | None) -> tzinfo:
         return UTC
 
 
-def when(moment: datetime, tz: tzinfo) -> str:
-    local = moment.astimezone(tz)
-    return f"{local:%a %d %b %H:%M} {local.tzname() or 'UTC'}"
+#: How a moment reads: "Dec 7, 2026 18:32", or "today 18:32", in the reader's zone and
+#: with their 12/24-hour preference (Slack's date formatting tokens).
+MOMENT_TOKENS = "{date_short_pretty} {time}"
 
 
-def window(view: RequestView, tz: tzinfo) -> str:
-    start, end = view.starts_at.astimezone(tz), view.ends_at.astimezone(tz)
-    end_text = f"{end:%H:%M}" if start.date() == end.date() else f"{end:%a %d %b %H:%M}"
-    return (
-        f"{start:%a %d %b %H:%M} – {end_text} {end.tzname() or 'UTC'} "
-        f"({format_duration(view.duration)})"
-    )
+def date_token(
+    moment: datetime,
+    tokens: str = MOMENT_TOKENS,
+    *,
+    fallback: str | None = None,
+    link_url: str | None = None,
+) -> str:
+    """``moment`` written with Slack's date formatting (api.slack.com, "Formatting
+    text for app surfaces", Date formatting): ``<!date^EPOCH^TOKENS|fallback>``, which
+    Slack shows in each reader's own time zone and locale, and the fallback (UTC, for
+    clients that cannot format it: notifications, email) otherwise. Only for mrkdwn:
+    a plain_text field shows the token as written, so it carries no clock time."""
+    link_part = f"^{link_url}" if link_url and _LINKABLE.fullmatch(link_url) else ""
+    shown = escape(fallback if fallback is not None else utc_text(moment)).replace("|", "/")
+    return f"<!date^{int(moment.timestamp())}^{tokens}{link_part}|{shown}>"
+
+
+def when(moment: datetime, tz: tzinfo | None = None) -> str:
+    """A moment for mrkdwn, in the reader's own zone (``tz`` is no longer used: Slack
+    formats the token for each reader)."""
+    return date_token(moment)
+
+
+def window(view: RequestView, tz: tzinfo | None = None) -> str:
+    """A request's window for mrkdwn: ``today 10:00 - 12:00 (2h)`` in the reader's zone;
+    an end on another day (in UTC) shows its date too. ``tz`` is no longer used."""
+    start, end = view.starts_at.astimezone(UTC), view.ends_at.astimezone(UTC)
+    if start.date() == end.date():
+        end_text = date_token(end, "{time}", fallback=f"{end:%H:%M} UTC")
+    else:
+        end_text = date_token(end)
+    return f"{date_token(start)} – {end_text} ({format_duration(view.duration)})"
 
 
 def md(text: str) -> MarkdownTextObject:

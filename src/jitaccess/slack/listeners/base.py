@@ -314,7 +314,7 @@ class ListenerBase:
         try:
             rules.check_reason(form.reason, verb)
         except RuleViolation as exc:
-            ack(response_action="errors", errors={"reason": str(exc)})
+            ack(response_action="errors", errors={"reason": markup.plain_message(exc, now)})
             return
         refusal: JitError | None
         try:

@@ -14,6 +14,8 @@ from jitaccess.app.extensions import ExtensionOutcome
 from jitaccess.app.native import SIGN_IN_LABEL
 from jitaccess.domain.durations import format_duration
 from jitaccess.domain.errors import JitError
+from jitaccess.domain.lifecycle import RequestState, state_words
+from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.slack.blocks import home, markup
 from jitaccess.slack.commands import HELP, Command, UsageError, app_command, parse
 from jitaccess.slack.listeners.base import ListenerBase, guarded
@@ -33,6 +35,13 @@ def _extension_reply(outcome: ExtensionOutcome, tz: Any) -> str:
         f"The extension of request #{view.id} to {markup.when(view.extension_ends_at, tz)} "
         "was sent to the approvers; your access stays as it is meanwhile."
     )
+
+
+def _submitted_state(state: str) -> str:
+    """What a submitted request is now, in words."""
+    if state == RequestState.AUTO_APPROVED:
+        return "It was approved by the policy (automatic mode); the approvers were told."
+    return f"It is {state_words(state)}."
 
 
 class CommandListeners(ListenerBase):
@@ -154,12 +163,12 @@ class CommandListeners(ListenerBase):
             return (
                 f"Request #{view.id} submitted: {markup.escape(view.role)} on "
                 f"{markup.escape(view.app)}, "
-                f"{markup.window(view, tz)}. It is {view.state}.{waiting}"
+                f"{markup.window(view, tz)}. {_submitted_state(view.state)}{waiting}"
             ), None
         if isinstance(action, ApproveRequest) and view.state == "pending":
             progress = markup.quorum_progress(view)
             return f"Your approval of request #{view.id} is recorded: {progress}.", None
-        return f"Request #{view.id} is now {view.status_line(now)}.", None
+        return f"Request #{view.id} is now {view.status_line(now, at=markup.when)}.", None
 
     def _apps_text(self, user: str) -> str:
         lines = []
@@ -175,18 +184,29 @@ class CommandListeners(ListenerBase):
                 if user in members
             ]
             if not app.jit_enabled:
-                policy = "JIT disabled (publisher has permanent access)"
+                policy = markup.escape("JIT disabled (publisher has permanent access)")
             else:
-                policy = (
-                    f"{app.policy.mode.value} approval, up to "
-                    f"{format_duration(app.policy.max_duration)}, roles "
+                policy = _approval_text(app.policy) + markup.escape(
+                    f", up to {format_duration(app.policy.max_duration)}, roles "
                     f"{', '.join(app.eligible_roles)}"
                 )
             you = f" · you: {', '.join(roles)}" if roles else ""
             # A validated channel ID: Slack shows the channel's current name.
             feed = f" · feed <#{app.policy.feed_channel}>" if app.policy.feed_channel else ""
-            lines.append(f"• *{markup.escape(app.name)}*: {markup.escape(policy)}{feed}{you}")
+            lines.append(f"• *{markup.escape(app.name)}*: {policy}{feed}{you}")
         return "\n".join(lines) or "No applications are registered yet."
+
+
+def _approval_text(policy: Policy) -> str:
+    """Who approves, as mrkdwn: "2 approvals required from <!subteam^S…>, <@U…>", or
+    "approved automatically by the policy; approvers told: <@U…>". User groups show as
+    group mentions (Slack shows the group's current name)."""
+    who = ", ".join(markup.user(a) for a in policy.approvers) or "nobody"
+    if policy.mode == ApprovalMode.AUTOMATIC:
+        return f"approved automatically by the policy; approvers told: {who}"
+    required = policy.required_approvals
+    needed = "1 approval required" if required <= 1 else f"{required} approvals required"
+    return f"{needed} from {who}"
 
 
 def register(app: App, listeners: CommandListeners) -> None:

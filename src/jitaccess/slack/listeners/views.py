@@ -93,7 +93,8 @@ class ViewListeners(ListenerBase):
             rules.check_submission(app.rules(), user, role, duration, starts_at, justification, now)
         except RuleViolation as exc:
             field = exc.field if exc.field in REQUEST_FIELDS else "justification"
-            ack(response_action="errors", errors={field: markup.truncate(str(exc), 2000)})
+            shown = markup.truncate(markup.plain_message(exc, now), 2000)
+            ack(response_action="errors", errors={field: shown})
             return
         except NotFound as exc:
             ack(response_action="errors", errors={"app": str(exc)})
@@ -190,7 +191,8 @@ class ViewListeners(ListenerBase):
                 raise overlap
         except RuleViolation as exc:
             field = "reason" if exc.field == "reason" else "duration"
-            ack(response_action="errors", errors={field: markup.truncate(str(exc), 2000)})
+            shown = markup.truncate(markup.plain_message(exc, now), 2000)
+            ack(response_action="errors", errors={field: shown})
             return
         except NotFound as exc:
             ack(response_action="update", view=modals.notice_modal("Nothing changed", exc))
