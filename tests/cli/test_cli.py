@@ -209,7 +209,7 @@ def test_submit_prints_the_id_and_who_must_approve(cli: Cli) -> None:
             "--reason",
             "rotate keys",
         )
-    assert "Request 1 is pending: Contributor on crm" in result.stdout
+    assert "Request 1 is waiting for approval: Contributor on crm" in result.stdout
     assert "from 2026-11-27 10:00 +00:00 to 2026-11-27 11:30 +00:00" in result.stdout
     assert f"Waiting for one of: {APPROVER}, {APPROVER2}" in result.stdout
 
@@ -546,7 +546,7 @@ def test_approve_after_the_approval_deadline_says_it_timed_out(cli: Cli) -> None
         rid = submit(cli, start="2026-11-27T12:00Z")["id"]
         frozen.move_to("2026-11-27 11:00:00")
         result = cli("requests", "approve", rid, "--as", APPROVER, "--reason", "ok", code=1)
-        assert "timed out at 2026-11-27 11:00 UTC" in flat(result.stderr)
+        assert "timed out at 2026-11-27 11:00 +00:00" in flat(result.stderr)
         assert "submit a new request" in flat(result.stderr)
         assert show(cli, rid)["state"] == "timed_out"
         assert show(cli, rid)["decided_by"] is None
@@ -1072,7 +1072,7 @@ def test_deciding_after_the_approval_deadline_says_the_request_timed_out(cli: Cl
         again = cli("requests", "approve", rid, "--as", APPROVER2, "--reason", "ok", code=1)
     assert first.stdout == ""
     message = flat(first.stderr)
-    assert message.startswith("error: Request 1 timed out at 2026-11-27 11:00 UTC"), message
+    assert message.startswith("error: Request 1 timed out at 2026-11-27 11:00 +00:00"), message
     assert "before anyone decided; it is now timed out" in message
     assert "the requester must submit a new request" in message
     later = flat(again.stderr)

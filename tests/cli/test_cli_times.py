@@ -79,3 +79,26 @@ def test_a_posix_tz_string_is_read_too(cli: Cli, monkeypatch: pytest.MonkeyPatch
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_a_refusal_names_its_time_in_the_local_zone_too(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overlap refusal names when the first request ends: in Paris, 15:00 +01:00."""
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    with freeze_time(START):
+        make_request(cli)
+        cli(*SUBMIT)
+        refused = cli(*SUBMIT, code=1)
+    said = flat(refused.stdout + refused.stderr)
+    assert "already gives you this role here until 2026-11-27 15:00 +01:00" in said, said
+    assert "UTC" not in said
+
+
+def test_submit_says_the_state_in_words(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    with freeze_time(START):
+        make_request(cli)
+        submitted = flat(cli(*SUBMIT).stdout)
+    assert "Request 1 is waiting for approval:" in submitted, submitted
+    assert "pending" not in submitted

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from jitaccess.app import journal
 from jitaccess.app.journal import SYSTEM
 from jitaccess.app.outbox import OutboxKind
+from jitaccess.app.views import utc_text
 from jitaccess.domain import backoff as retry
 from jitaccess.domain.activity import ActivityEvent, summarise
 from jitaccess.store import activity_reports as reports
@@ -291,8 +292,11 @@ class ActivityReporter:
         )
 
 
-def status_line(db: Database, request_id: int) -> str | None:
-    """Where the request's activity summary stands, for ``requests show`` (None: none owed)."""
+def status_line(
+    db: Database, request_id: int, *, at: Callable[[datetime], str] = utc_text
+) -> str | None:
+    """Where the request's activity summary stands, for ``requests show`` (None: none
+    owed). ``at`` writes its times (UTC text by default; the CLI passes local time)."""
     with db.transaction(readonly=True) as session:
         report = session.get(ActivityReport, request_id)
         if report is None:
@@ -300,13 +304,13 @@ def status_line(db: Database, request_id: int) -> str | None:
         if report.outcome == "posted":
             assert report.done_at is not None and report.summary_sha256 is not None
             return (
-                f"sent {report.done_at:%Y-%m-%d %H:%M} UTC, sha256 {report.summary_sha256} "
+                f"sent {at(report.done_at)}, sha256 {report.summary_sha256} "
                 "(the summary is the activity_summary entry of `audit export`)"
             )
         if report.outcome == "gave_up":
             return f"given up after {report.attempts} attempts: {report.last_error}"
         assert report.due_at is not None
-        due = f"due {report.due_at:%Y-%m-%d %H:%M} UTC"
+        due = f"due {at(report.due_at)}"
         if report.attempts:
             return f"{due} (attempt {report.attempts + 1}; last error: {report.last_error})"
         return due

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from jitaccess.cli.output import EXIT_REFUSED, EXIT_USAGE, print_lines, refuse
+from jitaccess.cli.output import EXIT_REFUSED, EXIT_USAGE, message, print_lines, refuse
 
 # The container (and with it the service, the store and SQLAlchemy) is imported when
 # a command enters `container()`, never when the CLI loads.
@@ -44,7 +44,7 @@ def container() -> Iterator[Container]:
         print_lines([f"error: {line}" for line in exc.lines()])
         raise typer.Exit(EXIT_REFUSED) from None
     except (JitError, ProviderError) as exc:
-        refuse(str(exc))
+        refuse(message(exc))
     finally:
         if built is not None:
             built.close()

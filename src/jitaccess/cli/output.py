@@ -116,3 +116,13 @@ def fmt_time(value: datetime | None) -> str:
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     local = value.astimezone(local_zone())
     return f"{local:%Y-%m-%d %H:%M} {_offset(local)}"
+
+
+def message(error: Exception) -> str:
+    """A refusal as the operator reads it: the times it names (``Moment`` parts) in their
+    zone, as every other time the CLI prints, the rest as the service wrote it."""
+    from jitaccess.domain.errors import JitError, Moment
+
+    if not isinstance(error, JitError):
+        return str(error)
+    return "".join(fmt_time(p.at) if isinstance(p, Moment) else str(p) for p in error.parts)

@@ -40,6 +40,7 @@ def requests_submit(
 ) -> None:
     """Ask for elevated access; prints the request id."""
     from jitaccess.app.commands import SubmitRequest, handle
+    from jitaccess.domain.lifecycle import state_words
 
     length = to_duration(duration)
     assert length is not None
@@ -58,7 +59,7 @@ def requests_submit(
         emit_json(view.to_json())
         return
     out.print(
-        f"Request {view.id} is {view.state}: {view.role} on {view.app} from "
+        f"Request {view.id} is {state_words(view.state)}: {view.role} on {view.app} from "
         f"{fmt_time(view.starts_at)} to {fmt_time(view.ends_at)}.",
         highlight=False,
     )
@@ -281,7 +282,7 @@ def _print_outcome(view: RequestView, as_json: bool) -> None:
     if as_json:
         emit_json(view.to_json())
         return
-    out.print(f"Request {view.id} is {view.status_line(now())}.", highlight=False)
+    out.print(f"Request {view.id} is {view.status_line(now(), at=fmt_time)}.", highlight=False)
     if view.state == "pending" and view.approvals:
         out.print(
             f"{len(view.approvals)} of {view.required_approvals} approved: "
@@ -302,7 +303,7 @@ def requests_show(request_id: int, as_json: Json = False, utc: Utc = False) -> N
 
     with container() as c:
         view = c.service.get_request(request_id)
-        activity = status_line(c.db, request_id)
+        activity = status_line(c.db, request_id, at=fmt_time)
     if as_json:
         emit_json(view.to_json())
         return
@@ -312,7 +313,7 @@ def requests_show(request_id: int, as_json: Json = False, utc: Utc = False) -> N
         ("Application", f"{view.app} ({view.scope})"),
         ("Requester", view.requester),
         ("Role", view.role),
-        ("State", view.status_line(now())),
+        ("State", view.status_line(now(), at=fmt_time)),
         (
             "Window",
             f"{fmt_time(view.starts_at)} → {fmt_time(view.ends_at)} "
@@ -372,7 +373,7 @@ def _request_table(views: list[RequestView]) -> Table:
             v.app,
             v.requester,
             v.role,
-            v.status_line(moment),
+            v.status_line(moment, at=fmt_time),
             fmt_time(v.starts_at),
             fmt_time(v.ends_at),
             ended,
