@@ -38,6 +38,8 @@ channel ids are cached, so ``conversations.open`` is called once per person per 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -349,10 +351,16 @@ class SlackNotifier:
             # Already shows this very message (a redelivery after a crash), or is left
             # for the newer message to edit.
             return card[0], card[1], False
+        shown = _digest(text, body)
+        if card is not None and card[3] == shown:
+            # Slack already shows exactly this (e.g. the card was posted a moment ago,
+            # rendered from the request as it is now): no edit needed.
+            self._remember(note, role, card[0], card[1], now, headline=shown)
+            return card[0], card[1], False
         if card is not None:
             try:
                 self._update(card[0], card[1], text, body)
-                self._remember(note, role, card[0], card[1], now)
+                self._remember(note, role, card[0], card[1], now, headline=shown)
                 return card[0], card[1], False
             except SlackApiError as exc:
                 if exc.response.get("error") != "message_not_found":
@@ -361,7 +369,7 @@ class SlackNotifier:
             channel, ts = self._post_in(post_to, text, body)
         else:
             channel, ts = self._post(note.recipient, text, body)
-        self._remember(note, role, channel, ts, now)
+        self._remember(note, role, channel, ts, now, headline=shown)
         return channel, ts, True
 
     def _reply(
@@ -589,6 +597,13 @@ def _tells_requester(note: Notification, view: Any) -> bool:
     if to in _ENDINGS:
         return actor != str(view.requester)
     return to in _TOLD_STEPS
+
+
+def _digest(text: str, body: list[dict[str, Any]]) -> str:
+    """What a card shows, in short: kept with the card (the ``headline`` column), so an
+    edit that would change nothing on screen is not sent."""
+    shown = json.dumps([text, body], sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(shown.encode()).hexdigest()
 
 
 def _first(view: Any, body: list[dict[str, Any]]) -> list[dict[str, Any]]:

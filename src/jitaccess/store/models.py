@@ -330,7 +330,8 @@ class SlackMessage(Base):
     ts: Mapped[str] = mapped_column(String(32))
     #: The outbox message this card last showed: a redelivery of it is a no-op.
     last_dedup_key: Mapped[str | None] = mapped_column(String(200))
-    #: The first line the card was posted with (kept when the card is refreshed).
+    #: A digest of what the card shows now (``sha256:…``), so an edit that would change
+    #: nothing is not sent (older versions kept the card's first line here).
     headline: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime]
 
