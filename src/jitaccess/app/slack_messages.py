@@ -16,7 +16,7 @@ from jitaccess.store.db import Database
 
 @dataclass(frozen=True)
 class PostedCard:
-    """Where a card is in Slack, the outbox message it last showed and its first line."""
+    """Where a card is in Slack, the outbox message it last showed and a digest of what it shows."""
 
     channel: str
     ts: str

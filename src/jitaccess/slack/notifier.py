@@ -63,7 +63,7 @@ from jitaccess.slack.blocks import cards, home, markup
 from jitaccess.slack.pacing import SlackPacer
 
 log = logging.getLogger("jitaccess.slack.notifier")
-#: channel, ts, the outbox key it last showed, its first line
+#: channel, ts, the outbox key it last showed, a digest of what it shows (see _digest)
 _CardRef = tuple[str, str, str | None, str | None]
 
 #: Slack errors that retrying cannot fix.

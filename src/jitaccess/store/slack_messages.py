@@ -96,7 +96,7 @@ def remember_card(
     now: datetime,
 ) -> None:
     """Record where the card of ``role`` for ``recipient`` now is (posted or edited),
-    the outbox message it shows and its first line."""
+    the outbox message it shows and a digest of what it shows."""
     row = card(session, request_id, recipient, role)
     if row is None:
         row = SlackMessage(
