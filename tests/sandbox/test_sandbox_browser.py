@@ -282,7 +282,8 @@ def test_a_person_takes_a_request_from_slash_command_to_expired(
     assert "has expired" in steps[-1]
     told = driver.find_elements(By.CSS_SELECTOR, "#timeline > .msg .replied-to")
     assert len(told) >= 3  # approved, active, expired also shown in the conversation
-    card.screenshot(str(ARTIFACTS / "sandbox-publisher-card.png"))
+    driver.execute_script("arguments[0].scrollIntoView(true);", card)
+    driver.save_screenshot(str(ARTIFACTS / "sandbox-publisher-card.png"))
 
     # The App Home tab shows what the app published there.
     driver.find_element(By.CSS_SELECTOR, 'button.tab[data-tab="home"]').click()
