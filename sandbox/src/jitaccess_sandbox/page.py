@@ -4,7 +4,10 @@ It shows, for the person you act as, only what the app really sent to the fake S
 Web API: their DMs from the bot (``chat.postMessage``/``chat.update``), ephemeral
 replies (``response_url`` posts, ``chat.postEphemeral`` and acks with text), their
 App Home (``views.publish``) and their open modal (``views.open``/``views.update``,
-or a ``response_action: update``). Nothing is read from the database.
+or a ``response_action: update``). Nothing is read from the database. Threads show
+as Slack shows them: under a message with replies, "N replies" and the replies (shown
+expanded, as in an open thread panel); a reply broadcast to the conversation
+(``reply_broadcast``) also in the DM itself, under "replied to a thread".
 
 What a person does becomes what Slack would send: a slash command's form body, a
 ``block_actions`` or ``view_submission`` payload, an ``app_home_opened`` event,
