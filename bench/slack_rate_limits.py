@@ -10,10 +10,13 @@ channel -> ten), and the relay drains the backlog.
 
 Measured: the time from the windows' end (the expiry sweep) to the last accepted Slack
 call that brought a card to its final state. Baseline: the minimum the limits allow for
-the cards that changed, from the number of cards and the limits in the same run: one
-``chat.update`` per approver card and per requester card that loses its buttons, at
-chat.update's interval, or the requester's posts at one per interval per channel,
-whichever is longer. Target: <= 1.1 x that minimum.
+what must change, from the number of cards and the limits in the same run: one
+``chat.update`` per approver card and per requester card (its state, or its buttons),
+at chat.update's interval, or the ``chat.postMessage`` calls in the requester's DM at
+one per interval per channel (two per grant: one per step, active and expired; with
+one card per request since issue 19 they are the thread replies, counted as the calls
+Slack accepted with a ``thread_ts`` when there are any), whichever is longer. Target:
+<= 1.1 x that minimum.
 
 The fake Slack is the installed sandbox's (``jitaccess_sandbox.fake_slack``, its own
 distribution, ``pip install -e sandbox``): ``PYTHONPATH`` pointing jitaccess at a snapshot
@@ -122,8 +125,19 @@ def run(grants: int) -> dict[str, Any]:
         dms = Counter(m["text"] for m in fake.dms_to(PUBLISHER))
         update_interval = limiter.interval("chat.update")
         post_interval = limiter.interval("chat.postMessage")
-        cards_changed = len(APPROVERS) * grants + grants  # + each requester's buttoned card
-        minimum = max(cards_changed * update_interval, 2 * grants * post_interval)
+        cards_changed = len(APPROVERS) * grants + grants  # + each requester's card
+        dm = fake.dm_channel_for(PUBLISHER)
+        replies = sum(
+            1
+            for c in accepted
+            if c.method == "chat.postMessage"
+            and c.args.get("thread_ts")
+            and c.args.get("channel") in (PUBLISHER, dm)
+        )
+        # Each step told once in the requester's DM: a thread reply per step (or, before
+        # issue 19, a new card per step); never fewer than two per grant.
+        requester_posts = max(replies, 2 * grants)
+        minimum = max(cards_changed * update_interval, requester_posts * post_interval)
         db.dispose()
         return {
             "grants": grants,
@@ -135,6 +149,7 @@ def run(grants: int) -> dict[str, Any]:
             "approver_cards": len(APPROVERS) * grants,
             "chat_update_accepted": sum(1 for c in accepted if c.method == "chat.update"),
             "chat_post_accepted": sum(1 for c in accepted if c.method == "chat.postMessage"),
+            "thread_replies": replies,
             "conversations_open": sum(1 for c in calls if c.method == "conversations.open"),
             "refused_429": len(calls) - len(accepted),
             "requester_duplicates": sum(n - 1 for n in dms.values() if n > 1),
@@ -161,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             "approver cards final",
             "chat.update ok",
             "chat.postMessage ok",
+            "thread replies",
             "conversations.open",
             "429s",
             "requester dups",
@@ -174,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{r['approver_cards_final']}/{r['approver_cards']}",
                 r["chat_update_accepted"],
                 r["chat_post_accepted"],
+                r["thread_replies"],
                 r["conversations_open"],
                 r["refused_429"],
                 r["requester_duplicates"],

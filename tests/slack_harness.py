@@ -277,14 +277,25 @@ class SlackWorld:
     def card_for(self, approver: str, request_id: int) -> dict[str, Any]:
         cards = [
             m
-            for m in self.fake.dms_to(approver)
+            for m in self.fake.cards_to(approver)
             if json.dumps(m.get("blocks")).find(f"Access request #{request_id}") >= 0
         ]
         assert len(cards) == 1, f"expected one card for #{request_id}, got {len(cards)}"
         return cards[0]
 
     def requester_cards(self, user: str, request_id: int) -> list[dict[str, Any]]:
-        return [m for m in self.fake.dms_to(user) if f"#{request_id}" in m.get("text", "")]
+        """The top-level messages in ``user``'s DM about the request (replies aside)."""
+        return [m for m in self.fake.cards_to(user) if f"#{request_id}" in m.get("text", "")]
+
+    def requester_card(self, user: str, request_id: int) -> dict[str, Any]:
+        """``user``'s one card for their request, as it is now."""
+        cards = self.requester_cards(user, request_id)
+        assert len(cards) == 1, f"expected one card for #{request_id}, got {len(cards)}"
+        return cards[0]
+
+    def thread(self, user: str, card: dict[str, Any]) -> list[dict[str, Any]]:
+        """The replies in the thread of ``card`` in ``user``'s DM, oldest first."""
+        return self.fake.thread_to(user, card["ts"])
 
 
 def find_button(
@@ -300,6 +311,17 @@ def find_button(
             ):
                 return element, block.get("block_id", "")
     raise AssertionError(f"no {action_id} button in {json.dumps(block_list)[:500]}")
+
+
+def first_line(message: dict[str, Any]) -> str:
+    """The first line a person reads on a card: its first block's text."""
+    block = message["blocks"][0]
+    return str((block.get("text") or {}).get("text", "")).split("\n")[0]
+
+
+def broadcast(message: dict[str, Any]) -> bool:
+    """Whether a thread reply was also sent to the conversation (it notifies)."""
+    return message.get("subtype") == "thread_broadcast"
 
 
 def texts(message: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from jitaccess.server import Server
 from jitaccess.settings import Settings
 from jitaccess.store.models import AuditEvent, LogGrant, OutboxMessage
 from jitaccess_sandbox.fake_slack import FakeSlack
-from slack_harness import SECRET, find_button, http, signed_headers, texts, wait_until
+from slack_harness import SECRET, find_button, first_line, http, signed_headers, texts, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -126,9 +126,18 @@ def test_two_replicas_expire_300_grants_each_exactly_once(
             )
 
     assert wait_until(delivered, 60)
-    # every step told once: 4 requester cards per request (pending, auto_approved,
-    # active, expired), never twice
-    headlines = Counter(m["text"] for m in fake_slack.dms_to(PUBLISHER))
+    # One card per request in Pat's DM, whichever replica posted or edited it, its
+    # first line the final state; every step told once, as a reply in its thread
+    # (pending, auto_approved, active, expired), never twice.
+    cards = fake_slack.cards_to(PUBLISHER)
+    assert Counter(c["text"].split(" for ")[0] for c in cards) == Counter(
+        {f"Your request #{i}": 1 for i in ids}
+    )
+    assert all("Expired" in first_line(c) for c in cards)
+    card_ts = {c["ts"] for c in cards}
+    replies = [m for m in fake_slack.dms_to(PUBLISHER) if m["ts"] not in card_ts]
+    assert {m["thread_ts"] for m in replies} == card_ts
+    headlines = Counter(m["text"] for m in replies)
     assert max(headlines.values()) == 1
     with service.db.transaction(readonly=True) as s:
         expected = s.execute(

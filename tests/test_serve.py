@@ -30,6 +30,7 @@ from slack_harness import (
     SECRET,
     button_click,
     command_fields,
+    first_line,
     free_port,
     http,
     post_signed,
@@ -273,8 +274,12 @@ def test_serve_process_takes_a_request_from_slash_command_to_revoked(
             )
 
         def active_card() -> dict[str, Any] | None:
-            for message in fake_slack.dms_to(PUBLISHER):
-                if "is active" in message["text"] and "jit_release" in texts(message):
+            # Pat's one card for the request, edited in place: Active, with I'm done;
+            # the step itself is a reply in its thread.
+            if not requester_saw("is active"):
+                return None
+            for message in fake_slack.cards_to(PUBLISHER):
+                if "Active" in first_line(message) and "jit_release" in texts(message):
                     return message
             return None
 

@@ -325,7 +325,9 @@ def test_free_text_in_replies_shows_literally_and_pings_nobody(world: SlackWorld
     shown = [e["text"] for e in world.fake.ephemerals_to(APPROVER2)]
     shown += [texts(world.last_modal(APPROVER2)["view"])]
     shown.append(world.say(APPROVER2, f"approve {rid} me too"))
-    shown += [texts(m) for m in world.fake.dms_to(PUBLISHER)]
+    # Pat's one card (Denied, by whom and why) and the reply telling the denial.
+    card = world.requester_card(PUBLISHER, rid)
+    shown += [texts(card), texts(world.thread(PUBLISHER, card)[-1])]
     shown += [texts(world.card_for(APPROVER2, rid))]
     literal = "deploy at 10:00 UTC &lt;!channel&gt; &lt;@UFAKE&gt; &amp; ask UAPP2"
     for text in shown:

@@ -228,7 +228,16 @@ def test_long_slack_outage_keeps_transitions_on_time_and_delivers_each_message_o
         assert not [
             r for r in rows if r.kind not in ("requester_update", "approver_card", "ending_soon")
         ]
-    dms = Counter(m["text"] for m in fake.dms_to(PUBLISHER))
+    # One card per request in Pat's DM; every step and reminder is a reply under it.
+    cards = Counter(
+        re.search(r"#(\d+)", m["text"])[1]  # type: ignore[index]
+        for m in fake.cards_to(PUBLISHER)
+    )
+    assert all(n == 1 for n in cards.values()), cards
+    card_ts = {m["ts"] for m in fake.cards_to(PUBLISHER)}
+    replies = [m for m in fake.dms_to(PUBLISHER) if m["ts"] not in card_ts]
+    assert all(m["thread_ts"] in card_ts for m in replies)
+    dms = Counter(m["text"] for m in replies)
     assert all(n == 1 for n in dms.values()), [t for t, n in dms.items() if n > 1]
     expected_steps = Counter(transition_text(note) for note in steps)
     assert all(n == 1 for n in expected_steps.values())

@@ -105,12 +105,65 @@ def test_post_message_to_user_lands_in_dm_and_updates_in_place(
     assert first["channel"] == "DU1"
     assert first["user"] == "UBOT"
     assert first["blocks"] == BLOCKS  # omitted blocks are kept, as on Slack
-    assert "thread_ts" not in first
+    # A message with replies is a thread's parent: its own ts is its thread_ts.
+    assert first["thread_ts"] == ts and first["reply_count"] == 1
     assert dms[1]["thread_ts"] == ts
     assert fake.messages_in("DU1") == fake.messages_in("U1") == dms
 
     client.chat_update(channel=channel, ts=ts, text="revoked", blocks=[])
     assert fake.dms_to("U1")[0]["blocks"] == []
+
+
+def test_a_reply_counts_on_its_parent_and_a_broadcast_one_is_also_in_the_conversation(
+    fake: FakeSlack, client: WebClient
+) -> None:
+    """As Slack documents threads: the parent carries ``reply_count``,
+    ``reply_users``, ``reply_users_count`` and ``latest_reply``; a reply posted with
+    ``reply_broadcast`` is a ``thread_broadcast`` message with the parent as its
+    ``root``, shown in the conversation too; a quiet one only in the thread."""
+    card = client.chat_postMessage(channel="U1", text="Pending", blocks=BLOCKS)["ts"]
+    quiet = client.chat_postMessage(channel="U1", text="sent to the approvers", thread_ts=card)
+    loud = client.chat_postMessage(
+        channel="U1", text="approved by Ava", thread_ts=card, reply_broadcast=True
+    )
+    assert "subtype" not in quiet["message"]
+    assert loud["message"]["subtype"] == "thread_broadcast"
+    assert loud["message"]["thread_ts"] == card
+    assert loud["message"]["root"]["ts"] == card
+    assert loud["message"]["root"]["reply_count"] == 2
+
+    parent = fake.cards_to("U1")
+    assert [m["ts"] for m in parent] == [card]
+    assert parent[0]["reply_count"] == 2
+    assert parent[0]["latest_reply"] == loud["ts"]
+    assert parent[0]["reply_users"] == ["UBOT"] and parent[0]["reply_users_count"] == 1
+    assert [m["text"] for m in fake.conversation_in("U1")] == ["Pending", "approved by Ava"]
+    assert [m["text"] for m in fake.thread_to("U1", card)] == [
+        "sent to the approvers",
+        "approved by Ava",
+    ]
+
+    # A reply to a reply goes in the parent's thread (threads are one level deep).
+    deeper = client.chat_postMessage(channel="U1", text="and more", thread_ts=quiet["ts"])
+    assert deeper["message"]["thread_ts"] == card
+
+    # An edited reply stays in its thread.
+    client.chat_update(channel="DU1", ts=loud["ts"], text="approved by Ava: ok")
+    assert [m["text"] for m in fake.thread_to("U1", card)][1] == "approved by Ava: ok"
+
+
+def test_conversations_replies_returns_the_parent_then_its_replies(
+    fake: FakeSlack, client: WebClient
+) -> None:
+    card = client.chat_postMessage(channel="U1", text="card")["ts"]
+    client.chat_postMessage(channel="U1", text="one", thread_ts=card)
+    client.chat_postMessage(channel="U1", text="two", thread_ts=card, reply_broadcast=True)
+    answer = client.conversations_replies(channel="DU1", ts=card)
+    assert [m["text"] for m in answer["messages"]] == ["card", "one", "two"]
+    assert answer["has_more"] is False
+    with pytest.raises(SlackApiError) as exc:
+        client.conversations_replies(channel="DU1", ts="1.000000")
+    assert error_of(exc) == "thread_not_found"
 
 
 def test_post_message_validation(client: WebClient) -> None:

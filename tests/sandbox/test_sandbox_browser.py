@@ -259,6 +259,32 @@ def test_a_person_takes_a_request_from_slash_command_to_expired(
     assert "(+1 h 15 min)" in driver.find_element(By.ID, "offset").text
     driver.save_screenshot(str(ARTIFACTS / "sandbox-publisher.png"))
 
+    # Pat has one card for the request, its first line the state now (Expired); the
+    # steps are replies under it ("N replies"); those that notify are also in the
+    # conversation, as Slack shows a broadcast reply ("replied to a thread").
+    def one_card() -> WebElement | None:
+        cards = driver.find_elements(By.CSS_SELECTOR, "#timeline > .msg.kind-message")
+        threaded = [c for c in cards if c.find_elements(By.CSS_SELECTOR, ".thread")]
+        if len(threaded) != 1:
+            return None
+        first = threaded[0].find_element(By.CSS_SELECTOR, ".msg-body .bk-block").text
+        return threaded[0] if "Expired" in first.split("\n")[0] else None
+
+    card = wait(driver, one_card, "Pat's one card saying Expired")
+    replies = card.find_elements(By.CSS_SELECTOR, ".thread-replies > .msg.reply")
+    steps = [r.find_element(By.CSS_SELECTOR, ".msg-body").text for r in replies]
+    assert len(steps) >= 4, steps
+    assert card.find_element(By.CSS_SELECTOR, ".thread-count").text == f"{len(steps)} replies"
+    for words, step in zip(
+        ("sent to the approvers", "was approved by", "is active"), steps, strict=False
+    ):
+        assert words in step, (words, steps)
+    assert "has expired" in steps[-1]
+    told = driver.find_elements(By.CSS_SELECTOR, "#timeline > .msg .replied-to")
+    assert len(told) >= 3  # approved, active, expired also shown in the conversation
+    driver.execute_script("arguments[0].scrollIntoView(true);", card)
+    driver.save_screenshot(str(ARTIFACTS / "sandbox-publisher-card.png"))
+
     # The App Home tab shows what the app published there.
     driver.find_element(By.CSS_SELECTOR, 'button.tab[data-tab="home"]').click()
     wait(driver, lambda: "Your requests" in driver.find_element(By.ID, "home").text, "the Home tab")

@@ -35,7 +35,7 @@ from jitaccess.store.db import Database
 from jitaccess_sandbox import demo
 from jitaccess_sandbox.fake_slack import FakeSlack
 from jitaccess_sandbox.run import Sandbox
-from slack_harness import SlackWorld, texts
+from slack_harness import SlackWorld, first_line, texts
 from test_sandbox import call, eventually, open_modal, start_sandbox, state, timeline_text
 
 T0 = utc(START)
@@ -67,7 +67,7 @@ def audit_entries(world: SlackWorld, request_id: int) -> list[dict[str, object]]
 def alert_card(world: SlackWorld, person: str, request_id: int) -> dict[str, object]:
     cards = [
         m
-        for m in world.fake.dms_to(person)
+        for m in world.fake.cards_to(person)
         if f"Break-glass access #{request_id}" in json.dumps(m.get("blocks"))
     ]
     assert len(cards) == 1, f"expected one alert card for {person}, got {len(cards)}"
@@ -83,7 +83,10 @@ def test_breakglass_grants_at_once_and_ends_at_the_capped_time(world: SlackWorld
     world.tick()
     assert world.service.get_request(rid).state == "active"
     assert [g.request_id for g in world.log_provider.held()] == [rid]
-    assert "You broke glass for INC-4711" in texts(world.fake.dms_to(PUBLISHER)[0])
+    # Pat's one card for it says Active; how it began is the first reply in its thread.
+    card = world.requester_card(PUBLISHER, rid)
+    assert "Active" in first_line(card) and "Break-glass" in first_line(card)
+    assert "You broke glass for INC-4711" in texts(world.thread(PUBLISHER, card)[0])
     with freeze_time(T0 + timedelta(minutes=30)):
         world.tick()
     assert world.service.get_request(rid).state == "expired"

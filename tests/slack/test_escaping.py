@@ -227,7 +227,7 @@ def run_every_flow(h: Hostile) -> None:
     h.reason(APPROVER, value)
     world.tick()
     assert world.service.get_request(first.id).state == "active"
-    h.click(PUBLISHER, world.fake.dms_to(PUBLISHER)[-1], ids.EXTEND)
+    h.click(PUBLISHER, world.requester_card(PUBLISHER, first.id), ids.EXTEND)
     modal = world.last_modal(PUBLISHER)
     values = {"duration": {"duration": select("30m")}, "reason": {"reason": text_value(value)}}
     h.acks.append(world.submit(PUBLISHER, modal, values).body)

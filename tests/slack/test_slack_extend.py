@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from freezegun import freeze_time
@@ -15,12 +17,21 @@ from conftest import APPROVER, APPROVER2, OUTSIDER, PUBLISHER, START, register, 
 from fakes.webhook_receiver import WebhookReceiver
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.providers.webhook import WebhookProvider
-from jitaccess.slack.blocks import ids
+from jitaccess.slack.blocks import ids, markup
 from jitaccess.slack.runtime import AfterAck
 from jitaccess.store.db import Database
 from jitaccess.store.models import AuditEvent
 from jitaccess_sandbox.fake_slack import FakeSlack
-from slack_harness import SlackWorld, find_button, now, select, text_value, texts
+from slack_harness import (
+    SlackWorld,
+    broadcast,
+    find_button,
+    first_line,
+    now,
+    select,
+    text_value,
+    texts,
+)
 
 T0 = utc(START)
 H = timedelta(hours=1)
@@ -50,6 +61,11 @@ def active(world: SlackWorld, mode: ApprovalMode, hours: float = 2) -> int:
     return rid
 
 
+def step(world: SlackWorld, rid: int) -> dict[str, Any]:
+    """The newest reply in the thread of Pat's one card for the request."""
+    return world.thread(PUBLISHER, world.requester_card(PUBLISHER, rid))[-1]
+
+
 def extension_cards(world: SlackWorld, approver: str, rid: int) -> list[dict[str, Any]]:
     return [
         m
@@ -68,7 +84,7 @@ def submit_extension(world: SlackWorld, user: str, duration: str, reason: str) -
 def test_extend_button_extends_at_once_in_automatic_mode(world: SlackWorld) -> None:
     """Status card → Extend → modal (duration, reason) → the same request ends later."""
     rid = active(world, ApprovalMode.AUTOMATIC)
-    card = world.fake.dms_to(PUBLISHER)[-1]
+    card = world.requester_card(PUBLISHER, rid)
     assert world.click(PUBLISHER, card, ids.EXTEND).status == 200
     modal = world.last_modal(PUBLISHER)["view"]
     shown = json.dumps(modal)
@@ -79,9 +95,19 @@ def test_extend_button_extends_at_once_in_automatic_mode(world: SlackWorld) -> N
     assert submit_extension(world, PUBLISHER, "1h", "migration runs long").status == 200
     assert world.service.get_request(rid).ends_at == T0 + 3 * H
     world.deliver()
-    latest = world.fake.dms_to(PUBLISHER)[-1]
+    latest = step(world, rid)
     assert "was extended" in texts(latest) and "the policy (automatic mode)" in texts(latest)
-    assert ids.EXTEND in texts(latest)  # the newest card can extend again
+    # The policy extended it: the outcome is broadcast; the one card can extend again.
+    assert broadcast(latest)
+    card = world.requester_card(PUBLISHER, rid)
+    assert "Active" in first_line(card) and ids.EXTEND in texts(card)
+    # One end on screen: the card shows the new window, never the old one beside it.
+    view = world.service.get_request(rid)
+    paris = ZoneInfo("Europe/Paris")
+    assert markup.window(view, paris) in texts(card)
+    before = dataclasses.replace(view, ends_at=T0 + 2 * H)
+    assert markup.window(before, paris) not in texts(card)
+    assert [m["ts"] for m in world.fake.cards_to(PUBLISHER)] == [card["ts"]]
     for approver in (APPROVER, APPROVER2):
         [told] = extension_cards(world, approver, rid)
         assert "Extended" in texts(told) and "migration runs long" in texts(told)
@@ -96,7 +122,7 @@ def test_too_long_an_extension_is_refused_in_the_modal_and_nothing_changes(
 ) -> None:
     """Beyond the maximum counted from the start: the modal says how much is left."""
     rid = active(world, ApprovalMode.AUTOMATIC, hours=7)
-    world.click(PUBLISHER, world.fake.dms_to(PUBLISHER)[-1], ids.EXTEND)
+    world.click(PUBLISHER, world.requester_card(PUBLISHER, rid), ids.EXTEND)
     response = submit_extension(world, PUBLISHER, "2h", "more")  # forged: the form offers 1h
     errors = json.loads(response.body)["errors"]
     assert "at most 1h can still be added" in errors["duration"]
@@ -106,14 +132,17 @@ def test_too_long_an_extension_is_refused_in_the_modal_and_nothing_changes(
 def test_manual_extension_card_is_approved_with_a_reason(world: SlackWorld) -> None:
     """Manual mode: approvers get an extension card; Approve asks a reason; the end moves."""
     rid = active(world, ApprovalMode.MANUAL)
-    world.click(PUBLISHER, world.fake.dms_to(PUBLISHER)[-1], ids.EXTEND)
+    world.click(PUBLISHER, world.requester_card(PUBLISHER, rid), ids.EXTEND)
     assert submit_extension(world, PUBLISHER, "30m", "tests still running").status == 200
     view = world.service.get_request(rid)
     assert view.ends_at == T0 + 2 * H and view.extension_ends_at == T0 + 150 * M
     world.deliver()
-    assert "sent to the approvers" in texts(world.fake.dms_to(PUBLISHER)[-1])
+    assert "sent to the approvers" in texts(step(world, rid))
     [card] = extension_cards(world, APPROVER2, rid)
     assert "tests still running" in texts(card) and ids.APPROVE_EXTENSION in texts(card)
+    # The approver is notified: a broadcast reply under their card for the request.
+    assert broadcast(card)
+    assert card["thread_ts"] == world.card_for(APPROVER2, rid)["ts"]
 
     # an outsider clicking the card is refused before any modal can decide
     world.click(OUTSIDER, card, ids.APPROVE_EXTENSION)
@@ -130,7 +159,8 @@ def test_manual_extension_card_is_approved_with_a_reason(world: SlackWorld) -> N
         [card] = extension_cards(world, approver, rid)  # edited in place, not posted again
         assert f"Extended* by <@{APPROVER2}>: CHG-9 covers it" in texts(card)
         assert ids.APPROVE_EXTENSION not in texts(card)
-    assert "was extended" in texts(world.fake.dms_to(PUBLISHER)[-1])
+    extended = step(world, rid)
+    assert "was extended" in texts(extended) and broadcast(extended)
 
     # a late click on the decided card is told there is nothing waiting any more
     late = world.service.extensions.refusal(rid, APPROVER)
@@ -156,9 +186,10 @@ def test_slash_extend_sends_manual_extension_and_deny_keeps_the_window(
     world.click(APPROVER, card, ids.DENY_EXTENSION)
     assert world.submit_reason(APPROVER, "not in the change window").status == 200
     world.deliver()
-    latest = texts(world.fake.dms_to(PUBLISHER)[-1])
+    denied = step(world, rid)
+    latest = texts(denied)
     assert "denied" in latest and "not in the change window" in latest
-    assert "still ends as before" in latest
+    assert "still ends as before" in latest and broadcast(denied)
     assert world.service.get_request(rid).ends_at == T0 + 2 * H
 
 
@@ -176,14 +207,16 @@ def test_slash_extend_refusals_say_what_to_change(world: SlackWorld) -> None:
 def test_reminder_has_extend_and_the_old_reminder_is_not_sent_again(
     world: SlackWorld,
 ) -> None:
-    """The 15-minute reminder carries Extend; after extending, it comes before the new end."""
+    """The 15-minute reminder is a broadcast reply under the card that carries Extend;
+    after extending, it comes before the new end."""
     rid = active(world, ApprovalMode.AUTOMATIC)
     with freeze_time(T0 + 105 * M):
         world.deliver()
-        reminder = world.fake.dms_to(PUBLISHER)[-1]
-        assert "ends" in reminder["text"]
-        find_button(reminder["blocks"], ids.EXTEND)
-        world.click(PUBLISHER, reminder, ids.EXTEND)
+        reminder = step(world, rid)
+        assert "ends" in reminder["text"] and broadcast(reminder)
+        card = world.requester_card(PUBLISHER, rid)
+        find_button(card["blocks"], ids.EXTEND)
+        world.click(PUBLISHER, card, ids.EXTEND)
         assert submit_extension(world, PUBLISHER, "30m", "almost done").status == 200
         assert world.service.get_request(rid).ends_at == T0 + 150 * M
         world.deliver()
@@ -194,7 +227,7 @@ def test_reminder_has_extend_and_the_old_reminder_is_not_sent_again(
         assert len(world.fake.dms_to(PUBLISHER)) == sent  # no revoke, no message
     with freeze_time(T0 + 135 * M):
         world.deliver()
-        assert "ends" in world.fake.dms_to(PUBLISHER)[-1]["text"]  # the new reminder
+        assert "ends" in step(world, rid)["text"]  # the new reminder
 
 
 def test_overlapping_slash_request_points_at_extend(world: SlackWorld) -> None:

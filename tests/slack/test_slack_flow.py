@@ -22,8 +22,9 @@ from conftest import (
 from jitaccess.domain.policy import ApprovalMode
 from jitaccess.slack.blocks import ids
 from jitaccess.store.db import Database
+from jitaccess.store.models import OutboxMessage
 from jitaccess_sandbox.fake_slack import FakeSlack
-from slack_harness import SlackWorld, now, texts
+from slack_harness import SlackWorld, broadcast, first_line, now, texts
 
 T0 = utc(START)
 H = timedelta(hours=1)
@@ -79,8 +80,12 @@ def test_request_approve_activate_expire_with_every_message(world: SlackWorld) -
             f"<!date^{int((T0 + H).timestamp())}^{{date_short_pretty}} {{time}}|2026-11-27 11:00 UTC>",
         ):
             assert expected in shown, (expected, shown)
-    requester_dm = fake.dms_to(PUBLISHER)
-    assert "sent to the approvers" in texts(requester_dm[-1])
+    # Pat has one card for the request, its first line the state; the step is a
+    # quiet reply in its thread (the card's own post notified).
+    card = world.requester_card(PUBLISHER, rid)
+    assert "Pending approval" in first_line(card)
+    [sent] = world.thread(PUBLISHER, card)
+    assert "sent to the approvers" in texts(sent) and not broadcast(sent)
 
     # Approve opens a modal that requires a reason.
     card = world.card_for(APPROVER, rid)
@@ -97,29 +102,76 @@ def test_request_approve_activate_expire_with_every_message(world: SlackWorld) -
     for approver in (APPROVER, APPROVER2):
         card = world.card_for(approver, rid)
         shown = texts(card)
+        assert "Approved" in first_line(card)
         assert f"Approved by <@{APPROVER}>: Matches change CHG-77" in shown
         assert ids.APPROVE not in shown and ids.DENY not in shown
     assert len(fake.calls_to("chat.postMessage")) > 0
-    assert f"approved by <@{APPROVER}>: Matches change CHG-77" in texts(fake.dms_to(PUBLISHER)[-1])
+    card = world.requester_card(PUBLISHER, rid)
+    assert "Approved" in first_line(card)
+    approved = world.thread(PUBLISHER, card)[-1]
+    assert f"approved by <@{APPROVER}>: Matches change CHG-77" in texts(approved)
+    assert broadcast(approved)
 
     with freeze_time(T0 + H):
         world.tick()
         assert world.service.get_request(rid).state == "active"
-        latest = fake.dms_to(PUBLISHER)[-1]
-        assert "is active" in texts(latest) and ids.RELEASE in texts(latest)
+        card = world.requester_card(PUBLISHER, rid)
+        assert "Active" in first_line(card) and ids.RELEASE in texts(card)
+        assert "is active" in texts(world.thread(PUBLISHER, card)[-1])
     with freeze_time(T0 + 3 * H - timedelta(minutes=15)):
         world.deliver()
-        assert "ends" in fake.dms_to(PUBLISHER)[-1]["text"]  # 15-minute reminder
+        reminder = world.thread(PUBLISHER, card)[-1]
+        assert "ends" in reminder["text"] and broadcast(reminder)  # 15-minute reminder
     with freeze_time(T0 + 3 * H):
         world.tick()
         assert world.service.get_request(rid).state == "expired"
-        latest = fake.dms_to(PUBLISHER)[-1]
-        assert "expired and was revoked" in texts(latest)
-        assert ids.RELEASE not in texts(latest)
-        # older requester cards lost their buttons: only the latest may act
-        for older in fake.dms_to(PUBLISHER)[:-1]:
-            assert ids.RELEASE not in texts(older) and ids.CANCEL not in texts(older)
+    # After the whole life Pat has exactly one card for it, saying Expired, with no
+    # buttons left; its thread tells every step in order, those that matter broadcast.
+    card = world.requester_card(PUBLISHER, rid)
+    assert "Expired" in first_line(card)
+    assert ids.RELEASE not in texts(card) and ids.CANCEL not in texts(card)
+    steps = world.thread(PUBLISHER, card)
+    told = [
+        "sent to the approvers",
+        "approved by",
+        "is active",
+        "ends",
+        "expired and was revoked",
+    ]
+    assert len(steps) == len(told), [s["text"] for s in steps]
+    for step, words in zip(steps, told, strict=True):
+        assert words in step["text"], (words, step["text"])
+    assert [broadcast(s) for s in steps] == [False, True, True, True, True]
+    assert card["reply_count"] == len(steps)
+    # What the conversation shows: the card, then each broadcast step (notified).
+    conversation = fake.conversation_in(fake.dm_channel_for(PUBLISHER))
+    assert [m["ts"] for m in conversation] == [card["ts"], *(s["ts"] for s in steps[1:])]
     assert world.log_provider.held() == []
+
+
+def test_a_redelivered_step_posts_no_second_reply(world: SlackWorld) -> None:
+    """A crash after Slack accepted a step's reply, before the outbox message was
+    settled: the relay sends the message again, and nothing new appears."""
+    register(world.service)
+    rid = request_via_modal(world)
+    world.deliver()
+    world.click(APPROVER, world.card_for(APPROVER, rid), ids.APPROVE)
+    world.submit_reason(APPROVER, "Matches change CHG-77")
+    world.deliver()
+    with world.service.db.transaction() as session:
+        rows = list(session.query(OutboxMessage).filter(OutboxMessage.request_id == rid))
+        for row in rows:  # as if none had been settled
+            row.settled_at = None
+            row.delivered_at = None
+            row.available_at = now() - timedelta(seconds=1)
+    posts = len(world.fake.calls_to("chat.postMessage"))
+    updates = len(world.fake.calls_to("chat.update"))
+    world.deliver()
+    assert len(world.fake.calls_to("chat.postMessage")) == posts
+    assert len(world.fake.calls_to("chat.update")) == updates
+    card = world.requester_card(PUBLISHER, rid)
+    assert len(world.thread(PUBLISHER, card)) == 2
+    assert "Approved" in first_line(card)
 
 
 def test_deny_with_a_reason_tells_the_requester(world: SlackWorld) -> None:
@@ -258,8 +310,9 @@ def test_release_button_ends_access(world: SlackWorld) -> None:
     register(world.service, mode=ApprovalMode.AUTOMATIC, approvers=())
     rid = request_via_modal(world)
     world.tick()
-    latest = world.fake.dms_to(PUBLISHER)[-1]
-    world.click(PUBLISHER, latest, ids.RELEASE)
+    card = world.requester_card(PUBLISHER, rid)
+    assert "Active" in first_line(card)
+    world.click(PUBLISHER, card, ids.RELEASE)
     world.tick()
     view = world.service.get_request(rid)
     assert (view.state, view.ended_by) == ("revoked", PUBLISHER)

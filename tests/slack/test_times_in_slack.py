@@ -144,7 +144,7 @@ def test_quorum_automatic_reminder_expiry_revoke_failing_and_the_rest(
     world.tick()
     assert world.service.get_request(quorum.id).state == "active"
     # Extending past the window's limit is refused on the form, inline (plain text).
-    world.click(PUBLISHER, fake.dms_to(PUBLISHER)[-1], ids.EXTEND)
+    world.click(PUBLISHER, world.requester_card(PUBLISHER, quorum.id), ids.EXTEND)
     modal = world.last_modal(PUBLISHER)
     too_long = {"duration": {"duration": select("8h")}, "reason": {"reason": {"value": "more"}}}
     acks.append(world.submit(PUBLISHER, modal, too_long).body)
@@ -253,6 +253,6 @@ def test_plain_text_fields_carry_no_clock_time(world: SlackWorld) -> None:
     [view] = world.service.list_requests(requester=PUBLISHER, limit=1)
     world.say(APPROVER, f"approve {view.id} ok")
     world.tick()
-    world.click(PUBLISHER, world.fake.dms_to(PUBLISHER)[-1], ids.EXTEND)
+    world.click(PUBLISHER, world.requester_card(PUBLISHER, view.id), ids.EXTEND)
     plain = [text for _, text, mrkdwn in shown_texts(world.fake) if not mrkdwn]
     assert plain and all(bare_times(text, mrkdwn=False) == [] for text in plain), plain

@@ -35,7 +35,7 @@ can drive it with a fake clock and benchmarks with the wall clock; ``speed=10`` 
 every limit ten times faster (``Retry-After`` is then in tenths of a second).
 
 Supported methods: ``auth.test``, ``chat.postMessage``, ``chat.update``,
-``chat.postEphemeral``, ``views.open``, ``views.push``, ``views.update``,
+``chat.postEphemeral``, ``conversations.replies``, ``views.open``, ``views.push``, ``views.update``,
 ``views.publish``, ``conversations.open``, ``users.info``, ``users.lookupByEmail``,
 ``usergroups.users.list`` (groups set with :meth:`FakeSlack.set_group`) and
 ``apps.connections.open``.  Anything else answers ``{"ok": false, "error":
@@ -58,6 +58,22 @@ close frame (1001) on :meth:`FakeSlack.stop`.  Tests push envelopes with
 
 With :attr:`FakeSlack.socket_mode_url` set, ``apps.connections.open`` hands out that
 URL instead (a test's own Socket Mode server, e.g. one that sends ``disconnect``).
+
+Threads, as Slack documents them (``chat.postMessage``'s ``thread_ts`` and
+``reply_broadcast`` arguments, https://docs.slack.dev/reference/methods/chat.postMessage;
+the ``thread_broadcast`` message subtype and its ``root``,
+https://docs.slack.dev/reference/events/message/thread_broadcast;
+``conversations.replies``, https://docs.slack.dev/reference/methods/conversations.replies):
+a message posted with ``thread_ts`` is a reply in the thread of that parent; the parent
+then carries ``thread_ts`` (its own ts), ``reply_count``, ``reply_users_count``,
+``latest_reply`` and ``reply_users``. A reply posted with ``reply_broadcast`` true is
+also shown in the conversation: it has ``subtype: thread_broadcast`` and a ``root``
+(the parent as it is then). ``conversations.replies`` answers ``thread_not_found`` for a
+``ts`` naming no message; what ``chat.postMessage`` does with such a ``thread_ts`` is not
+documented, so the fake keeps the reply under it without a parent.
+:meth:`FakeSlack.conversation_in` is what the conversation shows (top-level messages
+and broadcast replies), :meth:`FakeSlack.thread_in` a thread's replies;
+:meth:`FakeSlack.messages_in` stays every message, replies included.
 
 Channels: ``chat.*`` accept any channel id, like a bot with every permission.
 :meth:`FakeSlack.add_channel` declares a channel with a name and whether the bot is a
@@ -334,6 +350,7 @@ class FakeSlack:
             "views.update": self._views_update,
             "views.publish": self._views_publish,
             "conversations.open": self._conversations_open,
+            "conversations.replies": self._conversations_replies,
             "users.info": self._users_info,
             "users.lookupByEmail": self._users_lookup_by_email,
             "usergroups.users.list": self._usergroups_users_list,
@@ -598,8 +615,35 @@ class FakeSlack:
             return copy.deepcopy(self.messages.get(self._channel_id(channel), []))
 
     def dms_to(self, user_id: str) -> list[dict[str, Any]]:
-        """Messages in the bot's DM with ``user_id``."""
+        """Messages in the bot's DM with ``user_id`` (thread replies included)."""
         return self.messages_in(self.dm_channel_for(user_id))
+
+    def conversation_in(self, channel: str) -> list[dict[str, Any]]:
+        """What the conversation itself shows, in post order: its top-level messages
+        and the thread replies broadcast to it (``subtype: thread_broadcast``)."""
+        return [
+            m
+            for m in self.messages_in(channel)
+            if not _is_reply(m) or m.get("subtype") == "thread_broadcast"
+        ]
+
+    def cards_in(self, channel: str) -> list[dict[str, Any]]:
+        """The top-level messages of ``channel`` (no replies, broadcast or not)."""
+        return [m for m in self.messages_in(channel) if not _is_reply(m)]
+
+    def cards_to(self, user_id: str) -> list[dict[str, Any]]:
+        """The top-level messages in the bot's DM with ``user_id``."""
+        return self.cards_in(self.dm_channel_for(user_id))
+
+    def thread_in(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """The replies in the thread of message ``thread_ts``, oldest first."""
+        return [
+            m for m in self.messages_in(channel) if _is_reply(m) and m.get("thread_ts") == thread_ts
+        ]
+
+    def thread_to(self, user_id: str, thread_ts: str) -> list[dict[str, Any]]:
+        """The replies in the thread of message ``thread_ts`` in the DM with ``user_id``."""
+        return self.thread_in(self.dm_channel_for(user_id), thread_ts)
 
     def ephemerals_to(self, user_id: str) -> list[dict[str, Any]]:
         """Ephemeral messages shown to ``user_id``, in post order."""
@@ -955,6 +999,11 @@ class FakeSlack:
         channel = self._require_channel(args)
         self._require_membership(channel)
         self._check_content(args)
+        parent = None
+        thread_ts = str(args.get("thread_ts") or "")
+        if thread_ts:
+            with contextlib.suppress(_ApiError):
+                parent = self._thread_parent(channel, thread_ts)
         ts = self._next_ts()
         msg: dict[str, Any] = {
             "channel": channel,
@@ -963,13 +1012,53 @@ class FakeSlack:
             "blocks": args.get("blocks") or [],
             "user": self.bot_user_id,
         }
-        if args.get("thread_ts"):
-            msg["thread_ts"] = str(args["thread_ts"])
+        if thread_ts:
+            msg["thread_ts"] = thread_ts
+        if parent is not None:
+            msg["thread_ts"] = parent["ts"]
+            parent["thread_ts"] = parent["ts"]
+            parent["reply_count"] = int(parent.get("reply_count", 0)) + 1
+            parent["latest_reply"] = ts
+            users = list(parent.get("reply_users", []))
+            if self.bot_user_id not in users:
+                users.append(self.bot_user_id)
+            parent["reply_users"] = users
+            parent["reply_users_count"] = len(users)
+        if thread_ts and _flag(args.get("reply_broadcast")):
+            msg["subtype"] = "thread_broadcast"
+            if parent is not None:
+                root = {k: v for k, v in parent.items() if k != "channel"}
+                msg["root"] = {"type": "message", **copy.deepcopy(root)}
         for key in ("attachments", "metadata"):
             if key in args:
                 msg[key] = args[key]
         self.messages.setdefault(channel, []).append(msg)
         return {"channel": channel, "ts": ts, "message": self._message_payload(msg)}
+
+    def _thread_parent(self, channel: str, thread_ts: str) -> dict[str, Any]:
+        """The message a reply goes under: ``thread_ts`` itself, or, when it names a
+        reply, that reply's parent (Slack asks for the parent's ts, and threads are one
+        level deep)."""
+        msg = next((m for m in self.messages.get(channel, []) if m["ts"] == thread_ts), None)
+        if msg is None:
+            raise _ApiError("thread_not_found")
+        if _is_reply(msg):
+            return self._thread_parent(channel, str(msg["thread_ts"]))
+        return msg
+
+    def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._require_channel(args)
+        ts = str(args.get("ts") or "")
+        msg = next((m for m in self.messages.get(channel, []) if m["ts"] == ts), None)
+        if msg is None:
+            raise _ApiError("thread_not_found")
+        parent = self._thread_parent(channel, ts)
+        thread = [parent, *self.thread_in(channel, parent["ts"])]
+        return {
+            "messages": [self._message_payload(m) for m in thread],
+            "has_more": False,
+            "response_metadata": {"next_cursor": ""},
+        }
 
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._require_channel(args)
@@ -1168,6 +1257,18 @@ class FakeSlack:
 
 
 # ---------------------------------------------------------------- HTTP plumbing
+
+
+def _is_reply(msg: dict[str, Any]) -> bool:
+    """A thread reply: its ``thread_ts`` names another message (a parent's is its own)."""
+    return bool(msg.get("thread_ts")) and msg.get("thread_ts") != msg.get("ts")
+
+
+def _flag(value: Any) -> bool:
+    """A boolean argument as JSON (``true``) or form-encoded (``"true"``, ``"1"``)."""
+    if isinstance(value, bool):
+        return value
+    return str(value).lower() in ("true", "1")
 
 
 def _media_type(content_type: str) -> str:

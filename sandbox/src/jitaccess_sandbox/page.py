@@ -4,7 +4,10 @@ It shows, for the person you act as, only what the app really sent to the fake S
 Web API: their DMs from the bot (``chat.postMessage``/``chat.update``), ephemeral
 replies (``response_url`` posts, ``chat.postEphemeral`` and acks with text), their
 App Home (``views.publish``) and their open modal (``views.open``/``views.update``,
-or a ``response_action: update``). Nothing is read from the database.
+or a ``response_action: update``). Nothing is read from the database. Threads show
+as Slack shows them: under a message with replies, "N replies" and the replies (shown
+expanded, as in an open thread panel); a reply broadcast to the conversation
+(``reply_broadcast``) also in the DM itself, under "replied to a thread".
 
 What a person does becomes what Slack would send: a slash command's form body, a
 ``block_actions`` or ``view_submission`` payload, an ``app_home_opened`` event,
@@ -42,6 +45,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from html import escape as html_escape
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -274,7 +278,10 @@ class SandboxPage:
         with self._lock:
             timeline = self._timeline(user, names, tz, now)
             modal = self._modal_state(user, names, people, tz, now)
-            counts = {p.id: len(self.fake.dms_to(p.id)) for p in self.people}
+            counts = {
+                p.id: len(self.fake.conversation_in(self.fake.dm_channel_for(p.id)))
+                for p in self.people
+            }
             channels = self._channels(names, tz, now)
         home = self.fake.current_home(user)
         return {
@@ -314,8 +321,19 @@ class SandboxPage:
         self, user: str, names: Mapping[str, str], tz: tzinfo, now: datetime
     ) -> list[dict[str, Any]]:
         items: list[tuple[int, dict[str, Any]]] = []
-        for msg in self.fake.dms_to(user):
+        dm = self.fake.dm_channel_for(user)
+        everything = self.fake.dms_to(user)
+        by_ts = {m["ts"]: m for m in everything}
+        for msg in self.fake.conversation_in(dm):
             key = f"m:{msg['channel']}:{msg['ts']}"
+            parent = by_ts.get(str(msg.get("thread_ts") or ""))
+            if msg.get("subtype") == "thread_broadcast":
+                html = _replied_to(parent, names, tz, now) + render.render_message(
+                    msg, users=names, tz=tz, now=now
+                )
+            else:
+                html = render.render_message(msg, users=names, tz=tz, now=now)
+                html += _thread_html(msg, self.fake.thread_in(dm, msg["ts"]), names, tz, now)
             items.append(
                 (
                     self._order.get(key, 1 << 60),
@@ -324,7 +342,7 @@ class SandboxPage:
                         "kind": "message",
                         "channel": msg["channel"],
                         "ts": msg["ts"],
-                        "html": render.render_message(msg, users=names, tz=tz, now=now),
+                        "html": html,
                     },
                 )
             )
@@ -917,6 +935,58 @@ class SandboxPage:
 
 
 # -- helpers -------------------------------------------------------------------------------
+def _thread_html(
+    parent: Mapping[str, Any],
+    replies: Sequence[Mapping[str, Any]],
+    names: Mapping[str, str],
+    tz: tzinfo,
+    now: datetime,
+) -> str:
+    """Under a message with replies, as Slack shows it: "N replies", then the replies
+    (shown expanded, as in an open thread panel). A reply with buttons keeps its own
+    ``.msg`` (its channel and ts), so a click acts on that reply. A broadcast reply
+    says it was also sent to the conversation."""
+    if not replies:
+        return ""
+    count = int(parent.get("reply_count") or len(replies))
+    label = f"{count} repl{'y' if count == 1 else 'ies'}"
+    shown = []
+    for reply in replies:
+        also = (
+            '<div class="also-sent">Also sent as direct message</div>'
+            if reply.get("subtype") == "thread_broadcast"
+            else ""
+        )
+        shown.append(
+            f'<div class="msg reply" data-source="message" '
+            f'data-channel="{_attr(reply["channel"])}" data-ts="{_attr(reply["ts"])}">'
+            '<span class="avatar bot small">J</span><div class="msg-main">'
+            '<div class="msg-head"><b>jitaccess</b><span class="app-tag">APP</span></div>'
+            f'<div class="msg-body">{render.render_message(reply, users=names, tz=tz, now=now)}'
+            "</div>"
+            f"{also}</div></div>"
+        )
+    return (
+        f'<div class="thread" data-thread-ts="{_attr(parent["ts"])}">'
+        f'<div class="thread-count">{label}</div>'
+        f'<div class="thread-replies">{"".join(shown)}</div></div>'
+    )
+
+
+def _replied_to(
+    parent: Mapping[str, Any] | None, names: Mapping[str, str], tz: tzinfo, now: datetime
+) -> str:
+    """What Slack shows above a broadcast reply in the conversation."""
+    about = ""
+    if parent is not None:
+        about = f": {render.mrkdwn(str(parent.get('text') or ''), names, tz=tz, now=now)}"
+    return f'<div class="replied-to">replied to a thread{about}</div>'
+
+
+def _attr(value: Any) -> str:
+    return html_escape(str(value), quote=True)
+
+
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 

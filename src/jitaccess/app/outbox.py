@@ -41,8 +41,9 @@ class Notification:
     #: Older queued messages for the same card, settled as superseded once this one
     #: is delivered (see :data:`COALESCED_KINDS`).
     supersedes: tuple[int, ...] = ()
-    #: A newer message of the same kind, request and recipient is queued: this one is
-    #: still sent (each step is news to the requester) but is already out of date.
+    #: A newer message of the same kind, request and recipient is queued: this one's
+    #: step is still told (each step is news to the requester, a reply in the card's
+    #: thread) but the card is left for the newer one to edit.
     followed: bool = False
 
 
@@ -51,13 +52,17 @@ class OutboxKind(StrEnum):
 
     #: An approver's decision card, edited in place as the request moves.
     APPROVER_CARD = "approver_card"
-    #: The requester's status card for one step of their request.
+    #: One step of the requester's request: their one card edited, the step a reply
+    #: in its thread.
     REQUESTER_UPDATE = "requester_update"
-    #: The reminder before the end of the window (available then, not before).
+    #: The reminder before the end of the window (available then, not before): a
+    #: broadcast reply in the thread of the requester's card.
     ENDING_SOON = "ending_soon"
-    #: An approver's card for an extension (posted when asked, edited when decided).
+    #: An approver's card for an extension, a broadcast reply in the thread of their
+    #: card for the request (posted when asked, edited when decided).
     EXTENSION_CARD = "extension_card"
-    #: An alert to approvers and admins that a revoke keeps failing.
+    #: An alert to approvers and admins that a revoke keeps failing (a broadcast reply
+    #: in the thread of their card for the request).
     REVOKE_FAILING = "revoke_failing"
     #: A break-glass alert to every approver and admin, edited in place as the request
     #: moves and once someone reviewed it (with *Acknowledge* until then).
@@ -80,7 +85,8 @@ COALESCED_KINDS = frozenset(
         OutboxKind.FEED_CARD.value,
     }
 )
-#: Kinds whose every message is posted, but whose card's buttons only the newest keeps.
+#: Kinds whose every message is told (a thread reply), but whose card only the newest
+#: message edits.
 FOLLOWED_KINDS = frozenset({OutboxKind.REQUESTER_UPDATE.value})
 
 

@@ -16,7 +16,7 @@ from jitaccess.store.db import Database
 
 @dataclass(frozen=True)
 class PostedCard:
-    """Where a card is in Slack, the outbox message it last showed and its first line."""
+    """Where a card is in Slack, the outbox message it last showed and a digest of what it shows."""
 
     channel: str
     ts: str
@@ -59,6 +59,37 @@ class SlackMessages:
                 ts=ts,
                 dedup_key=dedup_key,
                 headline=headline,
+                now=now,
+            )
+
+    def reply(self, dedup_key: str) -> tuple[str, str] | None:
+        """Where the thread reply for the outbox message ``dedup_key`` was posted
+        (channel, ts), if it was."""
+        with self.db.transaction(readonly=True) as session:
+            row = slack_messages.reply(session, dedup_key)
+            return None if row is None else (row.channel, row.ts)
+
+    def remember_reply(
+        self,
+        dedup_key: str,
+        request_id: int,
+        recipient: str,
+        *,
+        channel: str,
+        thread_ts: str | None,
+        ts: str,
+        now: datetime,
+    ) -> None:
+        """Record a reply Slack accepted, so a redelivery of its message posts nothing."""
+        with self.db.transaction() as session:
+            slack_messages.remember_reply(
+                session,
+                dedup_key,
+                request_id,
+                recipient,
+                channel=channel,
+                thread_ts=thread_ts,
+                ts=ts,
                 now=now,
             )
 

@@ -1,10 +1,35 @@
-"""Delivers outbox messages to Slack: approver cards (posted once, then edited in
-place), the requester's status cards, reminders and alerts, and the App Home.
+"""Delivers outbox messages to Slack: each person's one card per request (posted
+once, then edited in place, its first line the state now), each step as a reply in
+that card's thread, and the App Home.
+
+What Slack's documentation says, and what follows from it:
+
+* ``chat.postMessage`` with ``thread_ts`` posts a reply in the thread of that message;
+  ``reply_broadcast`` "indicates whether reply should be made visible to everyone in
+  the channel or conversation" (default false)
+  (https://docs.slack.dev/reference/methods/chat.postMessage). A broadcast reply is also
+  in the conversation, as a ``thread_broadcast`` message
+  (https://docs.slack.dev/reference/events/message/thread_broadcast).
+* Nowhere do Slack's docs say that a thread reply *notifies* anyone: the messaging
+  docs on threads (https://docs.slack.dev/messaging#threading) describe how to post and
+  read them, not who hears of them, and a person follows a thread they took part in,
+  not one a bot started under its own message in their DM. An edit
+  (``chat.update``) notifies no one either. So a step a person must hear of is a
+  *broadcast* reply: in the requester's thread the approval, the denial, the access
+  becoming active, the 15-minute reminder, the end (expired, revoked, failed, timed
+  out, or cancelled by someone else) and an extension's outcome; for approvers and
+  admins a revoke that keeps failing and an extension waiting for their decision.
+  Other steps (sent to the approvers, one approval of several) are quiet replies.
+  The card's first post notifies by itself, so a step told by that very post is not
+  broadcast again.
+* ``chat.update`` edits a reply as it edits any message (by its ``ts``), which is how
+  an approver's extension card, a broadcast reply, is edited when decided.
 
 Each delivery renders the request as it is *now* in the database, so a late or
 repeated delivery shows current truth (which is what lets the relay coalesce several
-queued updates of one approver card into one call). A card remembers the outbox
-message it last showed, so redelivering the same message after a crash is a no-op.
+queued updates of one card into one call). A card remembers the outbox message it
+last showed and each reply the outbox message it tells (``slack_replies``), so
+redelivering a message after a crash posts nothing new.
 
 Slack calls go through a :class:`~jitaccess.slack.pacing.SlackPacer` (per-method
 pacing and Retry-After, instead of the SDK sleeping out each 429 in-line), and DM
@@ -13,6 +38,8 @@ channel ids are cached, so ``conversations.open`` is called once per person per 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -37,7 +64,7 @@ from jitaccess.slack.blocks import cards, home, markup
 from jitaccess.slack.pacing import SlackPacer
 
 log = logging.getLogger("jitaccess.slack.notifier")
-#: channel, ts, the outbox key it last showed, its first line
+#: channel, ts, the outbox key it last showed, a digest of what it shows (see _digest)
 _CardRef = tuple[str, str, str | None, str | None]
 
 #: Slack errors that retrying cannot fix.
@@ -252,7 +279,7 @@ class SlackNotifier:
                 deciders = quorum.people(self.service.listing_directory, app.policy.approvers)
                 current = note.recipient in deciders
                 text, body = cards.approver_card(view, tz, current=current, viewer=note.recipient)
-                self._show_card(note, "approver", text, body, now)
+                self._show_card(note, "approver", text, _first(view, body), now)
             elif note.kind == OutboxKind.REQUESTER_UPDATE:
                 headline = breakglass_text(note, view) if view.breakglass else None
                 self._requester_update(note, view, tz, now, headline=headline)
@@ -262,14 +289,17 @@ class SlackNotifier:
                 reminded_end = note.payload.get("ends_at")
                 if reminded_end is not None and reminded_end != view.ends_at.isoformat():
                     raise Skipped(f"request {view.id} was extended: a reminder for the new end")
-                self._requester_update(
-                    note, view, tz, now, headline=cards.ending_soon_text(view, tz)
-                )
+                # The card shows nothing new: only the reply, broadcast (it matters).
+                channel, ts, posted = self._requester_card(note, view, tz, now, edit=False)
+                text, body = cards.step_reply(cards.ending_soon_text(view, tz))
+                self._reply(note, channel, ts, text, body, broadcast=not posted, now=now)
             elif note.kind == OutboxKind.EXTENSION_CARD:
                 self._extension_card(note, view, tz, now)
             elif note.kind == OutboxKind.REVOKE_FAILING:
+                # An alert to act on: broadcast in the thread of their card.
                 text, body = cards.revoke_failing(view, tz)
-                self._post(note.recipient, text, body)
+                parent = self._parent_card(view, note.recipient)
+                self._reply(note, parent[0], parent[1], text, body, broadcast=True, now=now)
             elif note.kind == OutboxKind.ACTIVITY_SUMMARY:
                 data = note.payload.get("summary")
                 if not isinstance(data, dict):
@@ -277,10 +307,10 @@ class SlackNotifier:
                 summary = ActivitySummary.from_dict(data)
                 digest = str(note.payload.get("sha256") or "")
                 text, body = cards.activity_summary(view, summary, digest, tz)
-                # Posted once: a redelivery after a crash finds it remembered.
+                # Posted as a separate message by older versions: never twice.
                 if self._card(view.id, note.recipient, "activity") is None:
-                    channel, ts = self._post(note.recipient, text, body)
-                    self._remember(note, "activity", channel, ts, now)
+                    parent = self._parent_card(view, note.recipient)
+                    self._reply(note, parent[0], parent[1], text, body, broadcast=False, now=now)
             else:
                 raise Undeliverable(f"unknown outbox kind {note.kind!r}")
             self._stale_homes.add(note.recipient)
@@ -295,7 +325,7 @@ class SlackNotifier:
         approvers and admins (groups expanded), so one who left gets no buttons."""
         current = note.recipient in self.service.breakglass.reviewers_of_app(view.app)
         text, body = cards.breakglass_alert(view, tz, current=current)
-        self._show_card(note, "breakglass", text, body, now)
+        self._show_card(note, "breakglass", text, _first(view, body), now)
 
     # -- the application's feed channel ----------------------------------------------
     def _feed_card(self, note: Notification, view: Any, now: datetime) -> None:
@@ -334,17 +364,29 @@ class SlackNotifier:
         now: datetime,
         *,
         post_to: str | None = None,
-    ) -> None:
-        """Edit the card in place, or post it (to the recipient's DM, or ``post_to``)."""
+        edit: bool = True,
+    ) -> tuple[str, str, bool]:
+        """Edit the card in place, or post it (to the recipient's DM, or ``post_to``)
+        when there is none or Slack says it is gone. Returns where the card is and
+        whether it was posted just now. With ``edit`` False an existing card is left
+        as it is (a newer queued message will edit it)."""
         assert note.recipient is not None and note.request_id is not None
         card = self._card(note.request_id, note.recipient, role)
-        if card is not None and card[2] == note.dedup_key:
-            return  # this very message was already shown (redelivery after a crash)
+        if card is not None and (card[2] == note.dedup_key or not edit):
+            # Already shows this very message (a redelivery after a crash), or is left
+            # for the newer message to edit.
+            return card[0], card[1], False
+        shown = _digest(text, body)
+        if card is not None and card[3] == shown:
+            # Slack already shows exactly this (e.g. the card was posted a moment ago,
+            # rendered from the request as it is now): no edit needed.
+            self._remember(note, role, card[0], card[1], now, headline=shown)
+            return card[0], card[1], False
         if card is not None:
             try:
                 self._update(card[0], card[1], text, body)
-                self._remember(note, role, card[0], card[1], now)
-                return
+                self._remember(note, role, card[0], card[1], now, headline=shown)
+                return card[0], card[1], False
             except SlackApiError as exc:
                 if exc.response.get("error") != "message_not_found":
                     raise
@@ -352,11 +394,62 @@ class SlackNotifier:
             channel, ts = self._post_in(post_to, text, body)
         else:
             channel, ts = self._post(note.recipient, text, body)
-        self._remember(note, role, channel, ts, now)
+        self._remember(note, role, channel, ts, now, headline=shown)
+        return channel, ts, True
+
+    def _reply(
+        self,
+        note: Notification,
+        channel: str | None,
+        thread_ts: str | None,
+        text: str,
+        body: list[dict[str, Any]],
+        *,
+        broadcast: bool,
+        now: datetime,
+    ) -> tuple[str, str]:
+        """Post the reply telling ``note`` in the thread of ``thread_ts`` (on its own
+        in the recipient's DM when there is no card to reply to), once: a redelivery
+        finds the reply remembered under the message's dedup key and posts nothing."""
+        assert note.recipient is not None and note.request_id is not None
+        done = self._messages.reply(note.dedup_key)
+        if done is not None:
+            return done
+        if channel is None or thread_ts is None:
+            posted = self._post(note.recipient, text, body)
+        else:
+            posted = self._post_in(
+                channel, text, body, thread_ts=thread_ts, reply_broadcast=broadcast
+            )
+        self._messages.remember_reply(
+            note.dedup_key,
+            note.request_id,
+            note.recipient,
+            channel=posted[0],
+            thread_ts=thread_ts if channel is not None else None,
+            ts=posted[1],
+            now=now,
+        )
+        return posted
+
+    def _parent_card(self, view: Any, recipient: str) -> tuple[str | None, str | None]:
+        """The recipient's card for the request a reply goes under: their own request's
+        card, else their approver card or break-glass alert; (None, None) when they
+        have none."""
+        roles = ("requester", "approver", "breakglass")
+        if recipient != view.requester:
+            roles = ("approver", "breakglass", "requester")
+        for role in roles:
+            card = self._card(view.id, recipient, role)
+            if card is not None:
+                return card[0], card[1]
+        return None, None
 
     def _extension_card(self, note: Notification, view: Any, tz: tzinfo, now: datetime) -> None:
-        """An approver's extension card: posted when an extension is asked (or made by
-        the policy), so they are notified; edited in place when it is decided."""
+        """An approver's extension card: a broadcast reply in the thread of their card
+        for the request, posted when an extension is asked (or made by the policy), so
+        they are notified and see it under the request; edited in place when decided.
+        Its buttons keep their block id (:func:`cards.extension_block_id`)."""
         assert note.recipient is not None and note.request_id is not None
         text, body = cards.extension_card(view, tz, dict(note.payload), viewer=note.recipient)
         card = self._card(note.request_id, note.recipient, "extension")
@@ -370,50 +463,56 @@ class SlackNotifier:
             except SlackApiError as exc:
                 if exc.response.get("error") != "message_not_found":
                     raise
-        channel, ts = self._post(note.recipient, text, body)
+        parent = self._parent_card(view, note.recipient)
+        channel, ts = self._reply(note, parent[0], parent[1], text, body, broadcast=True, now=now)
         self._remember(note, "extension", channel, ts, now)
+
+    def _requester_card(
+        self, note: Notification, view: Any, tz: tzinfo, now: datetime, *, edit: bool = True
+    ) -> tuple[str, str, bool]:
+        """The requester's one card for the request: posted once, then edited in place;
+        its first line is the state now, its buttons the actions offered now."""
+        text, body = cards.requester_card(view, tz)
+        return self._show_card(note, "requester", text, _first(view, body), now, edit=edit)
 
     def _requester_update(
         self, note: Notification, view: Any, tz: tzinfo, now: datetime, headline: str | None = None
     ) -> None:
-        """Post a new status card (so the requester is notified) and take the
-        buttons off the previous one, so only the latest card can act.
+        """Bring the requester's card up to date and tell the step in its thread.
 
         When a newer status message for the same request is already queued
-        (``note.followed``), this one is posted without buttons and the card of record
-        stays the previous one: the newer message takes the buttons off it, so each
-        card is edited once, not once per queued step."""
+        (``note.followed``), the card is left for that message to edit (each card is
+        edited once, not once per queued step), but this step's reply is still posted:
+        each step is news."""
         assert note.recipient is not None and note.request_id is not None
-        previous = self._card(note.request_id, note.recipient, "requester")
-        if previous is not None and previous[2] == note.dedup_key:
-            return
-        headline = headline or transition_text(note)
-        body = _headed(headline, view, tz, not note.followed)
-        channel, ts = self._post(note.recipient, headline, body)
-        if note.followed and previous is not None:
-            # Remember only that this message was shown (a redelivery is a no-op).
-            self._remember(note, "requester", previous[0], previous[1], now, headline=previous[3])
-            return
-        self._remember(note, "requester", channel, ts, now, headline=headline)
-        if previous is not None:
-            # The older card keeps its own first line but loses its buttons.
-            old_headline = previous[3] or headline
-            try:
-                self._update(
-                    previous[0], previous[1], old_headline, _headed(old_headline, view, tz, False)
-                )
-            except SlackApiError as exc:
-                log.info("could not refresh an older card: %s", exc.response.get("error"))
+        step = headline or transition_text(note)
+        channel, ts, posted = self._requester_card(note, view, tz, now, edit=not note.followed)
+        text, body = cards.step_reply(step)
+        broadcast = not posted and _tells_requester(note, view)
+        self._reply(note, channel, ts, text, body, broadcast=broadcast, now=now)
 
     def _post(self, user_id: str, text: str, body: list[dict[str, Any]]) -> tuple[str, str]:
         return self._post_in(self._dm_channel(user_id), text, body)
 
-    def _post_in(self, channel: str, text: str, body: list[dict[str, Any]]) -> tuple[str, str]:
+    def _post_in(
+        self,
+        channel: str,
+        text: str,
+        body: list[dict[str, Any]],
+        *,
+        thread_ts: str | None = None,
+        reply_broadcast: bool = False,
+    ) -> tuple[str, str]:
+        threaded: dict[str, Any] = {}
+        if thread_ts is not None:
+            threaded = {"thread_ts": thread_ts, "reply_broadcast": reply_broadcast}
         response = self.pacer.call(
             "chat.postMessage",
             lambda: answers.call(
                 "chat.postMessage",
-                lambda: self.client.chat_postMessage(channel=channel, text=text, blocks=body),
+                lambda: self.client.chat_postMessage(
+                    channel=channel, text=text, blocks=body, **threaded
+                ),
             ),
             channel=channel,
         )
@@ -496,9 +595,44 @@ class SlackNotifier:
         )
 
 
-def _headed(headline: str, view: Any, tz: tzinfo, with_buttons: bool) -> list[dict[str, Any]]:
-    _, body = cards.requester_card(view, tz, with_buttons=with_buttons)
-    return [{"type": "section", "text": {"type": "mrkdwn", "text": headline}}, *body]
+#: The requester's steps that end the request: broadcast unless they ended it.
+_ENDINGS = frozenset({"expired", "revoked", "failed", "timed_out", "cancelled"})
+#: The requester's other steps that are broadcast (they must hear of them).
+_TOLD_STEPS = frozenset({"approved", "auto_approved", "denied", "active"})
+#: Extension events whose outcome the requester must hear of.
+_TOLD_EXTENSION_EVENTS = frozenset({"extend", "extension_denied", "extension_timed_out"})
+
+
+def _tells_requester(note: Notification, view: Any) -> bool:
+    """Whether a requester's step is a broadcast reply (it notifies; see the module
+    docstring): approval, denial, activation, the end (unless they ended it
+    themselves), an extension's outcome (unless they extended it themselves)."""
+    payload = note.payload
+    event = payload.get("event")
+    actor = str(payload.get("actor") or "")
+    if event == APPROVAL_RECORDED or event == "extension_requested":
+        return False
+    if event == "extension_approval_recorded":
+        return False
+    if event == "breakglass_reviewed":
+        return True
+    if event in _TOLD_EXTENSION_EVENTS:
+        return actor != str(view.requester)
+    to = str(payload.get("to") or "")
+    if to in _ENDINGS:
+        return actor != str(view.requester)
+    return to in _TOLD_STEPS
+
+
+def _digest(text: str, body: list[dict[str, Any]]) -> str:
+    """What a card shows, in short: kept with the card (the ``headline`` column), so an
+    edit that would change nothing on screen is not sent."""
+    shown = json.dumps([text, body], sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(shown.encode()).hexdigest()
+
+
+def _first(view: Any, body: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return cards.with_first_line(view, body)
 
 
 def home_for(service: JitService, user_id: str, tz: tzinfo, now: datetime) -> dict[str, Any]:

@@ -292,6 +292,25 @@ class LogGrant(Base):
     revoke_calls: Mapped[int] = mapped_column(default=0)
 
 
+class SlackReply(Base):
+    """A reply posted in the thread of a request's card, one per outbox message: a
+    redelivery of that message (a crash after Slack accepted it, before it was
+    settled) finds it here and posts nothing new."""
+
+    __tablename__ = "slack_replies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: The outbox message the reply tells (unique: one reply per message).
+    dedup_key: Mapped[str] = mapped_column(String(200), unique=True)
+    request_id: Mapped[int] = mapped_column(index=True)
+    recipient: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(32))
+    #: The card the reply is under (None: posted on its own, no card to reply to).
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    ts: Mapped[str] = mapped_column(String(32))
+    posted_at: Mapped[datetime]
+
+
 class SlackMessage(Base):
     """Where a request's card was posted for one person, so later changes edit it
     in place (``chat.update``) instead of posting again."""
@@ -304,13 +323,15 @@ class SlackMessage(Base):
     recipient: Mapped[str] = mapped_column(String(32))
     #: "approver" (the decision card), "requester" (the latest status card) or
     #: "feed" (the application's channel; ``recipient`` is then the channel ID).
-    #: "activity" (the activity summary, posted once).
+    #: "extension" (an approver's extension card, a reply in their card's thread).
+    #: "activity" (the activity summary of older versions, posted once).
     role: Mapped[str] = mapped_column(String(20))
     channel: Mapped[str] = mapped_column(String(32))
     ts: Mapped[str] = mapped_column(String(32))
     #: The outbox message this card last showed: a redelivery of it is a no-op.
     last_dedup_key: Mapped[str | None] = mapped_column(String(200))
-    #: The first line the card was posted with (kept when the card is refreshed).
+    #: A digest of what the card shows now (``sha256:…``), so an edit that would change
+    #: nothing is not sent (older versions kept the card's first line here).
     headline: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime]
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from jitaccess.store.models import SlackEvent, SlackMessage, SlackSignature
+from jitaccess.store.models import SlackEvent, SlackMessage, SlackReply, SlackSignature
 
 
 def card(session: Session, request_id: int, recipient: str, role: str) -> SlackMessage | None:
@@ -38,6 +38,39 @@ def forget_all_cards(session: Session) -> None:
     instead of editing messages a workspace no longer has (the sandbox's fake Slack
     keeps its messages in memory and numbers them from the same start after a restart)."""
     session.execute(delete(SlackMessage))
+    session.execute(delete(SlackReply))
+
+
+def reply(session: Session, dedup_key: str) -> SlackReply | None:
+    """The thread reply posted for the outbox message ``dedup_key``, if one was."""
+    return session.execute(
+        select(SlackReply).where(SlackReply.dedup_key == dedup_key)
+    ).scalar_one_or_none()
+
+
+def remember_reply(
+    session: Session,
+    dedup_key: str,
+    request_id: int,
+    recipient: str,
+    *,
+    channel: str,
+    thread_ts: str | None,
+    ts: str,
+    now: datetime,
+) -> None:
+    """Record the reply Slack accepted for the outbox message ``dedup_key``."""
+    session.add(
+        SlackReply(
+            dedup_key=dedup_key,
+            request_id=request_id,
+            recipient=recipient,
+            channel=channel,
+            thread_ts=thread_ts,
+            ts=ts,
+            posted_at=now,
+        )
+    )
 
 
 def forget_signatures(session: Session, now: datetime) -> None:
@@ -63,7 +96,7 @@ def remember_card(
     now: datetime,
 ) -> None:
     """Record where the card of ``role`` for ``recipient`` now is (posted or edited),
-    the outbox message it shows and its first line."""
+    the outbox message it shows and a digest of what it shows."""
     row = card(session, request_id, recipient, role)
     if row is None:
         row = SlackMessage(

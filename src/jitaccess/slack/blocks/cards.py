@@ -136,6 +136,27 @@ def outcome_lines(view: RequestView, tz: tzinfo) -> list[str]:
     return lines
 
 
+def card_first_line(view: RequestView) -> str:
+    """The first line of every person's card for a request: its state now (the
+    label the cards already use), then which request it is. The card is edited in
+    place at every step, so this line is always current."""
+    label = STATE_LABEL.get(RequestState(view.state), view.state)
+    kind = "Break-glass access" if view.breakglass else "Request"
+    return f"*{label}* · {kind} #{view.id}: {escape(view.role)} on *{escape(view.app)}*"
+
+
+def with_first_line(view: RequestView, body: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``body`` under :func:`card_first_line` (a section block of its own)."""
+    first = SectionBlock(text=md(truncate(card_first_line(view), SECTION_TEXT_MAX)))
+    return [*dump([first]), *body]
+
+
+def step_reply(text: str) -> tuple[str, list[dict[str, Any]]]:
+    """A short reply in a card's thread telling one step (text and one section)."""
+    blocks = dump([SectionBlock(text=md(truncate(text, SECTION_TEXT_MAX)))])
+    return truncate(text, 300), blocks
+
+
 def no_longer_approver_text(view: RequestView) -> str:
     text = f"You are no longer an approver of {escape(view.app)}"
     if deciding(view):
