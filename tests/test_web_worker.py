@@ -288,10 +288,16 @@ def test_web_records_and_the_worker_does_the_rest(
         assert wait_until(lambda: state(1) in {"approved", "active"}, 10), logs()
 
         def active_card() -> dict[str, Any] | None:
-            for message in fake_slack.dms_to(PUBLISHER):
-                if message["text"] == "Your access for request #1 is active.":
-                    return message
-            return None
+            """Pat's one card for the request, once the activation step is in its thread
+            (the card's buttons are the ones it offers now)."""
+            told = any(
+                m["text"] == "Your access for request #1 is active."
+                for m in fake_slack.dms_to(PUBLISHER)
+            )
+            cards = [m for m in fake_slack.cards_to(PUBLISHER) if "#1" in m["text"]]
+            if not told or len(cards) != 1 or "jit_release" not in json.dumps(cards[0]):
+                return None
+            return cards[0]
 
         assert fake_slack.wait_for(lambda: active_card() is not None, 15), logs()
         card = active_card()

@@ -43,6 +43,9 @@ def approve_extension(sandbox: Sandbox, request_id: int) -> None:
                 for i in state(sandbox, ava)["timeline"]
                 if f"Extension of request #{request_id}" in i["html"]
                 and ids.APPROVE_EXTENSION in i["html"]
+                # The extension card is a broadcast reply in the thread of Ava's card:
+                # its copy in the conversation is a message of its own (its own ts).
+                and "replied to a thread" in i["html"]
             ),
             None,
         )
