@@ -9,8 +9,10 @@ no clock is waited on). Two relay rhythms, as in ``bench.feed_calls``: the relay
 after every step, and the relay is behind (draining once after approve, once at the
 reminder and once after expire). Counted per request: calls by method, then what the
 requester's DM holds: top-level messages (cards) and thread replies (and how many of
-those were broadcast). ``users.info`` and ``conversations.open`` are cached per
-process. The counts are exact, not timed.
+those were broadcast). ``conversations.open`` is cached per process. ``users.info``
+stays a column at 0: times are Slack date tokens now, so nobody's zone is looked up
+(a revision before that asked once per person per hour). The counts are exact, not
+timed.
 
 Run the same file against another revision's ``src`` with ``PYTHONPATH`` (see
 bench/README.md): a revision that posts a new card per step shows more top-level

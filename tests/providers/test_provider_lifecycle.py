@@ -160,7 +160,7 @@ def test_grant_refused_five_times_fails_visibly_and_tells_everyone(
     assert shown.exit_code == 0
     assert "Backend attempts" in shown.stdout and "roleAssignments/write" in shown.stdout
     # ... and on the Slack card.
-    _text, card = cards.approver_card(view, UTC)
+    _text, card = cards.approver_card(view)
     assert "roleAssignments/write" in json.dumps(card)
 
 

@@ -139,7 +139,7 @@ def test_a_justification_with_a_script_tag_shows_as_text(service: JitService) ->
         justification=f"deploy {SCRIPT} & <b>fix</b>",
         now=now,
     )
-    _, card = cards.approver_card(view, ZoneInfo("Europe/Paris"))
+    _, card = cards.approver_card(view)
     out = render.render_blocks(card, users={PUBLISHER: "Pat Publisher"})
     assert "<script" not in out and "<b>fix" not in out
     assert "deploy &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &lt;b&gt;fix" in out

@@ -98,23 +98,21 @@ def test_each_state_offers_what_the_machine_allows() -> None:
 
 @pytest.mark.parametrize(("state", "ending"), CASES)
 def test_the_approver_card_shows_the_offered_decisions(state: str, ending: bool) -> None:
-    _, rendered = cards.approver_card(view(state, ending=ending), UTC)
+    _, rendered = cards.approver_card(view(state, ending=ending))
     assert set(actions_of(rendered)) == offers(state, ending) & APPROVER
 
 
 @pytest.mark.parametrize(("state", "ending"), CASES)
 def test_the_requester_card_shows_the_offered_actions(state: str, ending: bool) -> None:
-    _, rendered = cards.requester_card(view(state, ending=ending), UTC)
+    _, rendered = cards.requester_card(view(state, ending=ending))
     assert set(actions_of(rendered)) == offers(state, ending) & REQUESTER
-    _, without = cards.requester_card(view(state, ending=ending), UTC, with_buttons=False)
+    _, without = cards.requester_card(view(state, ending=ending), with_buttons=False)
     assert actions_of(without) == []
 
 
 @pytest.mark.parametrize(("state", "ending"), CASES)
 def test_the_home_tab_offers_release_or_cancel(state: str, ending: bool) -> None:
-    tab = home.home_view(
-        pending=(), mine=[view(state, ending=ending)], overseen=None, tz=UTC, now=T0
-    )
+    tab = home.home_view(pending=(), mine=[view(state, ending=ending)], overseen=None, now=T0)
     offered = offers(state, ending)
     expected = [a for a in (Action.RELEASE, Action.CANCEL) if a in offered][:1]
     assert actions_of(tab["blocks"]) == expected
@@ -124,7 +122,7 @@ def test_the_home_tab_offers_release_or_cancel(state: str, ending: bool) -> None
 def test_the_breakglass_alert_offers_revoke_where_the_lifecycle_does(
     state: str, ending: bool
 ) -> None:
-    _, rendered = cards.breakglass_alert(view(state, ending=ending, breakglass=True), UTC)
+    _, rendered = cards.breakglass_alert(view(state, ending=ending, breakglass=True))
     shown = [a for a in actions_of_all(rendered) if a != ids.BREAKGLASS_ACK]
     assert set(shown) == {a.value for a in offers(state, ending) & {Action.REVOKE}}
 

@@ -392,9 +392,9 @@ def test_payloads_built_from_backend_and_activity_text_are_escaped(world: SlackW
         }
     )
     payloads = [
-        cards.revoke_failing(failing, markup.zone(None)),
-        cards.activity_summary(view, summary, "ab" * 32, markup.zone(None)),
-        cards.requester_card(failing, markup.zone(None)),
+        cards.revoke_failing(failing),
+        cards.activity_summary(view, summary, "ab" * 32),
+        cards.requester_card(failing),
     ]
     for text, body in payloads:
         mrkdwn: list[tuple[str, str]] = [("text", text)]

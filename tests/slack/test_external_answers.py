@@ -25,11 +25,8 @@ from jitaccess.app.outbox import OutboxKind
 from jitaccess.domain.policy import ApprovalMode, Policy
 from jitaccess.slack.blocks import ids
 from jitaccess.slack.listeners.base import SORRY
-from jitaccess.slack.notifier import TimeZones
-from jitaccess.slack.runtime import slack_client
 from jitaccess.store.db import Database
 from jitaccess.store.models import OutboxMessage, SlackMessage
-from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, now, texts
 from test_approver_groups import GROUP, register_group_app, request, unchanged, world
 
@@ -196,28 +193,6 @@ def test_a_strange_post_answer_is_not_remembered_as_the_card(
     assert rejected("slack", "chat.postMessage") > counted
     with db.transaction(readonly=True) as s:
         assert s.execute(select(func.count()).select_from(SlackMessage)).scalar_one() == 0
-
-
-# -- users.info -----------------------------------------------------------------------
-
-TZ_ANSWERS = strange("user", {"id": APPROVER, "tz": "America/New_York"}) | {
-    "a tz that is a number": {"ok": True, "user": {"id": APPROVER, "tz": -5}},
-    "a tz that is an object": {"ok": True, "user": {"id": APPROVER, "tz": {"name": "x"}}},
-}
-
-
-@pytest.mark.parametrize("shape", TZ_ANSWERS)
-def test_a_strange_time_zone_answer_shows_utc_and_is_asked_again(
-    fake_slack: FakeSlack, shape: str
-) -> None:
-    zones = TimeZones(slack_client("xoxb-test", fake_slack.base_url))
-    counted = rejected("slack", "users.info")
-    fake_slack.answer_next("users.info", TZ_ANSWERS[shape])
-    assert str(zones.of(APPROVER)) == "UTC"
-    # (A user object without tz is documented: a bot or a deleted user. Shown as UTC.)
-    assert rejected("slack", "users.info") == counted + (shape != "an object")
-    if shape != "an object":
-        assert str(zones.of(APPROVER)) == "America/New_York"  # not cached: asked again
 
 
 # -- views.open -----------------------------------------------------------------------

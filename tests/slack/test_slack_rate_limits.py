@@ -58,7 +58,6 @@ def limit(world: SlackWorld) -> ManualClock:
     world.fake.set_rate_limits(SlackRateLimiter(clock=clock))
     notifier = world.runtime.notifier
     notifier.pacer = SlackPacer(clock=clock, wait=clock.wait)
-    notifier.zones._pacer = notifier.pacer
     return clock
 
 

@@ -143,14 +143,14 @@ def test_a_break_glass_card_says_who_took_it_then_who_reviewed_it() -> None:
     taken = replace(
         card_view(RequestState.ACTIVE, ending=False, breakglass=True), decided_by="UPUB1"
     )
-    _, body = cards.breakglass_alert(taken, markup.zone(None))
+    _, body = cards.breakglass_alert(taken)
     shown = str(body)
     assert "Break-glass by <@UPUB1> · to be reviewed" in shown
     assert "Approved by" not in shown
     reviewed = replace(taken, reviewed_by=APPROVER, reviewed_at=T0, review_reason="INC-1 ok")
     for render_card in (
-        lambda v: cards.breakglass_alert(v, markup.zone(None)),
-        lambda v: cards.requester_card(v, markup.zone(None)),
+        lambda v: cards.breakglass_alert(v),
+        lambda v: cards.requester_card(v),
         cards.feed_card,
     ):
         _, body = render_card(reviewed)
@@ -164,13 +164,11 @@ def test_a_break_glass_listing_names_no_approver() -> None:
     taken = replace(
         card_view(RequestState.ACTIVE, ending=False, breakglass=True), decided_by="UPUB1"
     )
-    listing = str(home.request_list("Yours", [taken], markup.zone(None), T0, empty="-"))
+    listing = str(home.request_list("Yours", [taken], T0, empty="-"))
     assert "break-glass (INC-1), needs review" in listing
     assert "decided by" not in listing
     approved = card_view(RequestState.ACTIVE, ending=False)
-    assert "decided by <@UAPP1>" in str(
-        home.request_list("Yours", [approved], markup.zone(None), T0, empty="-")
-    )
+    assert "decided by <@UAPP1>" in str(home.request_list("Yours", [approved], T0, empty="-"))
 
 
 # -- emoji ------------------------------------------------------------------------------------

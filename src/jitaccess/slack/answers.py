@@ -5,11 +5,11 @@ Every call whose answer the app reads goes through :func:`call` (``ok`` must be 
 returns has the type api.slack.com documents: ``usergroups.users.list``'s ``users`` is a
 list of user ids, ``conversations.open``'s ``channel.id`` a channel id, a
 ``chat.postMessage``'s ``channel`` and ``ts`` strings, a ``views.open``'s ``view.id`` and
-``view.hash`` strings, ``users.info``'s ``user.tz`` a string. Anything else is a failed
-lookup (:class:`~jitaccess.answers.AnswerRejected`, logged and counted), never data:
-nothing here iterates over whatever came back. Slack's own refusals (``ok: false``
-with an ``error``) stay :class:`~slack_sdk.errors.SlackApiError`, as the SDK raises
-them. A later Slack read adds its reader here.
+``view.hash`` strings. Anything else is a failed lookup
+(:class:`~jitaccess.answers.AnswerRejected`, logged and counted), never data: nothing
+here iterates over whatever came back. Slack's own refusals (``ok: false`` with an
+``error``) stay :class:`~slack_sdk.errors.SlackApiError`, as the SDK raises them. A
+later Slack read adds its reader here.
 """
 
 from __future__ import annotations
@@ -134,17 +134,3 @@ def user_by_email(data: Answer) -> str | None:
         if value:
             return None
     return user_id
-
-
-def time_zone(data: Answer) -> str | None:
-    """``users.info``: the person's IANA time zone; None when Slack has none for them
-    (a bot, a deleted user: the ``tz`` field is then absent or null)."""
-    user = _field("users.info", data, ("user",))
-    if not isinstance(user, dict):
-        raise rejected(SERVICE, "users.info", f"user as {describe(user)}, not an object")
-    value = user.get("tz")
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise rejected(SERVICE, "users.info", f"user.tz as {describe(value)}, not a string")
-    return value

@@ -35,7 +35,6 @@ class BreakGlassListeners:
         assert isinstance(action, TakeBreakGlass | ReviewBreakGlass), cmd.name
         view = handle(self.front.service, action, now)
         if isinstance(action, TakeBreakGlass):
-            tz = self.front.notifier.zones.of(user)
             granted = (
                 "Your access is active."
                 if view.state == "active"
@@ -44,7 +43,7 @@ class BreakGlassListeners:
             return (
                 f":rotating_light: Break-glass request #{view.id}: {markup.escape(view.role)} on "
                 f"{markup.escape(view.app)}, "
-                f"{markup.window(view, tz)}, for {markup.escape(view.incident_ref or '')}. "
+                f"{markup.window(view)}, for {markup.escape(view.incident_ref or '')}. "
                 f"{granted} Every approver and admin was alerted; one of them will review it."
             )
         return f"Break-glass request #{view.id} is reviewed. Thank you."

@@ -42,15 +42,13 @@ import hashlib
 import json
 import logging
 import threading
-import time
-from datetime import datetime, tzinfo
+from datetime import datetime
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from jitaccess.answers import AnswerRejected
 from jitaccess.app import quorum
 from jitaccess.app.outbox import Notification, OutboxKind, Skipped, Undeliverable
 from jitaccess.app.quorum import APPROVAL_RECORDED
@@ -179,42 +177,6 @@ _EXTENSION_TEXT = {
 }
 
 
-class TimeZones:
-    """Each person's time zone from ``users.info``, cached for an hour."""
-
-    def __init__(
-        self, client: WebClient, ttl: float = 3600.0, pacer: SlackPacer | None = None
-    ) -> None:
-        self._client = client
-        self._ttl = ttl
-        self._pacer = pacer
-        self._cache: dict[str, tuple[float, tzinfo]] = {}
-        self._lock = threading.Lock()
-
-    def of(self, user_id: str) -> tzinfo:
-        with self._lock:
-            hit = self._cache.get(user_id)
-        if hit and time.monotonic() - hit[0] < self._ttl:
-            return hit[1]
-
-        def ask() -> answers.Answer:
-            return answers.call("users.info", lambda: self._client.users_info(user=user_id))
-
-        try:
-            info = ask() if self._pacer is None else self._pacer.call("users.info", ask)
-            tz = markup.zone(answers.time_zone(info) or "")
-        except SlackApiError as exc:
-            log.info(
-                "users.info failed for %s (%s); showing UTC", user_id, exc.response.get("error")
-            )
-            return markup.zone(None)
-        except AnswerRejected:  # logged and counted; asked again next time
-            return markup.zone(None)
-        with self._lock:
-            self._cache[user_id] = (time.monotonic(), tz)
-        return tz
-
-
 def delivery_client(client: WebClient) -> WebClient:
     """A copy of ``client`` whose 429s reach the caller: the relay's pacer waits them
     out per method, where the SDK's handler would sleep in-line, with jitter."""
@@ -236,7 +198,6 @@ class SlackNotifier:
         self,
         client: WebClient,
         service: JitService,
-        zones: TimeZones | None = None,
         *,
         pacer: SlackPacer | None = None,
     ) -> None:
@@ -248,7 +209,6 @@ class SlackNotifier:
             )
             pacer = SlackPacer(stopping=stopping)
         self.pacer = pacer
-        self.zones = zones or TimeZones(self.client, pacer=pacer)
         #: People whose App Home shows something that changed; refreshed once per batch.
         self._stale_homes: set[str] = set()
         #: DM channel id per person: conversations.open once per person per process.
@@ -265,12 +225,11 @@ class SlackNotifier:
         if note.kind == OutboxKind.FEED_CARD:
             self._feed_card(note, view, now)
             return
-        tz = self.zones.of(note.recipient)
         try:
             if note.kind == OutboxKind.BREAKGLASS_ALERT or (
                 note.kind == OutboxKind.APPROVER_CARD and view.breakglass
             ):
-                self._breakglass_alert(note, view, tz, now)
+                self._breakglass_alert(note, view, now)
             elif note.kind == OutboxKind.APPROVER_CARD:
                 # Rendered from the current policy: a removed approver gets no buttons.
                 app = self.service.get_app(view.app, include_removed=True)
@@ -278,11 +237,11 @@ class SlackNotifier:
                 # "no members": that would take the buttons off a current approver's card.
                 deciders = quorum.people(self.service.listing_directory, app.policy.approvers)
                 current = note.recipient in deciders
-                text, body = cards.approver_card(view, tz, current=current, viewer=note.recipient)
+                text, body = cards.approver_card(view, current=current, viewer=note.recipient)
                 self._show_card(note, "approver", text, _first(view, body), now)
             elif note.kind == OutboxKind.REQUESTER_UPDATE:
                 headline = breakglass_text(note, view) if view.breakglass else None
-                self._requester_update(note, view, tz, now, headline=headline)
+                self._requester_update(note, view, now, headline=headline)
             elif note.kind == OutboxKind.ENDING_SOON:
                 if view.state != "active" or view.end_requested is not None or now >= view.ends_at:
                     raise Skipped(f"request {view.id} is {view.state}: no reminder needed")
@@ -290,14 +249,14 @@ class SlackNotifier:
                 if reminded_end is not None and reminded_end != view.ends_at.isoformat():
                     raise Skipped(f"request {view.id} was extended: a reminder for the new end")
                 # The card shows nothing new: only the reply, broadcast (it matters).
-                channel, ts, posted = self._requester_card(note, view, tz, now, edit=False)
-                text, body = cards.step_reply(cards.ending_soon_text(view, tz))
+                channel, ts, posted = self._requester_card(note, view, now, edit=False)
+                text, body = cards.step_reply(cards.ending_soon_text(view))
                 self._reply(note, channel, ts, text, body, broadcast=not posted, now=now)
             elif note.kind == OutboxKind.EXTENSION_CARD:
-                self._extension_card(note, view, tz, now)
+                self._extension_card(note, view, now)
             elif note.kind == OutboxKind.REVOKE_FAILING:
                 # An alert to act on: broadcast in the thread of their card.
-                text, body = cards.revoke_failing(view, tz)
+                text, body = cards.revoke_failing(view)
                 parent = self._parent_card(view, note.recipient)
                 self._reply(note, parent[0], parent[1], text, body, broadcast=True, now=now)
             elif note.kind == OutboxKind.ACTIVITY_SUMMARY:
@@ -306,7 +265,7 @@ class SlackNotifier:
                     raise Undeliverable(f"activity summary for request {view.id} has no summary")
                 summary = ActivitySummary.from_dict(data)
                 digest = str(note.payload.get("sha256") or "")
-                text, body = cards.activity_summary(view, summary, digest, tz)
+                text, body = cards.activity_summary(view, summary, digest)
                 # Posted as a separate message by older versions: never twice.
                 if self._card(view.id, note.recipient, "activity") is None:
                     parent = self._parent_card(view, note.recipient)
@@ -320,11 +279,11 @@ class SlackNotifier:
                 raise Undeliverable(f"Slack said {error}") from None
             raise
 
-    def _breakglass_alert(self, note: Notification, view: Any, tz: tzinfo, now: datetime) -> None:
+    def _breakglass_alert(self, note: Notification, view: Any, now: datetime) -> None:
         """The alert card, one per person, edited in place; rendered from the current
         approvers and admins (groups expanded), so one who left gets no buttons."""
         current = note.recipient in self.service.breakglass.reviewers_of_app(view.app)
-        text, body = cards.breakglass_alert(view, tz, current=current)
+        text, body = cards.breakglass_alert(view, current=current)
         self._show_card(note, "breakglass", text, _first(view, body), now)
 
     # -- the application's feed channel ----------------------------------------------
@@ -445,13 +404,13 @@ class SlackNotifier:
                 return card[0], card[1]
         return None, None
 
-    def _extension_card(self, note: Notification, view: Any, tz: tzinfo, now: datetime) -> None:
+    def _extension_card(self, note: Notification, view: Any, now: datetime) -> None:
         """An approver's extension card: a broadcast reply in the thread of their card
         for the request, posted when an extension is asked (or made by the policy), so
         they are notified and see it under the request; edited in place when decided.
         Its buttons keep their block id (:func:`cards.extension_block_id`)."""
         assert note.recipient is not None and note.request_id is not None
-        text, body = cards.extension_card(view, tz, dict(note.payload), viewer=note.recipient)
+        text, body = cards.extension_card(view, dict(note.payload), viewer=note.recipient)
         card = self._card(note.request_id, note.recipient, "extension")
         if card is not None and card[2] == note.dedup_key:
             return
@@ -468,15 +427,15 @@ class SlackNotifier:
         self._remember(note, "extension", channel, ts, now)
 
     def _requester_card(
-        self, note: Notification, view: Any, tz: tzinfo, now: datetime, *, edit: bool = True
+        self, note: Notification, view: Any, now: datetime, *, edit: bool = True
     ) -> tuple[str, str, bool]:
         """The requester's one card for the request: posted once, then edited in place;
         its first line is the state now, its buttons the actions offered now."""
-        text, body = cards.requester_card(view, tz)
+        text, body = cards.requester_card(view)
         return self._show_card(note, "requester", text, _first(view, body), now, edit=edit)
 
     def _requester_update(
-        self, note: Notification, view: Any, tz: tzinfo, now: datetime, headline: str | None = None
+        self, note: Notification, view: Any, now: datetime, headline: str | None = None
     ) -> None:
         """Bring the requester's card up to date and tell the step in its thread.
 
@@ -486,7 +445,7 @@ class SlackNotifier:
         each step is news."""
         assert note.recipient is not None and note.request_id is not None
         step = headline or transition_text(note)
-        channel, ts, posted = self._requester_card(note, view, tz, now, edit=not note.followed)
+        channel, ts, posted = self._requester_card(note, view, now, edit=not note.followed)
         text, body = cards.step_reply(step)
         broadcast = not posted and _tells_requester(note, view)
         self._reply(note, channel, ts, text, body, broadcast=broadcast, now=now)
@@ -586,7 +545,7 @@ class SlackNotifier:
             self._stale_homes.discard(user_id)
 
     def publish_home(self, user_id: str, now: datetime) -> None:
-        view = home_for(self.service, user_id, self.zones.of(user_id), now)
+        view = home_for(self.service, user_id, now)
         self.pacer.call(
             "views.publish",
             lambda: answers.call(
@@ -635,7 +594,7 @@ def _first(view: Any, body: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return cards.with_first_line(view, body)
 
 
-def home_for(service: JitService, user_id: str, tz: tzinfo, now: datetime) -> dict[str, Any]:
+def home_for(service: JitService, user_id: str, now: datetime) -> dict[str, Any]:
     apps = service.list_apps()
     oversees = any(
         user_id in a.admins or user_id in service.approvers_of(a.policy.approvers) for a in apps
@@ -644,7 +603,6 @@ def home_for(service: JitService, user_id: str, tz: tzinfo, now: datetime) -> di
         pending=service.pending_for(user_id),
         mine=service.list_requests(requester=user_id, limit=markup.HOME_ITEMS_MAX),
         overseen=service.overseen_active(user_id) if oversees else None,
-        tz=tz,
         now=now,
         unreviewed=service.breakglass.needs_review(user_id),
     )

@@ -29,7 +29,6 @@ PUBLISHED_INTERVALS: dict[str, float] = {
     "chat.postMessage": 1.0,
     "conversations.open": 60 / 50,
     "views.publish": 60 / 100,
-    "users.info": 60 / 100,
 }
 #: Methods whose limit is per channel rather than per workspace.
 PER_CHANNEL = frozenset({"chat.postMessage"})

@@ -5,7 +5,7 @@ before anything is sent. Pure: views in, JSON-able dicts out."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -55,13 +55,13 @@ from jitaccess.slack.blocks.markup import (
 )
 
 
-def request_fields(view: RequestView, tz: tzinfo) -> SectionBlock:
+def request_fields(view: RequestView) -> SectionBlock:
     return SectionBlock(
         fields=[
             md(f"*Requester*\n{user(view.requester)}"),
             md(f"*Application*\n{escape(view.app)}"),
             md(f"*Role*\n{escape(view.role)}"),
-            md(f"*Window*\n{window(view, tz)}"),
+            md(f"*Window*\n{window(view)}"),
             md(f"*Resource group*\n`{truncate(escape(view.scope), 300)}`"),
             md(f"*Approval*\n{mode_words(view.approval_mode).capitalize()}"),
         ]
@@ -96,7 +96,7 @@ def native_note(view: RequestView, *, approver: bool) -> ContextBlock | None:
     return ContextBlock(elements=[md(truncate(text, SECTION_TEXT_MAX))])
 
 
-def outcome_lines(view: RequestView, tz: tzinfo) -> list[str]:
+def outcome_lines(view: RequestView) -> list[str]:
     """Who decided and why, and how access began and ended."""
     lines = [f"*{STATE_LABEL.get(RequestState(view.state), view.state)}*"]
     if view.breakglass:
@@ -119,14 +119,14 @@ def outcome_lines(view: RequestView, tz: tzinfo) -> list[str]:
     if progress is not None and (view.approvals or deciding(view)):
         lines.append(progress)
     if view.activated_at:
-        lines.append(f"Access granted {when(view.activated_at, tz)}")
+        lines.append(f"Access granted {when(view.activated_at)}")
     if view.ended_at and view.state != RequestState.DENIED:
         by = f" by {user(view.ended_by)}" if view.ended_by and view.ended_by != "system" else ""
         why = f": {escape(view.end_reason)}" if view.end_reason else ""
-        lines.append(f"Ended {when(view.ended_at, tz)}{by}{why}")
+        lines.append(f"Ended {when(view.ended_at)}{by}{why}")
     if view.revoke_failing_since:
         lines.append(
-            f":warning: Revoke failing since {when(view.revoke_failing_since, tz)} "
+            f":warning: Revoke failing since {when(view.revoke_failing_since)} "
             f"({view.attempts} attempts): {escape(view.last_error or '')}"
         )
     elif view.attempts and view.last_error:
@@ -165,14 +165,14 @@ def no_longer_approver_text(view: RequestView) -> str:
 
 
 def approver_card(
-    view: RequestView, tz: tzinfo, *, current: bool = True, viewer: str | None = None
+    view: RequestView, *, current: bool = True, viewer: str | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
     """The approver's DM card: the request, then buttons or the outcome. An approver
     no longer on the policy (``current`` False) is told so and gets no buttons; one
     who already approved (``viewer``) sees the quorum's progress without buttons."""
     blocks: list[Block] = [
         HeaderBlock(text=f"Access request #{view.id}"),
-        request_fields(view, tz),
+        request_fields(view),
         justification(view),
     ]
     note = native_note(view, approver=True)
@@ -182,9 +182,7 @@ def approver_card(
     if not current:
         if not deciding(view):
             blocks.append(
-                SectionBlock(
-                    text=md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX))
-                )
+                SectionBlock(text=md(truncate("\n".join(outcome_lines(view)), SECTION_TEXT_MAX)))
             )
         blocks.append(
             ContextBlock(elements=[md(f":information_source: {no_longer_approver_text(view)}")])
@@ -214,11 +212,11 @@ def approver_card(
                 "one denial denies."
             )
         blocks.append(
-            ContextBlock(elements=[md(f"{how} Times out {when(view.approval_deadline_at, tz)}.")])
+            ContextBlock(elements=[md(f"{how} Times out {when(view.approval_deadline_at)}.")])
         )
     else:
         blocks.append(
-            SectionBlock(text=md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX)))
+            SectionBlock(text=md(truncate("\n".join(outcome_lines(view)), SECTION_TEXT_MAX)))
         )
         if Action.REVOKE in offered:
             blocks.append(
@@ -238,9 +236,9 @@ def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
     kind = "Break-glass access" if view.breakglass else "Access request"
     blocks: list[Block] = [
         HeaderBlock(text=f"{kind} #{view.id}"),
-        request_fields(view, UTC),
+        request_fields(view),
         justification(view),
-        SectionBlock(text=md(truncate("\n".join(outcome_lines(view, UTC)), SECTION_TEXT_MAX))),
+        SectionBlock(text=md(truncate("\n".join(outcome_lines(view)), SECTION_TEXT_MAX))),
     ]
     azure = native_note(view, approver=False)
     if azure is not None:
@@ -260,16 +258,14 @@ def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
     if view.extension_ends_at is not None and extendable(view):
         blocks.append(
             SectionBlock(
-                text=md(
-                    f"Extension to {when(view.extension_ends_at, UTC)} waiting for the approvers"
-                )
+                text=md(f"Extension to {when(view.extension_ends_at)} waiting for the approvers")
             )
         )
     if deciding(view):
         approvers = ", ".join(user(a) for a in view.notified_approvers) or "the approvers"
         note = (
             f"Waiting for {approvers}, who decide in their DMs. Times out "
-            f"{when(view.approval_deadline_at, UTC)}."
+            f"{when(view.approval_deadline_at)}."
         )
     else:
         note = "Decisions and revokes are made in the approvers' DMs."
@@ -283,7 +279,7 @@ def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
 
 
 def requester_card(
-    view: RequestView, tz: tzinfo, *, with_buttons: bool = True
+    view: RequestView, *, with_buttons: bool = True
 ) -> tuple[str, list[dict[str, Any]]]:
     """The requester's status card; buttons only on the latest one."""
     label = STATE_LABEL.get(RequestState(view.state), view.state)
@@ -295,10 +291,10 @@ def requester_card(
         SectionBlock(
             text=md(
                 f"*Request #{view.id}* · {escape(view.role)} on "
-                f"*{escape(view.app)}*\n{window(view, tz)}"
+                f"*{escape(view.app)}*\n{window(view)}"
             )
         ),
-        SectionBlock(text=md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX))),
+        SectionBlock(text=md(truncate("\n".join(outcome_lines(view)), SECTION_TEXT_MAX))),
     ]
     note = native_note(view, approver=False)
     if note is not None:
@@ -316,7 +312,7 @@ def requester_card(
         )
     if view.extension_ends_at is not None and extendable(view):
         progress = extension_progress(view)
-        waiting = f"Extension to {when(view.extension_ends_at, tz)} waiting for the approvers"
+        waiting = f"Extension to {when(view.extension_ends_at)} waiting for the approvers"
         blocks.append(
             ContextBlock(
                 elements=[md(truncate(waiting + (f" · {progress}" if progress else ""), 2000))]
@@ -366,7 +362,7 @@ def shown_extension_end(block_id: str) -> datetime | None:
 
 
 def extension_card(
-    view: RequestView, tz: tzinfo, details: dict[str, Any], *, viewer: str | None = None
+    view: RequestView, details: dict[str, Any], *, viewer: str | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
     """An approver's card for one extension: what is asked and why, then Approve/Deny
     while it waits (with the quorum's progress; no buttons for a ``viewer`` who already
@@ -390,7 +386,7 @@ def extension_card(
                 md(f"*Application*\n{escape(view.app)}"),
                 md(f"*Role*\n{escape(view.role)}"),
                 md(
-                    f"*Ends*\n{when(old_end, tz)} → *{when(new_end, tz)}* "
+                    f"*Ends*\n{when(old_end)} → *{when(new_end)}* "
                     f"(+{format_duration(new_end - old_end)})"
                 ),
             ]
@@ -434,7 +430,7 @@ def extension_card(
                 ContextBlock(
                     elements=[
                         md(
-                            f"{who} Times out {when(view.extension_deadline_at, tz)}; until "
+                            f"{who} Times out {when(view.extension_deadline_at)}; until "
                             "then the access ends as before."
                         )
                     ]
@@ -464,14 +460,14 @@ def extension_card(
     return truncate(text, 300), dump(blocks)
 
 
-def ending_soon_text(view: RequestView, tz: tzinfo) -> str:
+def ending_soon_text(view: RequestView) -> str:
     return (
         f":hourglass: Your {escape(view.role)} access to *{escape(view.app)}* ends "
-        f"{when(view.ends_at, tz)} (request #{view.id}). Need longer? *Extend* it."
+        f"{when(view.ends_at)} (request #{view.id}). Need longer? *Extend* it."
     )
 
 
-def revoke_failing(view: RequestView, tz: tzinfo) -> tuple[str, list[dict[str, Any]]]:
+def revoke_failing(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
     text = (
         f"Revoking {view.requester}'s {escape(view.role)} on {escape(view.app)} is failing: "
         f"{escape(view.last_error or 'unknown error')}"
@@ -501,20 +497,20 @@ def breakglass_tag(view: RequestView) -> str:
     return tag + (", needs review" if view.needs_review else ", reviewed")
 
 
-def review_lines(view: RequestView, tz: tzinfo) -> str:
+def review_lines(view: RequestView) -> str:
     if view.reviewed_at is None:
         return (
             ":warning: *Needs review*: an approver or admin acknowledges it with a reason. "
             "It stays on your Home tab and in `/jit pending` until then."
         )
     return (
-        f":white_check_mark: Reviewed by {user(view.reviewed_by)} {when(view.reviewed_at, tz)}: "
+        f":white_check_mark: Reviewed by {user(view.reviewed_by)} {when(view.reviewed_at)}: "
         f"{escape(view.review_reason or '')}"
     )
 
 
 def breakglass_alert(
-    view: RequestView, tz: tzinfo, *, current: bool = True
+    view: RequestView, *, current: bool = True
 ) -> tuple[str, list[dict[str, Any]]]:
     """The alert every approver and admin gets when someone breaks glass, edited in
     place as the request moves; *Acknowledge* until someone reviewed it (only for
@@ -531,10 +527,10 @@ def breakglass_alert(
                 )
             )
         ),
-        request_fields(view, tz),
+        request_fields(view),
         justification(view),
-        SectionBlock(text=md(truncate("\n".join(outcome_lines(view, tz)), SECTION_TEXT_MAX))),
-        SectionBlock(text=md(truncate(review_lines(view, tz), SECTION_TEXT_MAX))),
+        SectionBlock(text=md(truncate("\n".join(outcome_lines(view)), SECTION_TEXT_MAX))),
+        SectionBlock(text=md(truncate(review_lines(view), SECTION_TEXT_MAX))),
     ]
     buttons: list[ButtonElement] = []
     if current and view.needs_review:
@@ -562,7 +558,7 @@ def breakglass_alert(
 
 
 def activity_summary(
-    view: RequestView, summary: ActivitySummary, digest: str, tz: tzinfo
+    view: RequestView, summary: ActivitySummary, digest: str
 ) -> tuple[str, list[dict[str, Any]]]:
     """What the publisher did during the window, from the Azure Activity Log."""
     start = datetime.fromisoformat(summary.window_start)
@@ -575,7 +571,7 @@ def activity_summary(
     text = f"What {view.requester} did on {escape(view.app)} (request #{view.id}): {counts}"
     head = (
         f":mag: *What {user(view.requester)} did* with {escape(view.role)} on "
-        f"*{escape(view.app)}* (request #{view.id}), {when(start, tz)} – {when(end, tz)}"
+        f"*{escape(view.app)}* (request #{view.id}), {when(start)} – {when(end)}"
     )
     blocks: list[Block] = [SectionBlock(text=md(truncate(head, SECTION_TEXT_MAX)))]
     if summary.empty:
@@ -596,7 +592,7 @@ def activity_summary(
         if summary.failures_total:
             lines.append(f"*Failures* ({summary.failures_total})")
             lines += [
-                f"• {when(datetime.fromisoformat(f.at), tz)} `{escape(f.operation)}` on "
+                f"• {when(datetime.fromisoformat(f.at))} `{escape(f.operation)}` on "
                 f"`{escape(f.resource)}`"
                 for f in summary.failures
             ]

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, tzinfo
+from datetime import datetime
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -38,7 +38,7 @@ from jitaccess.slack.blocks.markup import (
 
 
 def request_list(
-    title: str, views: Sequence[RequestView], tz: tzinfo, now: datetime, *, empty: str
+    title: str, views: Sequence[RequestView], now: datetime, *, empty: str
 ) -> list[dict[str, Any]]:
     """A listing under ``title``, which is mrkdwn: the caller escaped what people typed
     in it (the same title is the reply's ``text``)."""
@@ -53,7 +53,7 @@ def request_list(
                         f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
                         f"*{escape(view.app)}* · "
                         f"{view.status_line(now, at=when)}{breakglass_tag(view)}"
-                        f"\n{window(view, tz)}" + _progress_suffix(view) + _decided(view),
+                        f"\n{window(view)}" + _progress_suffix(view) + _decided(view),
                         SECTION_TEXT_MAX,
                     )
                 )
@@ -89,7 +89,6 @@ def home_view(
     pending: Sequence[RequestView],
     mine: Sequence[RequestView],
     overseen: Sequence[RequestView] | None,
-    tz: tzinfo,
     now: datetime,
     unreviewed: Sequence[RequestView] = (),
 ) -> dict[str, Any]:
@@ -99,7 +98,7 @@ def home_view(
     if unreviewed:
         blocks += [
             HeaderBlock(text="Break-glass, needs review"),
-            *review_items(unreviewed, tz, now),
+            *review_items(unreviewed, now),
         ]
         blocks.append(DividerBlock())
     blocks.append(HeaderBlock(text="Waiting for your approval"))
@@ -120,7 +119,7 @@ def home_view(
                     text=md(
                         truncate(
                             f"*#{view.id}* {user(view.requester)} asks for *{escape(view.role)}* · "
-                            f"{window(view, tz)}{_progress_suffix(view)}\n"
+                            f"{window(view)}{_progress_suffix(view)}\n"
                             f">{escape(view.justification)}",
                             SECTION_TEXT_MAX,
                         )
@@ -154,7 +153,7 @@ def home_view(
             SectionBlock(
                 text=md(
                     f"*#{view.id}* {escape(view.role)} on *{escape(view.app)}* · "
-                    f"{view.status_line(now, at=when)}\n{window(view, tz)}"
+                    f"{view.status_line(now, at=when)}\n{window(view)}"
                 ),
                 accessory=accessory,
             )
@@ -168,7 +167,7 @@ def home_view(
                 SectionBlock(
                     text=md(
                         f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
-                        f"*{escape(view.app)}* until {when(view.ends_at, tz)}"
+                        f"*{escape(view.app)}* until {when(view.ends_at)}"
                     ),
                     accessory=button("Revoke", REVOKE, view.id, "danger"),
                 )
@@ -176,7 +175,7 @@ def home_view(
     return View(type="home", blocks=blocks[:100]).to_dict()
 
 
-def review_items(views: Sequence[RequestView], tz: tzinfo, now: datetime) -> list[Block]:
+def review_items(views: Sequence[RequestView], now: datetime) -> list[Block]:
     """Unreviewed break-glass requests, each with *Acknowledge*."""
     items: list[Block] = []
     for view in views[:HOME_ITEMS_MAX]:
@@ -187,7 +186,7 @@ def review_items(views: Sequence[RequestView], tz: tzinfo, now: datetime) -> lis
                         f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
                         f"*{escape(view.app)}* · {view.status_line(now, at=when)} · "
                         f":rotating_light: break-glass, needs review "
-                        f"({escape(view.incident_ref or '-')})\n{window(view, tz)}"
+                        f"({escape(view.incident_ref or '-')})\n{window(view)}"
                         f"\n>{escape(view.justification)}",
                         SECTION_TEXT_MAX,
                     )
@@ -200,7 +199,7 @@ def review_items(views: Sequence[RequestView], tz: tzinfo, now: datetime) -> lis
     return items
 
 
-def review_list(views: Sequence[RequestView], tz: tzinfo, now: datetime) -> list[dict[str, Any]]:
+def review_list(views: Sequence[RequestView], now: datetime) -> list[dict[str, Any]]:
     """The ``/jit pending`` section for break-glass access waiting for review."""
     title: list[Block] = [SectionBlock(text=md("*Break-glass, needs review*"))]
-    return dump([*title, *review_items(views, tz, now)])
+    return dump([*title, *review_items(views, now)])

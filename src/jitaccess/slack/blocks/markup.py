@@ -225,15 +225,15 @@ def date_token(
     return f"<!date^{int(moment.timestamp())}^{tokens}{link_part}|{shown}>"
 
 
-def when(moment: datetime, tz: tzinfo | None = None) -> str:
-    """A moment for mrkdwn, in the reader's own zone (``tz`` is no longer used: Slack
-    formats the token for each reader)."""
+def when(moment: datetime) -> str:
+    """A moment for mrkdwn, in the reader's own zone (Slack formats the token for each
+    reader, so nobody's zone is looked up)."""
     return date_token(moment)
 
 
-def window(view: RequestView, tz: tzinfo | None = None) -> str:
+def window(view: RequestView) -> str:
     """A request's window for mrkdwn: ``today 10:00 - 12:00 (2h)`` in the reader's zone;
-    an end on another day (in UTC) shows its date too. ``tz`` is no longer used."""
+    an end on another day (in UTC) shows its date too."""
     start, end = view.starts_at.astimezone(UTC), view.ends_at.astimezone(UTC)
     if start.date() == end.date():
         end_text = date_token(end, "{time}", fallback=f"{end:%H:%M} UTC")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -60,7 +60,7 @@ DURATION_CHOICES = (
 
 
 def extend_modal(
-    view: RequestView, maximum: timedelta, *, origin: dict[str, str], tz: tzinfo = UTC
+    view: RequestView, maximum: timedelta, *, origin: dict[str, str]
 ) -> dict[str, Any]:
     """How much longer, and why: ``/jit extend`` as a form."""
     room = maximum - view.duration
@@ -76,7 +76,7 @@ def extend_modal(
         )
     blocks: list[Block] = [
         SectionBlock(
-            text=md(f"*#{view.id}* {escape(view.role)} on *{escape(view.app)}*\n{window(view, tz)}")
+            text=md(f"*#{view.id}* {escape(view.role)} on *{escape(view.app)}*\n{window(view)}")
         ),
         InputBlock(
             block_id="duration",
@@ -241,7 +241,6 @@ def decision_modal(
     request_id: int,
     decision: str,
     origin: dict[str, str],
-    tz: tzinfo = UTC,
 ) -> dict[str, Any]:
     """Ask for the reason an approve, deny or revoke requires."""
     verb = {
@@ -258,7 +257,7 @@ def decision_modal(
                 text=md(
                     f"*#{view.id}* {user(view.requester)} · {escape(view.role)} on "
                     f"*{escape(view.app)}*"
-                    f"\n{window(view, tz)}"
+                    f"\n{window(view)}"
                 )
             )
         )

@@ -98,9 +98,7 @@ class ActionListeners(ListenerBase):
                 view, app = self.service.extensions.precheck(
                     request_id, actor=user, added=rules.MIN_DURATION, reason="-", now=now
                 )
-                modal = modals.extend_modal(
-                    view, app.policy.max_duration, origin=origin, tz=self.notifier.zones.of(user)
-                )
+                modal = modals.extend_modal(view, app.policy.max_duration, origin=origin)
             except JitError as exc:
                 modal = modals.notice_modal("Nothing to extend", exc)
             client.views_open(trigger_id=body["trigger_id"], view=modal)

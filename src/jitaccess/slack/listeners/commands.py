@@ -23,16 +23,16 @@ from jitaccess.slack.listeners.base import ListenerBase, guarded
 HISTORY_PAGE = 10
 
 
-def _extension_reply(outcome: ExtensionOutcome, tz: Any) -> str:
+def _extension_reply(outcome: ExtensionOutcome) -> str:
     view = outcome.request
     if outcome.status == "extended":
         return (
-            f"Request #{view.id} extended: it now ends {markup.when(view.ends_at, tz)} "
+            f"Request #{view.id} extended: it now ends {markup.when(view.ends_at)} "
             "(same access, no gap)."
         )
     assert view.extension_ends_at is not None
     return (
-        f"The extension of request #{view.id} to {markup.when(view.extension_ends_at, tz)} "
+        f"The extension of request #{view.id} to {markup.when(view.extension_ends_at)} "
         "was sent to the approvers; your access stays as it is meanwhile."
     )
 
@@ -80,7 +80,6 @@ class CommandListeners(ListenerBase):
         self, cmd: Command, user: str, now: datetime
     ) -> tuple[str, list[dict[str, Any]] | None]:
         service = self.service
-        tz = self.notifier.zones.of(user)
         if cmd.name == "help":
             return HELP, None
         if cmd.name == "signin":
@@ -100,7 +99,7 @@ class CommandListeners(ListenerBase):
         if cmd.name == "list":
             views = service.list_requests(requester=user, limit=markup.HOME_ITEMS_MAX)
             return "Your requests", home.request_list(
-                "Your requests", views, tz, now, empty="You have no requests yet."
+                "Your requests", views, now, empty="You have no requests yet."
             )
         if cmd.name == "pending":
             if cmd.app:
@@ -110,12 +109,12 @@ class CommandListeners(ListenerBase):
             else:
                 views = service.pending_for(user)
                 title = "Waiting for your approval (all applications)"
-            body = home.request_list(title, views, tz, now, empty="Nothing is waiting.")
+            body = home.request_list(title, views, now, empty="Nothing is waiting.")
             unreviewed = [
                 v for v in service.breakglass.needs_review(user) if cmd.app in (None, v.app)
             ]
             if unreviewed:
-                body = home.review_list(unreviewed, tz, now) + body
+                body = home.review_list(unreviewed, now) + body
             return title, body
         if cmd.name in self._commands:
             return self._commands[cmd.name](cmd, user, now), None
@@ -131,7 +130,7 @@ class CommandListeners(ListenerBase):
             app_md = markup.escape(cmd.app)
             title = f"History of {app_md}, page {cmd.page}"
             body = home.request_list(
-                title, views[:HISTORY_PAGE], tz, now, empty="No requests on this page."
+                title, views[:HISTORY_PAGE], now, empty="No requests on this page."
             )
             if more:
                 body.append(
@@ -150,7 +149,7 @@ class CommandListeners(ListenerBase):
         if action is None:  # pragma: no cover - parse() only returns the names above
             raise UsageError(f"Unknown command {cmd.name}")
         if isinstance(action, ExtendRequest):
-            return _extension_reply(handle(service, action, now), tz), None
+            return _extension_reply(handle(service, action, now)), None
         view = handle(service, action, now)
         if isinstance(action, SubmitRequest):
             waiting = (
@@ -163,7 +162,7 @@ class CommandListeners(ListenerBase):
             return (
                 f"Request #{view.id} submitted: {markup.escape(view.role)} on "
                 f"{markup.escape(view.app)}, "
-                f"{markup.window(view, tz)}. {_submitted_state(view.state)}{waiting}"
+                f"{markup.window(view)}. {_submitted_state(view.state)}{waiting}"
             ), None
         if isinstance(action, ApproveRequest) and view.state == "pending":
             progress = markup.quorum_progress(view)

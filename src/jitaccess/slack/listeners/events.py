@@ -29,7 +29,7 @@ class EventListeners(ListenerBase):
                 return  # Slack retried an event we already handled
             client.views_publish(
                 user_id=user,
-                view=home_for(self.service, user, self.notifier.zones.of(user), self.clock()),
+                view=home_for(self.service, user, self.clock()),
             )
 
         self._later("App Home", work, None)
