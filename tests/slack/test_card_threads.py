@@ -3,6 +3,7 @@ summaries under the card, a card Slack lost posted again, no edit that changes n
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -11,6 +12,7 @@ from freezegun import freeze_time
 
 from conftest import ADMIN, APPROVER, PUBLISHER, START, register, utc
 from jitaccess.app.outbox import Notification
+from jitaccess.domain.policy import ApprovalMode
 from jitaccess.store.db import Database
 from jitaccess_sandbox.fake_slack import FakeSlack
 from slack_harness import SlackWorld, broadcast, first_line, now, texts
@@ -117,3 +119,29 @@ def test_the_activity_summary_is_a_quiet_reply_under_the_requesters_card(
     reply = world.thread(PUBLISHER, card)[-1]
     assert "No operations" in texts(reply) and not broadcast(reply)
     assert len(world.fake.cards_to(PUBLISHER)) == 1
+
+
+def test_a_request_the_policy_approved_never_says_it_was_sent_to_the_approvers(
+    world: SlackWorld,
+) -> None:
+    """Automatic mode: Pat's one card starts with its state, and its thread opens with
+    the policy's approval (the approvers were told), never "sent to the approvers"."""
+    register(world.service, mode=ApprovalMode.AUTOMATIC, approvers=(APPROVER,))
+    rid = world.service.submit(
+        "crm",
+        requester=PUBLISHER,
+        role="Owner",
+        duration=H,
+        justification="rotate the keys",
+        starts_at=T0 + H,
+        now=now(),
+    ).id
+    world.deliver()
+    card = world.requester_card(PUBLISHER, rid)
+    assert "Approved automatically" in first_line(card)
+    steps = [texts(reply) for reply in world.thread(PUBLISHER, card)]
+    assert len(steps) == 1, steps
+    assert "approved by the policy (automatic mode); the approvers were told" in steps[0]
+    assert not any("sent to the approvers" in step for step in steps)
+    # The card's blocks say the state once: in its first line, not again in its body.
+    assert json.dumps(card["blocks"]).count("Approved automatically") == 1, card["blocks"]

@@ -50,6 +50,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from jitaccess.app import quorum
+from jitaccess.app.journal import POLICY_ACTOR
 from jitaccess.app.outbox import Notification, OutboxKind, Skipped, Undeliverable
 from jitaccess.app.quorum import APPROVAL_RECORDED
 from jitaccess.app.service import JitService
@@ -444,6 +445,11 @@ class SlackNotifier:
         edited once, not once per queued step), but this step's reply is still posted:
         each step is news."""
         assert note.recipient is not None and note.request_id is not None
+        if note.payload.get("to") == "pending" and view.decided_by == POLICY_ACTOR:
+            # Approved by the policy as it was submitted: it never waited for anyone, and
+            # the next step says the policy approved it and the approvers were told.
+            self._requester_card(note, view, now, edit=not note.followed)
+            return
         step = headline or transition_text(note)
         channel, ts, posted = self._requester_card(note, view, now, edit=not note.followed)
         text, body = cards.step_reply(step)

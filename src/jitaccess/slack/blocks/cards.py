@@ -96,9 +96,11 @@ def native_note(view: RequestView, *, approver: bool) -> ContextBlock | None:
     return ContextBlock(elements=[md(truncate(text, SECTION_TEXT_MAX))])
 
 
-def outcome_lines(view: RequestView) -> list[str]:
-    """Who decided and why, and how access began and ended."""
-    lines = [f"*{STATE_LABEL.get(RequestState(view.state), view.state)}*"]
+def outcome_lines(view: RequestView, *, with_state: bool = True) -> list[str]:
+    """Who decided and why, and how access began and ended; first the state, unless the
+    card already starts with it (``with_state`` False: the DM cards under
+    :func:`card_first_line`)."""
+    lines = [f"*{STATE_LABEL.get(RequestState(view.state), view.state)}*"] if with_state else []
     if view.breakglass:
         # Nobody approved a break-glass request: its requester took it, and someone reviews it.
         review = (
@@ -182,7 +184,11 @@ def approver_card(
     if not current:
         if not deciding(view):
             blocks.append(
-                SectionBlock(text=md(truncate("\n".join(outcome_lines(view)), SECTION_TEXT_MAX)))
+                SectionBlock(
+                    text=md(
+                        truncate("\n".join(outcome_lines(view, with_state=False)), SECTION_TEXT_MAX)
+                    )
+                )
             )
         blocks.append(
             ContextBlock(elements=[md(f":information_source: {no_longer_approver_text(view)}")])
@@ -216,7 +222,11 @@ def approver_card(
         )
     else:
         blocks.append(
-            SectionBlock(text=md(truncate("\n".join(outcome_lines(view)), SECTION_TEXT_MAX)))
+            SectionBlock(
+                text=md(
+                    truncate("\n".join(outcome_lines(view, with_state=False)), SECTION_TEXT_MAX)
+                )
+            )
         )
         if Action.REVOKE in offered:
             blocks.append(
@@ -281,20 +291,19 @@ def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
 def requester_card(
     view: RequestView, *, with_buttons: bool = True
 ) -> tuple[str, list[dict[str, Any]]]:
-    """The requester's status card; buttons only on the latest one."""
+    """The requester's one card for the request (under :func:`card_first_line`): the
+    window, who decided, how access began and ended, and the buttons offered now."""
     label = STATE_LABEL.get(RequestState(view.state), view.state)
     text = (
         f"Your request #{view.id} for {escape(view.role)} on {escape(view.app)}: "
         f"{label.split(': ')[-1]}"
     )
     blocks: list[Block] = [
+        # Which request and its state are the card's first line (card_first_line).
+        SectionBlock(text=md(window(view))),
         SectionBlock(
-            text=md(
-                f"*Request #{view.id}* · {escape(view.role)} on "
-                f"*{escape(view.app)}*\n{window(view)}"
-            )
+            text=md(truncate("\n".join(outcome_lines(view, with_state=False)), SECTION_TEXT_MAX))
         ),
-        SectionBlock(text=md(truncate("\n".join(outcome_lines(view)), SECTION_TEXT_MAX))),
     ]
     note = native_note(view, approver=False)
     if note is not None:
@@ -529,7 +538,9 @@ def breakglass_alert(
         ),
         request_fields(view),
         justification(view),
-        SectionBlock(text=md(truncate("\n".join(outcome_lines(view)), SECTION_TEXT_MAX))),
+        SectionBlock(
+            text=md(truncate("\n".join(outcome_lines(view, with_state=False)), SECTION_TEXT_MAX))
+        ),
         SectionBlock(text=md(truncate(review_lines(view), SECTION_TEXT_MAX))),
     ]
     buttons: list[ButtonElement] = []
