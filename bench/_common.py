@@ -657,3 +657,42 @@ def copy_sqlite(src: Path, dst: Path) -> None:
 
 if __name__ == "__main__":
     _child_main(*sys.argv[1:4])
+
+
+def play_requests(
+    service: Any, relay: Any, requests: int, t0: datetime, *, behind: bool, remind: bool
+) -> None:
+    """The Slack-call benches' story (``bench.feed_calls``, ``bench.card_calls``): each of
+    ``requests`` requests by PUBLISHER for ``Role{i}`` on APP (manual mode) is submitted,
+    approved by the first approver, activated (sweep), reminded 15 minutes before the end
+    when ``remind``, and expired (sweep). The relay drains after every step, or, when
+    ``behind``, once after each approval, at the reminder and after the expiry."""
+    starts, ends = t0 + timedelta(hours=1), t0 + timedelta(hours=2)
+
+    def drain(now: datetime) -> None:
+        while relay.drain(now).delivered:
+            pass
+
+    for i in range(requests):
+        rid = service.submit(
+            APP,
+            requester=PUBLISHER,
+            role=f"Role{i}",
+            duration=timedelta(hours=1),
+            justification=f"OPS-{i}",
+            starts_at=starts,
+            now=t0,
+        ).id
+        if not behind:
+            drain(t0)
+        service.approve(rid, actor=APPROVERS[0], reason=f"CHG-{i}", now=t0)
+        drain(t0)
+    service.sweep(starts)
+    if not behind:
+        drain(starts)
+    if remind:
+        reminder = ends - timedelta(minutes=15)
+        service.sweep(reminder)
+        drain(reminder)
+    service.sweep(ends)
+    drain(ends)

@@ -22,11 +22,19 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench._common import APP, APPROVERS, PUBLISHER, Report, make_service, parse_args, utcnow
+from bench._common import (
+    APP,
+    APPROVERS,
+    PUBLISHER,
+    Report,
+    make_service,
+    parse_args,
+    play_requests,
+    utcnow,
+)
 
 METHODS = ("chat.postMessage", "chat.update", "views.publish", "conversations.open", "users.info")
 
@@ -57,34 +65,7 @@ def run(requests: int, *, behind: bool) -> dict[str, Any]:
             now=t0,
         )
         relay = OutboxRelay(db, SlackNotifier(slack_client("xoxb-bench", fake.base_url), service))
-        starts, ends = t0 + timedelta(hours=1), t0 + timedelta(hours=2)
-        reminder = ends - timedelta(minutes=15)
-
-        def drain(now: Any) -> None:
-            while relay.drain(now).delivered:
-                pass
-
-        for i in range(requests):
-            rid = service.submit(
-                APP,
-                requester=PUBLISHER,
-                role=f"Role{i}",
-                duration=timedelta(hours=1),
-                justification=f"OPS-{i}",
-                starts_at=starts,
-                now=t0,
-            ).id
-            if not behind:
-                drain(t0)
-            service.approve(rid, actor=APPROVERS[0], reason=f"CHG-{i}", now=t0)
-            drain(t0)
-        service.sweep(starts)
-        if not behind:
-            drain(starts)
-        service.sweep(reminder)
-        drain(reminder)
-        service.sweep(ends)
-        drain(ends)
+        play_requests(service, relay, requests, t0, behind=behind, remind=True)
         calls = Counter(c.method for c in fake.calls)
         dm = fake.dms_to(PUBLISHER)
         replies = [m for m in dm if m.get("thread_ts") not in (None, m["ts"])]
