@@ -239,7 +239,7 @@ class SlackNotifier:
                 deciders = quorum.people(self.service.listing_directory, app.policy.approvers)
                 current = note.recipient in deciders
                 text, body = cards.approver_card(view, current=current, viewer=note.recipient)
-                self._show_card(note, "approver", text, _first(view, body), now)
+                self._show_card(note, "approver", text, body, now)
             elif note.kind == OutboxKind.REQUESTER_UPDATE:
                 headline = breakglass_text(note, view) if view.breakglass else None
                 self._requester_update(note, view, now, headline=headline)
@@ -285,7 +285,7 @@ class SlackNotifier:
         approvers and admins (groups expanded), so one who left gets no buttons."""
         current = note.recipient in self.service.breakglass.reviewers_of_app(view.app)
         text, body = cards.breakglass_alert(view, current=current)
-        self._show_card(note, "breakglass", text, _first(view, body), now)
+        self._show_card(note, "breakglass", text, body, now)
 
     # -- the application's feed channel ----------------------------------------------
     def _feed_card(self, note: Notification, view: Any, now: datetime) -> None:
@@ -433,7 +433,7 @@ class SlackNotifier:
         """The requester's one card for the request: posted once, then edited in place;
         its first line is the state now, its buttons the actions offered now."""
         text, body = cards.requester_card(view)
-        return self._show_card(note, "requester", text, _first(view, body), now, edit=edit)
+        return self._show_card(note, "requester", text, body, now, edit=edit)
 
     def _requester_update(
         self, note: Notification, view: Any, now: datetime, headline: str | None = None
@@ -564,6 +564,8 @@ class SlackNotifier:
 _ENDINGS = frozenset({"expired", "revoked", "failed", "timed_out", "cancelled"})
 #: The requester's other steps that are broadcast (they must hear of them).
 _TOLD_STEPS = frozenset({"approved", "auto_approved", "denied", "active"})
+#: Steps on the way to a decision: a quiet reply (nothing was decided yet).
+_QUIET_EVENTS = frozenset({APPROVAL_RECORDED, "extension_requested", "extension_approval_recorded"})
 #: Extension events whose outcome the requester must hear of.
 _TOLD_EXTENSION_EVENTS = frozenset({"extend", "extension_denied", "extension_timed_out"})
 
@@ -575,9 +577,7 @@ def _tells_requester(note: Notification, view: Any) -> bool:
     payload = note.payload
     event = payload.get("event")
     actor = str(payload.get("actor") or "")
-    if event == APPROVAL_RECORDED or event == "extension_requested":
-        return False
-    if event == "extension_approval_recorded":
+    if event in _QUIET_EVENTS:
         return False
     if event == "breakglass_reviewed":
         return True
@@ -594,10 +594,6 @@ def _digest(text: str, body: list[dict[str, Any]]) -> str:
     edit that would change nothing on screen is not sent."""
     shown = json.dumps([text, body], sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(shown.encode()).hexdigest()
-
-
-def _first(view: Any, body: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return cards.with_first_line(view, body)
 
 
 def home_for(service: JitService, user_id: str, now: datetime) -> dict[str, Any]:

@@ -99,7 +99,7 @@ def native_note(view: RequestView, *, approver: bool) -> ContextBlock | None:
 def outcome_lines(view: RequestView, *, with_state: bool = True) -> list[str]:
     """Who decided and why, and how access began and ended; first the state, unless the
     card already starts with it (``with_state`` False: the DM cards under
-    :func:`card_first_line`)."""
+    :func:`first_line_block`)."""
     lines = [f"*{STATE_LABEL.get(RequestState(view.state), view.state)}*"] if with_state else []
     if view.breakglass:
         # Nobody approved a break-glass request: its requester took it, and someone reviews it.
@@ -147,10 +147,9 @@ def card_first_line(view: RequestView) -> str:
     return f"*{label}* · {kind} #{view.id}: {escape(view.role)} on *{escape(view.app)}*"
 
 
-def with_first_line(view: RequestView, body: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``body`` under :func:`card_first_line` (a section block of its own)."""
-    first = SectionBlock(text=md(truncate(card_first_line(view), SECTION_TEXT_MAX)))
-    return [*dump([first]), *body]
+def first_line_block(view: RequestView) -> SectionBlock:
+    """:func:`card_first_line` as the block every DM card for a request starts with."""
+    return SectionBlock(text=md(truncate(card_first_line(view), SECTION_TEXT_MAX)))
 
 
 def step_reply(text: str) -> tuple[str, list[dict[str, Any]]]:
@@ -173,6 +172,7 @@ def approver_card(
     no longer on the policy (``current`` False) is told so and gets no buttons; one
     who already approved (``viewer``) sees the quorum's progress without buttons."""
     blocks: list[Block] = [
+        first_line_block(view),
         HeaderBlock(text=f"Access request #{view.id}"),
         request_fields(view),
         justification(view),
@@ -288,18 +288,16 @@ def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
     return truncate(text, 300), dump(blocks)
 
 
-def requester_card(
-    view: RequestView, *, with_buttons: bool = True
-) -> tuple[str, list[dict[str, Any]]]:
-    """The requester's one card for the request (under :func:`card_first_line`): the
-    window, who decided, how access began and ended, and the buttons offered now."""
+def requester_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
+    """The requester's one card for the request: its first line (state and request),
+    the window, who decided, how access began and ended, and the buttons offered now."""
     label = STATE_LABEL.get(RequestState(view.state), view.state)
     text = (
         f"Your request #{view.id} for {escape(view.role)} on {escape(view.app)}: "
         f"{label.split(': ')[-1]}"
     )
     blocks: list[Block] = [
-        # Which request and its state are the card's first line (card_first_line).
+        first_line_block(view),
         SectionBlock(text=md(window(view))),
         SectionBlock(
             text=md(truncate("\n".join(outcome_lines(view, with_state=False)), SECTION_TEXT_MAX))
@@ -327,7 +325,7 @@ def requester_card(
                 elements=[md(truncate(waiting + (f" · {progress}" if progress else ""), 2000))]
             )
         )
-    buttons = _requester_buttons(view) if with_buttons else []
+    buttons = _requester_buttons(view)
     if buttons:
         blocks.append(ActionsBlock(block_id=f"mine:{view.id}", elements=buttons))
     return truncate(text, 300), dump(blocks)
@@ -525,6 +523,7 @@ def breakglass_alert(
     place as the request moves; *Acknowledge* until someone reviewed it (only for
     those who still may), *Revoke* while access is held or about to be."""
     blocks: list[Block] = [
+        first_line_block(view),
         HeaderBlock(text=f"Break-glass access #{view.id}"),
         SectionBlock(
             text=md(
