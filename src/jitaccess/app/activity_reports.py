@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session
 from jitaccess.app import journal
 from jitaccess.app.journal import SYSTEM
 from jitaccess.app.outbox import OutboxKind
-from jitaccess.app.views import utc_text
 from jitaccess.domain import backoff as retry
 from jitaccess.domain.activity import ActivityEvent, summarise
+from jitaccess.domain.errors import utc_text
 from jitaccess.store import activity_reports as reports
 from jitaccess.store.db import Database
 from jitaccess.store.models import AccessRequest, ActivityReport

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from jitaccess.domain.durations import format_duration
+from jitaccess.domain.errors import utc_text
 from jitaccess.domain.lifecycle import Event, RequestState, state_words
 from jitaccess.domain.policy import ApprovalMode, AppRules, Policy
 from jitaccess.store.db import Database
@@ -95,12 +96,6 @@ class ApprovalView:
     approver: str
     reason: str
     at: datetime
-
-
-def utc_text(moment: datetime) -> str:
-    """A moment as plain text in UTC (``2026-12-07 18:32 UTC``): the default way
-    :meth:`RequestView.status_line` writes a time."""
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 #: How a pending end reads ("being cancelled"), by the event that will end the request.

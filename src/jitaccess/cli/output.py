@@ -22,6 +22,7 @@ from rich.console import Console as RichConsole
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from jitaccess.domain.errors import utc_text
 from jitaccess.terminal import visible
 
 EXIT_REFUSED = 1
@@ -113,7 +114,7 @@ def fmt_time(value: datetime | None) -> str:
     if value.tzinfo is None:  # the store keeps UTC
         value = value.replace(tzinfo=UTC)
     if _times_in_utc:
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return utc_text(value)
     local = value.astimezone(local_zone())
     return f"{local:%Y-%m-%d %H:%M} {_offset(local)}"
 

@@ -33,6 +33,13 @@ class WebLink:
         return f"{self.label}: {self.url}"
 
 
+def utc_text(moment: datetime) -> str:
+    """A moment as plain text in UTC (``2026-12-07 18:32 UTC``): how a message names a
+    time where no reader's zone applies (the CLI's ``--utc``, Slack's date-token
+    fallback, a log)."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
 @dataclass(frozen=True)
 class Moment:
     """A moment named in a message: Slack shows it in each reader's own time zone (a
@@ -41,7 +48,7 @@ class Moment:
     at: datetime
 
     def __str__(self) -> str:
-        return f"{self.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        return utc_text(self.at)
 
 
 Part = str | Mention | WebLink | Moment

@@ -17,9 +17,9 @@ from slack_sdk.models.blocks import (
     MarkdownTextObject,
 )
 
-from jitaccess.app.views import ApprovalView, RequestView, utc_text
+from jitaccess.app.views import ApprovalView, RequestView
 from jitaccess.domain.durations import format_duration
-from jitaccess.domain.errors import JitError, Mention, Moment, WebLink
+from jitaccess.domain.errors import JitError, Mention, Moment, WebLink, utc_text
 from jitaccess.domain.lifecycle import Action, RequestState, offers
 from jitaccess.slack.principals import GROUP_ID, USER_ID, is_group
 
