@@ -457,3 +457,19 @@ def test_rate_limited_call_is_retried_by_the_sdk_after_retry_after() -> None:
         client.chat_postMessage(channel="C1", text="one")
         client.chat_postMessage(channel="C1", text="two")
         assert [c.status for c in fake.calls_to("chat.postMessage")] == [200, 429, 200]
+
+
+def test_a_section_with_empty_text_is_refused_as_slack_refuses_it(
+    fake: FakeSlack, client: WebClient
+) -> None:
+    """Block Kit: a section's text has at least one character, unless it has fields."""
+    empty = [{"type": "section", "text": {"type": "mrkdwn", "text": ""}}]
+    missing = [{"type": "section", "text": {"type": "mrkdwn"}}]
+    for blocks in (empty, missing):
+        with pytest.raises(SlackApiError) as refused:
+            client.chat_postMessage(channel="U1", text="card", blocks=blocks)
+        assert refused.value.response["error"] == "invalid_blocks"
+    assert fake.dms_to("U1") == []
+    fields = [{"type": "section", "fields": [{"type": "mrkdwn", "text": "*Role*\nOwner"}]}]
+    client.chat_postMessage(channel="U1", text="card", blocks=fields)
+    assert len(fake.dms_to("U1")) == 1

@@ -992,6 +992,8 @@ class FakeSlack:
             raise _ApiError("no_text")
         if "blocks" in args and not isinstance(args["blocks"], list):
             raise _ApiError("invalid_blocks")
+        if any(_empty_section(block) for block in args.get("blocks") or []):
+            raise _ApiError("invalid_blocks")
         if "attachments" in args and not isinstance(args["attachments"], list):
             raise _ApiError("invalid_attachments")
 
@@ -1257,6 +1259,18 @@ class FakeSlack:
 
 
 # ---------------------------------------------------------------- HTTP plumbing
+
+
+def _empty_section(block: Any) -> bool:
+    """A section block Slack refuses (``invalid_blocks``): its ``text`` must be a text
+    object of at least one character, unless it has ``fields`` instead (Block Kit
+    reference, section block: "Minimum length for the text in this field is 1")."""
+    if not isinstance(block, dict) or block.get("type") != "section":
+        return False
+    text = block.get("text")
+    if isinstance(text, dict) and isinstance(text.get("text"), str) and text["text"]:
+        return False
+    return not (text is None and block.get("fields"))
 
 
 def _is_reply(msg: dict[str, Any]) -> bool:

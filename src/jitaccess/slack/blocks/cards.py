@@ -96,11 +96,23 @@ def native_note(view: RequestView, *, approver: bool) -> ContextBlock | None:
     return ContextBlock(elements=[md(truncate(text, SECTION_TEXT_MAX))])
 
 
-def outcome_lines(view: RequestView, *, with_state: bool = True) -> list[str]:
-    """Who decided and why, and how access began and ended; first the state, unless the
-    card already starts with it (``with_state`` False: the DM cards under
-    :func:`first_line_block`)."""
-    lines = [f"*{STATE_LABEL.get(RequestState(view.state), view.state)}*"] if with_state else []
+def outcome_blocks(view: RequestView, *, with_state: bool = False) -> list[SectionBlock]:
+    """:func:`outcome_lines` as a card's section; ``with_state`` puts the state first,
+    for the feed, whose message has no :func:`first_line_block` (the DM cards do).
+    Nothing when there is nothing to say yet (a request waiting for its first approval):
+    Slack refuses a section with empty text (Block Kit, section block: "Minimum length
+    for the text in this field is 1")."""
+    lines = outcome_lines(view)
+    if with_state:
+        lines.insert(0, f"*{STATE_LABEL.get(RequestState(view.state), view.state)}*")
+    if not lines:
+        return []
+    return [SectionBlock(text=md(truncate("\n".join(lines), SECTION_TEXT_MAX)))]
+
+
+def outcome_lines(view: RequestView) -> list[str]:
+    """Who decided and why, and how access began and ended."""
+    lines: list[str] = []
     if view.breakglass:
         # Nobody approved a break-glass request: its requester took it, and someone reviews it.
         review = (
@@ -183,13 +195,7 @@ def approver_card(
     text = f"{view.requester} asks for {escape(view.role)} on {escape(view.app)}"
     if not current:
         if not deciding(view):
-            blocks.append(
-                SectionBlock(
-                    text=md(
-                        truncate("\n".join(outcome_lines(view, with_state=False)), SECTION_TEXT_MAX)
-                    )
-                )
-            )
+            blocks.extend(outcome_blocks(view))
         blocks.append(
             ContextBlock(elements=[md(f":information_source: {no_longer_approver_text(view)}")])
         )
@@ -221,13 +227,7 @@ def approver_card(
             ContextBlock(elements=[md(f"{how} Times out {when(view.approval_deadline_at)}.")])
         )
     else:
-        blocks.append(
-            SectionBlock(
-                text=md(
-                    truncate("\n".join(outcome_lines(view, with_state=False)), SECTION_TEXT_MAX)
-                )
-            )
-        )
+        blocks.extend(outcome_blocks(view))
         if Action.REVOKE in offered:
             blocks.append(
                 ActionsBlock(
@@ -248,7 +248,7 @@ def feed_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
         HeaderBlock(text=f"{kind} #{view.id}"),
         request_fields(view),
         justification(view),
-        SectionBlock(text=md(truncate("\n".join(outcome_lines(view)), SECTION_TEXT_MAX))),
+        *outcome_blocks(view, with_state=True),
     ]
     azure = native_note(view, approver=False)
     if azure is not None:
@@ -299,9 +299,7 @@ def requester_card(view: RequestView) -> tuple[str, list[dict[str, Any]]]:
     blocks: list[Block] = [
         first_line_block(view),
         SectionBlock(text=md(window(view))),
-        SectionBlock(
-            text=md(truncate("\n".join(outcome_lines(view, with_state=False)), SECTION_TEXT_MAX))
-        ),
+        *outcome_blocks(view),
     ]
     note = native_note(view, approver=False)
     if note is not None:
@@ -537,9 +535,7 @@ def breakglass_alert(
         ),
         request_fields(view),
         justification(view),
-        SectionBlock(
-            text=md(truncate("\n".join(outcome_lines(view, with_state=False)), SECTION_TEXT_MAX))
-        ),
+        *outcome_blocks(view),
         SectionBlock(text=md(truncate(review_lines(view), SECTION_TEXT_MAX))),
     ]
     buttons: list[ButtonElement] = []
