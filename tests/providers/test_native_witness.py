@@ -75,7 +75,7 @@ def test_the_witness_confirms_what_azure_says_and_writes_nothing(arm: FakeArm) -
     arm.managed_apps.set_request_state(made.id, "Approved")
     seen = len(arm.requests)
     witness.grant(spec, now)
-    with pytest.raises(ProviderError, match="still grants this access"):
+    with pytest.raises(ProviderError, match="still grants this access for another 30m,"):
         witness.revoke(spec, now + timedelta(minutes=30))
     witness.revoke(spec, now + timedelta(hours=1))  # Azure's window is over
     arm.managed_apps.set_request_state(made.id, "Canceled")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from jitaccess.domain.durations import format_duration
 from jitaccess.domain.native import (
     NATIVE_PROVIDER,
     ExternalLookupFailed,
@@ -57,6 +58,8 @@ class NativeWitness:
         state, ends = self._read(spec)
         if state is JitRequestState.APPROVED and now < ends:
             raise ProviderError(
-                f"Azure still grants this access until {ends:%Y-%m-%d %H:%M} UTC; a JIT "
-                "request cannot be ended early through Azure's API"
+                # A backend's error is shown on Slack cards as it is: no clock time in it
+                # (it would be in nobody's zone), the time left instead.
+                f"Azure still grants this access for another {format_duration(ends - now)}, "
+                "until its window ends; a JIT request cannot be ended early through Azure's API"
             )
